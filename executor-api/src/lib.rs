@@ -1,0 +1,208 @@
+//! The `Executor` trait: one interface for `cf`'s thread pool and process pool.
+//!
+//! A library written against this crate is generic over `E: Executor`; the application picks
+//! the backend (`cf-pool-thread`'s `ThreadPoolExecutor` or `cf-pool-proc`'s
+//! `ProcessPoolExecutor`). This crate re-exports `cf-futures-core`, so it is the only `cf`
+//! dependency such a library needs.
+//!
+//! # A short tour
+//!
+//! ```
+//! use cf_executor_api::{as_completed, Executor, MapOptions, SubmitError};
+//!
+//! fn square(x: u64) -> u64 {
+//!     x * x
+//! }
+//!
+//! /// Works unchanged on threads or processes.
+//! fn sum_of_squares<E: Executor>(executor: &E, n: u64) -> Result<u64, SubmitError> {
+//!     let futures: Vec<_> = (0..n)
+//!         .map(|x| executor.submit(square, x))
+//!         .collect::<Result<_, _>>()?;
+//!     Ok(as_completed(&futures, None).map(|f| *f.unwrap().result().unwrap()).sum())
+//! }
+//!
+//! fn ordered<E: Executor>(executor: &E) -> Vec<u64> {
+//!     executor
+//!         .map(square, 1..=5, MapOptions::new().chunksize(2))
+//!         .unwrap()
+//!         .collect::<Result<_, _>>()
+//!         .unwrap()
+//! }
+//! # let _ = (sum_of_squares::<Inline>, ordered::<Inline>);
+//! # // A minimal executor so this page compiles without a backend crate.
+//! # struct Inline;
+//! # impl Executor for Inline {
+//! #     fn submit<F, A, R>(&self, f: F, arg: A) -> Result<cf_executor_api::Future<R>, SubmitError>
+//! #     where F: cf_executor_api::Task<A, R>, A: cf_executor_api::Payload, R: cf_executor_api::Payload + Sync {
+//! #         let p = cf_executor_api::Promise::new();
+//! #         let _ = p.set_outcome(cf_executor_api::call_catching(|| f(arg)));
+//! #         Ok(p.future())
+//! #     }
+//! #     fn shutdown(&self, _: bool, _: bool) {}
+//! #     fn max_workers(&self) -> usize { 1 }
+//! # }
+//! # assert_eq!(sum_of_squares(&Inline, 4).unwrap(), 14);
+//! # assert_eq!(ordered(&Inline), [1, 4, 9, 16, 25]);
+//! ```
+//!
+//! # Tasks
+//!
+//! A task is `F: Fn(A) -> R + Copy + Send + Sync + 'static` ([`Task`]) with serde-able argument
+//! and result ([`Payload`]); several arguments travel as a tuple. Those bounds are what a
+//! process pool needs to run `f` in another process; fn items and non-capturing closures meet
+//! them. The thread pool accepts anything more through its own `spawn`.
+//!
+//! # Errors
+//!
+//! [`SubmitError`] is an executor refusing work (shut down, broken, bad argument);
+//! [`TaskError`] is a task that ran and failed (panicked, cancelled, timed out, worker died).
+//! A task's own domain errors are values: return `Result<T, E>` from the task.
+#![warn(missing_docs)]
+
+mod error;
+mod map;
+mod panic_capture;
+
+#[cfg(feature = "conformance")]
+pub mod conformance;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+pub use cf_futures_core::{
+    as_completed, panic_message, wait, AsCompleted, CodecStage, ExitCause, Future,
+    InvalidStateError, Promise, ReturnWhen, State, TaskError, TimeoutError, WaitResult,
+};
+pub use error::{BuildError, SubmitError};
+pub use map::{Map, MapOptions};
+pub use panic_capture::call_catching;
+
+/// What a task must be: a plain function of one (serde-able) argument, copyable and shareable.
+///
+/// Blanket-implemented; name it in bounds instead of spelling out the closure traits.
+///
+/// # Examples
+///
+/// ```
+/// fn is_task<F: cf_executor_api::Task<(u32, u32), u32>>(_: F) {}
+/// fn add((a, b): (u32, u32)) -> u32 { a + b }
+/// is_task(add);
+/// is_task(|(a, b): (u32, u32)| a * b);
+/// ```
+pub trait Task<A, R>: Fn(A) -> R + Copy + Send + Sync + 'static {}
+
+impl<F, A, R> Task<A, R> for F where F: Fn(A) -> R + Copy + Send + Sync + 'static {}
+
+/// What crosses to a worker and back: serde in both directions, sendable, owned.
+///
+/// # Examples
+///
+/// ```
+/// fn is_payload<P: cf_executor_api::Payload>() {}
+/// is_payload::<(u64, String, Vec<f64>)>();
+/// ```
+pub trait Payload: Serialize + DeserializeOwned + Send + 'static {}
+
+impl<P> Payload for P where P: Serialize + DeserializeOwned + Send + 'static {}
+
+/// An executor: Python's `concurrent.futures.Executor`.
+///
+/// `Drop` is the `with`-block exit: implementations shut down and wait for their work.
+///
+/// # Examples
+///
+/// See the [crate documentation](crate) for a backend-generic function.
+pub trait Executor: Send + Sync {
+    /// Schedules `f(arg)` and returns its future at once; never blocks on a worker.
+    ///
+    /// # Errors
+    ///
+    /// [`SubmitError::Shutdown`] after `shutdown`, [`SubmitError::Broken`] when the executor
+    /// broke. Failures of the task itself arrive through the future.
+    fn submit<F, A, R>(&self, f: F, arg: A) -> Result<Future<R>, SubmitError>
+    where
+        F: Task<A, R>,
+        A: Payload,
+        R: Payload + Sync;
+
+    /// Schedules `f` over `args` as one unit (one message for a process pool); one future per
+    /// item, each completed on its own. `map` uses it for `chunksize`.
+    ///
+    /// # Errors
+    ///
+    /// As [`submit`](Self::submit).
+    fn submit_batch<F, A, R>(&self, f: F, args: Vec<A>) -> Result<Vec<Future<R>>, SubmitError>
+    where
+        F: Task<A, R>,
+        A: Payload,
+        R: Payload + Sync,
+    {
+        args.into_iter().map(|a| self.submit(f, a)).collect()
+    }
+
+    /// `f` over `inputs`: a lazy iterator of results in input order.
+    ///
+    /// Without `buffersize` every input is submitted now; with it, at most `buffersize` chunks
+    /// are in flight and `inputs` is pulled as results are consumed, so it may be infinite. The
+    /// `timeout` counts from this call. The first failure (or the timeout) is yielded and ends
+    /// the iteration; ending early or dropping the iterator cancels the tasks not started.
+    ///
+    /// # Errors
+    ///
+    /// [`SubmitError::InvalidArgument`] for `chunksize = 0` or `buffersize = Some(0)`; otherwise
+    /// as [`submit`](Self::submit).
+    fn map<'a, F, A, R, I>(
+        &'a self,
+        f: F,
+        inputs: I,
+        options: MapOptions,
+    ) -> Result<Map<'a, R>, SubmitError>
+    where
+        Self: Sized,
+        F: Task<A, R>,
+        A: Payload,
+        R: Payload + Sync,
+        I: IntoIterator<Item = A>,
+        I::IntoIter: Send + 'a,
+    {
+        options.validate()?;
+        let mut inputs = inputs.into_iter();
+        let chunksize = options.chunksize;
+        let refill = move || -> Result<Option<Vec<Future<R>>>, SubmitError> {
+            let chunk: Vec<A> = inputs.by_ref().take(chunksize).collect();
+            match chunk.len() {
+                0 => Ok(None),
+                1 if chunksize == 1 => {
+                    let arg = chunk.into_iter().next().expect("one item");
+                    Ok(Some(vec![self.submit(f, arg)?]))
+                }
+                _ => self.submit_batch(f, chunk).map(Some),
+            }
+        };
+        Map::new(options, Box::new(refill))
+    }
+
+    /// Stops taking work. With `wait`, blocks until every submitted task is done and the
+    /// workers have exited; with `cancel_futures`, cancels every task not yet started first.
+    /// Idempotent.
+    fn shutdown(&self, wait: bool, cancel_futures: bool);
+
+    /// How many workers the executor may run at once.
+    fn max_workers(&self) -> usize;
+}
+
+/// The number of CPUs this process may use: the default `max_workers` of a process pool.
+///
+/// Unlike Python's `os.cpu_count()` it honours CPU affinity and cgroup quotas (as Python 3.13's
+/// `os.process_cpu_count()` does), since that is what a pool can actually use. Never 0.
+///
+/// # Examples
+///
+/// ```
+/// assert!(cf_executor_api::cpu_count() >= 1);
+/// ```
+#[must_use]
+pub fn cpu_count() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+}

@@ -1,0 +1,217 @@
+//! `Executor::map`: a lazy iterator of results in input order.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use cf_futures_core::{Future, TaskError};
+
+use crate::SubmitError;
+
+/// Options of [`Executor::map`](crate::Executor::map), as Python's `map(timeout=, chunksize=,
+/// buffersize=)`.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use cf_executor_api::MapOptions;
+///
+/// let o = MapOptions::new().chunksize(16).buffersize(4).timeout(Duration::from_secs(30));
+/// assert_eq!((o.chunksize, o.buffersize), (16, Some(4)));
+/// assert_eq!(MapOptions::default().chunksize, 1);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MapOptions {
+    /// Overall time limit, measured from the `map` call. `None` waits forever.
+    pub timeout: Option<Duration>,
+    /// Items per task: a process pool sends a chunk as one message. At least 1.
+    pub chunksize: usize,
+    /// With `Some(n)`, at most `n` chunks are submitted ahead of the consumer and the input is
+    /// pulled lazily, so infinite iterators work. `None` submits every input at the call.
+    pub buffersize: Option<usize>,
+}
+
+impl Default for MapOptions {
+    fn default() -> Self {
+        MapOptions {
+            timeout: None,
+            chunksize: 1,
+            buffersize: None,
+        }
+    }
+}
+
+impl MapOptions {
+    /// The defaults: no timeout, `chunksize` 1, no `buffersize`.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Sets [`timeout`](Self::timeout).
+    #[must_use]
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+    /// Sets [`chunksize`](Self::chunksize).
+    #[must_use]
+    pub fn chunksize(mut self, chunksize: usize) -> Self {
+        self.chunksize = chunksize;
+        self
+    }
+    /// Sets [`buffersize`](Self::buffersize).
+    #[must_use]
+    pub fn buffersize(mut self, buffersize: usize) -> Self {
+        self.buffersize = Some(buffersize);
+        self
+    }
+
+    pub(crate) fn validate(&self) -> Result<(), SubmitError> {
+        if self.chunksize == 0 {
+            return Err(SubmitError::InvalidArgument {
+                name: "chunksize",
+                message: "must be at least 1 (got 0)".into(),
+            });
+        }
+        if self.buffersize == Some(0) {
+            return Err(SubmitError::InvalidArgument {
+                name: "buffersize",
+                message: "must be at least 1 (got 0); use None for no limit".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Submits the next chunk of input; `Ok(None)` when the input is exhausted.
+pub(crate) type Refill<'a, R> =
+    Box<dyn FnMut() -> Result<Option<Vec<Future<R>>>, SubmitError> + Send + 'a>;
+
+/// The iterator returned by [`Executor::map`](crate::Executor::map): results in input order.
+///
+/// Yields `Ok(value)` per input; the first `Err` (a failed task, or the timeout) is yielded once
+/// and ends the iteration. Ending early or dropping the iterator cancels every task that has not
+/// started.
+#[must_use = "without buffersize the work is already submitted; iterate to read the results"]
+pub struct Map<'a, R> {
+    pending: VecDeque<Future<R>>,
+    refill: Option<Refill<'a, R>>,
+    /// Items allowed in flight (`buffersize * chunksize`); refill when a chunk fits.
+    capacity: usize,
+    chunksize: usize,
+    deadline: Option<(Instant, Duration)>,
+    /// A lazy refill refused by the executor (e.g. shut down meanwhile), yielded last.
+    refused: Option<TaskError>,
+    finished: bool,
+}
+
+impl<'a, R> Map<'a, R> {
+    pub(crate) fn new(options: MapOptions, mut refill: Refill<'a, R>) -> Result<Self, SubmitError> {
+        let start = Instant::now();
+        let mut pending = VecDeque::new();
+        let lazy = options.buffersize.is_some();
+        let capacity = options
+            .buffersize
+            .map_or(usize::MAX, |b| b.saturating_mul(options.chunksize));
+        while pending.len() < capacity {
+            match refill()? {
+                Some(chunk) => pending.extend(chunk),
+                None => break,
+            }
+        }
+        let deadline = options
+            .timeout
+            .and_then(|t| start.checked_add(t).map(|d| (d, t)));
+        Ok(Map {
+            pending,
+            refill: lazy.then_some(refill),
+            capacity,
+            chunksize: options.chunksize,
+            deadline,
+            refused: None,
+            finished: false,
+        })
+    }
+
+    fn top_up(&mut self) -> Result<(), SubmitError> {
+        let Some(refill) = self.refill.as_mut() else {
+            return Ok(());
+        };
+        while self.pending.len() + self.chunksize <= self.capacity {
+            match refill()? {
+                Some(chunk) => self.pending.extend(chunk),
+                None => {
+                    self.refill = None;
+                    break;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self) {
+        self.finished = true;
+        self.refill = None;
+        for f in self.pending.drain(..) {
+            f.cancel();
+        }
+    }
+}
+
+impl<R> Iterator for Map<'_, R> {
+    type Item = Result<R, TaskError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.finished {
+            return None;
+        }
+        let Some(front) = self.pending.pop_front() else {
+            self.finished = true;
+            return self.refused.take().map(Err);
+        };
+        if let Some((deadline, timeout)) = self.deadline {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if let Err(TaskError::Timeout { .. }) = front.result_timeout(left) {
+                if !front.done() {
+                    front.cancel();
+                    self.finish();
+                    return Some(Err(TaskError::timeout(timeout)));
+                }
+            }
+        }
+        let outcome = front.try_unwrap().unwrap_or_else(|_| {
+            Err(TaskError::Broken {
+                reason: "internal: a map future was shared; please report this".into(),
+            })
+        });
+        if outcome.is_err() {
+            self.finish();
+            return Some(outcome);
+        }
+        if let Err(e) = self.top_up() {
+            // This value is good; the refusal is yielded after what is already in flight.
+            self.refill = None;
+            self.refused = Some(e.into());
+        }
+        Some(outcome)
+    }
+}
+
+impl<R> Drop for Map<'_, R> {
+    fn drop(&mut self) {
+        for f in self.pending.drain(..) {
+            f.cancel();
+        }
+    }
+}
+
+impl<R> fmt::Debug for Map<'_, R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Map")
+            .field("in_flight", &self.pending.len())
+            .field("lazy", &self.refill.is_some())
+            .field("finished", &self.finished)
+            .finish()
+    }
+}

@@ -1,0 +1,299 @@
+//! The executor's failures: [`TaskError`] and the small types it is made of.
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::State;
+
+/// Why a task produced no value: the executor's failure, shared by every backend.
+///
+/// A task's *own* errors are values: a task returning `Result<T, E>` gives a
+/// `Future<Result<T, E>>` and its `Err` arrives as a successful result. `TaskError` is for what
+/// went wrong around the task: it panicked, was cancelled, timed out, its worker process died, the
+/// pool broke, or its argument or result could not cross a process boundary.
+///
+/// Every message says what happened and what to do about it.
+///
+/// # Examples
+///
+/// ```
+/// use cf_futures_core::{Promise, TaskError};
+///
+/// let promise = Promise::<u32>::new();
+/// let future = promise.future();
+/// assert!(future.cancel());
+/// assert!(matches!(future.result(), Err(TaskError::Cancelled)));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[non_exhaustive]
+pub enum TaskError {
+    /// The task panicked: the analog of a raised exception in Python.
+    #[error(
+        "task panicked{}: {message} (the panic was caught; the worker lives on; \
+         fix the task or handle this error where you read the result)",
+        location.as_ref().map(|l| format!(" at {l}")).unwrap_or_default()
+    )]
+    Panicked {
+        /// The panic payload, if it was a string.
+        message: String,
+        /// `file:line:column` of the panic, when the backend could capture it.
+        location: Option<String>,
+        /// The backtrace of the thread that panicked, as text, when captured.
+        backtrace: Option<String>,
+    },
+    /// The future was cancelled before it started.
+    #[error("task was cancelled before it started (by Future::cancel, a dropped map iterator or shutdown(cancel_futures))")]
+    Cancelled,
+    /// No result in time.
+    ///
+    /// With `killed_worker: None` this is a caller's wait that ran out (`result_timeout`, a
+    /// `map` timeout): the task may still be pending or running. With `Some(pid)` the task ran past
+    /// its own time limit and the process pool killed the worker running it.
+    #[error("{}", timeout_message(*after, *killed_worker))]
+    Timeout {
+        /// How long was waited, or the task's time limit.
+        after: Duration,
+        /// The worker process killed because the task overran its limit.
+        killed_worker: Option<u32>,
+    },
+    /// The worker process running the task died.
+    #[error(
+        "worker process {pid} died while holding this task ({cause}); the pool replaced the \
+         worker. A task that crashes its process (abort, segfault, exit, stack overflow, \
+         out of memory, kill from outside) must be fixed or retried"
+    )]
+    WorkerDied {
+        /// The dead worker's process id.
+        pid: u32,
+        /// How it ended.
+        cause: ExitCause,
+    },
+    /// The executor cannot run tasks any more.
+    #[error("executor is broken: {reason}; create a new executor")]
+    Broken {
+        /// Why, e.g. the initializer's failure.
+        reason: String,
+    },
+    /// An argument or result could not be serialized or deserialized.
+    #[error(
+        "could not {stage}: {message}; check that the type's Serialize and Deserialize agree \
+         and do not need self-describing formats (no serde(untagged), no deserialize_any)"
+    )]
+    Codec {
+        /// Which of the four crossings failed.
+        stage: CodecStage,
+        /// The codec's own message, or the panic message if the impl panicked.
+        message: String,
+    },
+}
+
+fn timeout_message(after: Duration, killed_worker: Option<u32>) -> String {
+    match killed_worker {
+        Some(pid) => format!(
+            "task ran past its time limit of {after:?}; worker process {pid} was killed and \
+             replaced; raise the limit or make the task faster"
+        ),
+        None => format!(
+            "no result within {after:?}; the task is still pending or running; wait longer, \
+             or cancel() it"
+        ),
+    }
+}
+
+impl TaskError {
+    /// A caller-side wait timeout of `after`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let e = cf_futures_core::TaskError::timeout(Duration::from_millis(5));
+    /// assert!(e.to_string().contains("no result within 5ms"));
+    /// ```
+    #[must_use]
+    pub fn timeout(after: Duration) -> Self {
+        TaskError::Timeout {
+            after,
+            killed_worker: None,
+        }
+    }
+
+    /// A `Panicked` error built from a panic payload as returned by `catch_unwind`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let payload = std::panic::catch_unwind(|| panic!("boom")).unwrap_err();
+    /// let e = cf_futures_core::TaskError::from_panic(payload.as_ref(), None, None);
+    /// assert!(e.to_string().contains("boom"));
+    /// ```
+    #[must_use]
+    pub fn from_panic(
+        payload: &(dyn std::any::Any + Send),
+        location: Option<String>,
+        backtrace: Option<String>,
+    ) -> Self {
+        TaskError::Panicked {
+            message: panic_message(payload),
+            location,
+            backtrace,
+        }
+    }
+}
+
+/// The text of a panic payload (`&str` or `String`), or a placeholder for other types.
+///
+/// # Examples
+///
+/// ```
+/// let payload = std::panic::catch_unwind(|| panic!("x = {}", 1)).unwrap_err();
+/// assert_eq!(cf_futures_core::panic_message(payload.as_ref()), "x = 1");
+/// ```
+#[must_use]
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&'static str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "<non-string panic payload>".to_owned()
+    }
+}
+
+/// How a worker process ended.
+///
+/// # Examples
+///
+/// ```
+/// use cf_futures_core::ExitCause;
+/// assert_eq!(ExitCause::Signal(9).to_string(), "killed by signal 9 (SIGKILL)");
+/// assert_eq!(ExitCause::Code(99).to_string(), "exited with code 99");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum ExitCause {
+    /// `exit(code)`.
+    Code(i32),
+    /// Terminated by this signal number.
+    Signal(i32),
+    /// The channel closed but the exit status could not be read.
+    Unknown,
+}
+
+impl ExitCause {
+    /// The conventional name of a signal (`SIGKILL`), if this is a well-known one.
+    #[must_use]
+    pub fn signal_name(self) -> Option<&'static str> {
+        let ExitCause::Signal(n) = self else {
+            return None;
+        };
+        Some(match n {
+            1 => "SIGHUP",
+            2 => "SIGINT",
+            3 => "SIGQUIT",
+            4 => "SIGILL",
+            5 => "SIGTRAP",
+            6 => "SIGABRT",
+            7 => "SIGBUS",
+            8 => "SIGFPE",
+            9 => "SIGKILL",
+            11 => "SIGSEGV",
+            13 => "SIGPIPE",
+            14 => "SIGALRM",
+            15 => "SIGTERM",
+            _ => return None,
+        })
+    }
+}
+
+impl fmt::Display for ExitCause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ExitCause::Code(c) => write!(f, "exited with code {c}"),
+            ExitCause::Signal(n) => match self.signal_name() {
+                Some(name) => write!(f, "killed by signal {n} ({name})"),
+                None => write!(f, "killed by signal {n}"),
+            },
+            ExitCause::Unknown => f.write_str("exit status unknown"),
+        }
+    }
+}
+
+/// Which crossing of a process boundary failed to (de)serialize.
+///
+/// # Examples
+///
+/// ```
+/// use cf_futures_core::CodecStage;
+/// assert_eq!(CodecStage::SerializeArgument.to_string(), "serialize the task's argument in the parent");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum CodecStage {
+    /// In the parent, at `submit`.
+    SerializeArgument,
+    /// In the worker, before the task runs.
+    DeserializeArgument,
+    /// In the worker, after the task returned.
+    SerializeResult,
+    /// In the parent, when the result arrived.
+    DeserializeResult,
+}
+
+impl fmt::Display for CodecStage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            CodecStage::SerializeArgument => "serialize the task's argument in the parent",
+            CodecStage::DeserializeArgument => "deserialize the task's argument in the worker",
+            CodecStage::SerializeResult => "serialize the task's result in the worker",
+            CodecStage::DeserializeResult => "deserialize the task's result in the parent",
+        })
+    }
+}
+
+/// A [`Promise`](crate::Promise) was asked to complete a future that is already complete.
+///
+/// The first outcome stays; this error names the state the future was in.
+///
+/// # Examples
+///
+/// ```
+/// use cf_futures_core::{Promise, State};
+///
+/// let promise = Promise::new();
+/// promise.set_result(1).unwrap();
+/// let err = promise.set_result(2).unwrap_err();
+/// assert_eq!(err.state, State::Finished);
+/// assert_eq!(*promise.future().result().unwrap(), 1);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("future is already {state}; its first outcome stays and this one was dropped")]
+pub struct InvalidStateError {
+    /// The state the future was in.
+    pub state: State,
+}
+
+/// `as_completed` ran out of time before every future finished.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use cf_futures_core::{as_completed, Promise};
+///
+/// let pending = Promise::<u8>::new();
+/// let futures = [pending.future()];
+/// let mut it = as_completed(&futures, Some(Duration::ZERO));
+/// let err = it.next().unwrap().unwrap_err();
+/// assert_eq!(err.to_string(), "1 (of 1) futures unfinished");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("{unfinished} (of {total}) futures unfinished")]
+pub struct TimeoutError {
+    /// How many futures were still not done.
+    pub unfinished: usize,
+    /// How many distinct futures were given.
+    pub total: usize,
+}

@@ -1,0 +1,648 @@
+//! The state machine: [`Future`] (consumer handle) and [`Promise`] (producer handle).
+//!
+//! One `Inner` per task, shared through an `Arc`:
+//!
+//! * `shared` (a mutex) holds the [`State`], the done-callbacks, the registered waiters of
+//!   `wait`/`as_completed`, the async wakers, and the *release* bookkeeping described below;
+//! * `cond` wakes threads blocked in `result()`;
+//! * `outcome` is written exactly once, under the mutex, before the state becomes done; after
+//!   that it is immutable, which is what lets `result()` hand out `&T` without holding a lock.
+//!
+//! Completion takes the callbacks, waiters and wakers out under the lock and runs or notifies
+//! them after releasing it, so no user code and no other lock ever runs under `shared`.
+//!
+//! *Release*: when the [`Promise`] is dropped it marks the future released and only then drops
+//! its `Arc`. [`Future::try_unwrap`] waits for that, so a sole owner (such as the `map` iterator)
+//! can move the value out without requiring `T: Clone`.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::hash::{Hash, Hasher};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use crate::error::{panic_message, InvalidStateError, TaskError};
+use crate::primitive::{Condvar, Mutex};
+use crate::waiter::Waiter;
+
+/// The life cycle of a future, as in Python's `concurrent.futures`.
+///
+/// `Pending -> Running -> Finished`, or `Pending -> Cancelled`. A failed task is `Finished` with an
+/// error outcome. `Finished` and `Cancelled` are final.
+///
+/// # Examples
+///
+/// ```
+/// use cf_futures_core::{Promise, State};
+///
+/// let p = Promise::<()>::new();
+/// assert_eq!(p.future().state(), State::Pending);
+/// assert!(p.set_running_or_notify_cancel());
+/// assert_eq!(p.future().state(), State::Running);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum State {
+    /// Submitted, not started.
+    Pending,
+    /// Started by a worker.
+    Running,
+    /// Cancelled before it started.
+    Cancelled,
+    /// Completed with a value or an error.
+    Finished,
+}
+
+impl State {
+    /// `true` for `Cancelled` and `Finished`.
+    #[must_use]
+    pub fn is_done(self) -> bool {
+        matches!(self, State::Cancelled | State::Finished)
+    }
+}
+
+impl fmt::Display for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            State::Pending => "pending",
+            State::Running => "running",
+            State::Cancelled => "cancelled",
+            State::Finished => "finished",
+        })
+    }
+}
+
+type Callback<T> = Box<dyn FnOnce(&Future<T>) + Send + 'static>;
+
+struct Shared<T> {
+    state: State,
+    callbacks: Vec<Callback<T>>,
+    waiters: Vec<(Arc<Waiter>, usize)>,
+    wakers: Vec<Waker>,
+    /// The promise has been dropped: no handle but user handles remains.
+    released: bool,
+    release_waiters: Vec<Arc<Waiter>>,
+}
+
+pub(crate) struct Inner<T> {
+    shared: Mutex<Shared<T>>,
+    cond: Condvar,
+    outcome: OnceLock<Result<T, TaskError>>,
+}
+
+/// A cheap, cloneable handle to the eventual outcome of one task.
+///
+/// Every clone refers to the same task; equality and hashing are by identity, so a `Future` can
+/// key a `HashMap` the way Python code keys a dict with futures.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use cf_futures_core::{Promise, State};
+///
+/// let promise = Promise::new();
+/// let future = promise.future();
+/// assert!(!future.done());
+/// std::thread::spawn(move || promise.set_result(7_u64).unwrap());
+/// assert_eq!(future.result_timeout(Duration::from_secs(10)), Ok(&7));
+/// assert_eq!(future.state(), State::Finished);
+/// assert_eq!(future.exception(), None);
+/// ```
+pub struct Future<T> {
+    inner: Arc<Inner<T>>,
+}
+
+/// The producer side of a [`Future`]: what an executor holds to report progress and outcome.
+///
+/// Dropping a promise whose future is not done fails the future with [`TaskError::Broken`], so a
+/// task an executor loses can never leave a waiter hanging.
+///
+/// # Examples
+///
+/// ```
+/// use cf_futures_core::{Promise, TaskError};
+///
+/// let promise = Promise::<u8>::new();
+/// let future = promise.future();
+/// drop(promise);
+/// assert!(matches!(future.result(), Err(TaskError::Broken { .. })));
+/// ```
+pub struct Promise<T> {
+    /// `Some` until `Drop`, which takes it so the `Arc` is released before release-waiters wake.
+    inner: Option<Arc<Inner<T>>>,
+}
+
+impl<T> Clone for Future<T> {
+    fn clone(&self) -> Self {
+        Future {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}
+
+impl<T> PartialEq for Future<T> {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+}
+
+impl<T> Eq for Future<T> {}
+
+impl<T> Hash for Future<T> {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.id().hash(state);
+    }
+}
+
+impl<T> Future<T> {
+    /// Identity of the shared state, for de-duplication.
+    pub(crate) fn id(&self) -> usize {
+        Arc::as_ptr(&self.inner) as *const () as usize
+    }
+
+    /// The current state.
+    #[must_use]
+    pub fn state(&self) -> State {
+        self.inner.shared.lock().state
+    }
+
+    /// `true` once the future is finished or cancelled.
+    #[must_use]
+    pub fn done(&self) -> bool {
+        self.state().is_done()
+    }
+
+    /// `true` while a worker runs the task.
+    #[must_use]
+    pub fn running(&self) -> bool {
+        self.state() == State::Running
+    }
+
+    /// `true` if the future was cancelled.
+    #[must_use]
+    pub fn cancelled(&self) -> bool {
+        self.state() == State::Cancelled
+    }
+
+    /// Cancels the task if it has not started.
+    ///
+    /// Returns `true` if the future is now cancelled (also when it already was), `false` if it is
+    /// running or finished. Cancelling runs the done-callbacks.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let p = cf_futures_core::Promise::<u8>::new();
+    /// let f = p.future();
+    /// assert!(f.cancel());
+    /// assert!(f.cancel());
+    /// assert!(!p.set_running_or_notify_cancel());
+    /// ```
+    pub fn cancel(&self) -> bool {
+        cancel(&self.inner)
+    }
+
+    /// Blocks until the future is done and returns its value, or the error that ended it.
+    ///
+    /// # Errors
+    ///
+    /// The task's [`TaskError`]: `Cancelled`, `Panicked`, `WorkerDied`, ...
+    pub fn result(&self) -> Result<&T, TaskError> {
+        self.wait_done(None);
+        self.outcome()
+    }
+
+    /// The outcome if the future is done, `None` without blocking otherwise.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let p = cf_futures_core::Promise::new();
+    /// assert!(p.future().try_result().is_none());
+    /// p.set_result("ok").unwrap();
+    /// assert_eq!(p.future().try_result(), Some(Ok(&"ok")));
+    /// ```
+    #[must_use]
+    pub fn try_result(&self) -> Option<Result<&T, TaskError>> {
+        self.done().then(|| self.outcome())
+    }
+
+    /// Like [`result`](Self::result), giving up after `timeout`.
+    ///
+    /// # Errors
+    ///
+    /// [`TaskError::Timeout`] if the future is not done in time (it goes on), otherwise as
+    /// [`result`](Self::result).
+    pub fn result_timeout(&self, timeout: Duration) -> Result<&T, TaskError> {
+        if self.wait_done(Some(timeout)) {
+            self.outcome()
+        } else {
+            Err(TaskError::timeout(timeout))
+        }
+    }
+
+    /// Blocks until done; `None` if the task produced a value, its error otherwise.
+    #[must_use]
+    pub fn exception(&self) -> Option<TaskError> {
+        self.result().err()
+    }
+
+    /// Like [`exception`](Self::exception), giving up after `timeout`.
+    ///
+    /// # Errors
+    ///
+    /// [`TaskError::Timeout`] if the future is not done in time.
+    pub fn exception_timeout(&self, timeout: Duration) -> Result<Option<TaskError>, TaskError> {
+        if self.wait_done(Some(timeout)) {
+            Ok(self.outcome().err())
+        } else {
+            Err(TaskError::timeout(timeout))
+        }
+    }
+
+    /// Attaches `callback`, called with this future once it is done.
+    ///
+    /// Callbacks run in the order added, in the thread that completes the future; a callback
+    /// added to a done future runs at once in the caller's thread. A panicking callback is caught
+    /// and logged (`log::error!`), and the next callback still runs.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::mpsc;
+    /// let p = cf_futures_core::Promise::new();
+    /// let (tx, rx) = mpsc::channel();
+    /// p.future().add_done_callback(move |f| tx.send(*f.result().unwrap()).unwrap());
+    /// p.set_result(5).unwrap();
+    /// assert_eq!(rx.recv().unwrap(), 5);
+    /// ```
+    pub fn add_done_callback<F>(&self, callback: F)
+    where
+        F: FnOnce(&Future<T>) + Send + 'static,
+    {
+        let mut shared = self.inner.shared.lock();
+        if shared.state.is_done() {
+            drop(shared);
+            run_callbacks(self, vec![Box::new(callback)]);
+        } else {
+            shared.callbacks.push(Box::new(callback));
+        }
+    }
+
+    /// Blocks until done, then moves the outcome out if this is the only handle left.
+    ///
+    /// Gives the handle back (`Err(self)`) if other clones exist. Waits for the executor to drop
+    /// its side first, so a sole owner always gets the value; `T` need not be `Clone`.
+    ///
+    /// # Errors
+    ///
+    /// `Err(self)` when another handle to the same task is alive.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let p = cf_futures_core::Promise::new();
+    /// let f = p.future();
+    /// p.set_result(String::from("moved")).unwrap();
+    /// drop(p);
+    /// assert_eq!(f.try_unwrap().ok().unwrap(), Ok(String::from("moved")));
+    /// ```
+    pub fn try_unwrap(self) -> Result<Result<T, TaskError>, Future<T>> {
+        self.wait_done(None);
+        if let Err(e) = self.outcome() {
+            return Ok(Err(e));
+        }
+        let waiter = {
+            let mut shared = self.inner.shared.lock();
+            if shared.released {
+                None
+            } else {
+                let w = Arc::new(Waiter::new());
+                shared.release_waiters.push(Arc::clone(&w));
+                Some(w)
+            }
+        };
+        if let Some(w) = waiter {
+            w.wait(None);
+        }
+        match Arc::try_unwrap(self.inner) {
+            Ok(inner) => Ok(inner
+                .outcome
+                .into_inner()
+                .expect("a done future has an outcome")),
+            Err(inner) => Err(Future { inner }),
+        }
+    }
+
+    /// Waits until done or `timeout`; returns whether the future is done.
+    fn wait_done(&self, timeout: Option<Duration>) -> bool {
+        let mut shared = self.inner.shared.lock();
+        if shared.state.is_done() {
+            return true;
+        }
+        match timeout {
+            None => {
+                while !shared.state.is_done() {
+                    self.inner.cond.wait(&mut shared);
+                }
+                true
+            }
+            Some(t) => {
+                let Some(deadline) = Instant::now().checked_add(t) else {
+                    drop(shared);
+                    return self.wait_done(None);
+                };
+                while !shared.state.is_done() {
+                    if self.inner.cond.wait_until(&mut shared, deadline) {
+                        return shared.state.is_done();
+                    }
+                }
+                true
+            }
+        }
+    }
+
+    /// The outcome of a done future.
+    fn outcome(&self) -> Result<&T, TaskError> {
+        match self.inner.outcome.get() {
+            Some(Ok(v)) => Ok(v),
+            Some(Err(e)) => Err(e.clone()),
+            None => unreachable!("outcome read before the future was done"),
+        }
+    }
+
+    /// `true` if finished with an error (not cancelled): what `FirstException` waits for.
+    pub(crate) fn failed(&self) -> bool {
+        self.state() == State::Finished && matches!(self.inner.outcome.get(), Some(Err(_)))
+    }
+
+    /// Registers `waiter` to be fired with `key` on completion. Returns `true` (and registers
+    /// nothing) if the future is already done.
+    pub(crate) fn register(&self, waiter: &Arc<Waiter>, key: usize) -> bool {
+        let mut shared = self.inner.shared.lock();
+        if shared.state.is_done() {
+            return true;
+        }
+        shared.waiters.push((Arc::clone(waiter), key));
+        false
+    }
+
+    pub(crate) fn unregister(&self, waiter: &Arc<Waiter>) {
+        self.inner
+            .shared
+            .lock()
+            .waiters
+            .retain(|(w, _)| !Arc::ptr_eq(w, waiter));
+    }
+}
+
+impl<T> Default for Promise<T> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<T> Promise<T> {
+    /// A new pending promise; get its consumer handle with [`future`](Self::future).
+    #[must_use]
+    pub fn new() -> Self {
+        Promise {
+            inner: Some(Arc::new(Inner {
+                shared: Mutex::new(Shared {
+                    state: State::Pending,
+                    callbacks: Vec::new(),
+                    waiters: Vec::new(),
+                    wakers: Vec::new(),
+                    released: false,
+                    release_waiters: Vec::new(),
+                }),
+                cond: Condvar::new(),
+                outcome: OnceLock::new(),
+            })),
+        }
+    }
+
+    fn inner(&self) -> &Arc<Inner<T>> {
+        self.inner
+            .as_ref()
+            .expect("only Drop takes the inner state")
+    }
+
+    /// A consumer handle to this promise's future.
+    #[must_use]
+    pub fn future(&self) -> Future<T> {
+        Future {
+            inner: Arc::clone(self.inner()),
+        }
+    }
+
+    /// Marks the task running. Returns `false` if it was cancelled (then do not run it).
+    ///
+    /// Also `false`, with a debug log, if the future was already running or finished: calling
+    /// it twice is an executor bug, never undefined behaviour.
+    #[must_use]
+    pub fn set_running_or_notify_cancel(&self) -> bool {
+        let mut shared = self.inner().shared.lock();
+        match shared.state {
+            State::Pending => {
+                shared.state = State::Running;
+                true
+            }
+            State::Cancelled => false,
+            other => {
+                log::debug!("set_running_or_notify_cancel on a {other} future");
+                false
+            }
+        }
+    }
+
+    /// Completes the future with a value.
+    ///
+    /// # Errors
+    ///
+    /// [`InvalidStateError`] if the future is already finished or cancelled; the first outcome
+    /// stays.
+    pub fn set_result(&self, value: T) -> Result<(), InvalidStateError> {
+        complete(self.inner(), Ok(value), State::Finished)
+    }
+
+    /// Completes the future with an error.
+    ///
+    /// # Errors
+    ///
+    /// [`InvalidStateError`] if the future is already finished or cancelled.
+    pub fn set_error(&self, error: TaskError) -> Result<(), InvalidStateError> {
+        complete(self.inner(), Err(error), State::Finished)
+    }
+
+    /// Completes the future with `outcome`, value or error.
+    ///
+    /// # Errors
+    ///
+    /// [`InvalidStateError`] if the future is already finished or cancelled.
+    pub fn set_outcome(&self, outcome: Result<T, TaskError>) -> Result<(), InvalidStateError> {
+        complete(self.inner(), outcome, State::Finished)
+    }
+
+    /// Cancels the future if it has not started; see [`Future::cancel`].
+    pub fn cancel(&self) -> bool {
+        cancel(self.inner())
+    }
+
+    /// The future's current state.
+    #[must_use]
+    pub fn state(&self) -> State {
+        self.inner().shared.lock().state
+    }
+}
+
+impl<T> Drop for Promise<T> {
+    fn drop(&mut self) {
+        let Some(inner) = self.inner.take() else {
+            return;
+        };
+        if !inner.shared.lock().state.is_done() {
+            let _ = complete(
+                &inner,
+                Err(TaskError::Broken {
+                    reason: "the executor dropped this task without completing it (it shut \
+                             down, was killed, or failed internally)"
+                        .into(),
+                }),
+                State::Finished,
+            );
+        }
+        let waiters = {
+            let mut shared = inner.shared.lock();
+            shared.released = true;
+            std::mem::take(&mut shared.release_waiters)
+        };
+        // Drop our handle before waking anyone, so a woken `try_unwrap` finds itself alone.
+        drop(inner);
+        for w in waiters {
+            w.fire(0);
+        }
+    }
+}
+
+fn cancel<T>(inner: &Arc<Inner<T>>) -> bool {
+    let state = inner.shared.lock().state;
+    match state {
+        State::Cancelled => true,
+        State::Running | State::Finished => false,
+        // Re-checked under the lock inside `complete`: a racing start wins.
+        State::Pending => match complete(inner, Err(TaskError::Cancelled), State::Cancelled) {
+            Ok(()) => true,
+            Err(e) => e.state == State::Cancelled,
+        },
+    }
+}
+
+/// The single transition into a done state.
+fn complete<T>(
+    inner: &Arc<Inner<T>>,
+    outcome: Result<T, TaskError>,
+    to: State,
+) -> Result<(), InvalidStateError> {
+    let mut shared = inner.shared.lock();
+    match (shared.state, to) {
+        (State::Pending, _) | (State::Running, State::Finished) => {}
+        (state, _) => return Err(InvalidStateError { state }),
+    }
+    if inner.outcome.set(outcome).is_err() {
+        unreachable!("outcome is set once, under the lock, before the state becomes done");
+    }
+    shared.state = to;
+    let waiters = std::mem::take(&mut shared.waiters);
+    let wakers = std::mem::take(&mut shared.wakers);
+    let callbacks = std::mem::take(&mut shared.callbacks);
+    inner.cond.notify_all();
+    drop(shared);
+
+    for (waiter, key) in waiters {
+        waiter.fire(key);
+    }
+    for waker in wakers {
+        waker.wake();
+    }
+    if !callbacks.is_empty() {
+        run_callbacks(
+            &Future {
+                inner: Arc::clone(inner),
+            },
+            callbacks,
+        );
+    }
+    Ok(())
+}
+
+fn run_callbacks<T>(future: &Future<T>, callbacks: Vec<Callback<T>>) {
+    let mut queue: VecDeque<_> = callbacks.into();
+    while let Some(cb) = queue.pop_front() {
+        if let Err(payload) = catch_unwind(AssertUnwindSafe(|| cb(future))) {
+            log::error!(
+                "a done callback panicked: {}; the future is {}; the remaining {} callback(s) still run",
+                panic_message(payload.as_ref()),
+                future.state(),
+                queue.len()
+            );
+        }
+    }
+}
+
+impl<T: fmt::Debug> fmt::Debug for Future<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = self.state();
+        let mut d = f.debug_struct("Future");
+        d.field("state", &state);
+        if state == State::Finished {
+            match self.inner.outcome.get() {
+                Some(Ok(v)) => d.field("result", v),
+                Some(Err(e)) => d.field("error", e),
+                None => &mut d,
+            };
+        }
+        d.finish()
+    }
+}
+
+impl<T> fmt::Debug for Promise<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Promise")
+            .field("state", &self.state())
+            .finish()
+    }
+}
+
+/// Awaiting a `Future` yields a clone of its outcome; the pool's threads never block the
+/// async runtime.
+///
+/// # Examples
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let p = cf_futures_core::Promise::new();
+/// let f = p.future();
+/// std::thread::spawn(move || p.set_result(3).unwrap());
+/// assert_eq!(f.await, Ok(3));
+/// # }
+/// ```
+impl<T: Clone> std::future::Future for Future<T> {
+    type Output = Result<T, TaskError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut shared = self.inner.shared.lock();
+        if shared.state.is_done() {
+            drop(shared);
+            return Poll::Ready(self.outcome().cloned());
+        }
+        if !shared.wakers.iter().any(|w| w.will_wake(cx.waker())) {
+            shared.wakers.push(cx.waker().clone());
+        }
+        Poll::Pending
+    }
+}

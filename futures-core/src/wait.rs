@@ -1,0 +1,241 @@
+//! `wait` and `as_completed`: block on many futures through one registered [`Waiter`], never by
+//! polling. Futures may come from different executors.
+
+use std::collections::{HashSet, VecDeque};
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::error::TimeoutError;
+use crate::future::Future;
+use crate::waiter::Waiter;
+
+/// When [`wait`] returns, as in Python's `FIRST_COMPLETED`, `FIRST_EXCEPTION`, `ALL_COMPLETED`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum ReturnWhen {
+    /// As soon as any future is done.
+    FirstCompleted,
+    /// As soon as any future fails (cancelled ones do not count); otherwise like `AllCompleted`.
+    FirstException,
+    /// When every future is done.
+    #[default]
+    AllCompleted,
+}
+
+/// What [`wait`] returns: the futures split by whether they were done.
+///
+/// Each list keeps the order of the input, without duplicates.
+pub struct WaitResult<T> {
+    /// Finished or cancelled futures.
+    pub done: Vec<Future<T>>,
+    /// The others.
+    pub not_done: Vec<Future<T>>,
+}
+
+impl<T: fmt::Debug> fmt::Debug for WaitResult<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WaitResult")
+            .field("done", &self.done)
+            .field("not_done", &self.not_done)
+            .finish()
+    }
+}
+
+fn dedup<'a, T: 'a>(futures: impl IntoIterator<Item = &'a Future<T>>) -> Vec<Future<T>> {
+    let mut seen = HashSet::new();
+    futures
+        .into_iter()
+        .filter(|f| seen.insert(f.id()))
+        .cloned()
+        .collect()
+}
+
+fn deadline_after(timeout: Option<Duration>) -> Option<Instant> {
+    timeout.and_then(|t| Instant::now().checked_add(t))
+}
+
+/// Waits for `futures` as `return_when` says, or until `timeout`; a timeout is not an error, it
+/// returns the split as it is.
+///
+/// Duplicates count once.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use cf_futures_core::{wait, Promise, ReturnWhen};
+///
+/// let (a, b) = (Promise::new(), Promise::<i32>::new());
+/// a.set_result(1).unwrap();
+/// let fs = [a.future(), b.future(), a.future()];
+/// let split = wait(&fs, Some(Duration::from_secs(5)), ReturnWhen::FirstCompleted);
+/// assert_eq!(split.done, vec![a.future()]);
+/// assert_eq!(split.not_done, vec![b.future()]);
+/// ```
+pub fn wait<'a, T: 'a>(
+    futures: impl IntoIterator<Item = &'a Future<T>>,
+    timeout: Option<Duration>,
+    return_when: ReturnWhen,
+) -> WaitResult<T> {
+    let futures = dedup(futures);
+    let deadline = deadline_after(timeout);
+    let waiter = Arc::new(Waiter::new());
+    let mut done = vec![false; futures.len()];
+    let mut done_count = 0;
+    let mut failed = false;
+    for (i, f) in futures.iter().enumerate() {
+        if f.register(&waiter, i) {
+            done[i] = true;
+            done_count += 1;
+            failed |= f.failed();
+        }
+    }
+    loop {
+        let satisfied = match return_when {
+            ReturnWhen::FirstCompleted => done_count > 0,
+            ReturnWhen::FirstException => failed || done_count == futures.len(),
+            ReturnWhen::AllCompleted => done_count == futures.len(),
+        };
+        if satisfied || futures.is_empty() {
+            break;
+        }
+        let fired = waiter.wait(deadline);
+        if fired.is_empty() {
+            break;
+        }
+        for i in fired {
+            if !done[i] {
+                done[i] = true;
+                done_count += 1;
+                failed |= futures[i].failed();
+            }
+        }
+    }
+    for (i, f) in futures.iter().enumerate() {
+        if !done[i] {
+            f.unregister(&waiter);
+        }
+    }
+    let (done, not_done) = futures.into_iter().partition(Future::done);
+    WaitResult { done, not_done }
+}
+
+/// Yields each of `futures` as it becomes done: those already done first, then in completion
+/// order. Duplicates are yielded once.
+///
+/// With a `timeout` (measured from this call) the iterator yields one
+/// `Err(TimeoutError)` naming how many futures are unfinished, then ends. A yielded future is no
+/// longer referenced by the iterator.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use cf_futures_core::{as_completed, Promise};
+///
+/// let promises: Vec<Promise<u32>> = (0..3).map(|_| Promise::new()).collect();
+/// let futures: Vec<_> = promises.iter().map(|p| p.future()).collect();
+/// promises[2].set_result(2).unwrap();
+/// promises[0].set_result(0).unwrap();
+/// promises[1].set_result(1).unwrap();
+/// let order: Vec<u32> = as_completed(&futures, Some(Duration::from_secs(5)))
+///     .map(|f| *f.unwrap().result().unwrap())
+///     .collect();
+/// assert_eq!(order.len(), 3);
+/// ```
+pub fn as_completed<'a, T: 'a>(
+    futures: impl IntoIterator<Item = &'a Future<T>>,
+    timeout: Option<Duration>,
+) -> AsCompleted<T> {
+    let futures = dedup(futures);
+    let waiter = Arc::new(Waiter::new());
+    let mut ready = VecDeque::new();
+    for (i, f) in futures.iter().enumerate() {
+        if f.register(&waiter, i) {
+            ready.push_back(i);
+        }
+    }
+    AsCompleted {
+        total: futures.len(),
+        remaining: futures.len(),
+        slots: futures.into_iter().map(Some).collect(),
+        ready,
+        waiter,
+        deadline: deadline_after(timeout),
+        finished: false,
+    }
+}
+
+/// The iterator returned by [`as_completed`].
+pub struct AsCompleted<T> {
+    slots: Vec<Option<Future<T>>>,
+    ready: VecDeque<usize>,
+    waiter: Arc<Waiter>,
+    deadline: Option<Instant>,
+    remaining: usize,
+    total: usize,
+    finished: bool,
+}
+
+impl<T> AsCompleted<T> {
+    fn unregister_rest(&mut self) {
+        for f in self.slots.iter().flatten() {
+            f.unregister(&self.waiter);
+        }
+    }
+}
+
+impl<T> Iterator for AsCompleted<T> {
+    type Item = Result<Future<T>, TimeoutError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.finished {
+            return None;
+        }
+        loop {
+            while let Some(i) = self.ready.pop_front() {
+                if let Some(f) = self.slots[i].take() {
+                    self.remaining -= 1;
+                    return Some(Ok(f));
+                }
+            }
+            if self.remaining == 0 {
+                self.finished = true;
+                return None;
+            }
+            let fired = self.waiter.wait(self.deadline);
+            if fired.is_empty() {
+                self.finished = true;
+                self.unregister_rest();
+                return Some(Err(TimeoutError {
+                    unfinished: self.remaining,
+                    total: self.total,
+                }));
+            }
+            self.ready.extend(fired);
+        }
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        if self.finished {
+            (0, Some(0))
+        } else {
+            (0, Some(self.remaining + 1))
+        }
+    }
+}
+
+impl<T> Drop for AsCompleted<T> {
+    fn drop(&mut self) {
+        self.unregister_rest();
+    }
+}
+
+impl<T> fmt::Debug for AsCompleted<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AsCompleted")
+            .field("remaining", &self.remaining)
+            .field("total", &self.total)
+            .finish_non_exhaustive()
+    }
+}
