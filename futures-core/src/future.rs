@@ -11,9 +11,12 @@
 //! Completion takes the callbacks, waiters and wakers out under the lock and runs or notifies
 //! them after releasing it, so no user code and no other lock ever runs under `shared`.
 //!
-//! *Release*: when the [`Promise`] is dropped it marks the future released and only then drops
-//! its `Arc`. [`Future::try_unwrap`] waits for that, so a sole owner (such as the `map` iterator)
-//! can move the value out without requiring `T: Clone`.
+//! *Release*: when the [`Promise`] is dropped it first drops its `Arc<Inner>` and only then opens
+//! a [`ReleaseGate`] that lives in an `Arc` of its own. [`Future::try_unwrap`] waits at that gate,
+//! so a sole owner (such as the `map` iterator) always finds itself alone and can move the value
+//! out without requiring `T: Clone`. (A flag inside `shared` would not do: the promise could only
+//! set it while still holding its `Arc<Inner>`, leaving a window where `try_unwrap` sees the flag
+//! yet fails `Arc::try_unwrap`.)
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -81,15 +84,34 @@ struct Shared<T> {
     callbacks: Vec<Callback<T>>,
     waiters: Vec<(Arc<Waiter>, usize)>,
     wakers: Vec<Waker>,
-    /// The promise has been dropped: no handle but user handles remains.
-    released: bool,
-    release_waiters: Vec<Arc<Waiter>>,
 }
 
 pub(crate) struct Inner<T> {
     shared: Mutex<Shared<T>>,
     cond: Condvar,
     outcome: OnceLock<Result<T, TaskError>>,
+    release: Arc<ReleaseGate>,
+}
+
+/// Opened by the promise's `Drop` once its `Arc<Inner>` is gone: after that only user handles
+/// hold the state.
+struct ReleaseGate {
+    released: Mutex<bool>,
+    cond: Condvar,
+}
+
+impl ReleaseGate {
+    fn open(&self) {
+        *self.released.lock() = true;
+        self.cond.notify_all();
+    }
+
+    fn wait(&self) {
+        let mut released = self.released.lock();
+        while !*released {
+            self.cond.wait(&mut released);
+        }
+    }
 }
 
 /// A cheap, cloneable handle to the eventual outcome of one task.
@@ -295,11 +317,12 @@ impl<T> Future<T> {
     /// Blocks until done, then moves the outcome out if this is the only handle left.
     ///
     /// Gives the handle back (`Err(self)`) if other clones exist. Waits for the executor to drop
-    /// its side first, so a sole owner always gets the value; `T` need not be `Clone`.
+    /// its side first, so a sole owner always gets the value; `T` need not be `Clone`. A failed
+    /// or cancelled future yields (a clone of) its error whether or not other handles exist.
     ///
     /// # Errors
     ///
-    /// `Err(self)` when another handle to the same task is alive.
+    /// `Err(self)` when another handle to the same task is alive and the task has a value.
     ///
     /// # Examples
     ///
@@ -315,19 +338,7 @@ impl<T> Future<T> {
         if let Err(e) = self.outcome() {
             return Ok(Err(e));
         }
-        let waiter = {
-            let mut shared = self.inner.shared.lock();
-            if shared.released {
-                None
-            } else {
-                let w = Arc::new(Waiter::new());
-                shared.release_waiters.push(Arc::clone(&w));
-                Some(w)
-            }
-        };
-        if let Some(w) = waiter {
-            w.wait(None);
-        }
+        self.inner.release.wait();
         match Arc::try_unwrap(self.inner) {
             Ok(inner) => Ok(inner
                 .outcome
@@ -416,11 +427,13 @@ impl<T> Promise<T> {
                     callbacks: Vec::new(),
                     waiters: Vec::new(),
                     wakers: Vec::new(),
-                    released: false,
-                    release_waiters: Vec::new(),
                 }),
                 cond: Condvar::new(),
                 outcome: OnceLock::new(),
+                release: Arc::new(ReleaseGate {
+                    released: Mutex::new(false),
+                    cond: Condvar::new(),
+                }),
             })),
         }
     }
@@ -515,16 +528,10 @@ impl<T> Drop for Promise<T> {
                 State::Finished,
             );
         }
-        let waiters = {
-            let mut shared = inner.shared.lock();
-            shared.released = true;
-            std::mem::take(&mut shared.release_waiters)
-        };
-        // Drop our handle before waking anyone, so a woken `try_unwrap` finds itself alone.
+        // Drop our handle before opening the gate, so `try_unwrap` past it finds itself alone.
+        let gate = Arc::clone(&inner.release);
         drop(inner);
-        for w in waiters {
-            w.fire(0);
-        }
+        gate.open();
     }
 }
 

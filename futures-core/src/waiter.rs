@@ -1,5 +1,5 @@
-//! A waiter registered with many futures at once: the blocking core of `wait`, `as_completed`
-//! and `Future::try_unwrap`. Futures fire it with a key (the index of the future in the caller's
+//! A waiter registered with many futures at once: the blocking core of `wait` and
+//! `as_completed`. Futures fire it with a key (the index of the future in the caller's
 //! list); the waiter never holds a future, so waiting never keeps one alive.
 
 use std::time::Instant;
