@@ -1,0 +1,469 @@
+//! `ProcessPoolExecutor`: the builder, the shared state, `submit` and `shutdown`.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use cf_executor_api::{
+    cpu_count, BuildError, CodecStage, Executor, Future, Payload, Promise, SubmitError, Task,
+    TaskError,
+};
+use parking_lot::{Condvar, Mutex};
+
+use crate::protocol::Hello;
+use crate::slot::{self, SlotState};
+use crate::sys;
+use crate::task::{encode, trampoline_offset, Completion};
+
+/// One queued task: its code, its encoded argument, and how to complete its future.
+pub(crate) struct Job {
+    pub(crate) id: u64,
+    pub(crate) fn_offset: i64,
+    pub(crate) payload: Vec<u8>,
+    pub(crate) completion: Box<dyn Completion>,
+}
+
+pub(crate) struct Config {
+    pub(crate) max_workers: usize,
+    pub(crate) max_tasks_per_child: Option<u64>,
+    pub(crate) hello: Hello,
+}
+
+/// Everything mutable, under one lock. Slots are few (at most `max_workers`), so scans are cheap.
+#[derive(Default)]
+pub(crate) struct PoolState {
+    pub(crate) queue: VecDeque<Job>,
+    slots: Vec<(usize, SlotState)>,
+    next_slot: usize,
+    next_task: u64,
+    pub(crate) shutdown: bool,
+    pub(crate) broken: Option<String>,
+    feeders: Vec<JoinHandle<()>>,
+}
+
+impl PoolState {
+    pub(crate) fn slot_mut(&mut self, id: usize) -> Option<&mut SlotState> {
+        self.slots
+            .iter_mut()
+            .find_map(|(i, s)| (*i == id).then_some(s))
+    }
+
+    fn live_slots(&self) -> usize {
+        self.slots.iter().filter(|(_, s)| !s.dead).count()
+    }
+
+    pub(crate) fn idle_slots(&self, max_tasks: Option<u64>) -> usize {
+        self.slots.iter().filter(|(_, s)| s.idle(max_tasks)).count()
+    }
+
+    pub(crate) fn active_slots(&self, max_tasks: Option<u64>) -> usize {
+        self.slots
+            .iter()
+            .filter(|(_, s)| !s.dead && !s.retiring(max_tasks))
+            .count()
+    }
+}
+
+/// The state shared by the executor handle and its feeder and reader threads.
+pub(crate) struct Pool {
+    pub(crate) state: Mutex<PoolState>,
+    /// Feeders wait here for work, window room, or the end.
+    pub(crate) work: Condvar,
+    pub(crate) config: Config,
+}
+
+impl Pool {
+    /// Starts workers while queued work exceeds idle capacity, up to `max_workers`.
+    fn spawn_as_needed(self: &Arc<Self>, state: &mut PoolState) {
+        let max_tasks = self.config.max_tasks_per_child;
+        while state.broken.is_none()
+            && state.queue.len() > state.idle_slots(max_tasks)
+            && state.live_slots() < self.config.max_workers
+        {
+            let id = state.next_slot;
+            state.next_slot += 1;
+            state.slots.push((id, SlotState::default()));
+            match slot::start(self, id) {
+                Ok(handle) => state.feeders.push(handle),
+                Err(e) => {
+                    state.slots.retain(|(i, _)| *i != id);
+                    let reason = format!("could not start a feeder thread: {e}");
+                    self.break_if_no_workers(state, &reason);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// With no worker left to run the queue, fail it and refuse new work.
+    fn break_if_no_workers(&self, state: &mut PoolState, reason: &str) {
+        if state.live_slots() == 0 && !state.queue.is_empty() {
+            log::error!("cf-pool-proc: {reason}; the pool is broken");
+            state.broken = Some(reason.to_owned());
+        }
+    }
+
+    pub(crate) fn slot_failed_to_start(self: &Arc<Self>, id: usize, error: &std::io::Error) {
+        let reason = format!("could not start a worker process: {error}");
+        let failed = {
+            let mut state = self.state.lock();
+            state.slots.retain(|(i, _)| *i != id);
+            self.break_if_no_workers(&mut state, &reason);
+            self.work.notify_all();
+            if state.broken.is_some() {
+                std::mem::take(&mut state.queue)
+            } else {
+                VecDeque::new()
+            }
+        };
+        for job in failed {
+            job.completion.fail(TaskError::Broken {
+                reason: reason.clone(),
+            });
+        }
+    }
+
+    /// The reader of slot `id` saw its worker end and reaped it.
+    pub(crate) fn worker_ended(
+        self: &Arc<Self>,
+        id: usize,
+        pid: u32,
+        cause: cf_executor_api::ExitCause,
+        init_failure: Option<String>,
+    ) {
+        let (orphans, queued, error) = {
+            let mut state = self.state.lock();
+            let Some(pos) = state.slots.iter().position(|(i, _)| *i == id) else {
+                return;
+            };
+            let (_, mut slot) = state.slots.remove(pos);
+            slot.dead = true;
+            let orphans: Vec<_> = slot.in_flight.drain().map(|(_, f)| f.completion).collect();
+            let mut queued = VecDeque::new();
+            let error = if let Some(message) = init_failure {
+                let reason = format!("the initializer failed in worker {pid}: {message}");
+                log::error!("cf-pool-proc: {reason}");
+                state.broken.get_or_insert(reason.clone());
+                queued = std::mem::take(&mut state.queue);
+                TaskError::Broken { reason }
+            } else {
+                if !orphans.is_empty() {
+                    log::warn!(
+                        "cf-pool-proc: worker {pid} {cause} holding {} task(s); replacing it",
+                        orphans.len()
+                    );
+                }
+                slot::death_error(pid, cause)
+            };
+            if state.broken.is_none() {
+                self.spawn_as_needed(&mut state);
+            }
+            self.work.notify_all();
+            (orphans, queued, error)
+        };
+        for c in orphans {
+            c.fail(error.clone());
+        }
+        for job in queued {
+            job.completion.fail(error.clone());
+        }
+    }
+
+    fn enqueue(
+        self: &Arc<Self>,
+        fn_offset: i64,
+        items: Vec<(Result<Vec<u8>, TaskError>, Box<dyn Completion>)>,
+    ) -> Result<(), SubmitError> {
+        let mut rejected = Vec::new();
+        {
+            let mut state = self.state.lock();
+            if let Some(reason) = &state.broken {
+                return Err(SubmitError::Broken {
+                    reason: reason.clone(),
+                });
+            }
+            if state.shutdown {
+                return Err(SubmitError::Shutdown);
+            }
+            for (payload, completion) in items {
+                match payload {
+                    Ok(payload) => {
+                        let id = state.next_task;
+                        state.next_task += 1;
+                        state.queue.push_back(Job {
+                            id,
+                            fn_offset,
+                            payload,
+                            completion,
+                        });
+                    }
+                    Err(e) => rejected.push((completion, e)),
+                }
+            }
+            self.spawn_as_needed(&mut state);
+            self.work.notify_all();
+        }
+        for (completion, e) in rejected {
+            completion.fail(e);
+        }
+        Ok(())
+    }
+
+    fn shutdown(&self, wait: bool, cancel_futures: bool) {
+        let cancelled = {
+            let mut state = self.state.lock();
+            state.shutdown = true;
+            self.work.notify_all();
+            if cancel_futures {
+                std::mem::take(&mut state.queue)
+            } else {
+                VecDeque::new()
+            }
+        };
+        for job in cancelled {
+            job.completion.cancel();
+        }
+        if !wait {
+            return;
+        }
+        let me = std::thread::current().id();
+        loop {
+            let feeders = std::mem::take(&mut self.state.lock().feeders);
+            if feeders.is_empty() {
+                break;
+            }
+            for handle in feeders {
+                if handle.thread().id() == me {
+                    continue;
+                }
+                if handle.join().is_err() {
+                    log::error!("cf-pool-proc: a feeder thread panicked");
+                }
+            }
+        }
+    }
+}
+
+/// Builds a [`ProcessPoolExecutor`].
+///
+/// # Examples
+///
+/// ```
+/// use cf_pool_proc::ProcessPoolExecutor;
+///
+/// let pool = ProcessPoolExecutor::builder()
+///     .max_workers(2)
+///     .max_tasks_per_child(100)
+///     .build()
+///     .unwrap();
+/// assert_eq!(cf_executor_api::Executor::max_workers(&pool), 2);
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct Builder {
+    max_workers: Option<usize>,
+    initializer: Option<sys::Initializer>,
+    max_tasks_per_child: Option<u64>,
+}
+
+impl Builder {
+    /// At most `n` worker processes (default [`cpu_count()`]); 0 is an error at `build`.
+    #[must_use]
+    pub fn max_workers(mut self, n: usize) -> Self {
+        self.max_workers = Some(n);
+        self
+    }
+
+    /// Runs `init` once in each worker before its first task. If it returns `Err` or panics,
+    /// the pool is broken: queued futures fail with [`TaskError::Broken`] naming the reason and
+    /// later `submit`s are refused.
+    ///
+    /// Like a task, it must be a plain `fn` (or a closure that captures nothing): it is named
+    /// across the process boundary by address.
+    #[must_use]
+    pub fn initializer(mut self, init: fn() -> Result<(), String>) -> Self {
+        self.initializer = Some(init);
+        self
+    }
+
+    /// Replaces each worker by a fresh process after it ran `n` tasks (0 is an error).
+    #[must_use]
+    pub fn max_tasks_per_child(mut self, n: u64) -> Self {
+        self.max_tasks_per_child = Some(n);
+        self
+    }
+
+    /// Creates the pool. No process starts until work arrives.
+    ///
+    /// # Errors
+    ///
+    /// [`BuildError::ZeroWorkers`] for `max_workers(0)`, [`BuildError::Invalid`] for
+    /// `max_tasks_per_child(0)` or when worker-mode detection is missing (see
+    /// [`init`](crate::init)), [`BuildError::Io`] when `/proc/self/exe` cannot be inspected.
+    pub fn build(self) -> Result<ProcessPoolExecutor, BuildError> {
+        let max_workers = self.max_workers.unwrap_or_else(cpu_count);
+        if max_workers == 0 {
+            return Err(BuildError::ZeroWorkers);
+        }
+        if self.max_tasks_per_child == Some(0) {
+            return Err(BuildError::Invalid {
+                name: "max_tasks_per_child",
+                message: "must be at least 1 (got 0); leave it unset for no limit".into(),
+            });
+        }
+        if !sys::entry_ran() {
+            return Err(BuildError::Invalid {
+                name: "worker entry",
+                message: "cf-pool-proc's worker entry point did not run in this executable \
+                          (its static constructor was not linked); call \
+                          `cf_pool_proc::init()` as the first line of `main`"
+                    .into(),
+            });
+        }
+        let exe = sys::exe_identity()
+            .map_err(|e| BuildError::Io(format!("cannot inspect /proc/self/exe: {e}")))?;
+        let hello = Hello {
+            exe,
+            probe_offset: sys::probe_offset(),
+            init_offset: self.initializer.map_or(0, |f| sys::offset_of(f as usize)),
+            max_tasks: self.max_tasks_per_child.unwrap_or(0),
+        };
+        Ok(ProcessPoolExecutor {
+            pool: Arc::new(Pool {
+                state: Mutex::new(PoolState::default()),
+                work: Condvar::new(),
+                config: Config {
+                    max_workers,
+                    max_tasks_per_child: self.max_tasks_per_child,
+                    hello,
+                },
+            }),
+        })
+    }
+}
+
+/// Python's `ProcessPoolExecutor`: runs tasks in worker processes of this same executable.
+///
+/// See the [crate documentation](crate) for the architecture, the rules for tasks, and what
+/// happens when a worker dies.
+///
+/// # Examples
+///
+/// ```
+/// use cf_pool_proc::{Executor, ProcessPoolExecutor};
+///
+/// fn square(x: u64) -> u64 {
+///     x * x
+/// }
+///
+/// let pool = ProcessPoolExecutor::builder().max_workers(2).build().unwrap();
+/// let f = pool.submit(square, 7).unwrap();
+/// assert_eq!(f.result(), Ok(&49));
+/// ```
+pub struct ProcessPoolExecutor {
+    pool: Arc<Pool>,
+}
+
+impl ProcessPoolExecutor {
+    /// A pool with the defaults: [`cpu_count()`] workers, no initializer, no task limit.
+    ///
+    /// # Errors
+    ///
+    /// As [`Builder::build`].
+    pub fn new() -> Result<Self, BuildError> {
+        Builder::default().build()
+    }
+
+    /// A [`Builder`] for the settings Python takes as constructor arguments.
+    #[must_use]
+    pub fn builder() -> Builder {
+        Builder::default()
+    }
+
+    /// The pids of the worker processes alive now (started on demand, so possibly none).
+    #[must_use]
+    pub fn worker_pids(&self) -> Vec<u32> {
+        self.pool
+            .state
+            .lock()
+            .slots
+            .iter()
+            .filter(|(_, s)| !s.dead)
+            .filter_map(|(_, s)| s.pid)
+            .collect()
+    }
+
+    fn submit_many<F, A, R>(&self, f: F, args: Vec<A>) -> Result<Vec<Future<R>>, SubmitError>
+    where
+        F: Task<A, R>,
+        A: Payload,
+        R: Payload + Sync,
+    {
+        let offset = trampoline_offset(f);
+        let mut futures = Vec::with_capacity(args.len());
+        let items = args
+            .iter()
+            .map(|a| {
+                let promise = Promise::<R>::new();
+                futures.push(promise.future());
+                let completion: Box<dyn Completion> = Box::new(promise);
+                (encode(a, CodecStage::SerializeArgument), completion)
+            })
+            .collect();
+        self.pool.enqueue(offset, items)?;
+        Ok(futures)
+    }
+}
+
+impl Executor for ProcessPoolExecutor {
+    fn submit<F, A, R>(&self, f: F, arg: A) -> Result<Future<R>, SubmitError>
+    where
+        F: Task<A, R>,
+        A: Payload,
+        R: Payload + Sync,
+    {
+        let promise = Promise::<R>::new();
+        let future = promise.future();
+        let payload = encode(&arg, CodecStage::SerializeArgument);
+        self.pool
+            .enqueue(trampoline_offset(f), vec![(payload, Box::new(promise))])?;
+        Ok(future)
+    }
+
+    fn submit_batch<F, A, R>(&self, f: F, args: Vec<A>) -> Result<Vec<Future<R>>, SubmitError>
+    where
+        F: Task<A, R>,
+        A: Payload,
+        R: Payload + Sync,
+    {
+        self.submit_many(f, args)
+    }
+
+    fn shutdown(&self, wait: bool, cancel_futures: bool) {
+        self.pool.shutdown(wait, cancel_futures);
+    }
+
+    fn max_workers(&self) -> usize {
+        self.pool.config.max_workers
+    }
+}
+
+impl Drop for ProcessPoolExecutor {
+    /// The `with`-block exit: shut down, wait for the work, reap every worker.
+    fn drop(&mut self) {
+        self.pool.shutdown(true, false);
+    }
+}
+
+impl fmt::Debug for ProcessPoolExecutor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = self.pool.state.lock();
+        f.debug_struct("ProcessPoolExecutor")
+            .field("max_workers", &self.pool.config.max_workers)
+            .field("workers", &state.live_slots())
+            .field("queued", &state.queue.len())
+            .field("shutdown", &state.shutdown)
+            .field("broken", &state.broken)
+            .finish()
+    }
+}

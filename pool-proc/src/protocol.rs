@@ -1,0 +1,370 @@
+//! The wire protocol between the parent and one worker, over one `UnixStream` pair.
+//!
+//! Every message is a *frame*: a little-endian `u32` body length, then the body, whose first
+//! byte is the [`Kind`]. Bodies are laid out by hand (fixed-width integers and length-prefixed
+//! byte strings) so payload bytes are copied once, never re-encoded. Task arguments and results
+//! inside are `postcard`-encoded by the trampolines.
+//!
+//! Both sides check a frame's length against [`MAX_FRAME`] before allocating, and every decoder
+//! here returns a [`ProtocolError`] on truncated or garbled input instead of panicking: the
+//! parent treats a worker that sends garbage as dead.
+//!
+//! ```text
+//! parent -> worker   Hello { exe identity, probe offset, initializer offset, max_tasks }
+//!                    Tasks [ { id u64, fn offset i64, payload bytes } ... ]
+//!                    Shutdown
+//! worker -> parent   Ready { pid }
+//!                    InitFailed { message }
+//!                    Results [ { id u64, nanos u64, ok u8, bytes } ... ]
+//! ```
+
+use std::io::{self, Read, Write};
+
+/// The largest frame either side accepts: 4 GiB - 1 (the length prefix is a `u32`).
+pub(crate) const MAX_FRAME: usize = u32::MAX as usize;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub(crate) enum Kind {
+    Hello = 1,
+    Tasks = 2,
+    Shutdown = 3,
+    Ready = 4,
+    InitFailed = 5,
+    Results = 6,
+}
+
+impl Kind {
+    fn from_byte(b: u8) -> Result<Kind, ProtocolError> {
+        Ok(match b {
+            1 => Kind::Hello,
+            2 => Kind::Tasks,
+            3 => Kind::Shutdown,
+            4 => Kind::Ready,
+            5 => Kind::InitFailed,
+            6 => Kind::Results,
+            other => return Err(ProtocolError(format!("unknown frame kind {other}"))),
+        })
+    }
+}
+
+/// A frame that does not decode: truncated, oversized or of an unknown kind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ProtocolError(pub(crate) String);
+
+impl std::fmt::Display for ProtocolError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "malformed frame: {}", self.0)
+    }
+}
+
+impl std::error::Error for ProtocolError {}
+
+/// Facts the worker checks to prove it is the parent's own build.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Hello {
+    pub(crate) exe: [u64; 5],
+    pub(crate) probe_offset: i64,
+    /// 0 = no initializer.
+    pub(crate) init_offset: i64,
+    /// 0 = unlimited.
+    pub(crate) max_tasks: u64,
+}
+
+/// One task as it travels to a worker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct TaskFrame<'a> {
+    pub(crate) id: u64,
+    pub(crate) fn_offset: i64,
+    pub(crate) payload: &'a [u8],
+}
+
+/// One outcome as it travels back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ResultFrame<'a> {
+    pub(crate) id: u64,
+    /// How long the task ran in the worker, for the parent's prefetch window.
+    pub(crate) nanos: u64,
+    /// `true`: `bytes` is the postcard-encoded result; `false`: a postcard-encoded `TaskError`.
+    pub(crate) ok: bool,
+    pub(crate) bytes: &'a [u8],
+}
+
+/// Builds one frame in memory; `finish` patches the length prefix.
+#[derive(Debug)]
+pub(crate) struct FrameBuf {
+    buf: Vec<u8>,
+}
+
+impl FrameBuf {
+    pub(crate) fn new(kind: Kind) -> Self {
+        let mut buf = Vec::with_capacity(64);
+        buf.extend_from_slice(&[0; 4]);
+        buf.push(kind as u8);
+        FrameBuf { buf }
+    }
+    pub(crate) fn u32(&mut self, v: u32) -> &mut Self {
+        self.buf.extend_from_slice(&v.to_le_bytes());
+        self
+    }
+    pub(crate) fn u64(&mut self, v: u64) -> &mut Self {
+        self.buf.extend_from_slice(&v.to_le_bytes());
+        self
+    }
+    pub(crate) fn i64(&mut self, v: i64) -> &mut Self {
+        self.buf.extend_from_slice(&v.to_le_bytes());
+        self
+    }
+    pub(crate) fn u8(&mut self, v: u8) -> &mut Self {
+        self.buf.push(v);
+        self
+    }
+    pub(crate) fn bytes(&mut self, b: &[u8]) -> &mut Self {
+        let len = u32::try_from(b.len()).expect("payload sizes are checked before framing");
+        self.u32(len);
+        self.buf.extend_from_slice(b);
+        self
+    }
+    pub(crate) fn len(&self) -> usize {
+        self.buf.len()
+    }
+    pub(crate) fn finish(mut self) -> Vec<u8> {
+        let body = u32::try_from(self.buf.len() - 4).expect("frame sizes are checked");
+        self.buf[..4].copy_from_slice(&body.to_le_bytes());
+        self.buf
+    }
+}
+
+pub(crate) fn hello(h: &Hello) -> Vec<u8> {
+    let mut f = FrameBuf::new(Kind::Hello);
+    for v in h.exe {
+        f.u64(v);
+    }
+    f.i64(h.probe_offset).i64(h.init_offset).u64(h.max_tasks);
+    f.finish()
+}
+
+pub(crate) fn shutdown() -> Vec<u8> {
+    FrameBuf::new(Kind::Shutdown).finish()
+}
+
+pub(crate) fn ready(pid: u32) -> Vec<u8> {
+    let mut f = FrameBuf::new(Kind::Ready);
+    f.u32(pid);
+    f.finish()
+}
+
+pub(crate) fn init_failed(message: &str) -> Vec<u8> {
+    let mut f = FrameBuf::new(Kind::InitFailed);
+    f.bytes(message.as_bytes());
+    f.finish()
+}
+
+/// Appends one task to a `Tasks` frame under construction (count is patched by the caller).
+pub(crate) fn push_task(f: &mut FrameBuf, t: &TaskFrame<'_>) {
+    f.u64(t.id).i64(t.fn_offset).bytes(t.payload);
+}
+
+/// Appends one result to a `Results` frame under construction.
+pub(crate) fn push_result(f: &mut FrameBuf, r: &ResultFrame<'_>) {
+    f.u64(r.id).u64(r.nanos).u8(u8::from(r.ok)).bytes(r.bytes);
+}
+
+/// Reads one frame body (kind byte first). `Ok(None)` on a clean end of stream between frames.
+///
+/// The length is checked against `max` before anything is allocated.
+pub(crate) fn read_frame(r: &mut impl Read, max: usize) -> io::Result<Option<Vec<u8>>> {
+    let mut len = [0u8; 4];
+    match r.read_exact(&mut len) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    let len = u32::from_le_bytes(len) as usize;
+    if len == 0 || len > max {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("frame of {len} bytes is outside 1..={max}"),
+        ));
+    }
+    let mut body = vec![0u8; len];
+    r.read_exact(&mut body)?;
+    Ok(Some(body))
+}
+
+pub(crate) fn write_frame(w: &mut impl Write, frame: &[u8]) -> io::Result<()> {
+    w.write_all(frame)
+}
+
+/// A cursor over a frame body that fails cleanly on truncation.
+#[derive(Debug)]
+pub(crate) struct Reader<'a> {
+    body: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    /// Splits off the kind byte.
+    pub(crate) fn new(body: &'a [u8]) -> Result<(Kind, Self), ProtocolError> {
+        let (&k, rest) = body
+            .split_first()
+            .ok_or_else(|| ProtocolError("empty frame".into()))?;
+        Ok((Kind::from_byte(k)?, Reader { body: rest }))
+    }
+    fn take(&mut self, n: usize) -> Result<&'a [u8], ProtocolError> {
+        if self.body.len() < n {
+            return Err(ProtocolError(format!(
+                "truncated: wanted {n} more bytes, {} left",
+                self.body.len()
+            )));
+        }
+        let (head, rest) = self.body.split_at(n);
+        self.body = rest;
+        Ok(head)
+    }
+    pub(crate) fn u8(&mut self) -> Result<u8, ProtocolError> {
+        Ok(self.take(1)?[0])
+    }
+    pub(crate) fn u32(&mut self) -> Result<u32, ProtocolError> {
+        Ok(u32::from_le_bytes(
+            self.take(4)?.try_into().expect("4 bytes"),
+        ))
+    }
+    pub(crate) fn u64(&mut self) -> Result<u64, ProtocolError> {
+        Ok(u64::from_le_bytes(
+            self.take(8)?.try_into().expect("8 bytes"),
+        ))
+    }
+    pub(crate) fn i64(&mut self) -> Result<i64, ProtocolError> {
+        Ok(i64::from_le_bytes(
+            self.take(8)?.try_into().expect("8 bytes"),
+        ))
+    }
+    pub(crate) fn bytes(&mut self) -> Result<&'a [u8], ProtocolError> {
+        let n = self.u32()? as usize;
+        self.take(n)
+    }
+    /// A count of records, each at least `min_record` bytes: rejects counts the body cannot hold.
+    pub(crate) fn count(&mut self, min_record: usize) -> Result<usize, ProtocolError> {
+        let n = self.u32()? as usize;
+        if n.saturating_mul(min_record) > self.body.len() {
+            return Err(ProtocolError(format!(
+                "count {n} cannot fit in {} bytes",
+                self.body.len()
+            )));
+        }
+        Ok(n)
+    }
+    pub(crate) fn end(&self) -> Result<(), ProtocolError> {
+        if self.body.is_empty() {
+            Ok(())
+        } else {
+            Err(ProtocolError(format!("{} trailing bytes", self.body.len())))
+        }
+    }
+
+    pub(crate) fn hello(&mut self) -> Result<Hello, ProtocolError> {
+        let mut exe = [0u64; 5];
+        for v in &mut exe {
+            *v = self.u64()?;
+        }
+        let h = Hello {
+            exe,
+            probe_offset: self.i64()?,
+            init_offset: self.i64()?,
+            max_tasks: self.u64()?,
+        };
+        self.end()?;
+        Ok(h)
+    }
+    pub(crate) fn task(&mut self) -> Result<TaskFrame<'a>, ProtocolError> {
+        Ok(TaskFrame {
+            id: self.u64()?,
+            fn_offset: self.i64()?,
+            payload: self.bytes()?,
+        })
+    }
+    pub(crate) fn result(&mut self) -> Result<ResultFrame<'a>, ProtocolError> {
+        let id = self.u64()?;
+        let nanos = self.u64()?;
+        let ok = match self.u8()? {
+            0 => false,
+            1 => true,
+            other => return Err(ProtocolError(format!("bad result status {other}"))),
+        };
+        Ok(ResultFrame {
+            id,
+            nanos,
+            ok,
+            bytes: self.bytes()?,
+        })
+    }
+}
+
+/// Minimum encoded size of a task record (id + offset + length).
+pub(crate) const TASK_RECORD_MIN: usize = 8 + 8 + 4;
+/// Minimum encoded size of a result record (id + nanos + status + length).
+pub(crate) const RESULT_RECORD_MIN: usize = 8 + 8 + 1 + 4;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn results_round_trip_and_truncation_is_an_error() {
+        let mut f = FrameBuf::new(Kind::Results);
+        f.u32(2);
+        push_result(
+            &mut f,
+            &ResultFrame {
+                id: 7,
+                nanos: 1,
+                ok: true,
+                bytes: b"abc",
+            },
+        );
+        push_result(
+            &mut f,
+            &ResultFrame {
+                id: 8,
+                nanos: 2,
+                ok: false,
+                bytes: b"",
+            },
+        );
+        let frame = f.finish();
+        let body = read_frame(&mut &frame[..], MAX_FRAME).unwrap().unwrap();
+        let (kind, mut r) = Reader::new(&body).unwrap();
+        assert_eq!(kind, Kind::Results);
+        assert_eq!(r.count(RESULT_RECORD_MIN).unwrap(), 2);
+        assert_eq!(r.result().unwrap().bytes, b"abc");
+        assert!(!r.result().unwrap().ok);
+        r.end().unwrap();
+        for cut in 1..body.len() {
+            let (_, mut r) = Reader::new(&body[..cut]).unwrap();
+            let ok = r
+                .count(RESULT_RECORD_MIN)
+                .and_then(|n| (0..n).try_for_each(|_| r.result().map(drop)))
+                .and_then(|()| r.end());
+            assert!(ok.is_err(), "cut at {cut} decoded");
+        }
+    }
+
+    #[test]
+    fn oversized_and_empty_frames_are_refused_before_allocation() {
+        let frame = (u32::MAX).to_le_bytes();
+        let err = read_frame(&mut &frame[..], 1024).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+        let frame = 0u32.to_le_bytes();
+        assert!(read_frame(&mut &frame[..], 1024).is_err());
+        assert!(read_frame(&mut &[][..], 1024).unwrap().is_none());
+    }
+
+    #[test]
+    fn absurd_counts_are_refused() {
+        let mut f = FrameBuf::new(Kind::Results);
+        f.u32(u32::MAX);
+        let frame = f.finish();
+        let (_, mut r) = Reader::new(&frame[4..]).unwrap();
+        assert!(r.count(RESULT_RECORD_MIN).is_err());
+    }
+}

@@ -1,0 +1,333 @@
+//! One worker process and the two parent threads that serve it.
+//!
+//! * The **feeder** (`cf-proc-feed-N`) starts the process (so `PR_SET_PDEATHSIG` is tied to a
+//!   thread that outlives the worker), sends the handshake, then moves tasks from the pool's
+//!   queue into its prefetch window and writes them, several per frame when the backlog is deep.
+//!   It only ever writes.
+//! * The **reader** (`cf-proc-read-N`) only ever reads: results (completing futures, running
+//!   their callbacks), `Ready`, `InitFailed`. On end of stream, or garbage, it reaps the process
+//!   with `waitpid`, fails exactly the futures that worker held with `WorkerDied`, and starts a
+//!   replacement if work is waiting.
+//!
+//! Neither thread holds the pool lock while doing I/O or running user code.
+
+use std::collections::HashMap;
+use std::io::{self, BufReader};
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::ExitStatusExt;
+use std::process::{Child, ExitStatus};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use cf_executor_api::{ExitCause, TaskError};
+
+use crate::pool::{Job, Pool, PoolState};
+use crate::protocol::{self, FrameBuf, Kind, Reader, MAX_FRAME, RESULT_RECORD_MIN};
+use crate::sys;
+use crate::task::Completion;
+
+/// Tasks a worker may hold (running + queued in its socket) before any timing is known, and
+/// the floor after; the window grows to keep about [`WINDOW_BUDGET_NS`] of work in flight.
+const WINDOW_MIN: usize = 2;
+const WINDOW_MAX: usize = 128;
+const WINDOW_BUDGET_NS: f64 = 2_000_000.0;
+
+/// The parent's bookkeeping for one worker, kept in [`PoolState`] under the pool lock.
+#[derive(Default)]
+pub(crate) struct SlotState {
+    pub(crate) pid: Option<u32>,
+    pub(crate) in_flight: HashMap<u64, InFlight>,
+    /// Tasks sent so far, for `max_tasks_per_child`.
+    pub(crate) sent: u64,
+    /// The reader saw the end: no more sends, the slot is being removed.
+    pub(crate) dead: bool,
+    /// `waitpid` is about to run or ran: the pid may no longer be signalled.
+    pub(crate) reaping: bool,
+    /// Moving average of how long one task runs in this worker, in nanoseconds.
+    ewma_nanos: Option<f64>,
+}
+
+pub(crate) struct InFlight {
+    pub(crate) completion: Box<dyn Completion>,
+    pub(crate) sent_at: Instant,
+}
+
+impl SlotState {
+    /// How many tasks this worker may hold now.
+    fn window(&self) -> usize {
+        match self.ewma_nanos {
+            None => WINDOW_MIN,
+            Some(ns) => ((WINDOW_BUDGET_NS / ns.max(1.0)) as usize).clamp(WINDOW_MIN, WINDOW_MAX),
+        }
+    }
+
+    /// No more tasks will be sent: the worker will exit after what it holds.
+    pub(crate) fn retiring(&self, max_tasks: Option<u64>) -> bool {
+        max_tasks.is_some_and(|m| self.sent >= m)
+    }
+
+    /// Counts toward `idle` capacity: alive, not retiring, holding nothing.
+    pub(crate) fn idle(&self, max_tasks: Option<u64>) -> bool {
+        !self.dead && !self.retiring(max_tasks) && self.in_flight.is_empty()
+    }
+
+    fn record_nanos(&mut self, nanos: u64) {
+        let x = nanos as f64;
+        self.ewma_nanos = Some(match self.ewma_nanos {
+            None => x,
+            Some(prev) => 0.8 * prev + 0.2 * x,
+        });
+    }
+}
+
+/// Starts the feeder thread of slot `id` (already registered in the state).
+pub(crate) fn start(pool: &Arc<Pool>, id: usize) -> io::Result<JoinHandle<()>> {
+    let pool = Arc::clone(pool);
+    std::thread::Builder::new()
+        .name(format!("cf-proc-feed-{id}"))
+        .spawn(move || feeder(&pool, id))
+}
+
+fn feeder(pool: &Arc<Pool>, id: usize) {
+    let (reader, mut out) = match launch(pool, id) {
+        Ok(pair) => pair,
+        Err(e) => {
+            pool.slot_failed_to_start(id, &e);
+            return;
+        }
+    };
+    loop {
+        let Some(jobs) = next_batch(pool, id) else {
+            break;
+        };
+        let frame = match jobs {
+            Batch::Tasks(frame) => frame,
+            Batch::Shutdown => {
+                let _ = protocol::write_frame(&mut out, &protocol::shutdown());
+                break;
+            }
+        };
+        if let Err(e) = protocol::write_frame(&mut out, &frame) {
+            // The worker is gone or going; the reader fails what it held.
+            log::debug!("cf-pool-proc: write to worker slot {id} failed: {e}");
+            break;
+        }
+    }
+    // The worker must not outlive this thread by accident (PDEATHSIG is tied to it): wait for
+    // the reader, which returns once the process has exited and been reaped.
+    drop(out);
+    let _ = reader.join();
+}
+
+/// Spawns the process and its reader; returns the reader's handle and the write half.
+fn launch(pool: &Arc<Pool>, id: usize) -> io::Result<(JoinHandle<()>, UnixStream)> {
+    let (parent_end, child_end) = UnixStream::pair()?;
+    let child = sys::spawn_worker(&child_end)?;
+    drop(child_end);
+    let pid = child.id();
+    pool.state.lock().slot_mut(id).map(|s| s.pid = Some(pid));
+    log::debug!("cf-pool-proc: started worker {pid} in slot {id}");
+    let mut out = parent_end.try_clone()?;
+    let read_half = parent_end;
+    let reader_pool = Arc::clone(pool);
+    let handle = std::thread::Builder::new()
+        .name(format!("cf-proc-read-{id}"))
+        .spawn(move || reader(&reader_pool, id, read_half, child));
+    let handle = match handle {
+        Ok(h) => h,
+        Err(e) => {
+            // Without a reader nobody would reap it: stop it now.
+            let _ = sys::kill(pid, libc::SIGKILL);
+            return Err(e);
+        }
+    };
+    protocol::write_frame(&mut out, &protocol::hello(&pool.config.hello))?;
+    Ok((handle, out))
+}
+
+enum Batch {
+    Tasks(Vec<u8>),
+    Shutdown,
+}
+
+/// Blocks until this slot should send something; `None` when the slot is finished.
+fn next_batch(pool: &Pool, id: usize) -> Option<Batch> {
+    let max_tasks = pool.config.max_tasks_per_child;
+    let mut state = pool.state.lock();
+    loop {
+        let idle = state.idle_slots(max_tasks);
+        let active = state.active_slots(max_tasks).max(1);
+        let queued = state.queue.len();
+        let shutting_down = state.shutdown;
+        let slot = state.slot_mut(id)?;
+        if slot.dead {
+            return None;
+        }
+        let retiring = slot.retiring(max_tasks);
+        let room = slot.window().saturating_sub(slot.in_flight.len());
+        let busy = !slot.in_flight.is_empty();
+        // A busy worker takes work only if the idle ones cannot absorb it all.
+        if !retiring && queued > 0 && room > 0 && (!busy || queued > idle) {
+            let fair = queued.div_ceil(active);
+            let mut n = room.min(fair).max(1);
+            if let Some(m) = max_tasks {
+                n = n.min(usize::try_from(m - slot.sent).unwrap_or(usize::MAX));
+            }
+            if busy {
+                n = n.min(queued - idle);
+            }
+            if let Some(frame) = take_jobs(&mut state, id, n) {
+                return Some(Batch::Tasks(frame));
+            }
+            continue;
+        }
+        if (shutting_down || retiring) && !busy && (queued == 0 || retiring) {
+            if retiring {
+                // The worker exits by itself after its last task; wait for the reader.
+                pool.work.wait(&mut state);
+                continue;
+            }
+            return Some(Batch::Shutdown);
+        }
+        pool.work.wait(&mut state);
+    }
+}
+
+/// Moves up to `n` startable jobs from the queue into slot `id`'s window and frames them.
+/// `None` if every job taken had been cancelled meanwhile.
+fn take_jobs(state: &mut PoolState, id: usize, n: usize) -> Option<Vec<u8>> {
+    let mut taken: Vec<Job> = Vec::with_capacity(n);
+    while taken.len() < n {
+        let Some(job) = state.queue.pop_front() else {
+            break;
+        };
+        if job.completion.start() {
+            taken.push(job);
+        }
+    }
+    if taken.is_empty() {
+        return None;
+    }
+    let mut frame = FrameBuf::new(Kind::Tasks);
+    frame.u32(u32::try_from(taken.len()).expect("window is small"));
+    let now = Instant::now();
+    let slot = state.slot_mut(id).expect("caller checked the slot");
+    slot.sent += taken.len() as u64;
+    for job in taken {
+        protocol::push_task(
+            &mut frame,
+            &protocol::TaskFrame {
+                id: job.id,
+                fn_offset: job.fn_offset,
+                payload: &job.payload,
+            },
+        );
+        slot.in_flight.insert(
+            job.id,
+            InFlight {
+                completion: job.completion,
+                sent_at: now,
+            },
+        );
+    }
+    Some(frame.finish())
+}
+
+fn reader(pool: &Arc<Pool>, id: usize, stream: UnixStream, mut child: Child) {
+    let pid = child.id();
+    let mut input = BufReader::with_capacity(256 * 1024, stream);
+    let mut init_failure: Option<String> = None;
+    let trouble: Option<String> = loop {
+        let body = match protocol::read_frame(&mut input, MAX_FRAME) {
+            Ok(Some(body)) => body,
+            Ok(None) => break None,
+            Err(e) => break Some(e.to_string()),
+        };
+        match handle_frame(pool, id, &body) {
+            Ok(Some(message)) => init_failure = Some(message),
+            Ok(None) => {}
+            Err(e) => break Some(e.to_string()),
+        }
+    };
+    if let Some(why) = &trouble {
+        log::error!("cf-pool-proc: worker {pid} sent a bad frame ({why}); killing it");
+        let _ = child.kill();
+    }
+    pool.state.lock().slot_mut(id).map(|s| s.reaping = true);
+    let status = child.wait();
+    let cause = exit_cause(status);
+    pool.worker_ended(id, pid, cause, init_failure);
+}
+
+fn exit_cause(status: io::Result<ExitStatus>) -> ExitCause {
+    match status {
+        Ok(s) => match (s.code(), s.signal()) {
+            (Some(code), _) => ExitCause::Code(code),
+            (None, Some(sig)) => ExitCause::Signal(sig),
+            _ => ExitCause::Unknown,
+        },
+        Err(_) => ExitCause::Unknown,
+    }
+}
+
+/// Handles one frame from a worker. `Ok(Some(msg))` reports an initializer failure.
+fn handle_frame(
+    pool: &Pool,
+    id: usize,
+    body: &[u8],
+) -> Result<Option<String>, protocol::ProtocolError> {
+    let (kind, mut r) = Reader::new(body)?;
+    match kind {
+        Kind::Ready => {
+            let pid = r.u32()?;
+            r.end()?;
+            log::trace!("cf-pool-proc: worker {pid} ready");
+            Ok(None)
+        }
+        Kind::InitFailed => {
+            let message = String::from_utf8_lossy(r.bytes()?).into_owned();
+            r.end()?;
+            Ok(Some(message))
+        }
+        Kind::Results => {
+            let n = r.count(RESULT_RECORD_MIN)?;
+            let mut records = Vec::with_capacity(n);
+            for _ in 0..n {
+                records.push(r.result()?);
+            }
+            r.end()?;
+            let mut done = Vec::with_capacity(n);
+            {
+                let mut state = pool.state.lock();
+                let slot = state
+                    .slot_mut(id)
+                    .ok_or_else(|| protocol::ProtocolError("results for a removed slot".into()))?;
+                for rec in &records {
+                    let Some(entry) = slot.in_flight.remove(&rec.id) else {
+                        return Err(protocol::ProtocolError(format!(
+                            "result for task {} which this worker does not hold",
+                            rec.id
+                        )));
+                    };
+                    slot.record_nanos(rec.nanos);
+                    let _ = entry.sent_at;
+                    done.push((entry.completion, rec.ok, rec.bytes));
+                }
+                pool.work.notify_all();
+            }
+            for (completion, ok, bytes) in done {
+                completion.finish(ok, bytes);
+            }
+            Ok(None)
+        }
+        other => Err(protocol::ProtocolError(format!(
+            "a worker may not send {other:?}"
+        ))),
+    }
+}
+
+/// The error for the futures a dead worker held.
+pub(crate) fn death_error(pid: u32, cause: ExitCause) -> TaskError {
+    TaskError::WorkerDied { pid, cause }
+}

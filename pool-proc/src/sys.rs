@@ -1,0 +1,203 @@
+//! Every `unsafe` operation of the process pool, in one place.
+//!
+//! Two things need it:
+//!
+//! * **Task identity.** A task crosses to a worker as the address of its monomorphised
+//!   trampoline, sent as an offset from [`anchor`]. Workers are the parent's own executable,
+//!   re-executed through `/proc/self/exe` (the running inode, even if the file on disk was
+//!   replaced), and before any offset is used the worker checks the parent's [`exe_identity`] and
+//!   the offset of [`probe`] against its own ([`Hello`](crate::protocol::Hello)). Same image, same
+//!   relative layout: the offset names the same function in both processes. The task value
+//!   itself is a zero-sized type (checked at compile time), so the worker conjures it from
+//!   nothing.
+//! * **Process control.** Clearing close-on-exec on the child's socket, `PR_SET_PDEATHSIG`, and
+//!   `kill(2)` for timeouts and `kill_workers`, plus adopting the inherited socket in the worker.
+//!
+//! Each block carries a `// SAFETY:` comment; `tests/identity.rs` exercises each invariant.
+#![allow(unsafe_code)]
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, RawFd};
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use cf_executor_api::TaskError;
+
+/// The environment variable that tells a re-executed binary to serve as a worker, and on which
+/// descriptor.
+pub(crate) const WORKER_ENV: &str = "CF_POOL_PROC_WORKER_FD";
+
+/// What a trampoline is: decode the argument, run the task, encode the result.
+pub(crate) type Trampoline = fn(&[u8]) -> Result<Vec<u8>, TaskError>;
+
+/// An initializer as sent to workers.
+pub(crate) type Initializer = fn() -> Result<(), String>;
+
+/// The fixed point offsets are measured from. Never inlined, so it has one address.
+#[inline(never)]
+fn anchor() -> u32 {
+    0xC0FF_EE00
+}
+
+/// A second fixed point: the worker checks that its offset from [`anchor`] matches the
+/// parent's, a cheap proof that the code layout is the same.
+#[inline(never)]
+pub(crate) fn probe() -> u32 {
+    0x0BAD_F00D
+}
+
+fn anchor_addr() -> usize {
+    let f: fn() -> u32 = anchor;
+    f as usize
+}
+
+/// Offset of a code address from [`anchor`].
+pub(crate) fn offset_of(addr: usize) -> i64 {
+    addr.wrapping_sub(anchor_addr()) as i64
+}
+
+/// Offset of `probe` in this process.
+pub(crate) fn probe_offset() -> i64 {
+    let f: fn() -> u32 = probe;
+    offset_of(f as usize)
+}
+
+/// The function at `offset` from the anchor, as a trampoline.
+///
+/// Only called in a worker after the handshake proved it runs the parent's image.
+pub(crate) fn trampoline_at(offset: i64) -> Trampoline {
+    let addr = anchor_addr().wrapping_add(offset as usize);
+    // SAFETY: `offset` was computed by the parent as `trampoline::<F, A, R> - anchor` (see
+    // `task::trampoline_offset`); the handshake verified that this process executes the same
+    // file (device, inode, size, mtime) and that `probe - anchor` agrees, so the same offset
+    // lands on the same monomorphised function, whose type is exactly `Trampoline`.
+    unsafe { std::mem::transmute::<usize, Trampoline>(addr) }
+}
+
+/// The function at `offset` from the anchor, as an initializer. Same contract as
+/// [`trampoline_at`].
+pub(crate) fn initializer_at(offset: i64) -> Initializer {
+    let addr = anchor_addr().wrapping_add(offset as usize);
+    // SAFETY: as in `trampoline_at`: the parent computed the offset from a value of type
+    // `Initializer` in the identical executable image.
+    unsafe { std::mem::transmute::<usize, Initializer>(addr) }
+}
+
+/// A value of the zero-sized, `Copy` type `F` (a fn item or non-capturing closure).
+pub(crate) fn conjure<F: Copy>() -> F {
+    const { assert!(std::mem::size_of::<F>() == 0) };
+    // SAFETY: `F` is zero-sized (asserted at compile time above), so a value has no bytes to
+    // initialise; fn items and closures have no validity invariant beyond their type, and
+    // `F: Copy` means creating one more value cannot violate ownership of captured state
+    // (there is none).
+    unsafe { std::mem::MaybeUninit::<F>::uninit().assume_init() }
+}
+
+/// Identifies the running executable: device, inode, size and modification time of the image
+/// behind `/proc/self/exe`.
+pub(crate) fn exe_identity() -> io::Result<[u64; 5]> {
+    let m = std::fs::metadata("/proc/self/exe")?;
+    Ok([
+        m.dev(),
+        m.ino(),
+        m.size(),
+        m.mtime() as u64,
+        m.mtime_nsec() as u64,
+    ])
+}
+
+/// Starts a worker: this executable again, serving on `child_end`.
+///
+/// The child's socket survives `exec` (close-on-exec cleared in the child only, so concurrent
+/// spawns elsewhere never inherit it) and the child gets `SIGKILL` when the thread that spawned
+/// it ends, which is the slot's feeder thread (it outlives the worker) or the whole parent.
+pub(crate) fn spawn_worker(child_end: &UnixStream) -> io::Result<Child> {
+    let fd: RawFd = child_end.as_raw_fd();
+    let parent = std::process::id();
+    let mut cmd = Command::new("/proc/self/exe");
+    cmd.env(WORKER_ENV, fd.to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::inherit())
+        .stderr(Stdio::inherit());
+    // SAFETY: the closure runs in the forked child before `exec` and only makes
+    // async-signal-safe system calls (fcntl, prctl, getppid) on values copied in before the fork.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::fcntl(fd, libc::F_SETFD, 0) == -1 {
+                return Err(io::Error::last_os_error());
+            }
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
+                return Err(io::Error::last_os_error());
+            }
+            // The parent may have died between fork and prctl; then no signal would come.
+            if libc::getppid() as u32 != parent {
+                return Err(io::Error::other("parent exited during worker start"));
+            }
+            Ok(())
+        });
+    }
+    cmd.spawn()
+}
+
+/// Sends `signal` to process `pid`.
+///
+/// Callers guarantee the child has not been reaped yet (they check the slot's `reaping` flag
+/// under the pool lock), so `pid` cannot have been reused by another process.
+pub(crate) fn kill(pid: u32, signal: i32) -> io::Result<()> {
+    let pid = libc::pid_t::try_from(pid).map_err(io::Error::other)?;
+    // SAFETY: kill(2) takes plain integers and touches no memory of ours.
+    if unsafe { libc::kill(pid, signal) } == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// The socket a worker inherited, named by [`WORKER_ENV`].
+fn inherited_socket() -> Option<UnixStream> {
+    let fd: RawFd = std::env::var(WORKER_ENV).ok()?.parse().ok()?;
+    // Nested pools started by a task must not mistake themselves for workers.
+    std::env::remove_var(WORKER_ENV);
+    // SAFETY: fcntl(F_GETFD) only queries the descriptor table.
+    if unsafe { libc::fcntl(fd, libc::F_GETFD) } == -1 {
+        return None;
+    }
+    // The descriptor was opened by the parent for this purpose, survived exec, and nothing else
+    // in this fresh process owns it; we set close-on-exec again for our own children.
+    // SAFETY: `fd` is open (checked above) and owned by nobody else in this process.
+    let stream = unsafe { UnixStream::from_raw_fd(fd) };
+    // SAFETY: plain fcntl on a descriptor we own.
+    unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    Some(stream)
+}
+
+/// Writes to a dead parent must fail with `EPIPE`, not kill the worker before it can log.
+pub(crate) fn ignore_sigpipe() {
+    // SAFETY: setting a signal disposition to SIG_IGN installs no handler code.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
+}
+
+static ENTRY_RAN: AtomicBool = AtomicBool::new(false);
+
+/// Whether this process went through worker-mode detection ([`init`](crate::init) or the
+/// static constructor): without it a worker would run the user's `main`.
+pub(crate) fn entry_ran() -> bool {
+    ENTRY_RAN.load(Ordering::Acquire)
+}
+
+/// If this process was started as a worker, serves tasks and exits; never returns then.
+pub(crate) fn enter_worker_mode_if_requested() {
+    ENTRY_RAN.store(true, Ordering::Release);
+    if let Some(socket) = inherited_socket() {
+        crate::worker::run(socket);
+    }
+}
+
+/// Runs before `main` (and before the test harness, in test binaries): a worker never reaches
+/// the user's `main`.
+#[ctor::ctor]
+fn cf_pool_proc_worker_entry() {
+    enter_worker_mode_if_requested();
+}

@@ -1,0 +1,134 @@
+//! What a task is on each side: the monomorphised trampoline the worker runs, and the
+//! type-erased completion the parent holds until the result comes back.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use cf_executor_api::{
+    call_catching, panic_message, CodecStage, Payload, Promise, Task, TaskError,
+};
+
+use crate::sys;
+
+/// The largest payload a single task or result may have (the frame length is a `u32`).
+pub(crate) const MAX_PAYLOAD: usize = u32::MAX as usize - 1024;
+
+/// Compile-time check, with a message, that a task can cross a process boundary.
+struct CrossesProcesses<F>(std::marker::PhantomData<F>);
+
+impl<F> CrossesProcesses<F> {
+    const OK: () = assert!(
+        std::mem::size_of::<F>() == 0,
+        "cf-pool-proc: a task sent to a worker process must be a fn item or a closure that \
+         captures nothing; this one captures variables, and captured values cannot cross a \
+         process boundary. Pass them inside the task's argument (a tuple) instead."
+    );
+}
+
+/// The offset that names `trampoline::<F, A, R>` in any process running this executable.
+pub(crate) fn trampoline_offset<F, A, R>(_: F) -> i64
+where
+    F: Task<A, R>,
+    A: Payload,
+    R: Payload,
+{
+    let () = CrossesProcesses::<F>::OK;
+    let t: sys::Trampoline = trampoline::<F, A, R>;
+    sys::offset_of(t as usize)
+}
+
+fn codec(stage: CodecStage, message: String) -> TaskError {
+    TaskError::Codec { stage, message }
+}
+
+/// Runs in the worker: decode `A`, call the task, encode `R`. Every failure, including a
+/// panicking `Deserialize` or `Serialize`, becomes a `TaskError` for this task only.
+fn trampoline<F, A, R>(input: &[u8]) -> Result<Vec<u8>, TaskError>
+where
+    F: Task<A, R>,
+    A: Payload,
+    R: Payload,
+{
+    let arg: A = match catch_unwind(AssertUnwindSafe(|| postcard::from_bytes(input))) {
+        Ok(Ok(a)) => a,
+        Ok(Err(e)) => return Err(codec(CodecStage::DeserializeArgument, e.to_string())),
+        Err(p) => {
+            return Err(codec(
+                CodecStage::DeserializeArgument,
+                format!("Deserialize panicked: {}", panic_message(p.as_ref())),
+            ))
+        }
+    };
+    let f: F = sys::conjure::<F>();
+    let value = call_catching(move || f(arg))?;
+    encode(&value, CodecStage::SerializeResult)
+}
+
+/// Encodes a payload, turning errors and panics of its `Serialize` into `Codec` errors.
+pub(crate) fn encode<T: serde::Serialize>(
+    value: &T,
+    stage: CodecStage,
+) -> Result<Vec<u8>, TaskError> {
+    match catch_unwind(AssertUnwindSafe(|| postcard::to_allocvec(value))) {
+        Ok(Ok(bytes)) if bytes.len() <= MAX_PAYLOAD => Ok(bytes),
+        Ok(Ok(bytes)) => Err(codec(
+            stage,
+            format!(
+                "{} bytes is over the {MAX_PAYLOAD}-byte limit of one message; split the work",
+                bytes.len()
+            ),
+        )),
+        Ok(Err(e)) => Err(codec(stage, e.to_string())),
+        Err(p) => Err(codec(
+            stage,
+            format!("Serialize panicked: {}", panic_message(p.as_ref())),
+        )),
+    }
+}
+
+/// The parent's side of one in-flight task, with the result type erased.
+pub(crate) trait Completion: Send {
+    /// Pending -> running; `false` if the future was cancelled (drop the task).
+    fn start(&self) -> bool;
+    /// Cancels if not started.
+    fn cancel(&self) -> bool;
+    /// Completes from a worker's record: `ok` bytes are an encoded `R`, else a `TaskError`.
+    fn finish(self: Box<Self>, ok: bool, bytes: &[u8]);
+    /// Fails the future.
+    fn fail(self: Box<Self>, error: TaskError);
+}
+
+impl<R: Payload + Sync> Completion for Promise<R> {
+    fn start(&self) -> bool {
+        self.set_running_or_notify_cancel()
+    }
+
+    fn cancel(&self) -> bool {
+        Promise::cancel(self)
+    }
+
+    fn finish(self: Box<Self>, ok: bool, bytes: &[u8]) {
+        let outcome = if ok {
+            match catch_unwind(AssertUnwindSafe(|| postcard::from_bytes::<R>(bytes))) {
+                Ok(Ok(v)) => Ok(v),
+                Ok(Err(e)) => Err(codec(CodecStage::DeserializeResult, e.to_string())),
+                Err(p) => Err(codec(
+                    CodecStage::DeserializeResult,
+                    format!("Deserialize panicked: {}", panic_message(p.as_ref())),
+                )),
+            }
+        } else {
+            Err(
+                postcard::from_bytes::<TaskError>(bytes).unwrap_or_else(|e| TaskError::Broken {
+                    reason: format!("a worker sent an undecodable error record ({e})"),
+                }),
+            )
+        };
+        if let Err(e) = self.set_outcome(outcome) {
+            log::debug!("result for a task that is already {}", e.state);
+        }
+    }
+
+    fn fail(self: Box<Self>, error: TaskError) {
+        let _ = self.set_error(error);
+    }
+}
