@@ -1,1 +1,107 @@
+//! `ThreadPoolExecutor`: Python's `concurrent.futures.ThreadPoolExecutor`, in Rust.
+//!
+//! A pool of up to `max_workers` threads running submitted tasks. It implements
+//! [`cf_executor_api::Executor`], so code written against that trait runs unchanged on this pool
+//! or on `cf-pool-proc`'s process pool; [`ThreadPoolExecutor::spawn`] adds what only threads can
+//! do: run capturing closures over non-serde values.
+//!
+//! | Python                                            | here                                          |
+//! |---------------------------------------------------|-----------------------------------------------|
+//! | `ThreadPoolExecutor(max_workers=4)`               | `ThreadPoolExecutor::builder().max_workers(4).build()?` |
+//! | `ThreadPoolExecutor()`                            | [`ThreadPoolExecutor::new`]                   |
+//! | `thread_name_prefix=`, `initializer=`             | [`ThreadPoolBuilder`] methods                 |
+//! | `ex.submit(fn, *args)`                            | [`Executor::submit`]`(fn, args)`              |
+//! | `ex.submit(lambda: ...)` capturing locals         | [`ThreadPoolExecutor::spawn`]`(move \|\| ...)` |
+//! | `ex.map(fn, xs, timeout=, chunksize=, buffersize=)` | [`Executor::map`] with [`MapOptions`]       |
+//! | `ex.shutdown(wait=, cancel_futures=)`             | [`Executor::shutdown`]                        |
+//! | `with ThreadPoolExecutor() as ex:`                | the pool's `Drop`                             |
+//! | `BrokenThreadPool`                                | [`SubmitError::Broken`], [`TaskError::Broken`] |
+//!
+//! # A short tour
+//!
+//! ```
+//! use std::time::Duration;
+//! use cf_pool_thread::{as_completed, Executor, MapOptions, TaskError, ThreadPoolExecutor};
+//!
+//! fn square(x: u64) -> u64 {
+//!     x * x
+//! }
+//!
+//! let pool = ThreadPoolExecutor::builder().max_workers(4).build().unwrap();
+//!
+//! // submit: one task, one future. The same line works on a process pool.
+//! let f = pool.submit(square, 7).unwrap();
+//! assert_eq!(f.result_timeout(Duration::from_secs(10)), Ok(&49));
+//!
+//! // Several arguments travel as a tuple; non-capturing closures are tasks too.
+//! let g = pool.submit(|(a, b): (f64, f64)| a / b, (1.0, 4.0)).unwrap();
+//! assert_eq!(g.result(), Ok(&0.25));
+//!
+//! // map: results in input order, lazily; chunksize batches items into one job.
+//! let squares: Vec<u64> = pool
+//!     .map(square, 0..10, MapOptions::new().chunksize(3))
+//!     .unwrap()
+//!     .collect::<Result<_, _>>()
+//!     .unwrap();
+//! assert_eq!(squares, [0, 1, 4, 9, 16, 25, 36, 49, 64, 81]);
+//!
+//! // as_completed: whichever finishes first comes first.
+//! let futures: Vec<_> = (1..=3).map(|x| pool.submit(square, x).unwrap()).collect();
+//! let mut total = 0;
+//! for done in as_completed(&futures, Some(Duration::from_secs(10))) {
+//!     total += done.unwrap().result().unwrap();
+//! }
+//! assert_eq!(total, 14);
+//!
+//! // A panic is the analog of a raised exception: it fails that future only.
+//! let bad = pool.spawn(|| -> u64 { panic!("no such user") }).unwrap();
+//! assert!(matches!(bad.result(), Err(TaskError::Panicked { message, .. }) if message == "no such user"));
+//!
+//! // spawn takes capturing closures, which a process pool cannot ship.
+//! let words = vec!["a", "bb", "ccc"];
+//! let lengths = pool.spawn(move || words.iter().map(|w| w.len()).sum::<usize>()).unwrap();
+//! assert_eq!(lengths.result(), Ok(&6));
+//!
+//! // Dropping the pool (Python's `with` exit) waits for everything and joins the threads.
+//! drop(pool);
+//! ```
+//!
+//! # Threads, queue and idle count
+//!
+//! The pool is one queue of jobs and a set of worker threads, all behind one mutex. `submit`
+//! (and `spawn`, `map`, `submit_batch`) only pushes a job and never blocks on a worker. Threads
+//! start on demand: a submit starts a new thread only if the queue now holds more jobs than
+//! there are *available* workers (idle, starting, or just finishing a task) and fewer than
+//! `max_workers` threads exist; otherwise an idle worker is woken. This is CPython 3.9's idle
+//! semaphore, counted exactly under the lock. So 60 blocking tasks on a pool of 4 start exactly
+//! 4 threads, and tasks submitted one after another, each awaited, all run on one thread. A
+//! worker counts itself available before it publishes a result, so whoever reads that result
+//! and submits again always finds it available.
+//!
+//! Each worker runs the initializer once, then loops: take the next job, run it, repeat; wait
+//! on a condvar when the queue is empty. A task's panic is caught with
+//! [`cf_executor_api::call_catching`] and becomes that future's [`TaskError::Panicked`]; the
+//! thread lives on. Workers exit when the pool is shut down and the queue is empty, or when it
+//! broke. A `chunksize` batch is one job, run in order on one thread, each item completing its
+//! own future. Threads are named `{prefix}_0`, `{prefix}_1`, ... with a default prefix of
+//! `ThreadPoolExecutor-N`, as in Python.
+//!
+//! # Differences from Python
+//!
+//! * A panicking initializer breaks the pool exactly as one returning `Err` does.
+//! * `shutdown(wait = true)` called from one of the pool's own tasks (or the pool dropped
+//!   there) does not wait for that task's own thread, where Python would raise.
+//! * Idle reuse is deterministic (see above), where CPython's is a benign race.
+#![warn(missing_docs)]
 
+mod builder;
+mod executor;
+mod job;
+mod worker;
+
+pub use builder::ThreadPoolBuilder;
+pub use cf_executor_api::{
+    as_completed, cpu_count, wait, BuildError, Executor, Future, MapOptions, ReturnWhen,
+    SubmitError, TaskError,
+};
+pub use executor::ThreadPoolExecutor;

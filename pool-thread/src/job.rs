@@ -1,0 +1,138 @@
+//! What sits in the work queue: one task ([`Call`]) or one batch ([`Batch`]), type-erased as
+//! [`Job`].
+//!
+//! Running a job is split in two so that the worker can count itself available *between*
+//! computing the outcome and publishing it. A caller that reads a result and submits again
+//! then always finds the worker available and no second thread is started: this is what makes
+//! "3 sequential tasks run on 1 thread" deterministic rather than the race it is in CPython,
+//! where the worker releases its idle token only after the result is visible.
+
+use cf_executor_api::{call_catching, Promise, TaskError};
+
+/// A unit of queued work, with its promise(s).
+pub(crate) trait Job: Send {
+    /// Runs the user's code (skipping cancelled items); keeps the last outcome for `publish`.
+    fn run(&mut self);
+    /// Completes the future(s) `run` left unpublished.
+    fn publish(self: Box<Self>);
+    /// The job will never run: cancel its futures (`None`) or fail them with `error`.
+    fn abandon(self: Box<Self>, error: Option<TaskError>);
+}
+
+/// One closure and its promise.
+pub(crate) struct Call<C, R> {
+    call: Option<C>,
+    promise: Promise<R>,
+    outcome: Option<Result<R, TaskError>>,
+}
+
+impl<C, R> Call<C, R> {
+    pub(crate) fn new(call: C, promise: Promise<R>) -> Self {
+        Call {
+            call: Some(call),
+            promise,
+            outcome: None,
+        }
+    }
+}
+
+impl<C, R> Job for Call<C, R>
+where
+    C: FnOnce() -> R + Send,
+    R: Send + Sync,
+{
+    fn run(&mut self) {
+        let Some(call) = self.call.take() else {
+            return;
+        };
+        if self.promise.set_running_or_notify_cancel() {
+            self.outcome = Some(call_catching(call));
+        }
+    }
+
+    fn publish(self: Box<Self>) {
+        let this = *self;
+        if let Some(outcome) = this.outcome {
+            settle(&this.promise, outcome);
+        }
+    }
+
+    fn abandon(self: Box<Self>, error: Option<TaskError>) {
+        abandon_one(&self.promise, error);
+    }
+}
+
+/// One task function over several arguments, run in order, each with its own promise.
+pub(crate) struct Batch<F, A, R> {
+    f: F,
+    items: Vec<(A, Promise<R>)>,
+    last: Option<(Promise<R>, Result<R, TaskError>)>,
+}
+
+impl<F, A, R> Batch<F, A, R> {
+    pub(crate) fn new(f: F, items: Vec<(A, Promise<R>)>) -> Self {
+        Batch {
+            f,
+            items,
+            last: None,
+        }
+    }
+}
+
+impl<F, A, R> Job for Batch<F, A, R>
+where
+    F: Fn(A) -> R + Copy + Send,
+    A: Send,
+    R: Send + Sync,
+{
+    fn run(&mut self) {
+        let items = std::mem::take(&mut self.items);
+        let count = items.len();
+        for (i, (arg, promise)) in items.into_iter().enumerate() {
+            // A cancelled item is skipped; the others still run.
+            if !promise.set_running_or_notify_cancel() {
+                continue;
+            }
+            let f = self.f;
+            let outcome = call_catching(move || f(arg));
+            if i + 1 == count {
+                self.last = Some((promise, outcome));
+            } else {
+                // Published (and the promise dropped) at once, so a `map` consumer reading
+                // this item does not wait for the rest of the batch.
+                settle(&promise, outcome);
+            }
+        }
+    }
+
+    fn publish(self: Box<Self>) {
+        if let Some((promise, outcome)) = self.last {
+            settle(&promise, outcome);
+        }
+    }
+
+    fn abandon(self: Box<Self>, error: Option<TaskError>) {
+        for (_, promise) in &self.items {
+            abandon_one(promise, error.clone());
+        }
+    }
+}
+
+fn settle<R>(promise: &Promise<R>, outcome: Result<R, TaskError>) {
+    if let Err(e) = promise.set_outcome(outcome) {
+        // Only this pool completes a running future, so this is a bug, not a user error.
+        log::error!("internal: a worker completed a task twice: {e}; please report this");
+    }
+}
+
+fn abandon_one<R>(promise: &Promise<R>, error: Option<TaskError>) {
+    match error {
+        None => {
+            promise.cancel();
+        }
+        Some(error) => {
+            // A future the user already cancelled stays cancelled.
+            let _ = promise.set_error(error);
+        }
+    }
+}

@@ -1,0 +1,299 @@
+//! The pool's shared state and the worker loop.
+//!
+//! One mutex guards everything a decision depends on: the queue, how many workers are
+//! *available* (not running a task), how many were started, shutdown and broken flags. The
+//! work condvar wakes waiting workers; the exited condvar wakes `shutdown(wait)`.
+//!
+//! A new thread is started only when the queue holds more jobs than there are available
+//! workers to take them, and fewer than `max_workers` threads exist: CPython 3.9's idle
+//! semaphore, kept exact by counting under the lock instead of with a semaphore that can drift.
+
+use std::cell::Cell;
+use std::collections::VecDeque;
+use std::io;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+
+use cf_executor_api::{call_catching, SubmitError, TaskError};
+use parking_lot::{Condvar, Mutex};
+
+use crate::job::Job;
+
+/// A worker thread's initializer, shared by all workers.
+pub(crate) type Initializer = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
+
+thread_local! {
+    /// The id of the pool this thread works for (0: none), so `shutdown(wait)` called from a
+    /// task does not wait for its own thread.
+    static CURRENT_POOL: Cell<usize> = const { Cell::new(0) };
+}
+
+static NEXT_POOL_ID: AtomicUsize = AtomicUsize::new(1);
+
+pub(crate) struct Shared {
+    state: Mutex<State>,
+    /// Workers wait here for work (or shutdown).
+    work: Condvar,
+    /// `shutdown(wait)` waits here for the workers to exit.
+    exited: Condvar,
+    pub(crate) max_workers: usize,
+    pub(crate) prefix: String,
+    initializer: Option<Initializer>,
+    id: usize,
+}
+
+struct State {
+    queue: VecDeque<Box<dyn Job>>,
+    /// Workers not running a task: starting, waiting for work, or about to take the next job.
+    available: usize,
+    /// Worker threads that have not exited.
+    live: usize,
+    /// Worker threads started so far; also the index in the next thread's name.
+    started: usize,
+    /// Handles of threads not yet joined.
+    handles: Vec<JoinHandle<()>>,
+    shutdown: bool,
+    broken: Option<String>,
+}
+
+/// A snapshot for `Debug`.
+#[derive(Debug)]
+pub(crate) struct Snapshot {
+    pub(crate) started: usize,
+    pub(crate) available: usize,
+    pub(crate) queued: usize,
+    pub(crate) shutdown: bool,
+    pub(crate) broken: Option<String>,
+}
+
+impl Shared {
+    pub(crate) fn new(
+        max_workers: usize,
+        prefix: String,
+        initializer: Option<Initializer>,
+    ) -> Arc<Self> {
+        Arc::new(Shared {
+            state: Mutex::new(State {
+                queue: VecDeque::new(),
+                available: 0,
+                live: 0,
+                started: 0,
+                handles: Vec::new(),
+                shutdown: false,
+                broken: None,
+            }),
+            work: Condvar::new(),
+            exited: Condvar::new(),
+            max_workers,
+            prefix,
+            initializer,
+            id: NEXT_POOL_ID.fetch_add(1, Ordering::Relaxed),
+        })
+    }
+
+    pub(crate) fn snapshot(&self) -> Snapshot {
+        let st = self.state.lock();
+        Snapshot {
+            started: st.started,
+            available: st.available,
+            queued: st.queue.len(),
+            shutdown: st.shutdown,
+            broken: st.broken.clone(),
+        }
+    }
+
+    pub(crate) fn started(&self) -> usize {
+        self.state.lock().started
+    }
+
+    /// Queues `job`, starting a worker if no available one will take it. Never blocks on a
+    /// worker.
+    pub(crate) fn enqueue(self: &Arc<Self>, job: Box<dyn Job>) -> Result<(), SubmitError> {
+        let mut st = self.state.lock();
+        if let Some(reason) = &st.broken {
+            return Err(SubmitError::Broken {
+                reason: reason.clone(),
+            });
+        }
+        if st.shutdown {
+            return Err(SubmitError::Shutdown);
+        }
+        st.queue.push_back(job);
+        if st.available < st.queue.len() && st.started < self.max_workers {
+            if let Err(e) = self.start_worker(&mut st) {
+                if st.live == 0 {
+                    // No thread will ever take this job: refuse it rather than hang.
+                    let job = st.queue.pop_back();
+                    drop(st);
+                    drop(job);
+                    return Err(SubmitError::Broken {
+                        reason: format!(
+                            "could not start a worker thread ({e}); the task was not queued"
+                        ),
+                    });
+                }
+                log::warn!(
+                    "could not start another worker thread ({e}); the task waits for one of \
+                     the {} running workers",
+                    st.live
+                );
+            }
+        }
+        self.work.notify_one();
+        Ok(())
+    }
+
+    fn start_worker(self: &Arc<Self>, st: &mut State) -> io::Result<()> {
+        let name = format!("{}_{}", self.prefix, st.started);
+        let shared = Arc::clone(self);
+        let handle = thread::Builder::new()
+            .name(name)
+            .spawn(move || worker_main(&shared))?;
+        log::debug!(
+            "started worker thread {}_{} ({} of at most {})",
+            self.prefix,
+            st.started,
+            st.started + 1,
+            self.max_workers
+        );
+        // The new thread blocks on our lock until these are consistent.
+        st.started += 1;
+        st.live += 1;
+        st.available += 1;
+        st.handles.push(handle);
+        Ok(())
+    }
+
+    /// Stops taking work; see `Executor::shutdown`.
+    pub(crate) fn shutdown(&self, wait: bool, cancel_futures: bool) {
+        let (cancelled, handles) = {
+            let mut st = self.state.lock();
+            st.shutdown = true;
+            let cancelled: Vec<_> = if cancel_futures {
+                st.queue.drain(..).collect()
+            } else {
+                Vec::new()
+            };
+            self.work.notify_all();
+            let handles = if wait {
+                std::mem::take(&mut st.handles)
+            } else {
+                Vec::new()
+            };
+            (cancelled, handles)
+        };
+        // Outside the lock: cancelling runs the futures' callbacks.
+        for job in cancelled {
+            job.abandon(None);
+        }
+        if !wait {
+            return;
+        }
+        // A task may shut down (or drop) its own pool: do not wait for this very thread.
+        let own = usize::from(CURRENT_POOL.with(Cell::get) == self.id);
+        if own == 1 {
+            log::debug!("shutdown(wait) called from a worker of this pool; not waiting for it");
+        }
+        {
+            let mut st = self.state.lock();
+            while st.live > own {
+                self.exited.wait(&mut st);
+            }
+        }
+        let me = thread::current().id();
+        for handle in handles {
+            if handle.thread().id() == me {
+                continue;
+            }
+            if handle.join().is_err() {
+                log::error!(
+                    "internal: a worker thread panicked outside a task; please report this"
+                );
+            }
+        }
+    }
+
+    /// The initializer failed: break the pool and fail everything queued with `reason`.
+    fn break_pool(&self, reason: String) {
+        let (reason, drained) = {
+            let mut st = self.state.lock();
+            let reason = st.broken.get_or_insert(reason).clone();
+            self.work.notify_all();
+            (reason, st.queue.drain(..).collect::<Vec<_>>())
+        };
+        log::error!("thread pool {} is broken: {reason}", self.prefix);
+        for job in drained {
+            job.abandon(Some(TaskError::Broken {
+                reason: reason.clone(),
+            }));
+        }
+    }
+}
+
+/// Keeps `live`/`available` right however the worker ends, and wakes `shutdown(wait)`.
+struct ExitGuard<'a> {
+    shared: &'a Shared,
+    busy: bool,
+}
+
+impl Drop for ExitGuard<'_> {
+    fn drop(&mut self) {
+        let mut st = self.shared.state.lock();
+        st.live -= 1;
+        if !self.busy {
+            st.available -= 1;
+        }
+        self.shared.exited.notify_all();
+    }
+}
+
+fn worker_main(shared: &Shared) {
+    CURRENT_POOL.with(|c| c.set(shared.id));
+    let mut guard = ExitGuard {
+        shared,
+        busy: false,
+    };
+    if let Some(init) = &shared.initializer {
+        let name = thread::current().name().unwrap_or("?").to_owned();
+        let failure = match call_catching(|| init()) {
+            Ok(Ok(())) => None,
+            Ok(Err(message)) => Some(format!(
+                "the initializer failed in worker thread `{name}`: {message}"
+            )),
+            Err(TaskError::Panicked {
+                message, location, ..
+            }) => Some(format!(
+                "the initializer panicked in worker thread `{name}`{}: {message}",
+                location.map(|l| format!(" at {l}")).unwrap_or_default()
+            )),
+            Err(other) => Some(format!(
+                "the initializer failed in worker thread `{name}`: {other}"
+            )),
+        };
+        if let Some(reason) = failure {
+            shared.break_pool(reason);
+            return;
+        }
+    }
+    let mut st = shared.state.lock();
+    loop {
+        if let Some(mut job) = st.queue.pop_front() {
+            st.available -= 1;
+            guard.busy = true;
+            drop(st);
+            job.run();
+            // Available again before the result is visible: see `job`.
+            shared.state.lock().available += 1;
+            guard.busy = false;
+            job.publish();
+            st = shared.state.lock();
+            continue;
+        }
+        if st.shutdown || st.broken.is_some() {
+            break;
+        }
+        shared.work.wait(&mut st);
+    }
+    drop(st);
+}
