@@ -1,0 +1,318 @@
+//! Failures carried faithfully: panics, codec errors at each of the four crossings, and worker
+//! deaths of every kind. After each, the same pool must still run work (it heals).
+//!
+//! Reference: CPython `Lib/test/test_concurrent_futures/test_deadlock.py` (the error / crash
+//! matrix) and `test_process_pool.py` (`test_killed_child`); the difference from Python (only
+//! the dead worker's futures fail, the pool goes on) is deliberate and in the README.
+#![allow(unsafe_code)] // a test must be able to segfault a worker on purpose
+
+use std::time::Duration;
+
+use cf_pool_proc::{CodecStage, ExitCause, Executor, ProcessPoolExecutor, TaskError};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+fn pool(workers: usize) -> ProcessPoolExecutor {
+    ProcessPoolExecutor::builder()
+        .max_workers(workers)
+        .build()
+        .expect("build pool")
+}
+
+fn pid(_: ()) -> u32 {
+    std::process::id()
+}
+
+fn double(x: u64) -> u64 {
+    x * 2
+}
+
+/// The pool still works after a failure.
+fn assert_heals(pool: &ProcessPoolExecutor) {
+    let f = pool.submit(double, 21).expect("submit after failure");
+    assert_eq!(f.result_timeout(LIMIT), Ok(&42));
+}
+
+fn panics(x: u32) -> u32 {
+    if x == 13 {
+        panic!("unlucky number {x}");
+    }
+    x
+}
+
+#[test]
+fn panic_is_carried_with_message_location_and_backtrace_and_the_worker_lives() {
+    let pool = pool(1);
+    let before = *pool.submit(pid, ()).unwrap().result_timeout(LIMIT).unwrap();
+    let f = pool.submit(panics, 13).unwrap();
+    match f.result_timeout(LIMIT) {
+        Err(TaskError::Panicked {
+            message,
+            location,
+            backtrace,
+        }) => {
+            assert_eq!(message, "unlucky number 13");
+            assert!(location.unwrap().contains("failures.rs"));
+            assert!(backtrace.is_some_and(|b| !b.is_empty()));
+        }
+        other => panic!("expected Panicked, got {other:?}"),
+    }
+    let after = *pool.submit(pid, ()).unwrap().result_timeout(LIMIT).unwrap();
+    assert_eq!(before, after, "the worker survives a panicking task");
+}
+
+fn exits(code: i32) -> u32 {
+    std::process::exit(code)
+}
+
+fn aborts(_: ()) -> u32 {
+    std::process::abort()
+}
+
+fn segfaults(_: ()) -> u32 {
+    // SAFETY: none; this deliberately crashes the worker process with SIGSEGV.
+    unsafe { libc::raise(libc::SIGSEGV) };
+    0
+}
+
+#[allow(unconditional_recursion)]
+fn recurse(depth: u64) -> u64 {
+    let pad = std::hint::black_box([depth; 64]);
+    recurse(pad[3] + 1) + pad[7]
+}
+
+fn overflows(_: ()) -> u64 {
+    recurse(0)
+}
+
+fn sleeps(ms: u64) -> u32 {
+    std::thread::sleep(Duration::from_millis(ms));
+    std::process::id()
+}
+
+fn assert_died(result: Result<&u32, TaskError>, expect: impl Fn(ExitCause) -> bool) -> u32 {
+    match result {
+        Err(TaskError::WorkerDied { pid, cause }) => {
+            assert!(expect(cause), "unexpected cause {cause}");
+            assert_ne!(pid, std::process::id());
+            pid
+        }
+        other => panic!("expected WorkerDied, got {other:?}"),
+    }
+}
+
+#[test]
+fn exit_in_a_task_fails_that_future_with_the_exit_code_and_the_pool_heals() {
+    let pool = pool(2);
+    let f = pool.submit(exits, 99).unwrap();
+    assert_died(f.result_timeout(LIMIT), |c| c == ExitCause::Code(99));
+    let err = f.exception().unwrap().to_string();
+    assert!(err.contains("exited with code 99"), "{err}");
+    assert_heals(&pool);
+}
+
+#[test]
+fn abort_is_reported_as_sigabrt() {
+    let pool = pool(1);
+    let f = pool.submit(aborts, ()).unwrap();
+    assert_died(f.result_timeout(LIMIT), |c| c == ExitCause::Signal(libc::SIGABRT));
+    assert_heals(&pool);
+}
+
+#[test]
+fn segfault_is_reported_as_sigsegv() {
+    let pool = pool(1);
+    let f = pool.submit(segfaults, ()).unwrap();
+    assert_died(f.result_timeout(LIMIT), |c| c == ExitCause::Signal(libc::SIGSEGV));
+    assert_heals(&pool);
+}
+
+#[test]
+fn stack_overflow_kills_only_its_worker() {
+    let pool = pool(1);
+    let f = pool.submit(overflows, ()).unwrap();
+    match f.result_timeout(LIMIT) {
+        Err(TaskError::WorkerDied { cause, .. }) => {
+            assert!(matches!(cause, ExitCause::Signal(_)), "{cause}");
+        }
+        other => panic!("expected WorkerDied, got {other:?}"),
+    }
+    assert_heals(&pool);
+}
+
+#[test]
+fn sigkill_from_outside_fails_only_the_futures_that_worker_held() {
+    let pool = pool(2);
+    // Two long tasks, one per worker; kill the worker of the first.
+    let a = pool.submit(sleeps, 60_000).unwrap();
+    let b = pool.submit(sleeps, 300).unwrap();
+    let deadline = std::time::Instant::now() + LIMIT;
+    while !(a.running() && b.running() && pool.worker_pids().len() == 2) {
+        assert!(std::time::Instant::now() < deadline, "tasks never started");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // b finishes normally and tells us its worker; the other worker holds a.
+    let b_pid = *b.result_timeout(LIMIT).unwrap();
+    let victim = pool
+        .worker_pids()
+        .into_iter()
+        .find(|&p| p != b_pid)
+        .expect("the worker running a");
+    // SAFETY: plain kill(2) on a child of this process that is still alive.
+    assert_eq!(unsafe { libc::kill(victim as i32, libc::SIGKILL) }, 0);
+    let pid = assert_died(a.result_timeout(LIMIT), |c| c == ExitCause::Signal(libc::SIGKILL));
+    assert_eq!(pid, victim);
+    let msg = a.exception().unwrap().to_string();
+    assert!(msg.contains(&victim.to_string()) && msg.contains("SIGKILL"), "{msg}");
+    assert_heals(&pool);
+}
+
+/// A type whose serde impls fail or panic on demand, to hit each crossing.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Trap {
+    Fine(u8),
+    FailSerialize,
+    PanicSerialize,
+    FailDeserialize,
+    PanicDeserialize,
+}
+
+impl Serialize for Trap {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Trap::Fine(v) => s.serialize_u8(*v),
+            Trap::FailSerialize => Err(serde::ser::Error::custom("refusing to serialize")),
+            Trap::PanicSerialize => panic!("Serialize exploded"),
+            Trap::FailDeserialize => s.serialize_u8(200),
+            Trap::PanicDeserialize => s.serialize_u8(201),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Trap {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match u8::deserialize(d)? {
+            200 => Err(serde::de::Error::custom("refusing to deserialize")),
+            201 => panic!("Deserialize exploded"),
+            v => Ok(Trap::Fine(v)),
+        }
+    }
+}
+
+fn echo_trap(t: Trap) -> Trap {
+    t
+}
+
+/// Returns a trap chosen by the argument, so the result crossing can fail.
+fn make_trap(kind: u8) -> Trap {
+    match kind {
+        0 => Trap::FailSerialize,
+        1 => Trap::PanicSerialize,
+        2 => Trap::FailDeserialize,
+        3 => Trap::PanicDeserialize,
+        v => Trap::Fine(v),
+    }
+}
+
+fn codec_stage(result: Result<&Trap, TaskError>) -> (CodecStage, String) {
+    match result {
+        Err(TaskError::Codec { stage, message }) => (stage, message),
+        other => panic!("expected Codec, got {other:?}"),
+    }
+}
+
+#[test]
+fn argument_that_fails_to_serialize_in_the_parent() {
+    let pool = pool(1);
+    let f = pool.submit(echo_trap, Trap::FailSerialize).unwrap();
+    let (stage, msg) = codec_stage(f.result_timeout(LIMIT));
+    assert_eq!(stage, CodecStage::SerializeArgument);
+    // postcard keeps the kind of a custom serde error, not its text.
+    assert!(msg.contains("Serializ"), "{msg}");
+    assert!(f.exception().unwrap().to_string().contains("in the parent"));
+    let f = pool.submit(echo_trap, Trap::PanicSerialize).unwrap();
+    let (stage, msg) = codec_stage(f.result_timeout(LIMIT));
+    assert_eq!(stage, CodecStage::SerializeArgument);
+    assert!(msg.contains("Serialize exploded"), "{msg}");
+    assert_heals(&pool);
+}
+
+#[test]
+fn argument_that_fails_or_panics_deserializing_in_the_worker() {
+    let pool = pool(1);
+    for trap in [Trap::FailDeserialize, Trap::PanicDeserialize] {
+        let f = pool.submit(echo_trap, trap).unwrap();
+        let (stage, _) = codec_stage(f.result_timeout(LIMIT));
+        assert_eq!(stage, CodecStage::DeserializeArgument, "{trap:?}");
+    }
+    assert_heals(&pool);
+}
+
+#[test]
+fn result_that_fails_or_panics_serializing_in_the_worker() {
+    let pool = pool(1);
+    for kind in [0, 1] {
+        let f = pool.submit(make_trap, kind).unwrap();
+        let (stage, _) = codec_stage(f.result_timeout(LIMIT));
+        assert_eq!(stage, CodecStage::SerializeResult, "kind {kind}");
+    }
+    assert_heals(&pool);
+}
+
+#[test]
+fn result_that_fails_or_panics_deserializing_in_the_parent() {
+    let pool = pool(1);
+    for kind in [2, 3] {
+        let f = pool.submit(make_trap, kind).unwrap();
+        let (stage, _) = codec_stage(f.result_timeout(LIMIT));
+        assert_eq!(stage, CodecStage::DeserializeResult, "kind {kind}");
+    }
+    let ok = pool.submit(make_trap, 9).unwrap();
+    assert_eq!(ok.result_timeout(LIMIT), Ok(&Trap::Fine(9)));
+    assert_heals(&pool);
+}
+
+fn big_then_die(bytes: Vec<u8>) -> u32 {
+    if bytes.len() > 1 {
+        std::process::abort();
+    }
+    0
+}
+
+#[test]
+fn crash_while_a_payload_larger_than_the_socket_buffer_is_in_flight() {
+    let pool = pool(1);
+    // The first task kills its worker while the next, 32 MiB, is still being written.
+    let blocker = pool.submit(big_then_die, vec![0u8; 2]).unwrap();
+    let big = pool.submit(big_then_die, vec![7u8; 32 << 20]).unwrap();
+    assert!(matches!(
+        blocker.result_timeout(LIMIT),
+        Err(TaskError::WorkerDied { .. })
+    ));
+    // Either it died holding the big one too, or the big one ran on the replacement (and
+    // killed that one); either way it is a clean error, not a hang.
+    assert!(matches!(
+        big.result_timeout(LIMIT),
+        Err(TaskError::WorkerDied { .. })
+    ));
+    assert_heals(&pool);
+}
+
+#[test]
+fn crash_during_shutdown_wait_does_not_hang() {
+    let pool = pool(2);
+    let futures: Vec<_> = (0..6).map(|_| pool.submit(aborts, ()).unwrap()).collect();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        pool.shutdown(true, false);
+        tx.send(()).unwrap();
+    });
+    rx.recv_timeout(LIMIT).expect("shutdown(wait) returned");
+    for f in futures {
+        assert!(matches!(
+            f.result_timeout(LIMIT),
+            Err(TaskError::WorkerDied { .. })
+        ));
+    }
+}
