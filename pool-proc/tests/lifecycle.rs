@@ -1,0 +1,228 @@
+//! Worker processes over a pool's life: started on demand, reused when idle, replaced after
+//! `max_tasks_per_child`, initialised once, reaped at the end.
+//!
+//! Reference: CPython `Lib/test/test_concurrent_futures/test_process_pool.py`
+//! (`test_saturation`, `test_idle_process_reuse_one`, `test_max_tasks_per_child`,
+//! `test_max_tasks_early_shutdown`) and `test_init.py`.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use cf_pool_proc::{wait, Executor, ProcessPoolExecutor, ReturnWhen, SubmitError, TaskError};
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+fn pid(_: ()) -> u32 {
+    std::process::id()
+}
+
+/// Blocks until `path` exists (at most 60 s), then returns this worker's pid.
+fn wait_for_file(path: String) -> u32 {
+    let start = Instant::now();
+    while !Path::new(&path).exists() {
+        assert!(start.elapsed() < LIMIT, "release file never appeared");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    std::process::id()
+}
+
+fn release_file(tag: &str) -> PathBuf {
+    let p = std::env::temp_dir().join(format!("cf-lifecycle-{}-{tag}", std::process::id()));
+    let _ = std::fs::remove_file(&p);
+    p
+}
+
+fn alive(pid: u32) -> bool {
+    // A zombie is dead for our purposes (its reaper may be an init that does not reap).
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| {
+            let state = s.rsplit(')').next().unwrap_or("").trim_start();
+            !state.starts_with('Z')
+        })
+        .unwrap_or(false)
+}
+
+#[test]
+fn saturation_starts_exactly_max_workers_processes() {
+    let pool = ProcessPoolExecutor::builder().max_workers(4).build().unwrap();
+    let file = release_file("saturation");
+    let path = file.to_string_lossy().into_owned();
+    let futures: Vec<_> = (0..60)
+        .map(|_| pool.submit(wait_for_file, path.clone()).unwrap())
+        .collect();
+    let deadline = Instant::now() + LIMIT;
+    while futures.iter().filter(|f| f.running()).count() < 4 {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    assert_eq!(pool.worker_pids().len(), 4);
+    std::fs::write(&file, b"go").unwrap();
+    let pids: HashSet<u32> = futures
+        .iter()
+        .map(|f| *f.result_timeout(LIMIT).unwrap())
+        .collect();
+    assert_eq!(pids.len(), 4);
+    let _ = std::fs::remove_file(&file);
+}
+
+#[test]
+fn idle_worker_is_reused_for_sequential_tasks() {
+    let pool = ProcessPoolExecutor::builder().max_workers(4).build().unwrap();
+    let pids: HashSet<u32> = (0..3)
+        .map(|_| *pool.submit(pid, ()).unwrap().result_timeout(LIMIT).unwrap())
+        .collect();
+    assert_eq!(pids.len(), 1);
+    assert_eq!(pool.worker_pids().len(), 1);
+}
+
+#[test]
+fn max_tasks_per_child_replaces_the_worker_after_n_tasks() {
+    let pool = ProcessPoolExecutor::builder()
+        .max_workers(1)
+        .max_tasks_per_child(3)
+        .build()
+        .unwrap();
+    let pids: Vec<u32> = (0..4)
+        .map(|_| *pool.submit(pid, ()).unwrap().result_timeout(LIMIT).unwrap())
+        .collect();
+    assert_eq!(pids[0], pids[1]);
+    assert_eq!(pids[1], pids[2]);
+    assert_ne!(pids[2], pids[3], "the 4th task runs in a fresh process");
+    // A backlog larger than the limit still completes, over several processes.
+    let futures: Vec<_> = (0..20).map(|_| pool.submit(pid, ()).unwrap()).collect();
+    let split = wait(&futures, Some(LIMIT), ReturnWhen::AllCompleted);
+    assert_eq!(split.done.len(), 20);
+    let distinct: HashSet<u32> = futures.iter().map(|f| *f.result().unwrap()).collect();
+    assert!(distinct.len() >= 7, "20 tasks at 3 per child need at least 7 processes");
+}
+
+fn fails(_: ()) -> u32 {
+    panic!("task failure")
+}
+
+#[test]
+fn early_shutdown_with_max_tasks_per_child_neither_hangs_nor_errors() {
+    let pool = ProcessPoolExecutor::builder()
+        .max_workers(1)
+        .max_tasks_per_child(1)
+        .build()
+        .unwrap();
+    let f = pool.submit(fails, ()).unwrap();
+    pool.shutdown(false, false);
+    assert!(matches!(
+        f.result_timeout(LIMIT),
+        Err(TaskError::Panicked { .. })
+    ));
+}
+
+static INIT_STATE: AtomicU64 = AtomicU64::new(0);
+
+fn init_ok() -> Result<(), String> {
+    INIT_STATE.store(4242, Ordering::SeqCst);
+    Ok(())
+}
+
+fn read_init(_: ()) -> u64 {
+    INIT_STATE.load(Ordering::SeqCst)
+}
+
+fn init_fails() -> Result<(), String> {
+    Err("no database today".into())
+}
+
+#[test]
+fn initializer_state_is_visible_to_tasks() {
+    let pool = ProcessPoolExecutor::builder()
+        .max_workers(2)
+        .initializer(init_ok)
+        .build()
+        .unwrap();
+    let f = pool.submit(read_init, ()).unwrap();
+    assert_eq!(f.result_timeout(LIMIT), Ok(&4242));
+    assert_eq!(INIT_STATE.load(Ordering::SeqCst), 0, "the parent is untouched");
+}
+
+#[test]
+fn failing_initializer_breaks_the_pool_with_its_reason() {
+    let pool = ProcessPoolExecutor::builder()
+        .max_workers(2)
+        .initializer(init_fails)
+        .build()
+        .unwrap();
+    let futures: Vec<_> = (0..5).map(|_| pool.submit(read_init, ()).unwrap()).collect();
+    for f in &futures {
+        match f.result_timeout(LIMIT) {
+            Err(TaskError::Broken { reason }) => {
+                assert!(reason.contains("no database today"), "{reason}")
+            }
+            other => panic!("expected Broken, got {other:?}"),
+        }
+    }
+    match pool.submit(read_init, ()) {
+        Err(SubmitError::Broken { reason }) => assert!(reason.contains("initializer")),
+        other => panic!("expected a Broken refusal, got {other:?}"),
+    }
+}
+
+fn init_panics() -> Result<(), String> {
+    panic!("initializer exploded")
+}
+
+#[test]
+fn panicking_initializer_breaks_the_pool_too() {
+    let pool = ProcessPoolExecutor::builder()
+        .max_workers(1)
+        .initializer(init_panics)
+        .build()
+        .unwrap();
+    let f = pool.submit(read_init, ()).unwrap();
+    assert!(
+        matches!(f.result_timeout(LIMIT), Err(TaskError::Broken { reason }) if reason.contains("exploded"))
+    );
+}
+
+#[test]
+fn drop_waits_for_work_and_reaps_every_worker() {
+    let pool = ProcessPoolExecutor::builder().max_workers(2).build().unwrap();
+    let futures: Vec<_> = (0..10).map(|_| pool.submit(pid, ()).unwrap()).collect();
+    let _ = futures[0].result_timeout(LIMIT);
+    let pids = pool.worker_pids();
+    assert!(!pids.is_empty());
+    drop(pool);
+    assert!(futures.iter().all(|f| f.done()));
+    for p in pids {
+        assert!(!alive(p), "worker {p} outlived the pool");
+        assert!(
+            !Path::new(&format!("/proc/{p}")).exists()
+                || std::fs::read_to_string(format!("/proc/{p}/stat"))
+                    .map(|s| !s.contains(&format!(") Z {}", std::process::id())))
+                    .unwrap_or(true),
+            "worker {p} is a zombie of ours"
+        );
+    }
+}
+
+fn am_i_worker(_: ()) -> (bool, bool) {
+    (cf_pool_proc::is_worker(), std::env::var("CF_POOL_PROC_WORKER_FD").is_ok())
+}
+
+#[test]
+fn tasks_know_they_run_in_a_worker_and_the_marker_is_not_inherited() {
+    let pool = ProcessPoolExecutor::builder().max_workers(1).build().unwrap();
+    let f = pool.submit(am_i_worker, ()).unwrap();
+    assert_eq!(f.result_timeout(LIMIT), Ok(&(true, false)));
+    assert!(!cf_pool_proc::is_worker());
+}
+
+#[test]
+fn zero_workers_and_zero_task_limit_are_build_errors() {
+    assert!(ProcessPoolExecutor::builder().max_workers(0).build().is_err());
+    assert!(ProcessPoolExecutor::builder()
+        .max_tasks_per_child(0)
+        .build()
+        .is_err());
+    let pool = ProcessPoolExecutor::new().unwrap();
+    assert_eq!(pool.max_workers(), cf_pool_proc::cpu_count());
+}
