@@ -23,12 +23,12 @@ use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use crate::error::{panic_message, InvalidStateError, TaskError};
-use crate::primitive::{Condvar, Mutex};
+use crate::primitive::{Arc, Condvar, Mutex};
 use crate::waiter::Waiter;
 
 /// The life cycle of a future, as in Python's `concurrent.futures`.

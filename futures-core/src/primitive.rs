@@ -1,8 +1,8 @@
 //! The one place the future state machine gets its blocking primitives from.
 //!
-//! Normal builds use `parking_lot`; `RUSTFLAGS="--cfg loom"` swaps in `loom`'s model-checked
-//! types so `tests/loom.rs` can explore every interleaving of complete / cancel / wait /
-//! add_done_callback. Only the operations the crate needs are exposed, with one signature for
+//! Normal builds use `parking_lot` (and `std`'s `Arc`); `RUSTFLAGS="--cfg loom"` swaps in
+//! `loom`'s model-checked types so `tests/loom.rs` can explore every interleaving of complete /
+//! cancel / wait / add_done_callback / promise drop. Only the operations the crate needs are exposed, with one signature for
 //! both, so the state machine never names a concrete lock type.
 
 #[cfg(not(loom))]
@@ -113,3 +113,10 @@ mod imp {
 }
 
 pub(crate) use imp::{Condvar, Mutex};
+
+/// `Arc` is modelled too: `Future::try_unwrap` relies on the promise's reference being gone by
+/// the time it is told so, which only a modelled reference count lets loom check.
+#[cfg(loom)]
+pub(crate) use loom::sync::Arc;
+#[cfg(not(loom))]
+pub(crate) use std::sync::Arc;

@@ -3,11 +3,11 @@
 
 use std::collections::{HashSet, VecDeque};
 use std::fmt;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::error::TimeoutError;
 use crate::future::Future;
+use crate::primitive::Arc;
 use crate::waiter::Waiter;
 
 /// When [`wait`] returns, as in Python's `FIRST_COMPLETED`, `FIRST_EXCEPTION`, `ALL_COMPLETED`.
