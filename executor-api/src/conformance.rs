@@ -7,12 +7,13 @@
 //!
 //! Every task here is a fn item with a serde-able argument and result, so the same scenario runs
 //! on a process pool. Tests and tasks synchronise through files in a per-test temporary
-//! directory (a [`Gate`]), which works across processes; a task waiting on a gate gives up
+//! directory (a *gate*), which works across processes; a task waiting on a gate gives up
 //! (panics) after 60 s, and every wait in the test itself is bounded, so a bug fails instead of
 //! hanging. No scenario asserts a duration.
 //!
-//! Enable the `conformance` feature as a dev-dependency and invoke [`conformance_tests!`]
-//! (`crate::conformance_tests`) with a function building the backend from a [`Config`]:
+//! Enable the `conformance` feature as a dev-dependency and invoke
+//! [`conformance_tests!`](crate::conformance_tests) with a function building the backend from a
+//! [`Config`]:
 //!
 //! ```no_run
 //! // pool-xyz/tests/conformance.rs
