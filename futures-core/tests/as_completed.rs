@@ -244,3 +244,19 @@ fn dropping_the_iterator_early_leaves_the_futures_usable() {
     assert_eq!(f.result_timeout(LONG), Ok(&5));
     assert_eq!(as_completed([&f], Some(Duration::ZERO)).count(), 1);
 }
+
+#[test]
+fn a_huge_timeout_means_no_deadline_not_an_overflow() {
+    let (p, f) = fixture(Kind::Running);
+    let setter = thread::spawn(move || {
+        thread::sleep(SETTLE);
+        p.set_result(VALUE).unwrap();
+    });
+    let fs = [f.clone()];
+    let yielded = within("as_completed(MAX)", move || {
+        as_completed(&fs, Some(Duration::MAX)).collect::<Vec<_>>()
+    });
+    assert_eq!(yielded.len(), 1);
+    assert!(yielded[0].as_ref().expect("no timeout") == &f);
+    setter.join().unwrap();
+}

@@ -505,3 +505,22 @@ fn futures_from_one_promise_see_the_same_outcome() {
     );
     assert_eq!(as_completed([&f, &g], Some(LONG)).count(), 1);
 }
+
+#[test]
+fn a_huge_timeout_means_no_deadline_not_an_overflow() {
+    let (_p, done) = fixture(Kind::Finished);
+    assert_eq!(done.result_timeout(Duration::MAX), Ok(&VALUE));
+    assert_eq!(done.exception_timeout(Duration::MAX), Ok(None));
+    let (p, f) = fixture(Kind::Running);
+    let got = within("result_timeout(MAX)", move || {
+        let g = f.clone();
+        let setter = thread::spawn(move || {
+            thread::sleep(SETTLE);
+            p.set_result(2).unwrap();
+        });
+        let got = g.result_timeout(Duration::MAX).copied();
+        setter.join().unwrap();
+        got
+    });
+    assert_eq!(got, Ok(2));
+}

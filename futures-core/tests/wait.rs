@@ -348,3 +348,15 @@ fn wait_does_not_keep_a_future_alive() {
         "the finished future's state outlived every handle"
     );
 }
+
+#[test]
+fn a_huge_timeout_means_no_deadline_not_an_overflow() {
+    let (p, f) = fixture(Kind::Pending);
+    let setter = complete_later(p, Ok(VALUE));
+    let fs = [f.clone()];
+    let split = within("wait(MAX)", move || {
+        wait(&fs, Some(Duration::MAX), ReturnWhen::AllCompleted)
+    });
+    assert_same(&split.done, &[&f], "done");
+    setter.join().unwrap();
+}
