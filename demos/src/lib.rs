@@ -1,1 +1,49 @@
+//! Chapter 27 of the Python book, "ProcessPoolExecutor and Futures", as runnable Rust.
+//!
+//! Each section of the chapter is one function here, generic over the pool, and one binary in
+//! `src/bin/` that runs it on `--backend process`, `--backend thread` or `--backend both` (the
+//! default). `tour` runs them all:
+//!
+//! ```text
+//! cargo run --release -p cf-demos --bin tour
+//! cargo run --release -p cf-demos --bin s05_as_completed -- --backend thread
+//! ```
+//!
+//! The functions write to a `&mut dyn Write`, so a test can run a section on both pools and
+//! check, after [`normalize`], that they print the same thing:
+//!
+//! ```
+//! use cf_demos::{normalize, section, Backend};
+//!
+//! let basics = section("s01_basics").unwrap();
+//! let mut process = Vec::new();
+//! let mut thread = Vec::new();
+//! basics.run_on(Backend::Process, &mut process).unwrap();
+//! basics.run_on(Backend::Thread, &mut thread).unwrap();
+//! let (process, thread) = (String::from_utf8(process).unwrap(), String::from_utf8(thread).unwrap());
+//! assert!(thread.contains("Squares: [1, 4, 9, 16, 25]"));
+//! assert_eq!(normalize(&process), normalize(&thread));
+//! ```
+//!
+//! # Output conventions
+//!
+//! Whatever varies between runs is printed as a token [`normalize`] recognises: worker ids as
+//! `pid=N` (process pool) or `thread=N` (thread pool), durations as `0.123s`, speedups as
+//! `1.95x`, bars between `│` and `│`. The few lines that differ between the pools by nature
+//! start with [`Backend::marker`], `[process]` or `[thread]`.
+#![warn(missing_docs)]
 
+mod backend;
+mod cli;
+mod normalize;
+mod progress;
+mod sections;
+
+pub use backend::{Backend, DemoPool, WorkerId};
+pub use cli::{main_for, tour_main, BackendChoice};
+pub use normalize::normalize;
+pub use progress::Progress;
+pub use sections::{section, DemoFn, Runner, Section, SECTIONS};
+
+/// What a demo returns: any failure (pool build, submit, I/O) ends it with a message.
+pub type DemoResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;

@@ -1,0 +1,69 @@
+//! Section 2, "executor.map(): Ordered Parallel Mapping": results come back in input order, each
+//! tagged with the worker that computed it.
+
+use std::collections::BTreeSet;
+use std::io::Write;
+
+use cf_executor_api::MapOptions;
+
+use crate::{DemoPool, DemoResult, WorkerId};
+
+/// Processes an item and returns (input, result, worker): Python's `(x, x * x, os.getpid())`.
+fn process_item(x: u64) -> (u64, u64, WorkerId) {
+    (x, x * x, WorkerId::current())
+}
+
+pub(crate) fn run<E: DemoPool>(out: &mut dyn Write) -> DemoResult {
+    let backend = E::BACKEND;
+    // map() preserves input order.
+    let results: Vec<(u64, u64, WorkerId)> = {
+        let executor = E::with_workers(2)?;
+        let results = executor
+            .map(process_item, 0..8, MapOptions::new())?
+            .collect::<Result<_, _>>()?;
+        results
+    };
+
+    let main = WorkerId::current();
+    writeln!(out, "Main: {}", backend.worker_label(main))?;
+    writeln!(out)?;
+    writeln!(out, "Results (order preserved):")?;
+    for (x, squared, worker) in &results {
+        writeln!(
+            out,
+            "  {x}^2 = {squared} (worker {})",
+            backend.worker_label(*worker)
+        )?;
+    }
+
+    let workers: BTreeSet<WorkerId> = results.iter().map(|(_, _, w)| *w).collect();
+    let labels: Vec<String> = workers.iter().map(|w| backend.worker_label(*w)).collect();
+    writeln!(out)?;
+    writeln!(out, "Unique workers: {{{}}}", labels.join(", "))?;
+    writeln!(
+        out,
+        "(Which worker runs what is up to the pool: with tasks this small, the first worker\n \
+         to start may take them all before the second is up.)"
+    )?;
+    writeln!(
+        out,
+        "All workers differ from main: {}",
+        workers.iter().all(|w| *w != main)
+    )?;
+    let pids_differ = workers.iter().all(|w| w.pid != main.pid);
+    match backend {
+        crate::Backend::Process => backend.say(
+            out,
+            format_args!(
+                "Worker pids differ from the main pid: {pids_differ} (each worker is its own process)"
+            ),
+        )?,
+        crate::Backend::Thread => backend.say(
+            out,
+            format_args!(
+                "Worker pids differ from the main pid: {pids_differ} (worker threads live in the main process)"
+            ),
+        )?,
+    }
+    Ok(())
+}
