@@ -18,7 +18,6 @@ use std::os::unix::process::ExitStatusExt;
 use std::process::{Child, ExitStatus};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Instant;
 
 use cf_executor_api::{ExitCause, TaskError};
 
@@ -27,9 +26,10 @@ use crate::protocol::{self, FrameBuf, Kind, Reader, MAX_FRAME, RESULT_RECORD_MIN
 use crate::sys;
 use crate::task::Completion;
 
-/// Tasks a worker may hold (running + queued in its socket) before any timing is known, and
-/// the floor after; the window grows to keep about [`WINDOW_BUDGET_NS`] of work in flight.
-const WINDOW_MIN: usize = 2;
+/// Tasks a worker may hold (running + queued in its socket). One until timings show tasks are
+/// short, so a long task never has work queued behind it while another worker idles; then the
+/// window grows to keep about [`WINDOW_BUDGET_NS`] of work in flight per worker.
+const WINDOW_MIN: usize = 1;
 const WINDOW_MAX: usize = 128;
 const WINDOW_BUDGET_NS: f64 = 2_000_000.0;
 
@@ -46,20 +46,32 @@ pub(crate) struct SlotState {
     pub(crate) reaping: bool,
     /// Moving average of how long one task runs in this worker, in nanoseconds.
     ewma_nanos: Option<f64>,
+    /// Slow-start cap on the window: doubles with each results frame, so a sudden switch from
+    /// quick tasks to long ones strands at most about twice the last window behind them.
+    cap: usize,
 }
 
 pub(crate) struct InFlight {
     pub(crate) completion: Box<dyn Completion>,
-    pub(crate) sent_at: Instant,
 }
 
 impl SlotState {
     /// How many tasks this worker may hold now.
     fn window(&self) -> usize {
+        self.cap.clamp(WINDOW_MIN, self.budget_window())
+    }
+
+    /// The window that keeps about [`WINDOW_BUDGET_NS`] of work in flight.
+    fn budget_window(&self) -> usize {
         match self.ewma_nanos {
             None => WINDOW_MIN,
             Some(ns) => ((WINDOW_BUDGET_NS / ns.max(1.0)) as usize).clamp(WINDOW_MIN, WINDOW_MAX),
         }
+    }
+
+    /// After a results frame: grow the cap (slow start), never past the time budget.
+    fn frame_done(&mut self) {
+        self.cap = (self.cap.max(WINDOW_MIN) * 2).min(self.budget_window());
     }
 
     /// No more tasks will be sent: the worker will exit after what it holds.
@@ -211,7 +223,6 @@ fn take_jobs(state: &mut PoolState, id: usize, n: usize) -> Option<Vec<u8>> {
     }
     let mut frame = FrameBuf::new(Kind::Tasks);
     frame.u32(u32::try_from(taken.len()).expect("window is small"));
-    let now = Instant::now();
     let slot = state.slot_mut(id).expect("caller checked the slot");
     slot.sent += taken.len() as u64;
     for job in taken {
@@ -227,7 +238,6 @@ fn take_jobs(state: &mut PoolState, id: usize, n: usize) -> Option<Vec<u8>> {
             job.id,
             InFlight {
                 completion: job.completion,
-                sent_at: now,
             },
         );
     }
@@ -311,9 +321,9 @@ fn handle_frame(
                         )));
                     };
                     slot.record_nanos(rec.nanos);
-                    let _ = entry.sent_at;
                     done.push((entry.completion, rec.ok, rec.bytes));
                 }
+                slot.frame_done();
                 pool.work.notify_all();
             }
             for (completion, ok, bytes) in done {

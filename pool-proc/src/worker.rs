@@ -1,13 +1,19 @@
 //! The worker process: handshake, optional initializer, then a loop that runs task batches and
-//! sends results back. Single-threaded: it reads a frame, runs its tasks in order, and writes
-//! results, batching them while tasks are quick.
+//! sends results back. The task thread reads a frame and runs its tasks in order; results are
+//! batched in an [`Outbox`] and sent when the frame is done, when 64 KiB are waiting, or at the
+//! latest 1 ms after the oldest was produced (a small flusher thread sees to that, so a quick
+//! result never waits for a slow task that follows it).
 //!
 //! It ends when the parent says `Shutdown`, when the socket closes (the parent died: the
 //! lifeline), after `max_tasks_per_child` tasks, or by `SIGKILL` from `PR_SET_PDEATHSIG`.
 
-use std::io::{self, BufReader, Write};
+use std::io::{self, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex};
 
 use cf_executor_api::{call_catching, CodecStage};
 
@@ -20,7 +26,7 @@ const FLUSH_BYTES: usize = 64 * 1024;
 /// ...or the oldest has waited this long.
 const FLUSH_AFTER: Duration = Duration::from_millis(1);
 
-static IS_WORKER: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+static IS_WORKER: AtomicBool = AtomicBool::new(false);
 
 /// `true` inside a worker process of a [`ProcessPoolExecutor`](crate::ProcessPoolExecutor).
 ///
@@ -31,12 +37,12 @@ static IS_WORKER: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool:
 /// ```
 #[must_use]
 pub fn is_worker() -> bool {
-    IS_WORKER.load(std::sync::atomic::Ordering::Relaxed)
+    IS_WORKER.load(Ordering::Relaxed)
 }
 
 /// Serves on `socket` until told to stop, then exits the process.
 pub(crate) fn run(socket: UnixStream) -> ! {
-    IS_WORKER.store(true, std::sync::atomic::Ordering::Relaxed);
+    IS_WORKER.store(true, Ordering::Relaxed);
     sys::ignore_sigpipe();
     let code = match serve(socket) {
         Ok(()) => 0,
@@ -53,6 +59,7 @@ pub(crate) fn run(socket: UnixStream) -> ! {
 struct Batch {
     frame: FrameBuf,
     count: u32,
+    /// When the oldest buffered result was produced.
     since: Option<Instant>,
 }
 
@@ -67,14 +74,82 @@ impl Batch {
         }
     }
 
-    fn flush(&mut self, out: &mut UnixStream) -> io::Result<()> {
-        if self.count == 0 {
-            return Ok(());
+    fn into_frame(self) -> Vec<u8> {
+        let mut bytes = self.frame.finish();
+        bytes[5..9].copy_from_slice(&self.count.to_le_bytes());
+        bytes
+    }
+}
+
+/// Results waiting to go to the parent. The task thread fills it; whoever flushes takes the
+/// socket lock first, then the batch, so frames leave in order. A flusher thread bounds how
+/// long a quick task's result can wait behind a slow task that follows it in the same frame.
+struct Outbox {
+    batch: Mutex<Batch>,
+    wake: Condvar,
+    socket: Mutex<UnixStream>,
+    /// Set on exit or when the parent is gone: the flusher stops.
+    closed: AtomicBool,
+}
+
+impl Outbox {
+    fn push(&self, result: &ResultFrame<'_>) {
+        let mut batch = self.batch.lock();
+        protocol::push_result(&mut batch.frame, result);
+        batch.count += 1;
+        let first = batch.since.is_none();
+        batch.since.get_or_insert_with(Instant::now);
+        if first || batch.frame.len() >= FLUSH_BYTES {
+            self.wake.notify_one();
         }
-        let full = std::mem::replace(self, Batch::new());
-        let mut bytes = full.frame.finish();
-        bytes[5..9].copy_from_slice(&full.count.to_le_bytes());
-        protocol::write_frame(out, &bytes)
+    }
+
+    fn flush(&self) -> io::Result<()> {
+        let mut socket = self.socket.lock();
+        let full = {
+            let mut batch = self.batch.lock();
+            if batch.count == 0 {
+                return Ok(());
+            }
+            std::mem::replace(&mut *batch, Batch::new())
+        };
+        protocol::write_frame(&mut *socket, &full.into_frame())
+    }
+
+    fn flusher(&self) {
+        loop {
+            {
+                let mut batch = self.batch.lock();
+                loop {
+                    if self.closed.load(Ordering::Acquire) {
+                        return;
+                    }
+                    match batch.since {
+                        None => {
+                            self.wake.wait(&mut batch);
+                        }
+                        Some(since) => {
+                            let due = since + FLUSH_AFTER;
+                            if batch.frame.len() >= FLUSH_BYTES || Instant::now() >= due {
+                                break;
+                            }
+                            self.wake.wait_until(&mut batch, due);
+                        }
+                    }
+                }
+            }
+            if self.flush().is_err() {
+                // The parent is gone; the task thread finds out on its next read or write.
+                self.closed.store(true, Ordering::Release);
+                return;
+            }
+        }
+    }
+
+    fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        let _guard = self.batch.lock();
+        self.wake.notify_all();
     }
 }
 
@@ -107,10 +182,30 @@ fn serve(socket: UnixStream) -> io::Result<()> {
     }
     protocol::write_frame(&mut out, &protocol::ready(std::process::id()))?;
 
+    let outbox = Arc::new(Outbox {
+        batch: Mutex::new(Batch::new()),
+        wake: Condvar::new(),
+        socket: Mutex::new(out),
+        closed: AtomicBool::new(false),
+    });
+    let flusher = {
+        let outbox = Arc::clone(&outbox);
+        std::thread::Builder::new()
+            .name("cf-worker-flush".into())
+            .spawn(move || outbox.flusher())?
+    };
+    let result = run_tasks(&mut input, &outbox, hello.max_tasks);
+    let flushed = outbox.flush();
+    outbox.close();
+    let _ = flusher.join();
+    result.and(flushed)
+}
+
+/// Reads task frames and runs them until `Shutdown`, end of stream, or `max_tasks`.
+fn run_tasks(input: &mut impl Read, outbox: &Outbox, max_tasks: u64) -> io::Result<()> {
     let mut done: u64 = 0;
-    let mut batch = Batch::new();
     loop {
-        let Some(body) = protocol::read_frame(&mut input, MAX_FRAME)? else {
+        let Some(body) = protocol::read_frame(input, MAX_FRAME)? else {
             return Ok(());
         };
         let (kind, mut r) = Reader::new(&body).map_err(io::Error::other)?;
@@ -129,28 +224,20 @@ fn serve(socket: UnixStream) -> io::Result<()> {
                             encode(&e, CodecStage::SerializeResult).unwrap_or_default(),
                         ),
                     };
-                    protocol::push_result(
-                        &mut batch.frame,
-                        &ResultFrame {
-                            id: task.id,
-                            nanos,
-                            ok,
-                            bytes: &bytes,
-                        },
-                    );
-                    batch.count += 1;
-                    let since = *batch.since.get_or_insert(started);
+                    outbox.push(&ResultFrame {
+                        id: task.id,
+                        nanos,
+                        ok,
+                        bytes: &bytes,
+                    });
                     done += 1;
-                    if hello.max_tasks != 0 && done >= hello.max_tasks {
-                        batch.flush(&mut out)?;
+                    if max_tasks != 0 && done >= max_tasks {
                         return Ok(());
-                    }
-                    if batch.frame.len() >= FLUSH_BYTES || since.elapsed() >= FLUSH_AFTER {
-                        batch.flush(&mut out)?;
                     }
                 }
                 r.end().map_err(io::Error::other)?;
-                batch.flush(&mut out)?;
+                // Nothing more to run right now: send what is buffered without waiting.
+                outbox.flush()?;
             }
             Kind::Shutdown => return Ok(()),
             other => return Err(io::Error::other(format!("unexpected {other:?} frame"))),

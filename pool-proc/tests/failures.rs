@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use cf_pool_proc::{CodecStage, ExitCause, Executor, ProcessPoolExecutor, TaskError};
+use cf_pool_proc::{CodecStage, Executor, ExitCause, ProcessPoolExecutor, TaskError};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 const LIMIT: Duration = Duration::from_secs(60);
@@ -116,7 +116,9 @@ fn exit_in_a_task_fails_that_future_with_the_exit_code_and_the_pool_heals() {
 fn abort_is_reported_as_sigabrt() {
     let pool = pool(1);
     let f = pool.submit(aborts, ()).unwrap();
-    assert_died(f.result_timeout(LIMIT), |c| c == ExitCause::Signal(libc::SIGABRT));
+    assert_died(f.result_timeout(LIMIT), |c| {
+        c == ExitCause::Signal(libc::SIGABRT)
+    });
     assert_heals(&pool);
 }
 
@@ -124,7 +126,9 @@ fn abort_is_reported_as_sigabrt() {
 fn segfault_is_reported_as_sigsegv() {
     let pool = pool(1);
     let f = pool.submit(segfaults, ()).unwrap();
-    assert_died(f.result_timeout(LIMIT), |c| c == ExitCause::Signal(libc::SIGSEGV));
+    assert_died(f.result_timeout(LIMIT), |c| {
+        c == ExitCause::Signal(libc::SIGSEGV)
+    });
     assert_heals(&pool);
 }
 
@@ -161,10 +165,15 @@ fn sigkill_from_outside_fails_only_the_futures_that_worker_held() {
         .expect("the worker running a");
     // SAFETY: plain kill(2) on a child of this process that is still alive.
     assert_eq!(unsafe { libc::kill(victim as i32, libc::SIGKILL) }, 0);
-    let pid = assert_died(a.result_timeout(LIMIT), |c| c == ExitCause::Signal(libc::SIGKILL));
+    let pid = assert_died(a.result_timeout(LIMIT), |c| {
+        c == ExitCause::Signal(libc::SIGKILL)
+    });
     assert_eq!(pid, victim);
     let msg = a.exception().unwrap().to_string();
-    assert!(msg.contains(&victim.to_string()) && msg.contains("SIGKILL"), "{msg}");
+    assert!(
+        msg.contains(&victim.to_string()) && msg.contains("SIGKILL"),
+        "{msg}"
+    );
     assert_heals(&pool);
 }
 

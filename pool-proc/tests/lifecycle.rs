@@ -46,7 +46,10 @@ fn alive(pid: u32) -> bool {
 
 #[test]
 fn saturation_starts_exactly_max_workers_processes() {
-    let pool = ProcessPoolExecutor::builder().max_workers(4).build().unwrap();
+    let pool = ProcessPoolExecutor::builder()
+        .max_workers(4)
+        .build()
+        .unwrap();
     let file = release_file("saturation");
     let path = file.to_string_lossy().into_owned();
     let futures: Vec<_> = (0..60)
@@ -69,7 +72,10 @@ fn saturation_starts_exactly_max_workers_processes() {
 
 #[test]
 fn idle_worker_is_reused_for_sequential_tasks() {
-    let pool = ProcessPoolExecutor::builder().max_workers(4).build().unwrap();
+    let pool = ProcessPoolExecutor::builder()
+        .max_workers(4)
+        .build()
+        .unwrap();
     let pids: HashSet<u32> = (0..3)
         .map(|_| *pool.submit(pid, ()).unwrap().result_timeout(LIMIT).unwrap())
         .collect();
@@ -95,7 +101,10 @@ fn max_tasks_per_child_replaces_the_worker_after_n_tasks() {
     let split = wait(&futures, Some(LIMIT), ReturnWhen::AllCompleted);
     assert_eq!(split.done.len(), 20);
     let distinct: HashSet<u32> = futures.iter().map(|f| *f.result().unwrap()).collect();
-    assert!(distinct.len() >= 7, "20 tasks at 3 per child need at least 7 processes");
+    assert!(
+        distinct.len() >= 7,
+        "20 tasks at 3 per child need at least 7 processes"
+    );
 }
 
 fn fails(_: ()) -> u32 {
@@ -141,7 +150,11 @@ fn initializer_state_is_visible_to_tasks() {
         .unwrap();
     let f = pool.submit(read_init, ()).unwrap();
     assert_eq!(f.result_timeout(LIMIT), Ok(&4242));
-    assert_eq!(INIT_STATE.load(Ordering::SeqCst), 0, "the parent is untouched");
+    assert_eq!(
+        INIT_STATE.load(Ordering::SeqCst),
+        0,
+        "the parent is untouched"
+    );
 }
 
 #[test]
@@ -151,7 +164,9 @@ fn failing_initializer_breaks_the_pool_with_its_reason() {
         .initializer(init_fails)
         .build()
         .unwrap();
-    let futures: Vec<_> = (0..5).map(|_| pool.submit(read_init, ()).unwrap()).collect();
+    let futures: Vec<_> = (0..5)
+        .map(|_| pool.submit(read_init, ()).unwrap())
+        .collect();
     for f in &futures {
         match f.result_timeout(LIMIT) {
             Err(TaskError::Broken { reason }) => {
@@ -185,7 +200,10 @@ fn panicking_initializer_breaks_the_pool_too() {
 
 #[test]
 fn drop_waits_for_work_and_reaps_every_worker() {
-    let pool = ProcessPoolExecutor::builder().max_workers(2).build().unwrap();
+    let pool = ProcessPoolExecutor::builder()
+        .max_workers(2)
+        .build()
+        .unwrap();
     let futures: Vec<_> = (0..10).map(|_| pool.submit(pid, ()).unwrap()).collect();
     let _ = futures[0].result_timeout(LIMIT);
     let pids = pool.worker_pids();
@@ -205,12 +223,18 @@ fn drop_waits_for_work_and_reaps_every_worker() {
 }
 
 fn am_i_worker(_: ()) -> (bool, bool) {
-    (cf_pool_proc::is_worker(), std::env::var("CF_POOL_PROC_WORKER_FD").is_ok())
+    (
+        cf_pool_proc::is_worker(),
+        std::env::var("CF_POOL_PROC_WORKER_FD").is_ok(),
+    )
 }
 
 #[test]
 fn tasks_know_they_run_in_a_worker_and_the_marker_is_not_inherited() {
-    let pool = ProcessPoolExecutor::builder().max_workers(1).build().unwrap();
+    let pool = ProcessPoolExecutor::builder()
+        .max_workers(1)
+        .build()
+        .unwrap();
     let f = pool.submit(am_i_worker, ()).unwrap();
     assert_eq!(f.result_timeout(LIMIT), Ok(&(true, false)));
     assert!(!cf_pool_proc::is_worker());
@@ -218,7 +242,10 @@ fn tasks_know_they_run_in_a_worker_and_the_marker_is_not_inherited() {
 
 #[test]
 fn zero_workers_and_zero_task_limit_are_build_errors() {
-    assert!(ProcessPoolExecutor::builder().max_workers(0).build().is_err());
+    assert!(ProcessPoolExecutor::builder()
+        .max_workers(0)
+        .build()
+        .is_err());
     assert!(ProcessPoolExecutor::builder()
         .max_tasks_per_child(0)
         .build()

@@ -40,8 +40,15 @@ fn add_one(x: u64) -> u64 {
 
 #[test]
 fn a_million_pending_tasks_keep_descriptors_flat() {
-    let n: u64 = if cfg!(debug_assertions) { 200_000 } else { 1_000_000 };
-    let pool = ProcessPoolExecutor::builder().max_workers(1).build().unwrap();
+    let n: u64 = if cfg!(debug_assertions) {
+        200_000
+    } else {
+        1_000_000
+    };
+    let pool = ProcessPoolExecutor::builder()
+        .max_workers(1)
+        .build()
+        .unwrap();
     let file = std::env::temp_dir().join(format!("cf-resources-{}", std::process::id()));
     let _ = std::fs::remove_file(&file);
     let blocker = pool
@@ -63,7 +70,10 @@ fn a_million_pending_tasks_keep_descriptors_flat() {
         "{n} pending tasks: descriptors {fds_before} -> {fds_pending}, \
          memory {per_task:.0} bytes per pending task (incl. the caller's Future handle)"
     );
-    assert_eq!(fds_before, fds_pending, "pending tasks must not open descriptors");
+    assert_eq!(
+        fds_before, fds_pending,
+        "pending tasks must not open descriptors"
+    );
     std::fs::write(&file, b"go").unwrap();
     for (i, f) in futures.iter().enumerate().step_by(9973) {
         assert_eq!(f.result_timeout(LIMIT), Ok(&(i as u64 + 1)));

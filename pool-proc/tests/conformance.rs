@@ -1,0 +1,15 @@
+//! The shared conformance suite (SCENARIOS.md, "Executor, both backends"), run against the
+//! process pool exactly as the thread pool runs it.
+
+use cf_executor_api::conformance::Config;
+use cf_pool_proc::ProcessPoolExecutor;
+
+fn make(config: Config) -> ProcessPoolExecutor {
+    let mut builder = ProcessPoolExecutor::builder().max_workers(config.max_workers);
+    if let Some(init) = config.initializer {
+        builder = builder.initializer(init);
+    }
+    builder.build().expect("build the process pool")
+}
+
+cf_executor_api::conformance_tests!(make);
