@@ -300,6 +300,37 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// A decoded frame from a worker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum WorkerMessage<'a> {
+    Ready { pid: u32 },
+    InitFailed { message: String },
+    Results(Vec<ResultFrame<'a>>),
+}
+
+/// Decodes a worker's frame body completely; anything but a well-formed message from the
+/// worker's vocabulary is an error. Allocation is bounded by the body's length.
+pub(crate) fn decode_worker_message(body: &[u8]) -> Result<WorkerMessage<'_>, ProtocolError> {
+    let (kind, mut r) = Reader::new(body)?;
+    let message = match kind {
+        Kind::Ready => WorkerMessage::Ready { pid: r.u32()? },
+        Kind::InitFailed => WorkerMessage::InitFailed {
+            message: String::from_utf8_lossy(r.bytes()?).into_owned(),
+        },
+        Kind::Results => {
+            let n = r.count(RESULT_RECORD_MIN)?;
+            let mut records = Vec::with_capacity(n);
+            for _ in 0..n {
+                records.push(r.result()?);
+            }
+            WorkerMessage::Results(records)
+        }
+        other => return Err(ProtocolError(format!("a worker may not send {other:?}"))),
+    };
+    r.end()?;
+    Ok(message)
+}
+
 /// Minimum encoded size of a task record (id + offset + length).
 pub(crate) const TASK_RECORD_MIN: usize = 8 + 8 + 4;
 /// Minimum encoded size of a result record (id + nanos + status + length).

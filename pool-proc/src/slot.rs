@@ -22,7 +22,7 @@ use std::thread::JoinHandle;
 use cf_executor_api::{ExitCause, TaskError};
 
 use crate::pool::{Job, Pool, PoolState};
-use crate::protocol::{self, FrameBuf, Kind, Reader, MAX_FRAME, RESULT_RECORD_MIN};
+use crate::protocol::{self, FrameBuf, Kind, WorkerMessage, MAX_FRAME};
 use crate::sys;
 use crate::task::Completion;
 
@@ -287,54 +287,37 @@ fn handle_frame(
     id: usize,
     body: &[u8],
 ) -> Result<Option<String>, protocol::ProtocolError> {
-    let (kind, mut r) = Reader::new(body)?;
-    match kind {
-        Kind::Ready => {
-            let pid = r.u32()?;
-            r.end()?;
+    let records = match protocol::decode_worker_message(body)? {
+        WorkerMessage::Ready { pid } => {
             log::trace!("cf-pool-proc: worker {pid} ready");
-            Ok(None)
+            return Ok(None);
         }
-        Kind::InitFailed => {
-            let message = String::from_utf8_lossy(r.bytes()?).into_owned();
-            r.end()?;
-            Ok(Some(message))
+        WorkerMessage::InitFailed { message } => return Ok(Some(message)),
+        WorkerMessage::Results(records) => records,
+    };
+    let mut done = Vec::with_capacity(records.len());
+    {
+        let mut state = pool.state.lock();
+        let slot = state
+            .slot_mut(id)
+            .ok_or_else(|| protocol::ProtocolError("results for a removed slot".into()))?;
+        for rec in &records {
+            let Some(entry) = slot.in_flight.remove(&rec.id) else {
+                return Err(protocol::ProtocolError(format!(
+                    "result for task {} which this worker does not hold",
+                    rec.id
+                )));
+            };
+            slot.record_nanos(rec.nanos);
+            done.push((entry.completion, rec.ok, rec.bytes));
         }
-        Kind::Results => {
-            let n = r.count(RESULT_RECORD_MIN)?;
-            let mut records = Vec::with_capacity(n);
-            for _ in 0..n {
-                records.push(r.result()?);
-            }
-            r.end()?;
-            let mut done = Vec::with_capacity(n);
-            {
-                let mut state = pool.state.lock();
-                let slot = state
-                    .slot_mut(id)
-                    .ok_or_else(|| protocol::ProtocolError("results for a removed slot".into()))?;
-                for rec in &records {
-                    let Some(entry) = slot.in_flight.remove(&rec.id) else {
-                        return Err(protocol::ProtocolError(format!(
-                            "result for task {} which this worker does not hold",
-                            rec.id
-                        )));
-                    };
-                    slot.record_nanos(rec.nanos);
-                    done.push((entry.completion, rec.ok, rec.bytes));
-                }
-                slot.frame_done();
-                pool.work.notify_all();
-            }
-            for (completion, ok, bytes) in done {
-                completion.finish(ok, bytes);
-            }
-            Ok(None)
-        }
-        other => Err(protocol::ProtocolError(format!(
-            "a worker may not send {other:?}"
-        ))),
+        slot.frame_done();
+        pool.work.notify_all();
     }
+    for (completion, ok, bytes) in done {
+        completion.finish(ok, bytes);
+    }
+    Ok(None)
 }
 
 /// The error for the futures a dead worker held.

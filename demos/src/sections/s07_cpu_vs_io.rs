@@ -33,6 +33,11 @@ const BAR_WIDTH: usize = 40;
 
 /// CPU-bound: the sum of squares below `n`. `black_box` hides each `i` from the optimizer, so
 /// LLVM cannot replace the loop with a closed formula and the work is really done.
+///
+/// Never inlined, so the sequential run and both pools execute the very same machine code: an
+/// inlined copy per call site can land at a different alignment, and a tight loop's speed
+/// depends on that (we measured one copy running at half the speed of another).
+#[inline(never)]
 fn cpu_heavy(n: u64) -> u64 {
     let mut total: u64 = 0;
     for i in 0..n {
