@@ -1,5 +1,110 @@
-//! `ProcessPoolExecutor`: Python's process pool for Rust, behind the same `Executor` trait as
-//! the thread pool.
+//! `ProcessPoolExecutor`: Python's process pool for Rust, behind the same
+//! [`Executor`] trait as the thread pool, so the same call sites work on both.
+//!
+//! ```
+//! use cf_pool_proc::{as_completed, Executor, MapOptions, ProcessPoolExecutor};
+//!
+//! fn square(x: u64) -> u64 {
+//!     x * x
+//! }
+//!
+//! let pool = ProcessPoolExecutor::builder().max_workers(2).build().unwrap();
+//! let f = pool.submit(square, 7).unwrap();                       // same line as for threads
+//! let g = pool.submit(|(a, b): (f64, f64)| a / b, (1.0, 2.0)).unwrap(); // non-capturing closure
+//! assert_eq!((f.result(), g.result()), (Ok(&49), Ok(&0.5)));
+//!
+//! let squares: Vec<u64> = pool
+//!     .map(square, 1..=5, MapOptions::new().chunksize(2))
+//!     .unwrap()
+//!     .collect::<Result<_, _>>()
+//!     .unwrap();
+//! assert_eq!(squares, [1, 4, 9, 16, 25]);
+//! ```
+//!
+//! # Why processes, in a language without a GIL
+//!
+//! In Rust threads already run CPU-bound work in parallel. Processes buy *isolation*: a
+//! segfault, `abort`, stack overflow, leak or runaway loop in a task kills one worker, not your
+//! program; a task past its time limit can actually be stopped, by killing its worker
+//! ([`ProcessPoolExecutor::submit_with_timeout`]); and code that is not thread-safe (a C
+//! library with global state) can run in parallel, one copy per process.
+//!
+//! # What a task may be
+//!
+//! A task is a fn item or a closure that captures nothing, `Fn(A) -> R` with `A` and `R`
+//! serde types (several arguments travel as a tuple). That is Rust's answer to "must be
+//! picklable", checked when the program is compiled: a capturing closure fails to build with a
+//! message saying why. Arguments and results travel `postcard`-encoded, so types that need a
+//! self-describing format (`#[serde(untagged)]`, `deserialize_any`) are refused with a `Codec`
+//! error; postcard also keeps only the kind of a custom serde error, not its text.
+//!
+//! Workers are this same executable, started again through `/proc/self/exe`. They never run
+//! your `main`, or the test harness: a static constructor enters worker mode before `main`. So
+//! a binary, an example, an integration test and a doctest all work with no setup line. If a
+//! platform or linker drops that constructor, [`Builder::build`] says so and asks for
+//! [`init()`] as the first line of `main`.
+//!
+//! # How a task is named in another process
+//!
+//! A task travels as the address of a monomorphised *trampoline* (decode `A`, call the task,
+//! encode `R`), sent as an offset from a fixed anchor function, because ASLR moves the image
+//! as a whole. Before any offset is used, the worker proves it runs the parent's image: the
+//! parent sends the executable's device, inode, size and modification time and the offset of a
+//! probe function, and the worker compares them with its own. Because the worker is started
+//! from the running inode, a rebuild on disk cannot slip in. All `unsafe` code (this, and
+//! process control) is in one private module, `sys`, each block with its `SAFETY` argument.
+//! Limits: Linux only (`/proc`, `PR_SET_PDEATHSIG`); tasks must live in the executable itself,
+//! not in a `dlopen`ed library.
+//!
+//! # Architecture
+//!
+//! ```text
+//!  submit / map ──► queue (in process, one mutex) ──► feeder N ──frames──► worker process N
+//!                                                         ▲                      │
+//!           futures completed, callbacks run ◄── reader N ◄──────── results ─────┘
+//!                                   watchdog (only with time limits): kills overdue workers
+//! ```
+//!
+//! * **`submit` never blocks on a worker**: it encodes the argument in the caller's thread,
+//!   appends a job to the queue, and starts a worker if queued work exceeds idle workers
+//!   (Python 3.9+ on-demand start and idle reuse), up to `max_workers`.
+//! * **One socket pair per worker**, for its whole life, multiplexed by task id: a million
+//!   pending tasks open no descriptor. No named rendezvous: the worker inherits its end as a
+//!   descriptor (close-on-exec cleared only in the child), so no other local process can
+//!   connect first.
+//! * **The feeder thread** of each worker only writes. It starts the process (so
+//!   `PR_SET_PDEATHSIG` is tied to a thread that outlives the worker) and feeds it a prefetch
+//!   window of tasks: one until timings are known, then growing (slow start) to keep about 2 ms
+//!   of work in flight, so deep backlogs of short tasks travel many per frame and long tasks
+//!   never wait behind others while a worker idles. `map(chunksize)` batches explicitly.
+//! * **The reader thread** of each worker only reads: it completes futures and runs their
+//!   callbacks. Neither thread holds the pool lock during I/O or user code.
+//! * **The worker** runs tasks on one thread, catches panics, and batches results (sent when a
+//!   frame is done, when 64 KiB wait, or within 1 ms).
+//! * **Frames** are a `u32` length and a hand-laid body; payload bytes are copied, not
+//!   re-encoded. Every length is checked before allocation, and a worker that sends a malformed
+//!   frame is killed and treated as dead.
+//!
+//! # When a worker dies
+//!
+//! A worker that dies (signal, `exit`, `abort`, segfault, stack overflow, killed from outside)
+//! is seen by its reader as end of stream and reaped with `waitpid`. Only the futures it held
+//! fail, with [`TaskError::WorkerDied`] naming the pid and the exit code or signal; a
+//! replacement starts if work is waiting, and the pool goes on. [`WorkerDeath::BreakPool`]
+//! restores Python's behaviour instead (everything pending fails, the pool is broken). A panic
+//! is not a death: it comes back as [`TaskError::Panicked`] with the worker's message,
+//! location and backtrace, and the worker lives on.
+//!
+//! Workers never outlive the parent: an idle worker sees its socket close and exits; a busy one
+//! gets `SIGKILL` from `PR_SET_PDEATHSIG`. Every child is reaped.
+//!
+//! # Threat model
+//!
+//! The parent trusts its own executable; workers trust the parent (they run the code offsets
+//! it sends). The parent does *not* trust what comes back: a worker running a buggy or hostile
+//! task may write anything to its socket, and gets a size-checked decoder, a kill and
+//! `WorkerDied`, never a parent crash or an unbounded allocation. Other local users cannot
+//! join the rendezvous, since there is none on the file system.
 #![warn(missing_docs)]
 
 mod pool;
@@ -29,7 +134,7 @@ pub mod fuzzing {
             .map_err(|e| e.to_string())
     }
 }
-pub use pool::{Builder, ProcessPoolExecutor};
+pub use pool::{Builder, ProcessPoolExecutor, WorkerDeath};
 pub use worker::is_worker;
 
 /// Enters worker mode if this process was started as a worker; call it first in `main` only

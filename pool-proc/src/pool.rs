@@ -4,10 +4,11 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use cf_executor_api::{
-    cpu_count, BuildError, CodecStage, Executor, Future, Payload, Promise, SubmitError, Task,
-    TaskError,
+    cpu_count, BuildError, CodecStage, Executor, ExitCause, Future, Payload, Promise, SubmitError,
+    Task, TaskError,
 };
 use parking_lot::{Condvar, Mutex};
 
@@ -22,12 +23,43 @@ pub(crate) struct Job {
     pub(crate) fn_offset: i64,
     pub(crate) payload: Vec<u8>,
     pub(crate) completion: Box<dyn Completion>,
+    /// Kill the worker if the task runs longer than this.
+    pub(crate) timeout: Option<Duration>,
 }
+
+/// A task as `submit` hands it to the queue: its encoded argument (or why encoding failed)
+/// and its completion.
+type EncodedTask = (Result<Vec<u8>, TaskError>, Box<dyn Completion>);
 
 pub(crate) struct Config {
     pub(crate) max_workers: usize,
     pub(crate) max_tasks_per_child: Option<u64>,
+    pub(crate) task_timeout: Option<Duration>,
+    pub(crate) on_worker_death: WorkerDeath,
     pub(crate) hello: Hello,
+}
+
+/// What the pool does when a worker process dies unexpectedly.
+///
+/// # Examples
+///
+/// ```
+/// use cf_pool_proc::{ProcessPoolExecutor, WorkerDeath};
+/// let pool = ProcessPoolExecutor::builder()
+///     .on_worker_death(WorkerDeath::BreakPool)
+///     .build()
+///     .unwrap();
+/// # drop(pool);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum WorkerDeath {
+    /// Fail only the futures that worker held (`WorkerDied`), start a replacement, go on.
+    #[default]
+    Replace,
+    /// Python's behaviour: the pool is broken; every pending and running future fails with
+    /// [`TaskError::Broken`], the other workers are stopped, and later `submit`s are refused.
+    BreakPool,
 }
 
 /// Everything mutable, under one lock. Slots are few (at most `max_workers`), so scans are cheap.
@@ -40,6 +72,7 @@ pub(crate) struct PoolState {
     pub(crate) shutdown: bool,
     pub(crate) broken: Option<String>,
     feeders: Vec<JoinHandle<()>>,
+    watchdog: bool,
 }
 
 impl PoolState {
@@ -70,6 +103,8 @@ pub(crate) struct Pool {
     pub(crate) state: Mutex<PoolState>,
     /// Feeders wait here for work, window room, or the end.
     pub(crate) work: Condvar,
+    /// The watchdog waits here for the next deadline or a new timed task.
+    pub(crate) timer: Condvar,
     pub(crate) config: Config,
 }
 
@@ -132,48 +167,144 @@ impl Pool {
         cause: cf_executor_api::ExitCause,
         init_failure: Option<String>,
     ) {
-        let (orphans, queued, error) = {
+        let (orphans, queued, error, timed_out) = {
             let mut state = self.state.lock();
             let Some(pos) = state.slots.iter().position(|(i, _)| *i == id) else {
                 return;
             };
             let (_, mut slot) = state.slots.remove(pos);
             slot.dead = true;
-            let orphans: Vec<_> = slot.in_flight.drain().map(|(_, f)| f.completion).collect();
+            let orphans: Vec<_> = slot.in_flight.drain().collect();
+            let timed_out = slot.timed_out;
+            let unexpected = !orphans.is_empty() || cause != ExitCause::Code(0);
             let mut queued = VecDeque::new();
-            let error = if let Some(message) = init_failure {
+            if let Some(message) = init_failure {
                 let reason = format!("the initializer failed in worker {pid}: {message}");
                 log::error!("cf-pool-proc: {reason}");
-                state.broken.get_or_insert(reason.clone());
-                queued = std::mem::take(&mut state.queue);
-                TaskError::Broken { reason }
-            } else {
-                if !orphans.is_empty() {
-                    log::warn!(
-                        "cf-pool-proc: worker {pid} {cause} holding {} task(s); replacing it",
-                        orphans.len()
+                state.broken.get_or_insert(reason);
+            } else if unexpected && timed_out.is_none() && !state.shutdown {
+                log::warn!(
+                    "cf-pool-proc: worker {pid} {cause} holding {} task(s)",
+                    orphans.len()
+                );
+                if self.config.on_worker_death == WorkerDeath::BreakPool && state.broken.is_none() {
+                    let reason = format!(
+                        "worker process {pid} {cause}, and the pool is set to \
+                         WorkerDeath::BreakPool"
                     );
+                    state.broken = Some(reason);
+                    for (_, other) in &state.slots {
+                        if let (false, Some(p)) = (other.reaping, other.pid) {
+                            let _ = sys::kill(p, libc::SIGKILL);
+                        }
+                    }
                 }
-                slot::death_error(pid, cause)
+            }
+            if state.broken.is_some() {
+                queued = std::mem::take(&mut state.queue);
+            }
+            let error = match &state.broken {
+                Some(reason) => TaskError::Broken {
+                    reason: reason.clone(),
+                },
+                None => slot::death_error(pid, cause),
             };
             if state.broken.is_none() {
                 self.spawn_as_needed(&mut state);
             }
             self.work.notify_all();
-            (orphans, queued, error)
+            self.timer.notify_all();
+            (orphans, queued, error, timed_out)
         };
-        for c in orphans {
-            c.fail(error.clone());
+        for (task, f) in orphans {
+            let e = match timed_out {
+                Some((timed, limit)) if timed == task => TaskError::Timeout {
+                    after: limit,
+                    killed_worker: Some(pid),
+                },
+                _ => error.clone(),
+            };
+            f.completion.fail(e);
         }
         for job in queued {
             job.completion.fail(error.clone());
         }
     }
 
+    /// Kills workers whose timed task overran; runs until the pool is shut down and empty.
+    fn watchdog(&self) {
+        let mut state = self.state.lock();
+        loop {
+            if state.shutdown && state.slots.is_empty() {
+                state.watchdog = false;
+                return;
+            }
+            let now = Instant::now();
+            let mut next: Option<Instant> = None;
+            for (_, slot) in &mut state.slots {
+                if slot.reaping || slot.timed_out.is_some() {
+                    continue;
+                }
+                let timed = slot
+                    .in_flight
+                    .iter()
+                    .find_map(|(task, f)| f.deadline.map(|(at, limit)| (*task, at, limit)));
+                let Some((task, at, limit)) = timed else {
+                    continue;
+                };
+                if at > now {
+                    next = Some(next.map_or(at, |n| n.min(at)));
+                    continue;
+                }
+                if let Some(pid) = slot.pid {
+                    log::warn!(
+                        "cf-pool-proc: task ran past its {limit:?} limit; killing worker {pid}"
+                    );
+                    slot.timed_out = Some((task, limit));
+                    let _ = sys::kill(pid, libc::SIGKILL);
+                }
+            }
+            let wake = next.unwrap_or(now + Duration::from_secs(1));
+            self.timer.wait_until(&mut state, wake);
+        }
+    }
+
+    fn start_watchdog(self: &Arc<Self>, state: &mut PoolState) {
+        if state.watchdog {
+            return;
+        }
+        let pool = Arc::clone(self);
+        match std::thread::Builder::new()
+            .name("cf-proc-watchdog".into())
+            .spawn(move || pool.watchdog())
+        {
+            Ok(handle) => {
+                state.watchdog = true;
+                state.feeders.push(handle);
+            }
+            Err(e) => log::error!("cf-pool-proc: cannot start the timeout watchdog: {e}"),
+        }
+    }
+
+    /// Stops taking work, cancels what is queued, signals every worker, and waits for them.
+    fn stop_workers(&self, signal: i32) {
+        self.shutdown(false, true);
+        {
+            let state = self.state.lock();
+            for (_, slot) in &state.slots {
+                if let (false, Some(pid)) = (slot.reaping, slot.pid) {
+                    let _ = sys::kill(pid, signal);
+                }
+            }
+        }
+        self.shutdown(true, false);
+    }
+
     fn enqueue(
         self: &Arc<Self>,
         fn_offset: i64,
-        items: Vec<(Result<Vec<u8>, TaskError>, Box<dyn Completion>)>,
+        timeout: Option<Duration>,
+        items: Vec<EncodedTask>,
     ) -> Result<(), SubmitError> {
         let mut rejected = Vec::new();
         {
@@ -196,10 +327,14 @@ impl Pool {
                             fn_offset,
                             payload,
                             completion,
+                            timeout,
                         });
                     }
                     Err(e) => rejected.push((completion, e)),
                 }
+            }
+            if timeout.is_some() {
+                self.start_watchdog(&mut state);
             }
             self.spawn_as_needed(&mut state);
             self.work.notify_all();
@@ -215,6 +350,7 @@ impl Pool {
             let mut state = self.state.lock();
             state.shutdown = true;
             self.work.notify_all();
+            self.timer.notify_all();
             if cancel_futures {
                 std::mem::take(&mut state.queue)
             } else {
@@ -264,6 +400,8 @@ pub struct Builder {
     max_workers: Option<usize>,
     initializer: Option<sys::Initializer>,
     max_tasks_per_child: Option<u64>,
+    task_timeout: Option<Duration>,
+    on_worker_death: WorkerDeath,
 }
 
 impl Builder {
@@ -293,6 +431,22 @@ impl Builder {
         self
     }
 
+    /// A time limit for every task (see
+    /// [`submit_with_timeout`](ProcessPoolExecutor::submit_with_timeout)); `Duration::ZERO` is
+    /// an error at `build`.
+    #[must_use]
+    pub fn task_timeout(mut self, limit: Duration) -> Self {
+        self.task_timeout = Some(limit);
+        self
+    }
+
+    /// What happens when a worker dies unexpectedly; see [`WorkerDeath`].
+    #[must_use]
+    pub fn on_worker_death(mut self, policy: WorkerDeath) -> Self {
+        self.on_worker_death = policy;
+        self
+    }
+
     /// Creates the pool. No process starts until work arrives.
     ///
     /// # Errors
@@ -309,6 +463,12 @@ impl Builder {
             return Err(BuildError::Invalid {
                 name: "max_tasks_per_child",
                 message: "must be at least 1 (got 0); leave it unset for no limit".into(),
+            });
+        }
+        if self.task_timeout == Some(Duration::ZERO) {
+            return Err(BuildError::Invalid {
+                name: "task_timeout",
+                message: "must be longer than zero; leave it unset for no limit".into(),
             });
         }
         if !sys::entry_ran() {
@@ -332,9 +492,12 @@ impl Builder {
             pool: Arc::new(Pool {
                 state: Mutex::new(PoolState::default()),
                 work: Condvar::new(),
+                timer: Condvar::new(),
                 config: Config {
                     max_workers,
                     max_tasks_per_child: self.max_tasks_per_child,
+                    task_timeout: self.task_timeout,
+                    on_worker_death: self.on_worker_death,
                     hello,
                 },
             }),
@@ -393,6 +556,104 @@ impl ProcessPoolExecutor {
             .collect()
     }
 
+    /// Like [`submit`](Executor::submit), with a time limit: if the task runs longer than
+    /// `limit`, the worker running it is killed (the only way to stop arbitrary code) and
+    /// replaced, and the future fails with [`TaskError::Timeout`] naming the killed pid. Other
+    /// tasks are unaffected: a timed task runs alone in its worker.
+    ///
+    /// # Errors
+    ///
+    /// As [`submit`](Executor::submit).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use cf_pool_proc::{ProcessPoolExecutor, TaskError};
+    ///
+    /// fn spin(_: ()) -> u64 {
+    ///     loop {
+    ///         std::hint::spin_loop();
+    ///     }
+    /// }
+    ///
+    /// let pool = ProcessPoolExecutor::builder().max_workers(1).build().unwrap();
+    /// let f = pool.submit_with_timeout(spin, (), Duration::from_millis(100)).unwrap();
+    /// assert!(matches!(
+    ///     f.result_timeout(Duration::from_secs(30)),
+    ///     Err(TaskError::Timeout { killed_worker: Some(_), .. })
+    /// ));
+    /// ```
+    pub fn submit_with_timeout<F, A, R>(
+        &self,
+        f: F,
+        arg: A,
+        limit: Duration,
+    ) -> Result<Future<R>, SubmitError>
+    where
+        F: Task<A, R>,
+        A: Payload,
+        R: Payload + Sync,
+    {
+        if limit.is_zero() {
+            return Err(SubmitError::InvalidArgument {
+                name: "limit",
+                message: "a task's time limit must be longer than zero".into(),
+            });
+        }
+        self.submit_timed(f, arg, Some(limit))
+    }
+
+    fn submit_timed<F, A, R>(
+        &self,
+        f: F,
+        arg: A,
+        limit: Option<Duration>,
+    ) -> Result<Future<R>, SubmitError>
+    where
+        F: Task<A, R>,
+        A: Payload,
+        R: Payload + Sync,
+    {
+        let promise = Promise::<R>::new();
+        let future = promise.future();
+        let payload = encode(&arg, CodecStage::SerializeArgument);
+        self.pool.enqueue(
+            trampoline_offset(f),
+            limit,
+            vec![(payload, Box::new(promise))],
+        )?;
+        Ok(future)
+    }
+
+    /// Python 3.14's `terminate_workers()`: shuts down, cancels the queue, sends `SIGTERM` to
+    /// every worker, and waits until all are reaped. Running futures fail with
+    /// [`TaskError::WorkerDied`]; later `submit`s are refused. Harmless before any worker
+    /// started and after the pool broke.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let pool = cf_pool_proc::ProcessPoolExecutor::new().unwrap();
+    /// pool.terminate_workers();
+    /// ```
+    pub fn terminate_workers(&self) {
+        self.pool.stop_workers(libc::SIGTERM);
+    }
+
+    /// Like [`terminate_workers`](Self::terminate_workers) with `SIGKILL`, which a task cannot
+    /// catch or ignore.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let pool = cf_pool_proc::ProcessPoolExecutor::new().unwrap();
+    /// pool.kill_workers();
+    /// ```
+    pub fn kill_workers(&self) {
+        self.pool.stop_workers(libc::SIGKILL);
+    }
+
     fn submit_many<F, A, R>(&self, f: F, args: Vec<A>) -> Result<Vec<Future<R>>, SubmitError>
     where
         F: Task<A, R>,
@@ -410,7 +671,8 @@ impl ProcessPoolExecutor {
                 (encode(a, CodecStage::SerializeArgument), completion)
             })
             .collect();
-        self.pool.enqueue(offset, items)?;
+        self.pool
+            .enqueue(offset, self.pool.config.task_timeout, items)?;
         Ok(futures)
     }
 }
@@ -422,12 +684,7 @@ impl Executor for ProcessPoolExecutor {
         A: Payload,
         R: Payload + Sync,
     {
-        let promise = Promise::<R>::new();
-        let future = promise.future();
-        let payload = encode(&arg, CodecStage::SerializeArgument);
-        self.pool
-            .enqueue(trampoline_offset(f), vec![(payload, Box::new(promise))])?;
-        Ok(future)
+        self.submit_timed(f, arg, self.pool.config.task_timeout)
     }
 
     fn submit_batch<F, A, R>(&self, f: F, args: Vec<A>) -> Result<Vec<Future<R>>, SubmitError>

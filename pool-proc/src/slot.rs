@@ -18,6 +18,7 @@ use std::os::unix::process::ExitStatusExt;
 use std::process::{Child, ExitStatus};
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use cf_executor_api::{ExitCause, TaskError};
 
@@ -49,10 +50,14 @@ pub(crate) struct SlotState {
     /// Slow-start cap on the window: doubles with each results frame, so a sudden switch from
     /// quick tasks to long ones strands at most about twice the last window behind them.
     cap: usize,
+    /// The watchdog killed this worker because task `.0` overran its limit `.1`.
+    pub(crate) timed_out: Option<(u64, Duration)>,
 }
 
 pub(crate) struct InFlight {
     pub(crate) completion: Box<dyn Completion>,
+    /// For a task with a time limit: when it expires, and the limit.
+    pub(crate) deadline: Option<(Instant, Duration)>,
 }
 
 impl SlotState {
@@ -84,6 +89,11 @@ impl SlotState {
         !self.dead && !self.retiring(max_tasks) && self.in_flight.is_empty()
     }
 
+    /// Holds a task with a time limit: nothing may queue behind it.
+    pub(crate) fn holds_timed_task(&self) -> bool {
+        self.in_flight.values().any(|f| f.deadline.is_some())
+    }
+
     fn record_nanos(&mut self, nanos: u64) {
         let x = nanos as f64;
         self.ewma_nanos = Some(match self.ewma_nanos {
@@ -109,10 +119,7 @@ fn feeder(pool: &Arc<Pool>, id: usize) {
             return;
         }
     };
-    loop {
-        let Some(jobs) = next_batch(pool, id) else {
-            break;
-        };
+    while let Some(jobs) = next_batch(pool, id) {
         let frame = match jobs {
             Batch::Tasks(frame) => frame,
             Batch::Shutdown => {
@@ -138,7 +145,9 @@ fn launch(pool: &Arc<Pool>, id: usize) -> io::Result<(JoinHandle<()>, UnixStream
     let child = sys::spawn_worker(&child_end)?;
     drop(child_end);
     let pid = child.id();
-    pool.state.lock().slot_mut(id).map(|s| s.pid = Some(pid));
+    if let Some(slot) = pool.state.lock().slot_mut(id) {
+        slot.pid = Some(pid);
+    }
     log::debug!("cf-pool-proc: started worker {pid} in slot {id}");
     let mut out = parent_end.try_clone()?;
     let read_half = parent_end;
@@ -171,16 +180,21 @@ fn next_batch(pool: &Pool, id: usize) -> Option<Batch> {
         let idle = state.idle_slots(max_tasks);
         let active = state.active_slots(max_tasks).max(1);
         let queued = state.queue.len();
+        let front_timed = state.queue.front().is_some_and(|j| j.timeout.is_some());
         let shutting_down = state.shutdown;
         let slot = state.slot_mut(id)?;
         if slot.dead {
             return None;
         }
         let retiring = slot.retiring(max_tasks);
-        let room = slot.window().saturating_sub(slot.in_flight.len());
+        let room = if slot.holds_timed_task() {
+            0
+        } else {
+            slot.window().saturating_sub(slot.in_flight.len())
+        };
         let busy = !slot.in_flight.is_empty();
         // A busy worker takes work only if the idle ones cannot absorb it all.
-        if !retiring && queued > 0 && room > 0 && (!busy || queued > idle) {
+        if !retiring && queued > 0 && room > 0 && (!busy || (queued > idle && !front_timed)) {
             let fair = queued.div_ceil(active);
             let mut n = room.min(fair).max(1);
             if let Some(m) = max_tasks {
@@ -207,15 +221,27 @@ fn next_batch(pool: &Pool, id: usize) -> Option<Batch> {
 }
 
 /// Moves up to `n` startable jobs from the queue into slot `id`'s window and frames them.
-/// `None` if every job taken had been cancelled meanwhile.
+/// A job with a time limit travels alone, to an otherwise empty worker, so its clock starts
+/// when it starts and killing the worker on expiry stops nothing else. `None` if every job
+/// taken had been cancelled meanwhile, or the next job needs an empty worker.
 fn take_jobs(state: &mut PoolState, id: usize, n: usize) -> Option<Vec<u8>> {
+    let empty = state.slot_mut(id)?.in_flight.is_empty();
     let mut taken: Vec<Job> = Vec::with_capacity(n);
     while taken.len() < n {
         let Some(job) = state.queue.pop_front() else {
             break;
         };
-        if job.completion.start() {
-            taken.push(job);
+        if job.timeout.is_some() && !(taken.is_empty() && empty) {
+            state.queue.push_front(job);
+            break;
+        }
+        if !job.completion.start() {
+            continue;
+        }
+        let alone = job.timeout.is_some();
+        taken.push(job);
+        if alone {
+            break;
         }
     }
     if taken.is_empty() {
@@ -223,6 +249,7 @@ fn take_jobs(state: &mut PoolState, id: usize, n: usize) -> Option<Vec<u8>> {
     }
     let mut frame = FrameBuf::new(Kind::Tasks);
     frame.u32(u32::try_from(taken.len()).expect("window is small"));
+    let now = Instant::now();
     let slot = state.slot_mut(id).expect("caller checked the slot");
     slot.sent += taken.len() as u64;
     for job in taken {
@@ -238,6 +265,7 @@ fn take_jobs(state: &mut PoolState, id: usize, n: usize) -> Option<Vec<u8>> {
             job.id,
             InFlight {
                 completion: job.completion,
+                deadline: job.timeout.map(|t| (now + t, t)),
             },
         );
     }
@@ -264,7 +292,9 @@ fn reader(pool: &Arc<Pool>, id: usize, stream: UnixStream, mut child: Child) {
         log::error!("cf-pool-proc: worker {pid} sent a bad frame ({why}); killing it");
         let _ = child.kill();
     }
-    pool.state.lock().slot_mut(id).map(|s| s.reaping = true);
+    if let Some(slot) = pool.state.lock().slot_mut(id) {
+        slot.reaping = true;
+    }
     let status = child.wait();
     let cause = exit_cause(status);
     pool.worker_ended(id, pid, cause, init_failure);

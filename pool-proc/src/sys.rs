@@ -89,11 +89,11 @@ pub(crate) fn initializer_at(offset: i64) -> Initializer {
 /// A value of the zero-sized, `Copy` type `F` (a fn item or non-capturing closure).
 pub(crate) fn conjure<F: Copy>() -> F {
     const { assert!(std::mem::size_of::<F>() == 0) };
-    // SAFETY: `F` is zero-sized (asserted at compile time above), so a value has no bytes to
-    // initialise; fn items and closures have no validity invariant beyond their type, and
+    // SAFETY: `F` is zero-sized (asserted at compile time above), so "all zero bytes" is no
+    // bytes at all; fn items and closures have no validity invariant beyond their type, and
     // `F: Copy` means creating one more value cannot violate ownership of captured state
     // (there is none).
-    unsafe { std::mem::MaybeUninit::<F>::uninit().assume_init() }
+    unsafe { std::mem::zeroed::<F>() }
 }
 
 /// Identifies the running executable: device, inode, size and modification time of the image
