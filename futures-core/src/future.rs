@@ -81,15 +81,34 @@ type Callback<T> = Box<dyn FnOnce(&Future<T>) + Send + 'static>;
 
 struct Shared<T> {
     state: State,
+    /// Allocated on first registration: most futures never get a callback, waiter or waker,
+    /// and a million pending ones should not carry three empty vectors each.
+    listeners: Option<Box<Listeners<T>>>,
+}
+
+struct Listeners<T> {
     callbacks: Vec<Callback<T>>,
     waiters: Vec<(Arc<Waiter>, usize)>,
     wakers: Vec<Waker>,
 }
 
+impl<T> Shared<T> {
+    fn listeners(&mut self) -> &mut Listeners<T> {
+        self.listeners.get_or_insert_with(|| {
+            Box::new(Listeners {
+                callbacks: Vec::new(),
+                waiters: Vec::new(),
+                wakers: Vec::new(),
+            })
+        })
+    }
+}
+
 pub(crate) struct Inner<T> {
     shared: Mutex<Shared<T>>,
     cond: Condvar,
-    outcome: OnceLock<Result<T, TaskError>>,
+    /// The error is boxed so a value's cell stays small (`TaskError` is 72 bytes).
+    outcome: OnceLock<Result<T, Box<TaskError>>>,
     release: Arc<ReleaseGate>,
 }
 
@@ -310,7 +329,7 @@ impl<T> Future<T> {
             drop(shared);
             run_callbacks(self, vec![Box::new(callback)]);
         } else {
-            shared.callbacks.push(Box::new(callback));
+            shared.listeners().callbacks.push(Box::new(callback));
         }
     }
 
@@ -343,7 +362,8 @@ impl<T> Future<T> {
             Ok(inner) => Ok(inner
                 .outcome
                 .into_inner()
-                .expect("a done future has an outcome")),
+                .expect("a done future has an outcome")
+                .map_err(|e| *e)),
             Err(inner) => Err(Future { inner }),
         }
     }
@@ -380,7 +400,7 @@ impl<T> Future<T> {
     fn outcome(&self) -> Result<&T, TaskError> {
         match self.inner.outcome.get() {
             Some(Ok(v)) => Ok(v),
-            Some(Err(e)) => Err(e.clone()),
+            Some(Err(e)) => Err((**e).clone()),
             None => unreachable!("outcome read before the future was done"),
         }
     }
@@ -397,16 +417,14 @@ impl<T> Future<T> {
         if shared.state.is_done() {
             return true;
         }
-        shared.waiters.push((Arc::clone(waiter), key));
+        shared.listeners().waiters.push((Arc::clone(waiter), key));
         false
     }
 
     pub(crate) fn unregister(&self, waiter: &Arc<Waiter>) {
-        self.inner
-            .shared
-            .lock()
-            .waiters
-            .retain(|(w, _)| !Arc::ptr_eq(w, waiter));
+        if let Some(listeners) = self.inner.shared.lock().listeners.as_mut() {
+            listeners.waiters.retain(|(w, _)| !Arc::ptr_eq(w, waiter));
+        }
     }
 }
 
@@ -424,9 +442,7 @@ impl<T> Promise<T> {
             inner: Some(Arc::new(Inner {
                 shared: Mutex::new(Shared {
                     state: State::Pending,
-                    callbacks: Vec::new(),
-                    waiters: Vec::new(),
-                    wakers: Vec::new(),
+                    listeners: None,
                 }),
                 cond: Condvar::new(),
                 outcome: OnceLock::new(),
@@ -559,16 +575,22 @@ fn complete<T>(
         (State::Pending, _) | (State::Running, State::Finished) => {}
         (state, _) => return Err(InvalidStateError { state }),
     }
-    if inner.outcome.set(outcome).is_err() {
+    if inner.outcome.set(outcome.map_err(Box::new)).is_err() {
         unreachable!("outcome is set once, under the lock, before the state becomes done");
     }
     shared.state = to;
-    let waiters = std::mem::take(&mut shared.waiters);
-    let wakers = std::mem::take(&mut shared.wakers);
-    let callbacks = std::mem::take(&mut shared.callbacks);
+    let listeners = shared.listeners.take();
     inner.cond.notify_all();
     drop(shared);
 
+    let Some(listeners) = listeners else {
+        return Ok(());
+    };
+    let Listeners {
+        callbacks,
+        waiters,
+        wakers,
+    } = *listeners;
     for (waiter, key) in waiters {
         waiter.fire(key);
     }
@@ -647,8 +669,9 @@ impl<T: Clone> std::future::Future for Future<T> {
             drop(shared);
             return Poll::Ready(self.outcome().cloned());
         }
-        if !shared.wakers.iter().any(|w| w.will_wake(cx.waker())) {
-            shared.wakers.push(cx.waker().clone());
+        let wakers = &mut shared.listeners().wakers;
+        if !wakers.iter().any(|w| w.will_wake(cx.waker())) {
+            wakers.push(cx.waker().clone());
         }
         Poll::Pending
     }
