@@ -47,14 +47,20 @@ impl Progress {
         }
     }
 
-    /// Clears the line.
-    pub fn finish(&mut self) {
+    /// Clears the line, e.g. before printing to stdout on the same terminal; the next
+    /// [`step`](Self::step) draws it again.
+    pub fn clear(&mut self) {
         if self.enabled {
             let mut err = std::io::stderr().lock();
             let _ = write!(err, "\r\x1b[2K");
             let _ = err.flush();
-            self.enabled = false;
         }
+    }
+
+    /// Clears the line for good.
+    pub fn finish(&mut self) {
+        self.clear();
+        self.enabled = false;
     }
 }
 

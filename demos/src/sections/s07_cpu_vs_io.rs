@@ -18,13 +18,13 @@ use crate::{Backend, DemoPool, DemoResult, Progress};
 const WORKERS: usize = 4;
 /// Tasks per workload, as in the chapter.
 const TASKS: usize = 8;
-/// Loop length of one CPU task. Python's 1.5 million iterations take Rust a millisecond; this
-/// takes a measurable fraction of a second in a release build (and is cut for debug builds,
-/// which are an order of magnitude slower, so that `cargo test` stays quick).
+/// Loop length of one CPU task. Python's 1.5 million iterations take Rust half a millisecond;
+/// 8 x 300 million take well under a second in a release build. Debug builds are some 20
+/// times slower per iteration, so they run less, which keeps `cargo test` quick.
 const CPU_N: u64 = if cfg!(debug_assertions) {
     8_000_000
 } else {
-    100_000_000
+    300_000_000
 };
 /// Seconds one I/O task waits, as in the chapter.
 const IO_SECONDS: f64 = 0.2;
@@ -65,24 +65,11 @@ pub(crate) fn run(backends: &[Backend], out: &mut dyn Write) -> DemoResult {
 
     writeln!(
         out,
-        "CPU-bound: {TASKS} x cpu_heavy({CPU_N}) (a sum of squares); {WORKERS} workers per pool"
+        "CPU-bound: {TASKS} x cpu_heavy({}) (a sum of squares); {WORKERS} workers per pool",
+        with_underscores(CPU_N)
     )?;
-    let workload = vec![CPU_N; TASKS];
-    let rows = [
-        sequential(cpu_heavy, &workload, &mut progress, "CPU-bound, sequential"),
-        timed_pool::<ThreadPoolExecutor, _, _, _>(
-            cpu_heavy,
-            &workload,
-            &mut progress,
-            "CPU-bound",
-        )?,
-        timed_pool::<ProcessPoolExecutor, _, _, _>(
-            cpu_heavy,
-            &workload,
-            &mut progress,
-            "CPU-bound",
-        )?,
-    ];
+    let rows = measure(cpu_heavy, &[CPU_N; TASKS], &mut progress, "CPU-bound")?;
+    progress.clear();
     chart(&rows, backends, out)?;
     writeln!(
         out,
@@ -95,17 +82,7 @@ pub(crate) fn run(backends: &[Backend], out: &mut dyn Write) -> DemoResult {
         out,
         "I/O-bound: {TASKS} x io_heavy({IO_SECONDS}) (a {IO_SECONDS}-second wait); {WORKERS} workers per pool"
     )?;
-    let workload = vec![IO_SECONDS; TASKS];
-    let rows = [
-        sequential(io_heavy, &workload, &mut progress, "I/O-bound, sequential"),
-        timed_pool::<ThreadPoolExecutor, _, _, _>(io_heavy, &workload, &mut progress, "I/O-bound")?,
-        timed_pool::<ProcessPoolExecutor, _, _, _>(
-            io_heavy,
-            &workload,
-            &mut progress,
-            "I/O-bound",
-        )?,
-    ];
+    let rows = measure(io_heavy, &[IO_SECONDS; TASKS], &mut progress, "I/O-bound")?;
     progress.finish();
     chart(&rows, backends, out)?;
     writeln!(out, "{IO_TEXT}")?;
@@ -114,17 +91,36 @@ pub(crate) fn run(backends: &[Backend], out: &mut dyn Write) -> DemoResult {
     Ok(())
 }
 
-/// The baseline: every task in turn on this thread.
-fn sequential<A: Copy, R>(
-    f: fn(A) -> R,
+/// The workload sequentially, then on each pool.
+fn measure<F, A, R>(
+    f: F,
     workload: &[A],
     progress: &mut Progress,
     what: &str,
-) -> Row {
+) -> Result<[Row; 3], Box<dyn std::error::Error + Send + Sync>>
+where
+    F: Task<A, R>,
+    A: Payload + Clone,
+    R: Payload + Sync,
+{
+    Ok([
+        sequential(f, workload, progress, what),
+        timed_pool::<ThreadPoolExecutor, _, _, _>(f, workload, progress, what)?,
+        timed_pool::<ProcessPoolExecutor, _, _, _>(f, workload, progress, what)?,
+    ])
+}
+
+/// The baseline: every task in turn on this thread.
+fn sequential<F, A, R>(f: F, workload: &[A], progress: &mut Progress, what: &str) -> Row
+where
+    F: Fn(A) -> R,
+    A: Clone,
+{
+    let what = format!("{what}, sequential");
     let start = Instant::now();
-    for &arg in workload {
-        black_box(f(black_box(arg)));
-        progress.step(what);
+    for arg in workload {
+        black_box(f(black_box(arg.clone())));
+        progress.step(&what);
     }
     Row {
         backend: None,
@@ -188,6 +184,19 @@ fn chart(rows: &[Row], backends: &[Backend], out: &mut dyn Write) -> DemoResult 
         )?;
     }
     Ok(())
+}
+
+/// `300000000` as Rust writes it: `300_000_000`.
+fn with_underscores(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push('_');
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// A bar of `fraction` (0 to 1) of [`BAR_WIDTH`], in eighths of a character.
