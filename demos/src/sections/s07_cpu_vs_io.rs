@@ -216,6 +216,7 @@ const CPU_TEXT: &str = "\
 What Rust shows: there is no GIL. Rust threads run CPU-bound code truly in parallel, so
 the thread pool scales with the cores ({cpus} here) just as the process pool does; the
 process pool also pays to start its workers and to serialize every argument and result.
+(Both are bounded by the cores that are free: on a busy machine both speedups fall.)
 What processes buy in Rust is isolation, not speed:
   - a segfault, abort, stack overflow, leak or runaway loop kills one worker, not the
     program: its future fails with TaskError::WorkerDied and the pool starts a new worker;
