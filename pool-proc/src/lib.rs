@@ -41,7 +41,7 @@
 //! Workers are this same executable, started again through `/proc/self/exe`. They never run
 //! your `main`, or the test harness: a static constructor enters worker mode before `main`. So
 //! a binary, an example, an integration test and a doctest all work with no setup line. If a
-//! platform or linker drops that constructor, [`Builder::build`] says so and asks for
+//! platform or linker drops that constructor, [`ProcessPoolBuilder::build`] says so and asks for
 //! [`init()`] as the first line of `main`.
 //!
 //! # How a task is named in another process
@@ -134,7 +134,7 @@ pub mod fuzzing {
             .map_err(|e| e.to_string())
     }
 }
-pub use pool::{Builder, ProcessPoolExecutor, WorkerDeath};
+pub use pool::{ProcessPoolBuilder, ProcessPoolExecutor, WorkerDeath};
 pub use worker::is_worker;
 
 /// Enters worker mode if this process was started as a worker; call it first in `main` only

@@ -396,7 +396,7 @@ impl Pool {
 /// assert_eq!(cf_executor_api::Executor::max_workers(&pool), 2);
 /// ```
 #[derive(Debug, Clone, Default)]
-pub struct Builder {
+pub struct ProcessPoolBuilder {
     max_workers: Option<usize>,
     initializer: Option<sys::Initializer>,
     max_tasks_per_child: Option<u64>,
@@ -404,7 +404,7 @@ pub struct Builder {
     on_worker_death: WorkerDeath,
 }
 
-impl Builder {
+impl ProcessPoolBuilder {
     /// At most `n` worker processes (default [`cpu_count()`]); 0 is an error at `build`.
     #[must_use]
     pub fn max_workers(mut self, n: usize) -> Self {
@@ -532,15 +532,15 @@ impl ProcessPoolExecutor {
     ///
     /// # Errors
     ///
-    /// As [`Builder::build`].
+    /// As [`ProcessPoolBuilder::build`].
     pub fn new() -> Result<Self, BuildError> {
-        Builder::default().build()
+        ProcessPoolBuilder::default().build()
     }
 
-    /// A [`Builder`] for the settings Python takes as constructor arguments.
+    /// A [`ProcessPoolBuilder`] for the settings Python takes as constructor arguments.
     #[must_use]
-    pub fn builder() -> Builder {
-        Builder::default()
+    pub fn builder() -> ProcessPoolBuilder {
+        ProcessPoolBuilder::default()
     }
 
     /// The pids of the worker processes alive now (started on demand, so possibly none).
