@@ -12,7 +12,7 @@ use cf_executor_api::{
 };
 use parking_lot::{Condvar, Mutex};
 
-use crate::protocol::Hello;
+use crate::protocol::{self, Hello};
 use crate::slot::{self, SlotState};
 use crate::sys;
 use crate::task::{encode, trampoline_offset, Completion};
@@ -231,6 +231,23 @@ impl Pool {
         }
     }
 
+    /// The latency path: a lone small job and an idle worker. Takes the job for that worker and
+    /// returns the frame for the caller to write, skipping the hop through the feeder thread.
+    fn direct_send(&self, state: &mut PoolState) -> Option<(slot::Writer, Vec<u8>)> {
+        const DIRECT_MAX: usize = 16 * 1024;
+        let job = state.queue.front()?;
+        if state.queue.len() != 1 || job.payload.len() > DIRECT_MAX {
+            return None;
+        }
+        let max_tasks = self.config.max_tasks_per_child;
+        let (id, writer) = state.slots.iter().find_map(|(id, s)| {
+            let usable = s.idle(max_tasks) && !s.reaping && s.timed_out.is_none();
+            usable.then(|| s.writer.clone().map(|w| (*id, w))).flatten()
+        })?;
+        let frame = slot::take_jobs(state, id, 1)?;
+        Some((writer, frame))
+    }
+
     /// Kills workers whose timed task overran; runs until the pool is shut down and empty.
     fn watchdog(&self) {
         let mut state = self.state.lock();
@@ -307,6 +324,7 @@ impl Pool {
         items: Vec<EncodedTask>,
     ) -> Result<(), SubmitError> {
         let mut rejected = Vec::new();
+        let direct;
         {
             let mut state = self.state.lock();
             if let Some(reason) = &state.broken {
@@ -336,8 +354,18 @@ impl Pool {
             if timeout.is_some() {
                 self.start_watchdog(&mut state);
             }
-            self.spawn_as_needed(&mut state);
-            self.work.notify_all();
+            direct = self.direct_send(&mut state);
+            if direct.is_none() {
+                self.spawn_as_needed(&mut state);
+                self.work.notify_all();
+            }
+        }
+        if let Some((writer, frame)) = direct {
+            // The worker is idle: it has read everything sent to it, so a small frame fits in
+            // the socket buffer and this write does not wait for the worker.
+            if let Err(e) = protocol::write_frame(&mut *writer.lock(), &frame) {
+                log::debug!("cf-pool-proc: direct send failed: {e}; the reader handles it");
+            }
         }
         for (completion, e) in rejected {
             completion.fail(e);

@@ -52,7 +52,13 @@ pub(crate) struct SlotState {
     cap: usize,
     /// The watchdog killed this worker because task `.0` overran its limit `.1`.
     pub(crate) timed_out: Option<(u64, Duration)>,
+    /// The write half, once the handshake is sent: the feeder writes through it, and so may
+    /// `submit` when this worker is idle (see [`Pool::enqueue`]).
+    pub(crate) writer: Option<Writer>,
 }
+
+/// A worker's write half; whoever holds the lock writes whole frames.
+pub(crate) type Writer = Arc<parking_lot::Mutex<UnixStream>>;
 
 pub(crate) struct InFlight {
     pub(crate) completion: Box<dyn Completion>,
@@ -112,7 +118,7 @@ pub(crate) fn start(pool: &Arc<Pool>, id: usize) -> io::Result<JoinHandle<()>> {
 }
 
 fn feeder(pool: &Arc<Pool>, id: usize) {
-    let (reader, mut out) = match launch(pool, id) {
+    let (reader, out) = match launch(pool, id) {
         Ok(pair) => pair,
         Err(e) => {
             pool.slot_failed_to_start(id, &e);
@@ -123,11 +129,11 @@ fn feeder(pool: &Arc<Pool>, id: usize) {
         let frame = match jobs {
             Batch::Tasks(frame) => frame,
             Batch::Shutdown => {
-                let _ = protocol::write_frame(&mut out, &protocol::shutdown());
+                let _ = protocol::write_frame(&mut *out.lock(), &protocol::shutdown());
                 break;
             }
         };
-        if let Err(e) = protocol::write_frame(&mut out, &frame) {
+        if let Err(e) = protocol::write_frame(&mut *out.lock(), &frame) {
             // The worker is gone or going; the reader fails what it held.
             log::debug!("cf-pool-proc: write to worker slot {id} failed: {e}");
             break;
@@ -140,7 +146,7 @@ fn feeder(pool: &Arc<Pool>, id: usize) {
 }
 
 /// Spawns the process and its reader; returns the reader's handle and the write half.
-fn launch(pool: &Arc<Pool>, id: usize) -> io::Result<(JoinHandle<()>, UnixStream)> {
+fn launch(pool: &Arc<Pool>, id: usize) -> io::Result<(JoinHandle<()>, Writer)> {
     let (parent_end, child_end) = UnixStream::pair()?;
     let child = sys::spawn_worker(&child_end)?;
     drop(child_end);
@@ -164,6 +170,10 @@ fn launch(pool: &Arc<Pool>, id: usize) -> io::Result<(JoinHandle<()>, UnixStream
         }
     };
     protocol::write_frame(&mut out, &protocol::hello(&pool.config.hello))?;
+    let out: Writer = Arc::new(parking_lot::Mutex::new(out));
+    if let Some(slot) = pool.state.lock().slot_mut(id) {
+        slot.writer = Some(Arc::clone(&out));
+    }
     Ok((handle, out))
 }
 
@@ -224,7 +234,7 @@ fn next_batch(pool: &Pool, id: usize) -> Option<Batch> {
 /// A job with a time limit travels alone, to an otherwise empty worker, so its clock starts
 /// when it starts and killing the worker on expiry stops nothing else. `None` if every job
 /// taken had been cancelled meanwhile, or the next job needs an empty worker.
-fn take_jobs(state: &mut PoolState, id: usize, n: usize) -> Option<Vec<u8>> {
+pub(crate) fn take_jobs(state: &mut PoolState, id: usize, n: usize) -> Option<Vec<u8>> {
     let empty = state.slot_mut(id)?.in_flight.is_empty();
     let mut taken: Vec<Job> = Vec::with_capacity(n);
     while taken.len() < n {
