@@ -1,0 +1,564 @@
+//! `compare`: cf's two pools, their Rust peers (rayon, procspawn, `std::thread`, sequential),
+//! the machine's limits (socketpair ping-pong, `memcpy`) and CPython's `concurrent.futures`, on
+//! the same workloads in one run. Prints a markdown table of medians with the ratios cf/peer and
+//! the issue's targets; `--json PATH` writes the same with every sample.
+//!
+//! ```text
+//! cargo run --release -p cf-benches --bin compare -- [--runs N] [--sample-ms MS] [--json PATH]
+//!                                                     [--no-python] [--python-script PATH]
+//!                                                     [--only PREFIX,...]
+//! ```
+//!
+//! `--only` measures just the workloads whose key starts with one of the prefixes (`round_trip`,
+//! `submit_throughput`, `map_c`, `echo_`, `cpu_`, `startup`); for iterating on one of them.
+//!
+//! Contenders of one workload are sampled round-robin (run 1 of each, then run 2 of each, ...),
+//! so a burst of load from elsewhere on the machine hits them alike rather than one of them.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use cf_benches::measure::Sampler;
+use cf_benches::physical::{self, Message, PingPong, ThreadPingPong, SMALL_MESSAGE};
+use cf_benches::report::{Metric, Report, Row, Workload};
+use cf_benches::workloads::{
+    echo, map, round_trip, scaling, startup, throughput, CHUNKSIZES, CPU_N, CPU_TASKS, MAP_ITEMS,
+    PAYLOADS, PROCSPAWN_WINDOW, SUBMIT_TASKS,
+};
+use cf_benches::{cores, python, tasks};
+use cf_pool_proc::ProcessPoolExecutor;
+use cf_pool_thread::ThreadPoolExecutor;
+
+/// Tasks for the peers that need a syscall or a process per task (`std::thread`, procspawn):
+/// 20 000 of them would take most of the time budget, and their rate does not depend on it.
+const SLOW_PEER_TASKS: u64 = 2_000;
+/// Threads alive at once in the thread-per-task throughput run.
+const THREAD_WINDOW: usize = 1024;
+/// `cpu_heavy` argument for Python: its loop is roughly 50x slower per iteration.
+const PY_CPU_N: u64 = 300_000;
+
+const USAGE: &str = "usage: compare [--runs N] [--sample-ms MS] [--json PATH] [--no-python] \
+                     [--python-script PATH] [--only PREFIX,...]";
+
+struct Options {
+    runs: usize,
+    sample: Duration,
+    json: Option<PathBuf>,
+    python: bool,
+    script: PathBuf,
+    only: Vec<String>,
+}
+
+fn parse_args() -> Result<Options, String> {
+    let mut o = Options {
+        runs: 7,
+        sample: Duration::from_millis(40),
+        json: None,
+        python: true,
+        script: python::default_script(),
+        only: Vec::new(),
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        let mut value = |name: &str| args.next().ok_or(format!("{name} needs a value"));
+        match a.as_str() {
+            "--runs" => {
+                o.runs = value("--runs")?
+                    .parse()
+                    .map_err(|e| format!("--runs: {e}"))?;
+            }
+            "--sample-ms" => {
+                let ms: u64 = value("--sample-ms")?
+                    .parse()
+                    .map_err(|e| format!("--sample-ms: {e}"))?;
+                o.sample = Duration::from_millis(ms);
+            }
+            "--json" => o.json = Some(value("--json")?.into()),
+            "--no-python" => o.python = false,
+            "--python-script" => o.script = value("--python-script")?.into(),
+            "--only" => {
+                o.only = value("--only")?.split(',').map(str::to_owned).collect();
+            }
+            "-h" | "--help" => return Err(USAGE.into()),
+            other => return Err(format!("unknown argument `{other}`\n{USAGE}")),
+        }
+    }
+    if o.runs == 0 {
+        return Err("--runs must be at least 1".into());
+    }
+    Ok(o)
+}
+
+/// One contender of a workload: how to run the operation `iters` times.
+struct Contender<'a> {
+    key: &'static str,
+    detail: String,
+    items: u64,
+    op: Box<dyn FnMut(u64) -> Duration + 'a>,
+}
+
+fn contender<'a>(
+    key: &'static str,
+    items: u64,
+    op: impl FnMut(u64) -> Duration + 'a,
+) -> Contender<'a> {
+    Contender {
+        key,
+        detail: String::new(),
+        items,
+        op: Box::new(op),
+    }
+}
+
+impl Contender<'_> {
+    fn detail(mut self, detail: impl Into<String>) -> Self {
+        self.detail = detail.into();
+        self
+    }
+}
+
+struct Bench {
+    sampler: Sampler,
+    report: Report,
+    only: Vec<String>,
+}
+
+impl Bench {
+    /// Measures every contender of one workload, round-robin, and records the rows.
+    fn workload(&mut self, key: &str, title: &str, metric: Metric, mut cs: Vec<Contender<'_>>) {
+        if !self.wanted(key) {
+            return;
+        }
+        let started = Instant::now();
+        eprint!("{key:<18} ");
+        let iters: Vec<u64> = cs
+            .iter_mut()
+            .map(|c| self.sampler.calibrate(&mut c.op))
+            .collect();
+        let mut seconds = vec![Vec::with_capacity(self.sampler.runs); cs.len()];
+        for _ in 0..self.sampler.runs {
+            for ((c, &n), s) in cs.iter_mut().zip(&iters).zip(&mut seconds) {
+                s.push((c.op)(n).as_secs_f64() / n as f64);
+            }
+        }
+        self.report.workloads.push(Workload {
+            key: key.into(),
+            title: title.into(),
+            metric,
+        });
+        for (c, seconds) in cs.into_iter().zip(seconds) {
+            self.report.rows.push(Row {
+                workload: key.into(),
+                contender: c.key.into(),
+                detail: c.detail,
+                metric,
+                items: c.items,
+                seconds,
+            });
+        }
+        eprintln!("{:.1} s", started.elapsed().as_secs_f64());
+    }
+
+    fn wanted(&self, key: &str) -> bool {
+        self.only.is_empty()
+            || self
+                .only
+                .iter()
+                .any(|p| key.starts_with(p.as_str()) || p.starts_with(key))
+    }
+}
+
+fn main() {
+    cf_benches::init();
+    let options = match parse_args() {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("{e}");
+            std::process::exit(2);
+        }
+    };
+    let started = Instant::now();
+    let cores = cores();
+    let mut bench = Bench {
+        sampler: Sampler {
+            target: options.sample,
+            runs: options.runs,
+        },
+        report: Report::default(),
+        only: options.only.clone(),
+    };
+    bench.report.machine = machine_facts(cores);
+    let load_before = loadavg();
+
+    if ["round_trip", "submit_throughput", "map_c", "echo_"]
+        .iter()
+        .any(|k| bench.wanted(k))
+    {
+        measure_steady_state(&mut bench, cores);
+    }
+    if bench.wanted("cpu_") {
+        measure_scaling(&mut bench, cores);
+    }
+    measure_startup(&mut bench, cores);
+
+    let mut python_facts = vec![];
+    if options.python {
+        eprintln!("python             (benches/python/compare.py)");
+        let args = python::Args {
+            runs: options.runs,
+            workers: cores,
+            tasks: SUBMIT_TASKS,
+            map_items: MAP_ITEMS,
+            cpu_n: PY_CPU_N,
+            cpu_tasks: CPU_TASKS,
+            target_seconds: options.sample.as_secs_f64(),
+            only: options.only.clone(),
+        };
+        match python::run(&options.script, &args) {
+            Ok(Some(py)) => {
+                python_facts.push((
+                    "python".to_owned(),
+                    format!(
+                        "{} {}, process pool start method `{}`",
+                        py.implementation, py.python, py.start_method
+                    ),
+                ));
+                add_python_rows(&mut bench.report, py);
+            }
+            Ok(None) => python_facts.push(("python".into(), "no python3 on PATH".into())),
+            Err(e) => {
+                eprintln!("warning: {e}");
+                python_facts.push(("python".into(), format!("failed: {e}")));
+            }
+        }
+    }
+    let report = &mut bench.report;
+    report.machine.extend(python_facts);
+    report.machine.push((
+        "load average (1 min) before / after".into(),
+        format!("{load_before} / {}", loadavg()),
+    ));
+    report.machine.push((
+        "method".into(),
+        format!(
+            "median of {} runs per row (samples of >= {} ms, round-robin across contenders); \
+             {cores} workers per pool; total {:.0} s",
+            options.runs,
+            options.sample.as_millis(),
+            started.elapsed().as_secs_f64()
+        ),
+    ));
+    println!("{}", report.markdown(cores));
+    if let Some(path) = &options.json {
+        let text = serde_json::to_string_pretty(&report.json(cores)).expect("JSON");
+        if let Err(e) = std::fs::write(path, text + "\n") {
+            eprintln!("cannot write {}: {e}", path.display());
+            std::process::exit(1);
+        }
+        eprintln!("wrote {}", path.display());
+    }
+}
+
+/// Round trip, submit throughput, map and echo, on warm pools of `cores` workers.
+fn measure_steady_state(bench: &mut Bench, cores: usize) {
+    let proc = ProcessPoolExecutor::builder()
+        .max_workers(cores)
+        .build()
+        .expect("process pool");
+    let thread = ThreadPoolExecutor::builder()
+        .max_workers(cores)
+        .build()
+        .expect("thread pool");
+    let rayon = rayon::ThreadPoolBuilder::new()
+        .num_threads(cores)
+        .build()
+        .expect("rayon pool");
+    let ps = procspawn::Pool::new(cores).expect("procspawn pool");
+    // Start every worker and let the adaptive windows settle.
+    throughput::cf(&proc, SUBMIT_TASKS, 1);
+    throughput::cf(&thread, SUBMIT_TASKS, 1);
+    throughput::procspawn(&ps, 100, PROCSPAWN_WINDOW, 1);
+    let mut pingpong = PingPong::start().expect("ping-pong partner");
+    let mut thread_pingpong = ThreadPingPong::start();
+    let small = Message::of_frame_len(SMALL_MESSAGE);
+
+    bench.workload(
+        "round_trip",
+        "round trip: submit one task, wait for its result",
+        Metric::Latency,
+        vec![
+            contender("cf-proc", 1, |n| round_trip::cf(&proc, n)),
+            contender("cf-thread", 1, |n| round_trip::cf(&thread, n)),
+            contender("rayon", 1, |n| round_trip::rayon(&rayon, n)).detail("spawn + channel"),
+            contender("procspawn", 1, |n| round_trip::procspawn(&ps, n)),
+            contender("std::thread", 1, round_trip::std_thread).detail("spawn + join"),
+            contender("sequential", 1, round_trip::sequential).detail("a plain call"),
+            contender("socketpair", 1, |n| pingpong.run(&small, n)).detail(format!(
+                "{SMALL_MESSAGE}-byte ping-pong between two processes"
+            )),
+            contender("thread-pingpong", 1, |n| thread_pingpong.run(n))
+                .detail("mpsc ping-pong between two threads"),
+        ],
+    );
+    drop(thread_pingpong);
+
+    let slow = format!("{SLOW_PEER_TASKS} tasks");
+    bench.workload(
+        "submit_throughput",
+        &format!("submit throughput: {SUBMIT_TASKS} tasks, collected with as_completed"),
+        Metric::Throughput,
+        vec![
+            contender("cf-proc", SUBMIT_TASKS, |n| {
+                throughput::cf(&proc, SUBMIT_TASKS, n)
+            }),
+            contender("cf-thread", SUBMIT_TASKS, |n| {
+                throughput::cf(&thread, SUBMIT_TASKS, n)
+            }),
+            contender("rayon", SUBMIT_TASKS, |n| {
+                throughput::rayon(&rayon, SUBMIT_TASKS, n)
+            })
+            .detail("spawn + channel"),
+            contender("procspawn", SLOW_PEER_TASKS, |n| {
+                throughput::procspawn(&ps, SLOW_PEER_TASKS, PROCSPAWN_WINDOW, n)
+            })
+            .detail(format!("{slow}, {PROCSPAWN_WINDOW} in flight")),
+            contender("std::thread", SLOW_PEER_TASKS, |n| {
+                throughput::std_thread(SLOW_PEER_TASKS, THREAD_WINDOW, n)
+            })
+            .detail(format!("{slow}, {THREAD_WINDOW} alive")),
+            contender("sequential", SUBMIT_TASKS, |n| {
+                throughput::sequential(SUBMIT_TASKS, n)
+            }),
+        ],
+    );
+
+    for c in CHUNKSIZES {
+        let ps_items = if c == 1 { SLOW_PEER_TASKS } else { MAP_ITEMS };
+        let mut ps_detail = format!("a task per chunk, {PROCSPAWN_WINDOW} in flight");
+        if ps_items != MAP_ITEMS {
+            ps_detail = format!("{ps_items} items, {ps_detail}");
+        }
+        bench.workload(
+            &format!("map_c{c}"),
+            &format!("map over {MAP_ITEMS} items, chunksize {c}"),
+            Metric::Throughput,
+            vec![
+                contender("cf-proc", MAP_ITEMS, |n| map::cf(&proc, MAP_ITEMS, c, n)),
+                contender("cf-thread", MAP_ITEMS, |n| {
+                    map::cf(&thread, MAP_ITEMS, c, n)
+                }),
+                contender("rayon", MAP_ITEMS, |n| map::rayon(&rayon, MAP_ITEMS, c, n))
+                    .detail("par_iter, with_min_len(chunksize)"),
+                contender("procspawn", ps_items, |n| {
+                    map::procspawn(&ps, ps_items, c, PROCSPAWN_WINDOW, n)
+                })
+                .detail(ps_detail),
+                contender("sequential", MAP_ITEMS, |n| map::sequential(MAP_ITEMS, n)),
+            ],
+        );
+    }
+
+    for (len, label) in PAYLOADS {
+        let message = Message::new(&tasks::payload(len));
+        let src = tasks::payload(len);
+        bench.workload(
+            &format!("echo_{label}"),
+            &format!("echo a {label} payload (bandwidth = payload bytes / round trip)"),
+            Metric::Bandwidth,
+            vec![
+                contender("cf-proc", len as u64, |n| echo::cf_vec(&proc, len, n))
+                    .detail("Vec<u8>, the default"),
+                contender("cf-proc+ByteBuf", len as u64, |n| {
+                    echo::cf_bytebuf(&proc, len, n)
+                })
+                .detail("serde_bytes::ByteBuf"),
+                contender("cf-thread", len as u64, |n| echo::cf_vec(&thread, len, n))
+                    .detail("Vec<u8>, moved"),
+                contender("procspawn", len as u64, |n| echo::procspawn(&ps, len, n))
+                    .detail("Vec<u8>"),
+                contender("socketpair", len as u64, |n| pingpong.run(&message, n))
+                    .detail("the bytes there and back between two processes"),
+                contender("memcpy", len as u64, |n| physical::memcpy(&src, n))
+                    .detail("one copy into a warm buffer"),
+            ],
+        );
+    }
+    ps.shutdown();
+}
+
+/// CPU-bound work over 1..=cores workers, each pool built for its worker count.
+fn measure_scaling(bench: &mut Bench, cores: usize) {
+    let cpu = format!("{CPU_TASKS} × cpu_heavy({}M)", CPU_N / 1_000_000);
+    bench.workload(
+        "cpu_seq",
+        &format!("CPU-bound, {cpu}, one after another"),
+        Metric::Speedup,
+        vec![contender("sequential", CPU_TASKS as u64, |n| {
+            scaling::sequential(CPU_TASKS, CPU_N, n)
+        })],
+    );
+    for w in 1..=cores {
+        let proc = ProcessPoolExecutor::builder()
+            .max_workers(w)
+            .build()
+            .expect("process pool");
+        let thread = ThreadPoolExecutor::builder()
+            .max_workers(w)
+            .build()
+            .expect("thread pool");
+        let rayon = rayon::ThreadPoolBuilder::new()
+            .num_threads(w)
+            .build()
+            .expect("rayon pool");
+        let ps = procspawn::Pool::new(w).expect("procspawn pool");
+        let mut cs = vec![
+            contender("cf-proc", CPU_TASKS as u64, |n| {
+                scaling::cf(&proc, CPU_TASKS, CPU_N, n)
+            }),
+            contender("cf-thread", CPU_TASKS as u64, |n| {
+                scaling::cf(&thread, CPU_TASKS, CPU_N, n)
+            }),
+            contender("rayon", CPU_TASKS as u64, |n| {
+                scaling::rayon(&rayon, CPU_TASKS, CPU_N, n)
+            }),
+            contender("procspawn", CPU_TASKS as u64, |n| {
+                scaling::procspawn(&ps, CPU_TASKS, CPU_N, n)
+            }),
+        ];
+        if w == cores {
+            cs.push(
+                contender("std::thread", CPU_TASKS as u64, |n| {
+                    scaling::std_thread(CPU_TASKS, CPU_N, n)
+                })
+                .detail(format!("{CPU_TASKS} threads, one per task")),
+            );
+        }
+        let workers = if w == 1 { "worker" } else { "workers" };
+        bench.workload(
+            &format!("cpu_w{w}"),
+            &format!("CPU-bound, {cpu}, {w} {workers}"),
+            Metric::Speedup,
+            cs,
+        );
+        ps.shutdown();
+    }
+}
+
+/// A pool's whole life for one task.
+fn measure_startup(bench: &mut Bench, cores: usize) {
+    bench.workload(
+        "startup",
+        &format!("pool start ({cores} workers) + first result + shutdown"),
+        Metric::Latency,
+        vec![
+            contender("cf-proc", 1, |n| startup::cf_proc(cores, n))
+                .detail("workers start on demand: one"),
+            contender("cf-thread", 1, |n| startup::cf_thread(cores, n))
+                .detail("workers start on demand: one"),
+            contender("rayon", 1, |n| startup::rayon(cores, n))
+                .detail("drop does not join its threads"),
+            contender("procspawn", 1, |n| startup::procspawn(cores, n))
+                .detail("starts every worker"),
+            contender("std::thread", 1, startup::std_thread).detail("spawn + join"),
+        ],
+    );
+}
+
+fn add_python_rows(report: &mut Report, py: python::Report) {
+    for r in py.results {
+        let Some(metric) = report
+            .workloads
+            .iter()
+            .find(|w| w.key == r.workload)
+            .map(|w| w.metric)
+        else {
+            eprintln!(
+                "warning: python measured an unknown workload `{}`",
+                r.workload
+            );
+            continue;
+        };
+        let contender: &'static str = match r.contender.as_str() {
+            "py-proc" => "py-proc",
+            "py-thread" => "py-thread",
+            "py-seq" => "py-seq",
+            other => {
+                eprintln!("warning: python measured an unknown contender `{other}`");
+                continue;
+            }
+        };
+        let mut detail = match contender {
+            "py-proc" => "ProcessPoolExecutor".to_owned(),
+            "py-thread" => "ThreadPoolExecutor".to_owned(),
+            _ => "plain calls".to_owned(),
+        };
+        if r.workload.starts_with("cpu_") {
+            detail.push_str(&format!(", cpu_heavy({PY_CPU_N})"));
+        }
+        if r.workload.starts_with("echo_") {
+            detail.push_str(", bytes");
+        }
+        if contender == "py-thread" && r.workload.starts_with("map_c") && r.workload != "map_c1" {
+            detail.push_str(", chunksize ignored");
+        }
+        report.rows.push(Row {
+            workload: r.workload,
+            contender: contender.into(),
+            detail,
+            metric,
+            items: r.items,
+            seconds: r.seconds,
+        });
+    }
+}
+
+fn machine_facts(cores: usize) -> Vec<(String, String)> {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .and_then(|l| l.split_once(':'))
+        .map_or("unknown".to_owned(), |(_, m)| m.trim().to_owned());
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.trim().strip_suffix(" kB")?.parse::<u64>().ok())
+        .map_or("unknown".to_owned(), |kb| {
+            format!("{:.1} GiB", kb as f64 / 1048576.0)
+        });
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map_or("unknown".to_owned(), |s| s.trim().to_owned());
+    vec![
+        (
+            "date".into(),
+            command_output("date", &["-u", "+%Y-%m-%d %H:%M UTC"]),
+        ),
+        (
+            "cpus".into(),
+            format!("{cores} usable (what every pool is sized to), {model}"),
+        ),
+        ("memory".into(), mem),
+        ("kernel".into(), format!("Linux {kernel}")),
+        ("rustc".into(), command_output("rustc", &["--version"])),
+    ]
+}
+
+fn command_output(program: &str, args: &[&str]) -> String {
+    Command::new(program)
+        .args(args)
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map_or("unknown".to_owned(), |o| {
+            String::from_utf8_lossy(&o.stdout).trim().to_owned()
+        })
+}
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_else(|| "?".into())
+}

@@ -1,0 +1,227 @@
+//! The machine's limits, measured in the same run as the pools: a Unix socketpair ping-pong
+//! between two processes (what any process pool must pay per round trip), a ping-pong between
+//! two threads over channels (the same for a thread pool), and `memcpy`.
+//!
+//! The ping-pong partner is this very executable re-executed with [`HELPER_ENV`] set; it finds
+//! its end of the socketpair on its standard input, so no descriptor juggling (and no `unsafe`)
+//! is needed. [`crate::init`] turns such a process into the echo server before `main` does
+//! anything else.
+
+use std::hint::black_box;
+use std::io::{self, BufReader, Read, Write};
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// Set in the environment of a re-executed ping-pong partner.
+pub const HELPER_ENV: &str = "CF_BENCHES_PINGPONG_HELPER";
+
+/// Bytes in one small ping-pong message: about one `noop` task frame of cf-pool-proc
+/// (length, kind, count, id, code offset, payload) and one result frame.
+pub const SMALL_MESSAGE: usize = 32;
+
+/// If this process is a ping-pong partner, echoes frames until the socket closes, then exits.
+pub(crate) fn serve_if_helper() {
+    if std::env::var_os(HELPER_ENV).is_none() {
+        return;
+    }
+    let code = match serve() {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("cf-benches ping-pong helper: {e}");
+            1
+        }
+    };
+    std::process::exit(code);
+}
+
+fn serve() -> io::Result<()> {
+    let socket = UnixStream::from(io::stdin().as_fd().try_clone_to_owned()?);
+    let mut out = socket.try_clone()?;
+    // Buffered like a pool worker's reader: a small frame arrives in one `read`.
+    let mut input = BufReader::with_capacity(64 * 1024, socket);
+    let mut frame = Vec::new();
+    loop {
+        let mut len = [0u8; 4];
+        match input.read_exact(&mut len) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
+            Err(e) => return Err(e),
+        }
+        let n = u32::from_le_bytes(len) as usize;
+        frame.resize(4 + n, 0);
+        frame[..4].copy_from_slice(&len);
+        input.read_exact(&mut frame[4..])?;
+        out.write_all(&frame)?;
+    }
+}
+
+/// A length-prefixed message ready to send, so a round trip copies nothing in user space.
+#[derive(Debug, Clone)]
+pub struct Message {
+    frame: Vec<u8>,
+}
+
+impl Message {
+    /// Frames `payload`.
+    ///
+    /// # Panics
+    ///
+    /// If `payload` is 4 GiB or more.
+    #[must_use]
+    pub fn new(payload: &[u8]) -> Self {
+        let len = u32::try_from(payload.len()).expect("payload under 4 GiB");
+        let mut frame = Vec::with_capacity(4 + payload.len());
+        frame.extend_from_slice(&len.to_le_bytes());
+        frame.extend_from_slice(payload);
+        Message { frame }
+    }
+
+    /// A message whose frame is `len` bytes in all, header included.
+    #[must_use]
+    pub fn of_frame_len(len: usize) -> Self {
+        Self::new(&crate::tasks::payload(len.saturating_sub(4)))
+    }
+}
+
+/// A partner process at the other end of a socketpair that sends every frame back.
+#[derive(Debug)]
+pub struct PingPong {
+    socket: UnixStream,
+    child: Child,
+    reply: Vec<u8>,
+}
+
+impl PingPong {
+    /// Starts the partner (this executable again).
+    ///
+    /// # Errors
+    ///
+    /// If the socketpair or the process cannot be created.
+    pub fn start() -> io::Result<Self> {
+        let (mine, theirs) = UnixStream::pair()?;
+        let child = Command::new("/proc/self/exe")
+            .env(HELPER_ENV, "1")
+            .stdin(Stdio::from(OwnedFd::from(theirs)))
+            .stdout(Stdio::null())
+            .spawn()?;
+        let mut pp = PingPong {
+            socket: mine,
+            child,
+            reply: Vec::new(),
+        };
+        // Proves the partner is up before anything is timed.
+        pp.round_trip(&Message::of_frame_len(SMALL_MESSAGE))?;
+        Ok(pp)
+    }
+
+    /// Sends `message` and reads it back.
+    ///
+    /// # Errors
+    ///
+    /// If the partner is gone.
+    pub fn round_trip(&mut self, message: &Message) -> io::Result<()> {
+        self.socket.write_all(&message.frame)?;
+        self.reply.resize(message.frame.len(), 0);
+        self.socket.read_exact(&mut self.reply)?;
+        black_box(&self.reply);
+        Ok(())
+    }
+
+    /// `iters` round trips of `message`.
+    ///
+    /// # Panics
+    ///
+    /// If the partner dies.
+    pub fn run(&mut self, message: &Message, iters: u64) -> Duration {
+        let start = Instant::now();
+        for _ in 0..iters {
+            self.round_trip(message).expect("ping-pong partner alive");
+        }
+        start.elapsed()
+    }
+}
+
+impl Drop for PingPong {
+    fn drop(&mut self) {
+        let _ = self.socket.shutdown(std::net::Shutdown::Both);
+        let _ = self.child.wait();
+    }
+}
+
+/// A partner thread that sends every value back over a channel: one thread wake-up each way,
+/// the floor under a thread pool's round trip.
+#[derive(Debug)]
+pub struct ThreadPingPong {
+    to: Option<mpsc::Sender<u64>>,
+    from: mpsc::Receiver<u64>,
+    partner: Option<JoinHandle<()>>,
+}
+
+impl ThreadPingPong {
+    /// Starts the partner thread.
+    ///
+    /// # Panics
+    ///
+    /// If the thread cannot be spawned.
+    #[must_use]
+    pub fn start() -> Self {
+        let (to, their_in) = mpsc::channel::<u64>();
+        let (their_out, from) = mpsc::channel::<u64>();
+        let partner = std::thread::Builder::new()
+            .name("thread-pingpong".into())
+            .spawn(move || {
+                for v in their_in {
+                    if their_out.send(v).is_err() {
+                        break;
+                    }
+                }
+            })
+            .expect("spawn the ping-pong thread");
+        ThreadPingPong {
+            to: Some(to),
+            from,
+            partner: Some(partner),
+        }
+    }
+
+    /// `iters` round trips.
+    ///
+    /// # Panics
+    ///
+    /// If the partner thread is gone.
+    pub fn run(&mut self, iters: u64) -> Duration {
+        let to = self.to.as_ref().expect("running");
+        let start = Instant::now();
+        for i in 0..iters {
+            to.send(i).expect("partner alive");
+            black_box(self.from.recv().expect("partner alive"));
+        }
+        start.elapsed()
+    }
+}
+
+impl Drop for ThreadPingPong {
+    fn drop(&mut self) {
+        self.to = None;
+        if let Some(h) = self.partner.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+/// `iters` copies of `src` into a buffer allocated (and faulted in) beforehand: the memory
+/// bandwidth a payload echo is held against.
+#[must_use]
+pub fn memcpy(src: &[u8], iters: u64) -> Duration {
+    let mut dst = vec![0u8; src.len()];
+    let start = Instant::now();
+    for _ in 0..iters {
+        dst.copy_from_slice(black_box(src));
+        black_box(&mut dst);
+    }
+    start.elapsed()
+}
