@@ -48,6 +48,19 @@ def measure(op, runs, target):
     return [op(iters) / iters for _ in range(runs)]
 
 
+def measure_group(ops, runs, target):
+    """Like measure, for several operations sampled round-robin; {name: seconds}."""
+    iters = {}
+    for name, fn in ops.items():
+        once = max(timed(fn)(1), 1e-9)
+        iters[name] = int(min(max(target / once, 1), 1e9))
+    seconds = {name: [] for name in ops}
+    for _ in range(runs):
+        for name, fn in ops.items():
+            seconds[name].append(timed(fn)(iters[name]) / iters[name])
+    return seconds
+
+
 def timed(fn):
     def op(iters):
         start = time.perf_counter()
@@ -123,15 +136,24 @@ def main():
                 data = (bytes(range(251)) * (size // 251 + 1))[:size]
                 record(f"echo_{label}", name, size, lambda d=data: pool.submit(echo, d).result())
 
-    # CPU-bound scaling over 1..=workers, against the same calls in sequence.
+    # CPU-bound scaling over 1..=workers, against the same calls in sequence, sampled
+    # round-robin with the pools so that load from elsewhere slows them alike.
     work = [a.cpu_n] * a.cpu_tasks
-    record("cpu_seq", "py-seq", a.cpu_tasks, lambda: [cpu_heavy(n) for n in work])
-    for w in range(1, workers + 1) if wanted("cpu_") else ():
-        for name, make in pools(w):
-            with make() as pool:
-                warm(pool, w)
-                record(f"cpu_w{w}", name, a.cpu_tasks,
-                       lambda: list(pool.map(cpu_heavy, work)))
+    for w in range(1, workers + 1):
+        if not wanted(f"cpu_w{w}"):
+            continue
+        with ProcessPoolExecutor(max_workers=w) as proc, ThreadPoolExecutor(max_workers=w) as th:
+            warm(proc, w)
+            warm(th, w)
+            ops = {
+                "py-seq": lambda: [cpu_heavy(n) for n in work],
+                "py-proc": lambda: list(proc.map(cpu_heavy, work)),
+                "py-thread": lambda: list(th.map(cpu_heavy, work)),
+            }
+            for name, seconds in measure_group(ops, runs, target).items():
+                results.append({"workload": f"cpu_w{w}", "contender": name,
+                                "items": a.cpu_tasks, "seconds": seconds})
+            print(f"  python cpu_w{w} done", file=sys.stderr)
 
     # A pool's whole life for one task: start, first result, shutdown (waiting for workers).
     for name, make in pools(workers):

@@ -16,7 +16,8 @@ pub enum Metric {
     Throughput,
     /// Bytes per second (`items` bytes per operation); higher is better.
     Bandwidth,
-    /// The sequential baseline's time over this row's time; higher is better.
+    /// The time of the sequential baseline measured in the same workload (`sequential` for
+    /// Rust, `py-seq` for Python) over this row's time; higher is better.
     Speedup,
 }
 
@@ -123,7 +124,7 @@ impl Report {
                 } else {
                     "sequential"
                 };
-                self.row("cpu_seq", baseline)?.median_seconds() / m
+                self.row(workload, baseline)?.median_seconds() / m
             }
         })
     }
@@ -401,7 +402,7 @@ mod tests {
                     1000,
                     50e-3,
                 ),
-                row("cpu_seq", "sequential", Metric::Speedup, 8, 2.0),
+                row("cpu_w2", "sequential", Metric::Speedup, 8, 2.0),
                 row("cpu_w2", "cf-proc", Metric::Speedup, 8, 1.0),
             ],
             machine: vec![],

@@ -390,14 +390,6 @@ fn measure_steady_state(bench: &mut Bench, cores: usize) {
 /// CPU-bound work over 1..=cores workers, each pool built for its worker count.
 fn measure_scaling(bench: &mut Bench, cores: usize) {
     let cpu = format!("{CPU_TASKS} × cpu_heavy({}M)", CPU_N / 1_000_000);
-    bench.workload(
-        "cpu_seq",
-        &format!("CPU-bound, {cpu}, one after another"),
-        Metric::Speedup,
-        vec![contender("sequential", CPU_TASKS as u64, |n| {
-            scaling::sequential(CPU_TASKS, CPU_N, n)
-        })],
-    );
     for w in 1..=cores {
         let proc = ProcessPoolExecutor::builder()
             .max_workers(w)
@@ -412,7 +404,13 @@ fn measure_scaling(bench: &mut Bench, cores: usize) {
             .build()
             .expect("rayon pool");
         let ps = procspawn::Pool::new(w).expect("procspawn pool");
+        // The baseline is sampled with the pools, round-robin: load from elsewhere on the
+        // machine then slows both alike instead of skewing the speedup.
         let mut cs = vec![
+            contender("sequential", CPU_TASKS as u64, |n| {
+                scaling::sequential(CPU_TASKS, CPU_N, n)
+            })
+            .detail("the same calls, one after another"),
             contender("cf-proc", CPU_TASKS as u64, |n| {
                 scaling::cf(&proc, CPU_TASKS, CPU_N, n)
             }),
