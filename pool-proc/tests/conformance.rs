@@ -1,6 +1,8 @@
 //! The shared conformance suite (SCENARIOS.md, "Executor, both backends"), run against the
 //! process pool exactly as the thread pool runs it.
 
+mod common;
+
 use cf_executor_api::conformance::Config;
 use cf_pool_proc::ProcessPoolExecutor;
 
@@ -13,3 +15,8 @@ fn make(config: Config) -> ProcessPoolExecutor {
 }
 
 cf_executor_api::conformance_tests!(make);
+
+#[test]
+fn zz_no_leaks() {
+    common::assert_clean_at_end();
+}

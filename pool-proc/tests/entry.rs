@@ -2,6 +2,8 @@
 //! tests (this file), and from doctests (the crate docs), and a worker never runs the user's
 //! `main` or the test harness.
 
+mod common;
+
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -71,4 +73,9 @@ fn integration_test_pool_does_not_rerun_the_harness() {
 fn explicit_init_is_harmless_in_the_parent() {
     cf_pool_proc::init();
     assert!(!cf_pool_proc::is_worker());
+}
+
+#[test]
+fn zz_no_leaks() {
+    common::assert_clean_at_end();
 }

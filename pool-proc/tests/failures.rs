@@ -6,6 +6,8 @@
 //! the dead worker's futures fail, the pool goes on) is deliberate and in the README.
 #![allow(unsafe_code)] // a test must be able to segfault a worker on purpose
 
+mod common;
+
 use std::time::Duration;
 
 use cf_pool_proc::{CodecStage, Executor, ExitCause, ProcessPoolExecutor, TaskError};
@@ -324,4 +326,9 @@ fn crash_during_shutdown_wait_does_not_hang() {
             Err(TaskError::WorkerDied { .. })
         ));
     }
+}
+
+#[test]
+fn zz_no_leaks() {
+    common::assert_clean_at_end();
 }

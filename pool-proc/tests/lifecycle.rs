@@ -5,6 +5,8 @@
 //! (`test_saturation`, `test_idle_process_reuse_one`, `test_max_tasks_per_child`,
 //! `test_max_tasks_early_shutdown`) and `test_init.py`.
 
+mod common;
+
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -265,4 +267,9 @@ fn zero_workers_and_zero_task_limit_are_build_errors() {
         .is_err());
     let pool = ProcessPoolExecutor::new().unwrap();
     assert_eq!(pool.max_workers(), cf_pool_proc::cpu_count());
+}
+
+#[test]
+fn zz_no_leaks() {
+    common::assert_clean_at_end();
 }

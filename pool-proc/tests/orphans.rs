@@ -5,6 +5,8 @@
 //! Reference: rayon-core's `tests/stack_overflow_crash.rs` pattern (re-run the test binary).
 #![allow(unsafe_code)] // kill(2) on the victim
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -112,4 +114,9 @@ fn workers_exit_when_the_parent_is_sigkilled() {
         "workers gone {:?} after the parent's SIGKILL",
         killed_at.elapsed()
     );
+}
+
+#[test]
+fn zz_no_leaks() {
+    common::assert_clean_at_end();
 }

@@ -4,6 +4,8 @@
 //! Reference: the design's rule against a channel per task (a peer runs out of descriptors at a
 //! few thousand pending tasks).
 
+mod common;
+
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -81,4 +83,9 @@ fn a_million_pending_tasks_keep_descriptors_flat() {
     let last = futures.last().unwrap();
     assert_eq!(last.result_timeout(LIMIT), Ok(&n));
     let _ = std::fs::remove_file(&file);
+}
+
+#[test]
+fn zz_no_leaks() {
+    common::assert_clean_at_end();
 }
