@@ -157,6 +157,15 @@ fn aborts(_: ()) -> u32 {
     std::process::abort()
 }
 
+fn abort_when(path: String) -> u32 {
+    let start = Instant::now();
+    while !std::path::Path::new(&path).exists() {
+        assert!(start.elapsed() < LIMIT, "gate never opened");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    std::process::abort()
+}
+
 #[test]
 fn break_pool_policy_reproduces_python() {
     let pool = ProcessPoolExecutor::builder()
@@ -166,10 +175,17 @@ fn break_pool_policy_reproduces_python() {
         .unwrap();
     let long = pool.submit(sleep_ms, 60_000).unwrap();
     wait_running(&long);
-    let crash = pool.submit(aborts, ()).unwrap();
+    // The crash waits for a file, so every submit below happens before the pool breaks.
+    let gate = std::env::temp_dir().join(format!("cf-breakpool-{}", std::process::id()));
+    let _ = std::fs::remove_file(&gate);
+    let crash = pool
+        .submit(abort_when, gate.to_string_lossy().into_owned())
+        .unwrap();
+    wait_running(&crash);
     let pending: Vec<_> = (0..5)
         .map(|_| pool.submit(sleep_ms, 60_000).unwrap())
         .collect();
+    std::fs::write(&gate, b"go").unwrap();
     for f in std::iter::once(&crash).chain(&pending).chain([&long]) {
         match f.result_timeout(LIMIT) {
             Err(TaskError::Broken { reason }) => {
