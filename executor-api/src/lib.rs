@@ -66,6 +66,8 @@ mod panic_capture;
 
 #[cfg(feature = "conformance")]
 pub mod conformance;
+#[cfg(feature = "progress")]
+mod progress;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -77,6 +79,8 @@ pub use cf_futures_core::{
 pub use error::{BuildError, SubmitError};
 pub use map::{Map, MapOptions};
 pub use panic_capture::call_catching;
+#[cfg(feature = "progress")]
+pub use progress::{indicatif, ProgressExt, ProgressIter};
 
 /// What a task must be: a plain function of one (serde-able) argument, copyable and shareable.
 ///
