@@ -36,13 +36,11 @@
 mod backend;
 mod cli;
 mod normalize;
-mod progress;
 mod sections;
 
 pub use backend::{Backend, DemoPool, WorkerId};
 pub use cli::{main_for, tour_main, BackendChoice};
 pub use normalize::normalize;
-pub use progress::Progress;
 pub use sections::{section, DemoFn, Runner, Section, SECTIONS};
 
 /// What a demo returns: any failure (pool build, submit, I/O) ends it with a message.

@@ -8,11 +8,11 @@ use std::hint::black_box;
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-use cf_executor_api::{cpu_count, MapOptions, Payload, Task};
+use cf_executor_api::{cpu_count, MapOptions, Payload, ProgressExt, Task};
 use cf_pool_proc::ProcessPoolExecutor;
 use cf_pool_thread::ThreadPoolExecutor;
 
-use crate::{Backend, DemoPool, DemoResult, Progress};
+use crate::{Backend, DemoPool, DemoResult};
 
 /// Workers per pool, as in the chapter.
 const WORKERS: usize = 4;
@@ -61,15 +61,12 @@ struct Row {
 }
 
 pub(crate) fn run(backends: &[Backend], out: &mut dyn Write) -> DemoResult {
-    let mut progress = Progress::new("s07", 6 * TASKS);
-
     writeln!(
         out,
         "CPU-bound: {TASKS} x cpu_heavy({}) (a sum of squares); {WORKERS} workers per pool",
         with_underscores(CPU_N)
     )?;
-    let rows = measure(cpu_heavy, &[CPU_N; TASKS], &mut progress, "CPU-bound")?;
-    progress.clear();
+    let rows = measure(cpu_heavy, &[CPU_N; TASKS], "CPU-bound")?;
     chart(&rows, backends, out)?;
     writeln!(
         out,
@@ -82,8 +79,7 @@ pub(crate) fn run(backends: &[Backend], out: &mut dyn Write) -> DemoResult {
         out,
         "I/O-bound: {TASKS} x io_heavy({IO_SECONDS}) (a {IO_SECONDS}-second wait); {WORKERS} workers per pool"
     )?;
-    let rows = measure(io_heavy, &[IO_SECONDS; TASKS], &mut progress, "I/O-bound")?;
-    progress.finish();
+    let rows = measure(io_heavy, &[IO_SECONDS; TASKS], "I/O-bound")?;
     chart(&rows, backends, out)?;
     writeln!(out, "{IO_TEXT}")?;
     writeln!(out)?;
@@ -91,11 +87,11 @@ pub(crate) fn run(backends: &[Backend], out: &mut dyn Write) -> DemoResult {
     Ok(())
 }
 
-/// The workload sequentially, then on each pool.
+/// The workload sequentially, then on each pool, each run under a progress bar on stderr
+/// (hidden when stderr is not a terminal, so compared output never sees it).
 fn measure<F, A, R>(
     f: F,
     workload: &[A],
-    progress: &mut Progress,
     what: &str,
 ) -> Result<[Row; 3], Box<dyn std::error::Error + Send + Sync>>
 where
@@ -104,24 +100,25 @@ where
     R: Payload + Sync,
 {
     Ok([
-        sequential(f, workload, progress, what),
-        timed_pool::<ThreadPoolExecutor, _, _, _>(f, workload, progress, what)?,
-        timed_pool::<ProcessPoolExecutor, _, _, _>(f, workload, progress, what)?,
+        sequential(f, workload, what),
+        timed_pool::<ThreadPoolExecutor, _, _, _>(f, workload, what)?,
+        timed_pool::<ProcessPoolExecutor, _, _, _>(f, workload, what)?,
     ])
 }
 
 /// The baseline: every task in turn on this thread.
-fn sequential<F, A, R>(f: F, workload: &[A], progress: &mut Progress, what: &str) -> Row
+fn sequential<F, A, R>(f: F, workload: &[A], what: &str) -> Row
 where
     F: Fn(A) -> R,
     A: Clone,
 {
-    let what = format!("{what}, sequential");
     let start = Instant::now();
-    for arg in workload {
-        black_box(f(black_box(arg.clone())));
-        progress.step(&what);
-    }
+    // The bar steps as each call returns (the call runs inside `next`).
+    workload
+        .iter()
+        .map(|arg| black_box(f(black_box(arg.clone()))))
+        .progress(workload.len(), format!("{what}, sequential"))
+        .for_each(drop);
     Row {
         backend: None,
         label: "Sequential",
@@ -134,7 +131,6 @@ where
 fn timed_pool<E, F, A, R>(
     f: F,
     workload: &[A],
-    progress: &mut Progress,
     what: &str,
 ) -> Result<Row, Box<dyn std::error::Error + Send + Sync>>
 where
@@ -148,9 +144,11 @@ where
     let start = Instant::now();
     {
         let executor = E::with_workers(WORKERS)?;
-        for result in executor.map(f, workload.to_vec(), MapOptions::new())? {
+        for result in executor
+            .map(f, workload.to_vec(), MapOptions::new())?
+            .progress(workload.len(), what)
+        {
             black_box(result?);
-            progress.step(&what);
         }
     }
     Ok(Row {
