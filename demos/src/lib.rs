@@ -45,3 +45,9 @@ pub use sections::{section, DemoFn, Runner, Section, SECTIONS};
 
 /// What a demo returns: any failure (pool build, submit, I/O) ends it with a message.
 pub type DemoResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
+
+/// The Rust examples of the porting guide, `docs/porting-from-python.md`, compiled and run as
+/// doctests so the guide cannot drift from the API.
+#[cfg(doctest)]
+#[doc = include_str!("../../docs/porting-from-python.md")]
+pub struct PortingGuideDoctests;
