@@ -12,7 +12,7 @@ use cf_executor_api::{
 };
 use parking_lot::{Condvar, Mutex};
 
-use crate::protocol::{self, Hello};
+use crate::protocol::{self, Hello, StartFailure};
 use crate::slot::{self, SlotState};
 use crate::sys;
 use crate::task::{encode, trampoline_offset, Completion};
@@ -141,6 +141,7 @@ impl Pool {
 
     pub(crate) fn slot_failed_to_start(self: &Arc<Self>, id: usize, error: &std::io::Error) {
         let reason = format!("could not start a worker process: {error}");
+        log::error!("cf-pool-proc: {reason}");
         let failed = {
             let mut state = self.state.lock();
             state.slots.retain(|(i, _)| *i != id);
@@ -165,7 +166,7 @@ impl Pool {
         id: usize,
         pid: u32,
         cause: cf_executor_api::ExitCause,
-        init_failure: Option<String>,
+        init_failure: Option<(StartFailure, String)>,
     ) {
         let (orphans, queued, error, timed_out) = {
             let mut state = self.state.lock();
@@ -178,20 +179,34 @@ impl Pool {
             let timed_out = slot.timed_out;
             let unexpected = !orphans.is_empty() || cause != ExitCause::Code(0);
             let mut queued = VecDeque::new();
-            if let Some(message) = init_failure {
-                let reason = format!("the initializer failed in worker {pid}: {message}");
-                log::error!("cf-pool-proc: {reason}");
+            if let Some((why, message)) = init_failure {
+                let reason = match why {
+                    StartFailure::Initializer => {
+                        format!("the initializer failed in worker {pid}: {message}")
+                    }
+                    StartFailure::Identity => format!("worker {pid} refused to start: {message}"),
+                };
+                log::error!("cf-pool-proc: {reason}; the pool is broken");
                 state.broken.get_or_insert(reason);
-            } else if unexpected && timed_out.is_none() && !state.shutdown {
+            } else if unexpected && timed_out.is_none() {
                 log::warn!(
-                    "cf-pool-proc: worker {pid} {cause} holding {} task(s)",
-                    orphans.len()
+                    "cf-pool-proc: worker {pid} {cause} holding {} task(s){}",
+                    orphans.len(),
+                    if state.shutdown {
+                        " during shutdown"
+                    } else {
+                        ""
+                    }
                 );
-                if self.config.on_worker_death == WorkerDeath::BreakPool && state.broken.is_none() {
+                if self.config.on_worker_death == WorkerDeath::BreakPool
+                    && state.broken.is_none()
+                    && !state.shutdown
+                {
                     let reason = format!(
                         "worker process {pid} {cause}, and the pool is set to \
                          WorkerDeath::BreakPool"
                     );
+                    log::error!("cf-pool-proc: {reason}; the pool is broken");
                     state.broken = Some(reason);
                     for (_, other) in &state.slots {
                         if let (false, Some(p)) = (other.reaping, other.pid) {
@@ -210,7 +225,15 @@ impl Pool {
                 None => slot::death_error(pid, cause),
             };
             if state.broken.is_none() {
+                let before = state.next_slot;
                 self.spawn_as_needed(&mut state);
+                if state.next_slot != before {
+                    log::info!(
+                        "cf-pool-proc: worker {pid} ended ({cause}); started a replacement for \
+                         {} queued task(s)",
+                        state.queue.len()
+                    );
+                }
             }
             self.work.notify_all();
             self.timer.notify_all();

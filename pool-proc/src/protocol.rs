@@ -14,7 +14,7 @@
 //!                    Tasks [ { id u64, fn offset i64, payload bytes } ... ]
 //!                    Shutdown
 //! worker -> parent   Ready { pid }
-//!                    InitFailed { message }
+//!                    InitFailed { identity | initializer, message }
 //!                    Results [ { id u64, nanos u64, ok u8, bytes } ... ]
 //! ```
 
@@ -154,9 +154,18 @@ pub(crate) fn ready(pid: u32) -> Vec<u8> {
     f.finish()
 }
 
-pub(crate) fn init_failed(message: &str) -> Vec<u8> {
+/// Why a worker could not start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StartFailure {
+    /// It is not running the parent's executable image.
+    Identity = 0,
+    /// The pool's initializer returned `Err` or panicked.
+    Initializer = 1,
+}
+
+pub(crate) fn init_failed(why: StartFailure, message: &str) -> Vec<u8> {
     let mut f = FrameBuf::new(Kind::InitFailed);
-    f.bytes(message.as_bytes());
+    f.u8(why as u8).bytes(message.as_bytes());
     f.finish()
 }
 
@@ -304,7 +313,7 @@ impl<'a> Reader<'a> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum WorkerMessage<'a> {
     Ready { pid: u32 },
-    InitFailed { message: String },
+    InitFailed { why: StartFailure, message: String },
     Results(Vec<ResultFrame<'a>>),
 }
 
@@ -315,6 +324,11 @@ pub(crate) fn decode_worker_message(body: &[u8]) -> Result<WorkerMessage<'_>, Pr
     let message = match kind {
         Kind::Ready => WorkerMessage::Ready { pid: r.u32()? },
         Kind::InitFailed => WorkerMessage::InitFailed {
+            why: match r.u8()? {
+                0 => StartFailure::Identity,
+                1 => StartFailure::Initializer,
+                other => return Err(ProtocolError(format!("bad start failure {other}"))),
+            },
             message: String::from_utf8_lossy(r.bytes()?).into_owned(),
         },
         Kind::Results => {

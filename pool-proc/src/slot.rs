@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use cf_executor_api::{ExitCause, TaskError};
 
 use crate::pool::{Job, Pool, PoolState};
-use crate::protocol::{self, FrameBuf, Kind, WorkerMessage, MAX_FRAME};
+use crate::protocol::{self, FrameBuf, Kind, StartFailure, WorkerMessage, MAX_FRAME};
 use crate::sys;
 use crate::task::Completion;
 
@@ -285,7 +285,7 @@ pub(crate) fn take_jobs(state: &mut PoolState, id: usize, n: usize) -> Option<Ve
 fn reader(pool: &Arc<Pool>, id: usize, stream: UnixStream, mut child: Child) {
     let pid = child.id();
     let mut input = BufReader::with_capacity(256 * 1024, stream);
-    let mut init_failure: Option<String> = None;
+    let mut init_failure: Option<(StartFailure, String)> = None;
     let trouble: Option<String> = loop {
         let body = match protocol::read_frame(&mut input, MAX_FRAME) {
             Ok(Some(body)) => body,
@@ -293,7 +293,7 @@ fn reader(pool: &Arc<Pool>, id: usize, stream: UnixStream, mut child: Child) {
             Err(e) => break Some(e.to_string()),
         };
         match handle_frame(pool, id, &body) {
-            Ok(Some(message)) => init_failure = Some(message),
+            Ok(Some(failure)) => init_failure = Some(failure),
             Ok(None) => {}
             Err(e) => break Some(e.to_string()),
         }
@@ -321,18 +321,18 @@ fn exit_cause(status: io::Result<ExitStatus>) -> ExitCause {
     }
 }
 
-/// Handles one frame from a worker. `Ok(Some(msg))` reports an initializer failure.
+/// Handles one frame from a worker. `Ok(Some(..))` reports a worker that could not start.
 fn handle_frame(
     pool: &Pool,
     id: usize,
     body: &[u8],
-) -> Result<Option<String>, protocol::ProtocolError> {
+) -> Result<Option<(StartFailure, String)>, protocol::ProtocolError> {
     let records = match protocol::decode_worker_message(body)? {
         WorkerMessage::Ready { pid } => {
             log::trace!("cf-pool-proc: worker {pid} ready");
             return Ok(None);
         }
-        WorkerMessage::InitFailed { message } => return Ok(Some(message)),
+        WorkerMessage::InitFailed { why, message } => return Ok(Some((why, message))),
         WorkerMessage::Results(records) => records,
     };
     let mut done = Vec::with_capacity(records.len());

@@ -15,9 +15,11 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
-use cf_executor_api::{call_catching, CodecStage};
+use cf_executor_api::{call_catching, CodecStage, TaskError};
 
-use crate::protocol::{self, FrameBuf, Kind, Reader, ResultFrame, MAX_FRAME, TASK_RECORD_MIN};
+use crate::protocol::{
+    self, FrameBuf, Kind, Reader, ResultFrame, StartFailure, MAX_FRAME, TASK_RECORD_MIN,
+};
 use crate::sys;
 use crate::task::encode;
 
@@ -165,7 +167,10 @@ fn serve(socket: UnixStream) -> io::Result<()> {
         _ => return Err(io::Error::other("the first frame was not a Hello")),
     };
     if let Err(why) = check_identity(&hello) {
-        protocol::write_frame(&mut out, &protocol::init_failed(&why))?;
+        protocol::write_frame(
+            &mut out,
+            &protocol::init_failed(StartFailure::Identity, &why),
+        )?;
         return Ok(());
     }
     if hello.init_offset != 0 {
@@ -173,10 +178,19 @@ fn serve(socket: UnixStream) -> io::Result<()> {
         let failure = match call_catching(init) {
             Ok(Ok(())) => None,
             Ok(Err(message)) => Some(message),
-            Err(panic) => Some(panic.to_string()),
+            Err(TaskError::Panicked {
+                message, location, ..
+            }) => Some(match location {
+                Some(at) => format!("panicked at {at}: {message}"),
+                None => format!("panicked: {message}"),
+            }),
+            Err(other) => Some(other.to_string()),
         };
         if let Some(message) = failure {
-            protocol::write_frame(&mut out, &protocol::init_failed(&message))?;
+            protocol::write_frame(
+                &mut out,
+                &protocol::init_failed(StartFailure::Initializer, &message),
+            )?;
             return Ok(());
         }
     }
