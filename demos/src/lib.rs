@@ -48,6 +48,11 @@ pub type DemoResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
 
 /// The Rust examples of the porting guide, `docs/porting-from-python.md`, compiled and run as
 /// doctests so the guide cannot drift from the API.
+/// Compiles and runs the README's Rust examples, so the front page never lies.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;
+
 #[cfg(doctest)]
 #[doc = include_str!("../../docs/porting-from-python.md")]
 pub struct PortingGuideDoctests;
