@@ -63,6 +63,8 @@ struct Batch {
     count: u32,
     /// When the oldest buffered result was produced.
     since: Option<Instant>,
+    /// The flusher is watching this batch (a task started while results waited).
+    armed: bool,
 }
 
 impl Batch {
@@ -73,6 +75,7 @@ impl Batch {
             frame,
             count: 0,
             since: None,
+            armed: false,
         }
     }
 
@@ -99,9 +102,20 @@ impl Outbox {
         let mut batch = self.batch.lock();
         protocol::push_result(&mut batch.frame, result);
         batch.count += 1;
-        let first = batch.since.is_none();
         batch.since.get_or_insert_with(Instant::now);
-        if first || batch.frame.len() >= FLUSH_BYTES {
+        if batch.frame.len() >= FLUSH_BYTES {
+            batch.armed = true;
+            self.wake.notify_one();
+        }
+    }
+
+    /// Called before a task starts: results waiting now might wait for the whole task, so the
+    /// flusher takes charge of them. Costs nothing when nothing waits (a lone task per frame,
+    /// whose result the task thread sends itself), and one wake-up per batch otherwise.
+    fn arm(&self) {
+        let mut batch = self.batch.lock();
+        if batch.count > 0 && !batch.armed {
+            batch.armed = true;
             self.wake.notify_one();
         }
     }
@@ -126,7 +140,7 @@ impl Outbox {
                     if self.closed.load(Ordering::Acquire) {
                         return;
                     }
-                    match batch.since {
+                    match batch.since.filter(|_| batch.armed) {
                         None => {
                             self.wake.wait(&mut batch);
                         }
@@ -228,6 +242,7 @@ fn run_tasks(input: &mut impl Read, outbox: &Outbox, max_tasks: u64) -> io::Resu
                 let n = r.count(TASK_RECORD_MIN).map_err(io::Error::other)?;
                 for _ in 0..n {
                     let task = r.task().map_err(io::Error::other)?;
+                    outbox.arm();
                     let started = Instant::now();
                     let outcome = sys::trampoline_at(task.fn_offset)(task.payload);
                     let nanos = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);

@@ -30,7 +30,8 @@ fn ready(pid: u32) -> Vec<u8> {
 }
 
 fn init_failed(message: &str) -> Vec<u8> {
-    let mut b = vec![5];
+    // Kind, then why the worker could not start (1: the initializer), then the message.
+    let mut b = vec![5, 1];
     b.extend_from_slice(&(message.len() as u32).to_le_bytes());
     b.extend_from_slice(message.as_bytes());
     frame(&b)
