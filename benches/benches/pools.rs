@@ -122,6 +122,11 @@ fn bench_map(c: &mut Criterion, pools: &Pools) {
         g.bench_with_input(BenchmarkId::new("cf-thread", chunk), &chunk, |b, &c| {
             b.iter_custom(|n| map::cf(&pools.thread, MAP_ITEMS, c, n))
         });
+        g.bench_with_input(
+            BenchmarkId::new("cf-proc chunk tasks", chunk),
+            &chunk,
+            |b, &c| b.iter_custom(|n| map::cf_chunk_tasks(&pools.proc, MAP_ITEMS, c, n)),
+        );
         g.bench_with_input(BenchmarkId::new("rayon", chunk), &chunk, |b, &c| {
             b.iter_custom(|n| map::rayon(&pools.rayon, MAP_ITEMS, c, n))
         });
@@ -147,7 +152,8 @@ fn bench_echo(c: &mut Criterion, pools: &Pools) {
     g.measurement_time(Duration::from_secs(5));
     let mut pingpong = PingPong::start().expect("ping-pong partner");
     for (len, label) in PAYLOADS {
-        g.throughput(Throughput::Bytes(len as u64));
+        // A round trip moves the payload twice (there and back); a memcpy once (set below).
+        g.throughput(Throughput::Bytes(2 * len as u64));
         g.bench_function(BenchmarkId::new("cf-proc Vec<u8>", label), |b| {
             b.iter_custom(|n| echo::cf_vec(&pools.proc, len, n))
         });
@@ -165,6 +171,7 @@ fn bench_echo(c: &mut Criterion, pools: &Pools) {
             b.iter_custom(|n| pingpong.run(&message, n))
         });
         let src = tasks::payload(len);
+        g.throughput(Throughput::Bytes(len as u64));
         g.bench_function(BenchmarkId::new("memcpy", label), |b| {
             b.iter_custom(|n| physical::memcpy(&src, n))
         });

@@ -7,8 +7,8 @@ Standard library only. Prints one JSON object on stdout:
      "results": [{"workload": "round_trip", "contender": "py-proc", "items": 1,
                   "seconds": [per-operation seconds, one per run]}, ...]}
 
-The method is the Rust side's: one warm-up call that also sizes the batch so a sample lasts
-about --target-seconds, then --runs samples; the caller takes the median. Pools are built once
+The method is the Rust side's: a warm-up on growing batches that sizes the batch so a sample
+lasts about --target-seconds, then --runs samples; the caller takes the median. Pools are built once
 per workload and warmed up, except in `startup`, which times a pool's whole life.
 """
 
@@ -41,19 +41,25 @@ def echo(b):
     return b
 
 
+def calibrate(op, target):
+    """Grows the batch until one lasts a quarter of the target; returns the sample size."""
+    iters = 1
+    while True:
+        took = max(op(iters), 1e-9)
+        if took >= target / 4 or iters >= 1 << 30:
+            return int(min(max(iters * target / took, 1), 1e9))
+        iters *= 4
+
+
 def measure(op, runs, target):
     """op(iters) runs the operation iters times and returns elapsed seconds."""
-    once = max(op(1), 1e-9)
-    iters = int(min(max(target / once, 1), 1e9))
+    iters = calibrate(op, target)
     return [op(iters) / iters for _ in range(runs)]
 
 
 def measure_group(ops, runs, target):
     """Like measure, for several operations sampled round-robin; {name: seconds}."""
-    iters = {}
-    for name, fn in ops.items():
-        once = max(timed(fn)(1), 1e-9)
-        iters[name] = int(min(max(target / once, 1), 1e9))
+    iters = {name: calibrate(timed(fn), target) for name, fn in ops.items()}
     seconds = {name: [] for name in ops}
     for _ in range(runs):
         for name, fn in ops.items():
@@ -134,7 +140,9 @@ def main():
             # Payload echo: bytes, which pickle as one string (Python's default is fast).
             for size, label in PAYLOADS:
                 data = (bytes(range(251)) * (size // 251 + 1))[:size]
-                record(f"echo_{label}", name, size, lambda d=data: pool.submit(echo, d).result())
+                # A round trip moves the payload twice: there and back.
+                record(f"echo_{label}", name, 2 * size,
+                       lambda d=data: pool.submit(echo, d).result())
 
     # CPU-bound scaling over 1..=workers, against the same calls in sequence, sampled
     # round-robin with the pools so that load from elsewhere slows them alike.

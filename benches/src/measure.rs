@@ -55,8 +55,8 @@ pub struct Sampler {
 }
 
 impl Sampler {
-    /// Measures `op` (which runs the operation `iters` times and returns the time taken): one
-    /// warm-up call that also sizes the batch, then `runs` samples.
+    /// Measures `op` (which runs the operation `iters` times and returns the time taken): a
+    /// warm-up that also sizes the batch ([`calibrate`](Self::calibrate)), then `runs` samples.
     pub fn measure(&self, mut op: impl FnMut(u64) -> Duration) -> Samples {
         self.measure_runs(self.runs, &mut op)
     }
@@ -70,10 +70,20 @@ impl Sampler {
         Samples { seconds }
     }
 
-    /// Runs `op` once (a warm-up) and returns how many operations make one sample.
+    /// Runs `op` on growing batches (a warm-up) until one lasts a quarter of the target, and
+    /// returns how many operations make one sample. Sizing from a single call would let one
+    /// slow first call (a worker starting, a page fault) shrink every sample to a few
+    /// operations, at the mercy of any hiccup.
     pub fn calibrate(&self, mut op: impl FnMut(u64) -> Duration) -> u64 {
-        let once = op(1).max(Duration::from_nanos(1));
-        (self.target.as_secs_f64() / once.as_secs_f64()).clamp(1.0, 1e9) as u64
+        let target = self.target.as_secs_f64();
+        let mut iters: u64 = 1;
+        loop {
+            let took = op(iters).as_secs_f64().max(1e-9);
+            if took >= target / 4.0 || iters >= 1 << 30 {
+                return ((iters as f64) * target / took).clamp(1.0, 1e9) as u64;
+            }
+            iters = iters.saturating_mul(4);
+        }
     }
 }
 

@@ -14,7 +14,8 @@ pub enum Metric {
     Latency,
     /// Items per second (`items` per operation); higher is better.
     Throughput,
-    /// Bytes per second (`items` bytes per operation); higher is better.
+    /// Bytes moved per second (`items` bytes per operation: twice the payload for a round
+    /// trip, once for a copy); higher is better.
     Bandwidth,
     /// The time of the sequential baseline measured in the same workload (`sequential` for
     /// Rust, `py-seq` for Python) over this row's time; higher is better.
@@ -198,6 +199,24 @@ impl Report {
                 |v| v >= 1.9,
             );
         }
+        let ceiling = self.value(&wide, "std::thread");
+        t.push(Target {
+            name: format!(
+                "context: what the machine gave this run ({cores} cores, std::thread, one thread \
+                 per task)"
+            ),
+            goal: "—".into(),
+            measured: ceiling.map_or("n/a".into(), |v| format!("{v:.2}x")),
+            met: None,
+        });
+        let mut ratio = |name: &str, goal: &str, v: Option<f64>, ok: fn(f64) -> bool| {
+            t.push(Target {
+                name: name.into(),
+                goal: goal.into(),
+                measured: v.map_or("n/a".into(), |v| format!("{v:.2}x")),
+                met: v.map(ok),
+            });
+        };
         ratio(
             "thread round trip vs rayon spawn + channel",
             "<= 1.0x",
@@ -270,6 +289,7 @@ impl Report {
             let status = match t.met {
                 Some(true) => "met",
                 Some(false) => "**not met**",
+                None if t.goal == "—" => "",
                 None => "not measured",
             };
             let _ = writeln!(s, "| {} | {} | {} | {status} |", t.name, t.goal, t.measured);

@@ -348,6 +348,10 @@ fn measure_steady_state(bench: &mut Bench, cores: usize) {
                 contender("cf-thread", MAP_ITEMS, |n| {
                     map::cf(&thread, MAP_ITEMS, c, n)
                 }),
+                contender("cf-proc+chunk-tasks", MAP_ITEMS, |n| {
+                    map::cf_chunk_tasks(&proc, MAP_ITEMS, c, n)
+                })
+                .detail("submit(noop_chunk, chunk): one task and future per chunk"),
                 contender("rayon", MAP_ITEMS, |n| map::rayon(&rayon, MAP_ITEMS, c, n))
                     .detail("par_iter, with_min_len(chunksize)"),
                 contender("procspawn", ps_items, |n| {
@@ -360,24 +364,28 @@ fn measure_steady_state(bench: &mut Bench, cores: usize) {
     }
 
     for (len, label) in PAYLOADS {
+        // A round trip moves the payload twice (there and back), a memcpy once.
+        let moved = 2 * len as u64;
         let message = Message::new(&tasks::payload(len));
         let src = tasks::payload(len);
         bench.workload(
             &format!("echo_{label}"),
-            &format!("echo a {label} payload (bandwidth = payload bytes / round trip)"),
+            &format!(
+                "echo a {label} payload (bandwidth = bytes moved / time: 2 × payload per round \
+                 trip, the payload once per memcpy)"
+            ),
             Metric::Bandwidth,
             vec![
-                contender("cf-proc", len as u64, |n| echo::cf_vec(&proc, len, n))
+                contender("cf-proc", moved, |n| echo::cf_vec(&proc, len, n))
                     .detail("Vec<u8>, the default"),
-                contender("cf-proc+ByteBuf", len as u64, |n| {
+                contender("cf-proc+ByteBuf", moved, |n| {
                     echo::cf_bytebuf(&proc, len, n)
                 })
                 .detail("serde_bytes::ByteBuf"),
-                contender("cf-thread", len as u64, |n| echo::cf_vec(&thread, len, n))
+                contender("cf-thread", moved, |n| echo::cf_vec(&thread, len, n))
                     .detail("Vec<u8>, moved"),
-                contender("procspawn", len as u64, |n| echo::procspawn(&ps, len, n))
-                    .detail("Vec<u8>"),
-                contender("socketpair", len as u64, |n| pingpong.run(&message, n))
+                contender("procspawn", moved, |n| echo::procspawn(&ps, len, n)).detail("Vec<u8>"),
+                contender("socketpair", moved, |n| pingpong.run(&message, n))
                     .detail("the bytes there and back between two processes"),
                 contender("memcpy", len as u64, |n| physical::memcpy(&src, n))
                     .detail("one copy into a warm buffer"),

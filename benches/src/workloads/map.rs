@@ -23,6 +23,30 @@ pub fn cf<E: Executor>(pool: &E, items: u64, chunksize: usize, iters: u64) -> Du
     start.elapsed()
 }
 
+/// `map` done by hand with one task (and one future) per chunk, `submit(noop_chunk, chunk)`:
+/// what Python's `map(chunksize=)` does, and what cf's `map` could do (it makes one future
+/// per item).
+pub fn cf_chunk_tasks<E: Executor>(pool: &E, items: u64, chunksize: usize, iters: u64) -> Duration {
+    let start = Instant::now();
+    for _ in 0..iters {
+        let all: Vec<u64> = (0..items).collect();
+        let futures: Vec<_> = all
+            .chunks(chunksize)
+            .map(|c| pool.submit(noop_chunk, c.to_vec()).expect("submit"))
+            .collect();
+        let mut out = Vec::with_capacity(all.len());
+        for f in futures {
+            let chunk = f
+                .try_unwrap()
+                .unwrap_or_else(|_| panic!("the only handle to a chunk future"))
+                .expect("chunk");
+            out.extend(chunk);
+        }
+        black_box(out);
+    }
+    start.elapsed()
+}
+
 /// A parallel iterator split no finer than `chunksize`, collected in order.
 pub fn rayon(pool: &rayon::ThreadPool, items: u64, chunksize: usize, iters: u64) -> Duration {
     let start = Instant::now();
