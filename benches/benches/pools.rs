@@ -201,6 +201,9 @@ fn bench_cpu_scaling(c: &mut Criterion) {
             b.iter_custom(|n| scaling::procspawn(&pools.procspawn, CPU_TASKS, CPU_N, n))
         });
     }
+    g.bench_function(BenchmarkId::new("ideal-split", cores()), |b| {
+        b.iter_custom(|n| scaling::ideal_split(cores(), CPU_TASKS, CPU_N, n))
+    });
     g.bench_function(BenchmarkId::new("std::thread", CPU_TASKS), |b| {
         b.iter_custom(|n| scaling::std_thread(CPU_TASKS, CPU_N, n))
     });

@@ -199,11 +199,11 @@ impl Report {
                 |v| v >= 1.9,
             );
         }
-        let ceiling = self.value(&wide, "std::thread");
+        let ceiling = self.value(&wide, "ideal-split");
         t.push(Target {
             name: format!(
-                "context: what the machine gave this run ({cores} cores, std::thread, one thread \
-                 per task)"
+                "context: what the machine gave this run ({cores} plain threads, an equal share \
+                 of the tasks each)"
             ),
             goal: "—".into(),
             measured: ceiling.map_or("n/a".into(), |v| format!("{v:.2}x")),

@@ -434,6 +434,15 @@ fn measure_scaling(bench: &mut Bench, cores: usize) {
         ];
         if w == cores {
             cs.push(
+                contender("ideal-split", CPU_TASKS as u64, |n| {
+                    scaling::ideal_split(w, CPU_TASKS, CPU_N, n)
+                })
+                .detail(format!(
+                    "{w} plain threads, {} tasks each: the machine's ceiling",
+                    CPU_TASKS.div_ceil(w)
+                )),
+            );
+            cs.push(
                 contender("std::thread", CPU_TASKS as u64, |n| {
                     scaling::std_thread(CPU_TASKS, CPU_N, n)
                 })

@@ -69,6 +69,29 @@ pub fn std_thread(tasks: usize, n: u64, iters: u64) -> Duration {
     start.elapsed()
 }
 
+/// The best static schedule: `threads` threads started together, each running its equal
+/// share of the tasks. What the machine can give; no pool can beat it.
+pub fn ideal_split(threads: usize, tasks: usize, n: u64, iters: u64) -> Duration {
+    let start = Instant::now();
+    for _ in 0..iters {
+        let share = tasks.div_ceil(threads);
+        let total = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..threads)
+                .map(|t| {
+                    let mine = share.min(tasks.saturating_sub(t * share));
+                    s.spawn(move || (0..mine).map(|_| cpu_heavy(n)).fold(0, u64::wrapping_add))
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("joined"))
+                .fold(0, u64::wrapping_add)
+        });
+        black_box(total);
+    }
+    start.elapsed()
+}
+
 /// The same calls, one after another.
 pub fn sequential(tasks: usize, n: u64, iters: u64) -> Duration {
     let start = Instant::now();
