@@ -243,7 +243,7 @@ fn short_chaos_with_workers_retiring_after_40_tasks() {
 }
 
 #[test]
-#[ignore = "soak, about a minute in release: \
+#[ignore = "soak, about 10 s in release: \
             cargo test --release -p cf-pool-proc --test chaos -- --ignored --nocapture"]
 fn soak_100k_tasks_under_sigkill_every_50ms() {
     soak(&Soak {

@@ -6,7 +6,8 @@
 //!
 //! * finished with `mix(input)`: it had been handed to a worker (`set_running` happens when a
 //!   task enters a worker's window), and a window is always run to the end; or
-//! * cancelled: it was still in the pool's queue, which shutdown drains.
+//! * cancelled: it was still in the pool's queue, which shutdown drains, or its submitter's
+//!   own `cancel()` (every 7th task) won the race with the workers.
 //!
 //! Nothing else is possible without a fault: no worker dies here (so no `WorkerDied`), payloads
 //! are plain integers (no `Codec`), no initializer (no `Broken`). A ledger the workers append
@@ -44,14 +45,16 @@ struct Race {
     limit: Duration,
 }
 
-/// One submitter's accepted tasks: `(id, future)`.
-type Accepted = Vec<(u64, Future<u64>)>;
+/// One submitter's accepted tasks: `(id, future, whether its own cancel() succeeded)`.
+type Accepted = Vec<(u64, Future<u64>, bool)>;
 
 #[derive(Debug, Default)]
 struct Tally {
     accepted: usize,
     values: usize,
     cancelled: usize,
+    /// Of those, cancelled by the submitter's own `cancel()`.
+    cancel_won: usize,
     refused: usize,
 }
 
@@ -87,6 +90,9 @@ fn shutdown_race(cfg: &Race, moment: Moment) -> Tally {
                 let completed = &completed;
                 s.spawn(move || {
                     let mut was_refused = false;
+                    // Every 7th task is cancelled by its submitter, newest first, in bursts: a race
+                    // with the workers taking them. A cancel() that wins means the task never runs.
+                    let mut to_cancel: Vec<usize> = Vec::new();
                     let mut i = 0;
                     while i < per_thread {
                         // Every other thread submits in batches of 16 (one message per batch).
@@ -114,7 +120,10 @@ fn shutdown_race(cfg: &Race, moment: Moment) -> Tally {
                                         calls[id as usize].fetch_add(1, Ordering::SeqCst);
                                         completed.fetch_add(1, Ordering::SeqCst);
                                     });
-                                    mine.push((id, f));
+                                    if id % 7 == 3 {
+                                        to_cancel.push(mine.len());
+                                    }
+                                    mine.push((id, f, false));
                                 }
                             }
                             Err(SubmitError::Shutdown) => {
@@ -126,6 +135,13 @@ fn shutdown_race(cfg: &Race, moment: Moment) -> Tally {
                         // Pace the submitters so submitting overlaps running.
                         if attempts.fetch_add(n as usize, Ordering::SeqCst) % 16 < n as usize {
                             std::thread::sleep(Duration::from_micros(500));
+                        }
+                        if to_cancel.len() >= 4 || i + n >= per_thread {
+                            let mut mine = mine.lock().unwrap();
+                            for &k in to_cancel.iter().rev() {
+                                mine[k].2 = mine[k].1.cancel();
+                            }
+                            to_cancel.clear();
                         }
                         i += n;
                     }
@@ -145,7 +161,7 @@ fn shutdown_race(cfg: &Race, moment: Moment) -> Tally {
                 shut.store(true, Ordering::SeqCst);
                 // Everything accepted so far must be done now, not eventually.
                 for mine in &accepted {
-                    for (id, f) in mine.lock().unwrap().iter() {
+                    for (id, f, _) in mine.lock().unwrap().iter() {
                         assert!(f.done(), "task {id} not done when shutdown(wait) returned");
                     }
                 }
@@ -164,17 +180,22 @@ fn shutdown_race(cfg: &Race, moment: Moment) -> Tally {
             ..Tally::default()
         };
         for mine in accepted {
-            for (id, f) in mine.into_inner().unwrap() {
+            for (id, f, cancelled) in mine.into_inner().unwrap() {
                 let n = calls[id as usize].load(Ordering::SeqCst);
                 assert_eq!(n, 1, "task {id}: callbacks ran {n} times");
                 let ran = ran[id as usize];
                 match f.try_result() {
                     Some(Ok(&v)) => {
                         assert_eq!(v, mix(id), "task {id} got another task's value");
+                        assert!(
+                            !cancelled,
+                            "task {id}: cancel() said yes, yet it has a value"
+                        );
                         assert_eq!(ran, 1, "task {id} has a value and ran {ran} times");
                         tally.values += 1;
                     }
                     Some(Err(TaskError::Cancelled)) => {
+                        tally.cancel_won += usize::from(cancelled);
                         assert_eq!(ran, 0, "task {id} was cancelled but ran {ran} times");
                         tally.cancelled += 1;
                     }

@@ -3,9 +3,10 @@
 //!
 //! After `shutdown(wait = true, cancel_futures = true)` returns, each accepted future is either
 //! finished with `work(input)` (a worker had taken it off the queue) or cancelled (it was still
-//! queued), and never runs after being cancelled; callbacks ran exactly once; every later
-//! `submit` is refused with `SubmitError::Shutdown`. Sizes shrink under Miri and in debug
-//! builds; the full size (8 x 50,000 tasks) is ignored by default:
+//! queued, or its submitter's own `cancel()` won the race), and never runs after being
+//! cancelled; callbacks ran exactly once; every later `submit` is refused with
+//! `SubmitError::Shutdown`. Sizes shrink under Miri and in debug builds; the full size
+//! (8 x 50,000 tasks) is ignored by default:
 //!
 //! ```text
 //! cargo test --release -p cf-pool-thread --test stress -- --ignored --nocapture
@@ -100,14 +101,16 @@ enum Moment {
     Completed(usize),
 }
 
-/// One submitter's accepted tasks: `(id, future)`.
-type Accepted = Vec<(u64, Future<u64>)>;
+/// One submitter's accepted tasks: `(id, future, whether its own cancel() succeeded)`.
+type Accepted = Vec<(u64, Future<u64>, bool)>;
 
 #[derive(Debug, Default)]
 struct Tally {
     accepted: usize,
     values: usize,
     cancelled: usize,
+    /// Of those, cancelled by the submitter's own `cancel()`.
+    cancel_won: usize,
     refused: usize,
 }
 
@@ -134,6 +137,9 @@ impl Round {
     fn submitter(&self, t: u64) {
         let via = [Via::Submit, Via::Batch, Via::Spawn][t as usize % 3];
         let mut was_refused = false;
+        // Every 7th task is cancelled by its submitter, newest first, in bursts: a race
+        // with the workers taking them. A cancel() that wins means the task never runs.
+        let mut to_cancel: Vec<usize> = Vec::new();
         let mut i = 0;
         while i < self.per_thread {
             let n = if matches!(via, Via::Batch) {
@@ -166,7 +172,10 @@ impl Round {
                             calls[id as usize].fetch_add(1, Ordering::SeqCst);
                             completed.fetch_add(1, Ordering::SeqCst);
                         });
-                        mine.push((id, f));
+                        if id % 7 == 3 {
+                            to_cancel.push(mine.len());
+                        }
+                        mine.push((id, f, false));
                     }
                 }
                 Err(SubmitError::Shutdown) => {
@@ -177,6 +186,13 @@ impl Round {
             }
             if self.attempts.fetch_add(n as usize, Ordering::SeqCst) % 64 < n as usize {
                 std::thread::yield_now();
+            }
+            if to_cancel.len() >= 4 || i + n >= self.per_thread {
+                let mut mine = self.accepted[t as usize].lock().unwrap();
+                for &k in to_cancel.iter().rev() {
+                    mine[k].2 = mine[k].1.cancel();
+                }
+                to_cancel.clear();
             }
             i += n;
         }
@@ -195,7 +211,7 @@ impl Round {
         self.pool.shutdown(true, true);
         // Everything accepted so far must be done now, not eventually.
         for mine in &self.accepted {
-            for (id, f) in mine.lock().unwrap().iter() {
+            for (id, f, _) in mine.lock().unwrap().iter() {
                 assert!(f.done(), "task {id} not done when shutdown(wait) returned");
             }
         }
@@ -213,7 +229,7 @@ impl Round {
         };
         for (t, mine) in self.accepted.into_iter().enumerate() {
             let spawned = t % 3 == 2;
-            for (id, f) in mine.into_inner().unwrap() {
+            for (id, f, cancelled) in mine.into_inner().unwrap() {
                 let n = self.calls[id as usize].load(Ordering::SeqCst);
                 assert_eq!(n, 1, "task {id}: callbacks ran {n} times");
                 let ran = self.ran[id as usize].load(Ordering::SeqCst);
@@ -221,12 +237,17 @@ impl Round {
                     Some(Ok(&v)) => {
                         assert_eq!(v, work(id), "task {id} got another task's value");
                         assert!(
+                            !cancelled,
+                            "task {id}: cancel() said yes, yet it has a value"
+                        );
+                        assert!(
                             !spawned || ran == 1,
                             "task {id} has a value, ran {ran} times"
                         );
                         tally.values += 1;
                     }
                     Some(Err(TaskError::Cancelled)) => {
+                        tally.cancel_won += usize::from(cancelled);
                         assert_eq!(ran, 0, "task {id} was cancelled but ran");
                         tally.cancelled += 1;
                     }
