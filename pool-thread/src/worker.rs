@@ -11,10 +11,17 @@
 //! per task fewer); it only ever goes down under the lock, when a worker takes a job, so a
 //! submitter holding the lock never sees a worker as available that will not take its job.
 //!
-//! A worker that finds the queue empty spins briefly (watching an atomic mirror of the queue
-//! length, without the lock) before it sleeps on the condvar. Work submitted in a burst, or a
-//! task submitted right after the previous result was read, is then picked up without a
-//! futex wake-up, which costs several microseconds (more on a virtual machine) on both sides.
+//! A worker that finds the queue empty may become a *spinner*: it watches an atomic mirror of
+//! the queue length, without the lock, for up to [`SPIN_FOR`] before it sleeps on the condvar.
+//! Work submitted in a burst, or a task submitted right after the previous result was read, is
+//! then picked up without a futex wake-up, which costs several microseconds (more on a virtual
+//! machine) on both sides. At most one worker per CPU spins ([`max_spinners`]); the others
+//! sleep at once. A submit wakes a sleeping worker only when the queue holds more jobs than
+//! there are spinners to take them. The first spinner keeps its CPU for [`SPIN_KEEP_CPU`]: on
+//! a busy machine `sched_yield` can hand the CPU to another process for a whole time slice,
+//! which tripled the round trip in measurements. After that, and for further spinners at once,
+//! it yields between looks, so that idle workers do not crowd out the threads that submit and
+//! consume (keeping the CPU for all 50 µs cost a third of `map` throughput on 2 CPUs).
 
 use std::cell::Cell;
 use std::collections::VecDeque;
@@ -43,8 +50,14 @@ static NEXT_POOL_ID: AtomicUsize = AtomicUsize::new(1);
 /// How long an idle worker watches for new work before it sleeps. Long enough to bridge the
 /// gap between a result being read and the next submit, short enough that an idle pool is idle.
 const SPIN_FOR: Duration = Duration::from_micros(50);
-/// Busy-wait rounds before the spinning worker starts yielding its CPU to other threads.
-const SPIN_BEFORE_YIELD: u32 = 64;
+/// How long the first spinner keeps its CPU before it starts yielding between looks.
+const SPIN_KEEP_CPU: Duration = Duration::from_micros(10);
+
+/// How many workers of one pool may spin at once: one per CPU.
+fn max_spinners() -> usize {
+    static MAX: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *MAX.get_or_init(cf_executor_api::cpu_count)
+}
 
 pub(crate) struct Shared {
     state: Mutex<State>,
@@ -58,6 +71,10 @@ pub(crate) struct Shared {
     /// `state.queue.len()`, stored under the lock after every change: what spinning workers
     /// watch.
     queued: AtomicUsize,
+    /// Workers spinning for work right now (at most [`max_spinners`]). A spinner re-checks the
+    /// queue under the lock after it stops counting itself here, so a submit that saw it
+    /// counted need not wake anyone.
+    spinning: AtomicUsize,
     pub(crate) max_workers: usize,
     pub(crate) prefix: String,
     initializer: Option<Initializer>,
@@ -105,6 +122,7 @@ impl Shared {
             exited: Condvar::new(),
             available: AtomicUsize::new(0),
             queued: AtomicUsize::new(0),
+            spinning: AtomicUsize::new(0),
             max_workers,
             prefix,
             initializer,
@@ -164,7 +182,10 @@ impl Shared {
                 );
             }
         }
-        self.work.notify_one();
+        // Spinners take queued jobs by themselves; wake a sleeper only for the excess.
+        if self.spinning.load(Ordering::SeqCst) < st.queue.len() {
+            self.work.notify_one();
+        }
         Ok(())
     }
 
@@ -323,6 +344,8 @@ fn worker_main(shared: &Shared) {
         }
         drop(st);
         let found = spin_for_work(shared);
+        // `spin_for_work` no longer counts this worker as a spinner: from here on a submit
+        // wakes it, and the queue is re-checked under the lock before it sleeps.
         st = shared.state.lock();
         if !found && st.queue.is_empty() && !st.shutdown && st.broken.is_none() {
             shared.work.wait(&mut st);
@@ -331,22 +354,47 @@ fn worker_main(shared: &Shared) {
     drop(st);
 }
 
-/// Watches the queue for up to [`SPIN_FOR`] without the lock; `true` if work appeared.
+/// Watches the queue for up to [`SPIN_FOR`] without the lock, if no more than
+/// [`max_spinners`] workers already do; `true` if work appeared.
 fn spin_for_work(shared: &Shared) -> bool {
+    let max = max_spinners();
+    let Ok(others) = shared
+        .spinning
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+            (n < max).then_some(n + 1)
+        })
+    else {
+        return false;
+    };
+    // The first spinner keeps its CPU for a few microseconds (the latency path: a caller that
+    // reads a result and submits again); after that, and for the other spinners at once, it
+    // yields between looks, so the threads that submit and consume get to run.
+    let keep_cpu_for = if others == 0 {
+        SPIN_KEEP_CPU
+    } else {
+        Duration::ZERO
+    };
     let start = Instant::now();
     let mut round: u32 = 0;
-    loop {
+    let mut polite = false;
+    let found = loop {
         if shared.queued.load(Ordering::Acquire) > 0 {
-            return true;
+            break true;
         }
-        if round < SPIN_BEFORE_YIELD {
-            round += 1;
-            std::hint::spin_loop();
-        } else {
-            if start.elapsed() >= SPIN_FOR {
-                return false;
-            }
+        round = round.wrapping_add(1);
+        if polite {
             thread::yield_now();
+        } else {
+            std::hint::spin_loop();
         }
-    }
+        if round % 64 == 0 {
+            let spun = start.elapsed();
+            if spun >= SPIN_FOR {
+                break false;
+            }
+            polite = spun >= keep_cpu_for;
+        }
+    };
+    shared.spinning.fetch_sub(1, Ordering::SeqCst);
+    found
 }
