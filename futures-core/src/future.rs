@@ -526,6 +526,27 @@ impl<T> Promise<T> {
     pub fn state(&self) -> State {
         self.inner().shared.lock().state
     }
+
+    /// Whether done-callbacks are waiting to run. An executor that completes futures on a
+    /// thread it also needs for other work can steer new work elsewhere while they run.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let p = cf_futures_core::Promise::<u8>::new();
+    /// assert!(!p.has_done_callbacks());
+    /// p.future().add_done_callback(|_| {});
+    /// assert!(p.has_done_callbacks());
+    /// ```
+    #[must_use]
+    pub fn has_done_callbacks(&self) -> bool {
+        self.inner()
+            .shared
+            .lock()
+            .listeners
+            .as_ref()
+            .is_some_and(|l| !l.callbacks.is_empty())
+    }
 }
 
 impl<T> Drop for Promise<T> {

@@ -86,15 +86,17 @@ fuzz_target!(|data: &[u8]| {
         frame.len()
     );
     if result.is_ok() {
-        let len = u32::from_le_bytes(frame[..4].try_into().unwrap()) as usize;
+        // Header: 4-byte magic, u32 body length; then the kind byte.
+        assert_eq!(&frame[..4], b"cfP\x01", "accepted a frame without the magic");
+        let len = u32::from_le_bytes(frame[4..8].try_into().unwrap()) as usize;
         assert!(
             (1..=max).contains(&len),
             "accepted a length prefix of {len}"
         );
         assert!(
-            matches!(frame[4], 4..=6),
+            matches!(frame[8], 4..=6),
             "accepted a frame of kind {} from a worker",
-            frame[4]
+            frame[8]
         );
     }
     let (again, _) = parse(frame, max);

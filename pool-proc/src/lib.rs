@@ -126,7 +126,7 @@ pub mod fuzzing {
     ///
     /// A description of why the frame was refused.
     pub fn parse_worker_frame(frame: &[u8], max: usize) -> Result<(), String> {
-        let body = crate::protocol::read_frame(&mut &frame[..], max)
+        let body = crate::protocol::read_frame(&mut &frame[..], max, None)
             .map_err(|e| e.to_string())?
             .ok_or("empty stream")?;
         crate::protocol::decode_worker_message(&body)

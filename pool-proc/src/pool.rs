@@ -1,9 +1,9 @@
 //! `ProcessPoolExecutor`: the builder, the shared state, `submit` and `shutdown`.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::fmt;
 use std::sync::Arc;
-use std::thread::JoinHandle;
+use std::thread::{JoinHandle, ThreadId};
 use std::time::{Duration, Instant};
 
 use cf_executor_api::{
@@ -73,7 +73,16 @@ pub(crate) struct PoolState {
     pub(crate) broken: Option<String>,
     feeders: Vec<JoinHandle<()>>,
     watchdog: bool,
+    /// Workers in a row that died before their handshake holding nothing: a binary whose
+    /// workers cannot start must break the pool, not respawn forever.
+    pub(crate) startup_deaths: u32,
+    /// The pool's own threads (feeders, readers, watchdog): `shutdown(wait)` called from one of
+    /// them (a done-callback) must not wait for itself.
+    own_threads: HashSet<ThreadId>,
 }
+
+/// Workers dying before their handshake this many times in a row break the pool.
+const STARTUP_DEATHS_LIMIT: u32 = 10;
 
 impl PoolState {
     pub(crate) fn slot_mut(&mut self, id: usize) -> Option<&mut SlotState> {
@@ -160,6 +169,21 @@ impl Pool {
         }
     }
 
+    /// Registers the calling thread as one of the pool's own.
+    pub(crate) fn adopt_thread(&self) {
+        self.state
+            .lock()
+            .own_threads
+            .insert(std::thread::current().id());
+    }
+
+    pub(crate) fn release_thread(&self) {
+        self.state
+            .lock()
+            .own_threads
+            .remove(&std::thread::current().id());
+    }
+
     /// The reader of slot `id` saw its worker end and reaped it.
     pub(crate) fn worker_ended(
         self: &Arc<Self>,
@@ -179,6 +203,21 @@ impl Pool {
             let timed_out = slot.timed_out;
             let unexpected = !orphans.is_empty() || cause != ExitCause::Code(0);
             let mut queued = VecDeque::new();
+            // Only a death that made no progress counts: one that held tasks failed them, so the
+            // queue drains; one that held nothing leaves the queue as it was and would respawn
+            // forever.
+            if !slot.ready && orphans.is_empty() && init_failure.is_none() && !state.shutdown {
+                state.startup_deaths += 1;
+                if state.startup_deaths >= STARTUP_DEATHS_LIMIT && state.broken.is_none() {
+                    let reason = format!(
+                        "{STARTUP_DEATHS_LIMIT} workers in a row died before their handshake \
+                         (the last, {pid}, {cause}); something in this executable kills a fresh \
+                         process, e.g. a static constructor"
+                    );
+                    log::error!("cf-pool-proc: {reason}; the pool is broken");
+                    state.broken = Some(reason);
+                }
+            }
             if let Some((why, message)) = init_failure {
                 let reason = match why {
                     StartFailure::Initializer => {
@@ -273,10 +312,12 @@ impl Pool {
 
     /// Kills workers whose timed task overran; runs until the pool is shut down and empty.
     fn watchdog(&self) {
+        self.adopt_thread();
         let mut state = self.state.lock();
         loop {
             if state.shutdown && state.slots.is_empty() {
                 state.watchdog = false;
+                state.own_threads.remove(&std::thread::current().id());
                 return;
             }
             let now = Instant::now();
@@ -415,6 +456,12 @@ impl Pool {
             return;
         }
         let me = std::thread::current().id();
+        if self.state.lock().own_threads.contains(&me) {
+            // A done-callback on a reader thread: the threads finish on their own once the
+            // workers drain; waiting here would wait for this very thread.
+            log::debug!("cf-pool-proc: shutdown(wait) from the pool's own thread; not waiting");
+            return;
+        }
         loop {
             let feeders = std::mem::take(&mut self.state.lock().feeders);
             if feeders.is_empty() {

@@ -1,7 +1,7 @@
 //! The wire protocol between the parent and one worker, over one `UnixStream` pair.
 //!
-//! Every message is a *frame*: a little-endian `u32` body length, then the body, whose first
-//! byte is the [`Kind`]. Bodies are laid out by hand (fixed-width integers and length-prefixed
+//! Every message is a *frame*: a 4-byte magic, a little-endian `u32` body length, then the
+//! body, whose first byte is the [`Kind`]. Bodies are laid out by hand (fixed-width integers and length-prefixed
 //! byte strings) so payload bytes are copied once, never re-encoded. Task arguments and results
 //! inside are `postcard`-encoded by the trampolines.
 //!
@@ -19,9 +19,17 @@
 //! ```
 
 use std::io::{self, Read, Write};
+use std::time::{Duration, Instant};
 
 /// The largest frame either side accepts: 4 GiB - 1 (the length prefix is a `u32`).
 pub(crate) const MAX_FRAME: usize = u32::MAX as usize;
+
+/// Opens every frame, so text or bytes a task writes to the socket are refused at once
+/// instead of being read as a length.
+const MAGIC: u32 = u32::from_le_bytes(*b"cfP\x01");
+
+/// Magic and body length.
+pub(crate) const HEADER: usize = 8;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
@@ -99,6 +107,7 @@ pub(crate) struct FrameBuf {
 impl FrameBuf {
     pub(crate) fn new(kind: Kind) -> Self {
         let mut buf = Vec::with_capacity(64);
+        buf.extend_from_slice(&MAGIC.to_le_bytes());
         buf.extend_from_slice(&[0; 4]);
         buf.push(kind as u8);
         FrameBuf { buf }
@@ -129,8 +138,8 @@ impl FrameBuf {
         self.buf.len()
     }
     pub(crate) fn finish(mut self) -> Vec<u8> {
-        let body = u32::try_from(self.buf.len() - 4).expect("frame sizes are checked");
-        self.buf[..4].copy_from_slice(&body.to_le_bytes());
+        let body = u32::try_from(self.buf.len() - HEADER).expect("frame sizes are checked");
+        self.buf[4..HEADER].copy_from_slice(&body.to_le_bytes());
         self.buf
     }
 }
@@ -181,24 +190,80 @@ pub(crate) fn push_result(f: &mut FrameBuf, r: &ResultFrame<'_>) {
 
 /// Reads one frame body (kind byte first). `Ok(None)` on a clean end of stream between frames.
 ///
-/// The length is checked against `max` before anything is allocated.
-pub(crate) fn read_frame(r: &mut impl Read, max: usize) -> io::Result<Option<Vec<u8>>> {
-    let mut len = [0u8; 4];
-    match r.read_exact(&mut len) {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
-        Err(e) => return Err(e),
+/// Nothing in the header is trusted: the magic must match and the length must be within
+/// `1..=max`, and the body buffer grows only as bytes actually arrive, so a lying length costs
+/// at most twice what was really sent. With a read timeout on the stream, a frame that stops
+/// arriving midway for longer than `stall` is an error (between frames, waiting is fine).
+pub(crate) fn read_frame(
+    r: &mut impl Read,
+    max: usize,
+    stall: Option<Duration>,
+) -> io::Result<Option<Vec<u8>>> {
+    let mut header = [0u8; HEADER];
+    let mut got = 0;
+    let mut progress = Instant::now();
+    while got < HEADER {
+        match r.read(&mut header[got..]) {
+            Ok(0) if got == 0 => return Ok(None),
+            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+            Ok(n) => {
+                got += n;
+                progress = Instant::now();
+            }
+            Err(e) => waited(e, got > 0, progress, stall)?,
+        }
     }
-    let len = u32::from_le_bytes(len) as usize;
+    let magic = u32::from_le_bytes(header[..4].try_into().expect("4 bytes"));
+    if magic != MAGIC {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("bad frame magic {magic:#010x}: not a cf-pool-proc frame"),
+        ));
+    }
+    let len = u32::from_le_bytes(header[4..].try_into().expect("4 bytes")) as usize;
     if len == 0 || len > max {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
             format!("frame of {len} bytes is outside 1..={max}"),
         ));
     }
-    let mut body = vec![0u8; len];
-    r.read_exact(&mut body)?;
+    let mut body = Vec::new();
+    let mut filled = 0;
+    while filled < len {
+        if filled == body.len() {
+            body.resize((body.len() * 2).max(64 * 1024).min(len), 0);
+        }
+        match r.read(&mut body[filled..]) {
+            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+            Ok(n) => {
+                filled += n;
+                progress = Instant::now();
+            }
+            Err(e) => waited(e, true, progress, stall)?,
+        }
+    }
     Ok(Some(body))
+}
+
+/// A read that returned `e`: interruptions and read timeouts are retried, unless the frame is
+/// partly read and has made no progress for `stall`.
+fn waited(
+    e: io::Error,
+    mid_frame: bool,
+    progress: Instant,
+    stall: Option<Duration>,
+) -> io::Result<()> {
+    match e.kind() {
+        io::ErrorKind::Interrupted => Ok(()),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => match stall {
+            Some(limit) if mid_frame && progress.elapsed() >= limit => Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("a frame stalled midway for {limit:?}"),
+            )),
+            _ => Ok(()),
+        },
+        _ => Err(e),
+    }
 }
 
 pub(crate) fn write_frame(w: &mut impl Write, frame: &[u8]) -> io::Result<()> {
@@ -377,7 +442,9 @@ mod tests {
             },
         );
         let frame = f.finish();
-        let body = read_frame(&mut &frame[..], MAX_FRAME).unwrap().unwrap();
+        let body = read_frame(&mut &frame[..], MAX_FRAME, None)
+            .unwrap()
+            .unwrap();
         let (kind, mut r) = Reader::new(&body).unwrap();
         assert_eq!(kind, Kind::Results);
         assert_eq!(r.count(RESULT_RECORD_MIN).unwrap(), 2);
@@ -395,13 +462,20 @@ mod tests {
     }
 
     #[test]
-    fn oversized_and_empty_frames_are_refused_before_allocation() {
-        let frame = (u32::MAX).to_le_bytes();
-        let err = read_frame(&mut &frame[..], 1024).unwrap_err();
+    fn oversized_empty_and_foreign_frames_are_refused_before_allocation() {
+        let header = |len: u32| [MAGIC.to_le_bytes(), len.to_le_bytes()].concat();
+        let err = read_frame(&mut &header(u32::MAX)[..], 1024, None).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidData);
-        let frame = 0u32.to_le_bytes();
-        assert!(read_frame(&mut &frame[..], 1024).is_err());
-        assert!(read_frame(&mut &[][..], 1024).unwrap().is_none());
+        assert!(read_frame(&mut &header(0)[..], 1024, None).is_err());
+        assert!(read_frame(&mut &[][..], 1024, None).unwrap().is_none());
+        let err = read_frame(&mut &b"hello from a task"[..], MAX_FRAME, None).unwrap_err();
+        assert!(err.to_string().contains("magic"), "{err}");
+        // A length that promises more than is sent: an error at the end, and the buffer only
+        // grew with what arrived.
+        let mut short = header(1 << 30);
+        short.extend_from_slice(&[6; 100]);
+        let err = read_frame(&mut &short[..], MAX_FRAME, None).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
     }
 
     #[test]
@@ -409,7 +483,7 @@ mod tests {
         let mut f = FrameBuf::new(Kind::Results);
         f.u32(u32::MAX);
         let frame = f.finish();
-        let (_, mut r) = Reader::new(&frame[4..]).unwrap();
+        let (_, mut r) = Reader::new(&frame[HEADER..]).unwrap();
         assert!(r.count(RESULT_RECORD_MIN).is_err());
     }
 }

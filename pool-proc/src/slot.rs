@@ -16,7 +16,7 @@ use std::io::{self, BufReader};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::ExitStatusExt;
 use std::process::{Child, ExitStatus};
-use std::sync::Arc;
+use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -33,6 +33,11 @@ use crate::task::Completion;
 const WINDOW_MIN: usize = 1;
 const WINDOW_MAX: usize = 128;
 const WINDOW_BUDGET_NS: f64 = 2_000_000.0;
+
+/// How often a reader wakes while waiting, to notice a frame that stopped arriving.
+const READ_POLL: Duration = Duration::from_secs(1);
+/// A frame from a worker that makes no progress this long is garbage: the worker is killed.
+const FRAME_STALL: Duration = Duration::from_secs(10);
 
 /// The parent's bookkeeping for one worker, kept in [`PoolState`] under the pool lock.
 #[derive(Default)]
@@ -52,6 +57,10 @@ pub(crate) struct SlotState {
     cap: usize,
     /// The watchdog killed this worker because task `.0` overran its limit `.1`.
     pub(crate) timed_out: Option<(u64, Duration)>,
+    /// The worker said `Ready`: it passed the handshake and its initializer.
+    pub(crate) ready: bool,
+    /// The reader is running done-callbacks of this worker's results.
+    pub(crate) completing: bool,
     /// The write half, once the handshake is sent: the feeder writes through it, and so may
     /// `submit` when this worker is idle (see [`Pool::enqueue`]).
     pub(crate) writer: Option<Writer>,
@@ -92,7 +101,7 @@ impl SlotState {
 
     /// Counts toward `idle` capacity: alive, not retiring, holding nothing.
     pub(crate) fn idle(&self, max_tasks: Option<u64>) -> bool {
-        !self.dead && !self.retiring(max_tasks) && self.in_flight.is_empty()
+        !self.dead && !self.retiring(max_tasks) && !self.completing && self.in_flight.is_empty()
     }
 
     /// Holds a task with a time limit: nothing may queue behind it.
@@ -118,6 +127,12 @@ pub(crate) fn start(pool: &Arc<Pool>, id: usize) -> io::Result<JoinHandle<()>> {
 }
 
 fn feeder(pool: &Arc<Pool>, id: usize) {
+    pool.adopt_thread();
+    feed(pool, id);
+    pool.release_thread();
+}
+
+fn feed(pool: &Arc<Pool>, id: usize) {
     let (reader, out) = match launch(pool, id) {
         Ok(pair) => pair,
         Err(e) => {
@@ -146,30 +161,43 @@ fn feeder(pool: &Arc<Pool>, id: usize) {
 }
 
 /// Spawns the process and its reader; returns the reader's handle and the write half.
+///
+/// Only a failure to create the process is an error. Once it exists, its reader owns it: if it
+/// dies before or during the handshake, the reader sees the end of stream, reaps it, and the
+/// pool replaces it like any other dead worker.
 fn launch(pool: &Arc<Pool>, id: usize) -> io::Result<(JoinHandle<()>, Writer)> {
     let (parent_end, child_end) = UnixStream::pair()?;
-    let child = sys::spawn_worker(&child_end)?;
+    let mut out = parent_end.try_clone()?;
+    // The reader starts first, so a process is never created without a thread to reap it.
+    let (hand_over, child_slot) = mpsc::sync_channel::<Child>(1);
+    let reader_pool = Arc::clone(pool);
+    let handle = std::thread::Builder::new()
+        .name(format!("cf-proc-read-{id}"))
+        .spawn(move || {
+            if let Ok(child) = child_slot.recv() {
+                reader(&reader_pool, id, parent_end, child);
+            }
+        })?;
+    let child = match sys::spawn_worker(&child_end) {
+        Ok(child) => child,
+        Err(e) => {
+            drop(hand_over);
+            let _ = handle.join();
+            return Err(e);
+        }
+    };
     drop(child_end);
     let pid = child.id();
     if let Some(slot) = pool.state.lock().slot_mut(id) {
         slot.pid = Some(pid);
     }
     log::debug!("cf-pool-proc: started worker {pid} in slot {id}");
-    let mut out = parent_end.try_clone()?;
-    let read_half = parent_end;
-    let reader_pool = Arc::clone(pool);
-    let handle = std::thread::Builder::new()
-        .name(format!("cf-proc-read-{id}"))
-        .spawn(move || reader(&reader_pool, id, read_half, child));
-    let handle = match handle {
-        Ok(h) => h,
-        Err(e) => {
-            // Without a reader nobody would reap it: stop it now.
-            let _ = sys::kill(pid, libc::SIGKILL);
-            return Err(e);
-        }
-    };
-    protocol::write_frame(&mut out, &protocol::hello(&pool.config.hello))?;
+    hand_over
+        .send(child)
+        .expect("the reader waits for its child");
+    if let Err(e) = protocol::write_frame(&mut out, &protocol::hello(&pool.config.hello)) {
+        log::debug!("cf-pool-proc: worker {pid} died before its handshake: {e}");
+    }
     let out: Writer = Arc::new(parking_lot::Mutex::new(out));
     if let Some(slot) = pool.state.lock().slot_mut(id) {
         slot.writer = Some(Arc::clone(&out));
@@ -197,7 +225,7 @@ fn next_batch(pool: &Pool, id: usize) -> Option<Batch> {
             return None;
         }
         let retiring = slot.retiring(max_tasks);
-        let room = if slot.holds_timed_task() {
+        let room = if slot.holds_timed_task() || slot.completing {
             0
         } else {
             slot.window().saturating_sub(slot.in_flight.len())
@@ -283,11 +311,16 @@ pub(crate) fn take_jobs(state: &mut PoolState, id: usize, n: usize) -> Option<Ve
 }
 
 fn reader(pool: &Arc<Pool>, id: usize, stream: UnixStream, mut child: Child) {
+    pool.adopt_thread();
     let pid = child.id();
+    // The timeout only lets the reader notice a frame that stops arriving midway.
+    if let Err(e) = stream.set_read_timeout(Some(READ_POLL)) {
+        log::debug!("cf-pool-proc: no read timeout for worker {pid}: {e}");
+    }
     let mut input = BufReader::with_capacity(256 * 1024, stream);
     let mut init_failure: Option<(StartFailure, String)> = None;
     let trouble: Option<String> = loop {
-        let body = match protocol::read_frame(&mut input, MAX_FRAME) {
+        let body = match protocol::read_frame(&mut input, MAX_FRAME, Some(FRAME_STALL)) {
             Ok(Some(body)) => body,
             Ok(None) => break None,
             Err(e) => break Some(e.to_string()),
@@ -308,6 +341,7 @@ fn reader(pool: &Arc<Pool>, id: usize, stream: UnixStream, mut child: Child) {
     let status = child.wait();
     let cause = exit_cause(status);
     pool.worker_ended(id, pid, cause, init_failure);
+    pool.release_thread();
 }
 
 fn exit_cause(status: io::Result<ExitStatus>) -> ExitCause {
@@ -330,12 +364,18 @@ fn handle_frame(
     let records = match protocol::decode_worker_message(body)? {
         WorkerMessage::Ready { pid } => {
             log::trace!("cf-pool-proc: worker {pid} ready");
+            let mut state = pool.state.lock();
+            state.startup_deaths = 0;
+            if let Some(slot) = state.slot_mut(id) {
+                slot.ready = true;
+            }
             return Ok(None);
         }
         WorkerMessage::InitFailed { why, message } => return Ok(Some((why, message))),
         WorkerMessage::Results(records) => records,
     };
     let mut done = Vec::with_capacity(records.len());
+    let callbacks;
     {
         let mut state = pool.state.lock();
         let slot = state
@@ -352,10 +392,21 @@ fn handle_frame(
             done.push((entry.completion, rec.ok, rec.bytes));
         }
         slot.frame_done();
+        // Callbacks run on this thread. While they do, this worker takes no new work: a
+        // callback that submits and waits would otherwise wait for a result only this thread
+        // can read.
+        callbacks = done.iter().any(|(c, _, _)| c.has_callbacks());
+        slot.completing = callbacks;
         pool.work.notify_all();
     }
     for (completion, ok, bytes) in done {
         completion.finish(ok, bytes);
+    }
+    if callbacks {
+        if let Some(slot) = pool.state.lock().slot_mut(id) {
+            slot.completing = false;
+        }
+        pool.work.notify_all();
     }
     Ok(None)
 }

@@ -91,6 +91,8 @@ pub(crate) trait Completion: Send {
     fn start(&self) -> bool;
     /// Cancels if not started.
     fn cancel(&self) -> bool;
+    /// Done-callbacks are attached (they will run in the completing thread).
+    fn has_callbacks(&self) -> bool;
     /// Completes from a worker's record: `ok` bytes are an encoded `R`, else a `TaskError`.
     fn finish(self: Box<Self>, ok: bool, bytes: &[u8]);
     /// Fails the future.
@@ -104,6 +106,10 @@ impl<R: Payload + Sync> Completion for Promise<R> {
 
     fn cancel(&self) -> bool {
         Promise::cancel(self)
+    }
+
+    fn has_callbacks(&self) -> bool {
+        self.has_done_callbacks()
     }
 
     fn finish(self: Box<Self>, ok: bool, bytes: &[u8]) {

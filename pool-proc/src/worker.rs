@@ -81,7 +81,8 @@ impl Batch {
 
     fn into_frame(self) -> Vec<u8> {
         let mut bytes = self.frame.finish();
-        bytes[5..9].copy_from_slice(&self.count.to_le_bytes());
+        let at = protocol::HEADER + 1;
+        bytes[at..at + 4].copy_from_slice(&self.count.to_le_bytes());
         bytes
     }
 }
@@ -173,7 +174,7 @@ fn serve(socket: UnixStream) -> io::Result<()> {
     let mut out = socket.try_clone()?;
     let mut input = BufReader::with_capacity(256 * 1024, socket);
 
-    let Some(body) = protocol::read_frame(&mut input, MAX_FRAME)? else {
+    let Some(body) = protocol::read_frame(&mut input, MAX_FRAME, None)? else {
         return Ok(());
     };
     let hello = match Reader::new(&body) {
@@ -233,7 +234,7 @@ fn serve(socket: UnixStream) -> io::Result<()> {
 fn run_tasks(input: &mut impl Read, outbox: &Outbox, max_tasks: u64) -> io::Result<()> {
     let mut done: u64 = 0;
     loop {
-        let Some(body) = protocol::read_frame(input, MAX_FRAME)? else {
+        let Some(body) = protocol::read_frame(input, MAX_FRAME, None)? else {
             return Ok(());
         };
         let (kind, mut r) = Reader::new(&body).map_err(io::Error::other)?;

@@ -264,10 +264,6 @@ fn plain(x: u64) -> u64 {
 /// A worker killed the moment its pid is published (before, during or just after the
 /// handshake) is a dead worker like any other: replaced, never a reason to break the pool.
 #[test]
-#[ignore = "bug: a worker killed after its pid is published but before the feeder wrote its \
-            Hello makes that write fail (EPIPE); launch() returns Err, slot_failed_to_start() \
-            treats it as 'could not start a worker process' and, as it was the only live slot, \
-            breaks the whole pool (queued futures fail Broken, later submits are refused)"]
 fn workers_killed_at_birth_are_replaced_and_the_pool_never_breaks() {
     let _serial = common::exclusive();
     let snapshot = common::Snapshot::take();

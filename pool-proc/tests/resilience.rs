@@ -214,3 +214,28 @@ fn default_policy_heals_after_a_crash() {
     ));
     assert!(pool.submit(pid, ()).unwrap().result_timeout(LIMIT).is_ok());
 }
+
+fn init_aborts() -> Result<(), String> {
+    std::process::abort()
+}
+
+#[test]
+fn workers_that_die_while_starting_fail_their_tasks_and_never_respawn_forever() {
+    let pool = ProcessPoolExecutor::builder()
+        .max_workers(2)
+        .initializer(init_aborts)
+        .build()
+        .unwrap();
+    let futures: Vec<_> = (0..20).filter_map(|_| pool.submit(pid, ()).ok()).collect();
+    let split = wait(&futures, Some(LIMIT), ReturnWhen::AllCompleted);
+    assert!(split.not_done.is_empty(), "every future resolves");
+    for f in &futures {
+        match f.exception() {
+            Some(TaskError::WorkerDied { cause, .. }) => {
+                assert_eq!(cause, ExitCause::Signal(libc::SIGABRT))
+            }
+            Some(TaskError::Broken { reason }) => assert!(reason.contains("handshake"), "{reason}"),
+            other => panic!("expected WorkerDied or Broken, got {other:?}"),
+        }
+    }
+}

@@ -355,9 +355,6 @@ fn callback_waits_on_a_future_another_worker_completes() {
 }
 
 #[test]
-#[ignore = "bug: a callback runs on the reader thread of the worker that completed its future; \
-            if it submits work and waits for it, the work goes to that (now idle) worker, whose \
-            result only that blocked reader could read: stuck until the wait times out"]
 fn callback_submits_work_and_waits_for_it() {
     let _serial = common::exclusive();
     let snapshot = common::Snapshot::take();
@@ -381,8 +378,6 @@ fn callback_submits_work_and_waits_for_it() {
 }
 
 #[test]
-#[ignore = "bug: shutdown(wait) from a done-callback (a reader thread) joins the feeder of that \
-            reader's slot, which joins the reader: a deadlock"]
 fn callback_may_shut_down_the_pool_with_wait() {
     let _serial = common::exclusive();
     let snapshot = common::Snapshot::take();
@@ -413,8 +408,6 @@ fn callback_may_shut_down_the_pool_with_wait() {
 }
 
 #[test]
-#[ignore = "bug: the last handle dropped in a done-callback runs Drop = shutdown(wait) on a \
-            reader thread: the same deadlock as callback_may_shut_down_the_pool_with_wait"]
 fn last_handle_dropped_inside_a_callback() {
     let _serial = common::exclusive();
     let snapshot = common::Snapshot::take();
