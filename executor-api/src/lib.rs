@@ -145,6 +145,34 @@ pub trait Executor: Send + Sync {
         args.into_iter().map(|a| self.submit(f, a)).collect()
     }
 
+    /// Schedules `f` over `args` as one task (one message for a process pool) whose result is
+    /// the list of per-item outcomes: a panic in one item fails that item only. `map` uses it
+    /// for `chunksize > 1`, as Python's process pool does.
+    ///
+    /// The default submits a closure that captures only `f`; for a fn item or a non-capturing
+    /// closure that is still a zero-sized task, so it crosses process boundaries too.
+    ///
+    /// # Errors
+    ///
+    /// As [`submit`](Self::submit).
+    fn submit_chunk<F, A, R>(
+        &self,
+        f: F,
+        args: Vec<A>,
+    ) -> Result<Future<Vec<Result<R, TaskError>>>, SubmitError>
+    where
+        F: Task<A, R>,
+        A: Payload,
+        R: Payload + Sync,
+    {
+        self.submit(
+            move |args: Vec<A>| -> Vec<Result<R, TaskError>> {
+                args.into_iter().map(|a| call_catching(|| f(a))).collect()
+            },
+            args,
+        )
+    }
+
     /// `f` over `inputs`: a lazy iterator of results in input order.
     ///
     /// Without `buffersize` every input is submitted now; with it, at most `buffersize` chunks
@@ -173,16 +201,18 @@ pub trait Executor: Send + Sync {
         options.validate()?;
         let mut inputs = inputs.into_iter();
         let chunksize = options.chunksize;
-        let refill = move || -> Result<Option<Vec<Future<R>>>, SubmitError> {
-            let chunk: Vec<A> = inputs.by_ref().take(chunksize).collect();
-            match chunk.len() {
-                0 => Ok(None),
-                1 if chunksize == 1 => {
-                    let arg = chunk.into_iter().next().expect("one item");
-                    Ok(Some(vec![self.submit(f, arg)?]))
-                }
-                _ => self.submit_batch(f, chunk).map(Some),
+        let refill = move || -> Result<Option<map::Unit<R>>, SubmitError> {
+            if chunksize == 1 {
+                return match inputs.next() {
+                    Some(arg) => Ok(Some(map::Unit::One(self.submit(f, arg)?))),
+                    None => Ok(None),
+                };
             }
+            let chunk: Vec<A> = inputs.by_ref().take(chunksize).collect();
+            if chunk.is_empty() {
+                return Ok(None);
+            }
+            Ok(Some(map::Unit::Chunk(self.submit_chunk(f, chunk)?)))
         };
         Map::new(options, Box::new(refill))
     }

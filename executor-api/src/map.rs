@@ -84,9 +84,32 @@ impl MapOptions {
     }
 }
 
-/// Submits the next chunk of input; `Ok(None)` when the input is exhausted.
+/// One submitted unit of a `map`: a single task, or a chunk whose results travel together.
+pub(crate) enum Unit<R> {
+    One(Future<R>),
+    Chunk(Future<Vec<Result<R, TaskError>>>),
+}
+
+impl<R> Unit<R> {
+    fn cancel(&self) {
+        match self {
+            Unit::One(f) => f.cancel(),
+            Unit::Chunk(f) => f.cancel(),
+        };
+    }
+
+    /// Waits up to `left`; `false` if the unit is still not done.
+    fn wait(&self, left: Duration) -> bool {
+        match self {
+            Unit::One(f) => f.result_timeout(left).is_ok() || f.done(),
+            Unit::Chunk(f) => f.result_timeout(left).is_ok() || f.done(),
+        }
+    }
+}
+
+/// Submits the next unit of input; `Ok(None)` when the input is exhausted.
 pub(crate) type Refill<'a, R> =
-    Box<dyn FnMut() -> Result<Option<Vec<Future<R>>>, SubmitError> + Send + 'a>;
+    Box<dyn FnMut() -> Result<Option<Unit<R>>, SubmitError> + Send + 'a>;
 
 /// The iterator returned by [`Executor::map`](crate::Executor::map): results in input order.
 ///
@@ -95,11 +118,12 @@ pub(crate) type Refill<'a, R> =
 /// started.
 #[must_use = "without buffersize the work is already submitted; iterate to read the results"]
 pub struct Map<'a, R> {
-    pending: VecDeque<Future<R>>,
+    pending: VecDeque<Unit<R>>,
+    /// The results of the chunk being yielded.
+    ready: Option<std::vec::IntoIter<Result<R, TaskError>>>,
     refill: Option<Refill<'a, R>>,
-    /// Items allowed in flight (`buffersize * chunksize`); refill when a chunk fits.
+    /// Units (tasks or chunks) allowed in flight: `buffersize`, or unbounded.
     capacity: usize,
-    chunksize: usize,
     deadline: Option<(Instant, Duration)>,
     /// A lazy refill refused by the executor (e.g. shut down meanwhile), yielded last.
     refused: Option<TaskError>,
@@ -110,13 +134,10 @@ impl<'a, R> Map<'a, R> {
     pub(crate) fn new(options: MapOptions, mut refill: Refill<'a, R>) -> Result<Self, SubmitError> {
         let start = Instant::now();
         let mut pending = VecDeque::new();
-        let lazy = options.buffersize.is_some();
-        let capacity = options
-            .buffersize
-            .map_or(usize::MAX, |b| b.saturating_mul(options.chunksize));
+        let capacity = options.buffersize.unwrap_or(usize::MAX);
         while pending.len() < capacity {
             match refill()? {
-                Some(chunk) => pending.extend(chunk),
+                Some(unit) => pending.push_back(unit),
                 None => break,
             }
         }
@@ -125,37 +146,54 @@ impl<'a, R> Map<'a, R> {
             .and_then(|t| start.checked_add(t).map(|d| (d, t)));
         Ok(Map {
             pending,
-            refill: lazy.then_some(refill),
+            ready: None,
+            refill: options.buffersize.is_some().then_some(refill),
             capacity,
-            chunksize: options.chunksize,
             deadline,
             refused: None,
             finished: false,
         })
     }
 
-    fn top_up(&mut self) -> Result<(), SubmitError> {
+    fn top_up(&mut self) {
         let Some(refill) = self.refill.as_mut() else {
-            return Ok(());
+            return;
         };
-        while self.pending.len() + self.chunksize <= self.capacity {
-            match refill()? {
-                Some(chunk) => self.pending.extend(chunk),
-                None => {
+        while self.pending.len() < self.capacity {
+            match refill() {
+                Ok(Some(unit)) => self.pending.push_back(unit),
+                Ok(None) => {
                     self.refill = None;
+                    break;
+                }
+                Err(e) => {
+                    // What is in flight is good; the refusal is yielded after it.
+                    self.refill = None;
+                    self.refused = Some(e.into());
                     break;
                 }
             }
         }
-        Ok(())
     }
 
     fn finish(&mut self) {
         self.finished = true;
         self.refill = None;
-        for f in self.pending.drain(..) {
-            f.cancel();
+        self.ready = None;
+        for unit in self.pending.drain(..) {
+            unit.cancel();
         }
+    }
+
+    fn fail(&mut self, error: TaskError) -> Option<Result<R, TaskError>> {
+        self.finish();
+        Some(Err(error))
+    }
+}
+
+fn shared_error() -> TaskError {
+    TaskError::Broken {
+        reason: "internal: a map future was shared; please report this".into(),
     }
 }
 
@@ -163,45 +201,52 @@ impl<R> Iterator for Map<'_, R> {
     type Item = Result<R, TaskError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        if self.finished {
-            return None;
-        }
-        let Some(front) = self.pending.pop_front() else {
-            self.finished = true;
-            return self.refused.take().map(Err);
-        };
-        if let Some((deadline, timeout)) = self.deadline {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if let Err(TaskError::Timeout { .. }) = front.result_timeout(left) {
-                if !front.done() {
-                    front.cancel();
-                    self.finish();
-                    return Some(Err(TaskError::timeout(timeout)));
+        loop {
+            if self.finished {
+                return None;
+            }
+            if let Some(results) = self.ready.as_mut() {
+                match results.next() {
+                    Some(Ok(value)) => return Some(Ok(value)),
+                    Some(Err(e)) => return self.fail(e),
+                    None => self.ready = None,
                 }
             }
+            let Some(front) = self.pending.pop_front() else {
+                self.finished = true;
+                return self.refused.take().map(Err);
+            };
+            if let Some((deadline, timeout)) = self.deadline {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if !front.wait(left) {
+                    front.cancel();
+                    return self.fail(TaskError::timeout(timeout));
+                }
+            }
+            match front {
+                Unit::One(f) => match f.try_unwrap().unwrap_or_else(|_| Err(shared_error())) {
+                    Ok(value) => {
+                        self.top_up();
+                        return Some(Ok(value));
+                    }
+                    Err(e) => return self.fail(e),
+                },
+                Unit::Chunk(f) => match f.try_unwrap().unwrap_or_else(|_| Err(shared_error())) {
+                    Ok(results) => {
+                        self.ready = Some(results.into_iter());
+                        self.top_up();
+                    }
+                    Err(e) => return self.fail(e),
+                },
+            }
         }
-        let outcome = front.try_unwrap().unwrap_or_else(|_| {
-            Err(TaskError::Broken {
-                reason: "internal: a map future was shared; please report this".into(),
-            })
-        });
-        if outcome.is_err() {
-            self.finish();
-            return Some(outcome);
-        }
-        if let Err(e) = self.top_up() {
-            // This value is good; the refusal is yielded after what is already in flight.
-            self.refill = None;
-            self.refused = Some(e.into());
-        }
-        Some(outcome)
     }
 }
 
 impl<R> Drop for Map<'_, R> {
     fn drop(&mut self) {
-        for f in self.pending.drain(..) {
-            f.cancel();
+        for unit in self.pending.drain(..) {
+            unit.cancel();
         }
     }
 }
