@@ -397,16 +397,23 @@ fn handle_frame(
         // can read.
         callbacks = done.iter().any(|(c, _, _)| c.has_callbacks());
         slot.completing = callbacks;
-        pool.work.notify_all();
+        // Room in a window matters to a feeder only if work waits (or it must send Shutdown);
+        // waking every feeder on every results frame cost a futex call per round trip.
+        if !state.queue.is_empty() || state.shutdown {
+            pool.work.notify_all();
+        }
     }
     for (completion, ok, bytes) in done {
         completion.finish(ok, bytes);
     }
     if callbacks {
-        if let Some(slot) = pool.state.lock().slot_mut(id) {
+        let mut state = pool.state.lock();
+        if let Some(slot) = state.slot_mut(id) {
             slot.completing = false;
         }
-        pool.work.notify_all();
+        if !state.queue.is_empty() || state.shutdown {
+            pool.work.notify_all();
+        }
     }
     Ok(None)
 }
