@@ -13,6 +13,8 @@ use cf_executor_api::{call_catching, Promise, TaskError};
 pub(crate) trait Job: Send {
     /// Runs the user's code (skipping cancelled items); keeps the last outcome for `publish`.
     fn run(&mut self);
+    /// Whether publishing will run done-callbacks on this thread.
+    fn has_callbacks(&self) -> bool;
     /// Completes the future(s) `run` left unpublished.
     fn publish(self: Box<Self>);
     /// The job will never run: cancel its futures (`None`) or fail them with `error`.
@@ -48,6 +50,10 @@ where
         if self.promise.set_running_or_notify_cancel() {
             self.outcome = Some(call_catching(call));
         }
+    }
+
+    fn has_callbacks(&self) -> bool {
+        self.promise.has_done_callbacks()
     }
 
     fn publish(self: Box<Self>) {
@@ -103,6 +109,12 @@ where
                 settle(&promise, outcome);
             }
         }
+    }
+
+    fn has_callbacks(&self) -> bool {
+        self.last
+            .as_ref()
+            .is_some_and(|(p, _)| p.has_done_callbacks())
     }
 
     fn publish(self: Box<Self>) {

@@ -332,10 +332,19 @@ fn worker_main(shared: &Shared) {
             guard.busy = true;
             drop(st);
             job.run();
-            // Available again before the result is visible: see `job`.
-            shared.available.fetch_add(1, Ordering::SeqCst);
-            guard.busy = false;
-            job.publish();
+            if job.has_callbacks() {
+                // Callbacks run on this thread: it is not available until they return, so a
+                // callback that submits work and waits for it gets another thread (as in
+                // CPython, whose idle semaphore is released after the callbacks).
+                job.publish();
+                shared.available.fetch_add(1, Ordering::SeqCst);
+                guard.busy = false;
+            } else {
+                // Available again before the result is visible: see `job`.
+                shared.available.fetch_add(1, Ordering::SeqCst);
+                guard.busy = false;
+                job.publish();
+            }
             st = shared.state.lock();
             continue;
         }

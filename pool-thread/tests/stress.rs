@@ -411,10 +411,6 @@ fn callback_waits_on_a_future_another_thread_completes() {
 }
 
 #[test]
-#[ignore = "bug: a worker counts itself available before its result's callbacks run, so work \
-            submitted by a callback that then waits for it starts no new thread and waits for \
-            the blocked worker itself (CPython starts a thread: the idle semaphore is released \
-            after the callbacks)"]
 fn callback_submits_work_and_waits_for_it() {
     within("callback submits and waits", || {
         let pool = Arc::new(
