@@ -38,6 +38,12 @@
 //! self-describing format (`#[serde(untagged)]`, `deserialize_any`) are refused with a `Codec`
 //! error; postcard also keeps only the kind of a custom serde error, not its text.
 //!
+//! **Large byte payloads**: serde encodes a `Vec<u8>` element by element; wrap it as
+//! `serde_bytes::ByteBuf` (or annotate the field with `#[serde(with = "serde_bytes")]`) and it
+//! travels as one block, 2.3-2.7x faster at 1-16 MiB in `cf-benches`. Payloads travel through
+//! the socket, not shared memory, so a 16 MiB round trip runs at a few hundred MiB/s: send paths
+//! or handles, not bulk data, when that matters.
+//!
 //! Workers are this same executable, started again through `/proc/self/exe`. They never run
 //! your `main`, or the test harness: a static constructor enters worker mode before `main`. So
 //! a binary, an example, an integration test and a doctest all work with no setup line. If a
