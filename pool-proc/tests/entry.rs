@@ -79,3 +79,12 @@ fn explicit_init_is_harmless_in_the_parent() {
 fn zz_no_leaks() {
     common::assert_clean_at_end();
 }
+
+#[test]
+fn public_types_are_send_and_sync() {
+    fn both<T: Send + Sync>() {}
+    both::<ProcessPoolExecutor>();
+    both::<cf_pool_proc::ProcessPoolBuilder>();
+    both::<cf_pool_proc::WorkerDeath>();
+    both::<cf_pool_proc::Future<Vec<u8>>>();
+}

@@ -332,3 +332,56 @@ fn crash_during_shutdown_wait_does_not_hang() {
 fn zz_no_leaks() {
     common::assert_clean_at_end();
 }
+
+/// A payload whose serde impls end the process: the worker dies inside the codec.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Bomb {
+    Quiet,
+    ExitOnDeserialize,
+    AbortOnDeserialize,
+    ExitOnSerialize,
+}
+
+impl Serialize for Bomb {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if *self == Bomb::ExitOnSerialize && cf_pool_proc::is_worker() {
+            std::process::exit(7);
+        }
+        s.serialize_u8(*self as u8)
+    }
+}
+
+impl<'de> Deserialize<'de> for Bomb {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match u8::deserialize(d)? {
+            1 if cf_pool_proc::is_worker() => std::process::exit(5),
+            2 if cf_pool_proc::is_worker() => std::process::abort(),
+            3 => Ok(Bomb::ExitOnSerialize),
+            _ => Ok(Bomb::Quiet),
+        }
+    }
+}
+
+fn echo_bomb(b: Bomb) -> Bomb {
+    b
+}
+
+#[test]
+fn exit_or_crash_inside_the_workers_codec_is_a_worker_death() {
+    let pool = pool(1);
+    let cases = [
+        (Bomb::ExitOnDeserialize, ExitCause::Code(5)),
+        (Bomb::AbortOnDeserialize, ExitCause::Signal(libc::SIGABRT)),
+        (Bomb::ExitOnSerialize, ExitCause::Code(7)),
+    ];
+    for (bomb, cause) in cases {
+        let f = pool.submit(echo_bomb, bomb).unwrap();
+        match f.result_timeout(LIMIT) {
+            Err(TaskError::WorkerDied { cause: got, .. }) => assert_eq!(got, cause, "{bomb:?}"),
+            other => panic!("{bomb:?}: expected WorkerDied, got {other:?}"),
+        }
+    }
+    let quiet = pool.submit(echo_bomb, Bomb::Quiet).unwrap();
+    assert_eq!(quiet.result_timeout(LIMIT), Ok(&Bomb::Quiet));
+    assert_heals(&pool);
+}
