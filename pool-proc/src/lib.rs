@@ -84,7 +84,10 @@
 //!   of work in flight, so deep backlogs of short tasks travel many per frame and long tasks
 //!   never wait behind others while a worker idles. `map(chunksize)` batches explicitly.
 //! * **The reader thread** of each worker only reads: it completes futures and runs their
-//!   callbacks. Neither thread holds the pool lock during I/O or user code.
+//!   callbacks. Neither thread holds the pool lock during I/O or user code. While a reader runs
+//!   callbacks its worker takes no new work, so a callback may submit and wait for the result,
+//!   provided another worker can run it: with `max_workers(1)` that wait cannot end (CPython's
+//!   process pool deadlocks there too). `shutdown(wait)` from a callback does not wait.
 //! * **The worker** runs tasks on one thread, catches panics, and batches results (sent when a
 //!   frame is done, when 64 KiB wait, or within 1 ms).
 //! * **Frames** are a `u32` length and a hand-laid body; payload bytes are copied, not
