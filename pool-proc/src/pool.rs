@@ -31,6 +31,14 @@ pub(crate) struct Job {
 /// and its completion.
 type EncodedTask = (Result<Vec<u8>, TaskError>, Box<dyn Completion>);
 
+/// A new future for `arg`, and the task that will complete it, argument already encoded.
+fn encoded<A: Payload, R: Payload + Sync>(arg: &A) -> (Future<R>, EncodedTask) {
+    let promise = Promise::<R>::new();
+    let future = promise.future();
+    let payload = encode(arg, CodecStage::SerializeArgument);
+    (future, (payload, Box::new(promise)))
+}
+
 pub(crate) struct Config {
     pub(crate) max_workers: usize,
     pub(crate) max_tasks_per_child: Option<u64>,
@@ -261,7 +269,7 @@ impl Pool {
                 Some(reason) => TaskError::Broken {
                     reason: reason.clone(),
                 },
-                None => slot::death_error(pid, cause),
+                None => TaskError::WorkerDied { pid, cause },
             };
             if state.broken.is_none() {
                 let before = state.next_slot;
@@ -381,11 +389,12 @@ impl Pool {
         self.shutdown(true, false);
     }
 
+    /// Queues already-encoded tasks (encoding happens before, outside the lock).
     fn enqueue(
         self: &Arc<Self>,
         fn_offset: i64,
         timeout: Option<Duration>,
-        items: Vec<EncodedTask>,
+        items: impl IntoIterator<Item = EncodedTask>,
     ) -> Result<(), SubmitError> {
         let mut rejected = Vec::new();
         let direct;
@@ -713,14 +722,9 @@ impl ProcessPoolExecutor {
         A: Payload,
         R: Payload + Sync,
     {
-        let promise = Promise::<R>::new();
-        let future = promise.future();
-        let payload = encode(&arg, CodecStage::SerializeArgument);
-        self.pool.enqueue(
-            trampoline_offset(f),
-            limit,
-            vec![(payload, Box::new(promise))],
-        )?;
+        let (future, task) = encoded(&arg);
+        self.pool
+            .enqueue(trampoline_offset(f), limit, std::iter::once(task))?;
         Ok(future)
     }
 
@@ -758,19 +762,9 @@ impl ProcessPoolExecutor {
         A: Payload,
         R: Payload + Sync,
     {
-        let offset = trampoline_offset(f);
-        let mut futures = Vec::with_capacity(args.len());
-        let items = args
-            .iter()
-            .map(|a| {
-                let promise = Promise::<R>::new();
-                futures.push(promise.future());
-                let completion: Box<dyn Completion> = Box::new(promise);
-                (encode(a, CodecStage::SerializeArgument), completion)
-            })
-            .collect();
+        let (futures, items): (Vec<_>, Vec<_>) = args.iter().map(encoded).unzip();
         self.pool
-            .enqueue(offset, self.pool.config.task_timeout, items)?;
+            .enqueue(trampoline_offset(f), self.pool.config.task_timeout, items)?;
         Ok(futures)
     }
 }

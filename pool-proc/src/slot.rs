@@ -20,7 +20,7 @@ use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use cf_executor_api::{ExitCause, TaskError};
+use cf_executor_api::ExitCause;
 
 use crate::pool::{Job, Pool, PoolState};
 use crate::protocol::{self, FrameBuf, Kind, StartFailure, WorkerMessage, MAX_FRAME};
@@ -416,9 +416,4 @@ fn handle_frame(
         }
     }
     Ok(None)
-}
-
-/// The error for the futures a dead worker held.
-pub(crate) fn death_error(pid: u32, cause: ExitCause) -> TaskError {
-    TaskError::WorkerDied { pid, cause }
 }

@@ -41,7 +41,11 @@ fn victim() {
         std::thread::sleep(Duration::from_millis(5));
     }
     // The first worker is busy, so this starts the second, which then sits idle.
-    let idle = *pool.submit(pid, ()).unwrap().result().unwrap();
+    let idle = *pool
+        .submit(pid, ())
+        .unwrap()
+        .result_timeout(Duration::from_secs(60))
+        .unwrap();
     let pids = pool.worker_pids();
     assert!(pids.contains(&idle));
     println!(

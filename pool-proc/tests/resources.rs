@@ -56,7 +56,9 @@ fn a_million_pending_tasks_keep_descriptors_flat() {
     let blocker = pool
         .submit(wait_for_file, file.to_string_lossy().into_owned())
         .unwrap();
+    let started = Instant::now();
     while !blocker.running() {
+        assert!(started.elapsed() < LIMIT, "the blocking task never started");
         std::thread::sleep(Duration::from_millis(1));
     }
     let fds_before = open_fds();
