@@ -60,6 +60,7 @@
 //! A task's own domain errors are values: return `Result<T, E>` from the task.
 #![warn(missing_docs)]
 
+mod buffer;
 mod error;
 mod map;
 mod panic_capture;
@@ -72,6 +73,7 @@ mod progress;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+pub use buffer::{attached, attaching, AttachPolicy, Buffer};
 pub use cf_futures_core::{
     as_completed, panic_message, wait, AsCompleted, CodecStage, ExitCause, Future,
     InvalidStateError, Promise, ReturnWhen, State, TaskError, TimeoutError, WaitResult,

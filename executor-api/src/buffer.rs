@@ -1,0 +1,408 @@
+//! [`Buffer`]: immutable bytes that a process pool moves through shared memory.
+//!
+//! Python's answer to large payloads is pickle protocol 5's out-of-band buffers
+//! (`PickleBuffer`): the pickle stream holds a reference, and the bytes travel beside it. A
+//! [`Buffer`] is the same idea for serde. Inside an ordinary `Serialize` call it is a plain byte
+//! string (so JSON, postcard or any other format sees bytes), but while a transport
+//! [attaches](attaching) buffers, a large one is written as a small reference and the buffer
+//! itself is handed to the transport, which moves it by its own means (`cf-pool-proc` sends a
+//! sealed `memfd` over the worker's socket: one copy into shared memory, none out of it). On
+//! the receiving side the transport supplies the buffers ([`attached`]) and each reference
+//! becomes the buffer again.
+//!
+//! A thread pool never serializes, so a `Buffer` costs there what an `Arc<Vec<u8>>` costs.
+//!
+//! # The wire form
+//!
+//! `Buffer` serializes as an enum `{ Inline(bytes), Attached(u32) }`. `Attached(i)` is the
+//! `i`-th buffer handed to the transport during that one encode; it never appears outside an
+//! [`attaching`] call, and decoding it outside [`attached`] is an error, not a panic.
+
+use std::any::Any;
+use std::cell::RefCell;
+use std::fmt;
+use std::hash::{Hash, Hasher};
+use std::ops::Deref;
+use std::sync::Arc;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// What can own a [`Buffer`]'s bytes: a `Vec<u8>`, a memory map, a transport's shared segment.
+trait Owner: Send + Sync + 'static {
+    fn bytes(&self) -> &[u8];
+    fn as_any(&self) -> &dyn Any;
+    fn into_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync>;
+}
+
+impl<T: AsRef<[u8]> + Send + Sync + 'static> Owner for T {
+    fn bytes(&self) -> &[u8] {
+        self.as_ref()
+    }
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+    fn into_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync> {
+        self
+    }
+}
+
+/// Immutable, cheaply cloned bytes that a process pool sends through shared memory.
+///
+/// Use it for large byte payloads (images, columns, compressed blobs) in a task's argument or
+/// result, alone or inside your own `Serialize` types. In `cf-pool-proc`, a `Buffer` of 64 KiB
+/// or more is copied once into a sealed shared-memory file and the worker maps it without a
+/// copy; a result it returns unchanged goes back without any copy at all. A `Vec<u8>`, by
+/// contrast, is encoded by serde one element at a time and crosses the socket: about 60 times
+/// slower at 16 MiB (see `benches/README.md`).
+///
+/// Cloning shares the bytes (an `Arc`); [`into_vec`](Buffer::into_vec) gives them back without
+/// a copy when this is the only handle to a `Buffer` made from a `Vec`.
+///
+/// # Examples
+///
+/// ```
+/// use cf_executor_api::Buffer;
+///
+/// let image = Buffer::from(vec![7u8; 1 << 20]);
+/// let copy = image.clone(); // shares the bytes
+/// assert_eq!(copy.len(), 1 << 20);
+/// assert_eq!(image[0], 7);
+/// drop(copy);
+/// let bytes: Vec<u8> = image.into_vec(); // the original Vec, not a copy
+/// assert_eq!(bytes.len(), 1 << 20);
+/// ```
+#[derive(Clone)]
+pub struct Buffer {
+    owner: Arc<dyn Owner>,
+}
+
+impl Buffer {
+    /// An empty buffer.
+    #[must_use]
+    pub fn new() -> Self {
+        Buffer::from(Vec::new())
+    }
+
+    /// A buffer over bytes that `owner` keeps alive, without copying them: a memory map, a
+    /// `bytes::Bytes`, a `Box<[u8]>`.
+    ///
+    /// ```
+    /// use cf_executor_api::Buffer;
+    /// let b = Buffer::from_owner(Box::<[u8]>::from(&b"abc"[..]));
+    /// assert_eq!(&*b, b"abc");
+    /// ```
+    pub fn from_owner<T: AsRef<[u8]> + Send + Sync + 'static>(owner: T) -> Self {
+        Buffer {
+            owner: Arc::new(owner),
+        }
+    }
+
+    /// The owner given to [`from_owner`](Buffer::from_owner) (or the `Vec<u8>` given to
+    /// `From`), if it is a `T`. Transports use this to recognise their own shared segments and
+    /// forward them without a copy.
+    #[must_use]
+    pub fn owner<T: Any>(&self) -> Option<&T> {
+        self.owner.as_any().downcast_ref::<T>()
+    }
+
+    /// The bytes as a `Vec`: the original one, without a copy, if this buffer was made from a
+    /// `Vec<u8>` and no clone of it is alive; otherwise a copy.
+    #[must_use]
+    pub fn into_vec(self) -> Vec<u8> {
+        if !self.owner.as_any().is::<Vec<u8>>() {
+            return self.to_vec();
+        }
+        match self.owner.into_any().downcast::<Vec<u8>>() {
+            Ok(vec) => Arc::try_unwrap(vec).unwrap_or_else(|shared| shared.as_ref().clone()),
+            Err(_) => unreachable!("the owner was just checked to be a Vec<u8>"),
+        }
+    }
+}
+
+impl Default for Buffer {
+    fn default() -> Self {
+        Buffer::new()
+    }
+}
+
+impl Deref for Buffer {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        self.owner.bytes()
+    }
+}
+
+impl AsRef<[u8]> for Buffer {
+    fn as_ref(&self) -> &[u8] {
+        self
+    }
+}
+
+impl std::borrow::Borrow<[u8]> for Buffer {
+    fn borrow(&self) -> &[u8] {
+        self
+    }
+}
+
+impl From<Vec<u8>> for Buffer {
+    fn from(v: Vec<u8>) -> Self {
+        Buffer::from_owner(v)
+    }
+}
+
+impl From<&[u8]> for Buffer {
+    fn from(v: &[u8]) -> Self {
+        Buffer::from(v.to_vec())
+    }
+}
+
+impl From<Buffer> for Vec<u8> {
+    fn from(b: Buffer) -> Self {
+        b.into_vec()
+    }
+}
+
+impl PartialEq for Buffer {
+    fn eq(&self, other: &Self) -> bool {
+        **self == **other
+    }
+}
+
+impl Eq for Buffer {}
+
+impl PartialEq<[u8]> for Buffer {
+    fn eq(&self, other: &[u8]) -> bool {
+        **self == *other
+    }
+}
+
+impl PartialEq<Vec<u8>> for Buffer {
+    fn eq(&self, other: &Vec<u8>) -> bool {
+        **self == **other
+    }
+}
+
+impl Hash for Buffer {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        (**self).hash(state);
+    }
+}
+
+impl fmt::Debug for Buffer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const SHOWN: usize = 16;
+        let head = &self[..self.len().min(SHOWN)];
+        write!(f, "Buffer({} bytes: {head:02x?}", self.len())?;
+        if self.len() > SHOWN {
+            f.write_str("…")?;
+        }
+        f.write_str(")")
+    }
+}
+
+/// How a transport wants buffers attached: which are worth it, and how many per encode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AttachPolicy {
+    /// Buffers shorter than this stay inline (a side channel has a fixed cost).
+    pub min_len: usize,
+    /// At most this many buffers are attached per encode; later ones stay inline.
+    pub max_count: usize,
+}
+
+thread_local! {
+    /// Set while [`attaching`] runs: the policy and the buffers attached so far.
+    static SINK: RefCell<Option<(AttachPolicy, Vec<Buffer>)>> = const { RefCell::new(None) };
+    /// Set while [`attached`] runs: the buffers that `Attached(i)` refers to.
+    static SOURCE: RefCell<Option<Vec<Buffer>>> = const { RefCell::new(None) };
+}
+
+/// Restores a thread-local slot when an encode or decode ends, even by panic, so nesting and
+/// unwinding leave it as it was.
+struct Restore<T: 'static> {
+    key: &'static std::thread::LocalKey<RefCell<Option<T>>>,
+    previous: Option<Option<T>>,
+}
+
+impl<T: 'static> Drop for Restore<T> {
+    fn drop(&mut self) {
+        // `None` once the normal path has restored the slot itself.
+        if let Some(previous) = self.previous.take() {
+            self.key.with(|slot| *slot.borrow_mut() = previous);
+        }
+    }
+}
+
+/// Runs `encode` (a serde serialization on this thread) with buffer attachment on: every
+/// [`Buffer`] it serializes that `policy` accepts is written as a reference and returned,
+/// in order, beside `encode`'s result. For transports; see the [module docs](self).
+///
+/// ```
+/// use cf_executor_api::{attached, attaching, AttachPolicy, Buffer};
+///
+/// let value = (1u8, Buffer::from(vec![9; 100]), Buffer::from(vec![1, 2]));
+/// let policy = AttachPolicy { min_len: 10, max_count: 8 };
+/// let (bytes, buffers) = attaching(policy, || serde_json::to_vec(&value).unwrap());
+/// assert_eq!(buffers.len(), 1); // the short one stayed inline
+/// assert!(bytes.len() < 40);
+///
+/// let back: (u8, Buffer, Buffer) =
+///     attached(buffers, || serde_json::from_slice(&bytes).unwrap());
+/// assert_eq!(back, value);
+/// ```
+pub fn attaching<R>(policy: AttachPolicy, encode: impl FnOnce() -> R) -> (R, Vec<Buffer>) {
+    let previous = SINK.with(|s| s.borrow_mut().replace((policy, Vec::new())));
+    let mut restore = Restore {
+        key: &SINK,
+        previous: Some(previous),
+    };
+    let out = encode();
+    let previous = restore.previous.take().flatten();
+    let (_, buffers) = SINK
+        .with(|s| std::mem::replace(&mut *s.borrow_mut(), previous))
+        .expect("attaching's slot is set while it runs");
+    (out, buffers)
+}
+
+/// Runs `decode` (a serde deserialization on this thread) with the `buffers` that an
+/// [`attaching`] encode returned, so each reference in the bytes becomes its buffer again.
+pub fn attached<R>(buffers: Vec<Buffer>, decode: impl FnOnce() -> R) -> R {
+    let previous = SOURCE.with(|s| s.borrow_mut().replace(buffers));
+    let _restore = Restore {
+        key: &SOURCE,
+        previous: Some(previous),
+    };
+    decode()
+}
+
+/// `Serialize` side of the wire form, borrowing.
+#[derive(Serialize)]
+#[serde(rename = "Buffer")]
+enum WireOut<'a> {
+    Inline(#[serde(with = "serde_bytes")] &'a [u8]),
+    Attached(u32),
+}
+
+/// `Deserialize` side of the wire form, owning.
+#[derive(Deserialize)]
+#[serde(rename = "Buffer")]
+enum WireIn {
+    Inline(#[serde(with = "serde_bytes")] Vec<u8>),
+    Attached(u32),
+}
+
+impl Serialize for Buffer {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let index = SINK.with(|s| {
+            let mut slot = s.borrow_mut();
+            let (policy, list) = slot.as_mut()?;
+            if self.len() < policy.min_len.max(1) || list.len() >= policy.max_count {
+                return None;
+            }
+            list.push(self.clone());
+            Some(u32::try_from(list.len() - 1).expect("max_count fits in u32"))
+        });
+        match index {
+            Some(i) => WireOut::Attached(i).serialize(serializer),
+            None => WireOut::Inline(self).serialize(serializer),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Buffer {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        match WireIn::deserialize(deserializer)? {
+            WireIn::Inline(bytes) => Ok(Buffer::from(bytes)),
+            WireIn::Attached(i) => SOURCE.with(|s| match s.borrow().as_ref() {
+                Some(list) => list.get(i as usize).cloned().ok_or_else(|| {
+                    serde::de::Error::custom(format!(
+                        "attached buffer {i} is missing: only {} came with this payload",
+                        list.len()
+                    ))
+                }),
+                None => Err(serde::de::Error::custom(
+                    "an attached Buffer was decoded outside the transport that attached it",
+                )),
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const POLICY: AttachPolicy = AttachPolicy {
+        min_len: 4,
+        max_count: 2,
+    };
+
+    #[test]
+    fn plain_serde_sees_bytes() {
+        let b = Buffer::from(vec![1, 2, 3, 4, 5]);
+        let json = serde_json::to_string(&b).unwrap();
+        assert_eq!(json, r#"{"Inline":[1,2,3,4,5]}"#);
+        let back: Buffer = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, b);
+    }
+
+    #[test]
+    fn attaching_respects_min_len_and_max_count() {
+        let big = || Buffer::from(vec![7; 10]);
+        let value = vec![big(), Buffer::from(vec![1]), big(), big()];
+        let (json, list) = attaching(POLICY, || serde_json::to_string(&value).unwrap());
+        assert_eq!(
+            list.len(),
+            2,
+            "two attached, the third over max_count is inline"
+        );
+        assert!(json.contains(r#"{"Attached":0}"#) && json.contains(r#"{"Attached":1}"#));
+        let back: Vec<Buffer> = attached(list, || serde_json::from_str(&json).unwrap());
+        assert_eq!(back, value);
+    }
+
+    #[test]
+    fn attached_outside_a_transport_or_missing_is_an_error_not_a_panic() {
+        let err = serde_json::from_str::<Buffer>(r#"{"Attached":0}"#).unwrap_err();
+        assert!(err.to_string().contains("outside the transport"), "{err}");
+        let err = attached(vec![], || {
+            serde_json::from_str::<Buffer>(r#"{"Attached":3}"#).unwrap_err()
+        });
+        assert!(err.to_string().contains("missing"), "{err}");
+    }
+
+    #[test]
+    fn slots_are_restored_after_nesting_and_panics() {
+        let (inner, outer) = attaching(POLICY, || {
+            let (_, inner) = attaching(POLICY, || serde_json::to_string(&Buffer::from(vec![0; 9])));
+            let _ = serde_json::to_string(&Buffer::from(vec![1; 9]));
+            inner
+        });
+        assert_eq!((inner.len(), outer.len()), (1, 1));
+        assert_eq!(outer[0][0], 1);
+        let caught = std::panic::catch_unwind(|| attaching(POLICY, || panic!("encode failed")));
+        assert!(caught.is_err());
+        // Nothing is attached any more on this thread.
+        let json = serde_json::to_string(&Buffer::from(vec![2; 9])).unwrap();
+        assert!(json.contains("Inline"));
+    }
+
+    #[test]
+    fn into_vec_reuses_a_sole_vec_and_copies_otherwise() {
+        let v = vec![5u8; 1000];
+        let ptr = v.as_ptr();
+        assert_eq!(Buffer::from(v).into_vec().as_ptr(), ptr);
+        let shared = Buffer::from(vec![6u8; 10]);
+        let keep = shared.clone();
+        assert_eq!(shared.into_vec(), keep.to_vec());
+        let boxed = Buffer::from_owner(Box::<[u8]>::from(&[1u8, 2][..]));
+        assert_eq!(boxed.owner::<Box<[u8]>>().map(|b| b.len()), Some(2));
+        assert_eq!(boxed.into_vec(), [1, 2]);
+    }
+
+    #[test]
+    fn debug_shows_length_and_a_prefix() {
+        let s = format!("{:?}", Buffer::from(vec![0xab; 40]));
+        assert!(s.starts_with("Buffer(40 bytes: [ab, ab"), "{s}");
+        assert!(s.ends_with("…)"), "{s}");
+    }
+}
