@@ -160,6 +160,9 @@ fn bench_echo(c: &mut Criterion, pools: &Pools) {
         g.bench_function(BenchmarkId::new("cf-proc ByteBuf", label), |b| {
             b.iter_custom(|n| echo::cf_bytebuf(&pools.proc, len, n))
         });
+        g.bench_function(BenchmarkId::new("cf-proc Buffer", label), |b| {
+            b.iter_custom(|n| echo::cf_buffer(&pools.proc, len, n))
+        });
         g.bench_function(BenchmarkId::new("cf-thread", label), |b| {
             b.iter_custom(|n| echo::cf_vec(&pools.thread, len, n))
         });

@@ -185,6 +185,12 @@ impl Report {
             |v| v >= 0.30,
         );
         ratio(
+            "16 MiB echo (cf Buffer, shared memory) vs memcpy bandwidth",
+            ">= 0.30x",
+            self.ratio("echo_16MiB", "cf-proc+Buffer", "memcpy"),
+            |v| v >= 0.30,
+        );
+        ratio(
             "process pool start + first result + shutdown vs CPython process pool",
             "<= 0.3x",
             self.ratio("startup", "cf-proc", "py-proc"),

@@ -3,6 +3,7 @@
 
 use std::hint::black_box;
 
+use cf_executor_api::Buffer;
 use serde_bytes::ByteBuf;
 
 /// The smallest task: returns its argument. A round trip of this measures pure overhead.
@@ -36,6 +37,13 @@ pub fn echo(bytes: Vec<u8>) -> Vec<u8> {
 /// Sends the bytes back as a [`ByteBuf`], which serde encodes as one byte string (a copy).
 #[inline(never)]
 pub fn echo_bytes(bytes: ByteBuf) -> ByteBuf {
+    black_box(bytes)
+}
+
+/// Sends the bytes back as a [`Buffer`]: in the process pool, the bytes travel in shared
+/// memory, and a buffer returned unchanged goes back without a copy.
+#[inline(never)]
+pub fn echo_buffer(bytes: Buffer) -> Buffer {
     black_box(bytes)
 }
 

@@ -118,6 +118,7 @@
 
 mod pool;
 mod protocol;
+mod shm;
 mod slot;
 mod sys;
 mod task;

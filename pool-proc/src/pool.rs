@@ -7,12 +7,12 @@ use std::thread::{JoinHandle, ThreadId};
 use std::time::{Duration, Instant};
 
 use cf_executor_api::{
-    cpu_count, BuildError, CodecStage, Executor, ExitCause, Future, Payload, Promise, SubmitError,
-    Task, TaskError,
+    cpu_count, Buffer, BuildError, CodecStage, Executor, ExitCause, Future, Payload, Promise,
+    SubmitError, Task, TaskError,
 };
 use parking_lot::{Condvar, Mutex};
 
-use crate::protocol::{self, Hello, StartFailure};
+use crate::protocol::{Hello, StartFailure};
 use crate::slot::{self, SlotState};
 use crate::sys;
 use crate::task::{encode, trampoline_offset, Completion};
@@ -22,6 +22,8 @@ pub(crate) struct Job {
     pub(crate) id: u64,
     pub(crate) fn_offset: i64,
     pub(crate) payload: Vec<u8>,
+    /// Large buffers the argument attached; they travel as memfds ([`crate::shm`]).
+    pub(crate) attached: Vec<Buffer>,
     pub(crate) completion: Box<dyn Completion>,
     /// Kill the worker if the task runs longer than this.
     pub(crate) timeout: Option<Duration>,
@@ -29,7 +31,10 @@ pub(crate) struct Job {
 
 /// A task as `submit` hands it to the queue: its encoded argument (or why encoding failed)
 /// and its completion.
-type EncodedTask = (Result<Vec<u8>, TaskError>, Box<dyn Completion>);
+type EncodedTask = (
+    Result<(Vec<u8>, Vec<Buffer>), TaskError>,
+    Box<dyn Completion>,
+);
 
 /// A new future for `arg`, and the task that will complete it, argument already encoded.
 fn encoded<A: Payload, R: Payload + Sync>(arg: &A) -> (Future<R>, EncodedTask) {
@@ -123,6 +128,8 @@ pub(crate) struct Pool {
     /// The watchdog waits here for the next deadline or a new timed task.
     pub(crate) timer: Condvar,
     pub(crate) config: Config,
+    /// Shared-memory regions for attached buffers, reused across tasks; freed with the pool.
+    pub(crate) regions: crate::shm::Regions,
 }
 
 impl Pool {
@@ -303,7 +310,7 @@ impl Pool {
 
     /// The latency path: a lone small job and an idle worker. Takes the job for that worker and
     /// returns the frame for the caller to write, skipping the hop through the feeder thread.
-    fn direct_send(&self, state: &mut PoolState) -> Option<(slot::Writer, Vec<u8>)> {
+    fn direct_send(&self, state: &mut PoolState) -> Option<(slot::Writer, Vec<slot::Sending>)> {
         const DIRECT_MAX: usize = 16 * 1024;
         let job = state.queue.front()?;
         if state.queue.len() != 1 || job.payload.len() > DIRECT_MAX {
@@ -314,8 +321,8 @@ impl Pool {
             let usable = s.idle(max_tasks) && !s.reaping && s.timed_out.is_none();
             usable.then(|| s.writer.clone().map(|w| (*id, w))).flatten()
         })?;
-        let frame = slot::take_jobs(state, id, 1)?;
-        Some((writer, frame))
+        let jobs = slot::take_jobs(state, id, 1)?;
+        Some((writer, jobs))
     }
 
     /// Kills workers whose timed task overran; runs until the pool is shut down and empty.
@@ -410,13 +417,14 @@ impl Pool {
             }
             for (payload, completion) in items {
                 match payload {
-                    Ok(payload) => {
+                    Ok((payload, attached)) => {
                         let id = state.next_task;
                         state.next_task += 1;
                         state.queue.push_back(Job {
                             id,
                             fn_offset,
                             payload,
+                            attached,
                             completion,
                             timeout,
                         });
@@ -433,10 +441,10 @@ impl Pool {
                 self.work.notify_all();
             }
         }
-        if let Some((writer, frame)) = direct {
+        if let Some((writer, jobs)) = direct {
             // The worker is idle: it has read everything sent to it, so a small frame fits in
             // the socket buffer and this write does not wait for the worker.
-            if let Err(e) = protocol::write_frame(&mut *writer.lock(), &frame) {
+            if let Err(e) = slot::send_tasks(&self.regions, &writer, jobs) {
                 log::debug!("cf-pool-proc: direct send failed: {e}; the reader handles it");
             }
         }
@@ -607,6 +615,7 @@ impl ProcessPoolBuilder {
                     on_worker_death: self.on_worker_death,
                     hello,
                 },
+                regions: crate::shm::Regions::default(),
             }),
         })
     }

@@ -11,12 +11,16 @@
 //!
 //! ```text
 //! parent -> worker   Hello { exe identity, probe offset, initializer offset, max_tasks }
-//!                    Tasks [ { id u64, fn offset i64, payload bytes } ... ]
+//!                    Tasks [ { id u64, fn offset i64, payload bytes, attachments } ... ]
 //!                    Shutdown
 //! worker -> parent   Ready { pid }
 //!                    InitFailed { identity | initializer, message }
-//!                    Results [ { id u64, nanos u64, ok u8, bytes } ... ]
+//!                    Results [ { id u64, nanos u64, ok u8, bytes, attachments } ... ]
+//! attachments        count u32, then per buffer: 0 len u64 (a region) | 1 message bytes (failed)
 //! ```
+//!
+//! Attached buffers (see [`crate::shm`]) travel as memfd descriptors in the ancillary data of
+//! the frame's first bytes; a record names how many it takes, in order.
 
 use std::io::{self, Read, Write};
 use std::time::{Duration, Instant};
@@ -79,12 +83,22 @@ pub(crate) struct Hello {
     pub(crate) max_tasks: u64,
 }
 
+/// One buffer attached to a task or result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Attachment<'a> {
+    /// The next descriptor that came with the frame: a region holding `len` bytes.
+    Descriptor { len: u64 },
+    /// The sender could not export it; why.
+    Failed(&'a [u8]),
+}
+
 /// One task as it travels to a worker.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct TaskFrame<'a> {
     pub(crate) id: u64,
     pub(crate) fn_offset: i64,
     pub(crate) payload: &'a [u8],
+    pub(crate) attached: Vec<Attachment<'a>>,
 }
 
 /// One outcome as it travels back.
@@ -96,6 +110,7 @@ pub(crate) struct ResultFrame<'a> {
     /// `true`: `bytes` is the postcard-encoded result; `false`: a postcard-encoded `TaskError`.
     pub(crate) ok: bool,
     pub(crate) bytes: &'a [u8],
+    pub(crate) attached: Vec<Attachment<'a>>,
 }
 
 /// Builds one frame in memory; `finish` patches the length prefix.
@@ -181,11 +196,23 @@ pub(crate) fn init_failed(why: StartFailure, message: &str) -> Vec<u8> {
 /// Appends one task to a `Tasks` frame under construction (count is patched by the caller).
 pub(crate) fn push_task(f: &mut FrameBuf, t: &TaskFrame<'_>) {
     f.u64(t.id).i64(t.fn_offset).bytes(t.payload);
+    push_attachments(f, &t.attached);
 }
 
 /// Appends one result to a `Results` frame under construction.
 pub(crate) fn push_result(f: &mut FrameBuf, r: &ResultFrame<'_>) {
     f.u64(r.id).u64(r.nanos).u8(u8::from(r.ok)).bytes(r.bytes);
+    push_attachments(f, &r.attached);
+}
+
+fn push_attachments(f: &mut FrameBuf, attached: &[Attachment<'_>]) {
+    f.u32(u32::try_from(attached.len()).expect("attachments are capped by the policy"));
+    for a in attached {
+        match a {
+            Attachment::Descriptor { len } => f.u8(0).u64(*len),
+            Attachment::Failed(why) => f.u8(1).bytes(why),
+        };
+    }
 }
 
 /// Reads one frame body (kind byte first). `Ok(None)` on a clean end of stream between frames.
@@ -350,11 +377,22 @@ impl<'a> Reader<'a> {
         self.end()?;
         Ok(h)
     }
+    fn attachments(&mut self) -> Result<Vec<Attachment<'a>>, ProtocolError> {
+        let n = self.count(1)?;
+        (0..n)
+            .map(|_| match self.u8()? {
+                0 => Ok(Attachment::Descriptor { len: self.u64()? }),
+                1 => Ok(Attachment::Failed(self.bytes()?)),
+                other => Err(ProtocolError(format!("bad attachment tag {other}"))),
+            })
+            .collect()
+    }
     pub(crate) fn task(&mut self) -> Result<TaskFrame<'a>, ProtocolError> {
         Ok(TaskFrame {
             id: self.u64()?,
             fn_offset: self.i64()?,
             payload: self.bytes()?,
+            attached: self.attachments()?,
         })
     }
     pub(crate) fn result(&mut self) -> Result<ResultFrame<'a>, ProtocolError> {
@@ -370,6 +408,7 @@ impl<'a> Reader<'a> {
             nanos,
             ok,
             bytes: self.bytes()?,
+            attached: self.attachments()?,
         })
     }
 }
@@ -410,10 +449,10 @@ pub(crate) fn decode_worker_message(body: &[u8]) -> Result<WorkerMessage<'_>, Pr
     Ok(message)
 }
 
-/// Minimum encoded size of a task record (id + offset + length).
-pub(crate) const TASK_RECORD_MIN: usize = 8 + 8 + 4;
-/// Minimum encoded size of a result record (id + nanos + status + length).
-pub(crate) const RESULT_RECORD_MIN: usize = 8 + 8 + 1 + 4;
+/// Minimum encoded size of a task record (id + offset + length + attachment count).
+pub(crate) const TASK_RECORD_MIN: usize = 8 + 8 + 4 + 4;
+/// Minimum encoded size of a result record (id + nanos + status + length + attachment count).
+pub(crate) const RESULT_RECORD_MIN: usize = 8 + 8 + 1 + 4 + 4;
 
 #[cfg(test)]
 mod tests {
@@ -430,6 +469,10 @@ mod tests {
                 nanos: 1,
                 ok: true,
                 bytes: b"abc",
+                attached: vec![
+                    Attachment::Descriptor { len: 70_000 },
+                    Attachment::Failed(b"no memory"),
+                ],
             },
         );
         push_result(
@@ -439,6 +482,7 @@ mod tests {
                 nanos: 2,
                 ok: false,
                 bytes: b"",
+                attached: vec![],
             },
         );
         let frame = f.finish();
@@ -448,7 +492,15 @@ mod tests {
         let (kind, mut r) = Reader::new(&body).unwrap();
         assert_eq!(kind, Kind::Results);
         assert_eq!(r.count(RESULT_RECORD_MIN).unwrap(), 2);
-        assert_eq!(r.result().unwrap().bytes, b"abc");
+        let first = r.result().unwrap();
+        assert_eq!(first.bytes, b"abc");
+        assert_eq!(
+            first.attached,
+            [
+                Attachment::Descriptor { len: 70_000 },
+                Attachment::Failed(b"no memory")
+            ]
+        );
         assert!(!r.result().unwrap().ok);
         r.end().unwrap();
         for cut in 1..body.len() {

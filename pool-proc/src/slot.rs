@@ -20,10 +20,11 @@ use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use cf_executor_api::ExitCause;
+use cf_executor_api::{Buffer, ExitCause};
 
 use crate::pool::{Job, Pool, PoolState};
 use crate::protocol::{self, FrameBuf, Kind, StartFailure, WorkerMessage, MAX_FRAME};
+use crate::shm::{self, FdStream};
 use crate::sys;
 use crate::task::Completion;
 
@@ -141,14 +142,14 @@ fn feed(pool: &Arc<Pool>, id: usize) {
         }
     };
     while let Some(jobs) = next_batch(pool, id) {
-        let frame = match jobs {
-            Batch::Tasks(frame) => frame,
+        let jobs = match jobs {
+            Batch::Tasks(jobs) => jobs,
             Batch::Shutdown => {
                 let _ = protocol::write_frame(&mut *out.lock(), &protocol::shutdown());
                 break;
             }
         };
-        if let Err(e) = protocol::write_frame(&mut *out.lock(), &frame) {
+        if let Err(e) = send_tasks(&pool.regions, &out, jobs) {
             // The worker is gone or going; the reader fails what it held.
             log::debug!("cf-pool-proc: write to worker slot {id} failed: {e}");
             break;
@@ -206,8 +207,45 @@ fn launch(pool: &Arc<Pool>, id: usize) -> io::Result<(JoinHandle<()>, Writer)> {
 }
 
 enum Batch {
-    Tasks(Vec<u8>),
+    Tasks(Vec<Sending>),
     Shutdown,
+}
+
+/// A task taken for a worker (already in its window), to be framed and sent outside the lock.
+pub(crate) struct Sending {
+    id: u64,
+    fn_offset: i64,
+    payload: Vec<u8>,
+    attached: Vec<Buffer>,
+}
+
+/// Frames `jobs`, exports their attached buffers (a memfd copy each, or a duplicate of a
+/// descriptor they came with) and writes the frame. Runs without the pool lock: exporting
+/// copies the bytes. A buffer that cannot be exported fails only its own task, in the worker.
+pub(crate) fn send_tasks(
+    regions: &shm::Regions,
+    writer: &Writer,
+    jobs: Vec<Sending>,
+) -> io::Result<()> {
+    let mut frame = FrameBuf::new(Kind::Tasks);
+    frame.u32(u32::try_from(jobs.len()).expect("window is small"));
+    let mut fds = Vec::new();
+    let mut messages = Vec::new();
+    for job in &jobs {
+        let exported = shm::export_all(regions, &job.attached, &mut fds, &mut messages);
+        protocol::push_task(
+            &mut frame,
+            &protocol::TaskFrame {
+                id: job.id,
+                fn_offset: job.fn_offset,
+                payload: &job.payload,
+                attached: exported.iter().map(|a| a.record(&messages)).collect(),
+            },
+        );
+    }
+    let frame = frame.finish();
+    drop(jobs);
+    shm::send_frame(&writer.lock(), &frame, &fds)
 }
 
 /// Blocks until this slot should send something; `None` when the slot is finished.
@@ -258,21 +296,25 @@ fn next_batch(pool: &Pool, id: usize) -> Option<Batch> {
     }
 }
 
-/// Moves up to `n` startable jobs from the queue into slot `id`'s window and frames them.
-/// A job with a time limit travels alone, to an otherwise empty worker, so its clock starts
-/// when it starts and killing the worker on expiry stops nothing else. `None` if every job
-/// taken had been cancelled meanwhile, or the next job needs an empty worker.
-pub(crate) fn take_jobs(state: &mut PoolState, id: usize, n: usize) -> Option<Vec<u8>> {
+/// Moves up to `n` startable jobs from the queue into slot `id`'s window, for
+/// [`send_tasks`]. A job with a time limit travels alone, to an otherwise empty worker, so its
+/// clock starts when it starts and killing the worker on expiry stops nothing else. A frame
+/// carries at most [`shm::FRAME_FDS`] attached buffers. `None` if every job taken had been
+/// cancelled meanwhile, or the next job needs an empty worker.
+pub(crate) fn take_jobs(state: &mut PoolState, id: usize, n: usize) -> Option<Vec<Sending>> {
     let empty = state.slot_mut(id)?.in_flight.is_empty();
     let mut taken: Vec<Job> = Vec::with_capacity(n);
+    let mut fds = 0;
     while taken.len() < n {
         let Some(job) = state.queue.pop_front() else {
             break;
         };
-        if job.timeout.is_some() && !(taken.is_empty() && empty) {
+        let over_fds = !taken.is_empty() && fds + job.attached.len() > shm::FRAME_FDS;
+        if over_fds || (job.timeout.is_some() && !(taken.is_empty() && empty)) {
             state.queue.push_front(job);
             break;
         }
+        fds += job.attached.len();
         if !job.completion.start() {
             continue;
         }
@@ -285,20 +327,17 @@ pub(crate) fn take_jobs(state: &mut PoolState, id: usize, n: usize) -> Option<Ve
     if taken.is_empty() {
         return None;
     }
-    let mut frame = FrameBuf::new(Kind::Tasks);
-    frame.u32(u32::try_from(taken.len()).expect("window is small"));
     let now = Instant::now();
     let slot = state.slot_mut(id).expect("caller checked the slot");
     slot.sent += taken.len() as u64;
+    let mut sending = Vec::with_capacity(taken.len());
     for job in taken {
-        protocol::push_task(
-            &mut frame,
-            &protocol::TaskFrame {
-                id: job.id,
-                fn_offset: job.fn_offset,
-                payload: &job.payload,
-            },
-        );
+        sending.push(Sending {
+            id: job.id,
+            fn_offset: job.fn_offset,
+            payload: job.payload,
+            attached: job.attached,
+        });
         slot.in_flight.insert(
             job.id,
             InFlight {
@@ -307,7 +346,7 @@ pub(crate) fn take_jobs(state: &mut PoolState, id: usize, n: usize) -> Option<Ve
             },
         );
     }
-    Some(frame.finish())
+    Some(sending)
 }
 
 fn reader(pool: &Arc<Pool>, id: usize, stream: UnixStream, mut child: Child) {
@@ -317,7 +356,7 @@ fn reader(pool: &Arc<Pool>, id: usize, stream: UnixStream, mut child: Child) {
     if let Err(e) = stream.set_read_timeout(Some(READ_POLL)) {
         log::debug!("cf-pool-proc: no read timeout for worker {pid}: {e}");
     }
-    let mut input = BufReader::with_capacity(256 * 1024, stream);
+    let mut input = BufReader::with_capacity(256 * 1024, FdStream::new(stream));
     let mut init_failure: Option<(StartFailure, String)> = None;
     let trouble: Option<String> = loop {
         let body = match protocol::read_frame(&mut input, MAX_FRAME, Some(FRAME_STALL)) {
@@ -325,7 +364,7 @@ fn reader(pool: &Arc<Pool>, id: usize, stream: UnixStream, mut child: Child) {
             Ok(None) => break None,
             Err(e) => break Some(e.to_string()),
         };
-        match handle_frame(pool, id, &body) {
+        match handle_frame(pool, id, &body, input.get_mut()) {
             Ok(Some(failure)) => init_failure = Some(failure),
             Ok(None) => {}
             Err(e) => break Some(e.to_string()),
@@ -360,6 +399,7 @@ fn handle_frame(
     pool: &Pool,
     id: usize,
     body: &[u8],
+    stream: &mut FdStream,
 ) -> Result<Option<(StartFailure, String)>, protocol::ProtocolError> {
     let records = match protocol::decode_worker_message(body)? {
         WorkerMessage::Ready { pid } => {
@@ -374,6 +414,12 @@ fn handle_frame(
         WorkerMessage::InitFailed { why, message } => return Ok(Some((why, message))),
         WorkerMessage::Results(records) => records,
     };
+    // Copy attached buffers out before taking the lock.
+    let buffers = records
+        .iter()
+        .map(|rec| stream.import_all(&rec.attached))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(protocol::ProtocolError)?;
     let mut done = Vec::with_capacity(records.len());
     let callbacks;
     {
@@ -381,7 +427,7 @@ fn handle_frame(
         let slot = state
             .slot_mut(id)
             .ok_or_else(|| protocol::ProtocolError("results for a removed slot".into()))?;
-        for rec in &records {
+        for (rec, buffers) in records.iter().zip(buffers) {
             let Some(entry) = slot.in_flight.remove(&rec.id) else {
                 return Err(protocol::ProtocolError(format!(
                     "result for task {} which this worker does not hold",
@@ -389,13 +435,13 @@ fn handle_frame(
                 )));
             };
             slot.record_nanos(rec.nanos);
-            done.push((entry.completion, rec.ok, rec.bytes));
+            done.push((entry.completion, rec.ok, rec.bytes, buffers));
         }
         slot.frame_done();
         // Callbacks run on this thread. While they do, this worker takes no new work: a
         // callback that submits and waits would otherwise wait for a result only this thread
         // can read.
-        callbacks = done.iter().any(|(c, _, _)| c.has_callbacks());
+        callbacks = done.iter().any(|(c, ..)| c.has_callbacks());
         slot.completing = callbacks;
         // Room in a window matters to a feeder only if work waits (or it must send Shutdown);
         // waking every feeder on every results frame cost a futex call per round trip.
@@ -403,8 +449,8 @@ fn handle_frame(
             pool.work.notify_all();
         }
     }
-    for (completion, ok, bytes) in done {
-        completion.finish(ok, bytes);
+    for (completion, ok, bytes, buffers) in done {
+        completion.finish(ok, bytes, buffers);
     }
     if callbacks {
         let mut state = pool.state.lock();

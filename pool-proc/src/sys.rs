@@ -10,6 +10,9 @@
 //!   relative layout: the offset names the same function in both processes. The task value
 //!   itself is a zero-sized type (checked at compile time), so the worker conjures it from
 //!   nothing.
+//! * **Shared memory.** Copying bytes into and out of a shared region ([`copy_in`],
+//!   [`copy_out`]) through raw pointers, never references, since another process maps the same
+//!   memory (see [`crate::shm`]).
 //! * **Process control.** Clearing close-on-exec on the child's socket, `PR_SET_PDEATHSIG`, and
 //!   `kill(2)` for timeouts and `kill_workers`, plus adopting the inherited socket in the worker.
 //!
@@ -24,14 +27,16 @@ use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use cf_executor_api::TaskError;
+use cf_executor_api::{Buffer, TaskError};
 
 /// The environment variable that tells a re-executed binary to serve as a worker, and on which
 /// descriptor.
 pub(crate) const WORKER_ENV: &str = "CF_POOL_PROC_WORKER_FD";
 
-/// What a trampoline is: decode the argument, run the task, encode the result.
-pub(crate) type Trampoline = fn(&[u8]) -> Result<Vec<u8>, TaskError>;
+/// What a trampoline is: decode the argument (with its attached buffers, or why they could not
+/// be sent), run the task, encode the result (with the buffers it attaches).
+pub(crate) type Trampoline =
+    fn(&[u8], Result<Vec<Buffer>, String>) -> Result<(Vec<u8>, Vec<Buffer>), TaskError>;
 
 /// An initializer as sent to workers.
 pub(crate) type Initializer = fn() -> Result<(), String>;
@@ -84,6 +89,50 @@ pub(crate) fn initializer_at(offset: i64) -> Initializer {
     // SAFETY: as in `trampoline_at`: the parent computed the offset from a value of type
     // `Initializer` in the identical executable image.
     unsafe { std::mem::transmute::<usize, Initializer>(addr) }
+}
+
+/// Copies `bytes` into `map` at `offset`.
+///
+/// # Panics
+///
+/// If the bytes do not fit in the mapping.
+pub(crate) fn copy_in(map: &memmap2::MmapRaw, offset: usize, bytes: &[u8]) {
+    let end = offset
+        .checked_add(bytes.len())
+        .expect("offset + length overflows");
+    assert!(end <= map.len(), "copy past the end of a shared region");
+    // SAFETY: `offset..end` lies inside the live mapping (checked above), which is writable
+    // (the sender maps its own regions read-write) and cannot shrink (`F_SEAL_SHRINK` is set
+    // at creation, so no process can truncate it and fault us). `bytes` is ordinary private
+    // memory, so the ranges do not overlap. No reference into the shared memory is created:
+    // the peer process may access it too, and by protocol it does not while the region is
+    // ours (its lease flag is 0); if a misbehaving peer did, it would only see or leave
+    // different bytes, never break an invariant of this process.
+    unsafe {
+        std::ptr::copy_nonoverlapping(bytes.as_ptr(), map.as_mut_ptr().add(offset), bytes.len());
+    }
+}
+
+/// Copies `len` bytes out of `map` at `offset` into a new `Vec`.
+///
+/// # Panics
+///
+/// If the range is outside the mapping.
+pub(crate) fn copy_out(map: &memmap2::MmapRaw, offset: usize, len: usize) -> Vec<u8> {
+    let end = offset.checked_add(len).expect("offset + length overflows");
+    assert!(end <= map.len(), "copy past the end of a shared region");
+    let mut out = Vec::with_capacity(len);
+    // SAFETY: the source range is inside the live mapping (checked above) and cannot be
+    // truncated under us (the receiver checked `F_SEAL_SHRINK` before mapping). The
+    // destination is `out`'s spare capacity, `len` bytes, private, so no overlap. Every bit
+    // pattern is a valid `u8`, so whatever a peer may have written, the copied bytes are
+    // initialised values, and `set_len` only covers what was copied. No reference into the
+    // shared memory is created; the user only ever sees this private copy.
+    unsafe {
+        std::ptr::copy_nonoverlapping(map.as_ptr().add(offset), out.as_mut_ptr(), len);
+        out.set_len(len);
+    }
+    out
 }
 
 /// A value of the zero-sized, `Copy` type `F` (a fn item or non-capturing closure).

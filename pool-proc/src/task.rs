@@ -4,10 +4,11 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use cf_executor_api::{
-    call_catching, panic_message, CodecStage, Payload, Promise, Task, TaskError,
+    attached, attaching, call_catching, panic_message, Buffer, CodecStage, Payload, Promise, Task,
+    TaskError,
 };
 
-use crate::sys;
+use crate::{shm, sys};
 
 /// The largest payload a single task or result may have (the frame length is a `u32`).
 pub(crate) const MAX_PAYLOAD: usize = u32::MAX as usize - 1024;
@@ -40,15 +41,22 @@ fn codec(stage: CodecStage, message: String) -> TaskError {
     TaskError::Codec { stage, message }
 }
 
-/// Runs in the worker: decode `A`, call the task, encode `R`. Every failure, including a
-/// panicking `Deserialize` or `Serialize`, becomes a `TaskError` for this task only.
-fn trampoline<F, A, R>(input: &[u8]) -> Result<Vec<u8>, TaskError>
+/// Runs in the worker: decode `A` (with its attached buffers), call the task, encode `R`.
+/// Every failure, including a panicking `Deserialize` or `Serialize` and a buffer the parent
+/// could not send, becomes a `TaskError` for this task only.
+fn trampoline<F, A, R>(
+    input: &[u8],
+    buffers: Result<Vec<Buffer>, String>,
+) -> Result<(Vec<u8>, Vec<Buffer>), TaskError>
 where
     F: Task<A, R>,
     A: Payload,
     R: Payload,
 {
-    let arg: A = match catch_unwind(AssertUnwindSafe(|| postcard::from_bytes(input))) {
+    let buffers = buffers.map_err(|why| codec(CodecStage::SerializeArgument, why))?;
+    let arg: A = match catch_unwind(AssertUnwindSafe(|| {
+        attached(buffers, || postcard::from_bytes(input))
+    })) {
         Ok(Ok(a)) => a,
         Ok(Err(e)) => return Err(codec(CodecStage::DeserializeArgument, e.to_string())),
         Err(p) => {
@@ -63,17 +71,23 @@ where
     encode(&value, CodecStage::SerializeResult)
 }
 
-/// Encodes a payload, turning errors and panics of its `Serialize` into `Codec` errors.
+/// Encodes a payload and the large [`Buffer`]s it attaches, turning errors and panics of its
+/// `Serialize` into `Codec` errors.
 pub(crate) fn encode<T: serde::Serialize>(
     value: &T,
     stage: CodecStage,
-) -> Result<Vec<u8>, TaskError> {
-    match catch_unwind(AssertUnwindSafe(|| postcard::to_allocvec(value))) {
-        Ok(Ok(bytes)) if bytes.len() <= MAX_PAYLOAD => Ok(bytes),
-        Ok(Ok(bytes)) => Err(codec(
+) -> Result<(Vec<u8>, Vec<Buffer>), TaskError> {
+    let encoded = catch_unwind(AssertUnwindSafe(|| {
+        let (bytes, buffers) = attaching(shm::POLICY, || postcard::to_allocvec(value));
+        bytes.map(|b| (b, buffers))
+    }));
+    match encoded {
+        Ok(Ok((bytes, buffers))) if bytes.len() <= MAX_PAYLOAD => Ok((bytes, buffers)),
+        Ok(Ok((bytes, _))) => Err(codec(
             stage,
             format!(
-                "{} bytes is over the {MAX_PAYLOAD}-byte limit of one message; split the work",
+                "{} bytes is over the {MAX_PAYLOAD}-byte limit of one message; split the work, \
+                 or put bulk bytes in a cf_executor_api::Buffer (it travels in shared memory)",
                 bytes.len()
             ),
         )),
@@ -93,8 +107,9 @@ pub(crate) trait Completion: Send {
     fn cancel(&self) -> bool;
     /// Done-callbacks are attached (they will run in the completing thread).
     fn has_callbacks(&self) -> bool;
-    /// Completes from a worker's record: `ok` bytes are an encoded `R`, else a `TaskError`.
-    fn finish(self: Box<Self>, ok: bool, bytes: &[u8]);
+    /// Completes from a worker's record: `ok` bytes are an encoded `R` (with the buffers it
+    /// attached, or why the worker could not send them), else a `TaskError`.
+    fn finish(self: Box<Self>, ok: bool, bytes: &[u8], buffers: Result<Vec<Buffer>, String>);
     /// Fails the future.
     fn fail(self: Box<Self>, error: TaskError);
 }
@@ -112,12 +127,18 @@ impl<R: Payload + Sync> Completion for Promise<R> {
         self.has_done_callbacks()
     }
 
-    fn finish(self: Box<Self>, ok: bool, bytes: &[u8]) {
+    fn finish(self: Box<Self>, ok: bool, bytes: &[u8], buffers: Result<Vec<Buffer>, String>) {
         let outcome = if ok {
-            match catch_unwind(AssertUnwindSafe(|| postcard::from_bytes::<R>(bytes))) {
-                Ok(Ok(v)) => Ok(v),
-                Ok(Err(e)) => Err(codec(CodecStage::DeserializeResult, e.to_string())),
-                Err(p) => Err(codec(
+            let decoded = buffers.map(|buffers| {
+                catch_unwind(AssertUnwindSafe(|| {
+                    attached(buffers, || postcard::from_bytes::<R>(bytes))
+                }))
+            });
+            match decoded {
+                Err(why) => Err(codec(CodecStage::SerializeResult, why)),
+                Ok(Ok(Ok(v))) => Ok(v),
+                Ok(Ok(Err(e))) => Err(codec(CodecStage::DeserializeResult, e.to_string())),
+                Ok(Err(p)) => Err(codec(
                     CodecStage::DeserializeResult,
                     format!("Deserialize panicked: {}", panic_message(p.as_ref())),
                 )),

@@ -7,7 +7,8 @@
 //! It ends when the parent says `Shutdown`, when the socket closes (the parent died: the
 //! lifeline), after `max_tasks_per_child` tasks, or by `SIGKILL` from `PR_SET_PDEATHSIG`.
 
-use std::io::{self, BufReader, Read, Write};
+use std::io::{self, BufReader, Write};
+use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -20,6 +21,7 @@ use cf_executor_api::{call_catching, CodecStage, TaskError};
 use crate::protocol::{
     self, FrameBuf, Kind, Reader, ResultFrame, StartFailure, MAX_FRAME, TASK_RECORD_MIN,
 };
+use crate::shm::{self, FdStream};
 use crate::sys;
 use crate::task::encode;
 
@@ -61,6 +63,8 @@ pub(crate) fn run(socket: UnixStream) -> ! {
 struct Batch {
     frame: FrameBuf,
     count: u32,
+    /// Descriptors of the attached buffers, in record order.
+    fds: Vec<OwnedFd>,
     /// When the oldest buffered result was produced.
     since: Option<Instant>,
     /// The flusher is watching this batch (a task started while results waited).
@@ -74,16 +78,17 @@ impl Batch {
         Batch {
             frame,
             count: 0,
+            fds: Vec::new(),
             since: None,
             armed: false,
         }
     }
 
-    fn into_frame(self) -> Vec<u8> {
+    fn into_frame(self) -> (Vec<u8>, Vec<OwnedFd>) {
         let mut bytes = self.frame.finish();
         let at = protocol::HEADER + 1;
         bytes[at..at + 4].copy_from_slice(&self.count.to_le_bytes());
-        bytes
+        (bytes, self.fds)
     }
 }
 
@@ -99,8 +104,15 @@ struct Outbox {
 }
 
 impl Outbox {
-    fn push(&self, result: &ResultFrame<'_>) {
+    /// Buffers a result and the descriptors of its attached buffers.
+    fn push(&self, result: &ResultFrame<'_>, fds: Vec<OwnedFd>) {
+        if !fds.is_empty() && self.batch.lock().fds.len() + fds.len() > shm::FRAME_FDS {
+            // Only this thread adds descriptors, so after the flush there is room. A failed
+            // flush means the parent is gone, which the next read finds out.
+            let _ = self.flush();
+        }
         let mut batch = self.batch.lock();
+        batch.fds.extend(fds);
         protocol::push_result(&mut batch.frame, result);
         batch.count += 1;
         batch.since.get_or_insert_with(Instant::now);
@@ -122,7 +134,7 @@ impl Outbox {
     }
 
     fn flush(&self) -> io::Result<()> {
-        let mut socket = self.socket.lock();
+        let socket = self.socket.lock();
         let full = {
             let mut batch = self.batch.lock();
             if batch.count == 0 {
@@ -130,7 +142,8 @@ impl Outbox {
             }
             std::mem::replace(&mut *batch, Batch::new())
         };
-        protocol::write_frame(&mut *socket, &full.into_frame())
+        let (frame, fds) = full.into_frame();
+        shm::send_frame(&socket, &frame, &fds)
     }
 
     fn flusher(&self) {
@@ -172,7 +185,7 @@ impl Outbox {
 
 fn serve(socket: UnixStream) -> io::Result<()> {
     let mut out = socket.try_clone()?;
-    let mut input = BufReader::with_capacity(256 * 1024, socket);
+    let mut input = BufReader::with_capacity(256 * 1024, FdStream::new(socket));
 
     let Some(body) = protocol::read_frame(&mut input, MAX_FRAME, None)? else {
         return Ok(());
@@ -231,7 +244,8 @@ fn serve(socket: UnixStream) -> io::Result<()> {
 }
 
 /// Reads task frames and runs them until `Shutdown`, end of stream, or `max_tasks`.
-fn run_tasks(input: &mut impl Read, outbox: &Outbox, max_tasks: u64) -> io::Result<()> {
+fn run_tasks(input: &mut BufReader<FdStream>, outbox: &Outbox, max_tasks: u64) -> io::Result<()> {
+    let regions = &shm::Regions::default();
     let mut done: u64 = 0;
     loop {
         let Some(body) = protocol::read_frame(input, MAX_FRAME, None)? else {
@@ -243,23 +257,38 @@ fn run_tasks(input: &mut impl Read, outbox: &Outbox, max_tasks: u64) -> io::Resu
                 let n = r.count(TASK_RECORD_MIN).map_err(io::Error::other)?;
                 for _ in 0..n {
                     let task = r.task().map_err(io::Error::other)?;
+                    let buffers = input
+                        .get_mut()
+                        .import_all(&task.attached)
+                        .map_err(io::Error::other)?;
                     outbox.arm();
                     let started = Instant::now();
-                    let outcome = sys::trampoline_at(task.fn_offset)(task.payload);
+                    let outcome = sys::trampoline_at(task.fn_offset)(task.payload, buffers);
                     let nanos = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
-                    let (ok, bytes) = match outcome {
-                        Ok(bytes) => (true, bytes),
+                    let (ok, bytes, attached) = match outcome {
+                        Ok((bytes, attached)) => (true, bytes, attached),
                         Err(e) => (
                             false,
-                            encode(&e, CodecStage::SerializeResult).unwrap_or_default(),
+                            encode(&e, CodecStage::SerializeResult)
+                                .map(|(bytes, _)| bytes)
+                                .unwrap_or_default(),
+                            Vec::new(),
                         ),
                     };
-                    outbox.push(&ResultFrame {
-                        id: task.id,
-                        nanos,
-                        ok,
-                        bytes: &bytes,
-                    });
+                    let mut fds = Vec::new();
+                    let mut messages = Vec::new();
+                    let exported = shm::export_all(regions, &attached, &mut fds, &mut messages);
+                    drop(attached);
+                    outbox.push(
+                        &ResultFrame {
+                            id: task.id,
+                            nanos,
+                            ok,
+                            bytes: &bytes,
+                            attached: exported.iter().map(|a| a.record(&messages)).collect(),
+                        },
+                        fds,
+                    );
                     done += 1;
                     if max_tasks != 0 && done >= max_tasks {
                         return Ok(());

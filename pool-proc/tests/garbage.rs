@@ -39,16 +39,42 @@ fn init_failed(message: &str) -> Vec<u8> {
     frame(&b)
 }
 
-/// A `Results` frame of `(id, nanos, ok, bytes)` records.
+/// A `Results` frame of `(id, nanos, ok, bytes)` records, none with attached buffers.
 fn results(records: &[(u64, u64, bool, &[u8])]) -> Vec<u8> {
+    let records: Vec<_> = records
+        .iter()
+        .map(|&(id, nanos, ok, bytes)| (id, nanos, ok, bytes, &[][..]))
+        .collect();
+    results_attached(&records)
+}
+
+/// A `Results` frame whose records list attachments: `Ok(len)` is a region of `len` bytes
+/// whose descriptor came with the frame (tag 0), `Err` a buffer the worker could not send,
+/// with why (tag 1).
+#[allow(clippy::type_complexity)]
+fn results_attached(records: &[(u64, u64, bool, &[u8], &[Result<u64, &str>])]) -> Vec<u8> {
     let mut b = vec![6];
     b.extend_from_slice(&(records.len() as u32).to_le_bytes());
-    for (id, nanos, ok, bytes) in records {
+    for (id, nanos, ok, bytes, attached) in records {
         b.extend_from_slice(&id.to_le_bytes());
         b.extend_from_slice(&nanos.to_le_bytes());
         b.push(u8::from(*ok));
         b.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
         b.extend_from_slice(bytes);
+        b.extend_from_slice(&(attached.len() as u32).to_le_bytes());
+        for a in *attached {
+            match a {
+                Ok(len) => {
+                    b.push(0);
+                    b.extend_from_slice(&len.to_le_bytes());
+                }
+                Err(why) => {
+                    b.push(1);
+                    b.extend_from_slice(&(why.len() as u32).to_le_bytes());
+                    b.extend_from_slice(why.as_bytes());
+                }
+            }
+        }
     }
     frame(&b)
 }
@@ -61,6 +87,7 @@ fn hand_built_worker_frames_decode_and_every_mutilation_is_refused() {
         results(&[]),
         results(&[(7, 1500, true, &[49])]),
         results(&[(7, 1, true, b"abc"), (8, 2, false, &[1])]),
+        results_attached(&[(9, 3, true, &[0, 1], &[Ok(70_000), Err("no memory")])]),
     ];
     for f in &valid {
         assert_eq!(parse_worker_frame(f, 1 << 20), Ok(()), "{f:?}");
@@ -98,6 +125,10 @@ fn hand_built_worker_frames_decode_and_every_mutilation_is_refused() {
     let mut bad_status = bad_status.clone();
     bad_status[8 + 1 + 4 + 16] = 2;
     assert!(parse_worker_frame(&bad_status, 1 << 20).is_err());
+    let mut bad_tag = results_attached(&[(1, 1, true, b"", &[Ok(70_000)])]);
+    let tag = bad_tag.len() - 9;
+    bad_tag[tag] = 2;
+    assert!(parse_worker_frame(&bad_tag, 1 << 20).is_err());
 }
 
 /// The fuzz seeds are hand-built frames too; if the protocol changes they must follow.
@@ -116,7 +147,7 @@ fn fuzz_seed_corpus_matches_the_protocol() {
         assert_eq!(parsed.is_ok(), should_parse, "seed {name}: {parsed:?}");
         checked += 1;
     }
-    assert!(checked >= 9, "only {checked} seeds");
+    assert!(checked >= 10, "only {checked} seeds");
 }
 
 /// What a task writes to its worker's socket.

@@ -382,6 +382,8 @@ fn measure_steady_state(bench: &mut Bench, cores: usize) {
                     echo::cf_bytebuf(&proc, len, n)
                 })
                 .detail("serde_bytes::ByteBuf"),
+                contender("cf-proc+Buffer", moved, |n| echo::cf_buffer(&proc, len, n))
+                    .detail("cf Buffer: shared memory"),
                 contender("cf-thread", moved, |n| echo::cf_vec(&thread, len, n))
                     .detail("Vec<u8>, moved"),
                 contender("procspawn", moved, |n| echo::procspawn(&ps, len, n)).detail("Vec<u8>"),

@@ -4,10 +4,10 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use cf_executor_api::Executor;
+use cf_executor_api::{Buffer, Executor};
 use serde_bytes::ByteBuf;
 
-use crate::tasks::{echo, echo_bytes, payload};
+use crate::tasks::{echo, echo_buffer, echo_bytes, payload};
 
 /// `submit(echo, v)` with a plain `Vec<u8>`: what a user gets by default.
 pub fn cf_vec<E: Executor>(pool: &E, len: usize, iters: u64) -> Duration {
@@ -33,6 +33,25 @@ pub fn cf_bytebuf<E: Executor>(pool: &E, len: usize, iters: u64) -> Duration {
     for _ in 0..iters {
         v = pool
             .submit(echo_bytes, v)
+            .expect("submit")
+            .try_unwrap()
+            .unwrap_or_else(|_| panic!("the only handle to an echo future"))
+            .expect("echo");
+    }
+    let elapsed = start.elapsed();
+    assert_eq!(black_box(v).len(), len);
+    elapsed
+}
+
+/// `submit(echo_buffer, buf)` with a [`Buffer`]. Each round trip starts from the `Buffer` the
+/// last one returned, which in the parent is a mapping without its descriptor, so every trip
+/// copies the payload once into a new memfd: the copy a fresh payload would cost, too.
+pub fn cf_buffer<E: Executor>(pool: &E, len: usize, iters: u64) -> Duration {
+    let mut v = Buffer::from(payload(len));
+    let start = Instant::now();
+    for _ in 0..iters {
+        v = pool
+            .submit(echo_buffer, v)
             .expect("submit")
             .try_unwrap()
             .unwrap_or_else(|_| panic!("the only handle to an echo future"))

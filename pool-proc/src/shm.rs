@@ -1,0 +1,436 @@
+//! Large [`Buffer`]s travel beside a frame, through shared-memory regions passed over the
+//! worker's socket.
+//!
+//! While an argument or result is encoded, every `Buffer` of at least [`POLICY`]`.min_len`
+//! bytes is *attached* (see `cf_executor_api::attaching`) instead of being written into the
+//! payload. When the frame is sent, each attached buffer is copied into a *region*: a `memfd`
+//! of the sending process, mapped read-write there, whose descriptor travels in the ancillary
+//! data of the frame's first bytes (so a frame's descriptors have always arrived by the time
+//! its last byte has). The receiver maps the region, copies the bytes out into its own memory,
+//! and hands the region back by clearing its *lease flag* (byte 0 of the file). User code only
+//! ever sees the private copy, never memory another process can write.
+//!
+//! Regions are reused, and that is the point: a new shared page costs the kernel about as much
+//! as copying it three times over (allocation, accounting, freeing; measured in
+//! `benches/README.md`). So the sender keeps a few idle regions ([`Outbound`]) and reclaims
+//! lent ones whose flag is clear, and the receiver keeps its mappings of the sender's regions
+//! ([`Inbound`]), keyed by inode, so a reused region costs one `memcpy` on each side and no
+//! page faults.
+//!
+//! Regions are sealed against shrinking and growing at creation: a receiver checks that before
+//! mapping, so no process can truncate a region under a reader (which would fault it).
+//!
+//! Retention is bounded: a process keeps at most [`IDLE_MAX`] idle and [`LENT_MAX`] lent
+//! regions, [`RETAIN_BYTES`] in all, none over [`RETAIN_MAX`] (bigger ones are used once);
+//! each receiver caches at most [`CACHED_MAX`] mappings, [`RETAIN_BYTES`] in all. A region
+//! lent to a process that dies is forgotten when it falls off the lent list; the kernel frees
+//! it when the last descriptor and mapping go.
+//!
+//! A buffer that cannot be exported (no memory, no descriptors left) is sent as an
+//! [`Attachment::Failed`] record with the reason; the receiving side fails that one task with a
+//! `Codec` error that says so, and nothing else is affected.
+
+use std::collections::VecDeque;
+use std::io::{self, IoSlice, IoSliceMut, Read, Write};
+use std::mem::MaybeUninit;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::sync::Mutex;
+
+use cf_executor_api::{AttachPolicy, Buffer};
+use memmap2::{MmapOptions, MmapRaw};
+use rustix::fs::{MemfdFlags, SealFlags};
+use rustix::net::{
+    RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, ReturnFlags, SendAncillaryBuffer,
+    SendAncillaryMessage, SendFlags,
+};
+
+use crate::protocol::Attachment;
+use crate::sys;
+
+/// Which buffers are attached: 64 KiB and up (below that, the few syscalls cost more than
+/// copying through the socket), at most 32 per argument or result (the rest inline).
+pub(crate) const POLICY: AttachPolicy = AttachPolicy {
+    min_len: 64 * 1024,
+    max_count: 32,
+};
+
+/// Descriptors in one frame, at most. The kernel allows 253 per message (`SCM_MAX_FD`).
+pub(crate) const FRAME_FDS: usize = 128;
+
+/// Descriptors a receiver holds that no frame has claimed yet. Frames carry at most
+/// [`FRAME_FDS`], and a reader holds at most one frame plus a read-ahead buffer's worth; more
+/// than this is a peer sending descriptors it never names.
+const PENDING_FDS: usize = 4 * FRAME_FDS;
+
+/// A region's first page holds the lease flag (byte 0); the bytes start here, page-aligned.
+const HEADER: usize = 4096;
+/// The smallest region: regions are sized in powers of two from here, so sizes that differ a
+/// little share regions.
+const REGION_MIN: usize = 64 * 1024;
+/// Idle regions a process keeps for reuse.
+const IDLE_MAX: usize = 4;
+/// Lent regions a process remembers, to reclaim once the receiver is done.
+const LENT_MAX: usize = 64;
+/// Regions larger than this are used once, not kept: a rare huge payload should not pin its
+/// memory for the life of the pool.
+const RETAIN_MAX: usize = 64 << 20;
+/// Bytes of idle and lent regions a process keeps, and of mappings a receiver caches.
+const RETAIN_BYTES: usize = 128 << 20;
+/// Mappings of a peer's regions a receiver keeps.
+const CACHED_MAX: usize = 8;
+
+/// The lease flag: set while the receiver may still read the region.
+const LENT: u8 = 1;
+const FREE: u8 = 0;
+
+/// A region of this process: a memfd mapped read-write.
+#[derive(Debug)]
+struct Region {
+    fd: OwnedFd,
+    map: MmapRaw,
+    /// Bytes available after [`HEADER`].
+    capacity: usize,
+}
+
+impl Region {
+    fn new(len: usize) -> io::Result<Region> {
+        let capacity = len
+            .max(REGION_MIN)
+            .checked_next_power_of_two()
+            .unwrap_or(len);
+        let fd =
+            rustix::fs::memfd_create("cf-buffer", MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING)?;
+        rustix::fs::ftruncate(&fd, (HEADER + capacity) as u64)?;
+        rustix::fs::fcntl_add_seals(&fd, SealFlags::SHRINK | SealFlags::GROW | SealFlags::SEAL)?;
+        let map = MmapOptions::new().len(HEADER + capacity).map_raw(&fd)?;
+        Ok(Region { fd, map, capacity })
+    }
+
+    fn lease(&self) -> io::Result<u8> {
+        let mut flag = [0u8];
+        rustix::io::pread(&self.fd, &mut flag, 0)?;
+        Ok(flag[0])
+    }
+
+    fn set_lease(&self, flag: u8) -> io::Result<()> {
+        rustix::io::pwrite(&self.fd, &[flag], 0)?;
+        Ok(())
+    }
+}
+
+/// A sender's regions: idle ones to reuse, lent ones to reclaim. Each pool has one (dropped
+/// with it), and so does each worker.
+#[derive(Debug, Default)]
+pub(crate) struct Regions(Mutex<Outbound>);
+
+impl Regions {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Outbound> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+#[derive(Debug, Default)]
+struct Outbound {
+    idle: Vec<Region>,
+    lent: VecDeque<Region>,
+}
+
+impl Outbound {
+    /// An idle region of at least `len` bytes, reclaiming lent regions first if none is.
+    fn take(&mut self, len: usize) -> Option<Region> {
+        if !self.idle.iter().any(|r| r.capacity >= len) {
+            self.reclaim();
+        }
+        let best = self
+            .idle
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.capacity >= len)
+            .min_by_key(|(_, r)| r.capacity)
+            .map(|(i, _)| i)?;
+        Some(self.idle.swap_remove(best))
+    }
+
+    /// Moves lent regions whose receiver is done to the idle list.
+    fn reclaim(&mut self) {
+        let mut still_lent = VecDeque::with_capacity(self.lent.len());
+        for region in self.lent.drain(..) {
+            match region.lease() {
+                Ok(FREE) => self.idle.push(region),
+                Ok(_) => still_lent.push_back(region),
+                Err(_) => {} // unusable: forget it
+            }
+        }
+        self.lent = still_lent;
+    }
+
+    fn bytes(&self) -> usize {
+        self.idle.iter().chain(&self.lent).map(|r| r.capacity).sum()
+    }
+
+    /// Remembers a region just sent, then trims what is kept to the limits: the largest idle
+    /// regions go first, then the oldest lent ones (forgetting a lent region is always safe:
+    /// the receiver holds its own descriptor or mapping).
+    fn lend(&mut self, region: Region) {
+        if region.capacity > RETAIN_MAX {
+            return;
+        }
+        self.lent.push_back(region);
+        if self.lent.len() + self.idle.len() <= IDLE_MAX && self.bytes() <= RETAIN_BYTES {
+            return;
+        }
+        self.reclaim();
+        self.idle.sort_by_key(|r| r.capacity);
+        while self.idle.len() > IDLE_MAX || (!self.idle.is_empty() && self.bytes() > RETAIN_BYTES) {
+            self.idle.pop();
+        }
+        while self.lent.len() > LENT_MAX || (!self.lent.is_empty() && self.bytes() > RETAIN_BYTES) {
+            self.lent.pop_front();
+        }
+    }
+}
+
+/// Copies `buf` into one of `regions`, marks it lent, and returns a descriptor for it to send.
+pub(crate) fn export(regions: &Regions, buf: &[u8]) -> io::Result<OwnedFd> {
+    let taken = regions.lock().take(buf.len());
+    let region = match taken {
+        Some(region) => region,
+        None => Region::new(buf.len())?,
+    };
+    region.set_lease(LENT)?;
+    sys::copy_in(&region.map, HEADER, buf);
+    let fd = region.fd.try_clone();
+    regions.lock().lend(region);
+    fd
+}
+
+/// A receiver's mappings of its peer's regions, by (device, inode). Each mapping keeps its
+/// region's memory alive, so an inode number cannot be reused while it is cached here.
+#[derive(Debug, Default)]
+struct Inbound {
+    maps: VecDeque<((u64, u64), MmapRaw)>,
+}
+
+impl Inbound {
+    /// Copies the `len` bytes of the region behind `fd` and hands the region back.
+    fn import(&mut self, fd: &OwnedFd, len: usize) -> Result<Buffer, String> {
+        let seals = rustix::fs::fcntl_get_seals(fd)
+            .map_err(|e| format!("an attached descriptor is not a memfd ({e})"))?;
+        if !seals.contains(SealFlags::SHRINK | SealFlags::GROW) {
+            return Err(format!(
+                "an attached memfd may change size ({seals:?}), so it cannot be mapped safely"
+            ));
+        }
+        let st = rustix::fs::fstat(fd).map_err(|e| format!("cannot inspect a region ({e})"))?;
+        let size = usize::try_from(st.st_size).unwrap_or(0);
+        if len > size.saturating_sub(HEADER) {
+            return Err(format!(
+                "a {len}-byte buffer announced in a {size}-byte region"
+            ));
+        }
+        let key = (st.st_dev, st.st_ino);
+        let bytes = match self
+            .maps
+            .iter()
+            .position(|(k, m)| *k == key && m.len() == size)
+        {
+            Some(i) => sys::copy_out(&self.maps[i].1, HEADER, len),
+            None => {
+                let map = MmapOptions::new()
+                    .len(size)
+                    .map_raw_read_only(fd)
+                    .map_err(|e| format!("cannot map a region ({e})"))?;
+                let bytes = sys::copy_out(&map, HEADER, len);
+                if size <= RETAIN_MAX + HEADER {
+                    self.maps.push_back((key, map));
+                    while self.maps.len() > CACHED_MAX
+                        || self.maps.iter().map(|(_, m)| m.len()).sum::<usize>() > RETAIN_BYTES
+                    {
+                        self.maps.pop_front();
+                    }
+                }
+                bytes
+            }
+        };
+        rustix::io::pwrite(fd, &[FREE], 0)
+            .map_err(|e| format!("cannot hand a region back ({e})"))?;
+        Ok(Buffer::from(bytes))
+    }
+
+    /// Turns a record's attachment list into buffers, taking descriptors from `fds` in
+    /// order. `Err` only for a protocol violation (a descriptor named but not sent, or not a
+    /// region); an `Attachment::Failed` from the sender becomes `Ok(Err(reason))`.
+    fn import_all(
+        &mut self,
+        records: &[Attachment<'_>],
+        fds: &mut VecDeque<OwnedFd>,
+    ) -> Result<Result<Vec<Buffer>, String>, String> {
+        let mut buffers = Vec::with_capacity(records.len());
+        let mut failure = None;
+        for record in records {
+            match *record {
+                Attachment::Descriptor { len } => {
+                    let fd = fds.pop_front().ok_or_else(|| {
+                        "a frame names a descriptor that did not arrive".to_string()
+                    })?;
+                    let len = usize::try_from(len).map_err(|_| format!("length {len}"))?;
+                    buffers.push(self.import(&fd, len)?);
+                }
+                Attachment::Failed(why) => {
+                    failure.get_or_insert_with(|| String::from_utf8_lossy(why).into_owned());
+                }
+            }
+        }
+        Ok(match failure {
+            Some(why) => Err(why),
+            None => Ok(buffers),
+        })
+    }
+}
+
+/// Exports `buffers` for one task or result: appends descriptors to `fds` and returns one
+/// record per buffer. Past `budget` descriptors, or when export fails, the record says why.
+pub(crate) fn export_all(
+    regions: &Regions,
+    buffers: &[Buffer],
+    fds: &mut Vec<OwnedFd>,
+    messages: &mut Vec<String>,
+) -> Vec<AttachOut> {
+    buffers
+        .iter()
+        .map(|b| {
+            let result = if fds.len() >= FRAME_FDS {
+                Err(io::Error::other("too many buffers in one frame"))
+            } else {
+                export(regions, b)
+            };
+            match result {
+                Ok(fd) => {
+                    fds.push(fd);
+                    AttachOut::Descriptor(b.len() as u64)
+                }
+                Err(e) => {
+                    messages.push(format!(
+                        "a {}-byte Buffer could not be placed in shared memory: {e}",
+                        b.len()
+                    ));
+                    AttachOut::Failed(messages.len() - 1)
+                }
+            }
+        })
+        .collect()
+}
+
+/// What [`export_all`] made of one buffer: a descriptor, or a failure (an index into the
+/// messages it collected).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum AttachOut {
+    Descriptor(u64),
+    Failed(usize),
+}
+
+impl AttachOut {
+    pub(crate) fn record<'a>(&self, messages: &'a [String]) -> Attachment<'a> {
+        match *self {
+            AttachOut::Descriptor(len) => Attachment::Descriptor { len },
+            AttachOut::Failed(i) => Attachment::Failed(messages[i].as_bytes()),
+        }
+    }
+}
+
+/// Sends `frame` with `fds` attached to its first bytes.
+pub(crate) fn send_frame(sock: &UnixStream, frame: &[u8], fds: &[OwnedFd]) -> io::Result<()> {
+    if fds.is_empty() {
+        return (&mut &*sock).write_all(frame);
+    }
+    let borrowed: Vec<_> = fds.iter().map(AsFd::as_fd).collect();
+    let mut space = vec![MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(FRAME_FDS))];
+    let sent = loop {
+        let mut control = SendAncillaryBuffer::new(&mut space);
+        if !control.push(SendAncillaryMessage::ScmRights(&borrowed)) {
+            return Err(io::Error::other("too many descriptors for one message"));
+        }
+        match rustix::net::sendmsg(
+            sock,
+            &[IoSlice::new(frame)],
+            &mut control,
+            SendFlags::NOSIGNAL,
+        ) {
+            Ok(n) => break n,
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    };
+    (&mut &*sock).write_all(&frame[sent..])
+}
+
+/// The receiving half of a worker socket: reads bytes with `recvmsg` and keeps the
+/// descriptors that arrive with them, in order, for the frames that name them.
+#[derive(Debug)]
+pub(crate) struct FdStream {
+    sock: UnixStream,
+    fds: VecDeque<OwnedFd>,
+    inbound: Inbound,
+}
+
+impl FdStream {
+    pub(crate) fn new(sock: UnixStream) -> Self {
+        FdStream {
+            sock,
+            fds: VecDeque::new(),
+            inbound: Inbound::default(),
+        }
+    }
+
+    /// The buffers a record names: copied out of the peer's regions, in order.
+    /// See [`Inbound::import_all`].
+    pub(crate) fn import_all(
+        &mut self,
+        records: &[Attachment<'_>],
+    ) -> Result<Result<Vec<Buffer>, String>, String> {
+        if records.is_empty() {
+            return Ok(Ok(Vec::new()));
+        }
+        self.inbound.import_all(records, &mut self.fds)
+    }
+}
+
+impl Read for FdStream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(253))];
+        let mut control = RecvAncillaryBuffer::new(&mut space);
+        let got = loop {
+            match rustix::net::recvmsg(
+                &self.sock,
+                &mut [IoSliceMut::new(buf)],
+                &mut control,
+                RecvFlags::CMSG_CLOEXEC,
+            ) {
+                Ok(got) => break got,
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        };
+        for message in control.drain() {
+            if let RecvAncillaryMessage::ScmRights(fds) = message {
+                self.fds.extend(fds);
+            }
+        }
+        if got.flags.contains(ReturnFlags::CTRUNC) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "descriptors were sent beyond the per-message limit and were lost",
+            ));
+        }
+        if self.fds.len() > PENDING_FDS {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{} descriptors arrived that no frame named", self.fds.len()),
+            ));
+        }
+        Ok(got.bytes)
+    }
+}
