@@ -5,10 +5,10 @@
 //! [`Buffer`] is the same idea for serde. Inside an ordinary `Serialize` call it is a plain byte
 //! string (so JSON, postcard or any other format sees bytes), but while a transport
 //! [attaches](attaching) buffers, a large one is written as a small reference and the buffer
-//! itself is handed to the transport, which moves it by its own means (`cf-pool-proc` sends a
-//! sealed `memfd` over the worker's socket: one copy into shared memory, none out of it). On
-//! the receiving side the transport supplies the buffers ([`attached`]) and each reference
-//! becomes the buffer again.
+//! itself is handed to the transport, which moves it by its own means (`cf-pool-proc` copies it
+//! into a shared-memory region whose descriptor crosses the worker's socket, and the other side
+//! copies it out: two `memcpy`s, no per-byte encoding). On the receiving side the transport
+//! supplies the buffers ([`attached`]) and each reference becomes the buffer again.
 //!
 //! A thread pool never serializes, so a `Buffer` costs there what an `Arc<Vec<u8>>` costs.
 //!
@@ -50,13 +50,23 @@ impl<T: AsRef<[u8]> + Send + Sync + 'static> Owner for T {
 ///
 /// Use it for large byte payloads (images, columns, compressed blobs) in a task's argument or
 /// result, alone or inside your own `Serialize` types. In `cf-pool-proc`, a `Buffer` of 64 KiB
-/// or more is copied once into a sealed shared-memory file and the worker maps it without a
-/// copy; a result it returns unchanged goes back without any copy at all. A `Vec<u8>`, by
-/// contrast, is encoded by serde one element at a time and crosses the socket: about 60 times
-/// slower at 16 MiB (see `benches/README.md`).
+/// or more skips serde and the socket: it is copied into a shared-memory region that the pool
+/// reuses from task to task, and copied out on the other side, so it moves at memory speed.
+/// A `Vec<u8>`, by contrast, is encoded by serde one element at a time and crosses the socket:
+/// about 30 times slower at 16 MiB (see `benches/README.md`).
 ///
 /// Cloning shares the bytes (an `Arc`); [`into_vec`](Buffer::into_vec) gives them back without
 /// a copy when this is the only handle to a `Buffer` made from a `Vec`.
+///
+/// # For transports
+///
+/// Python's answer to large payloads is pickle protocol 5's out-of-band buffers; this is the
+/// same idea for serde. A `Buffer` serializes as an enum `{ Inline(bytes), Attached(u32) }`.
+/// Outside a transport it is always `Inline`, so JSON, postcard or any other format sees plain
+/// bytes. Inside [`attaching`], a buffer the [`AttachPolicy`] accepts is written as
+/// `Attached(i)` and handed to the transport, which moves it by its own means; the receiver
+/// decodes inside [`attached`] with the same buffers, in order. Decoding `Attached` anywhere
+/// else is an error, not a panic.
 ///
 /// # Examples
 ///
@@ -226,7 +236,7 @@ impl<T: 'static> Drop for Restore<T> {
 
 /// Runs `encode` (a serde serialization on this thread) with buffer attachment on: every
 /// [`Buffer`] it serializes that `policy` accepts is written as a reference and returned,
-/// in order, beside `encode`'s result. For transports; see the [module docs](self).
+/// in order, beside `encode`'s result. For transports; see [`Buffer`]'s "For transports".
 ///
 /// ```
 /// use cf_executor_api::{attached, attaching, AttachPolicy, Buffer};

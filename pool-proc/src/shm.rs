@@ -434,3 +434,134 @@ impl Read for FdStream {
         Ok(got.bytes)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    fn inode(fd: &OwnedFd) -> u64 {
+        std::fs::File::from(fd.try_clone().unwrap())
+            .metadata()
+            .unwrap()
+            .ino()
+    }
+
+    fn bytes(seed: u8, len: usize) -> Vec<u8> {
+        (0..len).map(|i| (i as u8).wrapping_mul(seed)).collect()
+    }
+
+    /// Sends one frame body `b"xy"` with `fds` over a socket pair and reads it back with the
+    /// descriptors, as a receiver would.
+    fn through_socket(fds: &[OwnedFd]) -> FdStream {
+        let (a, b) = UnixStream::pair().unwrap();
+        send_frame(&a, b"xy", fds).unwrap();
+        let mut stream = FdStream::new(b);
+        let mut got = [0u8; 2];
+        stream.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"xy");
+        stream
+    }
+
+    #[test]
+    fn a_region_is_reused_only_after_the_receiver_hands_it_back() {
+        let regions = Regions::default();
+        let first = bytes(3, 100_000);
+        let fd = export(&regions, &first).unwrap();
+        let ino = inode(&fd);
+        // Still lent: the next export must not touch it.
+        let second = export(&regions, &bytes(5, 100_000)).unwrap();
+        assert_ne!(inode(&second), ino);
+        // The receiver copies the first out and hands it back...
+        let mut stream = through_socket(&[fd]);
+        let got = stream
+            .import_all(&[Attachment::Descriptor { len: 100_000 }])
+            .unwrap()
+            .unwrap();
+        assert_eq!(*got[0], *first);
+        // ...so now it is reused, and a shorter payload reads back exactly.
+        let third = bytes(7, 70_000);
+        let fd = export(&regions, &third).unwrap();
+        assert_eq!(inode(&fd), ino);
+        let mut stream = through_socket(&[fd]);
+        let got = stream
+            .import_all(&[Attachment::Descriptor { len: 70_000 }])
+            .unwrap()
+            .unwrap();
+        assert_eq!(*got[0], *third);
+    }
+
+    #[test]
+    fn descriptors_are_taken_in_order_and_failures_reported() {
+        let regions = Regions::default();
+        let payloads = [bytes(1, 65_536), bytes(2, 200_000), bytes(9, 1 << 20)];
+        let fds: Vec<_> = payloads
+            .iter()
+            .map(|p| export(&regions, p).unwrap())
+            .collect();
+        let mut stream = through_socket(&fds);
+        let records: Vec<_> = payloads
+            .iter()
+            .map(|p| Attachment::Descriptor {
+                len: p.len() as u64,
+            })
+            .collect();
+        let got = stream.import_all(&records[..2]).unwrap().unwrap();
+        assert_eq!(
+            (*got[0] == *payloads[0], *got[1] == *payloads[1]),
+            (true, true)
+        );
+        // The failure is reported, and the descriptor named beside it is still consumed.
+        let mixed = [records[2], Attachment::Failed(b"no memory")];
+        assert_eq!(stream.import_all(&mixed).unwrap(), Err("no memory".into()));
+        // Naming a descriptor that never came is a protocol error.
+        let err = stream.import_all(&records[..1]).unwrap_err();
+        assert!(err.contains("did not arrive"), "{err}");
+    }
+
+    #[test]
+    fn foreign_descriptors_are_refused_before_mapping() {
+        let (pipe, _w) = rustix::pipe::pipe().unwrap();
+        let unsealed =
+            rustix::fs::memfd_create("plain", MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING)
+                .unwrap();
+        rustix::fs::ftruncate(&unsealed, 1 << 20).unwrap();
+        let regions = Regions::default();
+        let small = export(&regions, &bytes(1, 65_536)).unwrap();
+        let mut stream = through_socket(&[pipe, unsealed, small]);
+        let one = |len| [Attachment::Descriptor { len }];
+        let err = stream.import_all(&one(10)).unwrap_err();
+        assert!(err.contains("not a memfd"), "{err}");
+        let err = stream.import_all(&one(10)).unwrap_err();
+        assert!(err.contains("may change size"), "{err}");
+        let err = stream.import_all(&one(u64::MAX)).unwrap_err();
+        assert!(err.contains("announced"), "{err}");
+    }
+
+    #[test]
+    fn retention_stays_within_its_limits() {
+        let regions = Regions::default();
+        // Nothing handed back: lent regions pile up to the byte limit, then the oldest are
+        // forgotten.
+        let mut fds = Vec::new();
+        for i in 0..12 {
+            fds.push(export(&regions, &bytes(i, 16 << 20)).unwrap());
+            let out = regions.lock();
+            assert!(out.bytes() <= RETAIN_BYTES, "{} bytes kept", out.bytes());
+            assert!(out.lent.len() <= LENT_MAX);
+        }
+        // A region over RETAIN_MAX is used once and not kept.
+        drop(export(&regions, &bytes(1, RETAIN_MAX + 1)).unwrap());
+        assert!(regions.lock().bytes() <= RETAIN_BYTES);
+        // Everything handed back: at most IDLE_MAX idle regions stay.
+        for fd in &fds {
+            rustix::io::pwrite(fd, &[FREE], 0).unwrap();
+        }
+        for i in 0..10 {
+            drop(export(&regions, &bytes(i, 100_000)).unwrap());
+        }
+        let mut out = regions.lock();
+        out.reclaim();
+        assert!(out.idle.len() <= IDLE_MAX + 1, "{} idle", out.idle.len());
+    }
+}

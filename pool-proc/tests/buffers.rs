@@ -1,0 +1,204 @@
+//! Large `Buffer`s through shared memory: what the conformance scenario (`buffers_round_trip`)
+//! does not reach. Concurrent senders sharing the pool's regions, buffers inside `map` chunks,
+//! a worker that cannot export its result, a worker that dies holding a lent region, and
+//! descriptors that stay flat once regions are warm.
+//!
+//! Its own test binary, so the descriptor counts see no other test's pools.
+
+mod common;
+
+use std::fs::File;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use cf_pool_proc::{Buffer, CodecStage, Executor, MapOptions, ProcessPoolExecutor, TaskError};
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+fn pattern(seed: u64, len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u64 ^ seed.wrapping_mul(0x9e37_79b9)).wrapping_mul(7) as u8)
+        .collect()
+}
+
+/// Returns the checksum of the input and a transformed copy of it.
+fn digest(b: Buffer) -> (u64, Buffer) {
+    let sum = b.iter().map(|&x| u64::from(x)).sum();
+    (
+        sum,
+        Buffer::from(b.iter().map(|x| x ^ 0x5a).collect::<Vec<u8>>()),
+    )
+}
+
+fn echo(b: Buffer) -> Buffer {
+    b
+}
+
+#[test]
+fn concurrent_senders_get_their_own_bytes_back() {
+    let _guard = common::exclusive();
+    let pool = ProcessPoolExecutor::builder()
+        .max_workers(2)
+        .build()
+        .unwrap();
+    std::thread::scope(|s| {
+        for t in 0..4u64 {
+            let pool = &pool;
+            s.spawn(move || {
+                for i in 0..25u64 {
+                    let seed = t * 1000 + i;
+                    let len = 64 * 1024 + ((seed * 7919) % (2 << 20)) as usize;
+                    let bytes = pattern(seed, len);
+                    let (sum, back) = pool
+                        .submit(digest, Buffer::from(bytes.clone()))
+                        .unwrap()
+                        .result_timeout(LIMIT)
+                        .unwrap()
+                        .clone();
+                    assert_eq!(sum, bytes.iter().map(|&x| u64::from(x)).sum::<u64>());
+                    assert!(back.iter().zip(&bytes).all(|(b, x)| *b == x ^ 0x5a));
+                    assert_eq!(back.len(), len, "seed {seed}");
+                }
+            });
+        }
+    });
+}
+
+#[test]
+fn buffers_inside_map_chunks() {
+    let _guard = common::exclusive();
+    let pool = ProcessPoolExecutor::builder()
+        .max_workers(2)
+        .build()
+        .unwrap();
+    let inputs: Vec<Buffer> = (0..40u64)
+        .map(|i| Buffer::from(pattern(i, 70_000 + i as usize * 1000)))
+        .collect();
+    let out: Vec<Buffer> = pool
+        .map(
+            echo,
+            inputs.clone(),
+            MapOptions::new().chunksize(8).timeout(LIMIT),
+        )
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(out, inputs);
+}
+
+/// Descriptors held by the worker's stash (see [`exhaust_descriptors`]).
+static STASH: Mutex<Vec<File>> = Mutex::new(Vec::new());
+
+/// Opens files until the process runs out of descriptors, then returns a buffer large enough
+/// to need a shared-memory region, which the worker then cannot create.
+fn exhaust_descriptors(len: usize) -> Buffer {
+    let mut stash = STASH.lock().unwrap();
+    while let Ok(f) = File::open("/dev/null") {
+        stash.push(f);
+    }
+    Buffer::from(vec![1u8; len])
+}
+
+fn release_descriptors(_: ()) -> usize {
+    let mut stash = STASH.lock().unwrap();
+    let n = stash.len();
+    stash.clear();
+    n
+}
+
+#[test]
+fn a_result_that_cannot_reach_shared_memory_fails_alone_with_the_reason() {
+    let _guard = common::exclusive();
+    let pool = ProcessPoolExecutor::builder()
+        .max_workers(1)
+        .build()
+        .unwrap();
+    let err = pool
+        .submit(exhaust_descriptors, 1 << 20)
+        .unwrap()
+        .result_timeout(LIMIT)
+        .unwrap_err();
+    match &err {
+        TaskError::Codec { stage, message } => {
+            assert_eq!(*stage, CodecStage::SerializeResult);
+            assert!(message.contains("shared memory"), "{message}");
+        }
+        other => panic!("expected a Codec error, got {other:?}"),
+    }
+    // The same worker goes on: it frees its descriptors, then moves buffers again.
+    let freed = *pool
+        .submit(release_descriptors, ())
+        .unwrap()
+        .result_timeout(LIMIT)
+        .unwrap();
+    assert!(freed > 0);
+    let b = Buffer::from(pattern(3, 1 << 20));
+    let back = pool.submit(echo, b.clone()).unwrap();
+    assert_eq!(back.result_timeout(LIMIT).unwrap(), &b);
+}
+
+fn hold_then_abort(b: Buffer) -> usize {
+    if b[0] == 0xff {
+        std::process::abort();
+    }
+    b.len()
+}
+
+#[test]
+fn a_worker_dying_with_a_lent_region_costs_nothing_else() {
+    let _guard = common::exclusive();
+    let pool = ProcessPoolExecutor::builder()
+        .max_workers(1)
+        .build()
+        .unwrap();
+    let mut doomed = vec![0xffu8; 1 << 20];
+    doomed[1] = 0;
+    let f = pool.submit(hold_then_abort, Buffer::from(doomed)).unwrap();
+    assert!(
+        matches!(
+            f.exception_timeout(LIMIT),
+            Ok(Some(TaskError::WorkerDied { .. }))
+        ),
+        "{:?}",
+        f.exception_timeout(LIMIT)
+    );
+    for i in 0..5u64 {
+        let b = Buffer::from(pattern(i, 1 << 20));
+        let n = pool.submit(hold_then_abort, b).unwrap();
+        assert_eq!(*n.result_timeout(LIMIT).unwrap(), 1 << 20);
+    }
+}
+
+#[test]
+fn descriptors_stay_flat_once_regions_are_warm() {
+    let _guard = common::exclusive();
+    let snapshot = common::Snapshot::take();
+    {
+        let pool = ProcessPoolExecutor::builder()
+            .max_workers(2)
+            .build()
+            .unwrap();
+        let round_trips = |n: u64| {
+            for i in 0..n {
+                let b = Buffer::from(pattern(i, (1 << 20) + (i as usize % 3) * 4096));
+                let back = pool.submit(echo, b.clone()).unwrap();
+                assert_eq!(back.result_timeout(LIMIT).unwrap(), &b);
+            }
+        };
+        round_trips(20);
+        let warm = common::open_fds().len();
+        round_trips(200);
+        assert_eq!(
+            common::open_fds().len(),
+            warm,
+            "regions are reused, not created per task"
+        );
+    }
+    // Everything, regions included, goes with the pool.
+    snapshot.assert_restored();
+}
+
+#[test]
+fn zz_no_leaks() {
+    common::assert_clean_at_end();
+}
