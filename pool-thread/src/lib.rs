@@ -104,7 +104,7 @@ mod worker;
 
 pub use builder::ThreadPoolBuilder;
 pub use cf_executor_api::{
-    as_completed, cpu_count, wait, BuildError, Executor, Future, MapOptions, ReturnWhen,
+    as_completed, cpu_count, wait, Buffer, BuildError, Executor, Future, MapOptions, ReturnWhen,
     SubmitError, TaskError,
 };
 pub use executor::ThreadPoolExecutor;
