@@ -44,8 +44,11 @@
 //! task, whose descriptor crosses the socket) and copied out on the other side. A 16 MiB round
 //! trip then runs at memory speed, about half of `memcpy` bandwidth, where a `Vec<u8>`
 //! (which serde encodes element by element) manages a few hundred MiB/s. Python's nearest
-//! equivalent is pickle protocol 5's out-of-band buffers. Regions are reused, so each pool and
-//! each worker keeps up to 128 MiB of them between tasks; they go with the pool.
+//! equivalent is pickle protocol 5's out-of-band buffers. Regions are reused, which is what
+//! makes them fast, so memory stays reserved between tasks: each pool and each worker keeps up
+//! to 128 MiB of regions, and each side may keep up to 128 MiB of the other side's mapped
+//! (so at most 128 MiB × (1 + 3 × workers), reached only after many large buffers). It all
+//! goes with the pool and its workers.
 //!
 //! ```
 //! use cf_pool_proc::{Buffer, Executor, ProcessPoolExecutor};

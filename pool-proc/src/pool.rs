@@ -310,7 +310,10 @@ impl Pool {
 
     /// The latency path: a lone small job and an idle worker. Takes the job for that worker and
     /// returns the frame for the caller to write, skipping the hop through the feeder thread.
-    fn direct_send(&self, state: &mut PoolState) -> Option<(slot::Writer, Vec<slot::Sending>)> {
+    fn direct_send(
+        &self,
+        state: &mut PoolState,
+    ) -> Option<(usize, slot::Writer, Vec<slot::Sending>)> {
         const DIRECT_MAX: usize = 16 * 1024;
         let job = state.queue.front()?;
         if state.queue.len() != 1 || job.payload.len() > DIRECT_MAX {
@@ -322,7 +325,19 @@ impl Pool {
             usable.then(|| s.writer.clone().map(|w| (*id, w))).flatten()
         })?;
         let jobs = slot::take_jobs(state, id, 1)?;
-        Some((writer, jobs))
+        Some((id, writer, jobs))
+    }
+
+    /// Kills the worker of slot `id` (unless it is already being reaped), for a connection
+    /// that can no longer carry frames: its reader then fails what it held, and it is
+    /// replaced like any dead worker.
+    pub(crate) fn kill_worker(&self, id: usize) {
+        let state = self.state.lock();
+        if let Some((_, slot)) = state.slots.iter().find(|(i, _)| *i == id) {
+            if let (false, Some(pid)) = (slot.reaping, slot.pid) {
+                let _ = sys::kill(pid, libc::SIGKILL);
+            }
+        }
     }
 
     /// Kills workers whose timed task overran; runs until the pool is shut down and empty.
@@ -441,11 +456,12 @@ impl Pool {
                 self.work.notify_all();
             }
         }
-        if let Some((writer, jobs)) = direct {
+        if let Some((id, writer, jobs)) = direct {
             // The worker is idle: it has read everything sent to it, so a small frame fits in
             // the socket buffer and this write does not wait for the worker.
             if let Err(e) = slot::send_tasks(&self.regions, &writer, jobs) {
-                log::debug!("cf-pool-proc: direct send failed: {e}; the reader handles it");
+                log::debug!("cf-pool-proc: direct send failed: {e}; its reader handles it");
+                self.kill_worker(id);
             }
         }
         for (completion, e) in rejected {

@@ -20,15 +20,19 @@
 //! Regions are sealed against shrinking and growing at creation: a receiver checks that before
 //! mapping, so no process can truncate a region under a reader (which would fault it).
 //!
-//! Retention is bounded: a process keeps at most [`IDLE_MAX`] idle and [`LENT_MAX`] lent
-//! regions, [`RETAIN_BYTES`] in all, none over [`RETAIN_MAX`] (bigger ones are used once);
-//! each receiver caches at most [`CACHED_MAX`] mappings, [`RETAIN_BYTES`] in all. A region
-//! lent to a process that dies is forgotten when it falls off the lent list; the kernel frees
-//! it when the last descriptor and mapping go.
+//! Retention is bounded: a sender (each pool, each worker) keeps at most [`KEPT_MAX`] idle and
+//! as many lent regions, [`RETAIN_BYTES`] in all, none over [`RETAIN_MAX`] (bigger ones are
+//! used once); each receiver (each worker, each of the parent's reader threads) caches at most
+//! [`CACHED_MAX`] mappings of its peer's regions, [`RETAIN_BYTES`] in all. A cached mapping
+//! keeps its region's memory alive after the sender forgot it, so with `n` workers the worst
+//! case is `RETAIN_BYTES × (1 + 3n)`. A region lent to a process that dies is forgotten when
+//! it falls off the lent list; the kernel frees it when the last descriptor and mapping go.
 //!
-//! A buffer that cannot be exported (no memory, no descriptors left) is sent as an
-//! [`Attachment::Failed`] record with the reason; the receiving side fails that one task with a
-//! `Codec` error that says so, and nothing else is affected.
+//! A buffer that cannot be exported (no memory, no descriptors left, the kernel refusing more
+//! descriptors in flight) is sent as an [`Attachment::Failed`] record with the reason; the
+//! receiving side fails that one task with a `Codec` error that says so, and nothing else is
+//! affected. A receiver that cannot accept descriptors (it is out of them) loses them in
+//! transit; that is a broken connection, and the worker is replaced.
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice, IoSliceMut, Read, Write};
@@ -63,15 +67,16 @@ pub(crate) const FRAME_FDS: usize = 128;
 /// than this is a peer sending descriptors it never names.
 const PENDING_FDS: usize = 4 * FRAME_FDS;
 
-/// A region's first page holds the lease flag (byte 0); the bytes start here, page-aligned.
+/// A region's first page holds the lease flag (byte 0) and the region's tag (bytes 8..16, see
+/// [`Inbound`]); the bytes start here, page-aligned.
 const HEADER: usize = 4096;
+const TAG_AT: usize = 8;
 /// The smallest region: regions are sized in powers of two from here, so sizes that differ a
 /// little share regions.
 const REGION_MIN: usize = 64 * 1024;
-/// Idle regions a process keeps for reuse.
-const IDLE_MAX: usize = 4;
-/// Lent regions a process remembers, to reclaim once the receiver is done.
-const LENT_MAX: usize = 64;
+/// Idle regions a process keeps for reuse, and lent regions it remembers, to reclaim once the
+/// receiver is done (each list; both within [`RETAIN_BYTES`]).
+const KEPT_MAX: usize = 64;
 /// Regions larger than this are used once, not kept: a rare huge payload should not pin its
 /// memory for the life of the pool.
 const RETAIN_MAX: usize = 64 << 20;
@@ -102,6 +107,7 @@ impl Region {
         let fd =
             rustix::fs::memfd_create("cf-buffer", MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING)?;
         rustix::fs::ftruncate(&fd, (HEADER + capacity) as u64)?;
+        rustix::io::pwrite(&fd, &new_tag().to_le_bytes(), TAG_AT as u64)?;
         rustix::fs::fcntl_add_seals(&fd, SealFlags::SHRINK | SealFlags::GROW | SealFlags::SEAL)?;
         let map = MmapOptions::new().len(HEADER + capacity).map_raw(&fd)?;
         Ok(Region { fd, map, capacity })
@@ -117,6 +123,25 @@ impl Region {
         rustix::io::pwrite(&self.fd, &[flag], 0)?;
         Ok(())
     }
+}
+
+/// A tag no other region of this machine is likely to have: the process id, a clock reading and
+/// a counter, mixed.
+fn new_tag() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let clock = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    let mut x = clock
+        ^ (u64::from(std::process::id()) << 32)
+        ^ COUNTER
+            .fetch_add(1, Ordering::Relaxed)
+            .wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    // splitmix64's finaliser.
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
 }
 
 /// A sender's regions: idle ones to reuse, lent ones to reclaim. Each pool has one (dropped
@@ -179,15 +204,15 @@ impl Outbound {
             return;
         }
         self.lent.push_back(region);
-        if self.lent.len() + self.idle.len() <= IDLE_MAX && self.bytes() <= RETAIN_BYTES {
+        if self.lent.len() <= KEPT_MAX && self.bytes() <= RETAIN_BYTES {
             return;
         }
         self.reclaim();
         self.idle.sort_by_key(|r| r.capacity);
-        while self.idle.len() > IDLE_MAX || (!self.idle.is_empty() && self.bytes() > RETAIN_BYTES) {
+        while self.idle.len() > KEPT_MAX || (!self.idle.is_empty() && self.bytes() > RETAIN_BYTES) {
             self.idle.pop();
         }
-        while self.lent.len() > LENT_MAX || (!self.lent.is_empty() && self.bytes() > RETAIN_BYTES) {
+        while self.lent.len() > KEPT_MAX || (!self.lent.is_empty() && self.bytes() > RETAIN_BYTES) {
             self.lent.pop_front();
         }
     }
@@ -200,11 +225,25 @@ pub(crate) fn export(regions: &Regions, buf: &[u8]) -> io::Result<OwnedFd> {
         Some(region) => region,
         None => Region::new(buf.len())?,
     };
-    region.set_lease(LENT)?;
-    sys::copy_in(&region.map, HEADER, buf);
-    let fd = region.fd.try_clone();
-    regions.lock().lend(region);
-    fd
+    // Until the descriptor is on its way, the region is still ours: on any failure it goes
+    // back to the idle list instead of waiting, flagged, for a reader that never comes.
+    let sent = region.set_lease(LENT).and_then(|()| {
+        sys::copy_in(&region.map, HEADER, buf);
+        region.fd.try_clone()
+    });
+    let mut kept = regions.lock();
+    match sent {
+        Ok(fd) => {
+            kept.lend(region);
+            Ok(fd)
+        }
+        Err(e) => {
+            if region.set_lease(FREE).is_ok() {
+                kept.idle.push(region);
+            }
+            Err(e)
+        }
+    }
 }
 
 /// A receiver's mappings of its peer's regions, by (device, inode). Each mapping keeps its
@@ -215,8 +254,10 @@ struct Inbound {
 }
 
 impl Inbound {
-    /// Copies the `len` bytes of the region behind `fd` and hands the region back.
-    fn import(&mut self, fd: &OwnedFd, len: usize) -> Result<Buffer, String> {
+    /// Copies the `len` bytes of the region behind `fd` and hands the region back. The outer
+    /// `Err` is a protocol violation (the peer is broken); the inner one fails only the task
+    /// (this process cannot allocate the bytes).
+    fn import(&mut self, fd: &OwnedFd, len: usize) -> Result<Result<Buffer, String>, String> {
         let seals = rustix::fs::fcntl_get_seals(fd)
             .map_err(|e| format!("an attached descriptor is not a memfd ({e})"))?;
         if !seals.contains(SealFlags::SHRINK | SealFlags::GROW) {
@@ -226,38 +267,42 @@ impl Inbound {
         }
         let st = rustix::fs::fstat(fd).map_err(|e| format!("cannot inspect a region ({e})"))?;
         let size = usize::try_from(st.st_size).unwrap_or(0);
-        if len > size.saturating_sub(HEADER) {
+        if len == 0 || HEADER.checked_add(len).is_none_or(|end| end > size) {
             return Err(format!(
                 "a {len}-byte buffer announced in a {size}-byte region"
             ));
         }
+        let mut tag = [0u8; 8];
+        rustix::io::pread(fd, &mut tag, TAG_AT as u64)
+            .map_err(|e| format!("cannot read a region's tag ({e})"))?;
         let key = (st.st_dev, st.st_ino);
-        let bytes = match self
-            .maps
-            .iter()
-            .position(|(k, m)| *k == key && m.len() == size)
-        {
-            Some(i) => sys::copy_out(&self.maps[i].1, HEADER, len),
+        // The key alone could name a reused inode number on kernels that recycle them; the
+        // tag, written once when the region was made, tells regions apart.
+        let cached = self.maps.iter().position(|(k, m)| {
+            *k == key && m.len() == size && sys::copy_out(m, TAG_AT, 8).as_deref() == Ok(&tag[..])
+        });
+        let map = match cached {
+            Some(i) => &self.maps[i].1,
             None => {
+                self.maps.retain(|(k, _)| *k != key);
                 let map = MmapOptions::new()
                     .len(size)
                     .map_raw_read_only(fd)
                     .map_err(|e| format!("cannot map a region ({e})"))?;
-                let bytes = sys::copy_out(&map, HEADER, len);
-                if size <= RETAIN_MAX + HEADER {
-                    self.maps.push_back((key, map));
-                    while self.maps.len() > CACHED_MAX
-                        || self.maps.iter().map(|(_, m)| m.len()).sum::<usize>() > RETAIN_BYTES
-                    {
-                        self.maps.pop_front();
-                    }
-                }
-                bytes
+                self.maps.push_back((key, map));
+                &self.maps.back().expect("just pushed").1
             }
         };
+        let bytes = sys::copy_out(map, HEADER, len);
+        // Keep what fits the cache's limits (the newest mapping may itself be too big).
+        while self.maps.len() > CACHED_MAX
+            || self.maps.iter().map(|(_, m)| m.len()).sum::<usize>() > RETAIN_BYTES
+        {
+            self.maps.pop_front();
+        }
         rustix::io::pwrite(fd, &[FREE], 0)
             .map_err(|e| format!("cannot hand a region back ({e})"))?;
-        Ok(Buffer::from(bytes))
+        Ok(bytes.map(Buffer::from))
     }
 
     /// Turns a record's attachment list into buffers, taking descriptors from `fds` in
@@ -277,7 +322,12 @@ impl Inbound {
                         "a frame names a descriptor that did not arrive".to_string()
                     })?;
                     let len = usize::try_from(len).map_err(|_| format!("length {len}"))?;
-                    buffers.push(self.import(&fd, len)?);
+                    match self.import(&fd, len)? {
+                        Ok(buffer) => buffers.push(buffer),
+                        Err(why) => {
+                            failure.get_or_insert(why);
+                        }
+                    }
                 }
                 Attachment::Failed(why) => {
                     failure.get_or_insert_with(|| String::from_utf8_lossy(why).into_owned());
@@ -341,30 +391,64 @@ impl AttachOut {
     }
 }
 
-/// Sends `frame` with `fds` attached to its first bytes.
-pub(crate) fn send_frame(sock: &UnixStream, frame: &[u8], fds: &[OwnedFd]) -> io::Result<()> {
-    if fds.is_empty() {
-        return (&mut &*sock).write_all(frame);
-    }
-    let borrowed: Vec<_> = fds.iter().map(AsFd::as_fd).collect();
-    let mut space = vec![MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(FRAME_FDS))];
-    let sent = loop {
-        let mut control = SendAncillaryBuffer::new(&mut space);
-        if !control.push(SendAncillaryMessage::ScmRights(&borrowed)) {
-            return Err(io::Error::other("too many descriptors for one message"));
+/// Why [`send_frame`] failed.
+#[derive(Debug)]
+pub(crate) enum SendError {
+    /// Nothing was sent: the first `sendmsg` failed. With descriptors, the kernel may refuse
+    /// them alone (`ETOOMANYREFS`: too many in flight for this user); the same frame without
+    /// them may go through.
+    Refused(io::Error),
+    /// Part of the frame was sent: the connection is unusable.
+    Broken(io::Error),
+}
+
+impl From<SendError> for io::Error {
+    fn from(e: SendError) -> io::Error {
+        match e {
+            SendError::Refused(e) | SendError::Broken(e) => e,
         }
-        match rustix::net::sendmsg(
-            sock,
-            &[IoSlice::new(frame)],
-            &mut control,
-            SendFlags::NOSIGNAL,
-        ) {
-            Ok(n) => break n,
-            Err(rustix::io::Errno::INTR) => continue,
-            Err(e) => return Err(e.into()),
+    }
+}
+
+/// Sends `frame` with `fds` attached to its first bytes.
+pub(crate) fn send_frame(
+    sock: &UnixStream,
+    frame: &[u8],
+    fds: &[OwnedFd],
+) -> Result<(), SendError> {
+    let sent = if fds.is_empty() {
+        loop {
+            match (&mut &*sock).write(frame) {
+                Ok(n) => break n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(SendError::Refused(e)),
+            }
+        }
+    } else {
+        let borrowed: Vec<_> = fds.iter().map(AsFd::as_fd).collect();
+        let mut space = vec![MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(FRAME_FDS))];
+        loop {
+            let mut control = SendAncillaryBuffer::new(&mut space);
+            if !control.push(SendAncillaryMessage::ScmRights(&borrowed)) {
+                return Err(SendError::Refused(io::Error::other(
+                    "too many descriptors for one message",
+                )));
+            }
+            match rustix::net::sendmsg(
+                sock,
+                &[IoSlice::new(frame)],
+                &mut control,
+                SendFlags::NOSIGNAL,
+            ) {
+                Ok(n) => break n,
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(e) => return Err(SendError::Refused(e.into())),
+            }
         }
     };
-    (&mut &*sock).write_all(&frame[sent..])
+    (&mut &*sock)
+        .write_all(&frame[sent..])
+        .map_err(SendError::Broken)
 }
 
 /// The receiving half of a worker socket: reads bytes with `recvmsg` and keeps the
@@ -422,7 +506,8 @@ impl Read for FdStream {
         if got.flags.contains(ReturnFlags::CTRUNC) {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
-                "descriptors were sent beyond the per-message limit and were lost",
+                "descriptors sent with a frame were lost in transit (is this process out of \
+                 descriptors? raise `ulimit -n`)",
             ));
         }
         if self.fds.len() > PENDING_FDS {
@@ -538,6 +623,39 @@ mod tests {
         assert!(err.contains("announced"), "{err}");
     }
 
+    /// A sealed memfd as a misbehaving peer might make it: any size, no tag.
+    fn foreign_region(size: u64) -> OwnedFd {
+        let fd = rustix::fs::memfd_create("peer", MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING)
+            .unwrap();
+        rustix::fs::ftruncate(&fd, size).unwrap();
+        rustix::fs::fcntl_add_seals(&fd, SealFlags::SHRINK | SealFlags::GROW).unwrap();
+        fd
+    }
+
+    #[test]
+    fn lying_lengths_are_errors_never_panics_or_aborts() {
+        // Smaller than the header, and an empty buffer: the peer is broken.
+        let mut stream = through_socket(&[foreign_region(100), foreign_region(1 << 20)]);
+        let err = stream
+            .import_all(&[Attachment::Descriptor { len: 0 }])
+            .unwrap_err();
+        assert!(err.contains("announced"), "{err}");
+        let err = stream
+            .import_all(&[Attachment::Descriptor { len: 0 }])
+            .unwrap_err();
+        assert!(err.contains("announced"), "{err}");
+        // A sparse terabyte costs nothing to make; copying it out must fail the one task, not
+        // abort the process.
+        let mut stream = through_socket(&[foreign_region(1 << 40)]);
+        let outcome = stream
+            .import_all(&[Attachment::Descriptor {
+                len: (1 << 40) - HEADER as u64,
+            }])
+            .unwrap();
+        let why = outcome.unwrap_err();
+        assert!(why.contains("cannot allocate"), "{why}");
+    }
+
     #[test]
     fn retention_stays_within_its_limits() {
         let regions = Regions::default();
@@ -548,12 +666,12 @@ mod tests {
             fds.push(export(&regions, &bytes(i, 16 << 20)).unwrap());
             let out = regions.lock();
             assert!(out.bytes() <= RETAIN_BYTES, "{} bytes kept", out.bytes());
-            assert!(out.lent.len() <= LENT_MAX);
+            assert!(out.lent.len() <= KEPT_MAX);
         }
         // A region over RETAIN_MAX is used once and not kept.
         drop(export(&regions, &bytes(1, RETAIN_MAX + 1)).unwrap());
         assert!(regions.lock().bytes() <= RETAIN_BYTES);
-        // Everything handed back: at most IDLE_MAX idle regions stay.
+        // Everything handed back: what stays idle is within the limits.
         for fd in &fds {
             rustix::io::pwrite(fd, &[FREE], 0).unwrap();
         }
@@ -562,6 +680,7 @@ mod tests {
         }
         let mut out = regions.lock();
         out.reclaim();
-        assert!(out.idle.len() <= IDLE_MAX + 1, "{} idle", out.idle.len());
+        assert!(out.idle.len() <= KEPT_MAX, "{} idle", out.idle.len());
+        assert!(out.bytes() <= RETAIN_BYTES, "{} bytes kept", out.bytes());
     }
 }

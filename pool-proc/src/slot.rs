@@ -150,8 +150,9 @@ fn feed(pool: &Arc<Pool>, id: usize) {
             }
         };
         if let Err(e) = send_tasks(&pool.regions, &out, jobs) {
-            // The worker is gone or going; the reader fails what it held.
+            // Usually the worker is gone; if not, it is now, so the reader fails what it held.
             log::debug!("cf-pool-proc: write to worker slot {id} failed: {e}");
+            pool.kill_worker(id);
             break;
         }
     }
@@ -219,20 +220,46 @@ pub(crate) struct Sending {
     attached: Vec<Buffer>,
 }
 
-/// Frames `jobs`, exports their attached buffers (a memfd copy each, or a duplicate of a
-/// descriptor they came with) and writes the frame. Runs without the pool lock: exporting
-/// copies the bytes. A buffer that cannot be exported fails only its own task, in the worker.
+/// Frames `jobs`, copies their attached buffers into shared-memory regions, and writes the
+/// frame. Runs without the pool lock: exporting copies the bytes. A buffer that cannot be
+/// exported fails only its own task, in the worker; so do all of a frame's buffers if the
+/// kernel refuses its descriptors. `Err` means the connection is unusable: the caller must
+/// kill the worker so that its reader fails what it held.
 pub(crate) fn send_tasks(
     regions: &shm::Regions,
     writer: &Writer,
     jobs: Vec<Sending>,
 ) -> io::Result<()> {
+    let mut fds = Vec::new();
+    let frame = frame_tasks(&jobs, |attached, messages| {
+        shm::export_all(regions, attached, &mut fds, messages)
+    });
+    let sock = writer.lock();
+    match shm::send_frame(&sock, &frame, &fds) {
+        Err(shm::SendError::Refused(e)) if !fds.is_empty() => {
+            drop(fds);
+            let why = format!("the kernel refused to pass its shared-memory descriptor ({e})");
+            log::warn!("cf-pool-proc: {why}; failing the frame's tasks that carry buffers");
+            let frame = frame_tasks(&jobs, |attached, messages| {
+                messages.push(why.clone());
+                vec![shm::AttachOut::Failed(messages.len() - 1); attached.len()]
+            });
+            Ok(shm::send_frame(&sock, &frame, &[])?)
+        }
+        other => Ok(other?),
+    }
+}
+
+/// A `Tasks` frame for `jobs`, with `export` deciding each job's attachment records.
+fn frame_tasks(
+    jobs: &[Sending],
+    mut export: impl FnMut(&[Buffer], &mut Vec<String>) -> Vec<shm::AttachOut>,
+) -> Vec<u8> {
     let mut frame = FrameBuf::new(Kind::Tasks);
     frame.u32(u32::try_from(jobs.len()).expect("window is small"));
-    let mut fds = Vec::new();
     let mut messages = Vec::new();
-    for job in &jobs {
-        let exported = shm::export_all(regions, &job.attached, &mut fds, &mut messages);
+    for job in jobs {
+        let exported = export(&job.attached, &mut messages);
         protocol::push_task(
             &mut frame,
             &protocol::TaskFrame {
@@ -243,9 +270,7 @@ pub(crate) fn send_tasks(
             },
         );
     }
-    let frame = frame.finish();
-    drop(jobs);
-    shm::send_frame(&writer.lock(), &frame, &fds)
+    frame.finish()
 }
 
 /// Blocks until this slot should send something; `None` when the slot is finished.

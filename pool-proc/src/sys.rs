@@ -95,44 +95,55 @@ pub(crate) fn initializer_at(offset: i64) -> Initializer {
 ///
 /// # Panics
 ///
-/// If the bytes do not fit in the mapping.
+/// If the bytes do not fit in the mapping (the caller sized the region for them).
 pub(crate) fn copy_in(map: &memmap2::MmapRaw, offset: usize, bytes: &[u8]) {
     let end = offset
         .checked_add(bytes.len())
         .expect("offset + length overflows");
     assert!(end <= map.len(), "copy past the end of a shared region");
     // SAFETY: `offset..end` lies inside the live mapping (checked above), which is writable
-    // (the sender maps its own regions read-write) and cannot shrink (`F_SEAL_SHRINK` is set
-    // at creation, so no process can truncate it and fault us). `bytes` is ordinary private
-    // memory, so the ranges do not overlap. No reference into the shared memory is created:
-    // the peer process may access it too, and by protocol it does not while the region is
-    // ours (its lease flag is 0); if a misbehaving peer did, it would only see or leave
-    // different bytes, never break an invariant of this process.
+    // (a sender maps its own regions read-write) and cannot shrink (`F_SEAL_SHRINK` is set at
+    // creation, so no process can truncate it and fault us). `bytes` is private memory, so the
+    // ranges do not overlap. No reference into the shared memory is created. The region has
+    // not been sent yet (or its last receiver handed it back by clearing the lease flag), so
+    // by protocol no other process touches these bytes now; a misbehaving peer that wrote
+    // anyway would race with this copy (formally a data race on memory this process does not
+    // otherwise use), and could only change which bytes are sent.
     unsafe {
         std::ptr::copy_nonoverlapping(bytes.as_ptr(), map.as_mut_ptr().add(offset), bytes.len());
     }
 }
 
-/// Copies `len` bytes out of `map` at `offset` into a new `Vec`.
-///
-/// # Panics
-///
-/// If the range is outside the mapping.
-pub(crate) fn copy_out(map: &memmap2::MmapRaw, offset: usize, len: usize) -> Vec<u8> {
-    let end = offset.checked_add(len).expect("offset + length overflows");
-    assert!(end <= map.len(), "copy past the end of a shared region");
-    let mut out = Vec::with_capacity(len);
+/// Copies `len` bytes out of `map` at `offset` into a new `Vec`; `Err` if the range is
+/// outside the mapping or the memory cannot be allocated (never a panic or an abort: the
+/// length comes from another process).
+pub(crate) fn copy_out(
+    map: &memmap2::MmapRaw,
+    offset: usize,
+    len: usize,
+) -> Result<Vec<u8>, String> {
+    if offset.checked_add(len).is_none_or(|end| end > map.len()) {
+        return Err(format!(
+            "{len} bytes at {offset} are outside a {}-byte region",
+            map.len()
+        ));
+    }
+    let mut out = Vec::new();
+    out.try_reserve_exact(len)
+        .map_err(|e| format!("cannot allocate {len} bytes for an attached buffer ({e})"))?;
     // SAFETY: the source range is inside the live mapping (checked above) and cannot be
     // truncated under us (the receiver checked `F_SEAL_SHRINK` before mapping). The
-    // destination is `out`'s spare capacity, `len` bytes, private, so no overlap. Every bit
-    // pattern is a valid `u8`, so whatever a peer may have written, the copied bytes are
-    // initialised values, and `set_len` only covers what was copied. No reference into the
-    // shared memory is created; the user only ever sees this private copy.
+    // destination is `out`'s spare capacity, at least `len` bytes, private, so no overlap.
+    // Every bit pattern is a valid `u8`, so whatever a peer may have written, the copied bytes
+    // are initialised values, and `set_len` covers only what was copied. No reference into
+    // the shared memory is created; callers only ever see this private copy. A misbehaving
+    // peer writing during the copy would race with it (formally a data race on shared memory)
+    // and could only change the bytes copied, which no invariant of this process relies on.
     unsafe {
         std::ptr::copy_nonoverlapping(map.as_ptr().add(offset), out.as_mut_ptr(), len);
         out.set_len(len);
     }
-    out
+    Ok(out)
 }
 
 /// A value of the zero-sized, `Copy` type `F` (a fn item or non-capturing closure).

@@ -99,7 +99,7 @@ struct Outbox {
     batch: Mutex<Batch>,
     wake: Condvar,
     socket: Mutex<UnixStream>,
-    /// Set on exit or when the parent is gone: the flusher stops.
+    /// Set on exit: the flusher stops.
     closed: AtomicBool,
 }
 
@@ -107,9 +107,8 @@ impl Outbox {
     /// Buffers a result and the descriptors of its attached buffers.
     fn push(&self, result: &ResultFrame<'_>, fds: Vec<OwnedFd>) {
         if !fds.is_empty() && self.batch.lock().fds.len() + fds.len() > shm::FRAME_FDS {
-            // Only this thread adds descriptors, so after the flush there is room. A failed
-            // flush means the parent is gone, which the next read finds out.
-            let _ = self.flush();
+            // Only this thread adds descriptors, so after the flush there is room.
+            self.flush();
         }
         let mut batch = self.batch.lock();
         batch.fds.extend(fds);
@@ -133,17 +132,31 @@ impl Outbox {
         }
     }
 
-    fn flush(&self) -> io::Result<()> {
+    /// Sends what is buffered. A batch that cannot be sent is fatal: its results are gone, and
+    /// the parent would wait for them forever, so the worker exits and the parent fails those
+    /// tasks with `WorkerDied` (usually the parent is gone anyway).
+    fn flush(&self) {
         let socket = self.socket.lock();
         let full = {
             let mut batch = self.batch.lock();
             if batch.count == 0 {
-                return Ok(());
+                return;
             }
             std::mem::replace(&mut *batch, Batch::new())
         };
         let (frame, fds) = full.into_frame();
-        shm::send_frame(&socket, &frame, &fds)
+        if let Err(e) = shm::send_frame(&socket, &frame, &fds) {
+            let e = io::Error::from(e);
+            if e.kind() != io::ErrorKind::BrokenPipe {
+                eprintln!(
+                    "cf-pool-proc worker {}: cannot send results ({e}); exiting",
+                    std::process::id()
+                );
+            }
+            let _ = io::stdout().flush();
+            let _ = io::stderr().flush();
+            std::process::exit(70);
+        }
     }
 
     fn flusher(&self) {
@@ -168,11 +181,7 @@ impl Outbox {
                     }
                 }
             }
-            if self.flush().is_err() {
-                // The parent is gone; the task thread finds out on its next read or write.
-                self.closed.store(true, Ordering::Release);
-                return;
-            }
+            self.flush();
         }
     }
 
@@ -237,10 +246,10 @@ fn serve(socket: UnixStream) -> io::Result<()> {
             .spawn(move || outbox.flusher())?
     };
     let result = run_tasks(&mut input, &outbox, hello.max_tasks);
-    let flushed = outbox.flush();
+    outbox.flush();
     outbox.close();
     let _ = flusher.join();
-    result.and(flushed)
+    result
 }
 
 /// Reads task frames and runs them until `Shutdown`, end of stream, or `max_tasks`.
@@ -296,7 +305,7 @@ fn run_tasks(input: &mut BufReader<FdStream>, outbox: &Outbox, max_tasks: u64) -
                 }
                 r.end().map_err(io::Error::other)?;
                 // Nothing more to run right now: send what is buffered without waiting.
-                outbox.flush()?;
+                outbox.flush();
             }
             Kind::Shutdown => return Ok(()),
             other => return Err(io::Error::other(format!("unexpected {other:?} frame"))),
