@@ -6,8 +6,8 @@
 //! string (so JSON, postcard or any other format sees bytes), but while a transport
 //! [attaches](attaching) buffers, a large one is written as a small reference and the buffer
 //! itself is handed to the transport, which moves it by its own means (`cf-pool-proc` copies it
-//! into a shared-memory region whose descriptor crosses the worker's socket, and the other side
-//! copies it out: two `memcpy`s, no per-byte encoding). On the receiving side the transport
+//! into a shared-memory region whose descriptor crosses the worker's socket, and the worker
+//! reads it there: no per-byte encoding, no socket). On the receiving side the transport
 //! supplies the buffers ([`attached`]) and each reference becomes the buffer again.
 //!
 //! A thread pool never serializes, so a `Buffer` costs there what an `Arc<Vec<u8>>` costs.
@@ -51,7 +51,8 @@ impl<T: AsRef<[u8]> + Send + Sync + 'static> Owner for T {
 /// Use it for large byte payloads (images, columns, compressed blobs) in a task's argument or
 /// result, alone or inside your own `Serialize` types. In `cf-pool-proc`, a `Buffer` of 64 KiB
 /// or more skips serde and the socket: it is copied into a shared-memory region that the pool
-/// reuses from task to task, and copied out on the other side, so it moves at memory speed.
+/// reuses from task to task, where the worker reads it in place (a result is copied out into
+/// the parent's memory), so it moves at memory speed.
 /// A `Vec<u8>`, by contrast, is encoded by serde one element at a time and crosses the socket:
 /// about 30 times slower at 16 MiB (see `benches/README.md`).
 ///

@@ -41,8 +41,9 @@
 //! **Large byte payloads**: put them in a [`Buffer`] (anywhere in the argument or result,
 //! inside your own types too). A `Buffer` of 64 KiB or more does not go through serde or the
 //! socket: it is copied into a shared-memory region (a `memfd` the pool reuses from task to
-//! task, whose descriptor crosses the socket) and copied out on the other side. A 16 MiB round
-//! trip then runs at memory speed, about half of `memcpy` bandwidth, where a `Vec<u8>`
+//! task, whose descriptor crosses the socket); the worker reads it in place, and the parent
+//! copies a result out of the worker's region. A 16 MiB round trip then runs at memory speed,
+//! about half of `memcpy` bandwidth (three copies), where a `Vec<u8>`
 //! (which serde encodes element by element) manages a few hundred MiB/s. Python's nearest
 //! equivalent is pickle protocol 5's out-of-band buffers. Regions are reused, which is what
 //! makes them fast, so memory stays reserved between tasks: each pool and each worker keeps up

@@ -6,16 +6,21 @@
 //! payload. When the frame is sent, each attached buffer is copied into a *region*: a `memfd`
 //! of the sending process, mapped read-write there, whose descriptor travels in the ancillary
 //! data of the frame's first bytes (so a frame's descriptors have always arrived by the time
-//! its last byte has). The receiver maps the region, copies the bytes out into its own memory,
-//! and hands the region back by clearing its *lease flag* (byte 0 of the file). User code only
-//! ever sees the private copy, never memory another process can write.
+//! its last byte has). The receiver maps the region and hands it back by clearing its *lease
+//! flag* (byte 0 of the file) once done with it:
+//!
+//! * the parent copies what a worker sends into its own memory and hands the region back at
+//!   once: it never lets user code see memory a worker (running arbitrary tasks) can write;
+//! * a worker reads what the parent sends in place (a `Buffer` over the mapping, no copy) and
+//!   hands the region back when that `Buffer` is dropped. The parent writes a region only when
+//!   its flag is clear, so the bytes cannot change under the reader.
 //!
 //! Regions are reused, and that is the point: a new shared page costs the kernel about as much
 //! as copying it three times over (allocation, accounting, freeing; measured in
 //! `benches/README.md`). So the sender keeps a few idle regions ([`Outbound`]) and reclaims
 //! lent ones whose flag is clear, and the receiver keeps its mappings of the sender's regions
-//! ([`Inbound`]), keyed by inode, so a reused region costs one `memcpy` on each side and no
-//! page faults.
+//! ([`Inbound`]), keyed by inode, so a reused region costs one `memcpy` into it, one out of it
+//! in the parent, none in a worker, and no page faults.
 //!
 //! Regions are sealed against shrinking and growing at creation: a receiver checks that before
 //! mapping, so no process can truncate a region under a reader (which would fault it).
@@ -39,7 +44,7 @@ use std::io::{self, IoSlice, IoSliceMut, Read, Write};
 use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixStream;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use cf_executor_api::{AttachPolicy, Buffer};
 use memmap2::{MmapOptions, MmapRaw};
@@ -250,14 +255,39 @@ pub(crate) fn export(regions: &Regions, buf: &[u8]) -> io::Result<OwnedFd> {
 /// region's memory alive, so an inode number cannot be reused while it is cached here.
 #[derive(Debug, Default)]
 struct Inbound {
-    maps: VecDeque<((u64, u64), MmapRaw)>,
+    maps: VecDeque<((u64, u64), Arc<MmapRaw>)>,
+    /// Read buffers in place, holding the region's lease until the buffer is dropped, instead
+    /// of copying them out. Only for a peer this process trusts: workers, receiving from the
+    /// parent.
+    in_place: bool,
+}
+
+/// A buffer read in place from a peer's region: the lease is handed back when it is dropped.
+#[derive(Debug)]
+struct Leased {
+    view: sys::SharedView,
+    fd: OwnedFd,
+}
+
+impl AsRef<[u8]> for Leased {
+    fn as_ref(&self) -> &[u8] {
+        self.view.as_ref()
+    }
+}
+
+impl Drop for Leased {
+    fn drop(&mut self) {
+        // If this fails the region stays lent, and the sender forgets it in time.
+        let _ = rustix::io::pwrite(&self.fd, &[FREE], 0);
+    }
 }
 
 impl Inbound {
     /// Copies the `len` bytes of the region behind `fd` and hands the region back. The outer
     /// `Err` is a protocol violation (the peer is broken); the inner one fails only the task
     /// (this process cannot allocate the bytes).
-    fn import(&mut self, fd: &OwnedFd, len: usize) -> Result<Result<Buffer, String>, String> {
+    fn import(&mut self, fd: OwnedFd, len: usize) -> Result<Result<Buffer, String>, String> {
+        let fd = &fd;
         let seals = rustix::fs::fcntl_get_seals(fd)
             .map_err(|e| format!("an attached descriptor is not a memfd ({e})"))?;
         if !seals.contains(SealFlags::SHRINK | SealFlags::GROW) {
@@ -282,27 +312,39 @@ impl Inbound {
             *k == key && m.len() == size && sys::copy_out(m, TAG_AT, 8).as_deref() == Ok(&tag[..])
         });
         let map = match cached {
-            Some(i) => &self.maps[i].1,
+            Some(i) => Arc::clone(&self.maps[i].1),
             None => {
                 self.maps.retain(|(k, _)| *k != key);
                 let map = MmapOptions::new()
                     .len(size)
                     .map_raw_read_only(fd)
                     .map_err(|e| format!("cannot map a region ({e})"))?;
-                self.maps.push_back((key, map));
-                &self.maps.back().expect("just pushed").1
+                let map = Arc::new(map);
+                self.maps.push_back((key, Arc::clone(&map)));
+                map
             }
         };
-        let bytes = sys::copy_out(map, HEADER, len);
-        // Keep what fits the cache's limits (the newest mapping may itself be too big).
+        let outcome = if self.in_place {
+            // The lease stays with the buffer: `Leased` hands the region back when dropped.
+            let view = sys::SharedView::new(map, HEADER, len).expect("the range was checked");
+            let fd = fd
+                .try_clone()
+                .map_err(|e| format!("cannot keep a region ({e})"))?;
+            Ok(Buffer::from_owner(Leased { view, fd }))
+        } else {
+            let bytes = sys::copy_out(&map, HEADER, len);
+            rustix::io::pwrite(fd, &[FREE], 0)
+                .map_err(|e| format!("cannot hand a region back ({e})"))?;
+            bytes.map(Buffer::from)
+        };
+        // Keep what fits the cache's limits (the newest mapping may itself be too big; a
+        // buffer read in place keeps its mapping alive on its own).
         while self.maps.len() > CACHED_MAX
             || self.maps.iter().map(|(_, m)| m.len()).sum::<usize>() > RETAIN_BYTES
         {
             self.maps.pop_front();
         }
-        rustix::io::pwrite(fd, &[FREE], 0)
-            .map_err(|e| format!("cannot hand a region back ({e})"))?;
-        Ok(bytes.map(Buffer::from))
+        Ok(outcome)
     }
 
     /// Turns a record's attachment list into buffers, taking descriptors from `fds` in
@@ -322,7 +364,7 @@ impl Inbound {
                         "a frame names a descriptor that did not arrive".to_string()
                     })?;
                     let len = usize::try_from(len).map_err(|_| format!("length {len}"))?;
-                    match self.import(&fd, len)? {
+                    match self.import(fd, len)? {
                         Ok(buffer) => buffers.push(buffer),
                         Err(why) => {
                             failure.get_or_insert(why);
@@ -461,15 +503,21 @@ pub(crate) struct FdStream {
 }
 
 impl FdStream {
-    pub(crate) fn new(sock: UnixStream) -> Self {
+    /// `in_place`: read attached buffers in place (a worker, from the parent it trusts)
+    /// rather than copy them out (the parent, from a worker).
+    pub(crate) fn new(sock: UnixStream, in_place: bool) -> Self {
         FdStream {
             sock,
             fds: VecDeque::new(),
-            inbound: Inbound::default(),
+            inbound: Inbound {
+                in_place,
+                ..Inbound::default()
+            },
         }
     }
 
-    /// The buffers a record names: copied out of the peer's regions, in order.
+    /// The buffers a record names, in order: copied out of the peer's regions, or read in
+    /// place (see [`FdStream::new`]).
     /// See [`Inbound::import_all`].
     pub(crate) fn import_all(
         &mut self,
@@ -541,7 +589,7 @@ mod tests {
     fn through_socket(fds: &[OwnedFd]) -> FdStream {
         let (a, b) = UnixStream::pair().unwrap();
         send_frame(&a, b"xy", fds).unwrap();
-        let mut stream = FdStream::new(b);
+        let mut stream = FdStream::new(b, false);
         let mut got = [0u8; 2];
         stream.read_exact(&mut got).unwrap();
         assert_eq!(&got, b"xy");
@@ -574,6 +622,33 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(*got[0], *third);
+    }
+
+    #[test]
+    fn a_buffer_read_in_place_holds_its_region_until_dropped() {
+        let regions = Regions::default();
+        let first = bytes(3, 100_000);
+        let fd = export(&regions, &first).unwrap();
+        let ino = inode(&fd);
+        let (a, b) = UnixStream::pair().unwrap();
+        send_frame(&a, b"xy", &[fd]).unwrap();
+        let mut stream = FdStream::new(b, true);
+        let mut got = [0u8; 2];
+        stream.read_exact(&mut got).unwrap();
+        let buffer = stream
+            .import_all(&[Attachment::Descriptor { len: 100_000 }])
+            .unwrap()
+            .unwrap()
+            .remove(0);
+        assert_eq!(*buffer, *first);
+        // Read in place, so the region stays lent while the buffer lives...
+        let other = export(&regions, &bytes(5, 100_000)).unwrap();
+        assert_ne!(inode(&other), ino);
+        assert_eq!(*buffer, *first, "the bytes did not change under the reader");
+        // ...and goes back when it is dropped.
+        drop(buffer);
+        let again = export(&regions, &bytes(7, 100_000)).unwrap();
+        assert_eq!(inode(&again), ino);
     }
 
     #[test]

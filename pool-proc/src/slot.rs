@@ -381,7 +381,7 @@ fn reader(pool: &Arc<Pool>, id: usize, stream: UnixStream, mut child: Child) {
     if let Err(e) = stream.set_read_timeout(Some(READ_POLL)) {
         log::debug!("cf-pool-proc: no read timeout for worker {pid}: {e}");
     }
-    let mut input = BufReader::with_capacity(256 * 1024, FdStream::new(stream));
+    let mut input = BufReader::with_capacity(256 * 1024, FdStream::new(stream, false));
     let mut init_failure: Option<(StartFailure, String)> = None;
     let trouble: Option<String> = loop {
         let body = match protocol::read_frame(&mut input, MAX_FRAME, Some(FRAME_STALL)) {

@@ -146,6 +146,45 @@ pub(crate) fn copy_out(
     Ok(out)
 }
 
+/// `len` bytes of a shared region, read in place. Only a worker makes these, over regions the
+/// parent lent it (see [`crate::shm`]).
+#[derive(Debug)]
+pub(crate) struct SharedView {
+    map: std::sync::Arc<memmap2::MmapRaw>,
+    offset: usize,
+    len: usize,
+}
+
+impl SharedView {
+    /// A view of `offset..offset + len` of `map`; `None` if that is outside it.
+    ///
+    /// The caller must hold the region's lease: the sender does not write a region while its
+    /// lease flag is set, and the caller clears it only after the view is gone.
+    pub(crate) fn new(
+        map: std::sync::Arc<memmap2::MmapRaw>,
+        offset: usize,
+        len: usize,
+    ) -> Option<SharedView> {
+        let end = offset.checked_add(len)?;
+        (end <= map.len()).then_some(SharedView { map, offset, len })
+    }
+}
+
+impl AsRef<[u8]> for SharedView {
+    fn as_ref(&self) -> &[u8] {
+        // SAFETY: the range is inside the mapping (checked in `new`), which lives as long as
+        // `self` (the `Arc`) and cannot shrink (the receiver checked `F_SEAL_SHRINK` before
+        // mapping), so the pointer is valid for `len` bytes, and every byte pattern is a valid
+        // `u8`. The bytes do not change while the returned borrow of `self` lives: the sender
+        // (the parent, which this worker trusts with everything it runs) wrote them before it
+        // sent the region's descriptor, and writes the region again only after its lease flag
+        // reads free, which the holder of this view clears only when the view is dropped, after
+        // every borrow of it has ended. Workers never view regions of processes they do not
+        // trust; the parent copies what workers send (`copy_out`).
+        unsafe { std::slice::from_raw_parts(self.map.as_ptr().add(self.offset), self.len) }
+    }
+}
+
 /// A value of the zero-sized, `Copy` type `F` (a fn item or non-capturing closure).
 pub(crate) fn conjure<F: Copy>() -> F {
     const { assert!(std::mem::size_of::<F>() == 0) };

@@ -194,7 +194,7 @@ impl Outbox {
 
 fn serve(socket: UnixStream) -> io::Result<()> {
     let mut out = socket.try_clone()?;
-    let mut input = BufReader::with_capacity(256 * 1024, FdStream::new(socket));
+    let mut input = BufReader::with_capacity(256 * 1024, FdStream::new(socket, true));
 
     let Some(body) = protocol::read_frame(&mut input, MAX_FRAME, None)? else {
         return Ok(());
