@@ -49,7 +49,9 @@
 //! makes them fast, so memory stays reserved between tasks: each pool and each worker keeps up
 //! to 128 MiB of regions, and each side may keep up to 128 MiB of the other side's mapped
 //! (so at most 128 MiB × (1 + 3 × workers), reached only after many large buffers). It all
-//! goes with the pool and its workers.
+//! goes with the pool and its workers. A task that keeps its argument's `Buffer` after it
+//! returns (in a static, say) keeps that region lent to it; copy what you keep
+//! (`Buffer::from(b.to_vec())`).
 //!
 //! ```
 //! use cf_pool_proc::{Buffer, Executor, ProcessPoolExecutor};

@@ -13,7 +13,9 @@
 //!   once: it never lets user code see memory a worker (running arbitrary tasks) can write;
 //! * a worker reads what the parent sends in place (a `Buffer` over the mapping, no copy) and
 //!   hands the region back when that `Buffer` is dropped. The parent writes a region only when
-//!   its flag is clear, so the bytes cannot change under the reader.
+//!   its flag is clear, so the bytes cannot change under the reader. A task that keeps its
+//!   argument's `Buffer` past its end keeps the region (and a descriptor) lent with it; to keep
+//!   the bytes for long, copy them (`Buffer::from(b.to_vec())`).
 //!
 //! Regions are reused, and that is the point: a new shared page costs the kernel about as much
 //! as copying it three times over (allocation, accounting, freeing; measured in
@@ -74,7 +76,8 @@ const PENDING_FDS: usize = 4 * FRAME_FDS;
 
 /// A region's first page holds the lease flag (byte 0) and the region's tag (bytes 8..16, see
 /// [`Inbound`]); the bytes start here, page-aligned.
-const HEADER: usize = 4096;
+pub(crate) const HEADER: usize = 4096;
+pub(crate) const LEASE_AT: usize = 0;
 const TAG_AT: usize = 8;
 /// The smallest region: regions are sized in powers of two from here, so sizes that differ a
 /// little share regions.
@@ -92,7 +95,7 @@ const CACHED_MAX: usize = 8;
 
 /// The lease flag: set while the receiver may still read the region.
 const LENT: u8 = 1;
-const FREE: u8 = 0;
+pub(crate) const FREE: u8 = 0;
 
 /// A region of this process: a memfd mapped read-write.
 #[derive(Debug)]
@@ -120,12 +123,12 @@ impl Region {
 
     fn lease(&self) -> io::Result<u8> {
         let mut flag = [0u8];
-        rustix::io::pread(&self.fd, &mut flag, 0)?;
+        rustix::io::pread(&self.fd, &mut flag, LEASE_AT as u64)?;
         Ok(flag[0])
     }
 
     fn set_lease(&self, flag: u8) -> io::Result<()> {
-        rustix::io::pwrite(&self.fd, &[flag], 0)?;
+        rustix::io::pwrite(&self.fd, &[flag], LEASE_AT as u64)?;
         Ok(())
     }
 }
@@ -262,32 +265,12 @@ struct Inbound {
     in_place: bool,
 }
 
-/// A buffer read in place from a peer's region: the lease is handed back when it is dropped.
-#[derive(Debug)]
-struct Leased {
-    view: sys::SharedView,
-    fd: OwnedFd,
-}
-
-impl AsRef<[u8]> for Leased {
-    fn as_ref(&self) -> &[u8] {
-        self.view.as_ref()
-    }
-}
-
-impl Drop for Leased {
-    fn drop(&mut self) {
-        // If this fails the region stays lent, and the sender forgets it in time.
-        let _ = rustix::io::pwrite(&self.fd, &[FREE], 0);
-    }
-}
-
 impl Inbound {
     /// Copies the `len` bytes of the region behind `fd` and hands the region back. The outer
     /// `Err` is a protocol violation (the peer is broken); the inner one fails only the task
     /// (this process cannot allocate the bytes).
-    fn import(&mut self, fd: OwnedFd, len: usize) -> Result<Result<Buffer, String>, String> {
-        let fd = &fd;
+    fn import(&mut self, lease: OwnedFd, len: usize) -> Result<Result<Buffer, String>, String> {
+        let fd = &lease;
         let seals = rustix::fs::fcntl_get_seals(fd)
             .map_err(|e| format!("an attached descriptor is not a memfd ({e})"))?;
         if !seals.contains(SealFlags::SHRINK | SealFlags::GROW) {
@@ -326,14 +309,11 @@ impl Inbound {
         };
         let outcome = if self.in_place {
             // The lease stays with the buffer: `Leased` hands the region back when dropped.
-            let view = sys::SharedView::new(map, HEADER, len).expect("the range was checked");
-            let fd = fd
-                .try_clone()
-                .map_err(|e| format!("cannot keep a region ({e})"))?;
-            Ok(Buffer::from_owner(Leased { view, fd }))
+            let view = sys::Leased::new(map, len, lease).expect("the range was checked");
+            Ok(Buffer::from_owner(view))
         } else {
             let bytes = sys::copy_out(&map, HEADER, len);
-            rustix::io::pwrite(fd, &[FREE], 0)
+            rustix::io::pwrite(fd, &[FREE], LEASE_AT as u64)
                 .map_err(|e| format!("cannot hand a region back ({e})"))?;
             bytes.map(Buffer::from)
         };
@@ -748,7 +728,7 @@ mod tests {
         assert!(regions.lock().bytes() <= RETAIN_BYTES);
         // Everything handed back: what stays idle is within the limits.
         for fd in &fds {
-            rustix::io::pwrite(fd, &[FREE], 0).unwrap();
+            rustix::io::pwrite(fd, &[FREE], LEASE_AT as u64).unwrap();
         }
         for i in 0..10 {
             drop(export(&regions, &bytes(i, 100_000)).unwrap());

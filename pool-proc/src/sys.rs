@@ -146,42 +146,56 @@ pub(crate) fn copy_out(
     Ok(out)
 }
 
-/// `len` bytes of a shared region, read in place. Only a worker makes these, over regions the
-/// parent lent it (see [`crate::shm`]).
+/// The bytes of a parent's region that a worker reads in place, and the region's lease: made
+/// only together ([`Leased::new`]), handed back only when dropped (see [`crate::shm`]).
 #[derive(Debug)]
-pub(crate) struct SharedView {
+pub(crate) struct Leased {
     map: std::sync::Arc<memmap2::MmapRaw>,
-    offset: usize,
     len: usize,
+    /// The region's descriptor: dropping the view clears the lease flag through it.
+    fd: std::os::fd::OwnedFd,
 }
 
-impl SharedView {
-    /// A view of `offset..offset + len` of `map`; `None` if that is outside it.
-    ///
-    /// The caller must hold the region's lease: the sender does not write a region while its
-    /// lease flag is set, and the caller clears it only after the view is gone.
+impl Leased {
+    /// Views the `len` bytes after the header of the region `map` maps, taking over its lease
+    /// (`fd`, whose flag the sender set before sending it). `None` if they are outside `map`.
     pub(crate) fn new(
         map: std::sync::Arc<memmap2::MmapRaw>,
-        offset: usize,
         len: usize,
-    ) -> Option<SharedView> {
-        let end = offset.checked_add(len)?;
-        (end <= map.len()).then_some(SharedView { map, offset, len })
+        fd: std::os::fd::OwnedFd,
+    ) -> Option<Leased> {
+        let end = crate::shm::HEADER.checked_add(len)?;
+        (end <= map.len()).then_some(Leased { map, len, fd })
     }
 }
 
-impl AsRef<[u8]> for SharedView {
+impl AsRef<[u8]> for Leased {
     fn as_ref(&self) -> &[u8] {
-        // SAFETY: the range is inside the mapping (checked in `new`), which lives as long as
-        // `self` (the `Arc`) and cannot shrink (the receiver checked `F_SEAL_SHRINK` before
-        // mapping), so the pointer is valid for `len` bytes, and every byte pattern is a valid
-        // `u8`. The bytes do not change while the returned borrow of `self` lives: the sender
-        // (the parent, which this worker trusts with everything it runs) wrote them before it
-        // sent the region's descriptor, and writes the region again only after its lease flag
-        // reads free, which the holder of this view clears only when the view is dropped, after
-        // every borrow of it has ended. Workers never view regions of processes they do not
-        // trust; the parent copies what workers send (`copy_out`).
-        unsafe { std::slice::from_raw_parts(self.map.as_ptr().add(self.offset), self.len) }
+        // SAFETY: `HEADER..HEADER + len` is inside the mapping (checked in `new`), which lives
+        // as long as `self` (the `Arc`) and cannot shrink (the receiver checked `F_SEAL_SHRINK`
+        // before mapping), so the pointer is valid for `len` bytes; every byte pattern is a
+        // valid `u8`; and the range does not overlap the header (lease flag, tag). The bytes
+        // do not change while the returned borrow lives:
+        // * the sender, the parent (which this worker trusts with everything it runs), wrote
+        //   them and set the lease flag before sending the descriptor; the socket's
+        //   `sendmsg`/`recvmsg` order those writes before this read;
+        // * it writes the region again only after reading the flag as free (`pread`), and
+        //   this process clears the flag only in `Drop`, which `&mut self` proves runs after
+        //   every borrow of `self` has ended; the `pwrite` orders the end of our reads before
+        //   the parent's later writes;
+        // * a `Leased` exists only with its region's lease (`new` takes the descriptor the
+        //   sender lent), so no view can be made over a region that is not lent to us.
+        // The one way around this is a task that `fork`s without `exec` and lets the child
+        // drop a clone of the buffer: the child's drop would hand the region back early. The
+        // parent never views what workers send; it copies it (`copy_out`).
+        unsafe { std::slice::from_raw_parts(self.map.as_ptr().add(crate::shm::HEADER), self.len) }
+    }
+}
+
+impl Drop for Leased {
+    fn drop(&mut self) {
+        // If this fails the region stays lent, and the sender forgets it in time.
+        let _ = rustix::io::pwrite(&self.fd, &[crate::shm::FREE], crate::shm::LEASE_AT as u64);
     }
 }
 
