@@ -198,6 +198,90 @@ fn descriptors_stay_flat_once_regions_are_warm() {
     snapshot.assert_restored();
 }
 
+/// Checks its input against the pattern its first 8 bytes name, then answers with a new
+/// pattern of another length: fresh bytes both ways.
+fn verify_and_answer(b: Buffer) -> Result<Buffer, String> {
+    let seed = u64::from_le_bytes(b[..8].try_into().unwrap());
+    if b[8..] != pattern(seed, b.len())[8..] {
+        return Err(format!("task {seed}: its argument arrived altered"));
+    }
+    std::thread::sleep(Duration::from_micros(seed % 2000));
+    Ok(Buffer::from(pattern(
+        !seed,
+        64 * 1024 + (seed as usize % 7) * 50_000,
+    )))
+}
+
+/// Workers SIGKILLed at random while buffers flow both ways: every future is the right bytes or
+/// `WorkerDied`, regions lent to the dead are forgotten without harm, nothing hangs or leaks
+/// (`zz_no_leaks` checks the descriptors at the end).
+#[test]
+fn buffers_survive_workers_killed_at_random() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let _guard = common::exclusive();
+    let pool = ProcessPoolExecutor::builder()
+        .max_workers(2)
+        .build()
+        .unwrap();
+    let stop = AtomicBool::new(false);
+    let mut kills = 0;
+    let (values, deaths) = std::thread::scope(|s| {
+        let killer = s.spawn(|| {
+            let mut rng = common::Rng::from_env("CF_CHAOS_SEED");
+            let mut killed = Vec::new();
+            while !stop.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(30));
+                let fresh: Vec<u32> = pool
+                    .worker_pids()
+                    .into_iter()
+                    .filter(|p| !killed.contains(p))
+                    .collect();
+                if !fresh.is_empty() {
+                    let victim = fresh[rng.below(fresh.len() as u64) as usize];
+                    if common::sigkill_child(victim) {
+                        killed.push(victim);
+                    }
+                }
+            }
+            killed.len()
+        });
+        let futures: Vec<_> = (0..300u64)
+            .map(|seed| {
+                let mut bytes = pattern(seed, 64 * 1024 + (seed as usize % 5) * 100_000);
+                bytes[..8].copy_from_slice(&seed.to_le_bytes());
+                pool.submit(verify_and_answer, Buffer::from(bytes)).unwrap()
+            })
+            .collect();
+        let (mut values, mut deaths) = (0, 0);
+        for (seed, f) in (0..300u64).zip(&futures) {
+            match f.result_timeout(LIMIT) {
+                Ok(Ok(b)) => {
+                    assert_eq!(**b, *pattern(!seed, b.len()), "task {seed}: wrong bytes");
+                    values += 1;
+                }
+                Ok(Err(e)) => panic!("{e}"),
+                Err(TaskError::WorkerDied { .. }) => deaths += 1,
+                Err(e) => panic!("task {seed}: {e:?}"),
+            }
+        }
+        stop.store(true, Ordering::SeqCst);
+        kills = killer.join().unwrap();
+        (values, deaths)
+    });
+    assert_eq!(values + deaths, 300);
+    assert!(kills > 0 || deaths == 0, "deaths without kills");
+    // The pool goes on, with regions that work.
+    let b = Buffer::from(pattern(9, 1 << 20));
+    assert_eq!(
+        pool.submit(echo, b.clone())
+            .unwrap()
+            .result_timeout(LIMIT)
+            .unwrap(),
+        &b
+    );
+    eprintln!("{values} values, {deaths} deaths, {kills} kills");
+}
+
 #[test]
 fn zz_no_leaks() {
     common::assert_clean_at_end();
