@@ -4,60 +4,50 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use cf_executor_api::{Buffer, Executor};
+use cf_executor_api::{Buffer, Executor, Payload, Task};
 use serde_bytes::ByteBuf;
 
 use crate::tasks::{echo, echo_buffer, echo_bytes, payload};
 
-/// `submit(echo, v)` with a plain `Vec<u8>`: what a user gets by default.
-pub fn cf_vec<E: Executor>(pool: &E, len: usize, iters: u64) -> Duration {
-    let mut v = payload(len);
+/// `iters` round trips of `v` through `task` (an echo), each result the next argument.
+fn round_trips<E, T, F>(pool: &E, task: F, mut v: T, iters: u64) -> (Duration, T)
+where
+    E: Executor,
+    T: Payload + Sync,
+    F: Task<T, T>,
+{
     let start = Instant::now();
     for _ in 0..iters {
         v = pool
-            .submit(echo, v)
+            .submit(task, v)
             .expect("submit")
             .try_unwrap()
             .unwrap_or_else(|_| panic!("the only handle to an echo future"))
             .expect("echo");
     }
-    let elapsed = start.elapsed();
+    (start.elapsed(), v)
+}
+
+/// `submit(echo, v)` with a plain `Vec<u8>`: what a user gets by default.
+pub fn cf_vec<E: Executor>(pool: &E, len: usize, iters: u64) -> Duration {
+    let (elapsed, v) = round_trips(pool, echo, payload(len), iters);
     assert_eq!(black_box(v).len(), len);
     elapsed
 }
 
 /// `submit(echo_bytes, buf)` with a `serde_bytes::ByteBuf`: one byte string, not a sequence.
 pub fn cf_bytebuf<E: Executor>(pool: &E, len: usize, iters: u64) -> Duration {
-    let mut v = ByteBuf::from(payload(len));
-    let start = Instant::now();
-    for _ in 0..iters {
-        v = pool
-            .submit(echo_bytes, v)
-            .expect("submit")
-            .try_unwrap()
-            .unwrap_or_else(|_| panic!("the only handle to an echo future"))
-            .expect("echo");
-    }
-    let elapsed = start.elapsed();
+    let (elapsed, v) = round_trips(pool, echo_bytes, ByteBuf::from(payload(len)), iters);
     assert_eq!(black_box(v).len(), len);
     elapsed
 }
 
-/// `submit(echo_buffer, buf)` with a [`Buffer`]. Each round trip starts from the `Buffer` the
-/// last one returned, which in the parent is a mapping without its descriptor, so every trip
-/// copies the payload once into a new memfd: the copy a fresh payload would cost, too.
+/// `submit(echo_buffer, buf)` with a [`Buffer`], which a process pool moves through shared
+/// memory. Every trip really moves the bytes: the parent copies the `Buffer` it got back into a
+/// region again, the worker reads it there and copies its result into a region of its own, and
+/// the parent copies that out.
 pub fn cf_buffer<E: Executor>(pool: &E, len: usize, iters: u64) -> Duration {
-    let mut v = Buffer::from(payload(len));
-    let start = Instant::now();
-    for _ in 0..iters {
-        v = pool
-            .submit(echo_buffer, v)
-            .expect("submit")
-            .try_unwrap()
-            .unwrap_or_else(|_| panic!("the only handle to an echo future"))
-            .expect("echo");
-    }
-    let elapsed = start.elapsed();
+    let (elapsed, v) = round_trips(pool, echo_buffer, Buffer::from(payload(len)), iters);
     assert_eq!(black_box(v).len(), len);
     elapsed
 }
