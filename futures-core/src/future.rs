@@ -81,7 +81,11 @@ type Callback<T> = Box<dyn FnOnce(&Future<T>) + Send + 'static>;
 
 struct Shared<T> {
     state: State,
-    /// Allocated on first registration: most futures never get a callback, waiter or waker,
+    /// The first registered waiter, kept inline: `as_completed` and `wait` register one per
+    /// future, and two allocations (the box and its vector) per future were most of their
+    /// cost.
+    waiter: Option<(Arc<Waiter>, usize)>,
+    /// Allocated on first need: most futures never get a callback, a second waiter or a waker,
     /// and a million pending ones should not carry three empty vectors each.
     listeners: Option<Box<Listeners<T>>>,
 }
@@ -460,12 +464,24 @@ impl<T> Future<T> {
         if shared.state.is_done() {
             return true;
         }
-        shared.listeners().waiters.push((Arc::clone(waiter), key));
+        if shared.waiter.is_none() {
+            shared.waiter = Some((Arc::clone(waiter), key));
+        } else {
+            shared.listeners().waiters.push((Arc::clone(waiter), key));
+        }
         false
     }
 
     pub(crate) fn unregister(&self, waiter: &Arc<Waiter>) {
-        if let Some(listeners) = self.inner.shared.lock().listeners.as_mut() {
+        let mut shared = self.inner.shared.lock();
+        if shared
+            .waiter
+            .as_ref()
+            .is_some_and(|(w, _)| Arc::ptr_eq(w, waiter))
+        {
+            shared.waiter = None;
+        }
+        if let Some(listeners) = shared.listeners.as_mut() {
             listeners.waiters.retain(|(w, _)| !Arc::ptr_eq(w, waiter));
         }
     }
@@ -485,6 +501,7 @@ impl<T> Promise<T> {
             inner: Some(Arc::new(Inner {
                 shared: Mutex::new(Shared {
                     state: State::Pending,
+                    waiter: None,
                     listeners: None,
                 }),
                 cond: Condvar::new(),
@@ -643,10 +660,14 @@ fn complete<T>(
         unreachable!("outcome is set once, under the lock, before the state becomes done");
     }
     shared.state = to;
+    let first_waiter = shared.waiter.take();
     let listeners = shared.listeners.take();
     inner.cond.notify_all();
     drop(shared);
 
+    if let Some((waiter, key)) = first_waiter {
+        waiter.fire(key);
+    }
     let Some(listeners) = listeners else {
         return Ok(());
     };

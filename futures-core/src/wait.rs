@@ -3,6 +3,7 @@
 
 use std::collections::{HashSet, VecDeque};
 use std::fmt;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::time::{Duration, Instant};
 
 use crate::error::TimeoutError;
@@ -42,12 +43,37 @@ impl<T: fmt::Debug> fmt::Debug for WaitResult<T> {
 }
 
 fn dedup<'a, T: 'a>(futures: impl IntoIterator<Item = &'a Future<T>>) -> Vec<Future<T>> {
-    let mut seen = HashSet::new();
-    futures
-        .into_iter()
-        .filter(|f| seen.insert(f.id()))
-        .cloned()
-        .collect()
+    let futures = futures.into_iter();
+    let mut seen = HashSet::with_capacity_and_hasher(
+        futures.size_hint().0,
+        BuildHasherDefault::<IdHasher>::default(),
+    );
+    futures.filter(|f| seen.insert(f.id())).cloned().collect()
+}
+
+/// Hashes a future's id (an address) for [`dedup`]: a multiply that spreads the address's
+/// bits, with its high half folded into the low one (addresses' low bits are all zero, and a
+/// table picks buckets by the low bits). SipHash, the default, resists hash flooding, which
+/// addresses this process allocated cannot mount, and cost a tenth of `as_completed`.
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+    fn write_usize(&mut self, id: usize) {
+        self.write_u64(id as u64);
+    }
+    fn write_u64(&mut self, id: u64) {
+        let h = (self.0 ^ id).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        self.0 = h ^ (h >> 32);
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
 }
 
 fn deadline_after(timeout: Option<Duration>) -> Option<Instant> {
