@@ -23,10 +23,25 @@ pub(crate) struct Job {
     pub(crate) fn_offset: i64,
     pub(crate) payload: Vec<u8>,
     /// Large buffers the argument attached; they travel as memfds ([`crate::shm`]).
-    pub(crate) attached: Vec<Buffer>,
+    pub(crate) attached: Attached,
     pub(crate) completion: Box<dyn Completion>,
     /// Kill the worker if the task runs longer than this.
     pub(crate) timeout: Option<Duration>,
+}
+
+/// A task's attached buffers, in one pointer: a million queued tasks without any (the usual
+/// case) should not carry an empty `Vec` each.
+#[derive(Debug, Default)]
+#[allow(clippy::box_collection)] // the point: one word in the queue instead of three
+pub(crate) struct Attached(Option<Box<Vec<Buffer>>>);
+
+impl Attached {
+    pub(crate) fn new(buffers: Vec<Buffer>) -> Self {
+        Attached((!buffers.is_empty()).then(|| Box::new(buffers)))
+    }
+    pub(crate) fn as_slice(&self) -> &[Buffer] {
+        self.0.as_deref().map_or(&[], Vec::as_slice)
+    }
 }
 
 /// A task as `submit` hands it to the queue: its encoded argument (or why encoding failed)
@@ -439,7 +454,7 @@ impl Pool {
                             id,
                             fn_offset,
                             payload,
-                            attached,
+                            attached: Attached::new(attached),
                             completion,
                             timeout,
                         });

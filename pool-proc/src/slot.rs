@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use cf_executor_api::{Buffer, ExitCause};
 
-use crate::pool::{Job, Pool, PoolState};
+use crate::pool::{Attached, Job, Pool, PoolState};
 use crate::protocol::{self, FrameBuf, Kind, StartFailure, WorkerMessage, MAX_FRAME};
 use crate::shm::{self, FdStream};
 use crate::sys;
@@ -217,7 +217,7 @@ pub(crate) struct Sending {
     id: u64,
     fn_offset: i64,
     payload: Vec<u8>,
-    attached: Vec<Buffer>,
+    attached: Attached,
 }
 
 /// Frames `jobs`, copies their attached buffers into shared-memory regions, and writes the
@@ -259,7 +259,7 @@ fn frame_tasks(
     frame.u32(u32::try_from(jobs.len()).expect("window is small"));
     let mut messages = Vec::new();
     for job in jobs {
-        let exported = export(&job.attached, &mut messages);
+        let exported = export(job.attached.as_slice(), &mut messages);
         protocol::push_task(
             &mut frame,
             &protocol::TaskFrame {
@@ -334,12 +334,13 @@ pub(crate) fn take_jobs(state: &mut PoolState, id: usize, n: usize) -> Option<Ve
         let Some(job) = state.queue.pop_front() else {
             break;
         };
-        let over_fds = !taken.is_empty() && fds + job.attached.len() > shm::FRAME_FDS;
+        let attached = job.attached.as_slice().len();
+        let over_fds = !taken.is_empty() && fds + attached > shm::FRAME_FDS;
         if over_fds || (job.timeout.is_some() && !(taken.is_empty() && empty)) {
             state.queue.push_front(job);
             break;
         }
-        fds += job.attached.len();
+        fds += attached;
         if !job.completion.start() {
             continue;
         }
