@@ -172,24 +172,18 @@ impl Report {
             self.ratio("map_c256", "cf-proc", "py-proc"),
             |v| v >= 5.0,
         );
-        ratio(
-            "16 MiB echo (Vec<u8>, the default) vs memcpy bandwidth",
-            ">= 0.30x",
-            self.ratio("echo_16MiB", "cf-proc", "memcpy"),
-            |v| v >= 0.30,
-        );
-        ratio(
-            "16 MiB echo (serde_bytes::ByteBuf) vs memcpy bandwidth",
-            ">= 0.30x",
-            self.ratio("echo_16MiB", "cf-proc+ByteBuf", "memcpy"),
-            |v| v >= 0.30,
-        );
-        ratio(
-            "16 MiB echo (cf Buffer, shared memory) vs memcpy bandwidth",
-            ">= 0.30x",
-            self.ratio("echo_16MiB", "cf-proc+Buffer", "memcpy"),
-            |v| v >= 0.30,
-        );
+        for (contender, what) in [
+            ("cf-proc", "Vec<u8>, the default"),
+            ("cf-proc+ByteBuf", "serde_bytes::ByteBuf"),
+            ("cf-proc+Buffer", "cf Buffer, shared memory"),
+        ] {
+            ratio(
+                &format!("16 MiB echo ({what}) vs memcpy bandwidth"),
+                ">= 0.30x",
+                self.ratio("echo_16MiB", contender, "memcpy"),
+                |v| v >= 0.30,
+            );
+        }
         ratio(
             "process pool start + first result + shutdown vs CPython process pool",
             "<= 0.3x",

@@ -254,11 +254,21 @@ pub(crate) fn export(regions: &Regions, buf: &[u8]) -> io::Result<OwnedFd> {
     }
 }
 
+/// A cached mapping of a peer's region.
+#[derive(Debug)]
+struct Cached {
+    /// (device, inode).
+    key: (u64, u64),
+    /// The tag the region was made with.
+    tag: [u8; 8],
+    map: Arc<MmapRaw>,
+}
+
 /// A receiver's mappings of its peer's regions, by (device, inode). Each mapping keeps its
 /// region's memory alive, so an inode number cannot be reused while it is cached here.
 #[derive(Debug, Default)]
 struct Inbound {
-    maps: VecDeque<((u64, u64), Arc<MmapRaw>)>,
+    maps: VecDeque<Cached>,
     /// Read buffers in place, holding the region's lease until the buffer is dropped, instead
     /// of copying them out. Only for a peer this process trusts: workers, receiving from the
     /// parent.
@@ -291,19 +301,24 @@ impl Inbound {
         let key = (st.st_dev, st.st_ino);
         // The key alone could name a reused inode number on kernels that recycle them; the
         // tag, written once when the region was made, tells regions apart.
-        let cached = self.maps.iter().position(|(k, m)| {
-            *k == key && m.len() == size && sys::copy_out(m, TAG_AT, 8).as_deref() == Ok(&tag[..])
-        });
+        let cached = self
+            .maps
+            .iter()
+            .find(|c| c.key == key && c.tag == tag && c.map.len() == size);
         let map = match cached {
-            Some(i) => Arc::clone(&self.maps[i].1),
+            Some(c) => Arc::clone(&c.map),
             None => {
-                self.maps.retain(|(k, _)| *k != key);
+                self.maps.retain(|c| c.key != key);
                 let map = MmapOptions::new()
                     .len(size)
                     .map_raw_read_only(fd)
                     .map_err(|e| format!("cannot map a region ({e})"))?;
                 let map = Arc::new(map);
-                self.maps.push_back((key, Arc::clone(&map)));
+                self.maps.push_back(Cached {
+                    key,
+                    tag,
+                    map: Arc::clone(&map),
+                });
                 map
             }
         };
@@ -320,7 +335,7 @@ impl Inbound {
         // Keep what fits the cache's limits (the newest mapping may itself be too big; a
         // buffer read in place keeps its mapping alive on its own).
         while self.maps.len() > CACHED_MAX
-            || self.maps.iter().map(|(_, m)| m.len()).sum::<usize>() > RETAIN_BYTES
+            || self.maps.iter().map(|c| c.map.len()).sum::<usize>() > RETAIN_BYTES
         {
             self.maps.pop_front();
         }

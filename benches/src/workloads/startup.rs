@@ -21,32 +21,37 @@ fn first_result<E: Executor>(pool: &E) {
     );
 }
 
-/// cf's process pool of `workers` (started on demand: one for one task).
-pub fn cf_proc(workers: usize, iters: u64) -> Duration {
+/// `iters` times: build a pool with `make`, get its first result, shut it down.
+fn lives<E: Executor>(make: impl Fn() -> E, iters: u64) -> Duration {
     let start = Instant::now();
     for _ in 0..iters {
-        let pool = ProcessPoolExecutor::builder()
-            .max_workers(workers)
-            .build()
-            .expect("build");
+        let pool = make();
         first_result(&pool);
         drop(pool);
     }
     start.elapsed()
 }
 
-/// cf's thread pool of `workers` (started on demand).
-pub fn cf_thread(workers: usize, iters: u64) -> Duration {
-    let start = Instant::now();
-    for _ in 0..iters {
-        let pool = ThreadPoolExecutor::builder()
+/// cf's process pool of `workers` (started on demand: one for one task).
+pub fn cf_proc(workers: usize, iters: u64) -> Duration {
+    let make = || {
+        ProcessPoolExecutor::builder()
             .max_workers(workers)
             .build()
-            .expect("build");
-        first_result(&pool);
-        drop(pool);
-    }
-    start.elapsed()
+            .expect("build")
+    };
+    lives(make, iters)
+}
+
+/// cf's thread pool of `workers` (started on demand).
+pub fn cf_thread(workers: usize, iters: u64) -> Duration {
+    let make = || {
+        ThreadPoolExecutor::builder()
+            .max_workers(workers)
+            .build()
+            .expect("build")
+    };
+    lives(make, iters)
 }
 
 /// A rayon pool of `workers` (all started at build). Dropping a rayon pool does not wait for
