@@ -48,13 +48,17 @@ pub fn is_worker() -> bool {
 pub(crate) fn run(socket: UnixStream) -> ! {
     IS_WORKER.store(true, Ordering::Relaxed);
     sys::ignore_sigpipe();
-    let code = match serve(socket) {
-        Ok(()) => 0,
+    match serve(socket) {
+        Ok(()) => exit(0),
         Err(e) => {
             eprintln!("cf-pool-proc worker {}: {e}", std::process::id());
-            70
+            exit(70)
         }
-    };
+    }
+}
+
+/// Ends the worker process with `code`, after flushing what tasks printed.
+fn exit(code: i32) -> ! {
     let _ = io::stdout().flush();
     let _ = io::stderr().flush();
     std::process::exit(code)
@@ -153,9 +157,7 @@ impl Outbox {
                     std::process::id()
                 );
             }
-            let _ = io::stdout().flush();
-            let _ = io::stderr().flush();
-            std::process::exit(70);
+            exit(70);
         }
     }
 
