@@ -138,6 +138,7 @@
 //! join the rendezvous, since there is none on the file system.
 #![warn(missing_docs)]
 
+mod blackbox;
 mod pool;
 mod protocol;
 mod shm;

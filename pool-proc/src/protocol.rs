@@ -152,6 +152,10 @@ impl FrameBuf {
     pub(crate) fn len(&self) -> usize {
         self.buf.len()
     }
+    /// The bytes written from `start` on (e.g. the record just pushed).
+    pub(crate) fn since(&self, start: usize) -> &[u8] {
+        &self.buf[start..]
+    }
     pub(crate) fn finish(mut self) -> Vec<u8> {
         let body = u32::try_from(self.buf.len() - HEADER).expect("frame sizes are checked");
         self.buf[4..HEADER].copy_from_slice(&body.to_le_bytes());

@@ -525,6 +525,14 @@ impl FdStream {
     }
 }
 
+impl FdStream {
+    /// The next descriptor that arrived, for a frame that carries one outside any attachment
+    /// record (the handshake carries the worker's black box, see [`crate::blackbox`]).
+    pub(crate) fn take_fd(&mut self) -> Option<OwnedFd> {
+        self.fds.pop_front()
+    }
+}
+
 impl Read for FdStream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(253))];

@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use cf_executor_api::{Buffer, ExitCause};
 
+use crate::blackbox;
 use crate::pool::{Attached, Job, Pool, PoolState};
 use crate::protocol::{self, FrameBuf, Kind, StartFailure, WorkerMessage, MAX_FRAME};
 use crate::shm::{self, FdStream};
@@ -169,7 +170,8 @@ fn feed(pool: &Arc<Pool>, id: usize) {
 /// pool replaces it like any other dead worker.
 fn launch(pool: &Arc<Pool>, id: usize) -> io::Result<(JoinHandle<()>, Writer)> {
     let (parent_end, child_end) = UnixStream::pair()?;
-    let mut out = parent_end.try_clone()?;
+    let out = parent_end.try_clone()?;
+    let (blackbox, blackbox_fd) = blackbox::Reader::create()?;
     // The reader starts first, so a process is never created without a thread to reap it.
     let (hand_over, child_slot) = mpsc::sync_channel::<Child>(1);
     let reader_pool = Arc::clone(pool);
@@ -177,7 +179,7 @@ fn launch(pool: &Arc<Pool>, id: usize) -> io::Result<(JoinHandle<()>, Writer)> {
         .name(format!("cf-proc-read-{id}"))
         .spawn(move || {
             if let Ok(child) = child_slot.recv() {
-                reader(&reader_pool, id, parent_end, child);
+                reader(&reader_pool, id, parent_end, child, &blackbox);
             }
         })?;
     let child = match sys::spawn_worker(&child_end) {
@@ -197,8 +199,14 @@ fn launch(pool: &Arc<Pool>, id: usize) -> io::Result<(JoinHandle<()>, Writer)> {
     hand_over
         .send(child)
         .expect("the reader waits for its child");
-    if let Err(e) = protocol::write_frame(&mut out, &protocol::hello(&pool.config.hello)) {
-        log::debug!("cf-pool-proc: worker {pid} died before its handshake: {e}");
+    // The black box travels with the handshake; the worker maps it, the reader keeps its own
+    // mapping, and this descriptor is no longer needed.
+    let hello = protocol::hello(&pool.config.hello);
+    if let Err(e) = shm::send_frame(&out, &hello, &[blackbox_fd]) {
+        log::debug!(
+            "cf-pool-proc: worker {pid} died before its handshake: {}",
+            io::Error::from(e)
+        );
     }
     let out: Writer = Arc::new(parking_lot::Mutex::new(out));
     if let Some(slot) = pool.state.lock().slot_mut(id) {
@@ -375,7 +383,13 @@ pub(crate) fn take_jobs(state: &mut PoolState, id: usize, n: usize) -> Option<Ve
     Some(sending)
 }
 
-fn reader(pool: &Arc<Pool>, id: usize, stream: UnixStream, mut child: Child) {
+fn reader(
+    pool: &Arc<Pool>,
+    id: usize,
+    stream: UnixStream,
+    mut child: Child,
+    blackbox: &blackbox::Reader,
+) {
     pool.adopt_thread();
     let pid = child.id();
     // The timeout only lets the reader notice a frame that stops arriving midway.
@@ -405,6 +419,7 @@ fn reader(pool: &Arc<Pool>, id: usize, stream: UnixStream, mut child: Child) {
     }
     let status = child.wait();
     let cause = exit_cause(status);
+    recover_results(pool, id, pid, blackbox);
     pool.worker_ended(id, pid, cause, init_failure);
     pool.release_thread();
 }
@@ -417,6 +432,45 @@ fn exit_cause(status: io::Result<ExitStatus>) -> ExitCause {
             _ => ExitCause::Unknown,
         },
         Err(_) => ExitCause::Unknown,
+    }
+}
+
+/// Completes the tasks whose results the dead worker `pid` recorded in its black box but had
+/// not sent (see [`crate::blackbox`]). Only tasks it still held count: a record that was also
+/// sent is a duplicate. A record that does not decode, or names buffers (which cannot outlive
+/// the worker), completes nothing: its task fails with `WorkerDied` like the running one.
+fn recover_results(pool: &Pool, id: usize, pid: u32, blackbox: &blackbox::Reader) {
+    let Some(body) = blackbox.recorded() else {
+        return;
+    };
+    let records = match protocol::decode_worker_message(&body) {
+        Ok(WorkerMessage::Results(records)) => records,
+        Ok(_) => return,
+        Err(e) => {
+            log::warn!("cf-pool-proc: worker {pid} left an unreadable black box ({e})");
+            return;
+        }
+    };
+    let recovered: Vec<_> = {
+        let mut state = pool.state.lock();
+        let Some(slot) = state.slot_mut(id) else {
+            return;
+        };
+        records
+            .iter()
+            .filter(|rec| rec.attached.is_empty())
+            .filter_map(|rec| Some((slot.in_flight.remove(&rec.id)?, rec)))
+            .collect()
+    };
+    if !recovered.is_empty() {
+        log::debug!(
+            "cf-pool-proc: worker {pid} died with {} result(s) not yet sent; completed them \
+             from its black box",
+            recovered.len()
+        );
+    }
+    for (entry, rec) in recovered {
+        entry.completion.finish(rec.ok, rec.bytes, Ok(Vec::new()));
     }
 }
 

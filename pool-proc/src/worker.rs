@@ -18,6 +18,7 @@ use parking_lot::{Condvar, Mutex};
 
 use cf_executor_api::{call_catching, CodecStage, TaskError};
 
+use crate::blackbox;
 use crate::protocol::{
     self, FrameBuf, Kind, Reader, ResultFrame, StartFailure, MAX_FRAME, TASK_RECORD_MIN,
 };
@@ -103,25 +104,40 @@ struct Outbox {
     batch: Mutex<Batch>,
     wake: Condvar,
     socket: Mutex<UnixStream>,
+    /// Records of the results not known to be sent; locked inside `batch`.
+    blackbox: Mutex<blackbox::Writer>,
     /// Set on exit: the flusher stops.
     closed: AtomicBool,
 }
 
 impl Outbox {
-    /// Buffers a result and the descriptors of its attached buffers.
+    /// Buffers a result and the descriptors of its attached buffers. Before this returns, the
+    /// result is safe from a crash of the next task: recorded in the black box (which outlives
+    /// this process, see [`crate::blackbox`]) or, if it does not fit there or carries
+    /// descriptors, sent.
     fn push(&self, result: &ResultFrame<'_>, fds: Vec<OwnedFd>) {
         if !fds.is_empty() && self.batch.lock().fds.len() + fds.len() > shm::FRAME_FDS {
             // Only this thread adds descriptors, so after the flush there is room.
             self.flush();
         }
-        let mut batch = self.batch.lock();
-        batch.fds.extend(fds);
-        protocol::push_result(&mut batch.frame, result);
-        batch.count += 1;
-        batch.since.get_or_insert_with(Instant::now);
-        if batch.frame.len() >= FLUSH_BYTES {
-            batch.armed = true;
-            self.wake.notify_one();
+        let send_now = {
+            let mut batch = self.batch.lock();
+            // Descriptors die with this process: a result that has some must be sent.
+            let keeps_fds = !fds.is_empty();
+            batch.fds.extend(fds);
+            let start = batch.frame.len();
+            protocol::push_result(&mut batch.frame, result);
+            batch.count += 1;
+            batch.since.get_or_insert_with(Instant::now);
+            let recorded = !keeps_fds && self.blackbox.lock().record(batch.frame.since(start));
+            if recorded && batch.frame.len() >= FLUSH_BYTES {
+                batch.armed = true;
+                self.wake.notify_one();
+            }
+            !recorded
+        };
+        if send_now {
+            self.flush();
         }
     }
 
@@ -158,6 +174,11 @@ impl Outbox {
                 );
             }
             exit(70);
+        }
+        // Everything recorded has been sent, unless results came in meanwhile (then they stay
+        // recorded, with the sent ones, until a flush that leaves nothing behind).
+        if self.batch.lock().count == 0 {
+            self.blackbox.lock().clear();
         }
     }
 
@@ -205,6 +226,10 @@ fn serve(socket: UnixStream) -> io::Result<()> {
         Ok((Kind::Hello, mut r)) => r.hello().map_err(io::Error::other)?,
         _ => return Err(io::Error::other("the first frame was not a Hello")),
     };
+    let blackbox = input
+        .get_mut()
+        .take_fd()
+        .ok_or_else(|| io::Error::other("the handshake came without the black box"))?;
     if let Err(why) = check_identity(&hello) {
         protocol::write_frame(
             &mut out,
@@ -233,12 +258,14 @@ fn serve(socket: UnixStream) -> io::Result<()> {
             return Ok(());
         }
     }
+    let blackbox = blackbox::Writer::adopt(&blackbox)?;
     protocol::write_frame(&mut out, &protocol::ready(std::process::id()))?;
 
     let outbox = Arc::new(Outbox {
         batch: Mutex::new(Batch::new()),
         wake: Condvar::new(),
         socket: Mutex::new(out),
+        blackbox: Mutex::new(blackbox),
         closed: AtomicBool::new(false),
     });
     let flusher = {

@@ -107,7 +107,6 @@ fn pool() -> ProcessPoolExecutor {
 }
 
 #[test]
-#[ignore = "fixed in the next commit"]
 fn results_survive_an_abort_in_a_later_task() {
     let pool = pool();
     for batch in [true, false] {
@@ -117,7 +116,6 @@ fn results_survive_an_abort_in_a_later_task() {
 }
 
 #[test]
-#[ignore = "fixed in the next commit"]
 fn results_survive_an_exit_in_a_later_task() {
     let pool = pool();
     for batch in [true, false] {
@@ -127,7 +125,6 @@ fn results_survive_an_exit_in_a_later_task() {
 }
 
 #[test]
-#[ignore = "fixed in the next commit"]
 fn results_survive_a_task_that_sigkills_its_worker() {
     let pool = pool();
     for batch in [true, false] {
@@ -137,7 +134,6 @@ fn results_survive_a_task_that_sigkills_its_worker() {
 }
 
 #[test]
-#[ignore = "fixed in the next commit"]
 fn results_survive_a_segfault_in_a_later_task() {
     let pool = pool();
     for batch in [true, false] {
@@ -147,7 +143,6 @@ fn results_survive_a_segfault_in_a_later_task() {
 }
 
 #[test]
-#[ignore = "fixed in the next commit"]
 fn results_survive_a_crash_after_they_were_sent() {
     let pool = pool();
     warm(&pool);
@@ -157,7 +152,6 @@ fn results_survive_a_crash_after_they_were_sent() {
 /// Many crashes in a row on two workers, each behind a burst of quick tasks: every quick task
 /// succeeds, every crash is the only failure.
 #[test]
-#[ignore = "fixed in the next commit"]
 fn results_survive_repeated_crashes_on_several_workers() {
     let pool = ProcessPoolExecutor::builder()
         .max_workers(2)

@@ -1,0 +1,204 @@
+//! A worker's *black box*: one small shared-memory page per worker that holds what the worker
+//! would otherwise take with it when it dies, for the parent to read after it has reaped it.
+//!
+//! A worker batches results (see [`crate::worker`]): sending each on its own would cost a
+//! system call per task. A batched result that is still waiting when a later task crashes the
+//! process (`abort`, `exit`, a segfault, `SIGKILL` to itself) would be lost, and its finished
+//! task reported as `WorkerDied`. So before the next task starts, every result is either on
+//! its way (handed to the kernel) or *recorded* here: its record, exactly as it goes in a
+//! `Results` frame, appended to the page, which is memory the parent maps too. A store into
+//! shared memory survives the process that made it, so once the worker is dead the parent
+//! reads the records it has not received and completes those futures. Recording is a `memcpy`
+//! of a few dozen bytes, no system call, so batching keeps its throughput.
+//!
+//! The page is created by the parent for each worker (a `memfd`, sealed against shrinking and
+//! growing so neither side can truncate it under the other) and sent with the handshake. The
+//! parent reads it only after the worker has been reaped, and through a private copy
+//! ([`sys::copy_out`]): a process the worker forked could still write to it, and a hostile
+//! worker could have written anything, so the records are decoded with the same checks as any
+//! frame from a worker, and only tasks the worker still held are completed from them (a
+//! record that was also sent is simply a duplicate).
+//!
+//! Layout: a header (bytes of records, count of records), then the records. A record counts
+//! only once the header names it, and the header is written after the record, so a worker
+//! that dies in between loses that record alone (the result of a task that had just returned;
+//! its task then fails with `WorkerDied`, as if it had been running).
+
+use std::io;
+use std::os::fd::OwnedFd;
+
+use memmap2::{MmapOptions, MmapRaw};
+use rustix::fs::{MemfdFlags, SealFlags};
+
+use crate::protocol::Kind;
+use crate::sys;
+
+/// The size of a black box; records take all of it after the header.
+pub(crate) const SIZE: usize = 64 * 1024;
+/// `u64` bytes of records, `u32` number of records.
+const USED_AT: usize = 0;
+const COUNT_AT: usize = 8;
+const RECORDS_AT: usize = 16;
+/// The most record bytes a black box holds.
+pub(crate) const CAPACITY: usize = SIZE - RECORDS_AT;
+
+/// The parent's view of a worker's black box: read-only, read after the worker's death.
+#[derive(Debug)]
+pub(crate) struct Reader {
+    map: MmapRaw,
+}
+
+impl Reader {
+    /// A new black box and the descriptor to send to its worker.
+    pub(crate) fn create() -> io::Result<(Reader, OwnedFd)> {
+        let fd = rustix::fs::memfd_create(
+            "cf-worker-blackbox",
+            MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING,
+        )?;
+        rustix::fs::ftruncate(&fd, SIZE as u64)?;
+        rustix::fs::fcntl_add_seals(&fd, SealFlags::SHRINK | SealFlags::GROW | SealFlags::SEAL)?;
+        let map = MmapOptions::new().len(SIZE).map_raw_read_only(&fd)?;
+        Ok((Reader { map }, fd))
+    }
+
+    /// The records the worker left, as the body of a `Results` frame (kind byte first), for
+    /// [`crate::protocol::decode_worker_message`]; `None` if it left none. Call only once the
+    /// worker is gone.
+    pub(crate) fn recorded(&self) -> Option<Vec<u8>> {
+        let header = sys::copy_out(&self.map, 0, RECORDS_AT).ok()?;
+        let used = u64::from_le_bytes(header[USED_AT..COUNT_AT].try_into().ok()?);
+        let count: [u8; 4] = header[COUNT_AT..COUNT_AT + 4].try_into().ok()?;
+        if used == 0 {
+            return None;
+        }
+        // A lying length reads no further than the page.
+        let used = usize::try_from(used).ok()?.min(CAPACITY);
+        let records = sys::copy_out(&self.map, RECORDS_AT, used).ok()?;
+        let mut body = Vec::with_capacity(1 + 4 + used);
+        body.push(Kind::Results as u8);
+        body.extend_from_slice(&count);
+        body.extend_from_slice(&records);
+        Some(body)
+    }
+}
+
+/// The worker's side of its black box: it appends the records of results not yet sent.
+#[derive(Debug)]
+pub(crate) struct Writer {
+    map: MmapRaw,
+    used: usize,
+    count: u32,
+}
+
+impl Writer {
+    /// Maps the black box the parent sent with the handshake.
+    pub(crate) fn adopt(fd: &OwnedFd) -> io::Result<Writer> {
+        let seals = rustix::fs::fcntl_get_seals(fd)?;
+        let size = rustix::fs::fstat(fd)?.st_size;
+        if !seals.contains(SealFlags::SHRINK | SealFlags::GROW) || size != SIZE as i64 {
+            return Err(io::Error::other(format!(
+                "the black box the parent sent is not a sealed {SIZE}-byte memfd \
+                 ({size} bytes, {seals:?})"
+            )));
+        }
+        let map = MmapOptions::new().len(SIZE).map_raw(fd)?;
+        let writer = Writer {
+            map,
+            used: 0,
+            count: 0,
+        };
+        writer.commit();
+        Ok(writer)
+    }
+
+    /// Appends one result record; `false` if it does not fit (then it must be sent before
+    /// another task runs).
+    pub(crate) fn record(&mut self, record: &[u8]) -> bool {
+        if record.len() > CAPACITY - self.used {
+            return false;
+        }
+        sys::copy_in(&self.map, RECORDS_AT + self.used, record);
+        self.used += record.len();
+        self.count += 1;
+        self.commit();
+        true
+    }
+
+    /// Forgets every record: all of them have been sent.
+    pub(crate) fn clear(&mut self) {
+        if self.count != 0 {
+            self.used = 0;
+            self.count = 0;
+            self.commit();
+        }
+    }
+
+    /// Publishes the header, after the records it names.
+    fn commit(&self) {
+        let mut header = [0u8; RECORDS_AT];
+        header[USED_AT..COUNT_AT].copy_from_slice(&(self.used as u64).to_le_bytes());
+        header[COUNT_AT..COUNT_AT + 4].copy_from_slice(&self.count.to_le_bytes());
+        sys::copy_in(&self.map, 0, &header);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{self, FrameBuf, ResultFrame, WorkerMessage};
+
+    fn record(id: u64, bytes: &[u8]) -> Vec<u8> {
+        let mut f = FrameBuf::new(Kind::Results);
+        let start = f.len();
+        protocol::push_result(
+            &mut f,
+            &ResultFrame {
+                id,
+                nanos: 5,
+                ok: true,
+                bytes,
+                attached: vec![],
+            },
+        );
+        f.finish()[start..].to_vec()
+    }
+
+    fn ids(reader: &Reader) -> Vec<u64> {
+        let Some(body) = reader.recorded() else {
+            return vec![];
+        };
+        match protocol::decode_worker_message(&body).unwrap() {
+            WorkerMessage::Results(records) => records.iter().map(|r| r.id).collect(),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn records_reach_the_reader_until_cleared_and_overflow_is_refused() {
+        let (reader, fd) = Reader::create().unwrap();
+        let mut writer = Writer::adopt(&fd).unwrap();
+        drop(fd);
+        assert_eq!(ids(&reader), Vec::<u64>::new());
+        assert!(writer.record(&record(1, b"one")));
+        assert!(writer.record(&record(2, b"two")));
+        assert_eq!(ids(&reader), [1, 2]);
+        writer.clear();
+        assert_eq!(ids(&reader), Vec::<u64>::new());
+        // A record that does not fit is refused, and what was there stays.
+        assert!(writer.record(&record(3, b"three")));
+        assert!(!writer.record(&record(4, &vec![0; CAPACITY])));
+        assert_eq!(ids(&reader), [3]);
+    }
+
+    #[test]
+    fn an_unsealed_or_wrongly_sized_page_is_refused() {
+        let plain =
+            rustix::fs::memfd_create("plain", MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING)
+                .unwrap();
+        rustix::fs::ftruncate(&plain, SIZE as u64).unwrap();
+        assert!(Writer::adopt(&plain).is_err());
+        rustix::fs::ftruncate(&plain, 4096).unwrap();
+        rustix::fs::fcntl_add_seals(&plain, SealFlags::SHRINK | SealFlags::GROW).unwrap();
+        assert!(Writer::adopt(&plain).is_err());
+    }
+}
