@@ -31,7 +31,7 @@ pub(crate) struct Job {
 
 /// A task's attached buffers, in one pointer: a million queued tasks without any (the usual
 /// case) should not carry an empty `Vec` each.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 #[allow(clippy::box_collection)] // the point: one word in the queue instead of three
 pub(crate) struct Attached(Option<Box<Vec<Buffer>>>);
 
@@ -113,6 +113,15 @@ pub(crate) struct PoolState {
 const STARTUP_DEATHS_LIMIT: u32 = 10;
 
 impl PoolState {
+    /// Some worker holds more than one task (so some may be unstarted).
+    pub(crate) fn any_holding_several(&self) -> bool {
+        self.slots.iter().any(|(_, s)| s.in_flight.len() > 1)
+    }
+
+    pub(crate) fn slots_mut(&mut self) -> impl Iterator<Item = (&usize, &mut SlotState)> {
+        self.slots.iter_mut().map(|(i, s)| (&*i, s))
+    }
+
     pub(crate) fn slot_mut(&mut self, id: usize) -> Option<&mut SlotState> {
         self.slots
             .iter_mut()
@@ -498,7 +507,10 @@ impl Pool {
             }
         };
         for job in cancelled {
-            job.completion.cancel();
+            // A task a busy worker gave back is already running: it cannot be cancelled.
+            if !job.completion.cancel() {
+                job.completion.fail(TaskError::Cancelled);
+            }
         }
         if !wait {
             return;

@@ -13,9 +13,11 @@
 //! parent -> worker   Hello { exe identity, probe offset, initializer offset, max_tasks }
 //!                    Tasks [ { id u64, fn offset i64, payload bytes, attachments } ... ]
 //!                    Shutdown
+//!                    Reclaim                       (give back the tasks not started)
 //! worker -> parent   Ready { pid }
 //!                    InitFailed { identity | initializer, message }
 //!                    Results [ { id u64, nanos u64, ok u8, bytes, attachments } ... ]
+//!                    Returned [ { id u64, payload bytes } ... ]
 //! attachments        count u32, then per buffer: 0 len u64 (a region) | 1 message bytes (failed)
 //! ```
 //!
@@ -44,6 +46,10 @@ pub(crate) enum Kind {
     Ready = 4,
     InitFailed = 5,
     Results = 6,
+    /// Parent to worker: send back the tasks you hold and have not started.
+    Reclaim = 7,
+    /// Worker to parent: the tasks it gave back (ids and payloads), which it will never run.
+    Returned = 8,
 }
 
 impl Kind {
@@ -55,6 +61,8 @@ impl Kind {
             4 => Kind::Ready,
             5 => Kind::InitFailed,
             6 => Kind::Results,
+            7 => Kind::Reclaim,
+            8 => Kind::Returned,
             other => return Err(ProtocolError(format!("unknown frame kind {other}"))),
         })
     }
@@ -174,6 +182,20 @@ pub(crate) fn hello(h: &Hello) -> Vec<u8> {
 
 pub(crate) fn shutdown() -> Vec<u8> {
     FrameBuf::new(Kind::Shutdown).finish()
+}
+
+pub(crate) fn reclaim() -> Vec<u8> {
+    FrameBuf::new(Kind::Reclaim).finish()
+}
+
+/// A `Returned` frame: the tasks a worker gives back unstarted, with their payloads.
+pub(crate) fn returned<'a>(tasks: impl ExactSizeIterator<Item = (u64, &'a [u8])>) -> Vec<u8> {
+    let mut f = FrameBuf::new(Kind::Returned);
+    f.u32(u32::try_from(tasks.len()).expect("a worker holds fewer than 2^32 tasks"));
+    for (id, payload) in tasks {
+        f.u64(id).bytes(payload);
+    }
+    f.finish()
 }
 
 pub(crate) fn ready(pid: u32) -> Vec<u8> {
@@ -420,9 +442,16 @@ impl<'a> Reader<'a> {
 /// A decoded frame from a worker.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum WorkerMessage<'a> {
-    Ready { pid: u32 },
-    InitFailed { why: StartFailure, message: String },
+    Ready {
+        pid: u32,
+    },
+    InitFailed {
+        why: StartFailure,
+        message: String,
+    },
     Results(Vec<ResultFrame<'a>>),
+    /// Tasks given back unstarted after a `Reclaim`: ids and payloads.
+    Returned(Vec<(u64, &'a [u8])>),
 }
 
 /// Decodes a worker's frame body completely; anything but a well-formed message from the
@@ -447,6 +476,14 @@ pub(crate) fn decode_worker_message(body: &[u8]) -> Result<WorkerMessage<'_>, Pr
             }
             WorkerMessage::Results(records)
         }
+        Kind::Returned => {
+            let n = r.count(RETURNED_RECORD_MIN)?;
+            let mut tasks = Vec::with_capacity(n);
+            for _ in 0..n {
+                tasks.push((r.u64()?, r.bytes()?));
+            }
+            WorkerMessage::Returned(tasks)
+        }
         other => return Err(ProtocolError(format!("a worker may not send {other:?}"))),
     };
     r.end()?;
@@ -455,6 +492,8 @@ pub(crate) fn decode_worker_message(body: &[u8]) -> Result<WorkerMessage<'_>, Pr
 
 /// Minimum encoded size of a task record (id + offset + length + attachment count).
 pub(crate) const TASK_RECORD_MIN: usize = 8 + 8 + 4 + 4;
+/// Minimum encoded size of a returned task (id + payload length).
+pub(crate) const RETURNED_RECORD_MIN: usize = 8 + 4;
 /// Minimum encoded size of a result record (id + nanos + status + length + attachment count).
 pub(crate) const RESULT_RECORD_MIN: usize = 8 + 8 + 1 + 4 + 4;
 

@@ -36,6 +36,11 @@ const WINDOW_MIN: usize = 1;
 const WINDOW_MAX: usize = 128;
 const WINDOW_BUDGET_NS: f64 = 2_000_000.0;
 
+/// A worker that holds more than one task and has sent no result for this long is running a
+/// long task with work queued behind it: a worker that is idle takes that work back (see
+/// [`next_batch`]). Well above the window's time budget, so quick tasks never trigger it.
+const RECLAIM_AFTER: Duration = Duration::from_millis(5);
+
 /// How often a reader wakes while waiting, to notice a frame that stopped arriving.
 const READ_POLL: Duration = Duration::from_secs(1);
 /// A frame from a worker that makes no progress this long is garbage: the worker is killed.
@@ -66,6 +71,25 @@ pub(crate) struct SlotState {
     /// The write half, once the handshake is sent: the feeder writes through it, and so may
     /// `submit` when this worker is idle (see [`Pool::enqueue`]).
     pub(crate) writer: Option<Writer>,
+    /// When this worker last made progress: its last results frame, or work sent to it while
+    /// it held none.
+    progress: Option<Instant>,
+    /// Taking back its unstarted tasks for an idle worker.
+    reclaim: Reclaim,
+    /// It gave tasks back (or had none to give) since its last result: while busy it takes
+    /// no more work, which would only wait behind the same long task.
+    gave_back: bool,
+}
+
+/// Where a request to give back unstarted tasks stands.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum Reclaim {
+    #[default]
+    None,
+    /// An idle worker's feeder asked for it; this slot's feeder sends `Reclaim`.
+    Wanted,
+    /// `Reclaim` sent; the `Returned` answer has not arrived.
+    Sent,
 }
 
 /// A worker's write half; whoever holds the lock writes whole frames.
@@ -73,6 +97,10 @@ pub(crate) type Writer = Arc<parking_lot::Mutex<UnixStream>>;
 
 pub(crate) struct InFlight {
     pub(crate) completion: Box<dyn Completion>,
+    /// What it takes to queue the task again if the worker gives it back unstarted (the
+    /// payload comes back from the worker).
+    fn_offset: i64,
+    attached: Attached,
     /// For a task with a time limit: when it expires, and the limit.
     pub(crate) deadline: Option<(Instant, Duration)>,
 }
@@ -111,6 +139,22 @@ impl SlotState {
         self.in_flight.values().any(|f| f.deadline.is_some())
     }
 
+    /// Holds work behind a task that has run for [`RECLAIM_AFTER`] without a result, so an
+    /// idle worker should take that work back.
+    fn stranding(&self, now: Instant) -> Option<Instant> {
+        if self.dead
+            || self.reaping
+            || self.reclaim != Reclaim::None
+            || self.gave_back
+            || self.in_flight.len() < 2
+            || self.holds_timed_task()
+        {
+            return None;
+        }
+        let due = self.progress? + RECLAIM_AFTER;
+        Some(due.max(now))
+    }
+
     fn record_nanos(&mut self, nanos: u64) {
         let x = nanos as f64;
         self.ewma_nanos = Some(match self.ewma_nanos {
@@ -145,6 +189,14 @@ fn feed(pool: &Arc<Pool>, id: usize) {
     while let Some(jobs) = next_batch(pool, id) {
         let jobs = match jobs {
             Batch::Tasks(jobs) => jobs,
+            Batch::Reclaim => {
+                if let Err(e) = protocol::write_frame(&mut *out.lock(), &protocol::reclaim()) {
+                    log::debug!("cf-pool-proc: write to worker slot {id} failed: {e}");
+                    pool.kill_worker(id);
+                    break;
+                }
+                continue;
+            }
             Batch::Shutdown => {
                 let _ = protocol::write_frame(&mut *out.lock(), &protocol::shutdown());
                 break;
@@ -217,6 +269,7 @@ fn launch(pool: &Arc<Pool>, id: usize) -> io::Result<(JoinHandle<()>, Writer)> {
 
 enum Batch {
     Tasks(Vec<Sending>),
+    Reclaim,
     Shutdown,
 }
 
@@ -295,13 +348,24 @@ fn next_batch(pool: &Pool, id: usize) -> Option<Batch> {
         if slot.dead {
             return None;
         }
+        if slot.reclaim == Reclaim::Wanted {
+            slot.reclaim = Reclaim::Sent;
+            return Some(Batch::Reclaim);
+        }
         let retiring = slot.retiring(max_tasks);
-        let room = if slot.holds_timed_task() || slot.completing {
+        let busy = !slot.in_flight.is_empty();
+        let now = Instant::now();
+        // A worker stuck in a long task takes no more work: it would wait behind that task.
+        let stuck = busy
+            && (slot.gave_back
+                || slot.reclaim != Reclaim::None
+                || slot.progress.is_some_and(|p| now >= p + RECLAIM_AFTER));
+        let room = if slot.holds_timed_task() || slot.completing || stuck {
             0
         } else {
             slot.window().saturating_sub(slot.in_flight.len())
         };
-        let busy = !slot.in_flight.is_empty();
+        let ready = slot.ready;
         // A busy worker takes work only if the idle ones cannot absorb it all.
         if !retiring && queued > 0 && room > 0 && (!busy || (queued > idle && !front_timed)) {
             let fair = queued.div_ceil(active);
@@ -325,8 +389,46 @@ fn next_batch(pool: &Pool, id: usize) -> Option<Batch> {
             }
             return Some(Batch::Shutdown);
         }
+        // Idle with nothing queued: take back work stranded behind another worker's long task.
+        if !busy && !retiring && ready && queued == 0 {
+            let (asked, due) = take_back_stranded(&mut state, id, now);
+            if asked {
+                pool.work.notify_all();
+            }
+            if let Some(due) = due {
+                pool.work.wait_until(&mut state, due);
+                continue;
+            }
+        }
         pool.work.wait(&mut state);
     }
+}
+
+/// For the idle slot `idle`: asks every worker whose unstarted tasks are stranded behind a long
+/// one to give them back (its feeder sends `Reclaim`, and the tasks return to the queue), and
+/// returns whether it asked any, and when to look again for workers that may become stranded.
+fn take_back_stranded(state: &mut PoolState, idle: usize, now: Instant) -> (bool, Option<Instant>) {
+    let mut asked = false;
+    let mut next: Option<Instant> = None;
+    for (i, slot) in state.slots_mut() {
+        if *i == idle {
+            continue;
+        }
+        match slot.stranding(now) {
+            Some(due) if due <= now => {
+                log::trace!(
+                    "cf-pool-proc: worker slot {i} ran one task for {RECLAIM_AFTER:?} with {} \
+                     more waiting behind it; taking them back for an idle worker",
+                    slot.in_flight.len() - 1
+                );
+                slot.reclaim = Reclaim::Wanted;
+                asked = true;
+            }
+            Some(due) => next = Some(next.map_or(due, |n: Instant| n.min(due))),
+            None => {}
+        }
+    }
+    (asked, next)
 }
 
 /// Moves up to `n` startable jobs from the queue into slot `id`'s window, for
@@ -364,18 +466,23 @@ pub(crate) fn take_jobs(state: &mut PoolState, id: usize, n: usize) -> Option<Ve
     let now = Instant::now();
     let slot = state.slot_mut(id).expect("caller checked the slot");
     slot.sent += taken.len() as u64;
+    if empty {
+        slot.progress = Some(now);
+    }
     let mut sending = Vec::with_capacity(taken.len());
     for job in taken {
         sending.push(Sending {
             id: job.id,
             fn_offset: job.fn_offset,
             payload: job.payload,
-            attached: job.attached,
+            attached: job.attached.clone(),
         });
         slot.in_flight.insert(
             job.id,
             InFlight {
                 completion: job.completion,
+                fn_offset: job.fn_offset,
+                attached: job.attached,
                 deadline: job.timeout.map(|t| (now + t, t)),
             },
         );
@@ -435,6 +542,67 @@ fn exit_cause(status: io::Result<ExitStatus>) -> ExitCause {
     }
 }
 
+/// The worker of slot `id` gave `tasks` back unstarted (after a `Reclaim`): they go back to the
+/// front of the queue, in order, for the idle worker that asked.
+fn requeue(pool: &Pool, id: usize, tasks: &[(u64, &[u8])]) -> Result<(), protocol::ProtocolError> {
+    let mut state = pool.state.lock();
+    let slot = state
+        .slot_mut(id)
+        .ok_or_else(|| protocol::ProtocolError("tasks returned to a removed slot".into()))?;
+    slot.reclaim = Reclaim::None;
+    slot.gave_back = true;
+    let mut jobs = Vec::with_capacity(tasks.len());
+    for &(task, payload) in tasks {
+        let entry = slot.in_flight.remove(&task).ok_or_else(|| {
+            protocol::ProtocolError(format!(
+                "returned task {task}, which this worker does not hold"
+            ))
+        })?;
+        jobs.push(Job {
+            id: task,
+            fn_offset: entry.fn_offset,
+            payload: payload.to_vec(),
+            attached: entry.attached,
+            completion: Box::new(Started(entry.completion)),
+            timeout: entry.deadline.map(|(_, limit)| limit),
+        });
+    }
+    slot.sent -= jobs.len() as u64;
+    log::trace!(
+        "cf-pool-proc: worker slot {id} gave back {} unstarted task(s)",
+        jobs.len()
+    );
+    for job in jobs.into_iter().rev() {
+        state.queue.push_front(job);
+    }
+    pool.work.notify_all();
+    Ok(())
+}
+
+/// The completion of a task that was already started (its future is running) and was given
+/// back by a busy worker: starting it again must not be refused, and a running future cannot be
+/// cancelled (so `shutdown(cancel_futures)` and `terminate_workers`, which drop the queue, fail
+/// it with `TaskError::Cancelled` instead).
+struct Started(Box<dyn Completion>);
+
+impl Completion for Started {
+    fn start(&self) -> bool {
+        true
+    }
+    fn cancel(&self) -> bool {
+        false
+    }
+    fn has_callbacks(&self) -> bool {
+        self.0.has_callbacks()
+    }
+    fn finish(self: Box<Self>, ok: bool, bytes: &[u8], buffers: Result<Vec<Buffer>, String>) {
+        self.0.finish(ok, bytes, buffers);
+    }
+    fn fail(self: Box<Self>, error: cf_executor_api::TaskError) {
+        self.0.fail(error);
+    }
+}
+
 /// Completes the tasks whose results the dead worker `pid` recorded in its black box but had
 /// not sent (see [`crate::blackbox`]). Only tasks it still held count: a record that was also
 /// sent is a duplicate. A record that does not decode, or names buffers (which cannot outlive
@@ -489,9 +657,15 @@ fn handle_frame(
             if let Some(slot) = state.slot_mut(id) {
                 slot.ready = true;
             }
+            // Its feeder may now take work stranded behind another worker.
+            pool.work.notify_all();
             return Ok(None);
         }
         WorkerMessage::InitFailed { why, message } => return Ok(Some((why, message))),
+        WorkerMessage::Returned(tasks) => {
+            requeue(pool, id, &tasks)?;
+            return Ok(None);
+        }
         WorkerMessage::Results(records) => records,
     };
     // Copy attached buffers out before taking the lock.
@@ -518,14 +692,18 @@ fn handle_frame(
             done.push((entry.completion, rec.ok, rec.bytes, buffers));
         }
         slot.frame_done();
+        slot.progress = Some(Instant::now());
+        slot.gave_back = false;
         // Callbacks run on this thread. While they do, this worker takes no new work: a
         // callback that submits and waits would otherwise wait for a result only this thread
         // can read.
         callbacks = done.iter().any(|(c, ..)| c.has_callbacks());
         slot.completing = callbacks;
-        // Room in a window matters to a feeder only if work waits (or it must send Shutdown);
+        let now_idle = slot.in_flight.is_empty();
+        // Room in a window matters to a feeder only if work waits (or it must send Shutdown),
+        // or if this worker went idle while another holds work it may have to take back;
         // waking every feeder on every results frame cost a futex call per round trip.
-        if !state.queue.is_empty() || state.shutdown {
+        if !state.queue.is_empty() || state.shutdown || (now_idle && state.any_holding_several()) {
             pool.work.notify_all();
         }
     }

@@ -7,16 +7,17 @@
 //! It ends when the parent says `Shutdown`, when the socket closes (the parent died: the
 //! lifeline), after `max_tasks_per_child` tasks, or by `SIGKILL` from `PR_SET_PDEATHSIG`.
 
+use std::collections::VecDeque;
 use std::io::{self, BufReader, Write};
 use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
-use cf_executor_api::{call_catching, CodecStage, TaskError};
+use cf_executor_api::{call_catching, Buffer, CodecStage, TaskError};
 
 use crate::blackbox;
 use crate::protocol::{
@@ -182,6 +183,22 @@ impl Outbox {
         }
     }
 
+    /// Sends one frame of its own (not results) in order with the batches; like a failed
+    /// flush, a failed send ends the worker.
+    fn send(&self, frame: &[u8]) {
+        let socket = self.socket.lock();
+        if let Err(e) = shm::send_frame(&socket, frame, &[]) {
+            let e = io::Error::from(e);
+            if e.kind() != io::ErrorKind::BrokenPipe {
+                eprintln!(
+                    "cf-pool-proc worker {}: cannot write to the parent ({e}); exiting",
+                    std::process::id()
+                );
+            }
+            exit(70);
+        }
+    }
+
     fn flusher(&self) {
         loop {
             {
@@ -274,72 +291,238 @@ fn serve(socket: UnixStream) -> io::Result<()> {
             .name("cf-worker-flush".into())
             .spawn(move || outbox.flusher())?
     };
-    let result = run_tasks(&mut input, &outbox, hello.max_tasks);
+    let inbox = Arc::new(Inbox::default());
+    {
+        let (inbox, outbox) = (Arc::clone(&inbox), Arc::clone(&outbox));
+        // Not joined: at the end it may be blocked reading, and the process exits anyway.
+        std::thread::Builder::new()
+            .name("cf-worker-recv".into())
+            .spawn(move || receive(input, &inbox, &outbox))?;
+    }
+    let result = run_tasks(&inbox, &outbox, hello.max_tasks);
     outbox.flush();
     outbox.close();
     let _ = flusher.join();
     result
 }
 
-/// Reads task frames and runs them until `Shutdown`, end of stream, or `max_tasks`.
-fn run_tasks(input: &mut BufReader<FdStream>, outbox: &Outbox, max_tasks: u64) -> io::Result<()> {
-    let regions = &shm::Regions::default();
-    let mut done: u64 = 0;
-    loop {
-        let Some(body) = protocol::read_frame(input, MAX_FRAME, None)? else {
-            return Ok(());
-        };
-        let (kind, mut r) = Reader::new(&body).map_err(io::Error::other)?;
-        match kind {
-            Kind::Tasks => {
-                let n = r.count(TASK_RECORD_MIN).map_err(io::Error::other)?;
-                for _ in 0..n {
-                    let task = r.task().map_err(io::Error::other)?;
-                    let buffers = input
-                        .get_mut()
-                        .import_all(&task.attached)
-                        .map_err(io::Error::other)?;
-                    outbox.arm();
-                    let started = Instant::now();
-                    let outcome = sys::trampoline_at(task.fn_offset)(task.payload, buffers);
-                    let nanos = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
-                    let (ok, bytes, attached) = match outcome {
-                        Ok((bytes, attached)) => (true, bytes, attached),
-                        Err(e) => (
-                            false,
-                            encode(&e, CodecStage::SerializeResult)
-                                .map(|(bytes, _)| bytes)
-                                .unwrap_or_default(),
-                            Vec::new(),
-                        ),
-                    };
-                    let mut fds = Vec::new();
-                    let mut messages = Vec::new();
-                    let exported = shm::export_all(regions, &attached, &mut fds, &mut messages);
-                    drop(attached);
-                    outbox.push(
-                        &ResultFrame {
-                            id: task.id,
-                            nanos,
-                            ok,
-                            bytes: &bytes,
-                            attached: exported.iter().map(|a| a.record(&messages)).collect(),
-                        },
-                        fds,
-                    );
-                    done += 1;
-                    if max_tasks != 0 && done >= max_tasks {
-                        return Ok(());
+/// A task received and not started yet.
+struct Received {
+    id: u64,
+    fn_offset: i64,
+    /// The frame it came in, and where its payload lies in it (payloads are not copied).
+    frame: Arc<Vec<u8>>,
+    payload: std::ops::Range<usize>,
+    buffers: Result<Vec<Buffer>, String>,
+}
+
+impl Received {
+    fn payload(&self) -> &[u8] {
+        &self.frame[self.payload.clone()]
+    }
+}
+
+/// Why the receiver stopped.
+enum End {
+    /// The parent said `Shutdown`: run what is queued, then exit.
+    Shutdown,
+    /// End of stream: the parent is gone; stop.
+    Closed,
+    /// A frame that does not decode, or a read error.
+    Failed(io::Error),
+}
+
+/// Tasks received and not started, between the receiver thread and the task thread. The
+/// receiver reads the socket all the time (even while a task runs), so the parent can take
+/// unstarted tasks back (`Reclaim`) for a worker that went idle.
+#[derive(Default)]
+struct Inbox {
+    state: Mutex<InboxState>,
+    ready: Condvar,
+    /// `state.tasks.len()`, readable without the lock (for the task thread's brief look
+    /// before it sleeps).
+    queued: AtomicUsize,
+}
+
+#[derive(Default)]
+struct InboxState {
+    tasks: VecDeque<Received>,
+    end: Option<End>,
+}
+
+impl Inbox {
+    fn push(&self, tasks: Vec<Received>) {
+        let mut state = self.state.lock();
+        state.tasks.extend(tasks);
+        self.queued.store(state.tasks.len(), Ordering::Release);
+        self.ready.notify_one();
+    }
+
+    fn finish(&self, end: End) {
+        self.state.lock().end = Some(end);
+        self.ready.notify_one();
+    }
+
+    /// Every task not started yet.
+    fn take_all(&self) -> VecDeque<Received> {
+        let mut state = self.state.lock();
+        self.queued.store(0, Ordering::Release);
+        std::mem::take(&mut state.tasks)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.queued.load(Ordering::Acquire) == 0
+    }
+
+    /// The next task to run; `None` when the worker should stop. It looks briefly (spinning,
+    /// then yielding) before it sleeps, so a task that arrives right after the last one ended
+    /// costs no wake-up of this thread.
+    fn next(&self) -> io::Result<Option<Received>> {
+        const SPIN_ROUNDS: u32 = 7;
+        const YIELD_FOR: Duration = Duration::from_micros(20);
+        if self.is_empty() {
+            let mut round = 0;
+            let start = Instant::now();
+            while self.is_empty() && start.elapsed() < YIELD_FOR {
+                if round < SPIN_ROUNDS {
+                    for _ in 0..1u32 << round {
+                        std::hint::spin_loop();
                     }
+                    round += 1;
+                } else {
+                    std::thread::yield_now();
                 }
-                r.end().map_err(io::Error::other)?;
-                // Nothing more to run right now: send what is buffered without waiting.
-                outbox.flush();
             }
-            Kind::Shutdown => return Ok(()),
-            other => return Err(io::Error::other(format!("unexpected {other:?} frame"))),
+        }
+        let mut state = self.state.lock();
+        loop {
+            if matches!(state.end, Some(End::Closed)) {
+                return Ok(None);
+            }
+            if let Some(task) = state.tasks.pop_front() {
+                self.queued.store(state.tasks.len(), Ordering::Release);
+                return Ok(Some(task));
+            }
+            match state.end.take() {
+                Some(End::Failed(e)) => return Err(e),
+                Some(end) => {
+                    state.end = Some(end);
+                    return Ok(None);
+                }
+                None => self.ready.wait(&mut state),
+            }
         }
     }
+}
+
+/// The receiver thread: reads frames and queues their tasks for the task thread, answers
+/// `Reclaim` with the tasks not started, and records how the stream ended.
+fn receive(mut input: BufReader<FdStream>, inbox: &Inbox, outbox: &Outbox) {
+    let end = loop {
+        let body = match protocol::read_frame(&mut input, MAX_FRAME, None) {
+            Ok(Some(body)) => Arc::new(body),
+            Ok(None) => break End::Closed,
+            Err(e) => break End::Failed(e),
+        };
+        let kind = match Reader::new(&body) {
+            Ok((kind, _)) => kind,
+            Err(e) => break End::Failed(io::Error::other(e)),
+        };
+        match kind {
+            Kind::Tasks => match decode_tasks(&body, input.get_mut()) {
+                Ok(tasks) => inbox.push(tasks),
+                Err(e) => break End::Failed(e),
+            },
+            Kind::Reclaim => {
+                let tasks = inbox.take_all();
+                let frame = protocol::returned(tasks.iter().map(|t| (t.id, t.payload())));
+                // Dropping them hands their buffers' regions back.
+                drop(tasks);
+                outbox.send(&frame);
+            }
+            Kind::Shutdown => break End::Shutdown,
+            other => break End::Failed(io::Error::other(format!("unexpected {other:?} frame"))),
+        }
+    };
+    inbox.finish(end);
+}
+
+/// The tasks of a `Tasks` frame, with their attached buffers.
+fn decode_tasks(body: &Arc<Vec<u8>>, stream: &mut FdStream) -> io::Result<Vec<Received>> {
+    let (_, mut r) = Reader::new(body).map_err(io::Error::other)?;
+    let n = r.count(TASK_RECORD_MIN).map_err(io::Error::other)?;
+    let mut tasks = Vec::with_capacity(n);
+    for _ in 0..n {
+        let task = r.task().map_err(io::Error::other)?;
+        let buffers = stream
+            .import_all(&task.attached)
+            .map_err(io::Error::other)?;
+        // The payload is a slice of `body`: its offset there.
+        let at = task.payload.as_ptr() as usize - body.as_ptr() as usize;
+        tasks.push(Received {
+            id: task.id,
+            fn_offset: task.fn_offset,
+            frame: Arc::clone(body),
+            payload: at..at + task.payload.len(),
+            buffers,
+        });
+    }
+    r.end().map_err(io::Error::other)?;
+    Ok(tasks)
+}
+
+/// Runs received tasks in order until `Shutdown` (after the queue), end of stream, or
+/// `max_tasks`.
+fn run_tasks(inbox: &Inbox, outbox: &Outbox, max_tasks: u64) -> io::Result<()> {
+    let regions = &shm::Regions::default();
+    let mut done: u64 = 0;
+    while let Some(task) = inbox.next()? {
+        outbox.arm();
+        let started = Instant::now();
+        let Received {
+            id,
+            fn_offset,
+            frame,
+            payload,
+            buffers,
+        } = task;
+        let outcome = sys::trampoline_at(fn_offset)(&frame[payload], buffers);
+        drop(frame);
+        let nanos = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        let (ok, bytes, attached) = match outcome {
+            Ok((bytes, attached)) => (true, bytes, attached),
+            Err(e) => (
+                false,
+                encode(&e, CodecStage::SerializeResult)
+                    .map(|(bytes, _)| bytes)
+                    .unwrap_or_default(),
+                Vec::new(),
+            ),
+        };
+        let mut fds = Vec::new();
+        let mut messages = Vec::new();
+        let exported = shm::export_all(regions, &attached, &mut fds, &mut messages);
+        drop(attached);
+        outbox.push(
+            &ResultFrame {
+                id,
+                nanos,
+                ok,
+                bytes: &bytes,
+                attached: exported.iter().map(|a| a.record(&messages)).collect(),
+            },
+            fds,
+        );
+        done += 1;
+        if max_tasks != 0 && done >= max_tasks {
+            return Ok(());
+        }
+        if inbox.is_empty() {
+            // Nothing more to run right now: send what is buffered without waiting.
+            outbox.flush();
+        }
+    }
+    Ok(())
 }
 
 fn check_identity(hello: &protocol::Hello) -> Result<(), String> {

@@ -77,7 +77,9 @@ fn check(pool: &ProcessPoolExecutor, how: Crash, batch: bool) {
         let ahead = pool.submit_batch(double, (0..AHEAD).collect()).unwrap();
         (ahead, pool.submit(crash, how).unwrap())
     } else {
-        let ahead: Vec<_> = (0..AHEAD).map(|i| pool.submit(double, i).unwrap()).collect();
+        let ahead: Vec<_> = (0..AHEAD)
+            .map(|i| pool.submit(double, i).unwrap())
+            .collect();
         (ahead, pool.submit(crash, how).unwrap())
     };
     match crashed.result_timeout(LIMIT) {
