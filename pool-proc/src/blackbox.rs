@@ -25,13 +25,11 @@
 //! its task then fails with `WorkerDied`, as if it had been running).
 
 use std::io;
-use std::os::fd::OwnedFd;
 
-use memmap2::{MmapOptions, MmapRaw};
-use rustix::fs::{MemfdFlags, SealFlags};
+use memmap2::MmapRaw;
 
 use crate::protocol::Kind;
-use crate::sys;
+use crate::sys::{self, OwnedFd};
 
 /// The size of a black box; records take all of it after the header.
 pub(crate) const SIZE: usize = 64 * 1024;
@@ -51,13 +49,8 @@ pub(crate) struct Reader {
 impl Reader {
     /// A new black box and the descriptor to send to its worker.
     pub(crate) fn create() -> io::Result<(Reader, OwnedFd)> {
-        let fd = rustix::fs::memfd_create(
-            "cf-worker-blackbox",
-            MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING,
-        )?;
-        rustix::fs::ftruncate(&fd, SIZE as u64)?;
-        rustix::fs::fcntl_add_seals(&fd, SealFlags::SHRINK | SealFlags::GROW | SealFlags::SEAL)?;
-        let map = MmapOptions::new().len(SIZE).map_raw_read_only(&fd)?;
+        let fd = sys::create_region(SIZE)?;
+        let map = sys::map_read_only(&fd, SIZE)?;
         Ok((Reader { map }, fd))
     }
 
@@ -93,15 +86,14 @@ pub(crate) struct Writer {
 impl Writer {
     /// Maps the black box the parent sent with the handshake.
     pub(crate) fn adopt(fd: &OwnedFd) -> io::Result<Writer> {
-        let seals = rustix::fs::fcntl_get_seals(fd)?;
-        let size = rustix::fs::fstat(fd)?.st_size;
-        if !seals.contains(SealFlags::SHRINK | SealFlags::GROW) || size != SIZE as i64 {
+        let info = sys::inspect_region(fd).map_err(io::Error::other)?;
+        if info.size != SIZE {
             return Err(io::Error::other(format!(
-                "the black box the parent sent is not a sealed {SIZE}-byte memfd \
-                 ({size} bytes, {seals:?})"
+                "the black box the parent sent has {} bytes, not {SIZE}",
+                info.size
             )));
         }
-        let map = MmapOptions::new().len(SIZE).map_raw(fd)?;
+        let map = sys::map_read_write(fd, SIZE)?;
         let writer = Writer {
             map,
             used: 0,
@@ -192,13 +184,8 @@ mod tests {
 
     #[test]
     fn an_unsealed_or_wrongly_sized_page_is_refused() {
-        let plain =
-            rustix::fs::memfd_create("plain", MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING)
-                .unwrap();
-        rustix::fs::ftruncate(&plain, SIZE as u64).unwrap();
-        assert!(Writer::adopt(&plain).is_err());
-        rustix::fs::ftruncate(&plain, 4096).unwrap();
-        rustix::fs::fcntl_add_seals(&plain, SealFlags::SHRINK | SealFlags::GROW).unwrap();
-        assert!(Writer::adopt(&plain).is_err());
+        assert!(Writer::adopt(&sys::testing::resizable_region(SIZE as u64)).is_err());
+        assert!(Writer::adopt(&sys::create_region(4096).unwrap()).is_err());
+        assert!(Writer::adopt(&sys::testing::not_a_region()).is_err());
     }
 }

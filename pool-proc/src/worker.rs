@@ -9,8 +9,6 @@
 
 use std::collections::VecDeque;
 use std::io::{self, BufReader, Write};
-use std::os::fd::OwnedFd;
-use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -24,7 +22,7 @@ use crate::protocol::{
     self, FrameBuf, Kind, Reader, ResultFrame, StartFailure, MAX_FRAME, TASK_RECORD_MIN,
 };
 use crate::shm::{self, FdStream};
-use crate::sys;
+use crate::sys::{self, OwnedFd, UnixStream};
 use crate::task::encode;
 
 /// Flush buffered results once this many bytes are waiting...
