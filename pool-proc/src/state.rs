@@ -46,6 +46,9 @@ pub(crate) struct Config {
     pub(crate) max_tasks_per_child: Option<u64>,
     pub(crate) task_timeout: Option<Duration>,
     pub(crate) on_worker_death: WorkerDeath,
+    /// After `terminate_workers`, how long a later `shutdown(wait)` waits for workers to end
+    /// before it kills them.
+    pub(crate) shutdown_grace: Duration,
     pub(crate) hello: Hello,
 }
 
@@ -80,6 +83,9 @@ pub(crate) struct PoolState {
     pub(crate) next_slot: usize,
     pub(crate) next_task: u64,
     pub(crate) shutdown: bool,
+    /// When `terminate_workers` asked the workers to stop: from then on, `shutdown(wait)`
+    /// kills what still runs once the grace period is over.
+    pub(crate) terminated: Option<Instant>,
     pub(crate) broken: Option<String>,
     pub(crate) feeders: Vec<JoinHandle<()>>,
     pub(crate) watchdog: bool,
