@@ -42,6 +42,7 @@ impl Pool {
             && state.queue.len() > state.idle_slots(max_tasks)
             && state.live_slots() < self.config.max_workers
         {
+            reap_finished_threads(state);
             let id = state.next_slot;
             state.next_slot += 1;
             state.slots.push((id, SlotState::default()));
@@ -166,6 +167,21 @@ impl Pool {
         }
         for job in queued {
             job.completion.fail(error.clone());
+        }
+    }
+}
+
+/// Joins the pool's threads that have ended (the feeders of workers that were replaced, each of
+/// which joined its reader), so a pool that replaces workers forever does not keep a stack per
+/// replacement until shutdown. Joining an ended thread does not wait.
+fn reap_finished_threads(state: &mut PoolState) {
+    let (ended, running): (Vec<_>, Vec<_>) = std::mem::take(&mut state.feeders)
+        .into_iter()
+        .partition(JoinHandle::is_finished);
+    state.feeders = running;
+    for handle in ended {
+        if handle.join().is_err() {
+            log::error!("cf-pool-proc: a feeder thread panicked");
         }
     }
 }
