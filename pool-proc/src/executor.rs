@@ -312,6 +312,8 @@ impl ProcessPoolBuilder {
         let exe = sys::exe_identity()
             .map_err(|e| BuildError::Io(format!("cannot inspect /proc/self/exe: {e}")))?;
         let hello = Hello {
+            // Set again for each worker as it starts (see `slot`).
+            log_level: 0,
             exe,
             probe_offset: sys::probe_offset(),
             init_offset: self.initializer.map_or(0, |f| sys::offset_of(f as usize)),

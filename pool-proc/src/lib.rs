@@ -167,6 +167,15 @@
 //! `terminate_workers`, then kills what still runs with `SIGKILL` and reaps it. A plain
 //! `shutdown(wait = true)` still waits for every running task, however long, as Python's does.
 //!
+//! # Logging
+//!
+//! A task's `log` calls (`log::warn!` and the rest) reach your process's logger, as they do on
+//! the thread pool: each worker forwards its records over its socket, and the parent logs them
+//! with their level, target, file and line, the message prefixed with `[worker {pid}] `. A
+//! worker takes your `log::max_level()` when it starts, so a level your logger disabled costs a
+//! task nothing but a comparison. An `initializer` that installs its own logger in the worker
+//! keeps it (then nothing is forwarded). See `docs/diagnostics.md`.
+//!
 //! # Threat model
 //!
 //! The parent trusts its own executable; workers trust the parent (they run the code offsets

@@ -10,7 +10,8 @@
 //! parent treats a worker that sends garbage as dead.
 //!
 //! ```text
-//! parent -> worker   Hello { exe identity, probe offset, initializer offset, max_tasks }
+//! parent -> worker   Hello { exe identity, probe offset, initializer offset, max_tasks,
+//!                            log level }
 //!                    Tasks [ { id u64, fn offset i64, payload bytes, attachments } ... ]
 //!                    Shutdown
 //!                    Reclaim                       (give back the tasks not started)
@@ -18,6 +19,7 @@
 //!                    InitFailed { identity | initializer, message }
 //!                    Results [ { id u64, nanos u64, ok u8, bytes, attachments } ... ]
 //!                    Returned [ { id u64, payload bytes } ... ]
+//!                    Log { level u8, line u32, target bytes, message bytes, file bytes }
 //! attachments        count u32, then per buffer: 0 len u64 (a region) | 1 message bytes (failed)
 //! ```
 //!
@@ -50,6 +52,8 @@ pub(crate) enum Kind {
     Reclaim = 7,
     /// Worker to parent: the tasks it gave back (ids and payloads), which it will never run.
     Returned = 8,
+    /// Worker to parent: a `log` record, for the parent's logger.
+    Log = 9,
 }
 
 impl Kind {
@@ -63,6 +67,7 @@ impl Kind {
             6 => Kind::Results,
             7 => Kind::Reclaim,
             8 => Kind::Returned,
+            9 => Kind::Log,
             other => return Err(ProtocolError(format!("unknown frame kind {other}"))),
         })
     }
@@ -89,6 +94,9 @@ pub(crate) struct Hello {
     pub(crate) init_offset: i64,
     /// 0 = unlimited.
     pub(crate) max_tasks: u64,
+    /// The parent's `log::max_level()` when the worker started (0 = off ... 5 = trace): the
+    /// worker forwards records up to it and costs nothing for the others.
+    pub(crate) log_level: u8,
 }
 
 /// One buffer attached to a task or result.
@@ -176,7 +184,10 @@ pub(crate) fn hello(h: &Hello) -> Vec<u8> {
     for v in h.exe {
         f.u64(v);
     }
-    f.i64(h.probe_offset).i64(h.init_offset).u64(h.max_tasks);
+    f.i64(h.probe_offset)
+        .i64(h.init_offset)
+        .u64(h.max_tasks)
+        .u8(h.log_level);
     f.finish()
 }
 
@@ -195,6 +206,26 @@ pub(crate) fn returned<'a>(tasks: impl ExactSizeIterator<Item = (u64, &'a [u8])>
     for (id, payload) in tasks {
         f.u64(id).bytes(payload);
     }
+    f.finish()
+}
+
+/// A `log` record as it travels to the parent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct LogRecord<'a> {
+    pub(crate) level: log::Level,
+    pub(crate) target: &'a str,
+    pub(crate) message: &'a str,
+    pub(crate) file: Option<&'a str>,
+    pub(crate) line: Option<u32>,
+}
+
+pub(crate) fn log_record(r: &LogRecord<'_>) -> Vec<u8> {
+    let mut f = FrameBuf::new(Kind::Log);
+    f.u8(r.level as u8)
+        .u32(r.line.unwrap_or(0))
+        .bytes(r.target.as_bytes())
+        .bytes(r.message.as_bytes())
+        .bytes(r.file.unwrap_or("").as_bytes());
     f.finish()
 }
 
@@ -399,6 +430,7 @@ impl<'a> Reader<'a> {
             probe_offset: self.i64()?,
             init_offset: self.i64()?,
             max_tasks: self.u64()?,
+            log_level: self.u8()?,
         };
         self.end()?;
         Ok(h)
@@ -452,6 +484,14 @@ pub(crate) enum WorkerMessage<'a> {
     Results(Vec<ResultFrame<'a>>),
     /// Tasks given back unstarted after a `Reclaim`: ids and payloads.
     Returned(Vec<(u64, &'a [u8])>),
+    /// A record of the worker's `log` calls (text that is not UTF-8 is replaced).
+    Log {
+        level: log::Level,
+        target: String,
+        message: String,
+        file: Option<String>,
+        line: Option<u32>,
+    },
 }
 
 /// Decodes a worker's frame body completely; anything but a well-formed message from the
@@ -483,6 +523,28 @@ pub(crate) fn decode_worker_message(body: &[u8]) -> Result<WorkerMessage<'_>, Pr
                 tasks.push((r.u64()?, r.bytes()?));
             }
             WorkerMessage::Returned(tasks)
+        }
+        Kind::Log => {
+            let level = match r.u8()? {
+                1 => log::Level::Error,
+                2 => log::Level::Warn,
+                3 => log::Level::Info,
+                4 => log::Level::Debug,
+                5 => log::Level::Trace,
+                other => return Err(ProtocolError(format!("bad log level {other}"))),
+            };
+            let line = r.u32()?;
+            let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+            let target = text(r.bytes()?);
+            let message = text(r.bytes()?);
+            let file = r.bytes()?;
+            WorkerMessage::Log {
+                level,
+                target,
+                message,
+                file: (!file.is_empty()).then(|| text(file)),
+                line: (line != 0).then_some(line),
+            }
         }
         other => return Err(ProtocolError(format!("a worker may not send {other:?}"))),
     };

@@ -275,7 +275,11 @@ fn launch(pool: &Arc<Pool>, id: usize) -> io::Result<(JoinHandle<()>, Writer)> {
         .expect("the reader waits for its child");
     // The black box travels with the handshake; the worker maps it, the reader keeps its own
     // mapping, and this descriptor is no longer needed.
-    let hello = protocol::hello(&pool.config.hello);
+    // The logger's level now, so a logger installed after the pool was built counts.
+    let hello = protocol::hello(&protocol::Hello {
+        log_level: log::max_level() as u8,
+        ..pool.config.hello
+    });
     if let Err(e) = shm::send_frame(&out, &hello, &[blackbox_fd]) {
         log::debug!(
             "cf-pool-proc: worker {pid} died before its handshake: {}",
@@ -648,6 +652,45 @@ fn recover_results(pool: &Pool, id: usize, pid: u32, blackbox: &blackbox::Reader
     }
 }
 
+/// The pid of slot `id`'s worker, for messages about it.
+fn pid_of(pool: &Pool, id: usize) -> u32 {
+    pool.state
+        .lock()
+        .slot_mut(id)
+        .and_then(|s| s.pid)
+        .unwrap_or(0)
+}
+
+/// Hands a worker's `log` record to this process's logger: same level, target, file and line,
+/// the message prefixed with the worker's pid. Subject to the logger's filter as a record of
+/// this process would be (the worker sent only records up to the level in force when it
+/// started).
+fn forward_log(
+    pid: u32,
+    level: log::Level,
+    target: &str,
+    message: &str,
+    file: Option<&str>,
+    line: Option<u32>,
+) {
+    if level > log::max_level() {
+        return;
+    }
+    let logger = log::logger();
+    let metadata = log::Metadata::builder().level(level).target(target).build();
+    if !logger.enabled(&metadata) {
+        return;
+    }
+    logger.log(
+        &log::Record::builder()
+            .metadata(metadata)
+            .args(format_args!("[worker {pid}] {message}"))
+            .file(file)
+            .line(line)
+            .build(),
+    );
+}
+
 /// Handles one frame from a worker. `Ok(Some(..))` reports a worker that could not start.
 fn handle_frame(
     pool: &Pool,
@@ -668,6 +711,23 @@ fn handle_frame(
             return Ok(None);
         }
         WorkerMessage::InitFailed { why, message } => return Ok(Some((why, message))),
+        WorkerMessage::Log {
+            level,
+            target,
+            message,
+            file,
+            line,
+        } => {
+            forward_log(
+                pid_of(pool, id),
+                level,
+                &target,
+                &message,
+                file.as_deref(),
+                line,
+            );
+            return Ok(None);
+        }
         WorkerMessage::Returned(tasks) => {
             requeue(pool, id, &tasks)?;
             return Ok(None);

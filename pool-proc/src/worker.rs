@@ -181,6 +181,12 @@ impl Outbox {
         }
     }
 
+    /// Sends one frame of its own, or nothing if the socket is unusable (for log records: a
+    /// log call must not end the process; the next result's send will).
+    fn try_send(&self, frame: &[u8]) {
+        let _ = shm::send_frame(&self.socket.lock(), frame, &[]);
+    }
+
     /// Sends one frame of its own (not results) in order with the batches; like a failed
     /// flush, a failed send ends the worker.
     fn send(&self, frame: &[u8]) {
@@ -289,6 +295,7 @@ fn serve(socket: UnixStream) -> io::Result<()> {
             .name("cf-worker-flush".into())
             .spawn(move || outbox.flusher())?
     };
+    forward_logs(&outbox, hello.log_level);
     let inbox = Arc::new(Inbox::default());
     {
         let (inbox, outbox) = (Arc::clone(&inbox), Arc::clone(&outbox));
@@ -302,6 +309,75 @@ fn serve(socket: UnixStream) -> io::Result<()> {
     outbox.close();
     let _ = flusher.join();
     result
+}
+
+/// The longest log message forwarded; longer ones are cut (at a character boundary) and marked.
+const LOG_MESSAGE_MAX: usize = 64 * 1024;
+
+/// The worker's logger: sends each record to the parent, whose logger prints it (so `log`
+/// calls in tasks show as they do on the thread pool). Installed after the initializer, unless
+/// the initializer installed a logger of its own, and with the parent's level as the worker's
+/// `log::max_level()`, so a disabled level costs a task one comparison, as in the parent.
+struct Forward {
+    outbox: Arc<Outbox>,
+}
+
+thread_local! {
+    /// This thread is inside [`Forward::log`]: a record logged while formatting another (a
+    /// `Display` that logs) is dropped rather than recursing.
+    static FORWARDING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+impl log::Log for Forward {
+    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
+        metadata.level() <= log::max_level()
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        if !self.enabled(record.metadata()) || FORWARDING.with(|f| f.replace(true)) {
+            return;
+        }
+        let mut message = record.args().to_string();
+        if message.len() > LOG_MESSAGE_MAX {
+            let mut cut = LOG_MESSAGE_MAX;
+            while !message.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            message.truncate(cut);
+            message.push_str(" [cut]");
+        }
+        let frame = protocol::log_record(&protocol::LogRecord {
+            level: record.level(),
+            target: record.target(),
+            message: &message,
+            file: record.file(),
+            line: record.line(),
+        });
+        self.outbox.try_send(&frame);
+        FORWARDING.with(|f| f.set(false));
+    }
+
+    fn flush(&self) {}
+}
+
+/// Installs [`Forward`] with the parent's `level` (see [`protocol::Hello`]), unless a logger is
+/// already installed (the initializer's own: it keeps its level and output).
+fn forward_logs(outbox: &Arc<Outbox>, level: u8) {
+    let filter = match level {
+        1 => log::LevelFilter::Error,
+        2 => log::LevelFilter::Warn,
+        3 => log::LevelFilter::Info,
+        4 => log::LevelFilter::Debug,
+        5 => log::LevelFilter::Trace,
+        _ => log::LevelFilter::Off,
+    };
+    // Once per process, for the process's life: the logger must be `'static`.
+    let forward: &'static Forward = Box::leak(Box::new(Forward {
+        outbox: Arc::clone(outbox),
+    }));
+    if log::set_logger(forward).is_ok() {
+        log::set_max_level(filter);
+    }
 }
 
 /// A task received and not started yet.
