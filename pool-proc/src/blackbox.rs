@@ -19,12 +19,21 @@
 //! frame from a worker, and only tasks the worker still held are completed from them (a
 //! record that was also sent is simply a duplicate).
 //!
-//! Layout: a header (bytes of records, count of records), then the records. A record counts
+//! It also keeps the worker's *last words*: the message and location of a panic that will not
+//! unwind (`panic = "abort"`, a panic out of an `extern "C"` function), written by the panic
+//! hook's observer in the panicking thread right before the process aborts, with no lock and
+//! no allocation (the socket may be held by another thread, and the process is about to die).
+//! The parent puts them in the `WorkerDied` of the tasks that worker held.
+//!
+//! Layout: a header (bytes of records, count of records, length of the last words), the last
+//! words, then from [`RECORDS_AT`] the records. A record counts
 //! only once the header names it, and the header is written after the record, so a worker
 //! that dies in between loses that record alone (the result of a task that had just returned;
 //! its task then fails with `WorkerDied`, as if it had been running).
 
 use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use memmap2::MmapRaw;
 
@@ -33,10 +42,14 @@ use crate::sys::{self, OwnedFd};
 
 /// The size of a black box; records take all of it after the header.
 pub(crate) const SIZE: usize = 64 * 1024;
-/// `u64` bytes of records, `u32` number of records.
+/// `u64` bytes of records, `u32` number of records, `u32` bytes of last words.
 const USED_AT: usize = 0;
 const COUNT_AT: usize = 8;
-const RECORDS_AT: usize = 16;
+const WORDS_LEN_AT: usize = 12;
+const WORDS_AT: usize = 16;
+/// The last words are cut to this many bytes.
+const WORDS_MAX: usize = RECORDS_AT - WORDS_AT;
+const RECORDS_AT: usize = 4096;
 /// The most record bytes a black box holds.
 pub(crate) const CAPACITY: usize = SIZE - RECORDS_AT;
 
@@ -73,12 +86,23 @@ impl Reader {
         body.extend_from_slice(&records);
         Some(body)
     }
+
+    /// The worker's last words, if it said any: `panicked at {location}: {message}`.
+    pub(crate) fn last_words(&self) -> Option<String> {
+        let len = sys::copy_out(&self.map, WORDS_LEN_AT, 4).ok()?;
+        let len = u32::from_le_bytes(len.try_into().ok()?) as usize;
+        if len == 0 {
+            return None;
+        }
+        let words = sys::copy_out(&self.map, WORDS_AT, len.min(WORDS_MAX)).ok()?;
+        Some(String::from_utf8_lossy(&words).into_owned())
+    }
 }
 
 /// The worker's side of its black box: it appends the records of results not yet sent.
 #[derive(Debug)]
 pub(crate) struct Writer {
-    map: MmapRaw,
+    map: Arc<MmapRaw>,
     used: usize,
     count: u32,
 }
@@ -93,7 +117,7 @@ impl Writer {
                 info.size
             )));
         }
-        let map = sys::map_read_write(fd, SIZE)?;
+        let map = Arc::new(sys::map_read_write(fd, SIZE)?);
         let writer = Writer {
             map,
             used: 0,
@@ -116,6 +140,13 @@ impl Writer {
         true
     }
 
+    /// What the fatal panic observer writes through.
+    pub(crate) fn last_words(&self) -> LastWords {
+        LastWords {
+            map: Arc::clone(&self.map),
+        }
+    }
+
     /// Forgets every record: all of them have been sent.
     pub(crate) fn clear(&mut self) {
         if self.count != 0 {
@@ -131,6 +162,35 @@ impl Writer {
         header[USED_AT..COUNT_AT].copy_from_slice(&(self.used as u64).to_le_bytes());
         header[COUNT_AT..COUNT_AT + 4].copy_from_slice(&self.count.to_le_bytes());
         sys::copy_in(&self.map, 0, &header);
+    }
+}
+
+/// Where a worker writes its last words (see the module docs).
+#[derive(Debug)]
+pub(crate) struct LastWords {
+    map: Arc<MmapRaw>,
+}
+
+impl LastWords {
+    /// Writes `panicked at {location}: {message}` (cut to what fits), once per process: the
+    /// first fatal panic is the one that kills it. No lock, no allocation.
+    pub(crate) fn say(&self, message: &str, location: Option<&str>) {
+        static SAID: AtomicBool = AtomicBool::new(false);
+        if SAID.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let pieces: [&[u8]; 4] = match location {
+            Some(at) => [b"panicked at ", at.as_bytes(), b": ", message.as_bytes()],
+            None => [b"panicked: ", b"", b"", message.as_bytes()],
+        };
+        let mut len = 0;
+        for piece in pieces {
+            let piece = &piece[..piece.len().min(WORDS_MAX - len)];
+            sys::copy_in(&self.map, WORDS_AT + len, piece);
+            len += piece.len();
+        }
+        // The length last: the parent reads only what it names.
+        sys::copy_in(&self.map, WORDS_LEN_AT, &(len as u32).to_le_bytes());
     }
 }
 
@@ -180,6 +240,24 @@ mod tests {
         assert!(writer.record(&record(3, b"three")));
         assert!(!writer.record(&record(4, &vec![0; CAPACITY])));
         assert_eq!(ids(&reader), [3]);
+    }
+
+    #[test]
+    fn last_words_reach_the_reader_cut_to_fit() {
+        let (reader, fd) = Reader::create().unwrap();
+        let writer = Writer::adopt(&fd).unwrap();
+        assert_eq!(reader.last_words(), None);
+        let long = "x".repeat(2 * WORDS_MAX);
+        writer.last_words().say(&long, Some("src/x.rs:3:5"));
+        let words = reader.last_words().unwrap();
+        assert!(
+            words.starts_with("panicked at src/x.rs:3:5: xxx"),
+            "{words}"
+        );
+        assert_eq!(words.len(), WORDS_MAX);
+        // Only the first fatal panic of a process speaks.
+        writer.last_words().say("later", None);
+        assert_eq!(reader.last_words().unwrap(), words);
     }
 
     #[test]

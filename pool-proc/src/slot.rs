@@ -64,6 +64,7 @@ impl Pool {
         pid: u32,
         cause: cf_executor_api::ExitCause,
         init_failure: Option<(StartFailure, String)>,
+        last_panic: Option<String>,
     ) {
         let (orphans, queued, error, timed_out) = {
             let mut state = self.state.lock();
@@ -102,13 +103,17 @@ impl Pool {
                 state.broken.get_or_insert(reason);
             } else if unexpected && timed_out.is_none() {
                 log::warn!(
-                    "cf-pool-proc: worker {pid} {cause} holding {} task(s){}",
+                    "cf-pool-proc: worker {pid} {cause} holding {} task(s){}{}",
                     orphans.len(),
                     if state.shutdown {
                         " during shutdown"
                     } else {
                         ""
-                    }
+                    },
+                    last_panic
+                        .as_deref()
+                        .map(|p| format!("; its last words: {p}"))
+                        .unwrap_or_default()
                 );
                 if self.config.on_worker_death == WorkerDeath::BreakPool
                     && state.broken.is_none()
@@ -137,7 +142,7 @@ impl Pool {
                 None => TaskError::WorkerDied {
                     pid,
                     cause,
-                    last_panic: None,
+                    last_panic,
                 },
             };
             if state.broken.is_none() {
@@ -548,7 +553,7 @@ fn reader(
     }
     let cause = child.wait();
     recover_results(pool, id, pid, blackbox);
-    pool.worker_ended(id, pid, cause, init_failure);
+    pool.worker_ended(id, pid, cause, init_failure, blackbox.last_words());
     pool.release_thread();
 }
 

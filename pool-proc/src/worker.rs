@@ -258,6 +258,11 @@ fn serve(socket: UnixStream) -> io::Result<()> {
         )?;
         return Ok(());
     }
+    let blackbox = blackbox::Writer::adopt(&blackbox)?;
+    // A panic that will not unwind (panic = "abort") leaves its message in the black box.
+    if LAST_WORDS.set(blackbox.last_words()).is_ok() {
+        cf_executor_api::set_fatal_panic_observer(say_last_words);
+    }
     if hello.init_offset != 0 {
         let init = sys::initializer_at(hello.init_offset);
         let failure = match call_catching(init) {
@@ -279,7 +284,6 @@ fn serve(socket: UnixStream) -> io::Result<()> {
             return Ok(());
         }
     }
-    let blackbox = blackbox::Writer::adopt(&blackbox)?;
     protocol::write_frame(&mut out, &protocol::ready(std::process::id()))?;
 
     let outbox = Arc::new(Outbox {
@@ -309,6 +313,18 @@ fn serve(socket: UnixStream) -> io::Result<()> {
     outbox.close();
     let _ = flusher.join();
     result
+}
+
+/// Where [`say_last_words`] writes: this worker's black box.
+static LAST_WORDS: std::sync::OnceLock<blackbox::LastWords> = std::sync::OnceLock::new();
+
+/// The fatal panic observer (see `cf_executor_api::set_fatal_panic_observer`): runs in the
+/// panicking thread right before the process aborts, and leaves the panic's message and
+/// location for the parent, without a lock (another thread may hold the socket).
+fn say_last_words(message: &str, location: Option<&str>) {
+    if let Some(words) = LAST_WORDS.get() {
+        words.say(message, location);
+    }
 }
 
 /// The longest log message forwarded; longer ones are cut (at a character boundary) and marked.
