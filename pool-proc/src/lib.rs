@@ -154,7 +154,9 @@
 //! replacement starts if work is waiting, and the pool goes on. [`WorkerDeath::BreakPool`]
 //! restores Python's behaviour instead (everything pending fails, the pool is broken). A panic
 //! is not a death: it comes back as [`TaskError::Panicked`] with the worker's message,
-//! location and backtrace, and the worker lives on.
+//! location and backtrace, and the worker lives on; unless it cannot unwind (`panic = "abort"`,
+//! a panic out of an `extern "C"` function), and then the worker prints it as Rust does, writes
+//! it to its black box, and aborts: the `WorkerDied` then carries it as `last_panic`.
 //!
 //! Workers never outlive the parent: an idle worker sees its socket close and exits; a busy one
 //! gets `SIGKILL` from `PR_SET_PDEATHSIG`. Every child is reaped.
