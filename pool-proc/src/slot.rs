@@ -4,10 +4,14 @@
 //!   thread that outlives the worker), sends the handshake, then moves tasks from the pool's
 //!   queue into its prefetch window and writes them, several per frame when the backlog is deep.
 //!   It only ever writes.
+//!   When its worker is idle and another holds tasks behind a long one, it asks that worker's
+//!   feeder to send `Reclaim` (see [`next_batch`]).
 //! * The **reader** (`cf-proc-read-N`) only ever reads: results (completing futures, running
-//!   their callbacks), `Ready`, `InitFailed`. On end of stream, or garbage, it reaps the process
-//!   with `waitpid`, fails exactly the futures that worker held with `WorkerDied`, and starts a
-//!   replacement if work is waiting.
+//!   their callbacks), `Ready`, `InitFailed`, `Returned` (tasks given back, queued again) and
+//!   `Log` (records for this process's logger). On end of stream, or garbage, it reaps the
+//!   process with `waitpid`, completes the tasks whose results the worker left in its black box
+//!   ([`crate::blackbox`]), fails the futures it still held with `WorkerDied` (with its last
+//!   panic, if any), and starts a replacement if work is waiting.
 //!
 //! Neither thread holds the pool lock while doing I/O or running user code.
 

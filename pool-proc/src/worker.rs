@@ -1,8 +1,19 @@
-//! The worker process: handshake, optional initializer, then a loop that runs task batches and
-//! sends results back. The task thread reads a frame and runs its tasks in order; results are
-//! batched in an [`Outbox`] and sent when the frame is done, when 64 KiB are waiting, or at the
-//! latest 1 ms after the oldest was produced (a small flusher thread sees to that, so a quick
-//! result never waits for a slow task that follows it).
+//! The worker process: handshake, optional initializer, then a loop that runs tasks and sends
+//! results back. Three threads:
+//!
+//! * the **task thread** (the one that ran the initializer) runs the tasks of the [`Inbox`] in
+//!   order;
+//! * the **receiver** reads the socket all the time, queues the tasks of each frame in the
+//!   inbox, and answers `Reclaim` by giving back the tasks not started yet (so the parent can
+//!   hand them to an idle worker while a long task runs here);
+//! * the **flusher** sends batched results: results wait in an [`Outbox`] and go when the task
+//!   thread has nothing more to run, when 64 KiB are waiting, or at the latest 1 ms after the
+//!   oldest was produced, so a quick result never waits for a slow task that follows it.
+//!
+//! A result waiting in the outbox is also recorded in the worker's black box
+//! ([`crate::blackbox`]) before the next task starts, so a crash of that task cannot lose it;
+//! so is the message of a panic that will not unwind. `log` records of tasks go to the parent
+//! ([`Forward`]).
 //!
 //! It ends when the parent says `Shutdown`, when the socket closes (the parent died: the
 //! lifeline), after `max_tasks_per_child` tasks, or by `SIGKILL` from `PR_SET_PDEATHSIG`.
