@@ -69,9 +69,15 @@ fn decoding_costs_at_most_a_few_times_what_was_received() {
     const N: usize = 200_000;
     let mut shapes: Vec<(&str, Vec<u8>)> = Vec::new();
     // Many failed attachments with empty reasons: the smallest record there is.
-    shapes.push(("empty failures", one_result(N as u32, &[1, 0, 0, 0, 0].repeat(N))));
+    shapes.push((
+        "empty failures",
+        one_result(N as u32, &[1, 0, 0, 0, 0].repeat(N)),
+    ));
     // A count the frame cannot hold, with the bytes of one record per byte claimed.
-    shapes.push(("lying count", one_result(N as u32 * 5, &[1, 0, 0, 0, 0].repeat(N))));
+    shapes.push((
+        "lying count",
+        one_result(N as u32 * 5, &[1, 0, 0, 0, 0].repeat(N)),
+    ));
     // Many result records with nothing in them.
     let mut b = vec![6];
     b.extend_from_slice(&(N as u32).to_le_bytes());
@@ -88,7 +94,11 @@ fn decoding_costs_at_most_a_few_times_what_was_received() {
     shapes.push(("releases", frame(&b)));
     for (what, f) in &shapes {
         let (peak, ok) = peak_decoding(f);
-        eprintln!("{what}: {} bytes, peak {peak} ({:.2}x), accepted: {ok}", f.len(), peak as f64 / f.len() as f64);
+        eprintln!(
+            "{what}: {} bytes, peak {peak} ({:.2}x), accepted: {ok}",
+            f.len(),
+            peak as f64 / f.len() as f64
+        );
         assert!(
             peak <= 4 * f.len() + 4096,
             "{what}: decoding a {}-byte frame allocated {peak} bytes at its peak",

@@ -78,8 +78,13 @@ fn send(frame: &[u8], fds: &[OwnedFd]) {
     let mut space = vec![std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(253))];
     let mut control = SendAncillaryBuffer::new(&mut space);
     assert!(control.push(SendAncillaryMessage::ScmRights(&borrowed)));
-    let sent = rustix::net::sendmsg(sock, &[IoSlice::new(frame)], &mut control, SendFlags::empty())
-        .unwrap();
+    let sent = rustix::net::sendmsg(
+        sock,
+        &[IoSlice::new(frame)],
+        &mut control,
+        SendFlags::empty(),
+    )
+    .unwrap();
     assert_eq!(sent, frame.len(), "short write");
 }
 
@@ -97,7 +102,9 @@ fn sparse_result(len: u64) -> Buffer {
         min_len: 1,
         max_count: 32,
     };
-    let (payload, _) = attaching(policy, || postcard::to_allocvec(&Buffer::from(vec![1u8; 64])));
+    let (payload, _) = attaching(policy, || {
+        postcard::to_allocvec(&Buffer::from(vec![1u8; 64]))
+    });
     send(&result_with_region(0, &payload.unwrap(), len, 1), &[fd]);
     Buffer::from(vec![2u8; 64])
 }
@@ -137,7 +144,10 @@ fn a_sparse_region_is_refused_not_copied() {
         let forged = pool.submit(sparse_result, 256 << 20).unwrap();
         let outcome = forged.result_timeout(LIMIT);
         if let Ok(b) = &outcome {
-            panic!("the parent copied a {}-byte buffer out of a sparse region", b.len());
+            panic!(
+                "the parent copied a {}-byte buffer out of a sparse region",
+                b.len()
+            );
         }
         assert_killed(outcome, "sparse region");
         assert!(pool.submit(pid, ()).unwrap().result_timeout(LIMIT).is_ok());

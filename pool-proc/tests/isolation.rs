@@ -29,9 +29,14 @@ const DATA_AT: u64 = 4096;
 const SECRET: &[u8; 16] = b"victim's secret!";
 
 fn pattern(seed: u8) -> Vec<u8> {
-    let mut v: Vec<u8> = (0..LEN)
+    (0..LEN)
         .map(|i| (i as u8).wrapping_mul(seed) ^ 0x5a)
-        .collect();
+        .collect()
+}
+
+/// The victim's argument: a pattern that starts with the secret.
+fn secret_pattern() -> Vec<u8> {
+    let mut v = pattern(7);
     v[..SECRET.len()].copy_from_slice(SECRET);
     v
 }
@@ -154,7 +159,7 @@ fn scribble(stop: PathBuf) -> (u32, Attack) {
 
 /// In the victim's worker: holds its argument for a while, checking it never changes.
 fn victim(arg: Buffer) -> (u32, bool) {
-    let expected = pattern(7);
+    let expected = secret_pattern();
     let until = Instant::now() + Duration::from_millis(500);
     let mut intact = true;
     while Instant::now() < until {
@@ -188,7 +193,7 @@ fn a_worker_can_neither_write_its_regions_nor_reach_another_workers_buffers() {
             assert!(Instant::now() < deadline, "the attack never started");
             std::thread::sleep(Duration::from_millis(2));
         }
-        let held = pool.submit(victim, Buffer::from(pattern(7))).unwrap();
+        let held = pool.submit(victim, Buffer::from(secret_pattern())).unwrap();
         let (victim_pid, intact) = *held.result_timeout(LIMIT).unwrap();
         std::fs::write(&stop, b"").unwrap();
         let (scribbler, later) = scribbling.result_timeout(LIMIT).unwrap().clone();
@@ -203,7 +208,10 @@ fn a_worker_can_neither_write_its_regions_nor_reach_another_workers_buffers() {
             (0, 0),
             "a task could write, or map writably, the region it was lent: {first:?}"
         );
-        assert!(!first.own_bytes_changed, "a buffer changed while its task held it");
+        assert!(
+            !first.own_bytes_changed,
+            "a buffer changed while its task held it"
+        );
         assert_eq!(later.secrets_seen, 0, "one worker read another's buffer");
         assert_eq!(later.writes, 0, "one worker wrote a region: {later:?}");
         assert!(intact, "a buffer changed while its task held it");
