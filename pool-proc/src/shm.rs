@@ -189,6 +189,11 @@ impl Peer {
         }
     }
 
+    /// Takes back lends whose descriptors were never sent (the send was refused).
+    pub(crate) fn unlend(&self, lends: Vec<u64>) {
+        self.release_all(lends);
+    }
+
     /// See [`Peer::release`]. Lends this side never made to this peer, or already forgot, are
     /// ignored.
     fn release_all(&self, lends: impl IntoIterator<Item = u64>) {
@@ -485,6 +490,14 @@ pub(crate) enum AttachOut {
 }
 
 impl AttachOut {
+    /// The lend, for a region.
+    pub(crate) fn lend(&self) -> Option<u64> {
+        match *self {
+            AttachOut::Descriptor { lend, .. } => Some(lend),
+            AttachOut::Failed(_) => None,
+        }
+    }
+
     pub(crate) fn record<'a>(&self, messages: &'a [String]) -> Attachment<'a> {
         match *self {
             AttachOut::Descriptor { len, lend } => Attachment::Descriptor { len, lend },
@@ -798,6 +811,32 @@ mod tests {
             stream.import_all(&one(100_000, 1)).unwrap().unwrap()
         };
         assert_eq!(*stream_bytes[0], *payload);
+    }
+
+    #[test]
+    fn without_future_write_seals_a_region_is_written_once_and_never_reused() {
+        sys::testing::pretend_no_future_write(true);
+        let sender = Peer::default();
+        let payload = bytes(5, 100_000);
+        let (fd, lend) = export(&sender, &payload).unwrap();
+        let ino = inode(&fd);
+        sys::testing::pretend_no_future_write(false);
+        {
+            use std::os::unix::fs::FileExt;
+            let file = std::fs::File::from(fd.try_clone().unwrap());
+            assert!(
+                file.write_at(b"x", HEADER as u64).is_err(),
+                "sealed for good"
+            );
+        }
+        let mut stream = through_socket(&[fd], true);
+        let got = stream.import_all(&one(100_000, lend)).unwrap().unwrap();
+        assert_eq!(*got[0], *payload);
+        drop(got);
+        sender.release_all(stream.peer().take_owed());
+        assert!(lock(&sender.out).idle.is_empty() && lock(&sender.out).lent.is_empty());
+        let (again, _) = export(&sender, &payload).unwrap();
+        assert_ne!(inode(&again), ino, "a region sealed for good was reused");
     }
 
     #[test]

@@ -277,13 +277,18 @@ pub(crate) fn send_tasks(writer: &Writer, jobs: Vec<Sending>) -> io::Result<()> 
     // The worker's regions the reader copied out: handed back first thing in the frame.
     let released = peer.take_owed();
     let mut fds = Vec::new();
+    let mut lent = Vec::new();
     let frame = frame_tasks(&jobs, &released, |attached, messages| {
-        shm::export_all(peer, attached, &mut fds, messages)
+        let exported = shm::export_all(peer, attached, &mut fds, messages);
+        lent.extend(exported.iter().filter_map(shm::AttachOut::lend));
+        exported
     });
     let sock = writer.lock();
     match shm::send_frame(&sock, &frame, &fds) {
         Err(shm::SendError::Refused(e)) if !fds.is_empty() => {
+            // Never sent: those regions are idle again.
             drop(fds);
+            peer.unlend(lent);
             let why = format!("the kernel refused to pass its shared-memory descriptor ({e})");
             log::warn!("cf-pool-proc: {why}; failing the frame's tasks that carry buffers");
             let frame = frame_tasks(&jobs, &released, |attached, messages| {

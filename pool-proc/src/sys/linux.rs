@@ -59,7 +59,12 @@ pub(crate) fn create_lendable_region(
     let map = memmap2::MmapOptions::new().len(size).map_raw(&fd)?;
     map.advise(memmap2::Advice::DontFork)?;
     let resize = SealFlags::SHRINK | SealFlags::GROW;
-    match rustix::fs::fcntl_add_seals(&fd, resize | SealFlags::FUTURE_WRITE | SealFlags::SEAL) {
+    let future_write = if without_future_write() {
+        Err(rustix::io::Errno::INVAL)
+    } else {
+        rustix::fs::fcntl_add_seals(&fd, resize | SealFlags::FUTURE_WRITE | SealFlags::SEAL)
+    };
+    match future_write {
         Ok(()) => Ok((fd, map, Sealed::Now)),
         Err(rustix::io::Errno::INVAL) => {
             rustix::fs::fcntl_add_seals(&fd, resize)?;
@@ -262,8 +267,27 @@ pub(crate) fn ignore_sigpipe() {
 }
 
 #[cfg(test)]
+thread_local! {
+    /// This thread pretends the kernel lacks `F_SEAL_FUTURE_WRITE` (unit tests only).
+    static WITHOUT_FUTURE_WRITE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether the kernel's `F_SEAL_FUTURE_WRITE` is to be ignored (only ever in unit tests).
+fn without_future_write() -> bool {
+    #[cfg(test)]
+    return WITHOUT_FUTURE_WRITE.with(std::cell::Cell::get);
+    #[cfg(not(test))]
+    false
+}
+
+#[cfg(test)]
 pub(crate) mod testing {
     use super::*;
+
+    /// Makes this thread's new regions behave as on a kernel without `F_SEAL_FUTURE_WRITE`.
+    pub(crate) fn pretend_no_future_write(yes: bool) {
+        WITHOUT_FUTURE_WRITE.with(|c| c.set(yes));
+    }
 
     /// A `memfd` that may still change size: a region no pool would make.
     pub(crate) fn resizable_region(size: u64) -> OwnedFd {
