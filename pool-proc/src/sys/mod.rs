@@ -292,11 +292,13 @@ impl<L> AsRef<[u8]> for Leased<L> {
         //   write it;
         // * the sender wrote them before sending the descriptor (the socket's `sendmsg` and
         //   `recvmsg` order those writes before this read), and writes the region again only
-        //   after this process hands it back, which only `L`'s `Drop` does, over this worker's
-        //   own socket, naming this lend; that `Drop` runs when `self` is dropped, which
-        //   `&mut self` proves is after every borrow of `self` has ended, and the `sendmsg`
-        //   that carries it orders the end of our reads before the sender's later writes.
-        //   Regions are the parent's per worker, so no other worker can hand this one back.
+        //   after this process hands it back, which only `L`'s `Drop` does (it records the
+        //   lend, and a later frame on this worker's own socket names it); that `Drop` runs
+        //   when `self` is dropped, after every borrow of `self` has ended, and the lock of
+        //   the list it records into, then the `sendmsg` that carries it, order the end of our
+        //   reads before the sender's later writes. Regions are the parent's per worker, and
+        //   their lends are numbered, so no other worker, and no stale frame, can hand this
+        //   one back.
         // Outside this argument: a process allowed to write the parent's memory (a debugger,
         // or one of the same user where the kernel permits `ptrace`) can change anything, and
         // a task that `fork`s without `exec` and lets the child both drop a clone of the buffer
