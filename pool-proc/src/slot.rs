@@ -130,7 +130,11 @@ impl Pool {
                 Some(reason) => TaskError::Broken {
                     reason: reason.clone(),
                 },
-                None => TaskError::WorkerDied { pid, cause },
+                None => TaskError::WorkerDied {
+                    pid,
+                    cause,
+                    last_panic: None,
+                },
             };
             if state.broken.is_none() {
                 let before = state.next_slot;
