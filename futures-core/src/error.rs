@@ -38,9 +38,12 @@ pub enum TaskError {
     Panicked {
         /// The panic payload, if it was a string.
         message: String,
-        /// `file:line:column` of the panic, when the backend could capture it.
+        /// `file:line:column` of the panic, when the backend could capture it. Always the
+        /// panic that failed the task: `None` for a payload the task raised with
+        /// `std::panic::resume_unwind` (which bypasses the panic hook), never the place of a
+        /// panic the task caught itself.
         location: Option<String>,
-        /// The backtrace of the thread that panicked, as text, when captured.
+        /// The backtrace of the thread that panicked, as text, when captured (as `location`).
         backtrace: Option<String>,
     },
     /// The future was cancelled before it started.
