@@ -144,6 +144,7 @@ mod shm;
 mod slot;
 mod sys;
 mod task;
+pub mod transport;
 mod worker;
 
 pub use cf_executor_api::*;
