@@ -61,8 +61,17 @@ pub(crate) struct Outgoing {
 pub(crate) struct State {
     pub(crate) pending: HashMap<u64, Pending>,
     pub(crate) next_task: u64,
+    /// Tasks taken out of `pending` whose futures are being completed right now.
+    pub(crate) completing: usize,
     pub(crate) shutdown: bool,
     pub(crate) broken: Option<String>,
+}
+
+impl State {
+    /// No future of this executor is left to complete.
+    pub(crate) fn idle(&self) -> bool {
+        self.pending.is_empty() && self.completing == 0
+    }
 }
 
 /// What the executor handle and the async tasks share.
@@ -82,14 +91,24 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    /// Removes a task from `pending` (waking `shutdown(wait)` when it was the last).
+    /// Takes a task out of `pending` to complete it; [`completed`](Self::completed) must
+    /// follow, once its future is done (`shutdown(wait)` waits for both).
     fn take(&self, task: u64) -> Option<Pending> {
         let mut state = self.state.lock();
         let pending = state.pending.remove(&task);
-        if state.pending.is_empty() {
-            self.idle.notify_all();
+        if pending.is_some() {
+            state.completing += 1;
         }
         pending
+    }
+
+    /// The future of a task from [`take`](Self::take) is done.
+    pub(crate) fn completed(&self, n: usize) {
+        let mut state = self.state.lock();
+        state.completing -= n;
+        if state.idle() {
+            self.idle.notify_all();
+        }
     }
 
     /// Publishes one task, retrying (same message id, so the server drops duplicates) until
@@ -253,6 +272,7 @@ impl Shared {
                         Err(e) => Err(e),
                     };
                     pending.completion.finish(result);
+                    shared.completed(1);
                 });
             }
             _ => {}
@@ -283,6 +303,7 @@ impl Shared {
     /// A future was cancelled by its user: make sure no node starts it.
     pub(crate) async fn cancelled(self: Arc<Self>, task: u64) {
         if self.take(task).is_some() {
+            self.completed(1);
             let _ = self.cancel_remote(task).await;
         }
     }
@@ -352,8 +373,8 @@ impl Shared {
             if state.pending.is_empty() {
                 return;
             }
-            let failed = state.pending.drain().collect();
-            self.idle.notify_all();
+            let failed: Vec<_> = state.pending.drain().collect();
+            state.completing += failed.len();
             failed
         };
         let others: Vec<String> = nodes
@@ -380,6 +401,7 @@ impl Shared {
             "cf-pool-cluster: failing {} pending task(s): {reason}",
             failed.len()
         );
+        let n = failed.len();
         for (task, pending) in failed {
             pending.completion.finish(Err(TaskError::Broken {
                 reason: reason.clone(),
@@ -388,5 +410,6 @@ impl Shared {
             let shared = Arc::clone(self);
             tokio::spawn(async move { shared.cancel_remote(task).await });
         }
+        self.completed(n);
     }
 }

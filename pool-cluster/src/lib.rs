@@ -502,14 +502,19 @@ impl ClusterExecutor {
                 continue;
             }
             let mut state = self.shared.state.lock();
-            if let Some(p) = state.pending.get(&task) {
-                if p.completion.cancel() {
-                    state.pending.remove(&task);
-                }
+            // Cancelling runs the future's callbacks, which take the task out of `pending`
+            // (`Shared::cancelled`): not under this lock.
+            let Some(p) = state.pending.remove(&task) else {
+                continue;
+            };
+            state.completing += 1;
+            drop(state);
+            if !p.completion.cancel() {
+                // Started meanwhile: it goes on waiting for its result.
+                let mut state = self.shared.state.lock();
+                state.pending.insert(task, p);
             }
-            if state.pending.is_empty() {
-                self.shared.idle.notify_all();
-            }
+            self.shared.completed(1);
         }
     }
 }
@@ -538,7 +543,7 @@ impl Executor for ClusterExecutor {
         }
         if wait {
             let mut state = self.shared.state.lock();
-            while !state.pending.is_empty() {
+            while !state.idle() {
                 self.shared.idle.wait(&mut state);
             }
         }
