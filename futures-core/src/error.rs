@@ -59,16 +59,24 @@ pub enum TaskError {
         killed_worker: Option<u32>,
     },
     /// The worker process running the task died.
+    ///
+    /// Match it with `..`: `TaskError::WorkerDied { pid, cause, .. }`.
     #[error(
-        "worker process {pid} died while holding this task ({cause}); the pool replaced the \
+        "worker process {pid} died while holding this task ({cause}){}; the pool replaced the \
          worker. A task that crashes its process (abort, segfault, exit, stack overflow, \
-         out of memory, kill from outside) must be fixed or retried"
+         out of memory, kill from outside) must be fixed or retried",
+        last_panic.as_ref().map(|p| format!(" after a panic that could not unwind: {p}")).unwrap_or_default()
     )]
     WorkerDied {
         /// The dead worker's process id.
         pid: u32,
         /// How it ended.
         cause: ExitCause,
+        /// The worker's last panic, when it reported one before dying: its message and location,
+        /// e.g. `panicked at src/x.rs:3:5: boom`. A panic that cannot unwind (a `panic = "abort"`
+        /// profile, a panic out of an `extern "C"` function or out of a destructor during
+        /// unwinding) ends the worker with `SIGABRT`; this says which panic it was.
+        last_panic: Option<String>,
     },
     /// The executor cannot run tasks any more.
     #[error("executor is broken: {reason}; create a new executor")]

@@ -79,8 +79,9 @@
 //! as a whole. Before any offset is used, the worker proves it runs the parent's image: the
 //! parent sends the executable's device, inode, size and modification time and the offset of a
 //! probe function, and the worker compares them with its own. Because the worker is started
-//! from the running inode, a rebuild on disk cannot slip in. All `unsafe` code (this, and
-//! process control) is in one private module, `sys`, each block with its `SAFETY` argument.
+//! from the running inode, a rebuild on disk cannot slip in. All `unsafe` code (this, shared
+//! memory and process control) is in the platform layer, `sys`, each block with its `SAFETY`
+//! argument.
 //! Limits: Linux only (`/proc`, `PR_SET_PDEATHSIG`); tasks must live in the executable itself,
 //! not in a `dlopen`ed library.
 //!
@@ -91,6 +92,25 @@
 //!                                                         ▲                      │
 //!           futures completed, callbacks run ◄── reader N ◄──────── results ─────┘
 //!                                   watchdog (only with time limits): kills overdue workers
+//! ```
+//!
+//! The modules are layered; each imports only from the layers below it:
+//!
+//! ```text
+//!  executor   ProcessPoolExecutor and its builder: encode, queue, shutdown (no I/O of its own)
+//!     │
+//!  slot       the per-worker threads: feeder (start, handshake, send), reader (results, death)
+//!  watchdog   kills the worker of a task past its time limit
+//!     │
+//!  state      the shared pool state under one lock: queue, worker slots, lifecycle
+//!  worker     the worker process's loop (entered from the crate root)
+//!  shm        shared-memory regions for large Buffers, descriptors beside frames
+//!  protocol   frames and their size-checked decoders
+//!  task       trampolines (worker side) and completions (parent side)
+//!     │
+//!  sys        the platform layer: every unsafe block and every OS call, one module per OS
+//!             family behind one internal API; it imports nothing of the pool (its one call
+//!             upward is the worker entry the crate root defines)
 //! ```
 //!
 //! * **`submit` never blocks on a worker**: it encodes the argument in the caller's thread,
@@ -138,13 +158,15 @@
 //! join the rendezvous, since there is none on the file system.
 #![warn(missing_docs)]
 
-mod pool;
+mod executor;
 mod protocol;
 mod shm;
 mod slot;
+mod state;
 mod sys;
 mod task;
 pub mod transport;
+mod watchdog;
 mod worker;
 
 pub use cf_executor_api::*;
@@ -167,7 +189,8 @@ pub mod fuzzing {
             .map_err(|e| e.to_string())
     }
 }
-pub use pool::{ProcessPoolBuilder, ProcessPoolExecutor, WorkerDeath};
+pub use executor::{ProcessPoolBuilder, ProcessPoolExecutor};
+pub use state::WorkerDeath;
 pub use worker::is_worker;
 
 /// Enters worker mode if this process was started as a worker; call it first in `main` only
@@ -180,4 +203,10 @@ pub use worker::is_worker;
 /// ```
 pub fn init() {
     sys::enter_worker_mode_if_requested();
+}
+
+/// The worker entry: the platform layer calls it, before `main`, in a process started as a
+/// worker, with the socket it inherited from the parent.
+fn serve_as_worker(socket: sys::UnixStream) -> ! {
+    worker::run(socket)
 }

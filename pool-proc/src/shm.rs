@@ -42,22 +42,14 @@
 //! transit; that is a broken connection, and the worker is replaced.
 
 use std::collections::VecDeque;
-use std::io::{self, IoSlice, IoSliceMut, Read, Write};
-use std::mem::MaybeUninit;
-use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::net::UnixStream;
+use std::io::{self, Read, Write};
 use std::sync::{Arc, Mutex};
 
 use cf_executor_api::{AttachPolicy, Buffer};
-use memmap2::{MmapOptions, MmapRaw};
-use rustix::fs::{MemfdFlags, SealFlags};
-use rustix::net::{
-    RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, ReturnFlags, SendAncillaryBuffer,
-    SendAncillaryMessage, SendFlags,
-};
+use memmap2::MmapRaw;
 
 use crate::protocol::Attachment;
-use crate::sys;
+use crate::sys::{self, OwnedFd, UnixStream};
 
 /// Which buffers are attached: 64 KiB and up (below that, the few syscalls cost more than
 /// copying through the socket), at most 32 per argument or result (the rest inline).
@@ -66,7 +58,7 @@ pub(crate) const POLICY: AttachPolicy = AttachPolicy {
     max_count: 32,
 };
 
-/// Descriptors in one frame, at most. The kernel allows 253 per message (`SCM_MAX_FD`).
+/// Descriptors in one frame, at most. The kernel allows [`sys::FDS_PER_MESSAGE`].
 pub(crate) const FRAME_FDS: usize = 128;
 
 /// Descriptors a receiver holds that no frame has claimed yet. Frames carry at most
@@ -112,24 +104,20 @@ impl Region {
             .max(REGION_MIN)
             .checked_next_power_of_two()
             .unwrap_or(len);
-        let fd =
-            rustix::fs::memfd_create("cf-buffer", MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING)?;
-        rustix::fs::ftruncate(&fd, (HEADER + capacity) as u64)?;
-        rustix::io::pwrite(&fd, &new_tag().to_le_bytes(), TAG_AT as u64)?;
-        rustix::fs::fcntl_add_seals(&fd, SealFlags::SHRINK | SealFlags::GROW | SealFlags::SEAL)?;
-        let map = MmapOptions::new().len(HEADER + capacity).map_raw(&fd)?;
+        let fd = sys::create_region(HEADER + capacity)?;
+        sys::write_at(&fd, &new_tag().to_le_bytes(), TAG_AT as u64)?;
+        let map = sys::map_read_write(&fd, HEADER + capacity)?;
         Ok(Region { fd, map, capacity })
     }
 
     fn lease(&self) -> io::Result<u8> {
         let mut flag = [0u8];
-        rustix::io::pread(&self.fd, &mut flag, LEASE_AT as u64)?;
+        sys::read_at(&self.fd, &mut flag, LEASE_AT as u64)?;
         Ok(flag[0])
     }
 
     fn set_lease(&self, flag: u8) -> io::Result<()> {
-        rustix::io::pwrite(&self.fd, &[flag], LEASE_AT as u64)?;
-        Ok(())
+        sys::write_at(&self.fd, &[flag], LEASE_AT as u64)
     }
 }
 
@@ -254,6 +242,12 @@ pub(crate) fn export(regions: &Regions, buf: &[u8]) -> io::Result<OwnedFd> {
     }
 }
 
+/// Hands a region read in place back to its sender: clears its lease flag. If this fails the
+/// region stays lent, and the sender forgets it in time.
+fn hand_back(fd: &OwnedFd) {
+    let _ = sys::write_at(fd, &[FREE], LEASE_AT as u64);
+}
+
 /// A cached mapping of a peer's region.
 #[derive(Debug)]
 struct Cached {
@@ -281,24 +275,15 @@ impl Inbound {
     /// (this process cannot allocate the bytes).
     fn import(&mut self, lease: OwnedFd, len: usize) -> Result<Result<Buffer, String>, String> {
         let fd = &lease;
-        let seals = rustix::fs::fcntl_get_seals(fd)
-            .map_err(|e| format!("an attached descriptor is not a memfd ({e})"))?;
-        if !seals.contains(SealFlags::SHRINK | SealFlags::GROW) {
-            return Err(format!(
-                "an attached memfd may change size ({seals:?}), so it cannot be mapped safely"
-            ));
-        }
-        let st = rustix::fs::fstat(fd).map_err(|e| format!("cannot inspect a region ({e})"))?;
-        let size = usize::try_from(st.st_size).unwrap_or(0);
+        let sys::RegionInfo { size, key } = sys::inspect_region(fd)?;
         if len == 0 || HEADER.checked_add(len).is_none_or(|end| end > size) {
             return Err(format!(
                 "a {len}-byte buffer announced in a {size}-byte region"
             ));
         }
         let mut tag = [0u8; 8];
-        rustix::io::pread(fd, &mut tag, TAG_AT as u64)
+        sys::read_at(fd, &mut tag, TAG_AT as u64)
             .map_err(|e| format!("cannot read a region's tag ({e})"))?;
-        let key = (st.st_dev, st.st_ino);
         // The key alone could name a reused inode number on kernels that recycle them; the
         // tag, written once when the region was made, tells regions apart.
         let cached = self
@@ -309,9 +294,7 @@ impl Inbound {
             Some(c) => Arc::clone(&c.map),
             None => {
                 self.maps.retain(|c| c.key != key);
-                let map = MmapOptions::new()
-                    .len(size)
-                    .map_raw_read_only(fd)
+                let map = sys::map_read_only(fd, size)
                     .map_err(|e| format!("cannot map a region ({e})"))?;
                 let map = Arc::new(map);
                 self.maps.push_back(Cached {
@@ -324,11 +307,12 @@ impl Inbound {
         };
         let outcome = if self.in_place {
             // The lease stays with the buffer: `Leased` hands the region back when dropped.
-            let view = sys::Leased::new(map, len, lease).expect("the range was checked");
+            let view = sys::Leased::new(map, HEADER, len, lease, hand_back)
+                .expect("the range was checked");
             Ok(Buffer::from_owner(view))
         } else {
             let bytes = sys::copy_out(&map, HEADER, len);
-            rustix::io::pwrite(fd, &[FREE], LEASE_AT as u64)
+            sys::write_at(fd, &[FREE], LEASE_AT as u64)
                 .map_err(|e| format!("cannot hand a region back ({e})"))?;
             bytes.map(Buffer::from)
         };
@@ -462,26 +446,7 @@ pub(crate) fn send_frame(
             }
         }
     } else {
-        let borrowed: Vec<_> = fds.iter().map(AsFd::as_fd).collect();
-        let mut space = vec![MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(FRAME_FDS))];
-        loop {
-            let mut control = SendAncillaryBuffer::new(&mut space);
-            if !control.push(SendAncillaryMessage::ScmRights(&borrowed)) {
-                return Err(SendError::Refused(io::Error::other(
-                    "too many descriptors for one message",
-                )));
-            }
-            match rustix::net::sendmsg(
-                sock,
-                &[IoSlice::new(frame)],
-                &mut control,
-                SendFlags::NOSIGNAL,
-            ) {
-                Ok(n) => break n,
-                Err(rustix::io::Errno::INTR) => continue,
-                Err(e) => return Err(SendError::Refused(e.into())),
-            }
-        }
+        sys::send_with_fds(sock, frame, fds).map_err(SendError::Refused)?
     };
     (&mut &*sock)
         .write_all(&frame[sent..])
@@ -527,52 +492,23 @@ impl FdStream {
 
 impl Read for FdStream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(253))];
-        let mut control = RecvAncillaryBuffer::new(&mut space);
-        let got = loop {
-            match rustix::net::recvmsg(
-                &self.sock,
-                &mut [IoSliceMut::new(buf)],
-                &mut control,
-                RecvFlags::CMSG_CLOEXEC,
-            ) {
-                Ok(got) => break got,
-                Err(rustix::io::Errno::INTR) => continue,
-                Err(e) => return Err(e.into()),
-            }
-        };
-        for message in control.drain() {
-            if let RecvAncillaryMessage::ScmRights(fds) = message {
-                self.fds.extend(fds);
-            }
-        }
-        if got.flags.contains(ReturnFlags::CTRUNC) {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                "descriptors sent with a frame were lost in transit (is this process out of \
-                 descriptors? raise `ulimit -n`)",
-            ));
-        }
+        let got = sys::recv_with_fds(&self.sock, buf, &mut self.fds)?;
         if self.fds.len() > PENDING_FDS {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
                 format!("{} descriptors arrived that no frame named", self.fds.len()),
             ));
         }
-        Ok(got.bytes)
+        Ok(got)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::fs::MetadataExt;
 
-    fn inode(fd: &OwnedFd) -> u64 {
-        std::fs::File::from(fd.try_clone().unwrap())
-            .metadata()
-            .unwrap()
-            .ino()
+    fn inode(fd: &OwnedFd) -> (u64, u64) {
+        sys::inspect_region(fd).unwrap().key
     }
 
     fn bytes(seed: u8, len: usize) -> Vec<u8> {
@@ -676,11 +612,8 @@ mod tests {
 
     #[test]
     fn foreign_descriptors_are_refused_before_mapping() {
-        let (pipe, _w) = rustix::pipe::pipe().unwrap();
-        let unsealed =
-            rustix::fs::memfd_create("plain", MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING)
-                .unwrap();
-        rustix::fs::ftruncate(&unsealed, 1 << 20).unwrap();
+        let pipe = sys::testing::not_a_region();
+        let unsealed = sys::testing::resizable_region(1 << 20);
         let regions = Regions::default();
         let small = export(&regions, &bytes(1, 65_536)).unwrap();
         let mut stream = through_socket(&[pipe, unsealed, small]);
@@ -694,12 +627,8 @@ mod tests {
     }
 
     /// A sealed memfd as a misbehaving peer might make it: any size, no tag.
-    fn foreign_region(size: u64) -> OwnedFd {
-        let fd = rustix::fs::memfd_create("peer", MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING)
-            .unwrap();
-        rustix::fs::ftruncate(&fd, size).unwrap();
-        rustix::fs::fcntl_add_seals(&fd, SealFlags::SHRINK | SealFlags::GROW).unwrap();
-        fd
+    fn foreign_region(size: usize) -> OwnedFd {
+        sys::create_region(size).unwrap()
     }
 
     #[test]
@@ -743,7 +672,7 @@ mod tests {
         assert!(regions.lock().bytes() <= RETAIN_BYTES);
         // Everything handed back: what stays idle is within the limits.
         for fd in &fds {
-            rustix::io::pwrite(fd, &[FREE], LEASE_AT as u64).unwrap();
+            sys::write_at(fd, &[FREE], LEASE_AT as u64).unwrap();
         }
         for i in 0..10 {
             drop(export(&regions, &bytes(i, 100_000)).unwrap());

@@ -59,7 +59,7 @@ use cf_executor_api::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::pool::{ProcessPoolBuilder, ProcessPoolExecutor};
+use crate::executor::{ProcessPoolBuilder, ProcessPoolExecutor};
 use crate::task::{encode, trampoline_offset, Completion};
 
 /// The name of a task's code (or of an initializer) in every process of the same build: an

@@ -8,8 +8,6 @@
 //! lifeline), after `max_tasks_per_child` tasks, or by `SIGKILL` from `PR_SET_PDEATHSIG`.
 
 use std::io::{self, BufReader, Write};
-use std::os::fd::OwnedFd;
-use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -22,7 +20,7 @@ use crate::protocol::{
     self, FrameBuf, Kind, Reader, ResultFrame, StartFailure, MAX_FRAME, TASK_RECORD_MIN,
 };
 use crate::shm::{self, FdStream};
-use crate::sys;
+use crate::sys::{self, OwnedFd, UnixStream};
 use crate::task::encode;
 
 /// Flush buffered results once this many bytes are waiting...

@@ -292,7 +292,7 @@ fn garbage_kills_only_its_worker(garbage: Garbage) {
         }
         let innocent_pid = *innocent.result_timeout(LIMIT).expect("innocent task");
         match outcome {
-            Err(TaskError::WorkerDied { pid, cause }) => {
+            Err(TaskError::WorkerDied { pid, cause, .. }) => {
                 assert_ne!(
                     pid, innocent_pid,
                     "{garbage:?}: the wrong worker was blamed"

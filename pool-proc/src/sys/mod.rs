@@ -1,0 +1,382 @@
+//! The platform layer: every `unsafe` operation and every operating-system call of the process
+//! pool, behind one internal API that names no operating system.
+//!
+//! The modules above this one (the pool's state, its per-worker threads, the worker loop, the
+//! frame codec, the shared-memory protocol) use only what is declared here, and this layer uses
+//! nothing of theirs: its one call upward is the worker entry, [`crate::serve_as_worker`],
+//! which the crate root defines. One module per OS family implements the parts that differ:
+//!
+//! * `linux`: Linux's best tools (`memfd` with seals, `PR_SET_PDEATHSIG`, `MSG_CMSG_CLOEXEC`,
+//!   `/proc/self/exe`).
+//!
+//! What this module guarantees, by area:
+//!
+//! * **Task identity** ([`offset_of`], [`trampoline_at`], [`initializer_at`], [`conjure`],
+//!   [`exe_identity`], [`probe_offset`]). A task crosses to a worker as the address of its
+//!   monomorphised trampoline, sent as an offset from a fixed anchor function, because ASLR
+//!   moves the image as a whole. Workers are the parent's own executable, re-executed from the
+//!   running image, and before any offset is used the worker checks the parent's
+//!   [`exe_identity`] and [`probe_offset`] against its own (the handshake). Same image, same
+//!   relative layout: the offset names the same function in both processes. The task value
+//!   itself is a zero-sized type (checked at compile time), so the worker conjures it from
+//!   nothing.
+//! * **Shared memory** ([`create_region`], [`inspect_region`], [`map_read_write`],
+//!   [`map_read_only`], [`read_at`], [`write_at`], [`copy_in`], [`copy_out`], [`Leased`]). A
+//!   region is an anonymous shared-memory file whose size cannot change once made, so no
+//!   process can truncate it under a reader. Bytes are copied in and out through raw pointers,
+//!   never references, since another process maps the same memory.
+//! * **Descriptor passing** ([`send_with_fds`], [`recv_with_fds`]): descriptors travel in a
+//!   message's ancillary data and arrive close-on-exec; a send never raises `SIGPIPE`.
+//! * **Processes** ([`WorkerProcess`], [`signal`], [`ignore_sigpipe`]): a worker is this
+//!   executable started again with only its socket inherited, dies with the thread that
+//!   started it or with the parent, and is signalled only while it has not been reaped.
+//! * **Worker entry** ([`enter_worker_mode_if_requested`], [`entry_ran`]): a static constructor
+//!   turns a process started as a worker into one before `main` runs.
+//!
+//! Each `unsafe` block carries a `// SAFETY:` comment.
+#![allow(unsafe_code)]
+
+use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use cf_executor_api::{Buffer, ExitCause, TaskError};
+
+#[cfg(target_os = "linux")]
+mod linux;
+#[cfg(target_os = "linux")]
+use linux as imp;
+
+#[cfg(not(target_os = "linux"))]
+compile_error!("cf-pool-proc supports Linux only for now");
+
+pub(crate) use imp::{
+    create_region, exe_identity, ignore_sigpipe, inspect_region, recv_with_fds, send_with_fds,
+    signal, spawn_worker,
+};
+/// A descriptor this process owns (closed when dropped).
+pub(crate) use std::os::fd::OwnedFd;
+/// A connected local stream socket, one per worker.
+pub(crate) use std::os::unix::net::UnixStream;
+
+/// The environment variable that tells a re-executed binary to serve as a worker, and on which
+/// descriptor.
+pub(crate) const WORKER_ENV: &str = "CF_POOL_PROC_WORKER_FD";
+
+/// The most descriptors one message may carry (the kernel's `SCM_MAX_FD`).
+pub(crate) const FDS_PER_MESSAGE: usize = 253;
+
+/// What a trampoline is: decode the argument (with its attached buffers, or why they could not
+/// be sent), run the task, encode the result (with the buffers it attaches).
+pub(crate) type Trampoline =
+    fn(&[u8], Result<Vec<Buffer>, String>) -> Result<(Vec<u8>, Vec<Buffer>), TaskError>;
+
+/// An initializer as sent to workers.
+pub(crate) type Initializer = fn() -> Result<(), String>;
+
+/// A signal the pool sends to a worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Signal {
+    /// Asks the worker to end (`SIGTERM`): a task may catch or ignore it.
+    Terminate,
+    /// Ends the worker (`SIGKILL`): nothing can catch it.
+    Kill,
+}
+
+/// A shared-memory region as the receiver found it: its size and what identifies its file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RegionInfo {
+    /// Bytes in the file; it can never change (checked by [`inspect_region`]).
+    pub(crate) size: usize,
+    /// Device and inode: the same file received twice has the same key while it lives.
+    pub(crate) key: (u64, u64),
+}
+
+// ---------------------------------------------------------------------------------------------
+// Task identity (the same on every platform).
+
+/// The fixed point offsets are measured from. Never inlined, so it has one address.
+#[inline(never)]
+fn anchor() -> u32 {
+    0xC0FF_EE00
+}
+
+/// A second fixed point: the worker checks that its offset from [`anchor`] matches the
+/// parent's, a cheap proof that the code layout is the same.
+#[inline(never)]
+fn probe() -> u32 {
+    0x0BAD_F00D
+}
+
+fn anchor_addr() -> usize {
+    let f: fn() -> u32 = anchor;
+    f as usize
+}
+
+/// Offset of a code address from [`anchor`].
+pub(crate) fn offset_of(addr: usize) -> i64 {
+    addr.wrapping_sub(anchor_addr()) as i64
+}
+
+/// Offset of `probe` in this process.
+pub(crate) fn probe_offset() -> i64 {
+    let f: fn() -> u32 = probe;
+    offset_of(f as usize)
+}
+
+/// The function at `offset` from the anchor, as a trampoline.
+///
+/// Only called in a worker after the handshake proved it runs the parent's image.
+pub(crate) fn trampoline_at(offset: i64) -> Trampoline {
+    let addr = anchor_addr().wrapping_add(offset as usize);
+    // SAFETY: `offset` was computed by the parent as `trampoline::<F, A, R> - anchor` (see
+    // `task::trampoline_offset`); the handshake verified that this process executes the same
+    // image (`exe_identity`) and that `probe - anchor` agrees, so the same offset lands on the
+    // same monomorphised function, whose type is exactly `Trampoline`.
+    unsafe { std::mem::transmute::<usize, Trampoline>(addr) }
+}
+
+/// The function at `offset` from the anchor, as an initializer. Same contract as
+/// [`trampoline_at`].
+pub(crate) fn initializer_at(offset: i64) -> Initializer {
+    let addr = anchor_addr().wrapping_add(offset as usize);
+    // SAFETY: as in `trampoline_at`: the parent computed the offset from a value of type
+    // `Initializer` in the identical executable image.
+    unsafe { std::mem::transmute::<usize, Initializer>(addr) }
+}
+
+/// A value of the zero-sized, `Copy` type `F` (a fn item or non-capturing closure).
+pub(crate) fn conjure<F: Copy>() -> F {
+    const { assert!(std::mem::size_of::<F>() == 0) };
+    // SAFETY: `F` is zero-sized (asserted at compile time above), so "all zero bytes" is no
+    // bytes at all; fn items and closures have no validity invariant beyond their type, and
+    // `F: Copy` means creating one more value cannot violate ownership of captured state
+    // (there is none).
+    unsafe { std::mem::zeroed::<F>() }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Shared memory (the same on every platform once a region is open and checked).
+
+/// Maps the whole region `fd` (of `len` bytes) read-write, shared with every process that maps
+/// it.
+pub(crate) fn map_read_write(fd: &OwnedFd, len: usize) -> io::Result<memmap2::MmapRaw> {
+    memmap2::MmapOptions::new().len(len).map_raw(fd)
+}
+
+/// Maps the whole region `fd` (of `len` bytes) read-only.
+pub(crate) fn map_read_only(fd: &OwnedFd, len: usize) -> io::Result<memmap2::MmapRaw> {
+    memmap2::MmapOptions::new().len(len).map_raw_read_only(fd)
+}
+
+/// Reads exactly `buf.len()` bytes of the file `fd` at `offset` (not through a mapping).
+pub(crate) fn read_at(fd: &OwnedFd, buf: &mut [u8], offset: u64) -> io::Result<()> {
+    let n = rustix::io::pread(fd, &mut *buf, offset)?;
+    if n != buf.len() {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            format!("read {n} of {} bytes at {offset}", buf.len()),
+        ));
+    }
+    Ok(())
+}
+
+/// Writes all of `bytes` into the file `fd` at `offset` (not through a mapping). The write is
+/// a system call, so it is ordered with this process's earlier reads of a mapping of the
+/// same file.
+pub(crate) fn write_at(fd: &OwnedFd, bytes: &[u8], offset: u64) -> io::Result<()> {
+    let n = rustix::io::pwrite(fd, bytes, offset)?;
+    if n != bytes.len() {
+        return Err(io::Error::new(
+            io::ErrorKind::WriteZero,
+            format!("wrote {n} of {} bytes at {offset}", bytes.len()),
+        ));
+    }
+    Ok(())
+}
+
+/// Copies `bytes` into `map` at `offset`.
+///
+/// # Panics
+///
+/// If the bytes do not fit in the mapping (the caller sized the region for them).
+pub(crate) fn copy_in(map: &memmap2::MmapRaw, offset: usize, bytes: &[u8]) {
+    let end = offset
+        .checked_add(bytes.len())
+        .expect("offset + length overflows");
+    assert!(end <= map.len(), "copy past the end of a shared region");
+    // SAFETY: `offset..end` lies inside the live mapping (checked above), which is writable
+    // (a sender maps its own regions read-write) and cannot shrink (`create_region` makes
+    // regions whose size cannot change, so no process can truncate it and fault us). `bytes`
+    // is private memory, so the ranges do not overlap. No reference into the shared memory is
+    // created. The region has not been sent yet (or its last receiver handed it back by
+    // clearing the lease flag), so by protocol no other process touches these bytes now; a
+    // misbehaving peer that wrote anyway would race with this copy (formally a data race on
+    // memory this process does not otherwise use), and could only change which bytes are sent.
+    unsafe {
+        std::ptr::copy_nonoverlapping(bytes.as_ptr(), map.as_mut_ptr().add(offset), bytes.len());
+    }
+}
+
+/// Copies `len` bytes out of `map` at `offset` into a new `Vec`; `Err` if the range is
+/// outside the mapping or the memory cannot be allocated (never a panic or an abort: the
+/// length comes from another process).
+pub(crate) fn copy_out(
+    map: &memmap2::MmapRaw,
+    offset: usize,
+    len: usize,
+) -> Result<Vec<u8>, String> {
+    if offset.checked_add(len).is_none_or(|end| end > map.len()) {
+        return Err(format!(
+            "{len} bytes at {offset} are outside a {}-byte region",
+            map.len()
+        ));
+    }
+    let mut out = Vec::new();
+    out.try_reserve_exact(len)
+        .map_err(|e| format!("cannot allocate {len} bytes for an attached buffer ({e})"))?;
+    // SAFETY: the source range is inside the live mapping (checked above) and cannot be
+    // truncated under us (the receiver checked with `inspect_region` that its size cannot
+    // change before mapping). The destination is `out`'s spare capacity, at least `len` bytes,
+    // private, so no overlap. Every bit pattern is a valid `u8`, so whatever a peer may have
+    // written, the copied bytes are initialised values, and `set_len` covers only what was
+    // copied. No reference into the shared memory is created; callers only ever see this
+    // private copy. A misbehaving peer writing during the copy would race with it (formally a
+    // data race on shared memory) and could only change the bytes copied, which no invariant
+    // of this process relies on.
+    unsafe {
+        std::ptr::copy_nonoverlapping(map.as_ptr().add(offset), out.as_mut_ptr(), len);
+        out.set_len(len);
+    }
+    Ok(out)
+}
+
+/// The bytes of a parent's region that a worker reads in place, and the region's lease: made
+/// only together ([`Leased::new`]), handed back only when dropped (see `crate::shm`).
+#[derive(Debug)]
+pub(crate) struct Leased {
+    map: std::sync::Arc<memmap2::MmapRaw>,
+    start: usize,
+    len: usize,
+    /// The region's descriptor: dropping the view hands the lease back through it.
+    fd: OwnedFd,
+    /// Hands the lease back (clears the flag the sender set), given the descriptor.
+    release: fn(&OwnedFd),
+}
+
+impl Leased {
+    /// Views the `len` bytes at `start` of the region `map` maps, taking over its lease (`fd`,
+    /// whose flag the sender set before sending it); `release` hands it back on drop. `start`
+    /// must lie past every byte a process writes while the region is lent (the lease flag).
+    /// `None` if the bytes are outside `map`.
+    pub(crate) fn new(
+        map: std::sync::Arc<memmap2::MmapRaw>,
+        start: usize,
+        len: usize,
+        fd: OwnedFd,
+        release: fn(&OwnedFd),
+    ) -> Option<Leased> {
+        let end = start.checked_add(len)?;
+        (end <= map.len()).then_some(Leased {
+            map,
+            start,
+            len,
+            fd,
+            release,
+        })
+    }
+}
+
+impl AsRef<[u8]> for Leased {
+    fn as_ref(&self) -> &[u8] {
+        // SAFETY: `start..start + len` is inside the mapping (checked in `new`), which lives
+        // as long as `self` (the `Arc`) and cannot shrink (the receiver checked with
+        // `inspect_region` before mapping), so the pointer is valid for `len` bytes; every
+        // byte pattern is a valid `u8`; and the range does not overlap the lease flag (the
+        // contract of `new`). The bytes do not change while the returned borrow lives:
+        // * the sender, the parent (which this worker trusts with everything it runs), wrote
+        //   them and set the lease flag before sending the descriptor; the socket's
+        //   `sendmsg`/`recvmsg` order those writes before this read;
+        // * it writes the region again only after reading the flag as free, and this process
+        //   clears the flag only in `Drop`, which `&mut self` proves runs after every borrow of
+        //   `self` has ended; the system call that clears it orders the end of our reads
+        //   before the parent's later writes;
+        // * a `Leased` exists only with its region's lease (`new` takes the descriptor the
+        //   sender lent), so no view can be made over a region that is not lent to us.
+        // The one way around this is a task that `fork`s without `exec` and lets the child
+        // drop a clone of the buffer: the child's drop would hand the region back early. The
+        // parent never views what workers send; it copies it (`copy_out`).
+        unsafe { std::slice::from_raw_parts(self.map.as_ptr().add(self.start), self.len) }
+    }
+}
+
+impl Drop for Leased {
+    fn drop(&mut self) {
+        (self.release)(&self.fd);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Processes.
+
+/// A worker process of this pool: started by [`spawn_worker`], reaped by [`WorkerProcess::wait`].
+#[derive(Debug)]
+pub(crate) struct WorkerProcess {
+    child: std::process::Child,
+}
+
+impl WorkerProcess {
+    /// The worker's process id.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Kills the worker (`SIGKILL`) unless it was already reaped.
+    pub(crate) fn kill(&mut self) -> io::Result<()> {
+        self.child.kill()
+    }
+
+    /// Waits for the worker to end and reaps it: how it ended.
+    pub(crate) fn wait(&mut self) -> ExitCause {
+        use std::os::unix::process::ExitStatusExt;
+        match self.child.wait() {
+            Ok(s) => match (s.code(), s.signal()) {
+                (Some(code), _) => ExitCause::Code(code),
+                (None, Some(sig)) => ExitCause::Signal(sig),
+                _ => ExitCause::Unknown,
+            },
+            Err(_) => ExitCause::Unknown,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Worker entry.
+
+static ENTRY_RAN: AtomicBool = AtomicBool::new(false);
+
+/// Whether this process went through worker-mode detection ([`init`](crate::init) or the
+/// static constructor): without it a worker would run the user's `main`.
+pub(crate) fn entry_ran() -> bool {
+    ENTRY_RAN.load(Ordering::Acquire)
+}
+
+/// If this process was started as a worker, serves tasks and exits; never returns then.
+pub(crate) fn enter_worker_mode_if_requested() {
+    ENTRY_RAN.store(true, Ordering::Release);
+    if let Some(socket) = imp::inherited_socket() {
+        crate::serve_as_worker(socket);
+    }
+}
+
+/// Runs before `main` (and before the test harness, in test binaries): a worker never reaches
+/// the user's `main`.
+#[ctor::ctor]
+fn cf_pool_proc_worker_entry() {
+    enter_worker_mode_if_requested();
+}
+
+/// Helpers for the crate's unit tests: descriptors a misbehaving peer might send.
+#[cfg(test)]
+pub(crate) mod testing {
+    pub(crate) use super::imp::testing::*;
+}
