@@ -47,6 +47,8 @@ pub(crate) struct Pending {
     pub(crate) completion: Box<dyn Completion>,
     /// The node that claimed it last, for errors.
     pub(crate) node: Option<String>,
+    /// When it was submitted: it fails for want of a node only `node_timeout` after that.
+    pub(crate) submitted: Instant,
 }
 
 /// A task on its way to the server.
@@ -373,7 +375,16 @@ impl Shared {
             if state.pending.is_empty() {
                 return;
             }
-            let failed: Vec<_> = state.pending.drain().collect();
+            let overdue: Vec<u64> = state
+                .pending
+                .iter()
+                .filter(|(_, p)| p.submitted.elapsed() >= self.node_timeout)
+                .map(|(task, _)| *task)
+                .collect();
+            let failed: Vec<_> = overdue
+                .into_iter()
+                .filter_map(|task| state.pending.remove(&task).map(|p| (task, p)))
+                .collect();
             state.completing += failed.len();
             failed
         };
@@ -401,6 +412,9 @@ impl Shared {
             "cf-pool-cluster: failing {} pending task(s): {reason}",
             failed.len()
         );
+        if failed.is_empty() {
+            return;
+        }
         let n = failed.len();
         for (task, pending) in failed {
             pending.completion.finish(Err(TaskError::Broken {

@@ -82,9 +82,11 @@
 //!   meanwhile are published when the server is back; results recorded meanwhile are read then.
 //!   Futures survive; work goes on. Stream and buckets are file-backed, so a server restarted
 //!   on the same store loses nothing.
-//! * **No node of this build**: when none has been alive for [`ClusterBuilder::node_timeout`]
-//!   (default 30 s), every pending future fails with [`TaskError::Broken`] saying so and
-//!   listing the nodes of other builds it sees; the executor stays usable for when nodes come.
+//! * **No node of this build**: a task for which no node of this build has been alive during
+//!   the last [`ClusterBuilder::node_timeout`] (default 30 s) of its wait fails with
+//!   [`TaskError::Broken`] saying so and listing the nodes of other builds the client sees; a
+//!   cancel claim makes sure no node started later runs it. The executor stays usable for
+//!   when nodes come.
 //! * **An initializer** ([`ClusterBuilder::initializer`]) runs in every worker of every node;
 //!   if it fails, the node reports [`TaskError::Broken`] and the executor is broken, as the
 //!   local pools are.
@@ -450,6 +452,7 @@ impl ClusterExecutor {
                 Pending {
                     completion: Box::new(promise),
                     node: None,
+                    submitted: std::time::Instant::now(),
                 },
             );
             task
