@@ -187,6 +187,7 @@ mod slot;
 mod state;
 mod sys;
 mod task;
+pub mod transport;
 mod watchdog;
 mod worker;
 
