@@ -67,8 +67,11 @@
 //! assert!(out.result().unwrap().iter().all(|&p| p == 110));
 //! ```
 //!
-//! Workers are this same executable, started again through `/proc/self/exe`. They never run
-//! your `main`, or the test harness: a static constructor enters worker mode before `main`. So
+//! Workers are this same executable, started again through `/proc/self/exe`, with your
+//! program's command line (`std::env::args()` in a task is the parent's, `argv[0]` included;
+//! a `LazyLock` that parses it gets the same configuration). They never run your `main`, or
+//! the test harness: a static constructor enters worker mode before `main`, so nothing parses
+//! the arguments twice. So
 //! a binary, an example, an integration test and a doctest all work with no setup line. If a
 //! platform or linker drops that constructor, [`ProcessPoolBuilder::build`] says so and asks for
 //! [`init()`] as the first line of `main`.
@@ -121,6 +124,12 @@
 //!   pending tasks open no descriptor. No named rendezvous: the worker inherits its end as a
 //!   descriptor (close-on-exec cleared only in the child), so no other local process can
 //!   connect first.
+//! * **A worker inherits nothing else**: no descriptor of your program reaches it but its
+//!   standard input (`/dev/null`), output and error, even those opened without close-on-exec
+//!   (a pipe, a build tool's jobserver, a listening socket, a lock file): between `fork` and
+//!   `exec` every other descriptor is marked close-on-exec (`close_range` on Linux 5.11 and
+//!   later, one `fcntl` per possible descriptor before). So a pipe your program opened sees
+//!   end-of-file when you close your end, whatever workers run.
 //! * **The feeder thread** of each worker only writes. It starts the process (so
 //!   `PR_SET_PDEATHSIG` is tied to a thread that outlives the worker) and feeds it a prefetch
 //!   window of tasks: one until timings are known, then growing (slow start) to keep about 2 ms
@@ -140,7 +149,12 @@
 //! # When a worker dies
 //!
 //! A worker that dies (signal, `exit`, `abort`, segfault, stack overflow, killed from outside)
-//! is seen by its reader as end of stream and reaped with `waitpid`. Only the futures it held
+//! is seen from the process itself: a small waiter thread per worker blocks in
+//! `waitid(WNOWAIT)` and, when the worker has exited, ends the parent's side of its socket, so
+//! its reader reads what the worker sent before dying, then sees end of stream and reaps it.
+//! A task that forked a child or started a daemon (which holds a copy of the worker's socket)
+//! therefore delays nothing: the dead worker's futures fail at once, and `drop`,
+//! `shutdown(wait)`, `kill_workers` and time limits never wait for a worker's descendants. Only the futures it held
 //! fail, with [`TaskError::WorkerDied`] naming the pid and the exit code or signal; a
 //! replacement starts if work is waiting, and the pool goes on. [`WorkerDeath::BreakPool`]
 //! restores Python's behaviour instead (everything pending fails, the pool is broken). A panic
@@ -173,6 +187,7 @@ mod slot;
 mod state;
 mod sys;
 mod task;
+pub mod transport;
 mod watchdog;
 mod worker;
 

@@ -231,7 +231,7 @@ fn launch(pool: &Arc<Pool>, id: usize) -> io::Result<(JoinHandle<()>, Writer)> {
                 reader(&reader_pool, id, parent_end, child, reader_peer);
             }
         })?;
-    let child = match sys::spawn_worker(&child_end) {
+    let child = match sys::spawn_worker(&child_end, &out) {
         Ok(child) => child,
         Err(e) => {
             drop(hand_over);

@@ -9,7 +9,7 @@ use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 
 use rustix::fs::{MemfdFlags, SealFlags};
 use rustix::net::{
@@ -17,7 +17,7 @@ use rustix::net::{
     SendAncillaryMessage, SendFlags,
 };
 
-use super::{RegionInfo, Sealed, Signal, WorkerProcess, FDS_PER_MESSAGE, WORKER_ENV};
+use super::{RegionInfo, Sealed, Signal, FDS_PER_MESSAGE, WORKER_ENV};
 
 /// Identifies the running executable: device, inode, size and modification time of the image
 /// behind `/proc/self/exe`.
@@ -190,23 +190,39 @@ pub(crate) fn recv_with_fds(
 // ---------------------------------------------------------------------------------------------
 // Processes.
 
-/// Starts a worker: this executable again, serving on `child_end`.
+/// Starts a worker: this executable again, serving on `child_end`, with the parent's command
+/// line (`argv[0]` included, so `std::env::args()` in a task is the parent's).
 ///
-/// The child's socket survives `exec` (close-on-exec cleared in the child only, so concurrent
-/// spawns elsewhere never inherit it) and the child gets `SIGKILL` when the thread that spawned
-/// it ends, which is the slot's feeder thread (it outlives the worker) or the whole parent.
-pub(crate) fn spawn_worker(child_end: &UnixStream) -> io::Result<WorkerProcess> {
+/// The child keeps only its standard streams and its socket: every other descriptor it
+/// inherited from this process (even those opened without close-on-exec) is marked
+/// close-on-exec in the child before `exec` (`close_range(CLOSE_RANGE_CLOEXEC)`, or one
+/// `fcntl` per possible descriptor on kernels older than 5.11), so the worker never holds the
+/// program's pipes, sockets or lock files. Close-on-exec, rather than closing, keeps the
+/// descriptor through which the standard library reports a failed `exec`. The socket's own
+/// close-on-exec flag is cleared in the child only, so concurrent spawns elsewhere never
+/// inherit it. The child gets `SIGKILL` when the thread that spawned it ends, which is the
+/// slot's feeder thread (it outlives the worker) or the whole parent.
+pub(super) fn spawn_worker(child_end: &UnixStream) -> io::Result<Child> {
     let fd: RawFd = child_end.as_raw_fd();
     let parent = std::process::id();
+    // Everything the hook needs is computed here, before the fork.
+    let open_max = open_max();
+    let mut args = std::env::args_os();
     let mut cmd = Command::new("/proc/self/exe");
-    cmd.env(WORKER_ENV, fd.to_string())
+    if let Some(arg0) = args.next() {
+        cmd.arg0(arg0);
+    }
+    cmd.args(args)
+        .env(WORKER_ENV, fd.to_string())
         .stdin(Stdio::null())
         .stdout(Stdio::inherit())
         .stderr(Stdio::inherit());
-    // SAFETY: the closure runs in the forked child before `exec` and only makes
-    // async-signal-safe system calls (fcntl, prctl, getppid) on values copied in before the fork.
+    // SAFETY: the closure runs in the forked child before `exec`. It only makes
+    // async-signal-safe system calls (close_range or fcntl, prctl, getppid) on integers copied
+    // in before the fork, and allocates nothing: its errors are raw OS error codes.
     unsafe {
         cmd.pre_exec(move || {
+            close_on_exec_from(3, open_max);
             if libc::fcntl(fd, libc::F_SETFD, 0) == -1 {
                 return Err(io::Error::last_os_error());
             }
@@ -215,14 +231,72 @@ pub(crate) fn spawn_worker(child_end: &UnixStream) -> io::Result<WorkerProcess> 
             }
             // The parent may have died between fork and prctl; then no signal would come.
             if libc::getppid() as u32 != parent {
-                return Err(io::Error::other("parent exited during worker start"));
+                return Err(io::Error::from_raw_os_error(libc::ESRCH));
             }
             Ok(())
         });
     }
-    Ok(WorkerProcess {
-        child: cmd.spawn()?,
+    cmd.spawn().map_err(|e| match e.raw_os_error() {
+        Some(libc::ESRCH) => io::Error::other("the parent exited while a worker started"),
+        _ => e,
     })
+}
+
+/// One past the highest descriptor number this process may have open (its `RLIMIT_NOFILE`),
+/// for the fallback of [`close_on_exec_from`].
+fn open_max() -> libc::c_int {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes only into `limit`, which lives across the call.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0
+        || limit.rlim_cur == libc::RLIM_INFINITY
+    {
+        return 1 << 20;
+    }
+    libc::c_int::try_from(limit.rlim_cur).unwrap_or(libc::c_int::MAX)
+}
+
+/// Marks every descriptor from `first` up close-on-exec. Async-signal-safe, no allocation: it
+/// runs between `fork` and `exec`.
+///
+/// # Safety
+///
+/// Only for a forked child before `exec`: it changes the flags of descriptors that other
+/// threads of a live process may rely on.
+unsafe fn close_on_exec_from(first: libc::c_int, open_max: libc::c_int) {
+    // SAFETY: close_range(2) takes plain integers; with CLOSE_RANGE_CLOEXEC it only sets flags.
+    let done = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            first as libc::c_uint,
+            libc::c_uint::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        )
+    } == 0;
+    if !done {
+        // Linux before 5.11: one fcntl per possible descriptor (EBADF for the closed ones).
+        for fd in first..open_max {
+            // SAFETY: fcntl(F_SETFD) on an integer; a closed descriptor fails with EBADF.
+            unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+        }
+    }
+}
+
+/// Returns once the child `pid` has exited, without reaping it (`waitid` with `WNOWAIT`), or
+/// at once if it is not a child of ours (any more).
+pub(super) fn wait_exited(pid: u32) {
+    let Some(pid) = i32::try_from(pid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+    else {
+        return;
+    };
+    let options = rustix::process::WaitIdOptions::EXITED | rustix::process::WaitIdOptions::NOWAIT;
+    while let Err(rustix::io::Errno::INTR) =
+        rustix::process::waitid(rustix::process::WaitId::Pid(pid), options)
+    {}
 }
 
 /// Sends `signal` to process `pid`.

@@ -54,7 +54,7 @@ compile_error!("cf-pool-proc supports Linux only for now");
 
 pub(crate) use imp::{
     create_lendable_region, exe_identity, first_hole, ignore_sigpipe, inspect_region,
-    recv_with_fds, seal_written, send_with_fds, signal, spawn_worker,
+    recv_with_fds, seal_written, send_with_fds, signal,
 };
 /// A descriptor this process owns (closed when dropped).
 pub(crate) use std::os::fd::OwnedFd;
@@ -311,12 +311,58 @@ impl<L> AsRef<[u8]> for Leased<L> {
 // Processes.
 
 /// A worker process of this pool: started by [`spawn_worker`], reaped by [`WorkerProcess::wait`].
+///
+/// A worker's death is learnt from the process itself, not from its socket (which a task's
+/// forked child or daemon may still hold open long after the worker died): a small waiter
+/// thread blocks in `waitid(WEXITED | WNOWAIT)` on the worker's pid and, once the worker has
+/// exited, shuts the parent's end of its socket down in both directions. Readers then see end
+/// of stream after the bytes already queued (so results the worker sent before it died are
+/// still read), and a writer blocked on a full socket fails at once. The waiter does not reap
+/// (`WNOWAIT`): the pid stays the worker's until [`WorkerProcess::wait`], which joins the
+/// waiter first, so the waiter never waits on a recycled pid. It costs one thread with a small
+/// stack per worker and no system call per task.
 #[derive(Debug)]
 pub(crate) struct WorkerProcess {
     child: std::process::Child,
+    /// Ends the worker's socket when the worker exits; joined before the worker is reaped.
+    waiter: Option<std::thread::JoinHandle<()>>,
 }
 
+/// The waiter thread's stack: it only makes two system calls.
+const WAITER_STACK: usize = 64 * 1024;
+
 impl WorkerProcess {
+    /// Takes charge of a started worker: `socket` (any descriptor of the parent's end of the
+    /// worker's socket) is shut down as soon as the worker exits. If the waiter thread cannot
+    /// start, the worker is killed and reaped, and the error returned.
+    fn watch(child: std::process::Child, socket: &UnixStream) -> io::Result<WorkerProcess> {
+        let mut worker = WorkerProcess {
+            child,
+            waiter: None,
+        };
+        let pid = worker.pid();
+        let started = socket.try_clone().and_then(|socket| {
+            std::thread::Builder::new()
+                .name(format!("cf-proc-exit-{pid}"))
+                .stack_size(WAITER_STACK)
+                .spawn(move || {
+                    imp::wait_exited(pid);
+                    let _ = socket.shutdown(std::net::Shutdown::Both);
+                })
+        });
+        match started {
+            Ok(waiter) => {
+                worker.waiter = Some(waiter);
+                Ok(worker)
+            }
+            Err(e) => {
+                let _ = worker.kill();
+                worker.wait();
+                Err(e)
+            }
+        }
+    }
+
     /// The worker's process id.
     pub(crate) fn pid(&self) -> u32 {
         self.child.id()
@@ -327,9 +373,15 @@ impl WorkerProcess {
         self.child.kill()
     }
 
-    /// Waits for the worker to end and reaps it: how it ended.
+    /// Waits for the worker to end and reaps it: how it ended. Never waits for the worker's
+    /// descendants.
     pub(crate) fn wait(&mut self) -> ExitCause {
         use std::os::unix::process::ExitStatusExt;
+        // The waiter returns once the worker has exited; it must be done before the pid is
+        // released by the reap below.
+        if let Some(waiter) = self.waiter.take() {
+            let _ = waiter.join();
+        }
         match self.child.wait() {
             Ok(s) => match (s.code(), s.signal()) {
                 (Some(code), _) => ExitCause::Code(code),
@@ -339,6 +391,15 @@ impl WorkerProcess {
             Err(_) => ExitCause::Unknown,
         }
     }
+}
+
+/// Starts a worker: this executable again, serving on `child_end`; `parent_end` is shut down
+/// when the worker exits (see [`WorkerProcess`]).
+pub(crate) fn spawn_worker(
+    child_end: &UnixStream,
+    parent_end: &UnixStream,
+) -> io::Result<WorkerProcess> {
+    WorkerProcess::watch(imp::spawn_worker(child_end)?, parent_end)
 }
 
 // ---------------------------------------------------------------------------------------------
