@@ -59,6 +59,8 @@
 //! [`TaskError`] is a task that ran and failed (panicked, cancelled, timed out, worker died).
 //! A task's own domain errors are values: return `Result<T, E>` from the task.
 #![warn(missing_docs)]
+// docs.rs (which passes `--cfg docsrs`) marks feature-gated items such as `ProgressExt`.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod buffer;
 mod error;
