@@ -13,18 +13,6 @@ use crate::{shm, sys};
 /// The largest payload a single task or result may have (the frame length is a `u32`).
 pub(crate) const MAX_PAYLOAD: usize = u32::MAX as usize - 1024;
 
-/// Compile-time check, with a message, that a task can cross a process boundary.
-struct CrossesProcesses<F>(std::marker::PhantomData<F>);
-
-impl<F> CrossesProcesses<F> {
-    const OK: () = assert!(
-        std::mem::size_of::<F>() == 0,
-        "cf-pool-proc: a task sent to a worker process must be a fn item or a closure that \
-         captures nothing; this one captures variables, and captured values cannot cross a \
-         process boundary. Pass them inside the task's argument (a tuple) instead."
-    );
-}
-
 /// The offset that names `trampoline::<F, A, R>` in any process running this executable.
 pub(crate) fn trampoline_offset<F, A, R>(_: F) -> i64
 where
@@ -32,7 +20,8 @@ where
     A: Payload,
     R: Payload,
 {
-    let () = CrossesProcesses::<F>::OK;
+    // A task that captures variables fails the build here, with the message every path shares.
+    let () = cf_executor_api::CapturesNothing::<F>::OK;
     let t: sys::Trampoline = trampoline::<F, A, R>;
     sys::offset_of(t as usize)
 }

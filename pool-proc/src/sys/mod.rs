@@ -160,7 +160,9 @@ pub(crate) fn initializer_at(offset: i64) -> Initializer {
 
 /// A value of the zero-sized, `Copy` type `F` (a fn item or non-capturing closure).
 pub(crate) fn conjure<F: Copy>() -> F {
-    const { assert!(std::mem::size_of::<F>() == 0) };
+    // The same constant every send path evaluates (one error, one message, for a task that
+    // captures variables); the build fails unless `F` is zero-sized.
+    let () = cf_executor_api::CapturesNothing::<F>::OK;
     // SAFETY: `F` is zero-sized (asserted at compile time above), so "all zero bytes" is no
     // bytes at all; fn items and closures have no validity invariant beyond their type, and
     // `F: Copy` means creating one more value cannot violate ownership of captured state
