@@ -10,15 +10,19 @@
 //! binary for their workers, and so does the socketpair ping-pong.
 #![warn(missing_docs)]
 
+pub mod ipc;
 pub mod measure;
+pub mod memory;
+pub mod peers;
 pub mod physical;
 pub mod python;
 pub mod report;
+pub mod shm_pingpong;
 pub mod tasks;
 pub mod workloads;
 
 /// Turns this process into whatever it was re-executed to be (a cf-pool-proc worker, a
-/// procspawn worker, the ping-pong partner), which never returns; otherwise does nothing.
+/// procspawn worker, one of the ping-pong partners), which never returns; otherwise does nothing.
 ///
 /// Call it as the first line of `main`.
 pub fn init() {

@@ -19,9 +19,12 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use cf_benches::ipc::IpcPingPong;
 use cf_benches::measure::Sampler;
+use cf_benches::peers::{self, Rayon};
 use cf_benches::physical::{self, Message, PingPong, ThreadPingPong, SMALL_MESSAGE};
 use cf_benches::report::{Metric, Report, Row, Workload};
+use cf_benches::shm_pingpong::{ShmPingPong, Wait};
 use cf_benches::workloads::{
     echo, map, round_trip, scaling, startup, throughput, CHUNKSIZES, CPU_N, CPU_TASKS, MAP_ITEMS,
     PAYLOADS, PROCSPAWN_WINDOW, SUBMIT_TASKS,
@@ -270,18 +273,23 @@ fn measure_steady_state(bench: &mut Bench, cores: usize) {
         .max_workers(cores)
         .build()
         .expect("thread pool");
-    let rayon = rayon::ThreadPoolBuilder::new()
-        .num_threads(cores)
-        .build()
-        .expect("rayon pool");
+    let rayon = Rayon::new(cores);
+    let tokio = peers::tokio_blocking(cores);
+    let futures_pool = peers::futures_pool(cores);
     let ps = procspawn::Pool::new(cores).expect("procspawn pool");
     // Start every worker and let the adaptive windows settle.
     throughput::cf(&proc, SUBMIT_TASKS, 1);
     throughput::cf(&thread, SUBMIT_TASKS, 1);
+    throughput::rayon(&rayon, SUBMIT_TASKS, 1);
+    throughput::tokio(&tokio, SUBMIT_TASKS, 1);
+    throughput::futures_pool(&futures_pool, SUBMIT_TASKS, 1);
     throughput::procspawn(&ps, 100, PROCSPAWN_WINDOW, 1);
     let mut pingpong = PingPong::start().expect("ping-pong partner");
+    let mut ipc = IpcPingPong::start().expect("ipc-channel partner");
     let mut thread_pingpong = ThreadPingPong::start();
     let small = Message::of_frame_len(SMALL_MESSAGE);
+    let mut futex = ShmPingPong::start(Wait::Futex).expect("shared-memory partner");
+    let mut spin = ShmPingPong::start(Wait::Spin).expect("shared-memory partner");
 
     bench.workload(
         "round_trip",
@@ -290,13 +298,26 @@ fn measure_steady_state(bench: &mut Bench, cores: usize) {
         vec![
             contender("cf-proc", 1, |n| round_trip::cf(&proc, n)),
             contender("cf-thread", 1, |n| round_trip::cf(&thread, n)),
-            contender("rayon", 1, |n| round_trip::rayon(&rayon, n)).detail("spawn + channel"),
+            contender("rayon", 1, |n| round_trip::rayon(&rayon, n))
+                .detail("spawn + a reused channel"),
+            contender("tokio", 1, |n| round_trip::tokio(&tokio, n))
+                .detail("block_on(spawn_blocking)"),
+            contender("futures-pool", 1, |n| {
+                round_trip::futures_pool(&futures_pool, n)
+            })
+            .detail("futures ThreadPool, block_on(spawn_with_handle)"),
             contender("procspawn", 1, |n| round_trip::procspawn(&ps, n)),
             contender("std::thread", 1, round_trip::std_thread).detail("spawn + join"),
             contender("sequential", 1, round_trip::sequential).detail("a plain call"),
             contender("socketpair", 1, |n| pingpong.run(&small, n)).detail(format!(
                 "{SMALL_MESSAGE}-byte ping-pong between two processes"
             )),
+            contender("ipc-channel", 1, |n| ipc.round_trips(n))
+                .detail("IpcSender<u64> ping-pong between two processes"),
+            contender("shm-futex", 1, |n| futex.run(n))
+                .detail("shared-memory ping-pong between two processes, futex wait/wake"),
+            contender("shm-spin", 1, |n| spin.run(n))
+                .detail("shared-memory ping-pong between two processes, spinning"),
             contender("thread-pingpong", 1, |n| thread_pingpong.run(n))
                 .detail("mpsc ping-pong between two threads"),
         ],
@@ -318,7 +339,15 @@ fn measure_steady_state(bench: &mut Bench, cores: usize) {
             contender("rayon", SUBMIT_TASKS, |n| {
                 throughput::rayon(&rayon, SUBMIT_TASKS, n)
             })
-            .detail("spawn + channel"),
+            .detail("spawn + a reused channel"),
+            contender("tokio", SUBMIT_TASKS, |n| {
+                throughput::tokio(&tokio, SUBMIT_TASKS, n)
+            })
+            .detail("spawn_blocking, FuturesUnordered"),
+            contender("futures-pool", SUBMIT_TASKS, |n| {
+                throughput::futures_pool(&futures_pool, SUBMIT_TASKS, n)
+            })
+            .detail("futures ThreadPool, spawn_with_handle, FuturesUnordered"),
             contender("procspawn", SLOW_PEER_TASKS, |n| {
                 throughput::procspawn(&ps, SLOW_PEER_TASKS, PROCSPAWN_WINDOW, n)
             })
@@ -352,8 +381,10 @@ fn measure_steady_state(bench: &mut Bench, cores: usize) {
                     map::cf_chunk_tasks(&proc, MAP_ITEMS, c, n)
                 })
                 .detail("submit(noop_chunk, chunk): one task and future per chunk"),
-                contender("rayon", MAP_ITEMS, |n| map::rayon(&rayon, MAP_ITEMS, c, n))
-                    .detail("par_iter, with_min_len(chunksize)"),
+                contender("rayon", MAP_ITEMS, |n| {
+                    map::rayon(&rayon.pool, MAP_ITEMS, c, n)
+                })
+                .detail("par_iter, with_min_len(chunksize)"),
                 contender("procspawn", ps_items, |n| {
                     map::procspawn(&ps, ps_items, c, PROCSPAWN_WINDOW, n)
                 })
@@ -387,6 +418,8 @@ fn measure_steady_state(bench: &mut Bench, cores: usize) {
                 contender("cf-thread", moved, |n| echo::cf_vec(&thread, len, n))
                     .detail("Vec<u8>, moved"),
                 contender("procspawn", moved, |n| echo::procspawn(&ps, len, n)).detail("Vec<u8>"),
+                contender("ipc-channel", moved, |n| ipc.echo(len, n))
+                    .detail("IpcBytesSender there and back between two processes"),
                 contender("socketpair", moved, |n| pingpong.run(&message, n))
                     .detail("the bytes there and back between two processes"),
                 contender("memcpy", len as u64, |n| physical::memcpy(&src, n))
