@@ -10,6 +10,7 @@
 //! binary for their workers, and so does the socketpair ping-pong.
 #![warn(missing_docs)]
 
+pub mod chart;
 pub mod ipc;
 pub mod measure;
 pub mod memory;

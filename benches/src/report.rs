@@ -91,6 +91,17 @@ pub struct Target {
     pub met: Option<bool>,
 }
 
+/// The resident memory of a pool's idle worker processes.
+#[derive(Debug, Clone)]
+pub struct Memory {
+    /// Contender key (`cf-proc`, `procspawn`, `py-proc`, ...).
+    pub contender: String,
+    /// How the workers were started, or other context.
+    pub detail: String,
+    /// `VmRSS` of each worker, in KiB.
+    pub kib: Vec<u64>,
+}
+
 /// All results of one `compare` run.
 #[derive(Debug, Clone, Default)]
 pub struct Report {
@@ -98,6 +109,8 @@ pub struct Report {
     pub workloads: Vec<Workload>,
     /// Every measurement.
     pub rows: Vec<Row>,
+    /// Idle workers' resident memory, per process pool.
+    pub memory: Vec<Memory>,
     /// Facts about the machine and the run, shown above the table.
     pub machine: Vec<(String, String)>,
 }
@@ -284,6 +297,26 @@ impl Report {
                 );
             }
         }
+        if !self.memory.is_empty() {
+            s.push_str(
+                "\n| idle worker process | resident memory (VmRSS) per worker | workers |\n\
+                 |---|--:|--:|\n",
+            );
+            for m in &self.memory {
+                let name = if m.detail.is_empty() {
+                    format!("`{}`", m.contender)
+                } else {
+                    format!("`{}` ({})", m.contender, m.detail)
+                };
+                let kib = if m.kib.is_empty() {
+                    "n/a".to_owned()
+                } else {
+                    let v: Vec<f64> = m.kib.iter().map(|&k| k as f64).collect();
+                    format!("{:.1} MiB", median(&v) / 1024.0)
+                };
+                let _ = writeln!(s, "| {name} | {kib} | {} |", m.kib.len());
+            }
+        }
         s.push_str("\n| target | goal | measured | status |\n|---|---|--:|---|\n");
         for t in self.targets(cores) {
             let status = match t.met {
@@ -336,10 +369,16 @@ impl Report {
                 |t| json!({"target": t.name, "goal": t.goal, "measured": t.measured, "met": t.met}),
             )
             .collect();
+        let memory: Vec<Value> = self
+            .memory
+            .iter()
+            .map(|m| json!({"contender": m.contender, "detail": m.detail, "vm_rss_kib": m.kib}))
+            .collect();
         json!({
             "machine": machine,
             "workloads": workloads,
             "rows": rows,
+            "memory": memory,
             "targets": targets,
         })
     }
@@ -426,6 +465,11 @@ mod tests {
                 row("cpu_w2", "cf-proc", Metric::Speedup, 8, 1.0),
             ],
             machine: vec![],
+            memory: vec![Memory {
+                contender: "cf-proc".into(),
+                detail: String::new(),
+                kib: vec![3072, 2048, 4096],
+            }],
         };
         let r = report.ratio("round_trip", "cf-proc", "py-proc").unwrap();
         assert!((r - 0.1).abs() < 1e-9);
@@ -438,9 +482,9 @@ mod tests {
         assert_eq!(targets[1].met, Some(true));
         assert_eq!(targets[2].met, Some(true));
         assert_eq!(targets[0].met, None);
-        assert!(report
-            .markdown(2)
-            .contains("| process round trip vs CPython"));
+        let md = report.markdown(2);
+        assert!(md.contains("| process round trip vs CPython"));
+        assert!(md.contains("| `cf-proc` | 3.0 MiB | 3 |"), "{md}");
     }
 
     #[test]

@@ -9,13 +9,18 @@
 //!                                                     [--only PREFIX,...]
 //! ```
 //!
-//! `--only` measures just the workloads whose key starts with one of the prefixes (`round_trip`,
-//! `submit_throughput`, `map_c`, `echo_`, `cpu_`, `startup`); for iterating on one of them.
+//! `--only` measures just the workloads whose key starts with one of the prefixes (`memory`,
+//! `round_trip`, `submit_throughput`, `map_c`, `echo_`, `cpu_`, `startup`); for iterating on one
+//! of them.
+//!
+//! A full run also draws the chart of cf against each peer, `benches/compare.svg` (the one the
+//! READMEs show); `--svg PATH` writes it elsewhere (also for a run with `--only`), `--no-svg`
+//! not at all.
 //!
 //! Contenders of one workload are sampled round-robin (run 1 of each, then run 2 of each, ...),
 //! so a burst of load from elsewhere on the machine hits them alike rather than one of them.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -23,13 +28,13 @@ use cf_benches::ipc::IpcPingPong;
 use cf_benches::measure::Sampler;
 use cf_benches::peers::{self, Rayon};
 use cf_benches::physical::{self, Message, PingPong, ThreadPingPong, SMALL_MESSAGE};
-use cf_benches::report::{Metric, Report, Row, Workload};
+use cf_benches::report::{Memory, Metric, Report, Row, Workload};
 use cf_benches::shm_pingpong::{ShmPingPong, Wait};
 use cf_benches::workloads::{
     echo, map, round_trip, scaling, startup, throughput, CHUNKSIZES, CPU_N, CPU_TASKS, MAP_ITEMS,
     PAYLOADS, PROCSPAWN_WINDOW, SUBMIT_TASKS,
 };
-use cf_benches::{cores, python, tasks};
+use cf_benches::{chart, cores, memory, python, tasks};
 use cf_pool_proc::ProcessPoolExecutor;
 use cf_pool_thread::ThreadPoolExecutor;
 
@@ -42,7 +47,12 @@ const THREAD_WINDOW: usize = 1024;
 const PY_CPU_N: u64 = 300_000;
 
 const USAGE: &str = "usage: compare [--runs N] [--sample-ms MS] [--json PATH] [--no-python] \
-                     [--python-script PATH] [--only PREFIX,...]";
+                     [--python-script PATH] [--only PREFIX,...] [--svg PATH | --no-svg]";
+
+/// Where a full run draws its chart.
+fn default_svg() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("compare.svg")
+}
 
 struct Options {
     runs: usize,
@@ -51,6 +61,8 @@ struct Options {
     python: bool,
     script: PathBuf,
     only: Vec<String>,
+    /// `None`: the default (a full run draws `default_svg()`); `Some(None)`: `--no-svg`.
+    svg: Option<Option<PathBuf>>,
 }
 
 fn parse_args() -> Result<Options, String> {
@@ -61,6 +73,7 @@ fn parse_args() -> Result<Options, String> {
         python: true,
         script: python::default_script(),
         only: Vec::new(),
+        svg: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -83,6 +96,8 @@ fn parse_args() -> Result<Options, String> {
             "--only" => {
                 o.only = value("--only")?.split(',').map(str::to_owned).collect();
             }
+            "--svg" => o.svg = Some(Some(value("--svg")?.into())),
+            "--no-svg" => o.svg = Some(None),
             "-h" | "--help" => return Err(USAGE.into()),
             other => return Err(format!("unknown argument `{other}`\n{USAGE}")),
         }
@@ -193,7 +208,11 @@ fn main() {
     };
     bench.report.machine = machine_facts(cores);
     let load_before = loadavg();
+    eprintln!("load average at start: {load_before}");
 
+    if bench.wanted("memory") {
+        measure_memory(&mut bench, cores);
+    }
     if ["round_trip", "submit_throughput", "map_c", "echo_"]
         .iter()
         .any(|k| bench.wanted(k))
@@ -212,6 +231,7 @@ fn main() {
             runs: options.runs,
             workers: cores,
             tasks: SUBMIT_TASKS,
+            slow_tasks: SLOW_PEER_TASKS,
             map_items: MAP_ITEMS,
             cpu_n: PY_CPU_N,
             cpu_tasks: CPU_TASKS,
@@ -220,10 +240,16 @@ fn main() {
         };
         match python::run(&options.script, &args) {
             Ok(Some(py)) => {
+                let peers: Vec<String> = py.peers.iter().map(|(k, v)| format!("{k} {v}")).collect();
+                let peers = if peers.is_empty() {
+                    "no loky or pebble (`pip install loky pebble` adds them)".to_owned()
+                } else {
+                    peers.join(", ")
+                };
                 python_facts.push((
                     "python".to_owned(),
                     format!(
-                        "{} {}, process pool start method `{}`",
+                        "{} {}, process pool start method `{}`; {peers}",
                         py.implementation, py.python, py.start_method
                     ),
                 ));
@@ -238,9 +264,10 @@ fn main() {
     }
     let report = &mut bench.report;
     report.machine.extend(python_facts);
+    let load_after = loadavg();
     report.machine.push((
-        "load average (1 min) before / after".into(),
-        format!("{load_before} / {}", loadavg()),
+        "load average (1, 5, 15 min) at start / at end".into(),
+        format!("{load_before} / {load_after}"),
     ));
     report.machine.push((
         "method".into(),
@@ -253,6 +280,28 @@ fn main() {
         ),
     ));
     println!("{}", report.markdown(cores));
+    let svg = match &options.svg {
+        Some(path) => path.clone(),
+        None if options.only.is_empty() => Some(default_svg()),
+        None => None,
+    };
+    if let Some(path) = svg {
+        let date = report
+            .machine
+            .iter()
+            .find(|(k, _)| k == "date")
+            .map_or("", |(_, v)| v.as_str());
+        let subtitle = format!(
+            "compare, {date}: medians of {} runs; {cores} CPUs, {cores} workers per pool; load \
+             average (1, 5, 15 min) {load_before} at start, {load_after} at end",
+            options.runs
+        );
+        if let Err(e) = std::fs::write(&path, chart::svg(report, &subtitle)) {
+            eprintln!("cannot write {}: {e}", path.display());
+            std::process::exit(1);
+        }
+        eprintln!("wrote {}", path.display());
+    }
     if let Some(path) = &options.json {
         let text = serde_json::to_string_pretty(&report.json(cores)).expect("JSON");
         if let Err(e) = std::fs::write(path, text + "\n") {
@@ -430,6 +479,46 @@ fn measure_steady_state(bench: &mut Bench, cores: usize) {
     ps.shutdown();
 }
 
+/// Each idle worker's resident memory: fresh pools, every worker started and given a few tasks,
+/// then a moment's rest.
+fn measure_memory(bench: &mut Bench, cores: usize) {
+    let rest = Duration::from_millis(200);
+    let proc = ProcessPoolExecutor::builder()
+        .max_workers(cores)
+        .build()
+        .expect("process pool");
+    // Enough tasks in flight at once that every worker starts.
+    throughput::cf(&proc, 2_000, 1);
+    std::thread::sleep(rest);
+    let kib = proc
+        .worker_pids()
+        .into_iter()
+        .filter_map(memory::rss_kib)
+        .collect();
+    bench.report.memory.push(Memory {
+        contender: "cf-proc".into(),
+        detail: "this binary, re-executed".into(),
+        kib,
+    });
+    drop(proc);
+
+    let before = memory::children();
+    let ps = procspawn::Pool::new(cores).expect("procspawn pool");
+    throughput::procspawn(&ps, 100, PROCSPAWN_WINDOW, 1);
+    std::thread::sleep(rest);
+    let kib = memory::children()
+        .difference(&before)
+        .filter_map(|&pid| memory::rss_kib(pid))
+        .collect();
+    bench.report.memory.push(Memory {
+        contender: "procspawn".into(),
+        detail: "this binary, re-executed".into(),
+        kib,
+    });
+    ps.shutdown();
+    eprintln!("memory             done");
+}
+
 /// CPU-bound work over 1..=cores workers, each pool built for its worker count.
 fn measure_scaling(bench: &mut Bench, cores: usize) {
     let cpu = format!("{CPU_TASKS} × cpu_heavy({}M)", CPU_N / 1_000_000);
@@ -516,6 +605,18 @@ fn measure_startup(bench: &mut Bench, cores: usize) {
 }
 
 fn add_python_rows(report: &mut Report, py: python::Report) {
+    for m in py.memory {
+        let detail = match m.contender.as_str() {
+            "loky" => "loky's reusable executor",
+            "pebble" => "pebble ProcessPool, forked",
+            _ => "ProcessPoolExecutor, forked",
+        };
+        report.memory.push(Memory {
+            contender: m.contender,
+            detail: detail.into(),
+            kib: m.kib,
+        });
+    }
     for r in py.results {
         let Some(metric) = report
             .workloads
@@ -533,6 +634,8 @@ fn add_python_rows(report: &mut Report, py: python::Report) {
             "py-proc" => "py-proc",
             "py-thread" => "py-thread",
             "py-seq" => "py-seq",
+            "loky" => "loky",
+            "pebble" => "pebble",
             other => {
                 eprintln!("warning: python measured an unknown contender `{other}`");
                 continue;
@@ -541,8 +644,23 @@ fn add_python_rows(report: &mut Report, py: python::Report) {
         let mut detail = match contender {
             "py-proc" => "ProcessPoolExecutor".to_owned(),
             "py-thread" => "ThreadPoolExecutor".to_owned(),
+            "loky" if r.workload == "startup" => {
+                "ProcessPoolExecutor, loky's own start method".to_owned()
+            }
+            "loky" => "reusable executor".to_owned(),
+            "pebble" => "ProcessPool".to_owned(),
             _ => "plain calls".to_owned(),
         };
+        let standard = if r.workload.starts_with("map_c") {
+            MAP_ITEMS
+        } else {
+            SUBMIT_TASKS
+        };
+        if (r.workload == "submit_throughput" || r.workload.starts_with("map_c"))
+            && r.items != standard
+        {
+            detail.push_str(&format!(", {} items", r.items));
+        }
         if r.workload.starts_with("cpu_") {
             detail.push_str(&format!(", cpu_heavy({PY_CPU_N})"));
         }
@@ -606,9 +724,10 @@ fn command_output(program: &str, args: &[&str]) -> String {
         })
 }
 
+/// The 1, 5 and 15 minute load averages, as `/proc/loadavg` gives them.
 fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .ok()
-        .and_then(|s| s.split_whitespace().next().map(str::to_owned))
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
         .unwrap_or_else(|| "?".into())
 }
