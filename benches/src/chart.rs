@@ -100,6 +100,10 @@ pub fn sections(report: &Report) -> Vec<(String, Vec<Bar>)> {
                 continue;
             }
             let cf = counterpart(&w.key, &r.contender);
+            if w.key.starts_with("echo_") && cf == "cf-thread" {
+                // A thread pool moves a pointer, not the bytes: nothing to compare.
+                continue;
+            }
             let Some(ratio) = report.ratio(&w.key, cf, &r.contender) else {
                 continue;
             };
@@ -156,22 +160,37 @@ fn escape(s: &str) -> String {
         .replace('"', "&quot;")
 }
 
+/// A ratio with two or three significant digits (`1793x`, `22.0x`, `0.46x`, `0.0042x`).
 fn format_ratio(r: f64) -> String {
     if r >= 100.0 {
         format!("{r:.0}x")
     } else if r >= 10.0 {
         format!("{r:.1}x")
-    } else {
+    } else if r >= 0.1 || r <= 0.0 {
         format!("{r:.2}x")
+    } else {
+        let decimals = (-r.log10()).ceil() as usize + 1;
+        format!("{r:.decimals$}x")
     }
 }
 
-/// The chart as an SVG document. `subtitle` says which run it shows.
+/// A grid line's label: `0.01x`, `1x`, `100x`.
+fn format_power(e: i32) -> String {
+    if e < 0 {
+        format!("{:.*}x", e.unsigned_abs() as usize, 10f64.powi(e))
+    } else {
+        format!("{}x", 10u64.pow(e.unsigned_abs()))
+    }
+}
+
+/// The chart as an SVG document. `subtitle` says which run it shows (a line each).
 #[must_use]
-pub fn svg(report: &Report, subtitle: &str) -> String {
+pub fn svg(report: &Report, subtitle: &[String]) -> String {
     let sections = sections(report);
     let (width, label_w, right_pad) = (960.0_f64, 330.0_f64, 70.0_f64);
-    let (bar_h, row_h, head_h, top) = (14.0_f64, 19.0_f64, 28.0_f64, 104.0_f64);
+    let (bar_h, row_h, head_h) = (14.0_f64, 19.0_f64, 28.0_f64);
+    let legend_y = 56.0 + 17.0 * subtitle.len() as f64;
+    let top = legend_y + 50.0;
     // Powers of ten around every value, 1x always included.
     let all = sections.iter().flat_map(|(_, b)| b).map(|b| b.advantage);
     let (lo, hi) = all.fold((1.0_f64, 1.0_f64), |(lo, hi), v| (lo.min(v), hi.max(v)));
@@ -184,7 +203,7 @@ pub fn svg(report: &Report, subtitle: &str) -> String {
         x0 + (e - f64::from(lo_exp)) / f64::from(hi_exp - lo_exp) * (x1 - x0)
     };
     let rows: usize = sections.iter().map(|(_, b)| b.len()).sum();
-    let height = top + sections.len() as f64 * head_h + rows as f64 * row_h + 30.0;
+    let height = top + 8.0 + sections.len() as f64 * head_h + rows as f64 * row_h + 30.0;
 
     let mut s = String::new();
     let _ = writeln!(
@@ -197,10 +216,16 @@ pub fn svg(report: &Report, subtitle: &str) -> String {
         s,
         "<rect width=\"100%\" height=\"100%\" fill=\"#ffffff\"/>\n\
          <text x=\"16\" y=\"26\" font-size=\"17\" font-weight=\"bold\">cf against its peers: \
-         how many times faster (or smaller) cf is</text>\n\
-         <text x=\"16\" y=\"46\" fill=\"#555\">{}</text>",
-        escape(subtitle)
+         how many times faster (or smaller) cf is</text>"
     );
+    for (i, line) in subtitle.iter().enumerate() {
+        let _ = writeln!(
+            s,
+            "<text x=\"16\" y=\"{}\" fill=\"#555\">{}</text>",
+            46.0 + 17.0 * i as f64,
+            escape(line)
+        );
+    }
     // Legend.
     let legend = [
         ("#2a9d8f", "cf ahead"),
@@ -211,35 +236,42 @@ pub fn svg(report: &Report, subtitle: &str) -> String {
     for (color, text) in legend {
         let _ = writeln!(
             s,
-            "<rect x=\"{lx}\" y=\"58\" width=\"12\" height=\"12\" fill=\"{color}\"/>\
-             <text x=\"{}\" y=\"69\">{text}</text>",
-            lx + 17.0
+            "<rect x=\"{lx}\" y=\"{}\" width=\"12\" height=\"12\" fill=\"{color}\"/>\
+             <text x=\"{}\" y=\"{}\">{text}</text>",
+            legend_y - 11.0,
+            lx + 17.0,
+            legend_y,
         );
         lx += 30.0 + 7.0 * text.len() as f64;
     }
     let _ = writeln!(
         s,
-        "<text x=\"16\" y=\"88\" fill=\"#555\">Each bar: cf's figure over the peer's (time, rate, \
-         speed-up or memory, turned so that right of 1x means cf is better); log scale. \
-         Threads vs cf-thread, processes vs cf-proc.</text>"
+        "<text x=\"16\" y=\"{}\" fill=\"#555\">Each bar: cf's figure over the peer's (time, rate, \
+         speed-up or memory), turned so that right of 1x means cf is better; log scale.</text>\n\
+         <text x=\"16\" y=\"{}\" fill=\"#555\">Thread pools are held against cf-thread, \
+         everything that crosses a process boundary against cf-proc.</text>",
+        legend_y + 20.0,
+        legend_y + 37.0,
     );
     // Grid and axis labels.
     let grid_bottom = height - 26.0;
     for e in lo_exp..=hi_exp {
         let gx = x(10f64.powi(e));
         let (stroke, w) = if e == 0 { ("#333", 1.5) } else { ("#ddd", 1.0) };
-        let label = format_ratio(10f64.powi(e)).replace(".00x", "x");
+        let label = format_power(e);
         let _ = writeln!(
             s,
             "<line x1=\"{gx:.1}\" y1=\"{top}\" x2=\"{gx:.1}\" y2=\"{grid_bottom}\" stroke=\"{stroke}\" \
              stroke-width=\"{w}\"/>\n<text x=\"{gx:.1}\" y=\"{}\" text-anchor=\"middle\" \
+             fill=\"#555\">{label}</text>\n<text x=\"{gx:.1}\" y=\"{}\" text-anchor=\"middle\" \
              fill=\"#555\">{label}</text>",
-            grid_bottom + 15.0
+            grid_bottom + 15.0,
+            top + 10.0,
         );
     }
     let mut y = top;
     for (title, bars) in &sections {
-        y += head_h;
+        y += head_h + if y == top { 8.0 } else { 0.0 };
         let _ = writeln!(
             s,
             "<text x=\"16\" y=\"{:.1}\" font-weight=\"bold\" font-size=\"13\">{}</text>",
@@ -267,11 +299,9 @@ pub fn svg(report: &Report, subtitle: &str) -> String {
                 y,
                 bw.max(1.0),
             );
-            let (tx, anchor) = if c >= a {
-                (c + 4.0, "start")
-            } else {
-                (c - 4.0, "end")
-            };
+            // Left of 1x the figure goes just right of the axis, clear of the labels.
+            let tx = if c >= a { c + 4.0 } else { a + 4.0 };
+            let anchor = "start";
             let _ = writeln!(
                 s,
                 "<text x=\"{tx:.1}\" y=\"{:.1}\" text-anchor=\"{anchor}\" fill=\"#222\">{}</text>",
@@ -342,10 +372,14 @@ mod tests {
         assert!(bars[2].limit);
         assert!((sections[1].1[0].advantage - 19000.0 / 3000.0).abs() < 1e-9);
 
-        let svg = svg(&report, "a <test> run");
+        let svg = svg(&report, &["a <test> run".to_owned()]);
         assert!(svg.starts_with("<svg ") && svg.trim_end().ends_with("</svg>"));
         assert!(svg.contains("a &lt;test&gt; run"));
         assert!(svg.contains(">20.0x<") && svg.contains(">0.50x<"));
+        assert_eq!(format_ratio(0.0042), "0.0042x");
+        assert_eq!(format_ratio(1793.2), "1793x");
+        assert_eq!(format_power(-2), "0.01x");
+        assert_eq!(format_power(3), "1000x");
         assert_eq!(
             svg.matches("<rect").count(),
             1 + 3 + 4,

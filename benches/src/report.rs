@@ -40,6 +40,17 @@ impl Metric {
             Metric::Speedup => "speedup",
         }
     }
+
+    fn from_key(key: &str) -> Option<Self> {
+        [
+            Metric::Latency,
+            Metric::Throughput,
+            Metric::Bandwidth,
+            Metric::Speedup,
+        ]
+        .into_iter()
+        .find(|m| m.key() == key)
+    }
 }
 
 /// One measurement of one contender on one workload.
@@ -330,6 +341,78 @@ impl Report {
         s
     }
 
+    /// Reads back what [`json`](Self::json) wrote (targets are recomputed, not read).
+    ///
+    /// # Errors
+    ///
+    /// A field is missing or has the wrong type.
+    pub fn from_json(v: &Value) -> Result<Self, String> {
+        fn field<'a>(v: &'a Value, k: &str) -> Result<&'a Value, String> {
+            v.get(k).ok_or_else(|| format!("no `{k}` in {v}"))
+        }
+        fn text(v: &Value, k: &str) -> Result<String, String> {
+            field(v, k)?
+                .as_str()
+                .map(str::to_owned)
+                .ok_or_else(|| format!("`{k}` is not a string"))
+        }
+        fn list<'a>(v: &'a Value, k: &str) -> Result<&'a Vec<Value>, String> {
+            field(v, k)?
+                .as_array()
+                .ok_or_else(|| format!("`{k}` is not a list"))
+        }
+        fn metric(v: &Value) -> Result<Metric, String> {
+            let key = text(v, "metric")?;
+            Metric::from_key(&key).ok_or_else(|| format!("unknown metric `{key}`"))
+        }
+        let mut report = Report::default();
+        if let Some(m) = v.get("machine").and_then(Value::as_object) {
+            for (k, val) in m {
+                report
+                    .machine
+                    .push((k.clone(), val.as_str().unwrap_or_default().to_owned()));
+            }
+        }
+        for w in list(v, "workloads")? {
+            report.workloads.push(Workload {
+                key: text(w, "key")?,
+                title: text(w, "title")?,
+                metric: metric(w)?,
+            });
+        }
+        for r in list(v, "rows")? {
+            report.rows.push(Row {
+                workload: text(r, "workload")?,
+                contender: text(r, "contender")?,
+                detail: text(r, "detail")?,
+                metric: metric(r)?,
+                items: field(r, "items")?
+                    .as_u64()
+                    .ok_or("`items` is not a count")?,
+                seconds: list(r, "seconds")?
+                    .iter()
+                    .map(|s| s.as_f64().ok_or("a sample is not a number"))
+                    .collect::<Result<_, _>>()?,
+            });
+        }
+        for m in v
+            .get("memory")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            report.memory.push(Memory {
+                contender: text(m, "contender")?,
+                detail: text(m, "detail")?,
+                kib: list(m, "vm_rss_kib")?
+                    .iter()
+                    .map(|k| k.as_u64().ok_or("a size is not a count"))
+                    .collect::<Result<_, _>>()?,
+            });
+        }
+        Ok(report)
+    }
+
     /// The same results as JSON, with every sample.
     #[must_use]
     pub fn json(&self, cores: usize) -> Value {
@@ -482,6 +565,8 @@ mod tests {
         assert_eq!(targets[1].met, Some(true));
         assert_eq!(targets[2].met, Some(true));
         assert_eq!(targets[0].met, None);
+        let back = Report::from_json(&report.json(2)).expect("its own JSON");
+        assert_eq!(back.markdown(2), report.markdown(2));
         let md = report.markdown(2);
         assert!(md.contains("| process round trip vs CPython"));
         assert!(md.contains("| `cf-proc` | 3.0 MiB | 3 |"), "{md}");

@@ -15,7 +15,8 @@
 //!
 //! A full run also draws the chart of cf against each peer, `benches/compare.svg` (the one the
 //! READMEs show); `--svg PATH` writes it elsewhere (also for a run with `--only`), `--no-svg`
-//! not at all.
+//! not at all. `--chart-from RUN.json --svg PATH` draws the chart of an earlier run saved with
+//! `--json`, measuring nothing.
 //!
 //! Contenders of one workload are sampled round-robin (run 1 of each, then run 2 of each, ...),
 //! so a burst of load from elsewhere on the machine hits them alike rather than one of them.
@@ -47,7 +48,8 @@ const THREAD_WINDOW: usize = 1024;
 const PY_CPU_N: u64 = 300_000;
 
 const USAGE: &str = "usage: compare [--runs N] [--sample-ms MS] [--json PATH] [--no-python] \
-                     [--python-script PATH] [--only PREFIX,...] [--svg PATH | --no-svg]";
+                     [--python-script PATH] [--only PREFIX,...] [--svg PATH | --no-svg] \
+                     [--chart-from RUN.json]";
 
 /// Where a full run draws its chart.
 fn default_svg() -> PathBuf {
@@ -63,6 +65,8 @@ struct Options {
     only: Vec<String>,
     /// `None`: the default (a full run draws `default_svg()`); `Some(None)`: `--no-svg`.
     svg: Option<Option<PathBuf>>,
+    /// Draw the chart of this saved run instead of measuring.
+    chart_from: Option<PathBuf>,
 }
 
 fn parse_args() -> Result<Options, String> {
@@ -74,6 +78,7 @@ fn parse_args() -> Result<Options, String> {
         script: python::default_script(),
         only: Vec::new(),
         svg: None,
+        chart_from: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -98,6 +103,7 @@ fn parse_args() -> Result<Options, String> {
             }
             "--svg" => o.svg = Some(Some(value("--svg")?.into())),
             "--no-svg" => o.svg = Some(None),
+            "--chart-from" => o.chart_from = Some(value("--chart-from")?.into()),
             "-h" | "--help" => return Err(USAGE.into()),
             other => return Err(format!("unknown argument `{other}`\n{USAGE}")),
         }
@@ -196,6 +202,10 @@ fn main() {
             std::process::exit(2);
         }
     };
+    if let Some(run) = &options.chart_from {
+        chart_from(run, &options);
+        return;
+    }
     let started = Instant::now();
     let cores = cores();
     let mut bench = Bench {
@@ -286,21 +296,7 @@ fn main() {
         None => None,
     };
     if let Some(path) = svg {
-        let date = report
-            .machine
-            .iter()
-            .find(|(k, _)| k == "date")
-            .map_or("", |(_, v)| v.as_str());
-        let subtitle = format!(
-            "compare, {date}: medians of {} runs; {cores} CPUs, {cores} workers per pool; load \
-             average (1, 5, 15 min) {load_before} at start, {load_after} at end",
-            options.runs
-        );
-        if let Err(e) = std::fs::write(&path, chart::svg(report, &subtitle)) {
-            eprintln!("cannot write {}: {e}", path.display());
-            std::process::exit(1);
-        }
-        eprintln!("wrote {}", path.display());
+        write_chart(report, &path);
     }
     if let Some(path) = &options.json {
         let text = serde_json::to_string_pretty(&report.json(cores)).expect("JSON");
@@ -310,6 +306,50 @@ fn main() {
         }
         eprintln!("wrote {}", path.display());
     }
+}
+
+/// Draws `report`'s chart into `path`, with the run's facts as the subtitle; exits on failure.
+fn write_chart(report: &Report, path: &Path) {
+    let fact = |key: &str| {
+        report
+            .machine
+            .iter()
+            .find(|(k, _)| k.starts_with(key))
+            .map_or("?", |(_, v)| v.as_str())
+    };
+    let subtitle = [
+        format!("compare, {}: {}", fact("date"), fact("method")),
+        format!(
+            "load average (1, 5, 15 min) at start / at end: {}",
+            fact("load average")
+        ),
+    ];
+    if let Err(e) = std::fs::write(path, chart::svg(report, &subtitle)) {
+        eprintln!("cannot write {}: {e}", path.display());
+        std::process::exit(1);
+    }
+    eprintln!("wrote {}", path.display());
+}
+
+/// `--chart-from`: the chart of a run saved with `--json`.
+fn chart_from(run: &Path, options: &Options) {
+    let report = std::fs::read_to_string(run)
+        .map_err(|e| e.to_string())
+        .and_then(|text| serde_json::from_str(&text).map_err(|e| e.to_string()))
+        .and_then(|v| Report::from_json(&v));
+    let report = match report {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cannot read the run {}: {e}", run.display());
+            std::process::exit(1);
+        }
+    };
+    let path = match &options.svg {
+        Some(Some(path)) => path.clone(),
+        Some(None) => return,
+        None => default_svg(),
+    };
+    write_chart(&report, &path);
 }
 
 /// Round trip, submit throughput, map and echo, on warm pools of `cores` workers.
