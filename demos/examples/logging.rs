@@ -74,7 +74,7 @@ fn main() -> Result<(), Box<dyn Error>> {
     step("2. A worker dies holding a task: a warning; the replacement's start is a debug line");
     let dead = pool.submit(exit_worker, 3)?;
     match dead.result_timeout(LIMIT) {
-        Err(TaskError::WorkerDied { pid, cause }) => {
+        Err(TaskError::WorkerDied { pid, cause, .. }) => {
             println!("   future: worker {pid} died ({cause})");
         }
         other => println!("   unexpected: {other:?}"),

@@ -1,9 +1,47 @@
-//! The conformance suite: the backend-independent scenarios of `SCENARIOS.md` ("Executor, both
-//! backends"), written once, generic over `E: Executor`, run by every backend's own tests.
+//! The conformance suite: what every executor must do, whatever runs its tasks, written once,
+//! generic over `E: Executor`, run by every backend's own tests.
 //!
 //! Ported from CPython's `Lib/test/test_concurrent_futures/` (3.13, plus 3.14's `buffersize`
 //! tests): `executor.py` (`ExecutorTest`), `test_thread_pool.py`, `test_process_pool.py`,
 //! `test_shutdown.py`, `test_init.py`. Each scenario's docs name the test it comes from.
+//!
+//! # What it checks
+//!
+//! The behaviour Python's tests assert for every executor, one scenario (one public function
+//! here, one `#[test]` in a backend's suite) each:
+//!
+//! * **Submitting**: a submitted call's future gives its result ([`submit_pow`]); the executor
+//!   reports its `max_workers` ([`max_workers_reported`]); a function generic over
+//!   `E: Executor` runs on it ([`generic_function`]).
+//! * **`map`**: results equal a sequential map and keep input order, with or without
+//!   `chunksize` ([`map_matches_sequential`], [`map_empty_input`]); the first failing item is
+//!   yielded after the items before it and ends the iteration ([`map_failing_item_ends_iteration`]);
+//!   a timeout yields what finished, then `Timeout`, and cancels what has not started
+//!   ([`map_timeout_cancels_the_rest`]); dropping the iterator cancels the unstarted
+//!   ([`map_drop_cancels_unstarted`]); without `buffersize` every input is submitted at once
+//!   ([`map_without_buffersize_submits_everything`]); with it, output stays ordered, an infinite
+//!   input works, and exactly `buffersize` inputs are taken ahead ([`map_buffersize_ordered`],
+//!   [`map_buffersize_infinite_input`], [`map_buffersize_bounds_lookahead`]); `chunksize = 0`
+//!   and `buffersize = 0` are refused before anything runs ([`map_invalid_arguments`]);
+//!   batched items complete one by one, a failing item failing only itself
+//!   ([`submit_batch_items_complete_individually`]).
+//! * **Shutdown**: `submit` after `shutdown` is refused and `shutdown` is idempotent
+//!   ([`submit_after_shutdown`]); `shutdown(wait)` leaves every result available
+//!   ([`shutdown_wait_completes_all`]); `cancel_futures` cancels exactly the unstarted
+//!   ([`shutdown_cancel_futures`]); a task cancelled right after submit does not hang shutdown
+//!   ([`cancelled_submit_then_shutdown_returns`]); dropping the executor (Python's `with` exit)
+//!   waits for the work ([`drop_waits_for_work`]); `shutdown(wait = false)` returns at once and
+//!   the work still completes ([`shutdown_no_wait_returns_at_once`]).
+//! * **Workers**: 60 blocked tasks on a pool of 4 start exactly 4 workers ([`saturation`]); tasks
+//!   submitted and awaited one after another run on one worker ([`idle_worker_reuse`]).
+//! * **Initializers**: tasks see what the initializer set ([`initializer_state_visible`]); a
+//!   failing one breaks the executor, failing pending futures and later submits with its
+//!   reason ([`failing_initializer_breaks_executor`]).
+//! * **Failures**: a panicking task fails its own future with `Panicked` and its message, and
+//!   the worker lives on ([`panic_becomes_panicked`]); its location and backtrace are those of
+//!   the panic that failed it, never of one a task caught itself ([`panic_after_caught_panic`]).
+//! * **Bulk bytes** (not in Python; pickle protocol 5's out-of-band buffers are the nearest):
+//!   [`Buffer`] payloads of every size arrive intact both ways ([`buffers_round_trip`]).
 //!
 //! Every task here is a fn item with a serde-able argument and result, so the same scenario runs
 //! on a process pool. Tests and tasks synchronise through files in a per-test temporary
@@ -127,6 +165,7 @@ macro_rules! conformance_tests {
             initializer_state_visible,
             failing_initializer_breaks_executor,
             panic_becomes_panicked,
+            panic_after_caught_panic,
             generic_function,
             buffers_round_trip,
         );
@@ -874,6 +913,88 @@ pub fn panic_becomes_panicked<E: Executor + 'static>(make: impl Fn(Config) -> E)
         Ok(&before),
         "the worker survives a panicking task"
     );
+}
+
+/// What [`panic_after_caught_panic`] does, by number (a task's argument must cross processes).
+fn panic_after_caught_panic_task(case: u8) -> u32 {
+    use std::panic::{catch_unwind, resume_unwind};
+    let caught = catch_unwind(|| -> u32 { panic!("caught inside the task, case {case}") });
+    match case {
+        // Caught its own panic and returns normally.
+        0 => 0,
+        // Fails through `resume_unwind` with a new payload, which never met the panic hook.
+        1 => resume_unwind(Box::new(format!("resumed, case {case}"))),
+        // Re-raises the payload it caught: it keeps where it was raised.
+        2 => resume_unwind(caught.expect_err("the inner panic was caught")),
+        // Panics anew after the caught one: the new panic's own place.
+        _ => panic!("raised after a caught panic at line {}", line!()),
+    }
+}
+
+/// Not in CPython, whose tracebacks belong to their exception: a task's reported location and
+/// backtrace are those of the panic that failed it. A panic the task caught itself never shows
+/// up later, neither when the task then fails through `resume_unwind` with another payload nor
+/// in the next task on the same worker; a re-raised payload keeps its original place.
+pub fn panic_after_caught_panic<E: Executor + 'static>(make: impl Fn(Config) -> E) {
+    let ex = make(Config::new(1));
+    let outcome = |case: u8| {
+        ex.submit(panic_after_caught_panic_task, case)
+            .expect("submit")
+            .result_timeout(LIMIT)
+            .cloned()
+    };
+    let this_file = file!();
+    for round in 0..2 {
+        // First (round 1: again right after a task that caught a panic and succeeded).
+        assert_eq!(outcome(0), Ok(0), "round {round}");
+        match outcome(1) {
+            Err(TaskError::Panicked {
+                message,
+                location,
+                backtrace,
+            }) => {
+                assert_eq!(message, "resumed, case 1");
+                assert_eq!(location, None, "a stale location for resume_unwind");
+                assert_eq!(backtrace, None, "a stale backtrace for resume_unwind");
+            }
+            other => panic!("expected Panicked, got {other:?}"),
+        }
+        match outcome(2) {
+            Err(TaskError::Panicked {
+                message, location, ..
+            }) => {
+                assert_eq!(message, "caught inside the task, case 2");
+                let location = location.expect("a re-raised payload keeps its location");
+                assert!(location.starts_with(this_file), "{location}");
+            }
+            other => panic!("expected Panicked, got {other:?}"),
+        }
+        match outcome(3) {
+            Err(TaskError::Panicked {
+                message,
+                location,
+                backtrace,
+            }) => {
+                let line = message
+                    .strip_prefix("raised after a caught panic at line ")
+                    .unwrap_or_else(|| panic!("unexpected message {message:?}"));
+                let location = location.expect("a location");
+                assert!(
+                    location.starts_with(&format!("{this_file}:{line}:")),
+                    "{location}"
+                );
+                assert!(backtrace.is_some());
+            }
+            other => panic!("expected Panicked, got {other:?}"),
+        }
+        // A task on the same worker that fails through resume_unwind only.
+        match outcome(1) {
+            Err(TaskError::Panicked { location, .. }) => {
+                assert_eq!(location, None, "a location leaked from an earlier task");
+            }
+            other => panic!("expected Panicked, got {other:?}"),
+        }
+    }
 }
 
 /// A library function generic over `E: Executor` runs on the backend.

@@ -81,6 +81,8 @@ pub use cf_futures_core::{
 pub use error::{BuildError, SubmitError};
 pub use map::{Map, MapOptions};
 pub use panic_capture::call_catching;
+#[doc(hidden)]
+pub use panic_capture::{set_fatal_panic_observer, FatalPanicObserver};
 #[cfg(feature = "progress")]
 pub use progress::{indicatif, ProgressExt, ProgressIter};
 

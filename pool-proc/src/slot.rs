@@ -11,111 +11,159 @@
 //!
 //! Neither thread holds the pool lock while doing I/O or running user code.
 
-use std::collections::HashMap;
+use std::collections::VecDeque;
 use std::io::{self, BufReader};
-use std::os::unix::net::UnixStream;
-use std::os::unix::process::ExitStatusExt;
-use std::process::{Child, ExitStatus};
 use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use cf_executor_api::{Buffer, ExitCause};
+use cf_executor_api::{Buffer, ExitCause, TaskError};
 
-use crate::pool::{Attached, Job, Pool, PoolState};
 use crate::protocol::{self, FrameBuf, Kind, StartFailure, WorkerMessage, MAX_FRAME};
 use crate::shm::{self, FdStream};
-use crate::sys;
-use crate::task::Completion;
-
-/// Tasks a worker may hold (running + queued in its socket). One until timings show tasks are
-/// short, so a long task never has work queued behind it while another worker idles; then the
-/// window grows to keep about [`WINDOW_BUDGET_NS`] of work in flight per worker.
-const WINDOW_MIN: usize = 1;
-const WINDOW_MAX: usize = 128;
-const WINDOW_BUDGET_NS: f64 = 2_000_000.0;
+use crate::state::{
+    Attached, InFlight, Job, Pool, PoolState, SlotState, WorkerDeath, Writer, STARTUP_DEATHS_LIMIT,
+};
+use crate::sys::{self, UnixStream, WorkerProcess};
 
 /// How often a reader wakes while waiting, to notice a frame that stopped arriving.
 const READ_POLL: Duration = Duration::from_secs(1);
 /// A frame from a worker that makes no progress this long is garbage: the worker is killed.
 const FRAME_STALL: Duration = Duration::from_secs(10);
 
-/// The parent's bookkeeping for one worker, kept in [`PoolState`] under the pool lock.
-#[derive(Default)]
-pub(crate) struct SlotState {
-    pub(crate) pid: Option<u32>,
-    pub(crate) in_flight: HashMap<u64, InFlight>,
-    /// Tasks sent so far, for `max_tasks_per_child`.
-    pub(crate) sent: u64,
-    /// The reader saw the end: no more sends, the slot is being removed.
-    pub(crate) dead: bool,
-    /// `waitpid` is about to run or ran: the pid may no longer be signalled.
-    pub(crate) reaping: bool,
-    /// Moving average of how long one task runs in this worker, in nanoseconds.
-    ewma_nanos: Option<f64>,
-    /// Slow-start cap on the window: doubles with each results frame, so a sudden switch from
-    /// quick tasks to long ones strands at most about twice the last window behind them.
-    cap: usize,
-    /// The watchdog killed this worker because task `.0` overran its limit `.1`.
-    pub(crate) timed_out: Option<(u64, Duration)>,
-    /// The worker said `Ready`: it passed the handshake and its initializer.
-    pub(crate) ready: bool,
-    /// The reader is running done-callbacks of this worker's results.
-    pub(crate) completing: bool,
-    /// The write half, once the handshake is sent: the feeder writes through it, and so may
-    /// `submit` when this worker is idle (see [`Pool::enqueue`]).
-    pub(crate) writer: Option<Writer>,
-}
-
-/// A worker's write half; whoever holds the lock writes whole frames.
-pub(crate) type Writer = Arc<parking_lot::Mutex<UnixStream>>;
-
-pub(crate) struct InFlight {
-    pub(crate) completion: Box<dyn Completion>,
-    /// For a task with a time limit: when it expires, and the limit.
-    pub(crate) deadline: Option<(Instant, Duration)>,
-}
-
-impl SlotState {
-    /// How many tasks this worker may hold now.
-    fn window(&self) -> usize {
-        self.cap.clamp(WINDOW_MIN, self.budget_window())
-    }
-
-    /// The window that keeps about [`WINDOW_BUDGET_NS`] of work in flight.
-    fn budget_window(&self) -> usize {
-        match self.ewma_nanos {
-            None => WINDOW_MIN,
-            Some(ns) => ((WINDOW_BUDGET_NS / ns.max(1.0)) as usize).clamp(WINDOW_MIN, WINDOW_MAX),
+impl Pool {
+    /// Starts workers while queued work exceeds idle capacity, up to `max_workers`.
+    pub(crate) fn spawn_as_needed(self: &Arc<Self>, state: &mut PoolState) {
+        let max_tasks = self.config.max_tasks_per_child;
+        while state.broken.is_none()
+            && state.queue.len() > state.idle_slots(max_tasks)
+            && state.live_slots() < self.config.max_workers
+        {
+            let id = state.next_slot;
+            state.next_slot += 1;
+            state.slots.push((id, SlotState::default()));
+            match start(self, id) {
+                Ok(handle) => state.feeders.push(handle),
+                Err(e) => {
+                    state.slots.retain(|(i, _)| *i != id);
+                    let reason = format!("could not start a feeder thread: {e}");
+                    self.break_if_no_workers(state, &reason);
+                    return;
+                }
+            }
         }
     }
-
-    /// After a results frame: grow the cap (slow start), never past the time budget.
-    fn frame_done(&mut self) {
-        self.cap = (self.cap.max(WINDOW_MIN) * 2).min(self.budget_window());
-    }
-
-    /// No more tasks will be sent: the worker will exit after what it holds.
-    pub(crate) fn retiring(&self, max_tasks: Option<u64>) -> bool {
-        max_tasks.is_some_and(|m| self.sent >= m)
-    }
-
-    /// Counts toward `idle` capacity: alive, not retiring, holding nothing.
-    pub(crate) fn idle(&self, max_tasks: Option<u64>) -> bool {
-        !self.dead && !self.retiring(max_tasks) && !self.completing && self.in_flight.is_empty()
-    }
-
-    /// Holds a task with a time limit: nothing may queue behind it.
-    pub(crate) fn holds_timed_task(&self) -> bool {
-        self.in_flight.values().any(|f| f.deadline.is_some())
-    }
-
-    fn record_nanos(&mut self, nanos: u64) {
-        let x = nanos as f64;
-        self.ewma_nanos = Some(match self.ewma_nanos {
-            None => x,
-            Some(prev) => 0.8 * prev + 0.2 * x,
-        });
+    /// The reader of slot `id` saw its worker end and reaped it.
+    pub(crate) fn worker_ended(
+        self: &Arc<Self>,
+        id: usize,
+        pid: u32,
+        cause: cf_executor_api::ExitCause,
+        init_failure: Option<(StartFailure, String)>,
+    ) {
+        let (orphans, queued, error, timed_out) = {
+            let mut state = self.state.lock();
+            let Some(pos) = state.slots.iter().position(|(i, _)| *i == id) else {
+                return;
+            };
+            let (_, mut slot) = state.slots.remove(pos);
+            slot.dead = true;
+            let orphans: Vec<_> = slot.in_flight.drain().collect();
+            let timed_out = slot.timed_out;
+            let unexpected = !orphans.is_empty() || cause != ExitCause::Code(0);
+            let mut queued = VecDeque::new();
+            // Only a death that made no progress counts: one that held tasks failed them, so the
+            // queue drains; one that held nothing leaves the queue as it was and would respawn
+            // forever.
+            if !slot.ready && orphans.is_empty() && init_failure.is_none() && !state.shutdown {
+                state.startup_deaths += 1;
+                if state.startup_deaths >= STARTUP_DEATHS_LIMIT && state.broken.is_none() {
+                    let reason = format!(
+                        "{STARTUP_DEATHS_LIMIT} workers in a row died before their handshake \
+                         (the last, {pid}, {cause}); something in this executable kills a fresh \
+                         process, e.g. a static constructor"
+                    );
+                    log::error!("cf-pool-proc: {reason}; the pool is broken");
+                    state.broken = Some(reason);
+                }
+            }
+            if let Some((why, message)) = init_failure {
+                let reason = match why {
+                    StartFailure::Initializer => {
+                        format!("the initializer failed in worker {pid}: {message}")
+                    }
+                    StartFailure::Identity => format!("worker {pid} refused to start: {message}"),
+                };
+                log::error!("cf-pool-proc: {reason}; the pool is broken");
+                state.broken.get_or_insert(reason);
+            } else if unexpected && timed_out.is_none() {
+                log::warn!(
+                    "cf-pool-proc: worker {pid} {cause} holding {} task(s){}",
+                    orphans.len(),
+                    if state.shutdown {
+                        " during shutdown"
+                    } else {
+                        ""
+                    }
+                );
+                if self.config.on_worker_death == WorkerDeath::BreakPool
+                    && state.broken.is_none()
+                    && !state.shutdown
+                {
+                    let reason = format!(
+                        "worker process {pid} {cause}, and the pool is set to \
+                         WorkerDeath::BreakPool"
+                    );
+                    log::error!("cf-pool-proc: {reason}; the pool is broken");
+                    state.broken = Some(reason);
+                    for (_, other) in &state.slots {
+                        if let (false, Some(p)) = (other.reaping, other.pid) {
+                            let _ = sys::signal(p, sys::Signal::Kill);
+                        }
+                    }
+                }
+            }
+            if state.broken.is_some() {
+                queued = std::mem::take(&mut state.queue);
+            }
+            let error = match &state.broken {
+                Some(reason) => TaskError::Broken {
+                    reason: reason.clone(),
+                },
+                None => TaskError::WorkerDied {
+                    pid,
+                    cause,
+                    last_panic: None,
+                },
+            };
+            if state.broken.is_none() {
+                let before = state.next_slot;
+                self.spawn_as_needed(&mut state);
+                if state.next_slot != before {
+                    log::info!(
+                        "cf-pool-proc: worker {pid} ended ({cause}); started a replacement for \
+                         {} queued task(s)",
+                        state.queue.len()
+                    );
+                }
+            }
+            self.work.notify_all();
+            self.timer.notify_all();
+            (orphans, queued, error, timed_out)
+        };
+        for (task, f) in orphans {
+            let e = match timed_out {
+                Some((timed, limit)) if timed == task => TaskError::Timeout {
+                    after: limit,
+                    killed_worker: Some(pid),
+                },
+                _ => error.clone(),
+            };
+            f.completion.fail(e);
+        }
+        for job in queued {
+            job.completion.fail(error.clone());
+        }
     }
 }
 
@@ -149,7 +197,7 @@ fn feed(pool: &Arc<Pool>, id: usize) {
                 break;
             }
         };
-        if let Err(e) = send_tasks(&pool.regions, &out, jobs) {
+        if let Err(e) = send_tasks(&out, jobs) {
             // Usually the worker is gone; if not, it is now, so the reader fails what it held.
             log::debug!("cf-pool-proc: write to worker slot {id} failed: {e}");
             pool.kill_worker(id);
@@ -170,17 +218,20 @@ fn feed(pool: &Arc<Pool>, id: usize) {
 fn launch(pool: &Arc<Pool>, id: usize) -> io::Result<(JoinHandle<()>, Writer)> {
     let (parent_end, child_end) = UnixStream::pair()?;
     let mut out = parent_end.try_clone()?;
+    // The parent's regions for this worker only: lent to no other, forgotten with it.
+    let peer = Arc::new(shm::Peer::default());
+    let reader_peer = Arc::clone(&peer);
     // The reader starts first, so a process is never created without a thread to reap it.
-    let (hand_over, child_slot) = mpsc::sync_channel::<Child>(1);
+    let (hand_over, child_slot) = mpsc::sync_channel::<WorkerProcess>(1);
     let reader_pool = Arc::clone(pool);
     let handle = std::thread::Builder::new()
         .name(format!("cf-proc-read-{id}"))
         .spawn(move || {
             if let Ok(child) = child_slot.recv() {
-                reader(&reader_pool, id, parent_end, child);
+                reader(&reader_pool, id, parent_end, child, reader_peer);
             }
         })?;
-    let child = match sys::spawn_worker(&child_end) {
+    let child = match sys::spawn_worker(&child_end, &out) {
         Ok(child) => child,
         Err(e) => {
             drop(hand_over);
@@ -189,7 +240,7 @@ fn launch(pool: &Arc<Pool>, id: usize) -> io::Result<(JoinHandle<()>, Writer)> {
         }
     };
     drop(child_end);
-    let pid = child.id();
+    let pid = child.pid();
     if let Some(slot) = pool.state.lock().slot_mut(id) {
         slot.pid = Some(pid);
     }
@@ -200,7 +251,7 @@ fn launch(pool: &Arc<Pool>, id: usize) -> io::Result<(JoinHandle<()>, Writer)> {
     if let Err(e) = protocol::write_frame(&mut out, &protocol::hello(&pool.config.hello)) {
         log::debug!("cf-pool-proc: worker {pid} died before its handshake: {e}");
     }
-    let out: Writer = Arc::new(parking_lot::Mutex::new(out));
+    let out: Writer = Arc::new(shm::Link::new(out, peer));
     if let Some(slot) = pool.state.lock().slot_mut(id) {
         slot.writer = Some(Arc::clone(&out));
     }
@@ -225,22 +276,26 @@ pub(crate) struct Sending {
 /// exported fails only its own task, in the worker; so do all of a frame's buffers if the
 /// kernel refuses its descriptors. `Err` means the connection is unusable: the caller must
 /// kill the worker so that its reader fails what it held.
-pub(crate) fn send_tasks(
-    regions: &shm::Regions,
-    writer: &Writer,
-    jobs: Vec<Sending>,
-) -> io::Result<()> {
+pub(crate) fn send_tasks(writer: &Writer, jobs: Vec<Sending>) -> io::Result<()> {
+    let peer = writer.peer();
+    // The worker's regions the reader copied out: handed back first thing in the frame.
+    let released = peer.take_owed();
     let mut fds = Vec::new();
-    let frame = frame_tasks(&jobs, |attached, messages| {
-        shm::export_all(regions, attached, &mut fds, messages)
+    let mut lent = Vec::new();
+    let frame = frame_tasks(&jobs, &released, |attached, messages| {
+        let exported = shm::export_all(peer, attached, &mut fds, messages);
+        lent.extend(exported.iter().filter_map(shm::AttachOut::lend));
+        exported
     });
     let sock = writer.lock();
     match shm::send_frame(&sock, &frame, &fds) {
         Err(shm::SendError::Refused(e)) if !fds.is_empty() => {
+            // Never sent: those regions are idle again.
             drop(fds);
+            peer.unlend(lent);
             let why = format!("the kernel refused to pass its shared-memory descriptor ({e})");
             log::warn!("cf-pool-proc: {why}; failing the frame's tasks that carry buffers");
-            let frame = frame_tasks(&jobs, |attached, messages| {
+            let frame = frame_tasks(&jobs, &released, |attached, messages| {
                 messages.push(why.clone());
                 vec![shm::AttachOut::Failed(messages.len() - 1); attached.len()]
             });
@@ -250,12 +305,15 @@ pub(crate) fn send_tasks(
     }
 }
 
-/// A `Tasks` frame for `jobs`, with `export` deciding each job's attachment records.
+/// A `Tasks` frame for `jobs`, handing back the worker's regions lent as `released`, with
+/// `export` deciding each job's attachment records.
 fn frame_tasks(
     jobs: &[Sending],
+    released: &[u64],
     mut export: impl FnMut(&[Buffer], &mut Vec<String>) -> Vec<shm::AttachOut>,
 ) -> Vec<u8> {
     let mut frame = FrameBuf::new(Kind::Tasks);
+    protocol::push_released(&mut frame, released);
     frame.u32(u32::try_from(jobs.len()).expect("window is small"));
     let mut messages = Vec::new();
     for job in jobs {
@@ -375,14 +433,20 @@ pub(crate) fn take_jobs(state: &mut PoolState, id: usize, n: usize) -> Option<Ve
     Some(sending)
 }
 
-fn reader(pool: &Arc<Pool>, id: usize, stream: UnixStream, mut child: Child) {
+fn reader(
+    pool: &Arc<Pool>,
+    id: usize,
+    stream: UnixStream,
+    mut child: WorkerProcess,
+    peer: Arc<shm::Peer>,
+) {
     pool.adopt_thread();
-    let pid = child.id();
+    let pid = child.pid();
     // The timeout only lets the reader notice a frame that stops arriving midway.
     if let Err(e) = stream.set_read_timeout(Some(READ_POLL)) {
         log::debug!("cf-pool-proc: no read timeout for worker {pid}: {e}");
     }
-    let mut input = BufReader::with_capacity(256 * 1024, FdStream::new(stream, false));
+    let mut input = BufReader::with_capacity(256 * 1024, FdStream::new(stream, false, peer));
     let mut init_failure: Option<(StartFailure, String)> = None;
     let trouble: Option<String> = loop {
         let body = match protocol::read_frame(&mut input, MAX_FRAME, Some(FRAME_STALL)) {
@@ -395,6 +459,9 @@ fn reader(pool: &Arc<Pool>, id: usize, stream: UnixStream, mut child: Child) {
             Ok(None) => {}
             Err(e) => break Some(e.to_string()),
         }
+        if let Err(e) = shm::end_of_frame(&mut input) {
+            break Some(e);
+        }
     };
     if let Some(why) = &trouble {
         log::error!("cf-pool-proc: worker {pid} sent a bad frame ({why}); killing it");
@@ -403,21 +470,9 @@ fn reader(pool: &Arc<Pool>, id: usize, stream: UnixStream, mut child: Child) {
     if let Some(slot) = pool.state.lock().slot_mut(id) {
         slot.reaping = true;
     }
-    let status = child.wait();
-    let cause = exit_cause(status);
+    let cause = child.wait();
     pool.worker_ended(id, pid, cause, init_failure);
     pool.release_thread();
-}
-
-fn exit_cause(status: io::Result<ExitStatus>) -> ExitCause {
-    match status {
-        Ok(s) => match (s.code(), s.signal()) {
-            (Some(code), _) => ExitCause::Code(code),
-            (None, Some(sig)) => ExitCause::Signal(sig),
-            _ => ExitCause::Unknown,
-        },
-        Err(_) => ExitCause::Unknown,
-    }
 }
 
 /// Handles one frame from a worker. `Ok(Some(..))` reports a worker that could not start.
@@ -438,8 +493,25 @@ fn handle_frame(
             return Ok(None);
         }
         WorkerMessage::InitFailed { why, message } => return Ok(Some((why, message))),
-        WorkerMessage::Results(records) => records,
+        WorkerMessage::Results { records, released } => {
+            // Before any future completes, so that work it prompts can reuse those regions.
+            stream.peer().release(&released);
+            records
+        }
     };
+    // A worker returns at most the tasks it holds: that bounds what the parent allocates for
+    // the records below, whatever count the frame claims.
+    let held = pool
+        .state
+        .lock()
+        .slot_mut(id)
+        .map_or(0, |s| s.in_flight.len());
+    if records.len() > held {
+        return Err(protocol::ProtocolError(format!(
+            "{} results from a worker holding {held} tasks",
+            records.len()
+        )));
+    }
     // Copy attached buffers out before taking the lock.
     let buffers = records
         .iter()

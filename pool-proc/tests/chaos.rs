@@ -179,7 +179,7 @@ fn soak(cfg: &Soak) -> Figures {
                     result_pids.insert(pid);
                     figures.values += 1;
                 }
-                Err(TaskError::WorkerDied { pid, cause }) => {
+                Err(TaskError::WorkerDied { pid, cause, .. }) => {
                     assert!(
                         killed.contains(&pid),
                         "task {id}: worker {pid} died unasked"
@@ -300,7 +300,7 @@ fn workers_killed_at_birth_are_replaced_and_the_pool_never_breaks() {
             }
             match f.result_timeout(Duration::from_secs(60)) {
                 Ok(&v) => assert_eq!(v, mix(round)),
-                Err(TaskError::WorkerDied { pid, cause }) => {
+                Err(TaskError::WorkerDied { pid, cause, .. }) => {
                     assert!(killed.contains(&pid), "round {round}: {pid} died unasked");
                     assert_eq!(cause, ExitCause::Signal(libc::SIGKILL));
                 }

@@ -1,5 +1,6 @@
-//! The shared conformance suite (SCENARIOS.md, "Executor, both backends"), run against the
-//! process pool exactly as the thread pool runs it.
+//! The backend-independent conformance suite (`cf_executor_api::conformance`, ported from
+//! CPython's `Lib/test/test_concurrent_futures/`), run against the process pool exactly as the
+//! thread pool runs it.
 
 mod common;
 

@@ -95,7 +95,7 @@ fn sleeps(ms: u64) -> u32 {
 
 fn assert_died(result: Result<&u32, TaskError>, expect: impl Fn(ExitCause) -> bool) -> u32 {
     match result {
-        Err(TaskError::WorkerDied { pid, cause }) => {
+        Err(TaskError::WorkerDied { pid, cause, .. }) => {
             assert!(expect(cause), "unexpected cause {cause}");
             assert_ne!(pid, std::process::id());
             pid

@@ -1,0 +1,272 @@
+//! The pool's shared state: the queue of tasks, the bookkeeping of each worker slot, and the
+//! pool's lifecycle (shutdown, broken), all under one lock. The executor front
+//! ([`crate::executor`]) and the per-worker threads ([`crate::slot`]) both work on it; it
+//! starts no thread and does no I/O of its own but signalling a worker.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::thread::{JoinHandle, ThreadId};
+use std::time::{Duration, Instant};
+
+use cf_executor_api::{Buffer, TaskError};
+use parking_lot::{Condvar, Mutex};
+
+use crate::protocol::Hello;
+use crate::sys;
+use crate::task::Completion;
+
+/// One queued task: its code, its encoded argument, and how to complete its future.
+pub(crate) struct Job {
+    pub(crate) id: u64,
+    pub(crate) fn_offset: i64,
+    pub(crate) payload: Vec<u8>,
+    /// Large buffers the argument attached; they travel as memfds ([`crate::shm`]).
+    pub(crate) attached: Attached,
+    pub(crate) completion: Box<dyn Completion>,
+    /// Kill the worker if the task runs longer than this.
+    pub(crate) timeout: Option<Duration>,
+}
+
+/// A task's attached buffers, in one pointer: a million queued tasks without any (the usual
+/// case) should not carry an empty `Vec` each.
+#[derive(Debug, Default)]
+#[allow(clippy::box_collection)] // the point: one word in the queue instead of three
+pub(crate) struct Attached(Option<Box<Vec<Buffer>>>);
+
+impl Attached {
+    pub(crate) fn new(buffers: Vec<Buffer>) -> Self {
+        Attached((!buffers.is_empty()).then(|| Box::new(buffers)))
+    }
+    pub(crate) fn as_slice(&self) -> &[Buffer] {
+        self.0.as_deref().map_or(&[], Vec::as_slice)
+    }
+}
+pub(crate) struct Config {
+    pub(crate) max_workers: usize,
+    pub(crate) max_tasks_per_child: Option<u64>,
+    pub(crate) task_timeout: Option<Duration>,
+    pub(crate) on_worker_death: WorkerDeath,
+    pub(crate) hello: Hello,
+}
+
+/// What the pool does when a worker process dies unexpectedly.
+///
+/// # Examples
+///
+/// ```
+/// use cf_pool_proc::{ProcessPoolExecutor, WorkerDeath};
+/// let pool = ProcessPoolExecutor::builder()
+///     .on_worker_death(WorkerDeath::BreakPool)
+///     .build()
+///     .unwrap();
+/// # drop(pool);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum WorkerDeath {
+    /// Fail only the futures that worker held (`WorkerDied`), start a replacement, go on.
+    #[default]
+    Replace,
+    /// Python's behaviour: the pool is broken; every pending and running future fails with
+    /// [`TaskError::Broken`], the other workers are stopped, and later `submit`s are refused.
+    BreakPool,
+}
+
+/// Everything mutable, under one lock. Slots are few (at most `max_workers`), so scans are cheap.
+#[derive(Default)]
+pub(crate) struct PoolState {
+    pub(crate) queue: VecDeque<Job>,
+    pub(crate) slots: Vec<(usize, SlotState)>,
+    pub(crate) next_slot: usize,
+    pub(crate) next_task: u64,
+    pub(crate) shutdown: bool,
+    pub(crate) broken: Option<String>,
+    pub(crate) feeders: Vec<JoinHandle<()>>,
+    pub(crate) watchdog: bool,
+    /// Workers in a row that died before their handshake holding nothing: a binary whose
+    /// workers cannot start must break the pool, not respawn forever.
+    pub(crate) startup_deaths: u32,
+    /// The pool's own threads (feeders, readers, watchdog): `shutdown(wait)` called from one of
+    /// them (a done-callback) must not wait for itself.
+    pub(crate) own_threads: HashSet<ThreadId>,
+}
+
+/// Workers dying before their handshake this many times in a row break the pool.
+pub(crate) const STARTUP_DEATHS_LIMIT: u32 = 10;
+
+impl PoolState {
+    pub(crate) fn slot_mut(&mut self, id: usize) -> Option<&mut SlotState> {
+        self.slots
+            .iter_mut()
+            .find_map(|(i, s)| (*i == id).then_some(s))
+    }
+
+    pub(crate) fn live_slots(&self) -> usize {
+        self.slots.iter().filter(|(_, s)| !s.dead).count()
+    }
+
+    pub(crate) fn idle_slots(&self, max_tasks: Option<u64>) -> usize {
+        self.slots.iter().filter(|(_, s)| s.idle(max_tasks)).count()
+    }
+
+    pub(crate) fn active_slots(&self, max_tasks: Option<u64>) -> usize {
+        self.slots
+            .iter()
+            .filter(|(_, s)| !s.dead && !s.retiring(max_tasks))
+            .count()
+    }
+}
+
+/// The state shared by the executor handle and its feeder and reader threads.
+pub(crate) struct Pool {
+    pub(crate) state: Mutex<PoolState>,
+    /// Feeders wait here for work, window room, or the end.
+    pub(crate) work: Condvar,
+    /// The watchdog waits here for the next deadline or a new timed task.
+    pub(crate) timer: Condvar,
+    pub(crate) config: Config,
+}
+
+impl Pool {
+    /// With no worker left to run the queue, fail it and refuse new work.
+    pub(crate) fn break_if_no_workers(&self, state: &mut PoolState, reason: &str) {
+        if state.live_slots() == 0 && !state.queue.is_empty() {
+            log::error!("cf-pool-proc: {reason}; the pool is broken");
+            state.broken = Some(reason.to_owned());
+        }
+    }
+
+    pub(crate) fn slot_failed_to_start(self: &Arc<Self>, id: usize, error: &std::io::Error) {
+        let reason = format!("could not start a worker process: {error}");
+        log::error!("cf-pool-proc: {reason}");
+        let failed = {
+            let mut state = self.state.lock();
+            state.slots.retain(|(i, _)| *i != id);
+            self.break_if_no_workers(&mut state, &reason);
+            self.work.notify_all();
+            if state.broken.is_some() {
+                std::mem::take(&mut state.queue)
+            } else {
+                VecDeque::new()
+            }
+        };
+        for job in failed {
+            job.completion.fail(TaskError::Broken {
+                reason: reason.clone(),
+            });
+        }
+    }
+
+    /// Registers the calling thread as one of the pool's own.
+    pub(crate) fn adopt_thread(&self) {
+        self.state
+            .lock()
+            .own_threads
+            .insert(std::thread::current().id());
+    }
+
+    pub(crate) fn release_thread(&self) {
+        self.state
+            .lock()
+            .own_threads
+            .remove(&std::thread::current().id());
+    }
+
+    /// Kills the worker of slot `id` (unless it is already being reaped), for a connection
+    /// that can no longer carry frames: its reader then fails what it held, and it is
+    /// replaced like any dead worker.
+    pub(crate) fn kill_worker(&self, id: usize) {
+        let state = self.state.lock();
+        if let Some((_, slot)) = state.slots.iter().find(|(i, _)| *i == id) {
+            if let (false, Some(pid)) = (slot.reaping, slot.pid) {
+                let _ = sys::signal(pid, sys::Signal::Kill);
+            }
+        }
+    }
+}
+
+/// Tasks a worker may hold (running + queued in its socket). One until timings show tasks are
+/// short, so a long task never has work queued behind it while another worker idles; then the
+/// window grows to keep about [`WINDOW_BUDGET_NS`] of work in flight per worker.
+const WINDOW_MIN: usize = 1;
+const WINDOW_MAX: usize = 128;
+const WINDOW_BUDGET_NS: f64 = 2_000_000.0;
+
+/// The parent's bookkeeping for one worker, kept in [`PoolState`] under the pool lock.
+#[derive(Default)]
+pub(crate) struct SlotState {
+    pub(crate) pid: Option<u32>,
+    pub(crate) in_flight: HashMap<u64, InFlight>,
+    /// Tasks sent so far, for `max_tasks_per_child`.
+    pub(crate) sent: u64,
+    /// The reader saw the end: no more sends, the slot is being removed.
+    pub(crate) dead: bool,
+    /// `waitpid` is about to run or ran: the pid may no longer be signalled.
+    pub(crate) reaping: bool,
+    /// Moving average of how long one task runs in this worker, in nanoseconds.
+    pub(crate) ewma_nanos: Option<f64>,
+    /// Slow-start cap on the window: doubles with each results frame, so a sudden switch from
+    /// quick tasks to long ones strands at most about twice the last window behind them.
+    pub(crate) cap: usize,
+    /// The watchdog killed this worker because task `.0` overran its limit `.1`.
+    pub(crate) timed_out: Option<(u64, Duration)>,
+    /// The worker said `Ready`: it passed the handshake and its initializer.
+    pub(crate) ready: bool,
+    /// The reader is running done-callbacks of this worker's results.
+    pub(crate) completing: bool,
+    /// The write half, once the handshake is sent: the feeder writes through it, and so may
+    /// `submit` when this worker is idle (see [`Pool::enqueue`]).
+    pub(crate) writer: Option<Writer>,
+}
+
+/// A worker's write half; whoever holds the lock writes whole frames.
+pub(crate) type Writer = Arc<crate::shm::Link>;
+
+pub(crate) struct InFlight {
+    pub(crate) completion: Box<dyn Completion>,
+    /// For a task with a time limit: when it expires, and the limit.
+    pub(crate) deadline: Option<(Instant, Duration)>,
+}
+
+impl SlotState {
+    /// How many tasks this worker may hold now.
+    pub(crate) fn window(&self) -> usize {
+        self.cap.clamp(WINDOW_MIN, self.budget_window())
+    }
+
+    /// The window that keeps about [`WINDOW_BUDGET_NS`] of work in flight.
+    pub(crate) fn budget_window(&self) -> usize {
+        match self.ewma_nanos {
+            None => WINDOW_MIN,
+            Some(ns) => ((WINDOW_BUDGET_NS / ns.max(1.0)) as usize).clamp(WINDOW_MIN, WINDOW_MAX),
+        }
+    }
+
+    /// After a results frame: grow the cap (slow start), never past the time budget.
+    pub(crate) fn frame_done(&mut self) {
+        self.cap = (self.cap.max(WINDOW_MIN) * 2).min(self.budget_window());
+    }
+
+    /// No more tasks will be sent: the worker will exit after what it holds.
+    pub(crate) fn retiring(&self, max_tasks: Option<u64>) -> bool {
+        max_tasks.is_some_and(|m| self.sent >= m)
+    }
+
+    /// Counts toward `idle` capacity: alive, not retiring, holding nothing.
+    pub(crate) fn idle(&self, max_tasks: Option<u64>) -> bool {
+        !self.dead && !self.retiring(max_tasks) && !self.completing && self.in_flight.is_empty()
+    }
+
+    /// Holds a task with a time limit: nothing may queue behind it.
+    pub(crate) fn holds_timed_task(&self) -> bool {
+        self.in_flight.values().any(|f| f.deadline.is_some())
+    }
+
+    pub(crate) fn record_nanos(&mut self, nanos: u64) {
+        let x = nanos as f64;
+        self.ewma_nanos = Some(match self.ewma_nanos {
+            None => x,
+            Some(prev) => 0.8 * prev + 0.2 * x,
+        });
+    }
+}

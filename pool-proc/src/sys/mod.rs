@@ -1,0 +1,433 @@
+//! The platform layer: every `unsafe` operation and every operating-system call of the process
+//! pool, behind one internal API that names no operating system.
+//!
+//! The modules above this one (the pool's state, its per-worker threads, the worker loop, the
+//! frame codec, the shared-memory protocol) use only what is declared here, and this layer uses
+//! nothing of theirs: its one call upward is the worker entry, [`crate::serve_as_worker`],
+//! which the crate root defines. One module per OS family implements the parts that differ:
+//!
+//! * `linux`: Linux's best tools (`memfd` with seals, `PR_SET_PDEATHSIG`, `MSG_CMSG_CLOEXEC`,
+//!   `/proc/self/exe`).
+//!
+//! What this module guarantees, by area:
+//!
+//! * **Task identity** ([`offset_of`], [`trampoline_at`], [`initializer_at`], [`conjure`],
+//!   [`exe_identity`], [`probe_offset`]). A task crosses to a worker as the address of its
+//!   monomorphised trampoline, sent as an offset from a fixed anchor function, because ASLR
+//!   moves the image as a whole. Workers are the parent's own executable, re-executed from the
+//!   running image, and before any offset is used the worker checks the parent's
+//!   [`exe_identity`] and [`probe_offset`] against its own (the handshake). Same image, same
+//!   relative layout: the offset names the same function in both processes. The task value
+//!   itself is a zero-sized type (checked at compile time), so the worker conjures it from
+//!   nothing.
+//! * **Shared memory** ([`create_lendable_region`], [`seal_written`], [`inspect_region`],
+//!   [`first_hole`], [`map_read_only`], [`read_at`], [`copy_in`], [`copy_out`], [`Leased`]).
+//!   A region is an anonymous shared-memory file whose size cannot change once made, so no
+//!   process can truncate it under a reader, and that only its sender's own mapping can write:
+//!   it is sealed against every new writer before its descriptor ever leaves the sender, so a
+//!   receiver holding (or reopening) that descriptor cannot write it, map it writable or punch
+//!   holes in it. Bytes are copied in and out through raw pointers, never references, since
+//!   another process maps the same memory.
+//! * **Descriptor passing** ([`send_with_fds`], [`recv_with_fds`]): descriptors travel in a
+//!   message's ancillary data and arrive close-on-exec; a send never raises `SIGPIPE`.
+//! * **Processes** ([`WorkerProcess`], [`signal`], [`ignore_sigpipe`]): a worker is this
+//!   executable started again with only its socket inherited, dies with the thread that
+//!   started it or with the parent, and is signalled only while it has not been reaped.
+//! * **Worker entry** ([`enter_worker_mode_if_requested`], [`entry_ran`]): a static constructor
+//!   turns a process started as a worker into one before `main` runs.
+//!
+//! Each `unsafe` block carries a `// SAFETY:` comment.
+#![allow(unsafe_code)]
+
+use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use cf_executor_api::{Buffer, ExitCause, TaskError};
+
+#[cfg(target_os = "linux")]
+mod linux;
+#[cfg(target_os = "linux")]
+use linux as imp;
+
+#[cfg(not(target_os = "linux"))]
+compile_error!("cf-pool-proc supports Linux only for now");
+
+pub(crate) use imp::{
+    create_lendable_region, exe_identity, first_hole, ignore_sigpipe, inspect_region,
+    recv_with_fds, seal_written, send_with_fds, signal,
+};
+/// A descriptor this process owns (closed when dropped).
+pub(crate) use std::os::fd::OwnedFd;
+/// A connected local stream socket, one per worker.
+pub(crate) use std::os::unix::net::UnixStream;
+
+/// The environment variable that tells a re-executed binary to serve as a worker, and on which
+/// descriptor.
+pub(crate) const WORKER_ENV: &str = "CF_POOL_PROC_WORKER_FD";
+
+/// The most descriptors one message may carry (the kernel's `SCM_MAX_FD`).
+pub(crate) const FDS_PER_MESSAGE: usize = 253;
+
+/// What a trampoline is: decode the argument (with its attached buffers, or why they could not
+/// be sent), run the task, encode the result (with the buffers it attaches).
+pub(crate) type Trampoline =
+    fn(&[u8], Result<Vec<Buffer>, String>) -> Result<(Vec<u8>, Vec<Buffer>), TaskError>;
+
+/// An initializer as sent to workers.
+pub(crate) type Initializer = fn() -> Result<(), String>;
+
+/// A signal the pool sends to a worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Signal {
+    /// Asks the worker to end (`SIGTERM`): a task may catch or ignore it.
+    Terminate,
+    /// Ends the worker (`SIGKILL`): nothing can catch it.
+    Kill,
+}
+
+/// How a region from [`create_lendable_region`] is protected against writers other than the
+/// mapping its sender holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Sealed {
+    /// Already: no new writer can appear, and the sender may write it again and again.
+    Now,
+    /// Not yet (the kernel lacks a seal for "no *new* writers"): the sender writes it once,
+    /// then [`seal_written`] closes it to all writers for good.
+    AfterWriting,
+}
+
+/// A shared-memory region as the receiver found it: its size and what identifies its file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RegionInfo {
+    /// Bytes in the file; it can never change (checked by [`inspect_region`]).
+    pub(crate) size: usize,
+    /// Device and inode: the same file received twice has the same key while it lives.
+    pub(crate) key: (u64, u64),
+}
+
+// ---------------------------------------------------------------------------------------------
+// Task identity (the same on every platform).
+
+/// The fixed point offsets are measured from. Never inlined, so it has one address.
+#[inline(never)]
+fn anchor() -> u32 {
+    0xC0FF_EE00
+}
+
+/// A second fixed point: the worker checks that its offset from [`anchor`] matches the
+/// parent's, a cheap proof that the code layout is the same.
+#[inline(never)]
+fn probe() -> u32 {
+    0x0BAD_F00D
+}
+
+fn anchor_addr() -> usize {
+    let f: fn() -> u32 = anchor;
+    f as usize
+}
+
+/// Offset of a code address from [`anchor`].
+pub(crate) fn offset_of(addr: usize) -> i64 {
+    addr.wrapping_sub(anchor_addr()) as i64
+}
+
+/// Offset of `probe` in this process.
+pub(crate) fn probe_offset() -> i64 {
+    let f: fn() -> u32 = probe;
+    offset_of(f as usize)
+}
+
+/// The function at `offset` from the anchor, as a trampoline.
+///
+/// Only called in a worker after the handshake proved it runs the parent's image.
+pub(crate) fn trampoline_at(offset: i64) -> Trampoline {
+    let addr = anchor_addr().wrapping_add(offset as usize);
+    // SAFETY: `offset` was computed by the parent as `trampoline::<F, A, R> - anchor` (see
+    // `task::trampoline_offset`); the handshake verified that this process executes the same
+    // image (`exe_identity`) and that `probe - anchor` agrees, so the same offset lands on the
+    // same monomorphised function, whose type is exactly `Trampoline`.
+    unsafe { std::mem::transmute::<usize, Trampoline>(addr) }
+}
+
+/// The function at `offset` from the anchor, as an initializer. Same contract as
+/// [`trampoline_at`].
+pub(crate) fn initializer_at(offset: i64) -> Initializer {
+    let addr = anchor_addr().wrapping_add(offset as usize);
+    // SAFETY: as in `trampoline_at`: the parent computed the offset from a value of type
+    // `Initializer` in the identical executable image.
+    unsafe { std::mem::transmute::<usize, Initializer>(addr) }
+}
+
+/// A value of the zero-sized, `Copy` type `F` (a fn item or non-capturing closure).
+pub(crate) fn conjure<F: Copy>() -> F {
+    const { assert!(std::mem::size_of::<F>() == 0) };
+    // SAFETY: `F` is zero-sized (asserted at compile time above), so "all zero bytes" is no
+    // bytes at all; fn items and closures have no validity invariant beyond their type, and
+    // `F: Copy` means creating one more value cannot violate ownership of captured state
+    // (there is none).
+    unsafe { std::mem::zeroed::<F>() }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Shared memory (the same on every platform once a region is open and checked).
+
+/// Maps the whole region `fd` (of `len` bytes) read-only.
+pub(crate) fn map_read_only(fd: &OwnedFd, len: usize) -> io::Result<memmap2::MmapRaw> {
+    memmap2::MmapOptions::new().len(len).map_raw_read_only(fd)
+}
+
+/// Reads exactly `buf.len()` bytes of the file `fd` at `offset` (not through a mapping).
+pub(crate) fn read_at(fd: &OwnedFd, buf: &mut [u8], offset: u64) -> io::Result<()> {
+    let n = rustix::io::pread(fd, &mut *buf, offset)?;
+    if n != buf.len() {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            format!("read {n} of {} bytes at {offset}", buf.len()),
+        ));
+    }
+    Ok(())
+}
+
+/// Copies `bytes` into `map` at `offset`.
+///
+/// # Panics
+///
+/// If the bytes do not fit in the mapping (the caller sized the region for them).
+pub(crate) fn copy_in(map: &memmap2::MmapRaw, offset: usize, bytes: &[u8]) {
+    let end = offset
+        .checked_add(bytes.len())
+        .expect("offset + length overflows");
+    assert!(end <= map.len(), "copy past the end of a shared region");
+    // SAFETY: `offset..end` lies inside the live mapping (checked above), which is writable
+    // (the sender's own mapping from `create_lendable_region`) and cannot shrink (regions are
+    // sealed against resizing, so no process can truncate it and fault us). `bytes` is private
+    // memory, so the ranges do not overlap. No reference into the shared memory is created.
+    // No other process writes these bytes: the region is sealed against every writer but this
+    // mapping, made before the seal in this process and not inherited by forks. No other
+    // process reads them now either: the region has not been lent yet, or the one peer it was
+    // lent to handed it back (named its lend in a frame on its own socket, see `crate::shm`); a
+    // peer that handed it back early and kept reading would only see its own bytes change.
+    unsafe {
+        std::ptr::copy_nonoverlapping(bytes.as_ptr(), map.as_mut_ptr().add(offset), bytes.len());
+    }
+}
+
+/// Copies `len` bytes out of `map` at `offset` into a new `Vec`; `Err` if the range is
+/// outside the mapping or the memory cannot be allocated (never a panic or an abort: the
+/// length comes from another process).
+pub(crate) fn copy_out(
+    map: &memmap2::MmapRaw,
+    offset: usize,
+    len: usize,
+) -> Result<Vec<u8>, String> {
+    if offset.checked_add(len).is_none_or(|end| end > map.len()) {
+        return Err(format!(
+            "{len} bytes at {offset} are outside a {}-byte region",
+            map.len()
+        ));
+    }
+    let mut out = Vec::new();
+    out.try_reserve_exact(len)
+        .map_err(|e| format!("cannot allocate {len} bytes for an attached buffer ({e})"))?;
+    // SAFETY: the source range is inside the live mapping (checked above) and cannot be
+    // truncated under us (the receiver checked with `inspect_region` that its size cannot
+    // change before mapping). The destination is `out`'s spare capacity, at least `len` bytes,
+    // private, so no overlap. Every bit pattern is a valid `u8`, so whatever the sender's
+    // mapping (the only writable one: `inspect_region` checked the write seals) holds, the
+    // copied bytes are initialised values, and `set_len` covers only what was copied. No
+    // reference into the shared memory is created; callers only ever see this private copy. A
+    // misbehaving sender writing during the copy would race with it (formally a data race on
+    // shared memory) and could only change the bytes copied, which no invariant of this
+    // process relies on.
+    unsafe {
+        std::ptr::copy_nonoverlapping(map.as_ptr().add(offset), out.as_mut_ptr(), len);
+        out.set_len(len);
+    }
+    Ok(out)
+}
+
+/// The bytes of a parent's region that a worker reads in place, and the region's lease `L`:
+/// made only together ([`Leased::new`]); dropping the view drops the lease, whose own `Drop`
+/// hands the region back (see `crate::shm`).
+#[derive(Debug)]
+pub(crate) struct Leased<L> {
+    map: std::sync::Arc<memmap2::MmapRaw>,
+    start: usize,
+    len: usize,
+    /// Dropped after every borrow of the view has ended.
+    _lease: L,
+}
+
+impl<L> Leased<L> {
+    /// Views the `len` bytes at `start` of the region `map` maps (read-only, after
+    /// `inspect_region` accepted it), taking over its lease. `None` if the bytes are outside
+    /// `map`.
+    pub(crate) fn new(
+        map: std::sync::Arc<memmap2::MmapRaw>,
+        start: usize,
+        len: usize,
+        lease: L,
+    ) -> Option<Leased<L>> {
+        let end = start.checked_add(len)?;
+        (end <= map.len()).then_some(Leased {
+            map,
+            start,
+            len,
+            _lease: lease,
+        })
+    }
+}
+
+impl<L> AsRef<[u8]> for Leased<L> {
+    fn as_ref(&self) -> &[u8] {
+        // SAFETY: `start..start + len` is inside the mapping (checked in `new`), which lives as
+        // long as `self` (the `Arc`) and cannot shrink (`inspect_region` checked the resize
+        // seals before it was mapped), so the pointer is valid for `len` bytes, and every byte
+        // pattern is a valid `u8`. The bytes do not change while the returned borrow lives:
+        // * no process but the sender can write them at all: `inspect_region` checked that
+        //   the region is sealed against every writer but the mappings made before the seal,
+        //   and the sender (the parent, which this worker trusts with the code it runs) seals
+        //   a region right after mapping it, before its descriptor ever leaves it; so neither
+        //   this process (whatever a task reopens through `/proc`) nor any other worker can
+        //   write it;
+        // * the sender wrote them before sending the descriptor (the socket's `sendmsg` and
+        //   `recvmsg` order those writes before this read), and writes the region again only
+        //   after this process hands it back, which only `L`'s `Drop` does, over this worker's
+        //   own socket, naming this lend; that `Drop` runs when `self` is dropped, which
+        //   `&mut self` proves is after every borrow of `self` has ended, and the `sendmsg`
+        //   that carries it orders the end of our reads before the sender's later writes.
+        //   Regions are the parent's per worker, so no other worker can hand this one back.
+        // Outside this argument: a process allowed to write the parent's memory (a debugger,
+        // or one of the same user where the kernel permits `ptrace`) can change anything, and
+        // a task that `fork`s without `exec` and lets the child both drop a clone of the buffer
+        // and send a frame on the inherited socket would hand the region back early.
+        unsafe { std::slice::from_raw_parts(self.map.as_ptr().add(self.start), self.len) }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Processes.
+
+/// A worker process of this pool: started by [`spawn_worker`], reaped by [`WorkerProcess::wait`].
+///
+/// A worker's death is learnt from the process itself, not from its socket (which a task's
+/// forked child or daemon may still hold open long after the worker died): a small waiter
+/// thread blocks in `waitid(WEXITED | WNOWAIT)` on the worker's pid and, once the worker has
+/// exited, shuts the parent's end of its socket down in both directions. Readers then see end
+/// of stream after the bytes already queued (so results the worker sent before it died are
+/// still read), and a writer blocked on a full socket fails at once. The waiter does not reap
+/// (`WNOWAIT`): the pid stays the worker's until [`WorkerProcess::wait`], which joins the
+/// waiter first, so the waiter never waits on a recycled pid. It costs one thread with a small
+/// stack per worker and no system call per task.
+#[derive(Debug)]
+pub(crate) struct WorkerProcess {
+    child: std::process::Child,
+    /// Ends the worker's socket when the worker exits; joined before the worker is reaped.
+    waiter: Option<std::thread::JoinHandle<()>>,
+}
+
+/// The waiter thread's stack: it only makes two system calls.
+const WAITER_STACK: usize = 64 * 1024;
+
+impl WorkerProcess {
+    /// Takes charge of a started worker: `socket` (any descriptor of the parent's end of the
+    /// worker's socket) is shut down as soon as the worker exits. If the waiter thread cannot
+    /// start, the worker is killed and reaped, and the error returned.
+    fn watch(child: std::process::Child, socket: &UnixStream) -> io::Result<WorkerProcess> {
+        let mut worker = WorkerProcess {
+            child,
+            waiter: None,
+        };
+        let pid = worker.pid();
+        let started = socket.try_clone().and_then(|socket| {
+            std::thread::Builder::new()
+                .name(format!("cf-proc-exit-{pid}"))
+                .stack_size(WAITER_STACK)
+                .spawn(move || {
+                    imp::wait_exited(pid);
+                    let _ = socket.shutdown(std::net::Shutdown::Both);
+                })
+        });
+        match started {
+            Ok(waiter) => {
+                worker.waiter = Some(waiter);
+                Ok(worker)
+            }
+            Err(e) => {
+                let _ = worker.kill();
+                worker.wait();
+                Err(e)
+            }
+        }
+    }
+
+    /// The worker's process id.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Kills the worker (`SIGKILL`) unless it was already reaped.
+    pub(crate) fn kill(&mut self) -> io::Result<()> {
+        self.child.kill()
+    }
+
+    /// Waits for the worker to end and reaps it: how it ended. Never waits for the worker's
+    /// descendants.
+    pub(crate) fn wait(&mut self) -> ExitCause {
+        use std::os::unix::process::ExitStatusExt;
+        // The waiter returns once the worker has exited; it must be done before the pid is
+        // released by the reap below.
+        if let Some(waiter) = self.waiter.take() {
+            let _ = waiter.join();
+        }
+        match self.child.wait() {
+            Ok(s) => match (s.code(), s.signal()) {
+                (Some(code), _) => ExitCause::Code(code),
+                (None, Some(sig)) => ExitCause::Signal(sig),
+                _ => ExitCause::Unknown,
+            },
+            Err(_) => ExitCause::Unknown,
+        }
+    }
+}
+
+/// Starts a worker: this executable again, serving on `child_end`; `parent_end` is shut down
+/// when the worker exits (see [`WorkerProcess`]).
+pub(crate) fn spawn_worker(
+    child_end: &UnixStream,
+    parent_end: &UnixStream,
+) -> io::Result<WorkerProcess> {
+    WorkerProcess::watch(imp::spawn_worker(child_end)?, parent_end)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Worker entry.
+
+static ENTRY_RAN: AtomicBool = AtomicBool::new(false);
+
+/// Whether this process went through worker-mode detection ([`init`](crate::init) or the
+/// static constructor): without it a worker would run the user's `main`.
+pub(crate) fn entry_ran() -> bool {
+    ENTRY_RAN.load(Ordering::Acquire)
+}
+
+/// If this process was started as a worker, serves tasks and exits; never returns then.
+pub(crate) fn enter_worker_mode_if_requested() {
+    ENTRY_RAN.store(true, Ordering::Release);
+    if let Some(socket) = imp::inherited_socket() {
+        crate::serve_as_worker(socket);
+    }
+}
+
+/// Runs before `main` (and before the test harness, in test binaries): a worker never reaches
+/// the user's `main`.
+#[ctor::ctor]
+fn cf_pool_proc_worker_entry() {
+    enter_worker_mode_if_requested();
+}
+
+/// Helpers for the crate's unit tests: descriptors a misbehaving peer might send.
+#[cfg(test)]
+pub(crate) mod testing {
+    pub(crate) use super::imp::testing::*;
+}
