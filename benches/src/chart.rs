@@ -85,8 +85,7 @@ pub fn sections(report: &Report) -> Vec<(String, Vec<Bar>)> {
                 report
                     .workloads
                     .iter()
-                    .filter(|w| w.key.starts_with("cpu_w"))
-                    .last()
+                    .rfind(|w| w.key.starts_with("cpu_w"))
                     .is_some_and(|last| last.key == w.key)
             } else {
                 w.key == key

@@ -209,6 +209,18 @@ impl Report {
             );
         }
         ratio(
+            "16 MiB echo (serde_bytes::ByteBuf) vs procspawn (Vec<u8>)",
+            ">= 3x",
+            self.ratio("echo_16MiB", "cf-proc+ByteBuf", "procspawn"),
+            |v| v >= 3.0,
+        );
+        ratio(
+            "16 MiB echo (Vec<u8>, the default) vs procspawn (Vec<u8>)",
+            ">= 1x",
+            self.ratio("echo_16MiB", "cf-proc", "procspawn"),
+            |v| v >= 1.0,
+        );
+        ratio(
             "process pool start + first result + shutdown vs CPython process pool",
             "<= 0.3x",
             self.ratio("startup", "cf-proc", "py-proc"),
@@ -246,6 +258,12 @@ impl Report {
             "<= 1.0x",
             self.ratio("round_trip", "cf-thread", "rayon"),
             |v| v <= 1.0,
+        );
+        ratio(
+            "thread submit throughput vs rayon spawn + channel",
+            ">= 1.5x",
+            self.ratio("submit_throughput", "cf-thread", "rayon"),
+            |v| v >= 1.5,
         );
         let rate = self.value("submit_throughput", "cf-thread");
         t.push(Target {

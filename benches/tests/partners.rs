@@ -23,7 +23,11 @@ fn main() {
     for how in [Wait::Futex, Wait::Spin] {
         let mut shm = ShmPingPong::start(how).expect("shared-memory partner");
         shm.run(1_000);
-        assert_eq!(memory::children().len(), before.len() + 1, "{how:?}: one partner");
+        assert_eq!(
+            memory::children().len(),
+            before.len() + 1,
+            "{how:?}: one partner"
+        );
         drop(shm);
         assert_eq!(memory::children(), before, "{how:?}: the partner is reaped");
     }
@@ -35,13 +39,21 @@ fn main() {
         ipc.echo(len, 3);
     }
     drop(ipc);
-    assert_eq!(memory::children(), before, "ipc-channel: the partner is reaped");
+    assert_eq!(
+        memory::children(),
+        before,
+        "ipc-channel: the partner is reaped"
+    );
 
     let mut socket = PingPong::start().expect("socketpair partner");
     socket
         .round_trip(&Message::new(&[7; 100]))
         .expect("an answer");
     drop(socket);
-    assert_eq!(memory::children(), before, "socketpair: the partner is reaped");
+    assert_eq!(
+        memory::children(),
+        before,
+        "socketpair: the partner is reaped"
+    );
     println!("partners: ok");
 }
