@@ -3,7 +3,10 @@
 //! The same workload code ([`workloads`]) drives both harnesses: the criterion suite
 //! (`cargo bench -p cf-benches`) and the `compare` binary
 //! (`cargo run --release -p cf-benches --bin compare`), which adds CPython's
-//! `concurrent.futures` through `benches/python/compare.py` and prints ratios.
+//! `concurrent.futures` (and loky and pebble) through `benches/python/compare.py`, prints ratios
+//! and draws them ([`chart`]). The peers are set up as their users set them up ([`peers`],
+//! [`ipc`]); the machine's limits are measured in the same run ([`physical`],
+//! [`shm_pingpong`]).
 //! See `benches/README.md` for the method and the latest numbers.
 //!
 //! Every binary of this crate must call [`init`] first: the process pools re-execute the

@@ -1,7 +1,9 @@
-//! `compare`: cf's two pools, their Rust peers (rayon, procspawn, `std::thread`, sequential),
-//! the machine's limits (socketpair ping-pong, `memcpy`) and CPython's `concurrent.futures`, on
-//! the same workloads in one run. Prints a markdown table of medians with the ratios cf/peer and
-//! the issue's targets; `--json PATH` writes the same with every sample.
+//! `compare`: cf's two pools, their Rust peers (rayon, tokio's `spawn_blocking`, the futures
+//! crate's `ThreadPool`, procspawn, ipc-channel, `std::thread`, sequential), the machine's limits
+//! (socketpair and shared-memory ping-pongs, `memcpy`), CPython's `concurrent.futures` (and loky
+//! and pebble when installed), on the same workloads in one run, and each idle worker process's
+//! resident memory. Prints a markdown table of medians with the ratios cf/peer and the issues'
+//! targets; `--json PATH` writes the same with every sample.
 //!
 //! ```text
 //! cargo run --release -p cf-benches --bin compare -- [--runs N] [--sample-ms MS] [--json PATH]
