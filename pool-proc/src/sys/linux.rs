@@ -17,7 +17,7 @@ use rustix::net::{
     SendAncillaryMessage, SendFlags,
 };
 
-use super::{RegionInfo, Signal, FDS_PER_MESSAGE, WORKER_ENV};
+use super::{RegionInfo, Sealed, Signal, FDS_PER_MESSAGE, WORKER_ENV};
 
 /// Identifies the running executable: device, inode, size and modification time of the image
 /// behind `/proc/self/exe`.
@@ -35,18 +35,59 @@ pub(crate) fn exe_identity() -> io::Result<[u64; 5]> {
 // ---------------------------------------------------------------------------------------------
 // Shared memory.
 
-/// A new region: a close-on-exec `memfd` of `size` bytes, sealed against shrinking and growing
-/// (and against removing those seals), all zero.
-pub(crate) fn create_region(size: usize) -> io::Result<OwnedFd> {
+/// `statfs` type of the file system `memfd`s live on without `MFD_HUGETLB` (`TMPFS_MAGIC`).
+const TMPFS_MAGIC: u64 = 0x0102_1994;
+
+/// A new region of `size` bytes for this process to lend: a close-on-exec `memfd` starting
+/// with `head`, sealed against resizing, mapped read-write here (a mapping no child of a
+/// `fork` inherits), and then sealed against every *new* way of writing it
+/// (`F_SEAL_FUTURE_WRITE`): from now on no process, this one included, can `write` it, punch
+/// holes in it, or map it writable, whatever descriptor it holds or reopens through `/proc`;
+/// only the mapping returned here can change its bytes. On kernels without that seal (before
+/// Linux 5.1) the region comes back [`Sealed::AfterWriting`]: write it once, then hand the
+/// mapping to [`seal_written`].
+pub(crate) fn create_lendable_region(
+    size: usize,
+    head: &[u8],
+) -> io::Result<(OwnedFd, memmap2::MmapRaw, Sealed)> {
     let fd =
         rustix::fs::memfd_create("cf-buffer", MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING)?;
     rustix::fs::ftruncate(&fd, size as u64)?;
-    rustix::fs::fcntl_add_seals(&fd, SealFlags::SHRINK | SealFlags::GROW | SealFlags::SEAL)?;
-    Ok(fd)
+    if rustix::io::pwrite(&fd, head, 0)? != head.len() {
+        return Err(io::Error::other("short write of a region's header"));
+    }
+    let map = memmap2::MmapOptions::new().len(size).map_raw(&fd)?;
+    map.advise(memmap2::Advice::DontFork)?;
+    let resize = SealFlags::SHRINK | SealFlags::GROW;
+    let future_write = if without_future_write() {
+        Err(rustix::io::Errno::INVAL)
+    } else {
+        rustix::fs::fcntl_add_seals(&fd, resize | SealFlags::FUTURE_WRITE | SealFlags::SEAL)
+    };
+    match future_write {
+        Ok(()) => Ok((fd, map, Sealed::Now)),
+        Err(rustix::io::Errno::INVAL) => {
+            rustix::fs::fcntl_add_seals(&fd, resize)?;
+            Ok((fd, map, Sealed::AfterWriting))
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
-/// Checks that `fd` is a region whose size can never change (a `memfd` sealed against
-/// shrinking and growing), and returns its size and identity; `Err` says why not.
+/// Ends the one writable mapping of a region made [`Sealed::AfterWriting`] and seals it
+/// against all writes (`F_SEAL_WRITE`), for good: it can be lent once, never reused.
+pub(crate) fn seal_written(fd: &OwnedFd, map: memmap2::MmapRaw) -> io::Result<()> {
+    drop(map);
+    rustix::fs::fcntl_add_seals(fd, SealFlags::WRITE | SealFlags::SEAL)?;
+    Ok(())
+}
+
+/// Checks that `fd` is a region the sender can lend safely: a `memfd` on ordinary shared
+/// memory (not huge pages), sealed against resizing (no process can truncate it under a
+/// reader, which would fault it) and against new writers (`F_SEAL_FUTURE_WRITE` or
+/// `F_SEAL_WRITE`: no process can write it, punch holes in it or map it writable, so only the
+/// mappings its sender made before sealing can change it, and its pages can only be added,
+/// never taken away). Returns its size and identity; `Err` says what is wrong.
 pub(crate) fn inspect_region(fd: &OwnedFd) -> Result<RegionInfo, String> {
     let seals = rustix::fs::fcntl_get_seals(fd)
         .map_err(|e| format!("an attached descriptor is not a memfd ({e})"))?;
@@ -55,11 +96,32 @@ pub(crate) fn inspect_region(fd: &OwnedFd) -> Result<RegionInfo, String> {
             "an attached memfd may change size ({seals:?}), so it cannot be mapped safely"
         ));
     }
+    if !seals.intersects(SealFlags::FUTURE_WRITE | SealFlags::WRITE) {
+        return Err(format!(
+            "an attached memfd is not sealed against writing ({seals:?}): its receiver could \
+             change it, or holes could be punched in it under a reader"
+        ));
+    }
+    let fs = rustix::fs::fstatfs(fd).map_err(|e| format!("cannot inspect a region ({e})"))?;
+    #[allow(clippy::useless_conversion, clippy::unnecessary_cast)]
+    if fs.f_type as u64 != TMPFS_MAGIC {
+        return Err(format!(
+            "an attached memfd is not ordinary shared memory (file system type {:#x}; huge \
+             pages are refused, as their holes cannot be found)",
+            fs.f_type
+        ));
+    }
     let st = rustix::fs::fstat(fd).map_err(|e| format!("cannot inspect a region ({e})"))?;
     Ok(RegionInfo {
         size: usize::try_from(st.st_size).unwrap_or(0),
         key: (st.st_dev, st.st_ino),
     })
+}
+
+/// The offset of the first hole (bytes no page backs) at or after `from` in the region `fd`,
+/// its size if none. Reading a hole makes the *reader* allocate a page.
+pub(crate) fn first_hole(fd: &OwnedFd, from: u64) -> io::Result<u64> {
+    Ok(rustix::fs::seek(fd, rustix::fs::SeekFrom::Hole(from))?)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -312,14 +374,50 @@ pub(crate) fn ignore_sigpipe() {
 }
 
 #[cfg(test)]
+thread_local! {
+    /// This thread pretends the kernel lacks `F_SEAL_FUTURE_WRITE` (unit tests only).
+    static WITHOUT_FUTURE_WRITE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether the kernel's `F_SEAL_FUTURE_WRITE` is to be ignored (only ever in unit tests).
+fn without_future_write() -> bool {
+    #[cfg(test)]
+    return WITHOUT_FUTURE_WRITE.with(std::cell::Cell::get);
+    #[cfg(not(test))]
+    false
+}
+
+#[cfg(test)]
 pub(crate) mod testing {
     use super::*;
+
+    /// Makes this thread's new regions behave as on a kernel without `F_SEAL_FUTURE_WRITE`.
+    pub(crate) fn pretend_no_future_write(yes: bool) {
+        WITHOUT_FUTURE_WRITE.with(|c| c.set(yes));
+    }
 
     /// A `memfd` that may still change size: a region no pool would make.
     pub(crate) fn resizable_region(size: u64) -> OwnedFd {
         let fd = rustix::fs::memfd_create("plain", MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING)
             .unwrap();
         rustix::fs::ftruncate(&fd, size).unwrap();
+        fd
+    }
+
+    /// A `memfd` of `size` bytes sealed as a region is, with no pages at all.
+    pub(crate) fn sparse_region(size: u64) -> OwnedFd {
+        let fd = rustix::fs::memfd_create("peer", MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING)
+            .unwrap();
+        rustix::fs::ftruncate(&fd, size).unwrap();
+        let seals = SealFlags::SHRINK | SealFlags::GROW | SealFlags::FUTURE_WRITE;
+        rustix::fs::fcntl_add_seals(&fd, seals).unwrap();
+        fd
+    }
+
+    /// A `memfd` sealed against resizing only: its receiver could write it.
+    pub(crate) fn writable_region(size: u64) -> OwnedFd {
+        let fd = resizable_region(size);
+        rustix::fs::fcntl_add_seals(&fd, SealFlags::SHRINK | SealFlags::GROW).unwrap();
         fd
     }
 
