@@ -325,9 +325,15 @@ pub(super) fn runs_elevated() -> bool {
     unsafe { libc::getauxval(libc::AT_SECURE) != 0 }
 }
 
-/// Takes ownership of descriptor `fd`, inherited from the parent as the worker's socket, and
+/// Nothing to remember: `/proc/self/exe` always names the running image.
+pub(super) fn remember_executable() {}
+
+/// Takes ownership of descriptor `value`, inherited from the parent as the worker's socket, and
 /// sets it close-on-exec again (for this worker's own children). `Err` if it is not open.
-pub(super) fn adopt_inherited(fd: RawFd) -> Result<UnixStream, String> {
+pub(super) fn adopt_inherited(value: &str) -> Result<UnixStream, String> {
+    let fd: RawFd = value
+        .parse()
+        .map_err(|_| format!("{value:?} names no descriptor"))?;
     // SAFETY: fcntl(F_GETFD) only queries the descriptor table.
     if unsafe { libc::fcntl(fd, libc::F_GETFD) } == -1 {
         return Err(format!("descriptor {fd} is not open"));

@@ -7,7 +7,10 @@
 //! which the crate root defines. One module per OS family implements the parts that differ:
 //!
 //! * `linux`: Linux's best tools (`memfd` with seals, `PR_SET_PDEATHSIG`, `MSG_CMSG_CLOEXEC`,
-//!   `/proc/self/exe`).
+//!   `close_range`, `SO_PEERCRED`, `/proc/self/exe`);
+//! * `unix`: only what macOS and FreeBSD have too (`shm_open`, a lifeline pipe, `issetugid`,
+//!   the peer's pid from `LOCAL_PEERPID`/`LOCAL_PEERCRED`), used there and, with the
+//!   `portable-unix` feature, on Linux, where the test suite runs over it.
 //!
 //! What this module guarantees, by area:
 //!
@@ -44,13 +47,29 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use cf_executor_api::{Buffer, ExitCause, TaskError};
 
-#[cfg(target_os = "linux")]
+#[cfg(all(target_os = "linux", not(feature = "portable-unix")))]
 mod linux;
-#[cfg(target_os = "linux")]
+#[cfg(all(target_os = "linux", not(feature = "portable-unix")))]
 use linux as imp;
 
-#[cfg(not(target_os = "linux"))]
-compile_error!("cf-pool-proc supports Linux only for now");
+#[cfg(any(
+    target_os = "macos",
+    target_os = "freebsd",
+    all(target_os = "linux", feature = "portable-unix")
+))]
+mod unix;
+#[cfg(any(
+    target_os = "macos",
+    target_os = "freebsd",
+    all(target_os = "linux", feature = "portable-unix")
+))]
+use unix as imp;
+
+#[cfg(not(any(target_os = "linux", target_os = "macos", target_os = "freebsd")))]
+compile_error!(
+    "cf-pool-proc supports Linux, macOS and FreeBSD; this target is none of them (Windows \
+     support is not written yet). The thread pool, cf-pool-thread, builds everywhere."
+);
 
 pub(crate) use imp::{
     create_lendable_region, exe_identity, first_hole, ignore_sigpipe, inspect_region,
@@ -425,6 +444,7 @@ pub(crate) const REFUSED_EXIT: i32 = 70;
 /// exits with [`REFUSED_EXIT`] before `main`; it never runs as a worker, nor its `main`.
 pub(crate) fn enter_worker_mode_if_requested() {
     ENTRY_RAN.store(true, Ordering::Release);
+    imp::remember_executable();
     let Some(value) = std::env::var_os(WORKER_ENV) else {
         return;
     };
@@ -453,11 +473,10 @@ fn worker_socket(value: &std::ffi::OsStr) -> Result<UnixStream, String> {
                 .into(),
         );
     }
-    let fd = value
+    let value = value
         .to_str()
-        .and_then(|v| v.parse().ok())
         .ok_or_else(|| format!("{value:?} names no descriptor"))?;
-    let socket = imp::adopt_inherited(fd)?;
+    let socket = imp::adopt_inherited(value)?;
     imp::check_peer_is_parent(&socket)?;
     Ok(socket)
 }
