@@ -14,7 +14,8 @@ use parking_lot::{Condvar, Mutex};
 use tokio::sync::mpsc;
 
 use crate::wire::{
-    claim_key, from_bytes, to_bytes, Claim, ClientInfo, Names, NodeInfo, Outcome, Stores, TaskMsg,
+    claim_key, from_bytes, to_bytes, Carried, Claim, ClientInfo, Names, NodeInfo, Outcome, Stores,
+    TaskMsg,
 };
 
 /// A waiting future, with its result type erased.
@@ -48,6 +49,8 @@ pub(crate) struct Pending {
     pub(crate) node: Option<String>,
     /// When it was submitted: it fails for want of a node only `node_timeout` after that.
     pub(crate) submitted: Instant,
+    /// Its argument travels through the object store (deleted once the result is read).
+    pub(crate) large_argument: bool,
 }
 
 /// A task on its way to the server.
@@ -263,8 +266,15 @@ impl Shared {
                 };
                 let shared = Arc::clone(&self);
                 tokio::spawn(async move {
+                    let mut blobs = Vec::new();
+                    if pending.large_argument {
+                        blobs.push(format!("{}.{task}.argument", shared.client));
+                    }
                     let result = match outcome.result {
                         Ok(carried) => {
+                            if let Carried::Blob(name) = &carried {
+                                blobs.push(name.clone());
+                            }
                             shared
                                 .stores
                                 .fetch(carried, CodecStage::DeserializeResult)
@@ -274,6 +284,14 @@ impl Shared {
                     };
                     pending.completion.finish(result);
                     shared.completed(1);
+                    // Read: the payloads need not wait for the bucket's age limit. A duplicate
+                    // run that still needs the argument fails its fetch, and its result is
+                    // refused anyway (the first is recorded).
+                    for name in blobs {
+                        if let Err(e) = shared.stores.blobs.delete(name.as_str()).await {
+                            log::debug!("cf-pool-cluster: cannot delete payload {name}: {e}");
+                        }
+                    }
                 });
             }
             _ => {}

@@ -460,6 +460,7 @@ impl ClusterExecutor {
                     completion: Box::new(promise),
                     node: None,
                     submitted: std::time::Instant::now(),
+                    large_argument: wire::is_large(&argument),
                 },
             );
             task
