@@ -182,18 +182,14 @@ impl Shared {
     }
 
     /// Follows this client's claims and results, for the executor's whole life. A watch that
-    /// fails (the server went away) is opened again with history, so nothing recorded in the
+    /// fails (the server went away) is opened again, with history, so nothing recorded in the
     /// meantime is missed; entries for tasks no longer pending are ignored.
     pub(crate) async fn watch_results(self: Arc<Self>) {
         let filter = format!("{}.>", self.client);
-        let mut first = true;
         loop {
-            let watch = if first {
-                self.stores.state.watch(&filter).await
-            } else {
-                self.stores.state.watch_with_history(&filter).await
-            };
-            let mut watch = match watch {
+            // With history from the start too: a result recorded before this watch exists (a
+            // fast task submitted right after `build`) is delivered, not missed.
+            let mut watch = match self.stores.state.watch_with_history(&filter).await {
                 Ok(w) => w,
                 Err(e) => {
                     log::debug!("cf-pool-cluster: cannot watch results: {e}");
@@ -201,7 +197,6 @@ impl Shared {
                     continue;
                 }
             };
-            first = false;
             while let Some(entry) = watch.next().await {
                 match entry {
                     Ok(entry) => Arc::clone(&self).on_entry(entry),

@@ -124,11 +124,15 @@ fn node_killed_mid_task_is_redelivered_and_resolves_once() {
     let completions = count_completions(std::slice::from_ref(&f));
     let first = cluster.nodes[0].pid();
     dir.wait_markers("run-0-", 1);
-    assert!(
-        f.running(),
-        "the client saw the node's claim: {:?}",
-        f.state()
-    );
+    let start = Instant::now();
+    while !f.running() {
+        assert!(
+            start.elapsed() < LIMIT,
+            "the client never saw the node's claim: {:?}",
+            f.state()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
     cluster.add_node(1);
     let second = cluster.nodes[1].pid();
     cluster.nodes[0].kill();
