@@ -38,7 +38,8 @@
 //!   failing one breaks the executor, failing pending futures and later submits with its
 //!   reason ([`failing_initializer_breaks_executor`]).
 //! * **Failures**: a panicking task fails its own future with `Panicked` and its message, and
-//!   the worker lives on ([`panic_becomes_panicked`]).
+//!   the worker lives on ([`panic_becomes_panicked`]); its location and backtrace are those of
+//!   the panic that failed it, never of one a task caught itself ([`panic_after_caught_panic`]).
 //! * **Bulk bytes** (not in Python; pickle protocol 5's out-of-band buffers are the nearest):
 //!   [`Buffer`] payloads of every size arrive intact both ways ([`buffers_round_trip`]).
 //!
@@ -164,6 +165,7 @@ macro_rules! conformance_tests {
             initializer_state_visible,
             failing_initializer_breaks_executor,
             panic_becomes_panicked,
+            panic_after_caught_panic,
             generic_function,
             buffers_round_trip,
         );
@@ -911,6 +913,88 @@ pub fn panic_becomes_panicked<E: Executor + 'static>(make: impl Fn(Config) -> E)
         Ok(&before),
         "the worker survives a panicking task"
     );
+}
+
+/// What [`panic_after_caught_panic`] does, by number (a task's argument must cross processes).
+fn panic_after_caught_panic_task(case: u8) -> u32 {
+    use std::panic::{catch_unwind, resume_unwind};
+    let caught = catch_unwind(|| -> u32 { panic!("caught inside the task, case {case}") });
+    match case {
+        // Caught its own panic and returns normally.
+        0 => 0,
+        // Fails through `resume_unwind` with a new payload, which never met the panic hook.
+        1 => resume_unwind(Box::new(format!("resumed, case {case}"))),
+        // Re-raises the payload it caught: it keeps where it was raised.
+        2 => resume_unwind(caught.expect_err("the inner panic was caught")),
+        // Panics anew after the caught one: the new panic's own place.
+        _ => panic!("raised after a caught panic at line {}", line!()),
+    }
+}
+
+/// Not in CPython, whose tracebacks belong to their exception: a task's reported location and
+/// backtrace are those of the panic that failed it. A panic the task caught itself never shows
+/// up later, neither when the task then fails through `resume_unwind` with another payload nor
+/// in the next task on the same worker; a re-raised payload keeps its original place.
+pub fn panic_after_caught_panic<E: Executor + 'static>(make: impl Fn(Config) -> E) {
+    let ex = make(Config::new(1));
+    let outcome = |case: u8| {
+        ex.submit(panic_after_caught_panic_task, case)
+            .expect("submit")
+            .result_timeout(LIMIT)
+            .cloned()
+    };
+    let this_file = file!();
+    for round in 0..2 {
+        // First (round 1: again right after a task that caught a panic and succeeded).
+        assert_eq!(outcome(0), Ok(0), "round {round}");
+        match outcome(1) {
+            Err(TaskError::Panicked {
+                message,
+                location,
+                backtrace,
+            }) => {
+                assert_eq!(message, "resumed, case 1");
+                assert_eq!(location, None, "a stale location for resume_unwind");
+                assert_eq!(backtrace, None, "a stale backtrace for resume_unwind");
+            }
+            other => panic!("expected Panicked, got {other:?}"),
+        }
+        match outcome(2) {
+            Err(TaskError::Panicked {
+                message, location, ..
+            }) => {
+                assert_eq!(message, "caught inside the task, case 2");
+                let location = location.expect("a re-raised payload keeps its location");
+                assert!(location.starts_with(this_file), "{location}");
+            }
+            other => panic!("expected Panicked, got {other:?}"),
+        }
+        match outcome(3) {
+            Err(TaskError::Panicked {
+                message,
+                location,
+                backtrace,
+            }) => {
+                let line = message
+                    .strip_prefix("raised after a caught panic at line ")
+                    .unwrap_or_else(|| panic!("unexpected message {message:?}"));
+                let location = location.expect("a location");
+                assert!(
+                    location.starts_with(&format!("{this_file}:{line}:")),
+                    "{location}"
+                );
+                assert!(backtrace.is_some());
+            }
+            other => panic!("expected Panicked, got {other:?}"),
+        }
+        // A task on the same worker that fails through resume_unwind only.
+        match outcome(1) {
+            Err(TaskError::Panicked { location, .. }) => {
+                assert_eq!(location, None, "a location leaked from an earlier task");
+            }
+            other => panic!("expected Panicked, got {other:?}"),
+        }
+    }
 }
 
 /// A library function generic over `E: Executor` runs on the backend.

@@ -113,7 +113,7 @@ impl Pool {
         if let Some((id, writer, jobs)) = direct {
             // The worker is idle: it has read everything sent to it, so a small frame fits in
             // the socket buffer and this write does not wait for the worker.
-            if let Err(e) = slot::send_tasks(&self.regions, &writer, jobs) {
+            if let Err(e) = slot::send_tasks(&writer, jobs) {
                 log::debug!("cf-pool-proc: direct send failed: {e}; its reader handles it");
                 self.kill_worker(id);
             }
@@ -291,7 +291,6 @@ impl ProcessPoolBuilder {
                     on_worker_death: self.on_worker_death,
                     hello,
                 },
-                regions: crate::shm::Regions::default(),
             }),
         })
     }

@@ -86,7 +86,9 @@ impl Batch {
         }
     }
 
-    fn into_frame(self) -> (Vec<u8>, Vec<OwnedFd>) {
+    /// The frame, handing back the parent's regions lent as `released` (at its end).
+    fn into_frame(mut self, released: &[u64]) -> (Vec<u8>, Vec<OwnedFd>) {
+        protocol::push_released(&mut self.frame, released);
         let mut bytes = self.frame.finish();
         let at = protocol::HEADER + 1;
         bytes[at..at + 4].copy_from_slice(&self.count.to_le_bytes());
@@ -101,6 +103,8 @@ struct Outbox {
     batch: Mutex<Batch>,
     wake: Condvar,
     socket: Mutex<UnixStream>,
+    /// The regions this worker lends the parent, and the parent's it is done with.
+    peer: Arc<shm::Peer>,
     /// Set on exit: the flusher stops.
     closed: AtomicBool,
 }
@@ -146,7 +150,7 @@ impl Outbox {
             }
             std::mem::replace(&mut *batch, Batch::new())
         };
-        let (frame, fds) = full.into_frame();
+        let (frame, fds) = full.into_frame(&self.peer.take_owed());
         if let Err(e) = shm::send_frame(&socket, &frame, &fds) {
             let e = io::Error::from(e);
             if e.kind() != io::ErrorKind::BrokenPipe {
@@ -194,7 +198,9 @@ impl Outbox {
 
 fn serve(socket: UnixStream) -> io::Result<()> {
     let mut out = socket.try_clone()?;
-    let mut input = BufReader::with_capacity(256 * 1024, FdStream::new(socket, true));
+    let peer = Arc::new(shm::Peer::default());
+    let mut input =
+        BufReader::with_capacity(256 * 1024, FdStream::new(socket, true, Arc::clone(&peer)));
 
     let Some(body) = protocol::read_frame(&mut input, MAX_FRAME, None)? else {
         return Ok(());
@@ -237,6 +243,7 @@ fn serve(socket: UnixStream) -> io::Result<()> {
         batch: Mutex::new(Batch::new()),
         wake: Condvar::new(),
         socket: Mutex::new(out),
+        peer,
         closed: AtomicBool::new(false),
     });
     let flusher = {
@@ -254,7 +261,7 @@ fn serve(socket: UnixStream) -> io::Result<()> {
 
 /// Reads task frames and runs them until `Shutdown`, end of stream, or `max_tasks`.
 fn run_tasks(input: &mut BufReader<FdStream>, outbox: &Outbox, max_tasks: u64) -> io::Result<()> {
-    let regions = &shm::Regions::default();
+    let peer = Arc::clone(input.get_ref().peer());
     let mut done: u64 = 0;
     loop {
         let Some(body) = protocol::read_frame(input, MAX_FRAME, None)? else {
@@ -263,6 +270,8 @@ fn run_tasks(input: &mut BufReader<FdStream>, outbox: &Outbox, max_tasks: u64) -
         let (kind, mut r) = Reader::new(&body).map_err(io::Error::other)?;
         match kind {
             Kind::Tasks => {
+                // The parent is done with these regions: reusable for this frame's results.
+                peer.release(&r.released().map_err(io::Error::other)?);
                 let n = r.count(TASK_RECORD_MIN).map_err(io::Error::other)?;
                 for _ in 0..n {
                     let task = r.task().map_err(io::Error::other)?;
@@ -286,7 +295,7 @@ fn run_tasks(input: &mut BufReader<FdStream>, outbox: &Outbox, max_tasks: u64) -
                     };
                     let mut fds = Vec::new();
                     let mut messages = Vec::new();
-                    let exported = shm::export_all(regions, &attached, &mut fds, &mut messages);
+                    let exported = shm::export_all(&peer, &attached, &mut fds, &mut messages);
                     drop(attached);
                     outbox.push(
                         &ResultFrame {
@@ -304,6 +313,7 @@ fn run_tasks(input: &mut BufReader<FdStream>, outbox: &Outbox, max_tasks: u64) -
                     }
                 }
                 r.end().map_err(io::Error::other)?;
+                shm::end_of_frame(input).map_err(io::Error::other)?;
                 // Nothing more to run right now: send what is buffered without waiting.
                 outbox.flush();
             }
