@@ -10,9 +10,9 @@
 //!
 //! Properties checked, besides "never panics":
 //! * live heap growth during the call stays within [`ALLOC_FACTOR`] `* max` plus a small
-//!   constant: the body buffer (at most `max` bytes), the record index of a `Results` frame (at
-//!   most 40 bytes per 21-byte record: under 2 * body) or the lossy UTF-8 copy of an
-//!   `InitFailed` message (at most 3 bytes per input byte), and short error strings;
+//!   constant: the body buffer (at most `max` bytes), the lossy UTF-8 copy of an `InitFailed`
+//!   message (at most 3 bytes per input byte), and short error strings (records, attachments
+//!   and released lends are checked and read in place, never indexed);
 //! * a frame that decodes has a length prefix in `1..=max` and one of the three kinds a
 //!   worker may send (`Ready` = 4, `InitFailed` = 5, `Results` = 6);
 //! * decoding is deterministic.

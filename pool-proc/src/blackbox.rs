@@ -11,10 +11,11 @@
 //! reads the records it has not received and completes those futures. Recording is a `memcpy`
 //! of a few dozen bytes, no system call, so batching keeps its throughput.
 //!
-//! The page is created by the parent for each worker (a `memfd`, sealed against shrinking and
-//! growing so neither side can truncate it under the other) and sent with the handshake. The
-//! parent reads it only after the worker has been reaped, and through a private copy
-//! ([`sys::copy_out`]): a process the worker forked could still write to it, and a hostile
+//! The page is created by the parent for each worker ([`sys::create_shared_page`]: on Linux a
+//! `memfd` sealed against shrinking and growing) and sent with the handshake; the worker maps
+//! it. The parent reads it only after the worker has been reaped, with `pread` into a private
+//! copy, never through a mapping (so a page truncated by a misbehaving worker reads short
+//! instead of faulting): a process the worker forked could still write to it, and a hostile
 //! worker could have written anything, so the records are decoded with the same checks as any
 //! frame from a worker, and only tasks the worker still held are completed from them (a
 //! record that was also sent is simply a duplicate).
@@ -53,25 +54,32 @@ const RECORDS_AT: usize = 4096;
 /// The most record bytes a black box holds.
 pub(crate) const CAPACITY: usize = SIZE - RECORDS_AT;
 
-/// The parent's view of a worker's black box: read-only, read after the worker's death.
+/// The parent's view of a worker's black box, read after the worker's death.
 #[derive(Debug)]
 pub(crate) struct Reader {
-    map: MmapRaw,
+    fd: OwnedFd,
 }
 
 impl Reader {
     /// A new black box and the descriptor to send to its worker.
     pub(crate) fn create() -> io::Result<(Reader, OwnedFd)> {
-        let fd = sys::create_region(SIZE)?;
-        let map = sys::map_read_only(&fd, SIZE)?;
-        Ok((Reader { map }, fd))
+        let fd = sys::create_shared_page(SIZE)?;
+        let to_send = fd.try_clone()?;
+        Ok((Reader { fd }, to_send))
+    }
+
+    /// `len` bytes at `at`, or `None` if they cannot be read (the page was cut short).
+    fn read(&self, at: usize, len: usize) -> Option<Vec<u8>> {
+        let mut buf = vec![0; len];
+        sys::read_at(&self.fd, &mut buf, at as u64).ok()?;
+        Some(buf)
     }
 
     /// The records the worker left, as the body of a `Results` frame (kind byte first), for
     /// [`crate::protocol::decode_worker_message`]; `None` if it left none. Call only once the
     /// worker is gone.
     pub(crate) fn recorded(&self) -> Option<Vec<u8>> {
-        let header = sys::copy_out(&self.map, 0, RECORDS_AT).ok()?;
+        let header = self.read(0, WORDS_AT)?;
         let used = u64::from_le_bytes(header[USED_AT..COUNT_AT].try_into().ok()?);
         let count: [u8; 4] = header[COUNT_AT..COUNT_AT + 4].try_into().ok()?;
         if used == 0 {
@@ -79,22 +87,24 @@ impl Reader {
         }
         // A lying length reads no further than the page.
         let used = usize::try_from(used).ok()?.min(CAPACITY);
-        let records = sys::copy_out(&self.map, RECORDS_AT, used).ok()?;
-        let mut body = Vec::with_capacity(1 + 4 + used);
+        let records = self.read(RECORDS_AT, used)?;
+        let mut body = Vec::with_capacity(1 + 4 + used + 4);
         body.push(Kind::Results as u8);
         body.extend_from_slice(&count);
         body.extend_from_slice(&records);
+        // No regions released: a dead worker's lends are forgotten with it.
+        body.extend_from_slice(&0u32.to_le_bytes());
         Some(body)
     }
 
     /// The worker's last words, if it said any: `panicked at {location}: {message}`.
     pub(crate) fn last_words(&self) -> Option<String> {
-        let len = sys::copy_out(&self.map, WORDS_LEN_AT, 4).ok()?;
+        let len = self.read(WORDS_LEN_AT, 4)?;
         let len = u32::from_le_bytes(len.try_into().ok()?) as usize;
         if len == 0 {
             return None;
         }
-        let words = sys::copy_out(&self.map, WORDS_AT, len.min(WORDS_MAX)).ok()?;
+        let words = self.read(WORDS_AT, len.min(WORDS_MAX))?;
         Some(String::from_utf8_lossy(&words).into_owned())
     }
 }
@@ -110,14 +120,13 @@ pub(crate) struct Writer {
 impl Writer {
     /// Maps the black box the parent sent with the handshake.
     pub(crate) fn adopt(fd: &OwnedFd) -> io::Result<Writer> {
-        let info = sys::inspect_region(fd).map_err(io::Error::other)?;
-        if info.size != SIZE {
-            return Err(io::Error::other(format!(
-                "the black box the parent sent has {} bytes, not {SIZE}",
-                info.size
-            )));
-        }
-        let map = Arc::new(sys::map_read_write(fd, SIZE)?);
+        // Its last byte must exist: a shorter page would fault the writes below.
+        sys::read_at(fd, &mut [0], SIZE as u64 - 1).map_err(|e| {
+            io::Error::other(format!(
+                "the black box the parent sent is not {SIZE} bytes ({e})"
+            ))
+        })?;
+        let map = Arc::new(sys::map_shared_page(fd, SIZE)?);
         let writer = Writer {
             map,
             used: 0,
@@ -209,7 +218,7 @@ mod tests {
                 nanos: 5,
                 ok: true,
                 bytes,
-                attached: vec![],
+                attached: protocol::Attachments::List(vec![]),
             },
         );
         f.finish()[start..].to_vec()
@@ -220,7 +229,7 @@ mod tests {
             return vec![];
         };
         match protocol::decode_worker_message(&body).unwrap() {
-            WorkerMessage::Results(records) => records.iter().map(|r| r.id).collect(),
+            WorkerMessage::Results { records, .. } => records.iter().map(|r| r.id).collect(),
             other => panic!("{other:?}"),
         }
     }
@@ -261,9 +270,8 @@ mod tests {
     }
 
     #[test]
-    fn an_unsealed_or_wrongly_sized_page_is_refused() {
-        assert!(Writer::adopt(&sys::testing::resizable_region(SIZE as u64)).is_err());
-        assert!(Writer::adopt(&sys::create_region(4096).unwrap()).is_err());
+    fn a_wrongly_sized_page_is_refused() {
+        assert!(Writer::adopt(&sys::create_shared_page(4096).unwrap()).is_err());
         assert!(Writer::adopt(&sys::testing::not_a_region()).is_err());
     }
 }

@@ -95,7 +95,7 @@ impl Pool {
     }
 
     /// Queues already-encoded tasks (encoding happens before, outside the lock).
-    fn enqueue(
+    pub(crate) fn enqueue(
         self: &Arc<Self>,
         fn_offset: i64,
         timeout: Option<Duration>,
@@ -142,7 +142,7 @@ impl Pool {
         if let Some((id, writer, jobs)) = direct {
             // The worker is idle: it has read everything sent to it, so a small frame fits in
             // the socket buffer and this write does not wait for the worker.
-            if let Err(e) = slot::send_tasks(&self.regions, &writer, jobs) {
+            if let Err(e) = slot::send_tasks(&writer, jobs) {
                 log::debug!("cf-pool-proc: direct send failed: {e}; its reader handles it");
                 self.kill_worker(id);
             }
@@ -216,7 +216,8 @@ impl Pool {
 #[derive(Debug, Clone, Default)]
 pub struct ProcessPoolBuilder {
     max_workers: Option<usize>,
-    initializer: Option<sys::Initializer>,
+    /// The initializer's code offset (see `transport::initializer_code`).
+    initializer: Option<i64>,
     max_tasks_per_child: Option<u64>,
     task_timeout: Option<Duration>,
     on_worker_death: WorkerDeath,
@@ -238,8 +239,13 @@ impl ProcessPoolBuilder {
     /// Like a task, it must be a plain `fn` (or a closure that captures nothing): it is named
     /// across the process boundary by address.
     #[must_use]
-    pub fn initializer(mut self, init: fn() -> Result<(), String>) -> Self {
-        self.initializer = Some(init);
+    pub fn initializer(self, init: fn() -> Result<(), String>) -> Self {
+        self.initializer_offset(sys::offset_of(init as usize))
+    }
+
+    /// Sets the initializer by its code offset (from this process, or a peer of the same build).
+    pub(crate) fn initializer_offset(mut self, offset: i64) -> Self {
+        self.initializer = Some(offset);
         self
     }
 
@@ -316,7 +322,7 @@ impl ProcessPoolBuilder {
             log_level: 0,
             exe,
             probe_offset: sys::probe_offset(),
-            init_offset: self.initializer.map_or(0, |f| sys::offset_of(f as usize)),
+            init_offset: self.initializer.unwrap_or(0),
             max_tasks: self.max_tasks_per_child.unwrap_or(0),
         };
         Ok(ProcessPoolExecutor {
@@ -332,7 +338,6 @@ impl ProcessPoolBuilder {
                     shutdown_grace: self.shutdown_grace.unwrap_or(DEFAULT_SHUTDOWN_GRACE),
                     hello,
                 },
-                regions: crate::shm::Regions::default(),
             }),
         })
     }
@@ -357,7 +362,7 @@ impl ProcessPoolBuilder {
 /// assert_eq!(f.result(), Ok(&49));
 /// ```
 pub struct ProcessPoolExecutor {
-    pool: Arc<Pool>,
+    pub(crate) pool: Arc<Pool>,
 }
 
 impl ProcessPoolExecutor {

@@ -34,22 +34,26 @@
 //! A task is a fn item or a closure that captures nothing, `Fn(A) -> R` with `A` and `R`
 //! serde types (several arguments travel as a tuple). That is Rust's answer to "must be
 //! picklable", checked when the program is compiled: a capturing closure fails to build with a
-//! message saying why. Arguments and results travel `postcard`-encoded, so types that need a
-//! self-describing format (`#[serde(untagged)]`, `deserialize_any`) are refused with a `Codec`
-//! error; postcard also keeps only the kind of a custom serde error, not its text.
+//! message saying why. Arguments and results travel in [`cf_executor_api::codec`]'s encoding
+//! (postcard, with large byte strings out of band), so types that need a self-describing format
+//! (`#[serde(untagged)]`, `deserialize_any`) are refused with a `Codec` error that keeps the
+//! text of a custom serde error.
 //!
 //! **Large byte payloads**: put them in a [`Buffer`] (anywhere in the argument or result,
 //! inside your own types too). A `Buffer` of 64 KiB or more does not go through serde or the
 //! socket: it is copied into a shared-memory region (a `memfd` the pool reuses from task to
-//! task, whose descriptor crosses the socket); the worker reads it in place, and the parent
-//! copies a result out of the worker's region. A 16 MiB round trip then runs at memory speed,
+//! task for the same worker, whose descriptor crosses the socket, sealed so that only its
+//! sender can ever write it); the worker reads it in place, and the parent copies a result out
+//! of the worker's region. A 16 MiB round trip then runs at memory speed,
 //! about half of `memcpy` bandwidth (three copies), where a `Vec<u8>`
-//! (which serde encodes element by element) manages a few hundred MiB/s. Python's nearest
+//! (which serde encodes element by element) manages a few hundred MiB/s. Byte strings as serde
+//! writes them (`serde_bytes::ByteBuf`, `#[serde(with = "serde_bytes")]`, `bytes::Bytes`) of
+//! 64 KiB or more take the same road with no change to their types, one copy more on each side. Python's nearest
 //! equivalent is pickle protocol 5's out-of-band buffers. Regions are reused, which is what
-//! makes them fast, so memory stays reserved between tasks: each pool and each worker keeps up
-//! to 128 MiB of regions, and each side may keep up to 128 MiB of the other side's mapped
-//! (so at most 128 MiB × (1 + 3 × workers), reached only after many large buffers). It all
-//! goes with the pool and its workers. A task that keeps its argument's `Buffer` after it
+//! makes them fast, so memory stays reserved between tasks: the pool keeps up to 128 MiB of
+//! regions for each worker, each worker 128 MiB of its own, and each side may keep up to
+//! 128 MiB of the other side's mapped (so at most 128 MiB × 4 × workers, reached only after
+//! many large buffers). A worker's regions go with it; the rest goes with the pool. A task that keeps its argument's `Buffer` after it
 //! returns (in a static, say) keeps that region lent to it; copy what you keep
 //! (`Buffer::from(b.to_vec())`).
 //!
@@ -66,8 +70,11 @@
 //! assert!(out.result().unwrap().iter().all(|&p| p == 110));
 //! ```
 //!
-//! Workers are this same executable, started again through `/proc/self/exe`. They never run
-//! your `main`, or the test harness: a static constructor enters worker mode before `main`. So
+//! Workers are this same executable, started again through `/proc/self/exe`, with your
+//! program's command line (`std::env::args()` in a task is the parent's, `argv[0]` included;
+//! a `LazyLock` that parses it gets the same configuration). They never run your `main`, or
+//! the test harness: a static constructor enters worker mode before `main`, so nothing parses
+//! the arguments twice. So
 //! a binary, an example, an integration test and a doctest all work with no setup line. If a
 //! platform or linker drops that constructor, [`ProcessPoolBuilder::build`] says so and asks for
 //! [`init()`] as the first line of `main`.
@@ -120,6 +127,12 @@
 //!   pending tasks open no descriptor. No named rendezvous: the worker inherits its end as a
 //!   descriptor (close-on-exec cleared only in the child), so no other local process can
 //!   connect first.
+//! * **A worker inherits nothing else**: no descriptor of your program reaches it but its
+//!   standard input (`/dev/null`), output and error, even those opened without close-on-exec
+//!   (a pipe, a build tool's jobserver, a listening socket, a lock file): between `fork` and
+//!   `exec` every other descriptor is marked close-on-exec (`close_range` on Linux 5.11 and
+//!   later, one `fcntl` per possible descriptor before). So a pipe your program opened sees
+//!   end-of-file when you close your end, whatever workers run.
 //! * **The feeder thread** of each worker only writes. It starts the process (so
 //!   `PR_SET_PDEATHSIG` is tied to a thread that outlives the worker) and feeds it a prefetch
 //!   window of tasks: one until timings are known, then growing (slow start) to keep about 2 ms
@@ -147,10 +160,16 @@
 //! # When a worker dies
 //!
 //! A worker that dies (signal, `exit`, `abort`, segfault, stack overflow, killed from outside)
-//! is seen by its reader as end of stream and reaped with `waitpid`. Only the task it was
-//! running and those sent to it that had not started fail, with [`TaskError::WorkerDied`]
-//! naming the pid and the exit code or signal (tasks it finished keep their results, even those
-//! it had not sent yet, so retrying on `WorkerDied` never re-runs work that already ran); a
+//! is seen from the process itself: a small waiter thread per worker blocks in
+//! `waitid(WNOWAIT)` and, when the worker has exited, ends the parent's side of its socket, so
+//! its reader reads what the worker sent before dying, then sees end of stream and reaps it.
+//! A task that forked a child or started a daemon (which holds a copy of the worker's socket)
+//! therefore delays nothing: the dead worker's futures fail at once, and `drop`,
+//! `shutdown(wait)`, `kill_workers` and time limits never wait for a worker's descendants.
+//! Only the task it was running and those sent to it that had not started fail, with
+//! [`TaskError::WorkerDied`] naming the pid and the exit code or signal (tasks it finished keep
+//! their results, even those it had not sent yet, so retrying on `WorkerDied` never re-runs
+//! work that already ran); a
 //! replacement starts if work is waiting, and the pool goes on. [`WorkerDeath::BreakPool`]
 //! restores Python's behaviour instead (everything pending fails, the pool is broken). A panic
 //! is not a death: it comes back as [`TaskError::Panicked`] with the worker's message,
@@ -182,9 +201,16 @@
 //!
 //! The parent trusts its own executable; workers trust the parent (they run the code offsets
 //! it sends). The parent does *not* trust what comes back: a worker running a buggy or hostile
-//! task may write anything to its socket, and gets a size-checked decoder, a kill and
-//! `WorkerDied`, never a parent crash or an unbounded allocation. Other local users cannot
-//! join the rendezvous, since there is none on the file system.
+//! task may write anything to its socket, and gets a decoder that allocates only a small
+//! multiple of what it sent, a kill and `WorkerDied`, never a parent crash. Workers cannot
+//! reach each other's data through the pool: shared-memory regions are the parent's per
+//! worker, sealed so that no receiver can write them (not even through a descriptor reopened
+//! from `/proc`), and handed back over the receiver's own socket, so no worker can release a
+//! region another is reading. The parent copies only what a worker's own pages back, and
+//! keeps no descriptor a worker sends without naming it. Other local users cannot join the
+//! rendezvous, since there is none on the file system. Workers are not a sandbox: they run as
+//! your user, with what the OS lets such a process do. The full model, what each defence
+//! rests on and where it stops: `docs/security.md` in the repository.
 #![warn(missing_docs)]
 
 mod blackbox;
@@ -195,6 +221,7 @@ mod slot;
 mod state;
 mod sys;
 mod task;
+pub mod transport;
 mod watchdog;
 mod worker;
 

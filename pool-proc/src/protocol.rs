@@ -12,19 +12,31 @@
 //! ```text
 //! parent -> worker   Hello { exe identity, probe offset, initializer offset, max_tasks,
 //!                            log level }
-//!                    Tasks [ { id u64, fn offset i64, payload bytes, attachments } ... ]
+//!                    Tasks { released, [ { id u64, fn offset i64, payload bytes, attachments } ... ] }
 //!                    Shutdown
 //!                    Reclaim                       (give back the tasks not started)
 //! worker -> parent   Ready { pid }
 //!                    InitFailed { identity | initializer, message }
-//!                    Results [ { id u64, nanos u64, ok u8, bytes, attachments } ... ]
+//!                    Results { [ { id u64, nanos u64, ok u8, bytes, attachments } ... ], released }
 //!                    Returned [ { id u64, payload bytes } ... ]
 //!                    Log { level u8, line u32, target bytes, message bytes, file bytes }
-//! attachments        count u32, then per buffer: 0 len u64 (a region) | 1 message bytes (failed)
+//! attachments        count u32, then per buffer:
+//!                      0 len u64 lend u64 (a region, lent under that number) | 1 message bytes (failed)
+//! released           count u32, then lend u64 per region the sender of the frame is done with
 //! ```
 //!
 //! Attached buffers (see [`crate::shm`]) travel as memfd descriptors in the ancillary data of
-//! the frame's first bytes; a record names how many it takes, in order.
+//! the frame's first bytes; a record names how many it takes, in order. Each is lent under a
+//! number, and the receiver hands it back by naming that number in a later frame of its own
+//! (`released`): first thing in a `Tasks` frame, so a worker can reuse its regions for the
+//! results of those very tasks; last thing in a `Results` frame, which the parent decodes
+//! whole and applies before completing any future.
+//!
+//! Decoding a frame allocates at most a small multiple of its length: counts are checked
+//! against the bytes left at the smallest size their records can have, attachment and release
+//! lists are read in place (no allocation), and the one index the parent builds (a `Results`
+//! frame's records) is reserved fallibly, so a claim it cannot afford is a [`ProtocolError`]
+//! (the worker is killed), never an abort.
 
 use std::io::{self, Read, Write};
 use std::time::{Duration, Instant};
@@ -102,10 +114,75 @@ pub(crate) struct Hello {
 /// One buffer attached to a task or result.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Attachment<'a> {
-    /// The next descriptor that came with the frame: a region holding `len` bytes.
-    Descriptor { len: u64 },
+    /// The next descriptor that came with the frame: a region holding `len` bytes, lent under
+    /// the number `lend` (the receiver names it to hand the region back).
+    Descriptor { len: u64, lend: u64 },
     /// The sender could not export it; why.
     Failed(&'a [u8]),
+}
+
+/// Smallest encoded attachment record: an [`Attachment::Failed`] with an empty reason.
+const ATTACHMENT_MIN: usize = 1 + 4;
+
+/// The attachments of one task or result: built by a sender as a list, or decoded from a
+/// frame, where they stay encoded (checked once, read again on each iteration) so that no
+/// count a peer claims sizes an allocation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Attachments<'a> {
+    /// To be sent.
+    List(Vec<Attachment<'a>>),
+    /// As received: `count` well-formed records, exactly filling `raw`.
+    Wire { count: usize, raw: &'a [u8] },
+}
+
+impl<'a> Attachments<'a> {
+    /// How many buffers.
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            Attachments::List(list) => list.len(),
+            Attachments::Wire { count, .. } => *count,
+        }
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The records, in order.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = Attachment<'a>> + '_ {
+        let (list, raw, count) = match self {
+            Attachments::List(list) => (&list[..], &[][..], 0),
+            Attachments::Wire { count, raw } => (&[][..], *raw, *count),
+        };
+        let mut r = Reader { body: raw };
+        list.iter().copied().chain((0..count).map(move |_| {
+            r.attachment()
+                .expect("attachment records are checked when the frame is decoded")
+        }))
+    }
+}
+
+impl<'a> FromIterator<Attachment<'a>> for Attachments<'a> {
+    fn from_iter<I: IntoIterator<Item = Attachment<'a>>>(iter: I) -> Self {
+        Attachments::List(iter.into_iter().collect())
+    }
+}
+
+/// The lends of regions a frame's sender is done with, as received (checked, read in place).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Released<'a> {
+    raw: &'a [u8],
+}
+
+impl Released<'_> {
+    pub(crate) fn iter(&self) -> impl Iterator<Item = u64> + '_ {
+        self.raw
+            .chunks_exact(8)
+            .map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")))
+    }
+    pub(crate) fn is_empty(&self) -> bool {
+        self.raw.is_empty()
+    }
 }
 
 /// One task as it travels to a worker.
@@ -114,7 +191,7 @@ pub(crate) struct TaskFrame<'a> {
     pub(crate) id: u64,
     pub(crate) fn_offset: i64,
     pub(crate) payload: &'a [u8],
-    pub(crate) attached: Vec<Attachment<'a>>,
+    pub(crate) attached: Attachments<'a>,
 }
 
 /// One outcome as it travels back.
@@ -126,7 +203,7 @@ pub(crate) struct ResultFrame<'a> {
     /// `true`: `bytes` is the postcard-encoded result; `false`: a postcard-encoded `TaskError`.
     pub(crate) ok: bool,
     pub(crate) bytes: &'a [u8],
-    pub(crate) attached: Vec<Attachment<'a>>,
+    pub(crate) attached: Attachments<'a>,
 }
 
 /// Builds one frame in memory; `finish` patches the length prefix.
@@ -262,13 +339,22 @@ pub(crate) fn push_result(f: &mut FrameBuf, r: &ResultFrame<'_>) {
     push_attachments(f, &r.attached);
 }
 
-fn push_attachments(f: &mut FrameBuf, attached: &[Attachment<'_>]) {
+fn push_attachments(f: &mut FrameBuf, attached: &Attachments<'_>) {
     f.u32(u32::try_from(attached.len()).expect("attachments are capped by the policy"));
-    for a in attached {
+    for a in attached.iter() {
         match a {
-            Attachment::Descriptor { len } => f.u8(0).u64(*len),
+            Attachment::Descriptor { len, lend } => f.u8(0).u64(len).u64(lend),
             Attachment::Failed(why) => f.u8(1).bytes(why),
         };
+    }
+}
+
+/// Appends the lends of regions this side is done with: at the start of a `Tasks` frame's
+/// body, at the end of a `Results` frame's.
+pub(crate) fn push_released(f: &mut FrameBuf, lends: &[u64]) {
+    f.u32(u32::try_from(lends.len()).expect("lends are bounded by what was lent"));
+    for &lend in lends {
+        f.u64(lend);
     }
 }
 
@@ -315,7 +401,10 @@ pub(crate) fn read_frame(
     let mut filled = 0;
     while filled < len {
         if filled == body.len() {
-            body.resize((body.len() * 2).max(64 * 1024).min(len), 0);
+            // Exactly: `resize` alone would round the capacity up to twice what is asked.
+            let grown = (body.len() * 2).max(64 * 1024).min(len);
+            body.reserve_exact(grown - body.len());
+            body.resize(grown, 0);
         }
         match r.read(&mut body[filled..]) {
             Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
@@ -435,15 +524,32 @@ impl<'a> Reader<'a> {
         self.end()?;
         Ok(h)
     }
-    fn attachments(&mut self) -> Result<Vec<Attachment<'a>>, ProtocolError> {
-        let n = self.count(1)?;
-        (0..n)
-            .map(|_| match self.u8()? {
-                0 => Ok(Attachment::Descriptor { len: self.u64()? }),
-                1 => Ok(Attachment::Failed(self.bytes()?)),
-                other => Err(ProtocolError(format!("bad attachment tag {other}"))),
-            })
-            .collect()
+    fn attachment(&mut self) -> Result<Attachment<'a>, ProtocolError> {
+        match self.u8()? {
+            0 => Ok(Attachment::Descriptor {
+                len: self.u64()?,
+                lend: self.u64()?,
+            }),
+            1 => Ok(Attachment::Failed(self.bytes()?)),
+            other => Err(ProtocolError(format!("bad attachment tag {other}"))),
+        }
+    }
+    /// Checks a list of attachment records and keeps it encoded: no allocation.
+    fn attachments(&mut self) -> Result<Attachments<'a>, ProtocolError> {
+        let count = self.count(ATTACHMENT_MIN)?;
+        let start = self.body;
+        for _ in 0..count {
+            self.attachment()?;
+        }
+        let raw = &start[..start.len() - self.body.len()];
+        Ok(Attachments::Wire { count, raw })
+    }
+    /// A list of released lends (see [`push_released`]); no allocation.
+    pub(crate) fn released(&mut self) -> Result<Released<'a>, ProtocolError> {
+        let n = self.count(8)?;
+        Ok(Released {
+            raw: self.take(n * 8)?,
+        })
     }
     pub(crate) fn task(&mut self) -> Result<TaskFrame<'a>, ProtocolError> {
         Ok(TaskFrame {
@@ -481,7 +587,11 @@ pub(crate) enum WorkerMessage<'a> {
         why: StartFailure,
         message: String,
     },
-    Results(Vec<ResultFrame<'a>>),
+    /// Outcomes, and the lends of the parent's regions the worker is done with.
+    Results {
+        records: ResultRecords<'a>,
+        released: Released<'a>,
+    },
     /// Tasks given back unstarted after a `Reclaim`: ids and payloads.
     Returned(Vec<(u64, &'a [u8])>),
     /// A record of the worker's `log` calls (text that is not UTF-8 is replaced).
@@ -494,8 +604,30 @@ pub(crate) enum WorkerMessage<'a> {
     },
 }
 
+/// The records of a `Results` frame, as received: checked once, decoded again on each
+/// iteration, so that decoding allocates nothing however many a frame claims.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ResultRecords<'a> {
+    count: usize,
+    raw: &'a [u8],
+}
+
+impl<'a> ResultRecords<'a> {
+    pub(crate) fn len(&self) -> usize {
+        self.count
+    }
+    pub(crate) fn iter(&self) -> impl Iterator<Item = ResultFrame<'a>> {
+        let mut r = Reader { body: self.raw };
+        (0..self.count).map(move |_| {
+            r.result()
+                .expect("result records are checked when the frame is decoded")
+        })
+    }
+}
+
 /// Decodes a worker's frame body completely; anything but a well-formed message from the
-/// worker's vocabulary is an error. Allocation is bounded by the body's length.
+/// worker's vocabulary is an error. Nothing is allocated but an `InitFailed` message's text
+/// (at most three bytes per byte received).
 pub(crate) fn decode_worker_message(body: &[u8]) -> Result<WorkerMessage<'_>, ProtocolError> {
     let (kind, mut r) = Reader::new(body)?;
     let message = match kind {
@@ -509,12 +641,16 @@ pub(crate) fn decode_worker_message(body: &[u8]) -> Result<WorkerMessage<'_>, Pr
             message: String::from_utf8_lossy(r.bytes()?).into_owned(),
         },
         Kind::Results => {
-            let n = r.count(RESULT_RECORD_MIN)?;
-            let mut records = Vec::with_capacity(n);
-            for _ in 0..n {
-                records.push(r.result()?);
+            let count = r.count(RESULT_RECORD_MIN)?;
+            let start = r.body;
+            for _ in 0..count {
+                r.result()?;
             }
-            WorkerMessage::Results(records)
+            let raw = &start[..start.len() - r.body.len()];
+            WorkerMessage::Results {
+                records: ResultRecords { count, raw },
+                released: r.released()?,
+            }
         }
         Kind::Returned => {
             let n = r.count(RETURNED_RECORD_MIN)?;
@@ -574,10 +710,13 @@ mod tests {
                 nanos: 1,
                 ok: true,
                 bytes: b"abc",
-                attached: vec![
-                    Attachment::Descriptor { len: 70_000 },
+                attached: Attachments::List(vec![
+                    Attachment::Descriptor {
+                        len: 70_000,
+                        lend: 3,
+                    },
                     Attachment::Failed(b"no memory"),
-                ],
+                ]),
             },
         );
         push_result(
@@ -587,35 +726,68 @@ mod tests {
                 nanos: 2,
                 ok: false,
                 bytes: b"",
-                attached: vec![],
+                attached: Attachments::List(vec![]),
             },
         );
+        push_released(&mut f, &[5, 9]);
         let frame = f.finish();
         let body = read_frame(&mut &frame[..], MAX_FRAME, None)
             .unwrap()
             .unwrap();
-        let (kind, mut r) = Reader::new(&body).unwrap();
-        assert_eq!(kind, Kind::Results);
-        assert_eq!(r.count(RESULT_RECORD_MIN).unwrap(), 2);
-        let first = r.result().unwrap();
-        assert_eq!(first.bytes, b"abc");
+        let WorkerMessage::Results { records, released } = decode_worker_message(&body).unwrap()
+        else {
+            panic!("not results");
+        };
+        assert_eq!(records.len(), 2);
+        let decoded: Vec<_> = records.iter().collect();
+        assert_eq!(decoded[0].bytes, b"abc");
         assert_eq!(
-            first.attached,
+            decoded[0].attached.iter().collect::<Vec<_>>(),
             [
-                Attachment::Descriptor { len: 70_000 },
+                Attachment::Descriptor {
+                    len: 70_000,
+                    lend: 3
+                },
                 Attachment::Failed(b"no memory")
             ]
         );
-        assert!(!r.result().unwrap().ok);
-        r.end().unwrap();
+        assert_eq!(decoded[0].attached.len(), 2);
+        assert!(!decoded[1].ok && decoded[1].attached.is_empty());
+        assert_eq!(released.iter().collect::<Vec<_>>(), [5, 9]);
         for cut in 1..body.len() {
-            let (_, mut r) = Reader::new(&body[..cut]).unwrap();
-            let ok = r
-                .count(RESULT_RECORD_MIN)
-                .and_then(|n| (0..n).try_for_each(|_| r.result().map(drop)))
-                .and_then(|()| r.end());
-            assert!(ok.is_err(), "cut at {cut} decoded");
+            assert!(
+                decode_worker_message(&body[..cut]).is_err(),
+                "cut at {cut} decoded"
+            );
         }
+    }
+
+    #[test]
+    fn tasks_carry_releases_first() {
+        let mut f = FrameBuf::new(Kind::Tasks);
+        push_released(&mut f, &[42]);
+        f.u32(1);
+        push_task(
+            &mut f,
+            &TaskFrame {
+                id: 1,
+                fn_offset: -8,
+                payload: b"p",
+                attached: Attachments::List(vec![Attachment::Descriptor { len: 1, lend: 2 }]),
+            },
+        );
+        let frame = f.finish();
+        let (kind, mut r) = Reader::new(&frame[HEADER..]).unwrap();
+        assert_eq!(kind, Kind::Tasks);
+        assert_eq!(r.released().unwrap().iter().collect::<Vec<_>>(), [42]);
+        assert_eq!(r.count(TASK_RECORD_MIN).unwrap(), 1);
+        let task = r.task().unwrap();
+        assert_eq!((task.id, task.fn_offset, task.payload), (1, -8, &b"p"[..]));
+        assert_eq!(
+            task.attached.iter().collect::<Vec<_>>(),
+            [Attachment::Descriptor { len: 1, lend: 2 }]
+        );
+        r.end().unwrap();
     }
 
     #[test]
@@ -642,5 +814,21 @@ mod tests {
         let frame = f.finish();
         let (_, mut r) = Reader::new(&frame[HEADER..]).unwrap();
         assert!(r.count(RESULT_RECORD_MIN).is_err());
+        // Counts are checked at the smallest size of their records: five empty failures fit
+        // in 25 bytes, six do not.
+        let failures = |n: u32| {
+            let mut b = n.to_le_bytes().to_vec();
+            b.extend_from_slice(&[1, 0, 0, 0, 0].repeat(5));
+            b
+        };
+        assert_eq!(
+            Reader { body: &failures(5) }.attachments().unwrap().len(),
+            5
+        );
+        let err = Reader { body: &failures(6) }.attachments().unwrap_err();
+        assert!(err.0.contains("cannot fit"), "{err}");
+        let mut released = 4u32.to_le_bytes().to_vec();
+        released.extend_from_slice(&[0; 31]);
+        assert!(Reader { body: &released }.released().is_err());
     }
 }

@@ -6,50 +6,79 @@
 //! payload. When the frame is sent, each attached buffer is copied into a *region*: a `memfd`
 //! of the sending process, mapped read-write there, whose descriptor travels in the ancillary
 //! data of the frame's first bytes (so a frame's descriptors have always arrived by the time
-//! its last byte has). The receiver maps the region and hands it back by clearing its *lease
-//! flag* (byte 0 of the file) once done with it:
+//! its last byte has), with a *lend* number. The receiver maps the region read-only and hands
+//! it back by naming that number in a frame of its own, on the same socket (see
+//! [`crate::protocol`]):
 //!
-//! * the parent copies what a worker sends into its own memory and hands the region back at
-//!   once: it never lets user code see memory a worker (running arbitrary tasks) can write;
+//! * the parent copies what a worker sends into its own memory and hands the region back in
+//!   its next `Tasks` frame: it never lets user code see memory a worker can write;
 //! * a worker reads what the parent sends in place (a `Buffer` over the mapping, no copy) and
-//!   hands the region back when that `Buffer` is dropped. The parent writes a region only when
-//!   its flag is clear, so the bytes cannot change under the reader. A task that keeps its
-//!   argument's `Buffer` past its end keeps the region (and a descriptor) lent with it; to keep
-//!   the bytes for long, copy them (`Buffer::from(b.to_vec())`).
+//!   hands the region back, in its next `Results` frame, once that `Buffer` is dropped. A task
+//!   that keeps its argument's `Buffer` past its end keeps the region lent (a mapping, no
+//!   descriptor); to keep the bytes for long, copy them (`Buffer::from(b.to_vec())`).
+//!
+//! # Isolation
+//!
+//! What a receiver maps can change only when its sender writes it, and a sender writes only
+//! regions nobody else is reading:
+//!
+//! * **Sealed at birth.** A sender maps a new region read-write and at once seals it against
+//!   every *new* writer (`F_SEAL_FUTURE_WRITE`), before its descriptor ever leaves: from then
+//!   on no process can `write` it, map it writable or punch holes in it, whatever descriptor it
+//!   holds or reopens through `/proc/self/fd`; only the sender's own mapping (not inherited by
+//!   a `fork`) writes it. It is sealed against resizing too, so no one can truncate it under a
+//!   reader. Receivers check all of that before mapping (`sys::inspect_region`). Where the
+//!   kernel lacks that seal (before Linux 5.1), a region is written once and then sealed
+//!   against all writes (`F_SEAL_WRITE`), and never reused: slower, as safe.
+//! * **Per worker.** The parent keeps one [`Peer`] per worker: regions lent to a worker are
+//!   only ever lent to that worker again, and are forgotten with it. A worker that keeps a
+//!   descriptor or mapping of its region sees only its own later arguments there.
+//! * **Handed back over the receiver's own socket.** Nothing in a region says whether it is
+//!   lent; the receiver names the lend in a frame on its socket, and a sender releases only
+//!   lends it made to that peer (each lend has a new number, so a stale or repeated release
+//!   matches nothing). No worker can release a region lent to another.
+//!
+//! # Cost, and what bounds it
 //!
 //! Regions are reused, and that is the point: a new shared page costs the kernel about as much
 //! as copying it three times over (allocation, accounting, freeing; measured in
-//! `benches/README.md`). So the sender keeps a few idle regions ([`Outbound`]) and reclaims
-//! lent ones whose flag is clear, and the receiver keeps its mappings of the sender's regions
-//! ([`Inbound`]), keyed by inode, so a reused region costs one `memcpy` into it, one out of it
-//! in the parent, none in a worker, and no page faults.
+//! `benches/README.md`). So a sender keeps, per peer, a few idle regions and the ones it lent
+//! ([`Outbound`]), and the receiver keeps its mappings of the sender's regions ([`Inbound`]),
+//! keyed by inode and tag, so a reused region costs one `memcpy` into it, one out of it in the
+//! parent, none in a worker, and no page faults.
 //!
-//! Regions are sealed against shrinking and growing at creation: a receiver checks that before
-//! mapping, so no process can truncate a region under a reader (which would fault it).
+//! The parent pays for nothing a worker did not: a buffer is at most [`ATTACHED_MAX`] bytes, in
+//! a region of at most [`HEADER`] + [`ATTACHED_MAX`] rounded up to a power of two; and before
+//! copying, the parent checks that the worker's region has memory behind every byte it will
+//! read (`sys::first_hole`: reading a hole would make the *reader* allocate the page). Pages
+//! of a region sealed against writers can be added, never removed, so each mapping is checked
+//! once per length it has not seen yet.
 //!
-//! Retention is bounded: a sender (each pool, each worker) keeps at most [`KEPT_MAX`] idle and
-//! as many lent regions, [`RETAIN_BYTES`] in all, none over [`RETAIN_MAX`] (bigger ones are
-//! used once); each receiver (each worker, each of the parent's reader threads) caches at most
+//! Retention is bounded: a sender keeps, for each peer, at most [`KEPT_MAX`] idle and as many
+//! lent regions, [`RETAIN_BYTES`] in all, none over [`RETAIN_MAX`] (bigger ones are used
+//! once); each receiver (each worker, each of the parent's reader threads) caches at most
 //! [`CACHED_MAX`] mappings of its peer's regions, [`RETAIN_BYTES`] in all. A cached mapping
 //! keeps its region's memory alive after the sender forgot it, so with `n` workers the worst
-//! case is `RETAIN_BYTES × (1 + 3n)`. A region lent to a process that dies is forgotten when
-//! it falls off the lent list; the kernel frees it when the last descriptor and mapping go.
+//! case is `RETAIN_BYTES × 4n`. A region lent to a process that dies is forgotten with its
+//! [`Peer`]; the kernel frees it when the last descriptor and mapping go. Descriptors that
+//! arrive with a frame but that no record of it names are closed as soon as the frame is
+//! handled, and the peer that sent them is broken ([`end_of_frame`]).
 //!
 //! A buffer that cannot be exported (no memory, no descriptors left, the kernel refusing more
-//! descriptors in flight) is sent as an [`Attachment::Failed`] record with the reason; the
-//! receiving side fails that one task with a `Codec` error that says so, and nothing else is
-//! affected. A receiver that cannot accept descriptors (it is out of them) loses them in
-//! transit; that is a broken connection, and the worker is replaced.
+//! descriptors in flight, over [`ATTACHED_MAX`]) is sent as an [`Attachment::Failed`] record
+//! with the reason; the receiving side fails that one task with a `Codec` error that says so,
+//! and nothing else is affected. A receiver that cannot accept descriptors (it is out of them)
+//! loses them in transit; that is a broken connection, and the worker is replaced.
 
 use std::collections::VecDeque;
-use std::io::{self, Read, Write};
-use std::sync::{Arc, Mutex};
+use std::io::{self, BufReader, Read, Write};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use cf_executor_api::{AttachPolicy, Buffer};
 use memmap2::MmapRaw;
 
-use crate::protocol::Attachment;
-use crate::sys::{self, OwnedFd, UnixStream};
+use crate::protocol::{Attachment, Attachments, Released};
+use crate::sys::{self, OwnedFd, Sealed, UnixStream};
 
 /// Which buffers are attached: 64 KiB and up (below that, the few syscalls cost more than
 /// copying through the socket), at most 32 per argument or result (the rest inline).
@@ -61,41 +90,42 @@ pub(crate) const POLICY: AttachPolicy = AttachPolicy {
 /// Descriptors in one frame, at most. The kernel allows [`sys::FDS_PER_MESSAGE`].
 pub(crate) const FRAME_FDS: usize = 128;
 
-/// Descriptors a receiver holds that no frame has claimed yet. Frames carry at most
-/// [`FRAME_FDS`], and a reader holds at most one frame plus a read-ahead buffer's worth; more
-/// than this is a peer sending descriptors it never names.
-const PENDING_FDS: usize = 4 * FRAME_FDS;
+/// Descriptors a receiver holds that no frame has claimed yet: at most those of the frame it
+/// is reading and of the next one, which a read may have reached. More is a broken peer.
+const PENDING_FDS: usize = 2 * FRAME_FDS;
 
-/// A region's first page holds the lease flag (byte 0) and the region's tag (bytes 8..16, see
-/// [`Inbound`]); the bytes start here, page-aligned.
+/// A region's first page holds its tag (bytes 0..8, see [`Inbound`]), written before it is
+/// sealed; the bytes start here, page-aligned.
 pub(crate) const HEADER: usize = 4096;
-pub(crate) const LEASE_AT: usize = 0;
-const TAG_AT: usize = 8;
+const TAG_AT: usize = 0;
 /// The smallest region: regions are sized in powers of two from here, so sizes that differ a
 /// little share regions.
 const REGION_MIN: usize = 64 * 1024;
-/// Idle regions a process keeps for reuse, and lent regions it remembers, to reclaim once the
-/// receiver is done (each list; both within [`RETAIN_BYTES`]).
-const KEPT_MAX: usize = 64;
+/// Idle regions a sender keeps for reuse, and lent regions it remembers, per peer (each list;
+/// both within [`RETAIN_BYTES`]). Each is a descriptor in the sender.
+const KEPT_MAX: usize = 16;
 /// Regions larger than this are used once, not kept: a rare huge payload should not pin its
 /// memory for the life of the pool.
 const RETAIN_MAX: usize = 64 << 20;
-/// Bytes of idle and lent regions a process keeps, and of mappings a receiver caches.
+/// Bytes of idle and lent regions a sender keeps per peer, and of mappings a receiver caches.
 const RETAIN_BYTES: usize = 128 << 20;
 /// Mappings of a peer's regions a receiver keeps.
 const CACHED_MAX: usize = 8;
+/// The largest buffer one attachment carries (4 GiB - 1, the largest frame too): a sender
+/// refuses to attach more, and a receiver treats a larger claim as a broken peer.
+pub(crate) const ATTACHED_MAX: usize = u32::MAX as usize;
+/// The largest region a receiver maps.
+const REGION_MAX: usize = HEADER + (1 << 32);
 
-/// The lease flag: set while the receiver may still read the region.
-const LENT: u8 = 1;
-pub(crate) const FREE: u8 = 0;
-
-/// A region of this process: a memfd mapped read-write.
+/// A region of this process: a memfd mapped read-write here, and nowhere writable else.
 #[derive(Debug)]
 struct Region {
     fd: OwnedFd,
     map: MmapRaw,
     /// Bytes available after [`HEADER`].
     capacity: usize,
+    /// [`Sealed::Now`]: reusable; else lent once and sealed for good after one write.
+    sealed: Sealed,
 }
 
 impl Region {
@@ -104,20 +134,15 @@ impl Region {
             .max(REGION_MIN)
             .checked_next_power_of_two()
             .unwrap_or(len);
-        let fd = sys::create_region(HEADER + capacity)?;
-        sys::write_at(&fd, &new_tag().to_le_bytes(), TAG_AT as u64)?;
-        let map = sys::map_read_write(&fd, HEADER + capacity)?;
-        Ok(Region { fd, map, capacity })
-    }
-
-    fn lease(&self) -> io::Result<u8> {
-        let mut flag = [0u8];
-        sys::read_at(&self.fd, &mut flag, LEASE_AT as u64)?;
-        Ok(flag[0])
-    }
-
-    fn set_lease(&self, flag: u8) -> io::Result<()> {
-        sys::write_at(&self.fd, &[flag], LEASE_AT as u64)
+        let mut head = [0u8; TAG_AT + 8];
+        head[TAG_AT..].copy_from_slice(&new_tag().to_le_bytes());
+        let (fd, map, sealed) = sys::create_lendable_region(HEADER + capacity, &head)?;
+        Ok(Region {
+            fd,
+            map,
+            capacity,
+            sealed,
+        })
     }
 }
 
@@ -140,31 +165,67 @@ fn new_tag() -> u64 {
     x ^ (x >> 31)
 }
 
-/// A sender's regions: idle ones to reuse, lent ones to reclaim. Each pool has one (dropped
-/// with it), and so does each worker.
-#[derive(Debug, Default)]
-pub(crate) struct Regions(Mutex<Outbound>);
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
 
-impl Regions {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Outbound> {
-        self.0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+/// This side's business with one peer: the regions it lends that peer, and the lends of the
+/// peer's regions it is done with and has not said so yet. The parent has one per worker
+/// (dropped with the worker's threads, and with it every region ever lent to that worker); a
+/// worker has one, for the parent.
+#[derive(Debug, Default)]
+pub(crate) struct Peer {
+    out: Mutex<Outbound>,
+    /// Lends of the peer's regions to name in this side's next frame.
+    owed: Mutex<Vec<u64>>,
+}
+
+impl Peer {
+    /// The peer is done with these lends (named in a frame it sent): their regions may be
+    /// written again.
+    pub(crate) fn release(&self, released: &Released<'_>) {
+        if !released.is_empty() {
+            self.release_all(released.iter());
+        }
+    }
+
+    /// Takes back lends whose descriptors were never sent (the send was refused).
+    pub(crate) fn unlend(&self, lends: Vec<u64>) {
+        self.release_all(lends);
+    }
+
+    /// See [`Peer::release`]. Lends this side never made to this peer, or already forgot, are
+    /// ignored.
+    fn release_all(&self, lends: impl IntoIterator<Item = u64>) {
+        let mut out = lock(&self.out);
+        for lend in lends {
+            out.release(lend);
+        }
+    }
+
+    /// The lends of the peer's regions this side is done with, to name in the frame it is
+    /// about to send (and only there: they are forgotten here).
+    pub(crate) fn take_owed(&self) -> Vec<u64> {
+        std::mem::take(&mut *lock(&self.owed))
+    }
+
+    fn owe(&self, lend: u64) {
+        lock(&self.owed).push(lend);
     }
 }
 
+/// A sender's regions for one peer: idle ones to reuse, lent ones to reuse once released.
 #[derive(Debug, Default)]
 struct Outbound {
     idle: Vec<Region>,
-    lent: VecDeque<Region>,
+    lent: VecDeque<(u64, Region)>,
+    /// The number of the next lend (never reused, so a stale release matches nothing).
+    next_lend: u64,
 }
 
 impl Outbound {
-    /// An idle region of at least `len` bytes, reclaiming lent regions first if none is.
+    /// The smallest idle region of at least `len` bytes.
     fn take(&mut self, len: usize) -> Option<Region> {
-        if !self.idle.iter().any(|r| r.capacity >= len) {
-            self.reclaim();
-        }
         let best = self
             .idle
             .iter()
@@ -175,35 +236,46 @@ impl Outbound {
         Some(self.idle.swap_remove(best))
     }
 
-    /// Moves lent regions whose receiver is done to the idle list.
-    fn reclaim(&mut self) {
-        let mut still_lent = VecDeque::with_capacity(self.lent.len());
-        for region in self.lent.drain(..) {
-            match region.lease() {
-                Ok(FREE) => self.idle.push(region),
-                Ok(_) => still_lent.push_back(region),
-                Err(_) => {} // unusable: forget it
-            }
-        }
-        self.lent = still_lent;
+    fn new_lend(&mut self) -> u64 {
+        self.next_lend += 1;
+        self.next_lend
     }
 
     fn bytes(&self) -> usize {
-        self.idle.iter().chain(&self.lent).map(|r| r.capacity).sum()
+        self.idle
+            .iter()
+            .chain(self.lent.iter().map(|(_, r)| r))
+            .map(|r| r.capacity)
+            .sum()
     }
 
-    /// Remembers a region just sent, then trims what is kept to the limits: the largest idle
+    /// Remembers a region just lent, then trims what is kept to the limits: the largest idle
     /// regions go first, then the oldest lent ones (forgetting a lent region is always safe:
-    /// the receiver holds its own descriptor or mapping).
-    fn lend(&mut self, region: Region) {
+    /// the receiver holds its own descriptor or mapping, and this side never writes it again).
+    fn lend(&mut self, lend: u64, region: Region) {
         if region.capacity > RETAIN_MAX {
             return;
         }
-        self.lent.push_back(region);
-        if self.lent.len() <= KEPT_MAX && self.bytes() <= RETAIN_BYTES {
+        self.lent.push_back((lend, region));
+        self.trim();
+    }
+
+    /// The peer released `lend`: its region is idle again.
+    fn release(&mut self, lend: u64) {
+        if let Some(at) = self.lent.iter().position(|(l, _)| *l == lend) {
+            let (_, region) = self.lent.remove(at).expect("just found");
+            self.idle.push(region);
+            self.trim();
+        }
+    }
+
+    fn trim(&mut self) {
+        if self.idle.len() <= KEPT_MAX
+            && self.lent.len() <= KEPT_MAX
+            && self.bytes() <= RETAIN_BYTES
+        {
             return;
         }
-        self.reclaim();
         self.idle.sort_by_key(|r| r.capacity);
         while self.idle.len() > KEPT_MAX || (!self.idle.is_empty() && self.bytes() > RETAIN_BYTES) {
             self.idle.pop();
@@ -214,38 +286,52 @@ impl Outbound {
     }
 }
 
-/// Copies `buf` into one of `regions`, marks it lent, and returns a descriptor for it to send.
-pub(crate) fn export(regions: &Regions, buf: &[u8]) -> io::Result<OwnedFd> {
-    let taken = regions.lock().take(buf.len());
+/// Copies `buf` into one of the regions lent to `peer` (a new one if none is idle), and returns
+/// a descriptor for it to send and the lend to name it by.
+pub(crate) fn export(peer: &Peer, buf: &[u8]) -> io::Result<(OwnedFd, u64)> {
+    if buf.len() > ATTACHED_MAX {
+        return Err(io::Error::other(format!(
+            "over the {ATTACHED_MAX}-byte limit of one attached buffer; split it"
+        )));
+    }
+    let taken = lock(&peer.out).take(buf.len());
     let region = match taken {
         Some(region) => region,
         None => Region::new(buf.len())?,
     };
-    // Until the descriptor is on its way, the region is still ours: on any failure it goes
-    // back to the idle list instead of waiting, flagged, for a reader that never comes.
-    let sent = region.set_lease(LENT).and_then(|()| {
-        sys::copy_in(&region.map, HEADER, buf);
-        region.fd.try_clone()
-    });
-    let mut kept = regions.lock();
-    match sent {
+    sys::copy_in(&region.map, HEADER, buf);
+    if region.sealed == Sealed::AfterWriting {
+        let Region { fd, map, .. } = region;
+        sys::seal_written(&fd, map)?;
+        return Ok((fd, lock(&peer.out).new_lend()));
+    }
+    let mut out = lock(&peer.out);
+    match region.fd.try_clone() {
         Ok(fd) => {
-            kept.lend(region);
-            Ok(fd)
+            let lend = out.new_lend();
+            out.lend(lend, region);
+            Ok((fd, lend))
         }
         Err(e) => {
-            if region.set_lease(FREE).is_ok() {
-                kept.idle.push(region);
-            }
+            // Never sent: still idle.
+            out.idle.push(region);
             Err(e)
         }
     }
 }
 
-/// Hands a region read in place back to its sender: clears its lease flag. If this fails the
-/// region stays lent, and the sender forgets it in time.
-fn hand_back(fd: &OwnedFd) {
-    let _ = sys::write_at(fd, &[FREE], LEASE_AT as u64);
+/// The lease of a parent's region a worker reads in place: dropped with the last clone of the
+/// `Buffer` over it, it names the lend in the worker's next frame.
+#[derive(Debug)]
+struct Lease {
+    lend: u64,
+    peer: Arc<Peer>,
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.peer.owe(self.lend);
+    }
 }
 
 /// A cached mapping of a peer's region.
@@ -256,6 +342,9 @@ struct Cached {
     /// The tag the region was made with.
     tag: [u8; 8],
     map: Arc<MmapRaw>,
+    /// Bytes after [`HEADER`] known to have memory behind them (checked once: a region sealed
+    /// against writers can gain pages, never lose them).
+    backed: usize,
 }
 
 /// A receiver's mappings of its peer's regions, by (device, inode). Each mapping keeps its
@@ -270,50 +359,78 @@ struct Inbound {
 }
 
 impl Inbound {
-    /// Copies the `len` bytes of the region behind `fd` and hands the region back. The outer
-    /// `Err` is a protocol violation (the peer is broken); the inner one fails only the task
-    /// (this process cannot allocate the bytes).
-    fn import(&mut self, lease: OwnedFd, len: usize) -> Result<Result<Buffer, String>, String> {
-        let fd = &lease;
-        let sys::RegionInfo { size, key } = sys::inspect_region(fd)?;
-        if len == 0 || HEADER.checked_add(len).is_none_or(|end| end > size) {
+    /// The `len` bytes of the region behind `fd`, lent as `lend`: copied out (and the region
+    /// handed back at once) or viewed in place. The outer `Err` is a protocol violation (the
+    /// peer is broken); the inner one fails only the task (this process cannot allocate the
+    /// bytes).
+    fn import(
+        &mut self,
+        peer: &Arc<Peer>,
+        fd: OwnedFd,
+        len: usize,
+        lend: u64,
+    ) -> Result<Result<Buffer, String>, String> {
+        let sys::RegionInfo { size, key } = sys::inspect_region(&fd)?;
+        if len == 0 || len > ATTACHED_MAX || HEADER.checked_add(len).is_none_or(|end| end > size) {
             return Err(format!(
                 "a {len}-byte buffer announced in a {size}-byte region"
             ));
         }
+        if size > REGION_MAX {
+            return Err(format!(
+                "a {size}-byte region is over the {REGION_MAX}-byte limit"
+            ));
+        }
         let mut tag = [0u8; 8];
-        sys::read_at(fd, &mut tag, TAG_AT as u64)
+        sys::read_at(&fd, &mut tag, TAG_AT as u64)
             .map_err(|e| format!("cannot read a region's tag ({e})"))?;
         // The key alone could name a reused inode number on kernels that recycle them; the
         // tag, written once when the region was made, tells regions apart.
-        let cached = self
+        let found = self
             .maps
             .iter()
-            .find(|c| c.key == key && c.tag == tag && c.map.len() == size);
-        let map = match cached {
-            Some(c) => Arc::clone(&c.map),
+            .position(|c| c.key == key && c.tag == tag && c.map.len() == size);
+        let at = match found {
+            Some(at) => at,
             None => {
                 self.maps.retain(|c| c.key != key);
-                let map = sys::map_read_only(fd, size)
+                let map = sys::map_read_only(&fd, size)
                     .map_err(|e| format!("cannot map a region ({e})"))?;
-                let map = Arc::new(map);
                 self.maps.push_back(Cached {
                     key,
                     tag,
-                    map: Arc::clone(&map),
+                    map: Arc::new(map),
+                    backed: 0,
                 });
-                map
+                self.maps.len() - 1
             }
         };
+        let cached = &mut self.maps[at];
         let outcome = if self.in_place {
-            // The lease stays with the buffer: `Leased` hands the region back when dropped.
-            let view = sys::Leased::new(map, HEADER, len, lease, hand_back)
+            let lease = Lease {
+                lend,
+                peer: Arc::clone(peer),
+            };
+            let view = sys::Leased::new(Arc::clone(&cached.map), HEADER, len, lease)
                 .expect("the range was checked");
             Ok(Buffer::from_owner(view))
         } else {
-            let bytes = sys::copy_out(&map, HEADER, len);
-            sys::write_at(fd, &[FREE], LEASE_AT as u64)
-                .map_err(|e| format!("cannot hand a region back ({e})"))?;
+            // Reading a hole would make this process allocate the page: the sender must have
+            // paid for every byte it asks us to copy.
+            if cached.backed < len {
+                let hole = sys::first_hole(&fd, HEADER as u64)
+                    .map_err(|e| format!("cannot inspect a region's pages ({e})"))?;
+                let backed = usize::try_from(hole).unwrap_or(usize::MAX) - HEADER;
+                if backed < len {
+                    return Err(format!(
+                        "a {len}-byte buffer in a region with no memory behind byte {backed}: \
+                         its sender never wrote it"
+                    ));
+                }
+                cached.backed = backed;
+            }
+            let bytes = sys::copy_out(&cached.map, HEADER, len);
+            peer.owe(lend);
             bytes.map(Buffer::from)
         };
         // Keep what fits the cache's limits (the newest mapping may itself be too big; a
@@ -325,47 +442,13 @@ impl Inbound {
         }
         Ok(outcome)
     }
-
-    /// Turns a record's attachment list into buffers, taking descriptors from `fds` in
-    /// order. `Err` only for a protocol violation (a descriptor named but not sent, or not a
-    /// region); an `Attachment::Failed` from the sender becomes `Ok(Err(reason))`.
-    fn import_all(
-        &mut self,
-        records: &[Attachment<'_>],
-        fds: &mut VecDeque<OwnedFd>,
-    ) -> Result<Result<Vec<Buffer>, String>, String> {
-        let mut buffers = Vec::with_capacity(records.len());
-        let mut failure = None;
-        for record in records {
-            match *record {
-                Attachment::Descriptor { len } => {
-                    let fd = fds.pop_front().ok_or_else(|| {
-                        "a frame names a descriptor that did not arrive".to_string()
-                    })?;
-                    let len = usize::try_from(len).map_err(|_| format!("length {len}"))?;
-                    match self.import(fd, len)? {
-                        Ok(buffer) => buffers.push(buffer),
-                        Err(why) => {
-                            failure.get_or_insert(why);
-                        }
-                    }
-                }
-                Attachment::Failed(why) => {
-                    failure.get_or_insert_with(|| String::from_utf8_lossy(why).into_owned());
-                }
-            }
-        }
-        Ok(match failure {
-            Some(why) => Err(why),
-            None => Ok(buffers),
-        })
-    }
 }
 
 /// Exports `buffers` for one task or result: appends descriptors to `fds` and returns one
-/// record per buffer. Past `budget` descriptors, or when export fails, the record says why.
+/// record per buffer. Past [`FRAME_FDS`] descriptors, or when export fails, the record says
+/// why.
 pub(crate) fn export_all(
-    regions: &Regions,
+    peer: &Peer,
     buffers: &[Buffer],
     fds: &mut Vec<OwnedFd>,
     messages: &mut Vec<String>,
@@ -376,12 +459,15 @@ pub(crate) fn export_all(
             let result = if fds.len() >= FRAME_FDS {
                 Err(io::Error::other("too many buffers in one frame"))
             } else {
-                export(regions, b)
+                export(peer, b)
             };
             match result {
-                Ok(fd) => {
+                Ok((fd, lend)) => {
                     fds.push(fd);
-                    AttachOut::Descriptor(b.len() as u64)
+                    AttachOut::Descriptor {
+                        len: b.len() as u64,
+                        lend,
+                    }
                 }
                 Err(e) => {
                     messages.push(format!(
@@ -395,20 +481,51 @@ pub(crate) fn export_all(
         .collect()
 }
 
-/// What [`export_all`] made of one buffer: a descriptor, or a failure (an index into the
+/// What [`export_all`] made of one buffer: a lent region, or a failure (an index into the
 /// messages it collected).
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum AttachOut {
-    Descriptor(u64),
+    Descriptor { len: u64, lend: u64 },
     Failed(usize),
 }
 
 impl AttachOut {
+    /// The lend, for a region.
+    pub(crate) fn lend(&self) -> Option<u64> {
+        match *self {
+            AttachOut::Descriptor { lend, .. } => Some(lend),
+            AttachOut::Failed(_) => None,
+        }
+    }
+
     pub(crate) fn record<'a>(&self, messages: &'a [String]) -> Attachment<'a> {
         match *self {
-            AttachOut::Descriptor(len) => Attachment::Descriptor { len },
+            AttachOut::Descriptor { len, lend } => Attachment::Descriptor { len, lend },
             AttachOut::Failed(i) => Attachment::Failed(messages[i].as_bytes()),
         }
+    }
+}
+
+/// A worker's socket as the parent's writers see it: whoever holds the lock writes whole
+/// frames; and the parent's business with that worker (its [`Peer`]).
+#[derive(Debug)]
+pub(crate) struct Link {
+    sock: parking_lot::Mutex<UnixStream>,
+    peer: Arc<Peer>,
+}
+
+impl Link {
+    pub(crate) fn new(sock: UnixStream, peer: Arc<Peer>) -> Self {
+        Link {
+            sock: parking_lot::Mutex::new(sock),
+            peer,
+        }
+    }
+    pub(crate) fn lock(&self) -> parking_lot::MutexGuard<'_, UnixStream> {
+        self.sock.lock()
+    }
+    pub(crate) fn peer(&self) -> &Peer {
+        &self.peer
     }
 }
 
@@ -459,34 +576,82 @@ pub(crate) fn send_frame(
 pub(crate) struct FdStream {
     sock: UnixStream,
     fds: VecDeque<OwnedFd>,
+    /// For each of `fds`: how many bytes of the stream had arrived once it had (the end of the
+    /// read that brought it). A frame's descriptors come with its first bytes, so once a frame
+    /// ending at or after that point is handled, the descriptor was its to claim.
+    arrived: VecDeque<u64>,
+    /// Bytes read from the socket so far.
+    received: u64,
     inbound: Inbound,
+    peer: Arc<Peer>,
 }
 
 impl FdStream {
     /// `in_place`: read attached buffers in place (a worker, from the parent it trusts)
-    /// rather than copy them out (the parent, from a worker).
-    pub(crate) fn new(sock: UnixStream, in_place: bool) -> Self {
+    /// rather than copy them out (the parent, from a worker). `peer`: this side's business
+    /// with the other end, shared with whoever writes to it.
+    pub(crate) fn new(sock: UnixStream, in_place: bool, peer: Arc<Peer>) -> Self {
         FdStream {
             sock,
             fds: VecDeque::new(),
+            arrived: VecDeque::new(),
+            received: 0,
             inbound: Inbound {
                 in_place,
                 ..Inbound::default()
             },
+            peer,
         }
     }
 
+    pub(crate) fn peer(&self) -> &Arc<Peer> {
+        &self.peer
+    }
+
     /// The buffers a record names, in order: copied out of the peer's regions, or read in
-    /// place (see [`FdStream::new`]).
-    /// See [`Inbound::import_all`].
+    /// place (see [`FdStream::new`]). `Err` only for a protocol violation (a descriptor named
+    /// but not sent, or not a region the peer may lend); an `Attachment::Failed` from the
+    /// sender becomes `Ok(Err(reason))`.
     pub(crate) fn import_all(
         &mut self,
-        records: &[Attachment<'_>],
+        records: &Attachments<'_>,
     ) -> Result<Result<Vec<Buffer>, String>, String> {
         if records.is_empty() {
             return Ok(Ok(Vec::new()));
         }
-        self.inbound.import_all(records, &mut self.fds)
+        if records.len() > POLICY.max_count {
+            return Err(format!(
+                "{} buffers attached to one record; a sender attaches at most {}",
+                records.len(),
+                POLICY.max_count
+            ));
+        }
+        let mut buffers = Vec::with_capacity(records.len());
+        let mut failure = None;
+        for record in records.iter() {
+            match record {
+                Attachment::Descriptor { len, lend } => {
+                    let fd = self.fds.pop_front().ok_or_else(|| {
+                        "a frame names a descriptor that did not arrive".to_string()
+                    })?;
+                    self.arrived.pop_front();
+                    let len = usize::try_from(len).map_err(|_| format!("length {len}"))?;
+                    match self.inbound.import(&self.peer, fd, len, lend)? {
+                        Ok(buffer) => buffers.push(buffer),
+                        Err(why) => {
+                            failure.get_or_insert(why);
+                        }
+                    }
+                }
+                Attachment::Failed(why) => {
+                    failure.get_or_insert_with(|| String::from_utf8_lossy(why).into_owned());
+                }
+            }
+        }
+        Ok(match failure {
+            Some(why) => Err(why),
+            None => Ok(buffers),
+        })
     }
 }
 
@@ -494,13 +659,40 @@ impl FdStream {
     /// The next descriptor that arrived, for a frame that carries one outside any attachment
     /// record (the handshake carries the worker's black box, see [`crate::blackbox`]).
     pub(crate) fn take_fd(&mut self) -> Option<OwnedFd> {
+        self.arrived.pop_front();
         self.fds.pop_front()
     }
 }
 
+/// Called once a frame read from `input` is handled: closes the descriptors that came with it
+/// (or an earlier frame) that no record claimed, and says so: no working peer sends them, and
+/// none may pin descriptors here.
+pub(crate) fn end_of_frame(input: &mut BufReader<FdStream>) -> Result<(), String> {
+    let buffered = input.buffer().len() as u64;
+    let stream = input.get_mut();
+    let handled = stream.received - buffered;
+    let mut stray = 0;
+    while stream.arrived.front().is_some_and(|&at| at <= handled) {
+        stream.arrived.pop_front();
+        drop(stream.fds.pop_front());
+        stray += 1;
+    }
+    if stray > 0 {
+        return Err(format!(
+            "{stray} descriptors came with a frame that named none of them"
+        ));
+    }
+    Ok(())
+}
+
 impl Read for FdStream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let before = self.fds.len();
         let got = sys::recv_with_fds(&self.sock, buf, &mut self.fds)?;
+        self.received += got as u64;
+        let came = self.fds.len() - before;
+        self.arrived
+            .extend(std::iter::repeat_n(self.received, came));
         if self.fds.len() > PENDING_FDS {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
@@ -523,12 +715,16 @@ mod tests {
         (0..len).map(|i| (i as u8).wrapping_mul(seed)).collect()
     }
 
+    fn one(len: u64, lend: u64) -> Attachments<'static> {
+        Attachments::List(vec![Attachment::Descriptor { len, lend }])
+    }
+
     /// Sends one frame body `b"xy"` with `fds` over a socket pair and reads it back with the
-    /// descriptors, as a receiver would.
-    fn through_socket(fds: &[OwnedFd]) -> FdStream {
+    /// descriptors, as a receiver would (`in_place`: as a worker).
+    fn through_socket(fds: &[OwnedFd], in_place: bool) -> FdStream {
         let (a, b) = UnixStream::pair().unwrap();
         send_frame(&a, b"xy", fds).unwrap();
-        let mut stream = FdStream::new(b, false);
+        let mut stream = FdStream::new(b, in_place, Arc::default());
         let mut got = [0u8; 2];
         stream.read_exact(&mut got).unwrap();
         assert_eq!(&got, b"xy");
@@ -537,156 +733,271 @@ mod tests {
 
     #[test]
     fn a_region_is_reused_only_after_the_receiver_hands_it_back() {
-        let regions = Regions::default();
+        let sender = Peer::default();
         let first = bytes(3, 100_000);
-        let fd = export(&regions, &first).unwrap();
+        let (fd, lend) = export(&sender, &first).unwrap();
         let ino = inode(&fd);
         // Still lent: the next export must not touch it.
-        let second = export(&regions, &bytes(5, 100_000)).unwrap();
+        let (second, _) = export(&sender, &bytes(5, 100_000)).unwrap();
         assert_ne!(inode(&second), ino);
-        // The receiver copies the first out and hands it back...
-        let mut stream = through_socket(&[fd]);
-        let got = stream
-            .import_all(&[Attachment::Descriptor { len: 100_000 }])
-            .unwrap()
-            .unwrap();
+        // The receiver copies the first out and owes it back...
+        let mut stream = through_socket(&[fd], false);
+        let got = stream.import_all(&one(100_000, lend)).unwrap().unwrap();
         assert_eq!(*got[0], *first);
-        // ...so now it is reused, and a shorter payload reads back exactly.
+        let owed = stream.peer().take_owed();
+        assert_eq!(owed, [lend]);
+        assert!(stream.peer().take_owed().is_empty(), "owed once");
+        // ...releases naming lends never made, or made to someone else, change nothing...
+        sender.release_all([lend + 100, 0]);
+        let (fd, _) = export(&sender, &bytes(1, 100_000)).unwrap();
+        assert_ne!(inode(&fd), ino);
+        // ...and once the sender hears of it, it is reused; a shorter payload reads back
+        // exactly. A repeated release of the old lend matches nothing.
+        sender.release_all(owed);
         let third = bytes(7, 70_000);
-        let fd = export(&regions, &third).unwrap();
+        let (fd, lend3) = export(&sender, &third).unwrap();
         assert_eq!(inode(&fd), ino);
-        let mut stream = through_socket(&[fd]);
-        let got = stream
-            .import_all(&[Attachment::Descriptor { len: 70_000 }])
-            .unwrap()
-            .unwrap();
+        assert_ne!(lend3, lend, "every lend has its own number");
+        sender.release_all([lend]);
+        let (other, _) = export(&sender, &bytes(8, 70_000)).unwrap();
+        assert_ne!(inode(&other), ino, "a stale release freed a lent region");
+        let mut stream = through_socket(&[fd], false);
+        let got = stream.import_all(&one(70_000, lend3)).unwrap().unwrap();
         assert_eq!(*got[0], *third);
     }
 
     #[test]
     fn a_buffer_read_in_place_holds_its_region_until_dropped() {
-        let regions = Regions::default();
+        let sender = Peer::default();
         let first = bytes(3, 100_000);
-        let fd = export(&regions, &first).unwrap();
+        let (fd, lend) = export(&sender, &first).unwrap();
         let ino = inode(&fd);
-        let (a, b) = UnixStream::pair().unwrap();
-        send_frame(&a, b"xy", &[fd]).unwrap();
-        let mut stream = FdStream::new(b, true);
-        let mut got = [0u8; 2];
-        stream.read_exact(&mut got).unwrap();
+        let mut stream = through_socket(&[fd], true);
         let buffer = stream
-            .import_all(&[Attachment::Descriptor { len: 100_000 }])
+            .import_all(&one(100_000, lend))
             .unwrap()
             .unwrap()
             .remove(0);
         assert_eq!(*buffer, *first);
-        // Read in place, so the region stays lent while the buffer lives...
-        let other = export(&regions, &bytes(5, 100_000)).unwrap();
-        assert_ne!(inode(&other), ino);
-        assert_eq!(*buffer, *first, "the bytes did not change under the reader");
-        // ...and goes back when it is dropped.
+        // Read in place, so nothing is owed while the buffer (or a clone) lives...
+        let clone = buffer.clone();
         drop(buffer);
-        let again = export(&regions, &bytes(7, 100_000)).unwrap();
+        assert!(stream.peer().take_owed().is_empty());
+        assert_eq!(*clone, *first, "the bytes did not change under the reader");
+        // ...and the lend is owed once the last clone is dropped.
+        drop(clone);
+        let owed = stream.peer().take_owed();
+        assert_eq!(owed, [lend]);
+        sender.release_all(owed);
+        let (again, _) = export(&sender, &bytes(7, 100_000)).unwrap();
         assert_eq!(inode(&again), ino);
     }
 
     #[test]
+    fn a_receiver_cannot_write_a_region_or_reopen_it_for_writing() {
+        let sender = Peer::default();
+        let payload = bytes(3, 100_000);
+        let (fd, _) = export(&sender, &payload).unwrap();
+        let reopened = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&fd));
+        let attempts = [
+            std::fs::File::from(fd.try_clone().unwrap()),
+            std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&reopened)
+                .unwrap(),
+        ];
+        for file in &attempts {
+            use std::os::unix::fs::FileExt;
+            assert!(
+                file.write_at(b"x", HEADER as u64).is_err(),
+                "write through {file:?}"
+            );
+            assert!(
+                file.write_at(b"x", 0).is_err(),
+                "write to the header through {file:?}"
+            );
+            assert!(file.set_len(1).is_err(), "truncate through {file:?}");
+            let writable = memmap2::MmapOptions::new().len(HEADER).map_raw(file);
+            assert!(writable.is_err(), "a writable mapping through {file:?}");
+        }
+        // The sender's own mapping still writes it (that is how it is reused).
+        let stream_bytes = {
+            let mut stream = through_socket(&[fd], false);
+            stream.import_all(&one(100_000, 1)).unwrap().unwrap()
+        };
+        assert_eq!(*stream_bytes[0], *payload);
+    }
+
+    #[test]
+    fn without_future_write_seals_a_region_is_written_once_and_never_reused() {
+        sys::testing::pretend_no_future_write(true);
+        let sender = Peer::default();
+        let payload = bytes(5, 100_000);
+        let (fd, lend) = export(&sender, &payload).unwrap();
+        let ino = inode(&fd);
+        sys::testing::pretend_no_future_write(false);
+        {
+            use std::os::unix::fs::FileExt;
+            let file = std::fs::File::from(fd.try_clone().unwrap());
+            assert!(
+                file.write_at(b"x", HEADER as u64).is_err(),
+                "sealed for good"
+            );
+        }
+        let mut stream = through_socket(&[fd], true);
+        let got = stream.import_all(&one(100_000, lend)).unwrap().unwrap();
+        assert_eq!(*got[0], *payload);
+        drop(got);
+        sender.release_all(stream.peer().take_owed());
+        assert!(lock(&sender.out).idle.is_empty() && lock(&sender.out).lent.is_empty());
+        let (again, _) = export(&sender, &payload).unwrap();
+        assert_ne!(inode(&again), ino, "a region sealed for good was reused");
+    }
+
+    #[test]
     fn descriptors_are_taken_in_order_and_failures_reported() {
-        let regions = Regions::default();
+        let sender = Peer::default();
         let payloads = [bytes(1, 65_536), bytes(2, 200_000), bytes(9, 1 << 20)];
-        let fds: Vec<_> = payloads
-            .iter()
-            .map(|p| export(&regions, p).unwrap())
-            .collect();
-        let mut stream = through_socket(&fds);
+        let (fds, lends): (Vec<_>, Vec<_>) =
+            payloads.iter().map(|p| export(&sender, p).unwrap()).unzip();
+        let mut stream = through_socket(&fds, false);
         let records: Vec<_> = payloads
             .iter()
-            .map(|p| Attachment::Descriptor {
+            .zip(&lends)
+            .map(|(p, &lend)| Attachment::Descriptor {
                 len: p.len() as u64,
+                lend,
             })
             .collect();
-        let got = stream.import_all(&records[..2]).unwrap().unwrap();
+        let got = stream
+            .import_all(&Attachments::List(records[..2].to_vec()))
+            .unwrap()
+            .unwrap();
         assert_eq!(
             (*got[0] == *payloads[0], *got[1] == *payloads[1]),
             (true, true)
         );
         // The failure is reported, and the descriptor named beside it is still consumed.
-        let mixed = [records[2], Attachment::Failed(b"no memory")];
+        let mixed = Attachments::List(vec![records[2], Attachment::Failed(b"no memory")]);
         assert_eq!(stream.import_all(&mixed).unwrap(), Err("no memory".into()));
         // Naming a descriptor that never came is a protocol error.
-        let err = stream.import_all(&records[..1]).unwrap_err();
+        let err = stream
+            .import_all(&Attachments::List(records[..1].to_vec()))
+            .unwrap_err();
         assert!(err.contains("did not arrive"), "{err}");
+        // So is attaching more buffers to one record than any sender does.
+        let many = vec![Attachment::Failed(b""); POLICY.max_count + 1];
+        let err = stream.import_all(&Attachments::List(many)).unwrap_err();
+        assert!(err.contains("at most 32"), "{err}");
     }
 
     #[test]
     fn foreign_descriptors_are_refused_before_mapping() {
-        let pipe = sys::testing::not_a_region();
-        let unsealed = sys::testing::resizable_region(1 << 20);
-        let regions = Regions::default();
-        let small = export(&regions, &bytes(1, 65_536)).unwrap();
-        let mut stream = through_socket(&[pipe, unsealed, small]);
-        let one = |len| [Attachment::Descriptor { len }];
-        let err = stream.import_all(&one(10)).unwrap_err();
+        let sender = Peer::default();
+        let (small, _) = export(&sender, &bytes(1, 65_536)).unwrap();
+        let mut stream = through_socket(
+            &[
+                sys::testing::not_a_region(),
+                sys::testing::resizable_region(1 << 20),
+                sys::testing::writable_region(1 << 20),
+                small,
+            ],
+            false,
+        );
+        let err = stream.import_all(&one(10, 1)).unwrap_err();
         assert!(err.contains("not a memfd"), "{err}");
-        let err = stream.import_all(&one(10)).unwrap_err();
+        let err = stream.import_all(&one(10, 1)).unwrap_err();
         assert!(err.contains("may change size"), "{err}");
-        let err = stream.import_all(&one(u64::MAX)).unwrap_err();
+        let err = stream.import_all(&one(10, 1)).unwrap_err();
+        assert!(err.contains("not sealed against writing"), "{err}");
+        let err = stream.import_all(&one(u64::MAX, 1)).unwrap_err();
         assert!(err.contains("announced"), "{err}");
-    }
-
-    /// A sealed memfd as a misbehaving peer might make it: any size, no tag.
-    fn foreign_region(size: usize) -> OwnedFd {
-        sys::create_region(size).unwrap()
     }
 
     #[test]
-    fn lying_lengths_are_errors_never_panics_or_aborts() {
+    fn lying_lengths_and_unbacked_bytes_are_errors_never_copies() {
+        use sys::testing::sparse_region;
         // Smaller than the header, and an empty buffer: the peer is broken.
-        let mut stream = through_socket(&[foreign_region(100), foreign_region(1 << 20)]);
-        let err = stream
-            .import_all(&[Attachment::Descriptor { len: 0 }])
-            .unwrap_err();
-        assert!(err.contains("announced"), "{err}");
-        let err = stream
-            .import_all(&[Attachment::Descriptor { len: 0 }])
-            .unwrap_err();
-        assert!(err.contains("announced"), "{err}");
-        // A sparse terabyte costs nothing to make; copying it out must fail the one task, not
-        // abort the process.
-        let mut stream = through_socket(&[foreign_region(1 << 40)]);
-        let outcome = stream
-            .import_all(&[Attachment::Descriptor {
-                len: (1 << 40) - HEADER as u64,
-            }])
-            .unwrap();
-        let why = outcome.unwrap_err();
-        assert!(why.contains("cannot allocate"), "{why}");
+        let mut stream = through_socket(&[sparse_region(100), sparse_region(1 << 20)], false);
+        for _ in 0..2 {
+            let err = stream.import_all(&one(0, 1)).unwrap_err();
+            assert!(err.contains("announced"), "{err}");
+        }
+        // A sparse terabyte costs nothing to make; it is over the limit of a region.
+        let mut stream = through_socket(&[sparse_region(1 << 40)], false);
+        let err = stream.import_all(&one(1 << 20, 1)).unwrap_err();
+        assert!(err.contains("over the"), "{err}");
+        // A sparse region of allowed size: copying it would cost the reader every page. So
+        // would a region its sender wrote only the start of.
+        let mut stream = through_socket(&[sparse_region((HEADER + (64 << 20)) as u64)], false);
+        let err = stream.import_all(&one(64 << 20, 1)).unwrap_err();
+        assert!(err.contains("no memory behind byte 0"), "{err}");
+        let sender = Peer::default();
+        let (fd, lend) = export(&sender, &bytes(1, 200_000)).unwrap();
+        let mut stream = through_socket(&[fd.try_clone().unwrap(), fd], false);
+        let err = stream.import_all(&one(250_000, lend)).unwrap_err();
+        assert!(err.contains("no memory behind byte 200704"), "{err}");
+        // What it did write is fine.
+        let got = stream.import_all(&one(200_000, lend)).unwrap().unwrap();
+        assert_eq!(*got[0], *bytes(1, 200_000));
+    }
+
+    #[test]
+    fn stray_descriptors_are_closed_when_their_frame_is_done() {
+        let (a, b) = UnixStream::pair().unwrap();
+        let named =
+            |n: usize| -> Vec<OwnedFd> { (0..n).map(|_| sys::testing::not_a_region()).collect() };
+        // Frame 1 carries three descriptors and names one; frame 2 carries one and names it.
+        send_frame(&a, b"one", &named(3)).unwrap();
+        send_frame(&a, b"two", &named(1)).unwrap();
+        let mut input = BufReader::new(FdStream::new(b, false, Arc::default()));
+        let mut got = [0u8; 3];
+        input.read_exact(&mut got).unwrap();
+        // The read may have reached frame 2 already: its descriptor must survive.
+        let claimed = input
+            .get_mut()
+            .fds
+            .pop_front()
+            .map(|_| input.get_mut().arrived.pop_front());
+        assert!(claimed.is_some());
+        let err = end_of_frame(&mut input).unwrap_err();
+        assert!(err.contains("2 descriptors"), "{err}");
+        input.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"two");
+        assert_eq!(
+            input.get_ref().fds.len(),
+            1,
+            "frame 2's descriptor was kept"
+        );
+        input.get_mut().fds.pop_front();
+        input.get_mut().arrived.pop_front();
+        end_of_frame(&mut input).unwrap();
     }
 
     #[test]
     fn retention_stays_within_its_limits() {
-        let regions = Regions::default();
+        let sender = Peer::default();
         // Nothing handed back: lent regions pile up to the byte limit, then the oldest are
         // forgotten.
-        let mut fds = Vec::new();
+        let mut lends = Vec::new();
         for i in 0..12 {
-            fds.push(export(&regions, &bytes(i, 16 << 20)).unwrap());
-            let out = regions.lock();
+            lends.push(export(&sender, &bytes(i, 16 << 20)).unwrap().1);
+            let out = lock(&sender.out);
             assert!(out.bytes() <= RETAIN_BYTES, "{} bytes kept", out.bytes());
             assert!(out.lent.len() <= KEPT_MAX);
         }
         // A region over RETAIN_MAX is used once and not kept.
-        drop(export(&regions, &bytes(1, RETAIN_MAX + 1)).unwrap());
-        assert!(regions.lock().bytes() <= RETAIN_BYTES);
+        drop(export(&sender, &bytes(1, RETAIN_MAX + 1)).unwrap());
+        assert!(lock(&sender.out).bytes() <= RETAIN_BYTES);
+        // Many small lends, never handed back: at most KEPT_MAX descriptors stay.
+        for i in 0..(3 * KEPT_MAX) {
+            lends.push(export(&sender, &bytes(i as u8, 70_000)).unwrap().1);
+        }
+        assert!(lock(&sender.out).lent.len() <= KEPT_MAX);
         // Everything handed back: what stays idle is within the limits.
-        for fd in &fds {
-            sys::write_at(fd, &[FREE], LEASE_AT as u64).unwrap();
-        }
-        for i in 0..10 {
-            drop(export(&regions, &bytes(i, 100_000)).unwrap());
-        }
-        let mut out = regions.lock();
-        out.reclaim();
+        sender.release_all(lends);
+        let out = lock(&sender.out);
         assert!(out.idle.len() <= KEPT_MAX, "{} idle", out.idle.len());
         assert!(out.bytes() <= RETAIN_BYTES, "{} bytes kept", out.bytes());
     }

@@ -233,7 +233,7 @@ fn feed(pool: &Arc<Pool>, id: usize) {
                 break;
             }
         };
-        if let Err(e) = send_tasks(&pool.regions, &out, jobs) {
+        if let Err(e) = send_tasks(&out, jobs) {
             // Usually the worker is gone; if not, it is now, so the reader fails what it held.
             log::debug!("cf-pool-proc: write to worker slot {id} failed: {e}");
             pool.kill_worker(id);
@@ -255,6 +255,9 @@ fn launch(pool: &Arc<Pool>, id: usize) -> io::Result<(JoinHandle<()>, Writer)> {
     let (parent_end, child_end) = UnixStream::pair()?;
     let out = parent_end.try_clone()?;
     let (blackbox, blackbox_fd) = blackbox::Reader::create()?;
+    // The parent's regions for this worker only: lent to no other, forgotten with it.
+    let peer = Arc::new(shm::Peer::default());
+    let reader_peer = Arc::clone(&peer);
     // The reader starts first, so a process is never created without a thread to reap it.
     let (hand_over, child_slot) = mpsc::sync_channel::<WorkerProcess>(1);
     let reader_pool = Arc::clone(pool);
@@ -262,10 +265,10 @@ fn launch(pool: &Arc<Pool>, id: usize) -> io::Result<(JoinHandle<()>, Writer)> {
         .name(format!("cf-proc-read-{id}"))
         .spawn(move || {
             if let Ok(child) = child_slot.recv() {
-                reader(&reader_pool, id, parent_end, child, &blackbox);
+                reader(&reader_pool, id, parent_end, child, reader_peer, &blackbox);
             }
         })?;
-    let child = match sys::spawn_worker(&child_end) {
+    let child = match sys::spawn_worker(&child_end, &out) {
         Ok(child) => child,
         Err(e) => {
             drop(hand_over);
@@ -295,7 +298,7 @@ fn launch(pool: &Arc<Pool>, id: usize) -> io::Result<(JoinHandle<()>, Writer)> {
             io::Error::from(e)
         );
     }
-    let out: Writer = Arc::new(parking_lot::Mutex::new(out));
+    let out: Writer = Arc::new(shm::Link::new(out, peer));
     if let Some(slot) = pool.state.lock().slot_mut(id) {
         slot.writer = Some(Arc::clone(&out));
     }
@@ -321,22 +324,26 @@ pub(crate) struct Sending {
 /// exported fails only its own task, in the worker; so do all of a frame's buffers if the
 /// kernel refuses its descriptors. `Err` means the connection is unusable: the caller must
 /// kill the worker so that its reader fails what it held.
-pub(crate) fn send_tasks(
-    regions: &shm::Regions,
-    writer: &Writer,
-    jobs: Vec<Sending>,
-) -> io::Result<()> {
+pub(crate) fn send_tasks(writer: &Writer, jobs: Vec<Sending>) -> io::Result<()> {
+    let peer = writer.peer();
+    // The worker's regions the reader copied out: handed back first thing in the frame.
+    let released = peer.take_owed();
     let mut fds = Vec::new();
-    let frame = frame_tasks(&jobs, |attached, messages| {
-        shm::export_all(regions, attached, &mut fds, messages)
+    let mut lent = Vec::new();
+    let frame = frame_tasks(&jobs, &released, |attached, messages| {
+        let exported = shm::export_all(peer, attached, &mut fds, messages);
+        lent.extend(exported.iter().filter_map(shm::AttachOut::lend));
+        exported
     });
     let sock = writer.lock();
     match shm::send_frame(&sock, &frame, &fds) {
         Err(shm::SendError::Refused(e)) if !fds.is_empty() => {
+            // Never sent: those regions are idle again.
             drop(fds);
+            peer.unlend(lent);
             let why = format!("the kernel refused to pass its shared-memory descriptor ({e})");
             log::warn!("cf-pool-proc: {why}; failing the frame's tasks that carry buffers");
-            let frame = frame_tasks(&jobs, |attached, messages| {
+            let frame = frame_tasks(&jobs, &released, |attached, messages| {
                 messages.push(why.clone());
                 vec![shm::AttachOut::Failed(messages.len() - 1); attached.len()]
             });
@@ -346,12 +353,15 @@ pub(crate) fn send_tasks(
     }
 }
 
-/// A `Tasks` frame for `jobs`, with `export` deciding each job's attachment records.
+/// A `Tasks` frame for `jobs`, handing back the worker's regions lent as `released`, with
+/// `export` deciding each job's attachment records.
 fn frame_tasks(
     jobs: &[Sending],
+    released: &[u64],
     mut export: impl FnMut(&[Buffer], &mut Vec<String>) -> Vec<shm::AttachOut>,
 ) -> Vec<u8> {
     let mut frame = FrameBuf::new(Kind::Tasks);
+    protocol::push_released(&mut frame, released);
     frame.u32(u32::try_from(jobs.len()).expect("window is small"));
     let mut messages = Vec::new();
     for job in jobs {
@@ -526,6 +536,7 @@ fn reader(
     id: usize,
     stream: UnixStream,
     mut child: WorkerProcess,
+    peer: Arc<shm::Peer>,
     blackbox: &blackbox::Reader,
 ) {
     pool.adopt_thread();
@@ -534,7 +545,7 @@ fn reader(
     if let Err(e) = stream.set_read_timeout(Some(READ_POLL)) {
         log::debug!("cf-pool-proc: no read timeout for worker {pid}: {e}");
     }
-    let mut input = BufReader::with_capacity(256 * 1024, FdStream::new(stream, false));
+    let mut input = BufReader::with_capacity(256 * 1024, FdStream::new(stream, false, peer));
     let mut init_failure: Option<(StartFailure, String)> = None;
     let trouble: Option<String> = loop {
         let body = match protocol::read_frame(&mut input, MAX_FRAME, Some(FRAME_STALL)) {
@@ -546,6 +557,9 @@ fn reader(
             Ok(Some(failure)) => init_failure = Some(failure),
             Ok(None) => {}
             Err(e) => break Some(e.to_string()),
+        }
+        if let Err(e) = shm::end_of_frame(&mut input) {
+            break Some(e);
         }
     };
     if let Some(why) = &trouble {
@@ -631,7 +645,7 @@ fn recover_results(pool: &Pool, id: usize, pid: u32, blackbox: &blackbox::Reader
         return;
     };
     let records = match protocol::decode_worker_message(&body) {
-        Ok(WorkerMessage::Results(records)) => records,
+        Ok(WorkerMessage::Results { records, .. }) => records,
         Ok(_) => return,
         Err(e) => {
             log::warn!("cf-pool-proc: worker {pid} left an unreadable black box ({e})");
@@ -741,8 +755,25 @@ fn handle_frame(
             requeue(pool, id, &tasks)?;
             return Ok(None);
         }
-        WorkerMessage::Results(records) => records,
+        WorkerMessage::Results { records, released } => {
+            // Before any future completes, so that work it prompts can reuse those regions.
+            stream.peer().release(&released);
+            records
+        }
     };
+    // A worker returns at most the tasks it holds: that bounds what the parent allocates for
+    // the records below, whatever count the frame claims.
+    let held = pool
+        .state
+        .lock()
+        .slot_mut(id)
+        .map_or(0, |s| s.in_flight.len());
+    if records.len() > held {
+        return Err(protocol::ProtocolError(format!(
+            "{} results from a worker holding {held} tasks",
+            records.len()
+        )));
+    }
     // Copy attached buffers out before taking the lock.
     let buffers = records
         .iter()

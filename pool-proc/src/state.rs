@@ -12,7 +12,7 @@ use cf_executor_api::{Buffer, TaskError};
 use parking_lot::{Condvar, Mutex};
 
 use crate::protocol::Hello;
-use crate::sys::{self, UnixStream};
+use crate::sys;
 use crate::task::Completion;
 
 /// One queued task: its code, its encoded argument, and how to complete its future.
@@ -136,8 +136,6 @@ pub(crate) struct Pool {
     /// The watchdog waits here for the next deadline or a new timed task.
     pub(crate) timer: Condvar,
     pub(crate) config: Config,
-    /// Shared-memory regions for attached buffers, reused across tasks; freed with the pool.
-    pub(crate) regions: crate::shm::Regions,
 }
 
 impl Pool {
@@ -257,7 +255,7 @@ pub(crate) enum Reclaim {
 }
 
 /// A worker's write half; whoever holds the lock writes whole frames.
-pub(crate) type Writer = Arc<parking_lot::Mutex<UnixStream>>;
+pub(crate) type Writer = Arc<crate::shm::Link>;
 
 pub(crate) struct InFlight {
     pub(crate) completion: Box<dyn Completion>,

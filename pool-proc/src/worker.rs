@@ -99,7 +99,9 @@ impl Batch {
         }
     }
 
-    fn into_frame(self) -> (Vec<u8>, Vec<OwnedFd>) {
+    /// The frame, handing back the parent's regions lent as `released` (at its end).
+    fn into_frame(mut self, released: &[u64]) -> (Vec<u8>, Vec<OwnedFd>) {
+        protocol::push_released(&mut self.frame, released);
         let mut bytes = self.frame.finish();
         let at = protocol::HEADER + 1;
         bytes[at..at + 4].copy_from_slice(&self.count.to_le_bytes());
@@ -116,6 +118,8 @@ struct Outbox {
     socket: Mutex<UnixStream>,
     /// Records of the results not known to be sent; locked inside `batch`.
     blackbox: Mutex<blackbox::Writer>,
+    /// The regions this worker lends the parent, and the parent's it is done with.
+    peer: Arc<shm::Peer>,
     /// Set on exit: the flusher stops.
     closed: AtomicBool,
 }
@@ -174,7 +178,7 @@ impl Outbox {
             }
             std::mem::replace(&mut *batch, Batch::new())
         };
-        let (frame, fds) = full.into_frame();
+        let (frame, fds) = full.into_frame(&self.peer.take_owed());
         if let Err(e) = shm::send_frame(&socket, &frame, &fds) {
             let e = io::Error::from(e);
             if e.kind() != io::ErrorKind::BrokenPipe {
@@ -249,7 +253,9 @@ impl Outbox {
 
 fn serve(socket: UnixStream) -> io::Result<()> {
     let mut out = socket.try_clone()?;
-    let mut input = BufReader::with_capacity(256 * 1024, FdStream::new(socket, true));
+    let peer = Arc::new(shm::Peer::default());
+    let mut input =
+        BufReader::with_capacity(256 * 1024, FdStream::new(socket, true, Arc::clone(&peer)));
 
     let Some(body) = protocol::read_frame(&mut input, MAX_FRAME, None)? else {
         return Ok(());
@@ -302,6 +308,7 @@ fn serve(socket: UnixStream) -> io::Result<()> {
         wake: Condvar::new(),
         socket: Mutex::new(out),
         blackbox: Mutex::new(blackbox),
+        peer,
         closed: AtomicBool::new(false),
     });
     let flusher = {
@@ -544,6 +551,9 @@ fn receive(mut input: BufReader<FdStream>, inbox: &Inbox, outbox: &Outbox) {
             Kind::Shutdown => break End::Shutdown,
             other => break End::Failed(io::Error::other(format!("unexpected {other:?} frame"))),
         }
+        if let Err(e) = shm::end_of_frame(&mut input) {
+            break End::Failed(io::Error::other(e));
+        }
     };
     inbox.finish(end);
 }
@@ -551,6 +561,10 @@ fn receive(mut input: BufReader<FdStream>, inbox: &Inbox, outbox: &Outbox) {
 /// The tasks of a `Tasks` frame, with their attached buffers.
 fn decode_tasks(body: &Arc<Vec<u8>>, stream: &mut FdStream) -> io::Result<Vec<Received>> {
     let (_, mut r) = Reader::new(body).map_err(io::Error::other)?;
+    // The parent is done with these regions: reusable for results.
+    stream
+        .peer()
+        .release(&r.released().map_err(io::Error::other)?);
     let n = r.count(TASK_RECORD_MIN).map_err(io::Error::other)?;
     let mut tasks = Vec::with_capacity(n);
     for _ in 0..n {
@@ -575,7 +589,7 @@ fn decode_tasks(body: &Arc<Vec<u8>>, stream: &mut FdStream) -> io::Result<Vec<Re
 /// Runs received tasks in order until `Shutdown` (after the queue), end of stream, or
 /// `max_tasks`.
 fn run_tasks(inbox: &Inbox, outbox: &Outbox, max_tasks: u64) -> io::Result<()> {
-    let regions = &shm::Regions::default();
+    let peer = Arc::clone(&outbox.peer);
     let mut done: u64 = 0;
     while let Some(task) = inbox.next()? {
         outbox.arm();
@@ -602,7 +616,7 @@ fn run_tasks(inbox: &Inbox, outbox: &Outbox, max_tasks: u64) -> io::Result<()> {
         };
         let mut fds = Vec::new();
         let mut messages = Vec::new();
-        let exported = shm::export_all(regions, &attached, &mut fds, &mut messages);
+        let exported = shm::export_all(&peer, &attached, &mut fds, &mut messages);
         drop(attached);
         outbox.push(
             &ResultFrame {

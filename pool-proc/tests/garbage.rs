@@ -49,8 +49,8 @@ fn results(records: &[(u64, u64, bool, &[u8])]) -> Vec<u8> {
 }
 
 /// A `Results` frame whose records list attachments: `Ok(len)` is a region of `len` bytes
-/// whose descriptor came with the frame (tag 0), `Err` a buffer the worker could not send,
-/// with why (tag 1).
+/// whose descriptor came with the frame (tag 0, then the length and the lend number, here 1),
+/// `Err` a buffer the worker could not send, with why (tag 1). It releases no region.
 #[allow(clippy::type_complexity)]
 fn results_attached(records: &[(u64, u64, bool, &[u8], &[Result<u64, &str>])]) -> Vec<u8> {
     let mut b = vec![6];
@@ -67,6 +67,7 @@ fn results_attached(records: &[(u64, u64, bool, &[u8], &[Result<u64, &str>])]) -
                 Ok(len) => {
                     b.push(0);
                     b.extend_from_slice(&len.to_le_bytes());
+                    b.extend_from_slice(&1u64.to_le_bytes());
                 }
                 Err(why) => {
                     b.push(1);
@@ -76,6 +77,7 @@ fn results_attached(records: &[(u64, u64, bool, &[u8], &[Result<u64, &str>])]) -
             }
         }
     }
+    b.extend_from_slice(&0u32.to_le_bytes()); // released: none
     frame(&b)
 }
 
@@ -126,7 +128,7 @@ fn hand_built_worker_frames_decode_and_every_mutilation_is_refused() {
     bad_status[8 + 1 + 4 + 16] = 2;
     assert!(parse_worker_frame(&bad_status, 1 << 20).is_err());
     let mut bad_tag = results_attached(&[(1, 1, true, b"", &[Ok(70_000)])]);
-    let tag = bad_tag.len() - 9;
+    let tag = bad_tag.len() - 4 - 17;
     bad_tag[tag] = 2;
     assert!(parse_worker_frame(&bad_tag, 1 << 20).is_err());
 }

@@ -7,7 +7,10 @@
 //! which the crate root defines. One module per OS family implements the parts that differ:
 //!
 //! * `linux`: Linux's best tools (`memfd` with seals, `PR_SET_PDEATHSIG`, `MSG_CMSG_CLOEXEC`,
-//!   `/proc/self/exe`).
+//!   `close_range`, `SO_PEERCRED`, `/proc/self/exe`);
+//! * `unix`: only what macOS and FreeBSD have too (`shm_open`, a lifeline pipe, `issetugid`,
+//!   the peer's pid from `LOCAL_PEERPID`/`LOCAL_PEERCRED`), used there and, with the
+//!   `portable-unix` feature, on Linux, where the test suite runs over it.
 //!
 //! What this module guarantees, by area:
 //!
@@ -20,11 +23,14 @@
 //!   relative layout: the offset names the same function in both processes. The task value
 //!   itself is a zero-sized type (checked at compile time), so the worker conjures it from
 //!   nothing.
-//! * **Shared memory** ([`create_region`], [`inspect_region`], [`map_read_write`],
-//!   [`map_read_only`], [`read_at`], [`write_at`], [`copy_in`], [`copy_out`], [`Leased`]). A
-//!   region is an anonymous shared-memory file whose size cannot change once made, so no
-//!   process can truncate it under a reader. Bytes are copied in and out through raw pointers,
-//!   never references, since another process maps the same memory.
+//! * **Shared memory** ([`create_lendable_region`], [`seal_written`], [`inspect_region`],
+//!   [`first_hole`], [`map_read_only`], [`read_at`], [`copy_in`], [`copy_out`], [`Leased`]).
+//!   A region is an anonymous shared-memory file whose size cannot change once made, so no
+//!   process can truncate it under a reader, and that only its sender's own mapping can write:
+//!   it is sealed against every new writer before its descriptor ever leaves the sender, so a
+//!   receiver holding (or reopening) that descriptor cannot write it, map it writable or punch
+//!   holes in it. Bytes are copied in and out through raw pointers, never references, since
+//!   another process maps the same memory.
 //! * **Descriptor passing** ([`send_with_fds`], [`recv_with_fds`]): descriptors travel in a
 //!   message's ancillary data and arrive close-on-exec; a send never raises `SIGPIPE`.
 //! * **Processes** ([`WorkerProcess`], [`signal`], [`ignore_sigpipe`]): a worker is this
@@ -41,17 +47,33 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use cf_executor_api::{Buffer, ExitCause, TaskError};
 
-#[cfg(target_os = "linux")]
+#[cfg(all(target_os = "linux", not(feature = "portable-unix")))]
 mod linux;
-#[cfg(target_os = "linux")]
+#[cfg(all(target_os = "linux", not(feature = "portable-unix")))]
 use linux as imp;
 
-#[cfg(not(target_os = "linux"))]
-compile_error!("cf-pool-proc supports Linux only for now");
+#[cfg(any(
+    target_os = "macos",
+    target_os = "freebsd",
+    all(target_os = "linux", feature = "portable-unix")
+))]
+mod unix;
+#[cfg(any(
+    target_os = "macos",
+    target_os = "freebsd",
+    all(target_os = "linux", feature = "portable-unix")
+))]
+use unix as imp;
+
+#[cfg(not(any(target_os = "linux", target_os = "macos", target_os = "freebsd")))]
+compile_error!(
+    "cf-pool-proc supports Linux, macOS and FreeBSD; this target is none of them (Windows \
+     support is not written yet). The thread pool, cf-pool-thread, builds everywhere."
+);
 
 pub(crate) use imp::{
-    create_region, exe_identity, ignore_sigpipe, inspect_region, recv_with_fds, send_with_fds,
-    signal, spawn_worker,
+    create_lendable_region, create_shared_page, exe_identity, first_hole, ignore_sigpipe,
+    inspect_region, recv_with_fds, seal_written, send_with_fds, signal,
 };
 /// A descriptor this process owns (closed when dropped).
 pub(crate) use std::os::fd::OwnedFd;
@@ -80,6 +102,17 @@ pub(crate) enum Signal {
     Terminate,
     /// Ends the worker (`SIGKILL`): nothing can catch it.
     Kill,
+}
+
+/// How a region from [`create_lendable_region`] is protected against writers other than the
+/// mapping its sender holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Sealed {
+    /// Already: no new writer can appear, and the sender may write it again and again.
+    Now,
+    /// Not yet (the kernel lacks a seal for "no *new* writers"): the sender writes it once,
+    /// then [`seal_written`] closes it to all writers for good.
+    AfterWriting,
 }
 
 /// A shared-memory region as the receiver found it: its size and what identifies its file.
@@ -146,7 +179,9 @@ pub(crate) fn initializer_at(offset: i64) -> Initializer {
 
 /// A value of the zero-sized, `Copy` type `F` (a fn item or non-capturing closure).
 pub(crate) fn conjure<F: Copy>() -> F {
-    const { assert!(std::mem::size_of::<F>() == 0) };
+    // The same constant every send path evaluates (one error, one message, for a task that
+    // captures variables); the build fails unless `F` is zero-sized.
+    let () = cf_executor_api::CapturesNothing::<F>::OK;
     // SAFETY: `F` is zero-sized (asserted at compile time above), so "all zero bytes" is no
     // bytes at all; fn items and closures have no validity invariant beyond their type, and
     // `F: Copy` means creating one more value cannot violate ownership of captured state
@@ -157,15 +192,15 @@ pub(crate) fn conjure<F: Copy>() -> F {
 // ---------------------------------------------------------------------------------------------
 // Shared memory (the same on every platform once a region is open and checked).
 
-/// Maps the whole region `fd` (of `len` bytes) read-write, shared with every process that maps
-/// it.
-pub(crate) fn map_read_write(fd: &OwnedFd, len: usize) -> io::Result<memmap2::MmapRaw> {
-    memmap2::MmapOptions::new().len(len).map_raw(fd)
-}
-
 /// Maps the whole region `fd` (of `len` bytes) read-only.
 pub(crate) fn map_read_only(fd: &OwnedFd, len: usize) -> io::Result<memmap2::MmapRaw> {
     memmap2::MmapOptions::new().len(len).map_raw_read_only(fd)
+}
+
+/// Maps the whole page `fd` (of `len` bytes, made by [`create_shared_page`] in the parent)
+/// read-write, shared with the parent, which reads the file.
+pub(crate) fn map_shared_page(fd: &OwnedFd, len: usize) -> io::Result<memmap2::MmapRaw> {
+    memmap2::MmapOptions::new().len(len).map_raw(fd)
 }
 
 /// Reads exactly `buf.len()` bytes of the file `fd` at `offset` (not through a mapping).
@@ -175,20 +210,6 @@ pub(crate) fn read_at(fd: &OwnedFd, buf: &mut [u8], offset: u64) -> io::Result<(
         return Err(io::Error::new(
             io::ErrorKind::UnexpectedEof,
             format!("read {n} of {} bytes at {offset}", buf.len()),
-        ));
-    }
-    Ok(())
-}
-
-/// Writes all of `bytes` into the file `fd` at `offset` (not through a mapping). The write is
-/// a system call, so it is ordered with this process's earlier reads of a mapping of the
-/// same file.
-pub(crate) fn write_at(fd: &OwnedFd, bytes: &[u8], offset: u64) -> io::Result<()> {
-    let n = rustix::io::pwrite(fd, bytes, offset)?;
-    if n != bytes.len() {
-        return Err(io::Error::new(
-            io::ErrorKind::WriteZero,
-            format!("wrote {n} of {} bytes at {offset}", bytes.len()),
         ));
     }
     Ok(())
@@ -205,13 +226,14 @@ pub(crate) fn copy_in(map: &memmap2::MmapRaw, offset: usize, bytes: &[u8]) {
         .expect("offset + length overflows");
     assert!(end <= map.len(), "copy past the end of a shared region");
     // SAFETY: `offset..end` lies inside the live mapping (checked above), which is writable
-    // (a sender maps its own regions read-write) and cannot shrink (`create_region` makes
-    // regions whose size cannot change, so no process can truncate it and fault us). `bytes`
-    // is private memory, so the ranges do not overlap. No reference into the shared memory is
-    // created. The region has not been sent yet (or its last receiver handed it back by
-    // clearing the lease flag), so by protocol no other process touches these bytes now; a
-    // misbehaving peer that wrote anyway would race with this copy (formally a data race on
-    // memory this process does not otherwise use), and could only change which bytes are sent.
+    // (the sender's own mapping from `create_lendable_region`) and cannot shrink (regions are
+    // sealed against resizing, so no process can truncate it and fault us). `bytes` is private
+    // memory, so the ranges do not overlap. No reference into the shared memory is created.
+    // No other process writes these bytes: the region is sealed against every writer but this
+    // mapping, made before the seal in this process and not inherited by forks. No other
+    // process reads them now either: the region has not been lent yet, or the one peer it was
+    // lent to handed it back (named its lend in a frame on its own socket, see `crate::shm`); a
+    // peer that handed it back early and kept reading would only see its own bytes change.
     unsafe {
         std::ptr::copy_nonoverlapping(bytes.as_ptr(), map.as_mut_ptr().add(offset), bytes.len());
     }
@@ -237,12 +259,13 @@ pub(crate) fn copy_out(
     // SAFETY: the source range is inside the live mapping (checked above) and cannot be
     // truncated under us (the receiver checked with `inspect_region` that its size cannot
     // change before mapping). The destination is `out`'s spare capacity, at least `len` bytes,
-    // private, so no overlap. Every bit pattern is a valid `u8`, so whatever a peer may have
-    // written, the copied bytes are initialised values, and `set_len` covers only what was
-    // copied. No reference into the shared memory is created; callers only ever see this
-    // private copy. A misbehaving peer writing during the copy would race with it (formally a
-    // data race on shared memory) and could only change the bytes copied, which no invariant
-    // of this process relies on.
+    // private, so no overlap. Every bit pattern is a valid `u8`, so whatever the sender's
+    // mapping (the only writable one: `inspect_region` checked the write seals) holds, the
+    // copied bytes are initialised values, and `set_len` covers only what was copied. No
+    // reference into the shared memory is created; callers only ever see this private copy. A
+    // misbehaving sender writing during the copy would race with it (formally a data race on
+    // shared memory) and could only change the bytes copied, which no invariant of this
+    // process relies on.
     unsafe {
         std::ptr::copy_nonoverlapping(map.as_ptr().add(offset), out.as_mut_ptr(), len);
         out.set_len(len);
@@ -250,68 +273,64 @@ pub(crate) fn copy_out(
     Ok(out)
 }
 
-/// The bytes of a parent's region that a worker reads in place, and the region's lease: made
-/// only together ([`Leased::new`]), handed back only when dropped (see `crate::shm`).
+/// The bytes of a parent's region that a worker reads in place, and the region's lease `L`:
+/// made only together ([`Leased::new`]); dropping the view drops the lease, whose own `Drop`
+/// hands the region back (see `crate::shm`).
 #[derive(Debug)]
-pub(crate) struct Leased {
+pub(crate) struct Leased<L> {
     map: std::sync::Arc<memmap2::MmapRaw>,
     start: usize,
     len: usize,
-    /// The region's descriptor: dropping the view hands the lease back through it.
-    fd: OwnedFd,
-    /// Hands the lease back (clears the flag the sender set), given the descriptor.
-    release: fn(&OwnedFd),
+    /// Dropped after every borrow of the view has ended.
+    _lease: L,
 }
 
-impl Leased {
-    /// Views the `len` bytes at `start` of the region `map` maps, taking over its lease (`fd`,
-    /// whose flag the sender set before sending it); `release` hands it back on drop. `start`
-    /// must lie past every byte a process writes while the region is lent (the lease flag).
-    /// `None` if the bytes are outside `map`.
+impl<L> Leased<L> {
+    /// Views the `len` bytes at `start` of the region `map` maps (read-only, after
+    /// `inspect_region` accepted it), taking over its lease. `None` if the bytes are outside
+    /// `map`.
     pub(crate) fn new(
         map: std::sync::Arc<memmap2::MmapRaw>,
         start: usize,
         len: usize,
-        fd: OwnedFd,
-        release: fn(&OwnedFd),
-    ) -> Option<Leased> {
+        lease: L,
+    ) -> Option<Leased<L>> {
         let end = start.checked_add(len)?;
         (end <= map.len()).then_some(Leased {
             map,
             start,
             len,
-            fd,
-            release,
+            _lease: lease,
         })
     }
 }
 
-impl AsRef<[u8]> for Leased {
+impl<L> AsRef<[u8]> for Leased<L> {
     fn as_ref(&self) -> &[u8] {
-        // SAFETY: `start..start + len` is inside the mapping (checked in `new`), which lives
-        // as long as `self` (the `Arc`) and cannot shrink (the receiver checked with
-        // `inspect_region` before mapping), so the pointer is valid for `len` bytes; every
-        // byte pattern is a valid `u8`; and the range does not overlap the lease flag (the
-        // contract of `new`). The bytes do not change while the returned borrow lives:
-        // * the sender, the parent (which this worker trusts with everything it runs), wrote
-        //   them and set the lease flag before sending the descriptor; the socket's
-        //   `sendmsg`/`recvmsg` order those writes before this read;
-        // * it writes the region again only after reading the flag as free, and this process
-        //   clears the flag only in `Drop`, which `&mut self` proves runs after every borrow of
-        //   `self` has ended; the system call that clears it orders the end of our reads
-        //   before the parent's later writes;
-        // * a `Leased` exists only with its region's lease (`new` takes the descriptor the
-        //   sender lent), so no view can be made over a region that is not lent to us.
-        // The one way around this is a task that `fork`s without `exec` and lets the child
-        // drop a clone of the buffer: the child's drop would hand the region back early. The
-        // parent never views what workers send; it copies it (`copy_out`).
+        // SAFETY: `start..start + len` is inside the mapping (checked in `new`), which lives as
+        // long as `self` (the `Arc`) and cannot shrink (`inspect_region` checked the resize
+        // seals before it was mapped), so the pointer is valid for `len` bytes, and every byte
+        // pattern is a valid `u8`. The bytes do not change while the returned borrow lives:
+        // * no process but the sender can write them at all: `inspect_region` checked that
+        //   the region is sealed against every writer but the mappings made before the seal,
+        //   and the sender (the parent, which this worker trusts with the code it runs) seals
+        //   a region right after mapping it, before its descriptor ever leaves it; so neither
+        //   this process (whatever a task reopens through `/proc`) nor any other worker can
+        //   write it;
+        // * the sender wrote them before sending the descriptor (the socket's `sendmsg` and
+        //   `recvmsg` order those writes before this read), and writes the region again only
+        //   after this process hands it back, which only `L`'s `Drop` does (it records the
+        //   lend, and a later frame on this worker's own socket names it); that `Drop` runs
+        //   when `self` is dropped, after every borrow of `self` has ended, and the lock of
+        //   the list it records into, then the `sendmsg` that carries it, order the end of our
+        //   reads before the sender's later writes. Regions are the parent's per worker, and
+        //   their lends are numbered, so no other worker, and no stale frame, can hand this
+        //   one back.
+        // Outside this argument: a process allowed to write the parent's memory (a debugger,
+        // or one of the same user where the kernel permits `ptrace`) can change anything, and
+        // a task that `fork`s without `exec` and lets the child both drop a clone of the buffer
+        // and send a frame on the inherited socket would hand the region back early.
         unsafe { std::slice::from_raw_parts(self.map.as_ptr().add(self.start), self.len) }
-    }
-}
-
-impl Drop for Leased {
-    fn drop(&mut self) {
-        (self.release)(&self.fd);
     }
 }
 
@@ -319,12 +338,58 @@ impl Drop for Leased {
 // Processes.
 
 /// A worker process of this pool: started by [`spawn_worker`], reaped by [`WorkerProcess::wait`].
+///
+/// A worker's death is learnt from the process itself, not from its socket (which a task's
+/// forked child or daemon may still hold open long after the worker died): a small waiter
+/// thread blocks in `waitid(WEXITED | WNOWAIT)` on the worker's pid and, once the worker has
+/// exited, shuts the parent's end of its socket down in both directions. Readers then see end
+/// of stream after the bytes already queued (so results the worker sent before it died are
+/// still read), and a writer blocked on a full socket fails at once. The waiter does not reap
+/// (`WNOWAIT`): the pid stays the worker's until [`WorkerProcess::wait`], which joins the
+/// waiter first, so the waiter never waits on a recycled pid. It costs one thread with a small
+/// stack per worker and no system call per task.
 #[derive(Debug)]
 pub(crate) struct WorkerProcess {
     child: std::process::Child,
+    /// Ends the worker's socket when the worker exits; joined before the worker is reaped.
+    waiter: Option<std::thread::JoinHandle<()>>,
 }
 
+/// The waiter thread's stack: it only makes two system calls.
+const WAITER_STACK: usize = 64 * 1024;
+
 impl WorkerProcess {
+    /// Takes charge of a started worker: `socket` (any descriptor of the parent's end of the
+    /// worker's socket) is shut down as soon as the worker exits. If the waiter thread cannot
+    /// start, the worker is killed and reaped, and the error returned.
+    fn watch(child: std::process::Child, socket: &UnixStream) -> io::Result<WorkerProcess> {
+        let mut worker = WorkerProcess {
+            child,
+            waiter: None,
+        };
+        let pid = worker.pid();
+        let started = socket.try_clone().and_then(|socket| {
+            std::thread::Builder::new()
+                .name(format!("cf-proc-exit-{pid}"))
+                .stack_size(WAITER_STACK)
+                .spawn(move || {
+                    imp::wait_exited(pid);
+                    let _ = socket.shutdown(std::net::Shutdown::Both);
+                })
+        });
+        match started {
+            Ok(waiter) => {
+                worker.waiter = Some(waiter);
+                Ok(worker)
+            }
+            Err(e) => {
+                let _ = worker.kill();
+                worker.wait();
+                Err(e)
+            }
+        }
+    }
+
     /// The worker's process id.
     pub(crate) fn pid(&self) -> u32 {
         self.child.id()
@@ -335,9 +400,15 @@ impl WorkerProcess {
         self.child.kill()
     }
 
-    /// Waits for the worker to end and reaps it: how it ended.
+    /// Waits for the worker to end and reaps it: how it ended. Never waits for the worker's
+    /// descendants.
     pub(crate) fn wait(&mut self) -> ExitCause {
         use std::os::unix::process::ExitStatusExt;
+        // The waiter returns once the worker has exited; it must be done before the pid is
+        // released by the reap below.
+        if let Some(waiter) = self.waiter.take() {
+            let _ = waiter.join();
+        }
         match self.child.wait() {
             Ok(s) => match (s.code(), s.signal()) {
                 (Some(code), _) => ExitCause::Code(code),
@@ -347,6 +418,15 @@ impl WorkerProcess {
             Err(_) => ExitCause::Unknown,
         }
     }
+}
+
+/// Starts a worker: this executable again, serving on `child_end`; `parent_end` is shut down
+/// when the worker exits (see [`WorkerProcess`]).
+pub(crate) fn spawn_worker(
+    child_end: &UnixStream,
+    parent_end: &UnixStream,
+) -> io::Result<WorkerProcess> {
+    WorkerProcess::watch(imp::spawn_worker(child_end)?, parent_end)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -360,12 +440,55 @@ pub(crate) fn entry_ran() -> bool {
     ENTRY_RAN.load(Ordering::Acquire)
 }
 
+/// The exit status of a process that was asked to serve as a worker and refused
+/// (`EX_SOFTWARE`).
+pub(crate) const REFUSED_EXIT: i32 = 70;
+
 /// If this process was started as a worker, serves tasks and exits; never returns then.
+///
+/// Worker mode runs code at offsets another process sends, so it is entered only on proof
+/// that only the real parent can give, checked before any offset is read: this program does
+/// not run with elevated privileges (set-user-ID, set-group-ID, file capabilities), and the
+/// kernel-attested peer of the inherited socket is this process's parent, running the same
+/// executable. A process started with [`WORKER_ENV`] that fails either check prints why and
+/// exits with [`REFUSED_EXIT`] before `main`; it never runs as a worker, nor its `main`.
 pub(crate) fn enter_worker_mode_if_requested() {
     ENTRY_RAN.store(true, Ordering::Release);
-    if let Some(socket) = imp::inherited_socket() {
-        crate::serve_as_worker(socket);
+    imp::remember_executable();
+    let Some(value) = std::env::var_os(WORKER_ENV) else {
+        return;
+    };
+    // Nested pools started by a task must not mistake themselves for workers.
+    std::env::remove_var(WORKER_ENV);
+    match worker_socket(&value) {
+        Ok(socket) => crate::serve_as_worker(socket),
+        Err(why) => {
+            eprintln!(
+                "cf-pool-proc: process {} was started as a process-pool worker ({WORKER_ENV} \
+                 is set) but {why}; refusing worker mode and exiting",
+                std::process::id()
+            );
+            std::process::exit(REFUSED_EXIT);
+        }
     }
+}
+
+/// The worker's socket, once proven to come from the real parent (see
+/// [`enter_worker_mode_if_requested`]).
+fn worker_socket(value: &std::ffi::OsStr) -> Result<UnixStream, String> {
+    if imp::runs_elevated() {
+        return Err(
+            "this program runs with elevated privileges (set-user-ID, set-group-ID or \
+                    file capabilities), and such a program never serves as a worker"
+                .into(),
+        );
+    }
+    let value = value
+        .to_str()
+        .ok_or_else(|| format!("{value:?} names no descriptor"))?;
+    let socket = imp::adopt_inherited(value)?;
+    imp::check_peer_is_parent(&socket)?;
+    Ok(socket)
 }
 
 /// Runs before `main` (and before the test harness, in test binaries): a worker never reaches
