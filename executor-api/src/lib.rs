@@ -53,6 +53,12 @@
 //! process pool needs to run `f` in another process; fn items and non-capturing closures meet
 //! them. The thread pool accepts anything more through its own `spawn`.
 //!
+//! # Crossing a process boundary
+//!
+//! Backends that send tasks elsewhere (cf's process pool, a cluster) encode arguments and
+//! results with [`codec`]: postcard, with every large [`Buffer`] and byte string handed to the
+//! transport out of band, so bulk bytes move at memory speed whatever serde type holds them.
+//!
 //! # Errors
 //!
 //! [`SubmitError`] is an executor refusing work (shut down, broken, bad argument);
@@ -63,6 +69,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod buffer;
+pub mod codec;
 mod error;
 mod map;
 mod panic_capture;

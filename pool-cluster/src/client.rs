@@ -14,8 +14,8 @@ use parking_lot::{Condvar, Mutex};
 use tokio::sync::mpsc;
 
 use crate::wire::{
-    claim_key, from_bytes, to_bytes, Claim, ClientInfo, Names, NodeInfo, Outcome,
-    Stores, TaskMsg,
+    claim_key, from_bytes, to_bytes, Carried, Claim, ClientInfo, Names, NodeInfo, Outcome, Stores,
+    TaskMsg,
 };
 
 /// A waiting future, with its result type erased.
@@ -49,6 +49,8 @@ pub(crate) struct Pending {
     pub(crate) node: Option<String>,
     /// When it was submitted: it fails for want of a node only `node_timeout` after that.
     pub(crate) submitted: Instant,
+    /// Its argument travels through the object store (deleted once the result is read).
+    pub(crate) large_argument: bool,
 }
 
 /// A task on its way to the server.
@@ -180,18 +182,14 @@ impl Shared {
     }
 
     /// Follows this client's claims and results, for the executor's whole life. A watch that
-    /// fails (the server went away) is opened again with history, so nothing recorded in the
+    /// fails (the server went away) is opened again, with history, so nothing recorded in the
     /// meantime is missed; entries for tasks no longer pending are ignored.
     pub(crate) async fn watch_results(self: Arc<Self>) {
         let filter = format!("{}.>", self.client);
-        let mut first = true;
         loop {
-            let watch = if first {
-                self.stores.state.watch(&filter).await
-            } else {
-                self.stores.state.watch_with_history(&filter).await
-            };
-            let mut watch = match watch {
+            // With history from the start too: a result recorded before this watch exists (a
+            // fast task submitted right after `build`) is delivered, not missed.
+            let mut watch = match self.stores.state.watch_with_history(&filter).await {
                 Ok(w) => w,
                 Err(e) => {
                     log::debug!("cf-pool-cluster: cannot watch results: {e}");
@@ -199,7 +197,6 @@ impl Shared {
                     continue;
                 }
             };
-            first = false;
             while let Some(entry) = watch.next().await {
                 match entry {
                     Ok(entry) => Arc::clone(&self).on_entry(entry),
@@ -264,8 +261,15 @@ impl Shared {
                 };
                 let shared = Arc::clone(&self);
                 tokio::spawn(async move {
+                    let mut blobs = Vec::new();
+                    if pending.large_argument {
+                        blobs.push(format!("{}.{task}.argument", shared.client));
+                    }
                     let result = match outcome.result {
                         Ok(carried) => {
+                            if let Carried::Blob(name) = &carried {
+                                blobs.push(name.clone());
+                            }
                             shared
                                 .stores
                                 .fetch(carried, CodecStage::DeserializeResult)
@@ -275,6 +279,14 @@ impl Shared {
                     };
                     pending.completion.finish(result);
                     shared.completed(1);
+                    // Read: the payloads need not wait for the bucket's age limit. A duplicate
+                    // run that still needs the argument fails its fetch, and its result is
+                    // refused anyway (the first is recorded).
+                    for name in blobs {
+                        if let Err(e) = shared.stores.blobs.delete(name.as_str()).await {
+                            log::debug!("cf-pool-cluster: cannot delete payload {name}: {e}");
+                        }
+                    }
                 });
             }
             _ => {}
@@ -286,12 +298,20 @@ impl Shared {
     /// counts as `true`: the future is cancelled and a late result is ignored.
     pub(crate) async fn cancel_remote(&self, task: u64) -> bool {
         let key = claim_key(&self.client, task);
-        match self.stores.state.create(&key, to_bytes(&Claim::Cancelled)).await {
+        match self
+            .stores
+            .state
+            .create(&key, to_bytes(&Claim::Cancelled))
+            .await
+        {
             Ok(_) => true,
             Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
                 matches!(
-                    self.stores.state.get(key.as_str()).await.map(|v| v
-                        .map(|b| from_bytes::<Claim>(&b, "claim").ok())),
+                    self.stores
+                        .state
+                        .get(key.as_str())
+                        .await
+                        .map(|v| v.map(|b| from_bytes::<Claim>(&b, "claim").ok())),
                     Ok(Some(Some(Claim::Cancelled)))
                 )
             }
@@ -358,7 +378,10 @@ impl Shared {
     }
 
     fn check_alive(
-        self: &Arc<Self>, nodes: &HashMap<String, (NodeInfo, Instant)>, last_seen: &mut Instant) {
+        self: &Arc<Self>,
+        nodes: &HashMap<String, (NodeInfo, Instant)>,
+        last_seen: &mut Instant,
+    ) {
         let fresh = |seen: &Instant| seen.elapsed() < self.node_timeout;
         if nodes
             .values()

@@ -381,6 +381,13 @@ impl ClusterExecutor {
         }
     }
 
+    /// This executor's id on the server (its keys in the pool's state bucket start with it;
+    /// nodes name it in their logs).
+    #[must_use]
+    pub fn client_id(&self) -> &str {
+        &self.shared.client
+    }
+
     /// This program's build identity, which nodes must share to run its tasks.
     #[must_use]
     pub fn build_id(&self) -> &str {
@@ -453,6 +460,7 @@ impl ClusterExecutor {
                     completion: Box::new(promise),
                     node: None,
                     submitted: std::time::Instant::now(),
+                    large_argument: wire::is_large(&argument),
                 },
             );
             task

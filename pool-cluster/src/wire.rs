@@ -88,6 +88,11 @@ pub(crate) fn result_key(client: &str, task: u64) -> String {
     format!("{client}.r.{task}")
 }
 
+/// Whether [`Stores::carry`] puts `payload` in the object store.
+pub(crate) fn is_large(payload: &Encoded) -> bool {
+    payload.bytes.len() + payload.buffers.iter().map(|b| b.len()).sum::<usize>() > INLINE_MAX
+}
+
 /// A payload as carried: inline, or the name of an object-store entry holding it.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) enum Carried {
@@ -124,10 +129,6 @@ impl Wire {
                 .map(|b| Buffer::from(b.into_vec()))
                 .collect(),
         }
-    }
-
-    fn size(&self) -> usize {
-        self.bytes.len() + self.buffers.iter().map(|b| b.len()).sum::<usize>()
     }
 }
 
@@ -300,8 +301,9 @@ impl Stores {
 
     /// Carries `payload` inline, or through the object store under `name` when large.
     pub(crate) async fn carry(&self, name: String, payload: Encoded) -> Result<Carried, BoxError> {
+        let large = is_large(&payload);
         let wire = Wire::from_encoded(payload);
-        if wire.size() <= INLINE_MAX {
+        if !large {
             return Ok(Carried::Inline(wire));
         }
         let bytes = postcard::to_allocvec(&wire)?;

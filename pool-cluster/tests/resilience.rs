@@ -124,11 +124,15 @@ fn node_killed_mid_task_is_redelivered_and_resolves_once() {
     let completions = count_completions(std::slice::from_ref(&f));
     let first = cluster.nodes[0].pid();
     dir.wait_markers("run-0-", 1);
-    assert!(
-        f.running(),
-        "the client saw the node's claim: {:?}",
-        f.state()
-    );
+    let start = Instant::now();
+    while !f.running() {
+        assert!(
+            start.elapsed() < LIMIT,
+            "the client never saw the node's claim: {:?}",
+            f.state()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
     cluster.add_node(1);
     let second = cluster.nodes[1].pid();
     cluster.nodes[0].kill();
@@ -203,7 +207,7 @@ fn server_restart_mid_run_loses_nothing() {
 }
 
 /// Writes `ran-{i}`: proof that a task ran at all.
-fn mark(( dir, i): (String, u32)) -> u32 {
+fn mark((dir, i): (String, u32)) -> u32 {
     let _ = std::fs::write(Path::new(&dir).join(format!("ran-{i}")), b"");
     i
 }
@@ -224,7 +228,10 @@ fn node_of_another_build_is_refused() {
     let f = executor.submit(mark, (dir.path(), 0)).unwrap();
     match f.result_timeout(LIMIT) {
         Err(TaskError::Broken { reason }) => {
-            assert!(reason.contains("no node of this program's build"), "{reason}");
+            assert!(
+                reason.contains("no node of this program's build"),
+                "{reason}"
+            );
             assert!(
                 reason.contains(&format!(":{}:", foreign.pid())),
                 "lists the foreign node: {reason}"
@@ -232,8 +239,15 @@ fn node_of_another_build_is_refused() {
         }
         other => panic!("expected Broken (no node of this build), got {other:?}"),
     }
-    foreign.wait_log(&format!("refusing the tasks of client"));
-    assert!(dir.markers("ran-").is_empty(), "the foreign node ran a task");
+    foreign.wait_log(&format!(
+        "refusing the tasks of client {}: it runs build {}",
+        executor.client_id(),
+        executor.build_id()
+    ));
+    assert!(
+        dir.markers("ran-").is_empty(),
+        "the foreign node ran a task"
+    );
     // A node of the right build serves the next tasks; the failed one is never run.
     let own = Node::start(&server.url(), "test", 1, None);
     let g = executor.submit(mark, (dir.path(), 1)).unwrap();

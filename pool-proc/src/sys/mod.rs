@@ -7,7 +7,10 @@
 //! which the crate root defines. One module per OS family implements the parts that differ:
 //!
 //! * `linux`: Linux's best tools (`memfd` with seals, `PR_SET_PDEATHSIG`, `MSG_CMSG_CLOEXEC`,
-//!   `/proc/self/exe`).
+//!   `close_range`, `SO_PEERCRED`, `/proc/self/exe`);
+//! * `unix`: only what macOS and FreeBSD have too (`shm_open`, a lifeline pipe, `issetugid`,
+//!   the peer's pid from `LOCAL_PEERPID`/`LOCAL_PEERCRED`), used there and, with the
+//!   `portable-unix` feature, on Linux, where the test suite runs over it.
 //!
 //! What this module guarantees, by area:
 //!
@@ -44,13 +47,29 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use cf_executor_api::{Buffer, ExitCause, TaskError};
 
-#[cfg(target_os = "linux")]
+#[cfg(all(target_os = "linux", not(feature = "portable-unix")))]
 mod linux;
-#[cfg(target_os = "linux")]
+#[cfg(all(target_os = "linux", not(feature = "portable-unix")))]
 use linux as imp;
 
-#[cfg(not(target_os = "linux"))]
-compile_error!("cf-pool-proc supports Linux only for now");
+#[cfg(any(
+    target_os = "macos",
+    target_os = "freebsd",
+    all(target_os = "linux", feature = "portable-unix")
+))]
+mod unix;
+#[cfg(any(
+    target_os = "macos",
+    target_os = "freebsd",
+    all(target_os = "linux", feature = "portable-unix")
+))]
+use unix as imp;
+
+#[cfg(not(any(target_os = "linux", target_os = "macos", target_os = "freebsd")))]
+compile_error!(
+    "cf-pool-proc supports Linux, macOS and FreeBSD; this target is none of them (Windows \
+     support is not written yet). The thread pool, cf-pool-thread, builds everywhere."
+);
 
 pub(crate) use imp::{
     create_lendable_region, exe_identity, first_hole, ignore_sigpipe, inspect_region,
@@ -294,11 +313,13 @@ impl<L> AsRef<[u8]> for Leased<L> {
         //   write it;
         // * the sender wrote them before sending the descriptor (the socket's `sendmsg` and
         //   `recvmsg` order those writes before this read), and writes the region again only
-        //   after this process hands it back, which only `L`'s `Drop` does, over this worker's
-        //   own socket, naming this lend; that `Drop` runs when `self` is dropped, which
-        //   `&mut self` proves is after every borrow of `self` has ended, and the `sendmsg`
-        //   that carries it orders the end of our reads before the sender's later writes.
-        //   Regions are the parent's per worker, so no other worker can hand this one back.
+        //   after this process hands it back, which only `L`'s `Drop` does (it records the
+        //   lend, and a later frame on this worker's own socket names it); that `Drop` runs
+        //   when `self` is dropped, after every borrow of `self` has ended, and the lock of
+        //   the list it records into, then the `sendmsg` that carries it, order the end of our
+        //   reads before the sender's later writes. Regions are the parent's per worker, and
+        //   their lends are numbered, so no other worker, and no stale frame, can hand this
+        //   one back.
         // Outside this argument: a process allowed to write the parent's memory (a debugger,
         // or one of the same user where the kernel permits `ptrace`) can change anything, and
         // a task that `fork`s without `exec` and lets the child both drop a clone of the buffer
@@ -413,12 +434,55 @@ pub(crate) fn entry_ran() -> bool {
     ENTRY_RAN.load(Ordering::Acquire)
 }
 
+/// The exit status of a process that was asked to serve as a worker and refused
+/// (`EX_SOFTWARE`).
+pub(crate) const REFUSED_EXIT: i32 = 70;
+
 /// If this process was started as a worker, serves tasks and exits; never returns then.
+///
+/// Worker mode runs code at offsets another process sends, so it is entered only on proof
+/// that only the real parent can give, checked before any offset is read: this program does
+/// not run with elevated privileges (set-user-ID, set-group-ID, file capabilities), and the
+/// kernel-attested peer of the inherited socket is this process's parent, running the same
+/// executable. A process started with [`WORKER_ENV`] that fails either check prints why and
+/// exits with [`REFUSED_EXIT`] before `main`; it never runs as a worker, nor its `main`.
 pub(crate) fn enter_worker_mode_if_requested() {
     ENTRY_RAN.store(true, Ordering::Release);
-    if let Some(socket) = imp::inherited_socket() {
-        crate::serve_as_worker(socket);
+    imp::remember_executable();
+    let Some(value) = std::env::var_os(WORKER_ENV) else {
+        return;
+    };
+    // Nested pools started by a task must not mistake themselves for workers.
+    std::env::remove_var(WORKER_ENV);
+    match worker_socket(&value) {
+        Ok(socket) => crate::serve_as_worker(socket),
+        Err(why) => {
+            eprintln!(
+                "cf-pool-proc: process {} was started as a process-pool worker ({WORKER_ENV} \
+                 is set) but {why}; refusing worker mode and exiting",
+                std::process::id()
+            );
+            std::process::exit(REFUSED_EXIT);
+        }
     }
+}
+
+/// The worker's socket, once proven to come from the real parent (see
+/// [`enter_worker_mode_if_requested`]).
+fn worker_socket(value: &std::ffi::OsStr) -> Result<UnixStream, String> {
+    if imp::runs_elevated() {
+        return Err(
+            "this program runs with elevated privileges (set-user-ID, set-group-ID or \
+                    file capabilities), and such a program never serves as a worker"
+                .into(),
+        );
+    }
+    let value = value
+        .to_str()
+        .ok_or_else(|| format!("{value:?} names no descriptor"))?;
+    let socket = imp::adopt_inherited(value)?;
+    imp::check_peer_is_parent(&socket)?;
+    Ok(socket)
 }
 
 /// Runs before `main` (and before the test harness, in test binaries): a worker never reaches
