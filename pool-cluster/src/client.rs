@@ -256,6 +256,15 @@ impl Shared {
                         }
                     }
                 }
+                if let Err(e @ (TaskError::WorkerDied { .. } | TaskError::Timeout { .. })) =
+                    &outcome.result
+                {
+                    // The pid in the error is a pid on that node.
+                    log::warn!(
+                        "cf-pool-cluster: task {task} failed on node {}: {e}",
+                        outcome.node
+                    );
+                }
                 let Some(pending) = self.take(task) else {
                     return;
                 };

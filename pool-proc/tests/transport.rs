@@ -9,6 +9,7 @@ use cf_pool_proc::transport::{
     build_id, decode_result, encode_argument, initializer_code, task_code, Encoded, TaskCode,
 };
 use cf_pool_proc::{Buffer, CodecStage, ProcessPoolExecutor, TaskError};
+use serde_bytes::ByteBuf;
 
 const LIMIT: Duration = Duration::from_secs(60);
 
@@ -77,6 +78,17 @@ fn round_trip_values_errors_and_buffers() {
     assert_eq!(arg.buffers.len(), 1, "a large buffer travels attached");
     let back = decode_result::<Buffer>(run(&pool, task_code(reverse), arg)).unwrap();
     assert!(big.iter().rev().eq(back.iter()));
+
+    // Large byte strings (not only Buffers) travel out of band too, and decode back.
+    let bytes = ByteBuf::from(vec![7u8; 1 << 20]);
+    let arg = encode_argument(&bytes).unwrap();
+    assert_eq!(arg.buffers.len(), 1, "a large byte string travels attached");
+    let back = decode_result::<ByteBuf>(run(&pool, task_code(echo_bytes), arg)).unwrap();
+    assert_eq!(back, bytes);
+}
+
+fn echo_bytes(b: ByteBuf) -> ByteBuf {
+    b
 }
 
 #[test]
