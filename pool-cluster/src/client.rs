@@ -14,8 +14,7 @@ use parking_lot::{Condvar, Mutex};
 use tokio::sync::mpsc;
 
 use crate::wire::{
-    claim_key, from_bytes, to_bytes, Claim, ClientInfo, Names, NodeInfo, Outcome,
-    Stores, TaskMsg,
+    claim_key, from_bytes, to_bytes, Claim, ClientInfo, Names, NodeInfo, Outcome, Stores, TaskMsg,
 };
 
 /// A waiting future, with its result type erased.
@@ -286,12 +285,20 @@ impl Shared {
     /// counts as `true`: the future is cancelled and a late result is ignored.
     pub(crate) async fn cancel_remote(&self, task: u64) -> bool {
         let key = claim_key(&self.client, task);
-        match self.stores.state.create(&key, to_bytes(&Claim::Cancelled)).await {
+        match self
+            .stores
+            .state
+            .create(&key, to_bytes(&Claim::Cancelled))
+            .await
+        {
             Ok(_) => true,
             Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
                 matches!(
-                    self.stores.state.get(key.as_str()).await.map(|v| v
-                        .map(|b| from_bytes::<Claim>(&b, "claim").ok())),
+                    self.stores
+                        .state
+                        .get(key.as_str())
+                        .await
+                        .map(|v| v.map(|b| from_bytes::<Claim>(&b, "claim").ok())),
                     Ok(Some(Some(Claim::Cancelled)))
                 )
             }
@@ -358,7 +365,10 @@ impl Shared {
     }
 
     fn check_alive(
-        self: &Arc<Self>, nodes: &HashMap<String, (NodeInfo, Instant)>, last_seen: &mut Instant) {
+        self: &Arc<Self>,
+        nodes: &HashMap<String, (NodeInfo, Instant)>,
+        last_seen: &mut Instant,
+    ) {
         let fresh = |seen: &Instant| seen.elapsed() < self.node_timeout;
         if nodes
             .values()

@@ -170,10 +170,7 @@ impl NodeBuilder {
         let names = Names::new(&self.pool)?;
         let mut build = build_id()?.to_owned();
         if let Ok(suffix) = std::env::var(TEST_BUILD_SUFFIX_ENV) {
-            let suffix: String = suffix
-                .chars()
-                .filter(char::is_ascii_alphanumeric)
-                .collect();
+            let suffix: String = suffix.chars().filter(char::is_ascii_alphanumeric).collect();
             log::warn!(
                 "cf-pool-cluster node: {TEST_BUILD_SUFFIX_ENV} is set: advertising build \
                  {build}{suffix} (test only)"
@@ -223,7 +220,10 @@ async fn serve(settings: NodeBuilder, names: Names, build: String, name: String)
         {
             Ok(client) => break client,
             Err(e) => {
-                log::warn!("cf-pool-cluster node: cannot connect to {}: {e}", settings.url);
+                log::warn!(
+                    "cf-pool-cluster node: cannot connect to {}: {e}",
+                    settings.url
+                );
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
         }

@@ -2,8 +2,8 @@
 
 mod common;
 
-use common::{Cluster, LIMIT};
 use cf_pool_cluster::{Executor, TaskError};
+use common::{Cluster, LIMIT};
 
 #[test]
 fn node_entry() {
@@ -21,8 +21,17 @@ fn submit_and_result() {
     };
     let f = cluster.executor.submit(square, 7).unwrap();
     assert_eq!(f.result_timeout(LIMIT), Ok(&49));
-    let g = cluster.executor.submit(|s: String| s.len(), "four".to_owned()).unwrap();
+    let g = cluster
+        .executor
+        .submit(|s: String| s.len(), "four".to_owned())
+        .unwrap();
     assert_eq!(g.result_timeout(LIMIT), Ok(&4));
-    let p = cluster.executor.submit(|_: ()| -> u8 { panic!("boom") }, ()).unwrap();
-    assert!(matches!(p.result_timeout(LIMIT), Err(TaskError::Panicked { .. })), "{p:?}");
+    let p = cluster
+        .executor
+        .submit(|_: ()| -> u8 { panic!("boom") }, ())
+        .unwrap();
+    assert!(
+        matches!(p.result_timeout(LIMIT), Err(TaskError::Panicked { .. })),
+        "{p:?}"
+    );
 }

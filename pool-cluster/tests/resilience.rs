@@ -203,7 +203,7 @@ fn server_restart_mid_run_loses_nothing() {
 }
 
 /// Writes `ran-{i}`: proof that a task ran at all.
-fn mark(( dir, i): (String, u32)) -> u32 {
+fn mark((dir, i): (String, u32)) -> u32 {
     let _ = std::fs::write(Path::new(&dir).join(format!("ran-{i}")), b"");
     i
 }
@@ -224,7 +224,10 @@ fn node_of_another_build_is_refused() {
     let f = executor.submit(mark, (dir.path(), 0)).unwrap();
     match f.result_timeout(LIMIT) {
         Err(TaskError::Broken { reason }) => {
-            assert!(reason.contains("no node of this program's build"), "{reason}");
+            assert!(
+                reason.contains("no node of this program's build"),
+                "{reason}"
+            );
             assert!(
                 reason.contains(&format!(":{}:", foreign.pid())),
                 "lists the foreign node: {reason}"
@@ -233,7 +236,10 @@ fn node_of_another_build_is_refused() {
         other => panic!("expected Broken (no node of this build), got {other:?}"),
     }
     foreign.wait_log(&format!("refusing the tasks of client"));
-    assert!(dir.markers("ran-").is_empty(), "the foreign node ran a task");
+    assert!(
+        dir.markers("ran-").is_empty(),
+        "the foreign node ran a task"
+    );
     // A node of the right build serves the next tasks; the failed one is never run.
     let own = Node::start(&server.url(), "test", 1, None);
     let g = executor.submit(mark, (dir.path(), 1)).unwrap();

@@ -22,7 +22,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use cf_pool_cluster::{ClusterBuilder, ClusterExecutor, Executor, Future, Payload, SubmitError, Task};
+use cf_pool_cluster::{
+    ClusterBuilder, ClusterExecutor, Executor, Future, Payload, SubmitError, Task,
+};
 
 /// Any wait in a test longer than this is a hang.
 pub const LIMIT: Duration = Duration::from_secs(60);
@@ -108,7 +110,14 @@ impl Server {
         self.stop();
         let log = std::fs::File::create(self.store.join("server.log")).expect("server log");
         let child = Command::new(&self.binary)
-            .args(["-js", "-a", "127.0.0.1", "-p", &self.port.to_string(), "-sd"])
+            .args([
+                "-js",
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-sd",
+            ])
             .arg(&self.store)
             .stdout(Stdio::null())
             .stderr(log)
@@ -117,7 +126,10 @@ impl Server {
         self.child = Some(child);
         let start = Instant::now();
         while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(start.elapsed() < LIMIT, "nats-server did not start listening");
+            assert!(
+                start.elapsed() < LIMIT,
+                "nats-server did not start listening"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
