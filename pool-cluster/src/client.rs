@@ -14,7 +14,8 @@ use parking_lot::{Condvar, Mutex};
 use tokio::sync::mpsc;
 
 use crate::wire::{
-    claim_key, from_bytes, to_bytes, Claim, ClientInfo, Names, NodeInfo, Outcome, Stores, TaskMsg,
+    claim_key, from_bytes, to_bytes, Carried, Claim, ClientInfo, Names, NodeInfo, Outcome, Stores,
+    TaskMsg,
 };
 
 /// A waiting future, with its result type erased.
@@ -48,6 +49,8 @@ pub(crate) struct Pending {
     pub(crate) node: Option<String>,
     /// When it was submitted: it fails for want of a node only `node_timeout` after that.
     pub(crate) submitted: Instant,
+    /// Its argument travels through the object store (deleted once the result is read).
+    pub(crate) large_argument: bool,
 }
 
 /// A task on its way to the server.
@@ -179,18 +182,14 @@ impl Shared {
     }
 
     /// Follows this client's claims and results, for the executor's whole life. A watch that
-    /// fails (the server went away) is opened again with history, so nothing recorded in the
+    /// fails (the server went away) is opened again, with history, so nothing recorded in the
     /// meantime is missed; entries for tasks no longer pending are ignored.
     pub(crate) async fn watch_results(self: Arc<Self>) {
         let filter = format!("{}.>", self.client);
-        let mut first = true;
         loop {
-            let watch = if first {
-                self.stores.state.watch(&filter).await
-            } else {
-                self.stores.state.watch_with_history(&filter).await
-            };
-            let mut watch = match watch {
+            // With history from the start too: a result recorded before this watch exists (a
+            // fast task submitted right after `build`) is delivered, not missed.
+            let mut watch = match self.stores.state.watch_with_history(&filter).await {
                 Ok(w) => w,
                 Err(e) => {
                     log::debug!("cf-pool-cluster: cannot watch results: {e}");
@@ -198,7 +197,6 @@ impl Shared {
                     continue;
                 }
             };
-            first = false;
             while let Some(entry) = watch.next().await {
                 match entry {
                     Ok(entry) => Arc::clone(&self).on_entry(entry),
@@ -258,13 +256,29 @@ impl Shared {
                         }
                     }
                 }
+                if let Err(e @ (TaskError::WorkerDied { .. } | TaskError::Timeout { .. })) =
+                    &outcome.result
+                {
+                    // The pid in the error is a pid on that node.
+                    log::warn!(
+                        "cf-pool-cluster: task {task} failed on node {}: {e}",
+                        outcome.node
+                    );
+                }
                 let Some(pending) = self.take(task) else {
                     return;
                 };
                 let shared = Arc::clone(&self);
                 tokio::spawn(async move {
+                    let mut blobs = Vec::new();
+                    if pending.large_argument {
+                        blobs.push(format!("{}.{task}.argument", shared.client));
+                    }
                     let result = match outcome.result {
                         Ok(carried) => {
+                            if let Carried::Blob(name) = &carried {
+                                blobs.push(name.clone());
+                            }
                             shared
                                 .stores
                                 .fetch(carried, CodecStage::DeserializeResult)
@@ -274,6 +288,14 @@ impl Shared {
                     };
                     pending.completion.finish(result);
                     shared.completed(1);
+                    // Read: the payloads need not wait for the bucket's age limit. A duplicate
+                    // run that still needs the argument fails its fetch, and its result is
+                    // refused anyway (the first is recorded).
+                    for name in blobs {
+                        if let Err(e) = shared.stores.blobs.delete(name.as_str()).await {
+                            log::debug!("cf-pool-cluster: cannot delete payload {name}: {e}");
+                        }
+                    }
                 });
             }
             _ => {}

@@ -177,7 +177,8 @@ impl ClusterBuilder {
 
     /// The ack deadline (default 30 s): a task whose node stops answering is delivered again
     /// this long after its last sign of life. It is a setting of the build's consumer on the
-    /// server, applied by whichever client or node creates that consumer first.
+    /// server, shared by every client of the build: `build` sets it (the last client built
+    /// wins), and nodes follow it within a second.
     #[must_use]
     pub fn ack_wait(mut self, d: Duration) -> Self {
         self.ack_wait = d;
@@ -291,7 +292,7 @@ impl ClusterBuilder {
                     )
                 })?;
             stores
-                .consumer(&names, &build, self.ack_wait)
+                .consumer(&names, &build, Some(self.ack_wait))
                 .await
                 .map_err(|e| format!("cannot create the task consumer: {e}"))?;
             Ok::<_, String>(stores)
@@ -381,6 +382,13 @@ impl ClusterExecutor {
         }
     }
 
+    /// This executor's id on the server (its keys in the pool's state bucket start with it;
+    /// nodes name it in their logs).
+    #[must_use]
+    pub fn client_id(&self) -> &str {
+        &self.shared.client
+    }
+
     /// This program's build identity, which nodes must share to run its tasks.
     #[must_use]
     pub fn build_id(&self) -> &str {
@@ -453,6 +461,7 @@ impl ClusterExecutor {
                     completion: Box::new(promise),
                     node: None,
                     submitted: std::time::Instant::now(),
+                    large_argument: wire::is_large(&argument),
                 },
             );
             task

@@ -88,6 +88,11 @@ pub(crate) fn result_key(client: &str, task: u64) -> String {
     format!("{client}.r.{task}")
 }
 
+/// Whether [`Stores::carry`] puts `payload` in the object store.
+pub(crate) fn is_large(payload: &Encoded) -> bool {
+    payload.bytes.len() + payload.buffers.iter().map(|b| b.len()).sum::<usize>() > INLINE_MAX
+}
+
 /// A payload as carried: inline, or the name of an object-store entry holding it.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) enum Carried {
@@ -124,10 +129,6 @@ impl Wire {
                 .map(|b| Buffer::from(b.into_vec()))
                 .collect(),
         }
-    }
-
-    fn size(&self) -> usize {
-        self.bytes.len() + self.buffers.iter().map(|b| b.len()).sum::<usize>()
     }
 }
 
@@ -270,38 +271,49 @@ impl Stores {
         })
     }
 
-    /// The consumer the nodes of `build` pull from. `ack_wait` applies when this call creates
-    /// it; an existing consumer keeps its own (see the crate docs).
+    /// The consumer the nodes of `build` pull from, created if missing. With `ack_wait`
+    /// (a client's setting), an existing consumer with another deadline is updated to it;
+    /// without (a node), the consumer is taken as it is, or created with the default.
     pub(crate) async fn consumer(
         &self,
         names: &Names,
         build: &str,
-        ack_wait: Duration,
+        ack_wait: Option<Duration>,
     ) -> Result<consumer::PullConsumer, BoxError> {
         let name = names.consumer(build);
-        Ok(self
+        let config = consumer::pull::Config {
+            durable_name: Some(name.clone()),
+            filter_subject: names.task_subject(build),
+            ack_policy: consumer::AckPolicy::Explicit,
+            ack_wait: ack_wait.unwrap_or(crate::DEFAULT_ACK_WAIT),
+            // Redelivery is bounded per task (TaskMsg::max_deliveries), so the failure is
+            // recorded for the client even when it is offline.
+            max_deliver: -1,
+            max_ack_pending: -1,
+            ..Default::default()
+        };
+        let consumer: consumer::PullConsumer = self
             .stream
-            .get_or_create_consumer(
-                &name,
-                consumer::pull::Config {
-                    durable_name: Some(name.clone()),
-                    filter_subject: names.task_subject(build),
-                    ack_policy: consumer::AckPolicy::Explicit,
-                    ack_wait,
-                    // Redelivery is bounded per task (TaskMsg::max_deliveries), so the failure
-                    // is recorded for the client even when it is offline.
-                    max_deliver: -1,
-                    max_ack_pending: -1,
-                    ..Default::default()
-                },
-            )
-            .await?)
+            .get_or_create_consumer(&name, config.clone())
+            .await?;
+        match ack_wait {
+            Some(wait) if consumer.cached_info().config.ack_wait != wait => {
+                log::info!(
+                    "cf-pool-cluster: setting the ack deadline of consumer {name} to {wait:?} \
+                     (was {:?})",
+                    consumer.cached_info().config.ack_wait
+                );
+                Ok(self.stream.update_consumer(config).await?)
+            }
+            _ => Ok(consumer),
+        }
     }
 
     /// Carries `payload` inline, or through the object store under `name` when large.
     pub(crate) async fn carry(&self, name: String, payload: Encoded) -> Result<Carried, BoxError> {
+        let large = is_large(&payload);
         let wire = Wire::from_encoded(payload);
-        if wire.size() <= INLINE_MAX {
+        if !large {
             return Ok(Carried::Inline(wire));
         }
         let bytes = postcard::to_allocvec(&wire)?;

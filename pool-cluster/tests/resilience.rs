@@ -124,11 +124,15 @@ fn node_killed_mid_task_is_redelivered_and_resolves_once() {
     let completions = count_completions(std::slice::from_ref(&f));
     let first = cluster.nodes[0].pid();
     dir.wait_markers("run-0-", 1);
-    assert!(
-        f.running(),
-        "the client saw the node's claim: {:?}",
-        f.state()
-    );
+    let start = Instant::now();
+    while !f.running() {
+        assert!(
+            start.elapsed() < LIMIT,
+            "the client never saw the node's claim: {:?}",
+            f.state()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
     cluster.add_node(1);
     let second = cluster.nodes[1].pid();
     cluster.nodes[0].kill();
@@ -235,7 +239,11 @@ fn node_of_another_build_is_refused() {
         }
         other => panic!("expected Broken (no node of this build), got {other:?}"),
     }
-    foreign.wait_log(&format!("refusing the tasks of client"));
+    foreign.wait_log(&format!(
+        "refusing the tasks of client {}: it runs build {}",
+        executor.client_id(),
+        executor.build_id()
+    ));
     assert!(
         dir.markers("ran-").is_empty(),
         "the foreign node ran a task"
@@ -295,4 +303,44 @@ fn ten_thousand_tasks_with_random_node_kills() {
         TASKS as usize,
         "each future resolved exactly once"
     );
+}
+
+/// Leaves a marker unique to this run (`run-{i}-{node pid}-{worker pid}-{time}`: a duplicate
+/// on the same node counts too), then works for `ms` milliseconds.
+fn long((dir, i, ms): (String, u32, u64)) -> u32 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let marker = format!("run-{i}-{}-{}-{now}", node_pid(), std::process::id());
+    let _ = std::fs::write(Path::new(&dir).join(marker), b"");
+    std::thread::sleep(Duration::from_millis(ms));
+    i
+}
+
+#[test]
+fn long_tasks_are_not_redelivered_while_their_node_lives() {
+    // Tasks four times longer than the ack deadline, with an idle node waiting for work: only
+    // the progress acks keep the server from handing them to it.
+    let Some(cluster) = Cluster::start(&[2, 2], |b| b.ack_wait(Duration::from_secs(1))) else {
+        return;
+    };
+    let dir = Dir::new("progress");
+    let futures: Vec<_> = (0..2)
+        .map(|i| {
+            cluster
+                .executor
+                .submit(long, (dir.path(), i, 4000))
+                .unwrap()
+        })
+        .collect();
+    for (i, f) in (0..).zip(&futures) {
+        assert_eq!(f.result_timeout(LIMIT), Ok(&i));
+    }
+    for i in 0..2 {
+        assert_eq!(
+            dir.markers(&format!("run-{i}-")).len(),
+            1,
+            "task {i} ran once"
+        );
+    }
 }

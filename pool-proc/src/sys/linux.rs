@@ -316,22 +316,61 @@ pub(crate) fn signal(pid: u32, signal: Signal) -> io::Result<()> {
     Ok(())
 }
 
-/// The socket a worker inherited, named by [`WORKER_ENV`].
-pub(super) fn inherited_socket() -> Option<UnixStream> {
-    let fd: RawFd = std::env::var(WORKER_ENV).ok()?.parse().ok()?;
-    // Nested pools started by a task must not mistake themselves for workers.
-    std::env::remove_var(WORKER_ENV);
+/// Whether this process runs with privileges its invoker does not have: set-user-ID,
+/// set-group-ID or file capabilities (the kernel's `AT_SECURE`, which also makes the dynamic
+/// loader ignore `LD_PRELOAD`).
+pub(super) fn runs_elevated() -> bool {
+    // SAFETY: getauxval(3) reads the auxiliary vector the kernel gave this process; it takes
+    // and returns integers.
+    unsafe { libc::getauxval(libc::AT_SECURE) != 0 }
+}
+
+/// Nothing to remember: `/proc/self/exe` always names the running image.
+pub(super) fn remember_executable() {}
+
+/// Takes ownership of descriptor `value`, inherited from the parent as the worker's socket, and
+/// sets it close-on-exec again (for this worker's own children). `Err` if it is not open.
+pub(super) fn adopt_inherited(value: &str) -> Result<UnixStream, String> {
+    let fd: RawFd = value
+        .parse()
+        .map_err(|_| format!("{value:?} names no descriptor"))?;
     // SAFETY: fcntl(F_GETFD) only queries the descriptor table.
     if unsafe { libc::fcntl(fd, libc::F_GETFD) } == -1 {
-        return None;
+        return Err(format!("descriptor {fd} is not open"));
     }
     // The descriptor was opened by the parent for this purpose, survived exec, and nothing else
-    // in this fresh process owns it; we set close-on-exec again for our own children.
+    // in this fresh process (which has not reached `main`) owns it.
     // SAFETY: `fd` is open (checked above) and owned by nobody else in this process.
     let stream = unsafe { UnixStream::from_raw_fd(fd) };
     // SAFETY: plain fcntl on a descriptor we own.
     unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
-    Some(stream)
+    Ok(stream)
+}
+
+/// Proves the worker's socket comes from its real parent: the kernel-attested process at the
+/// other end (`SO_PEERCRED`: the process that made the socket pair) is this process's parent
+/// (`getppid`), and that parent runs this very executable (`/proc/<parent>/exe` and
+/// `/proc/self/exe` are the same file). Only the process that started this one can pass.
+pub(super) fn check_peer_is_parent(socket: &UnixStream) -> Result<(), String> {
+    let peer = rustix::net::sockopt::socket_peercred(socket)
+        .map_err(|e| format!("the kernel cannot say who holds the other end of its socket ({e})"))?
+        .pid;
+    let parent = rustix::process::getppid().ok_or("it has no parent process")?;
+    if peer != parent {
+        return Err(format!(
+            "the other end of its socket belongs to process {}, not to its parent {}",
+            peer.as_raw_nonzero(),
+            parent.as_raw_nonzero()
+        ));
+    }
+    let theirs = std::fs::metadata(format!("/proc/{}/exe", parent.as_raw_nonzero()))
+        .map_err(|e| format!("cannot inspect its parent's executable ({e})"))?;
+    let mine = std::fs::metadata("/proc/self/exe")
+        .map_err(|e| format!("cannot inspect its own executable ({e})"))?;
+    if (theirs.dev(), theirs.ino()) != (mine.dev(), mine.ino()) {
+        return Err("its parent runs another executable".into());
+    }
+    Ok(())
 }
 
 /// Writes to a dead parent must fail with `EPIPE`, not kill the worker before it can log.

@@ -7,7 +7,10 @@
 //! which the crate root defines. One module per OS family implements the parts that differ:
 //!
 //! * `linux`: Linux's best tools (`memfd` with seals, `PR_SET_PDEATHSIG`, `MSG_CMSG_CLOEXEC`,
-//!   `/proc/self/exe`).
+//!   `close_range`, `SO_PEERCRED`, `/proc/self/exe`);
+//! * `unix`: only what macOS and FreeBSD have too (`shm_open`, a lifeline pipe, `issetugid`,
+//!   the peer's pid from `LOCAL_PEERPID`/`LOCAL_PEERCRED`), used there and, with the
+//!   `portable-unix` feature, on Linux, where the test suite runs over it.
 //!
 //! What this module guarantees, by area:
 //!
@@ -44,13 +47,29 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use cf_executor_api::{Buffer, ExitCause, TaskError};
 
-#[cfg(target_os = "linux")]
+#[cfg(all(target_os = "linux", not(feature = "portable-unix")))]
 mod linux;
-#[cfg(target_os = "linux")]
+#[cfg(all(target_os = "linux", not(feature = "portable-unix")))]
 use linux as imp;
 
-#[cfg(not(target_os = "linux"))]
-compile_error!("cf-pool-proc supports Linux only for now");
+#[cfg(any(
+    target_os = "macos",
+    target_os = "freebsd",
+    all(target_os = "linux", feature = "portable-unix")
+))]
+mod unix;
+#[cfg(any(
+    target_os = "macos",
+    target_os = "freebsd",
+    all(target_os = "linux", feature = "portable-unix")
+))]
+use unix as imp;
+
+#[cfg(not(any(target_os = "linux", target_os = "macos", target_os = "freebsd")))]
+compile_error!(
+    "cf-pool-proc supports Linux, macOS and FreeBSD; this target is none of them (Windows \
+     support is not written yet). The thread pool, cf-pool-thread, builds everywhere."
+);
 
 pub(crate) use imp::{
     create_lendable_region, exe_identity, first_hole, ignore_sigpipe, inspect_region,
@@ -160,7 +179,9 @@ pub(crate) fn initializer_at(offset: i64) -> Initializer {
 
 /// A value of the zero-sized, `Copy` type `F` (a fn item or non-capturing closure).
 pub(crate) fn conjure<F: Copy>() -> F {
-    const { assert!(std::mem::size_of::<F>() == 0) };
+    // The same constant every send path evaluates (one error, one message, for a task that
+    // captures variables); the build fails unless `F` is zero-sized.
+    let () = cf_executor_api::CapturesNothing::<F>::OK;
     // SAFETY: `F` is zero-sized (asserted at compile time above), so "all zero bytes" is no
     // bytes at all; fn items and closures have no validity invariant beyond their type, and
     // `F: Copy` means creating one more value cannot violate ownership of captured state
@@ -413,12 +434,55 @@ pub(crate) fn entry_ran() -> bool {
     ENTRY_RAN.load(Ordering::Acquire)
 }
 
+/// The exit status of a process that was asked to serve as a worker and refused
+/// (`EX_SOFTWARE`).
+pub(crate) const REFUSED_EXIT: i32 = 70;
+
 /// If this process was started as a worker, serves tasks and exits; never returns then.
+///
+/// Worker mode runs code at offsets another process sends, so it is entered only on proof
+/// that only the real parent can give, checked before any offset is read: this program does
+/// not run with elevated privileges (set-user-ID, set-group-ID, file capabilities), and the
+/// kernel-attested peer of the inherited socket is this process's parent, running the same
+/// executable. A process started with [`WORKER_ENV`] that fails either check prints why and
+/// exits with [`REFUSED_EXIT`] before `main`; it never runs as a worker, nor its `main`.
 pub(crate) fn enter_worker_mode_if_requested() {
     ENTRY_RAN.store(true, Ordering::Release);
-    if let Some(socket) = imp::inherited_socket() {
-        crate::serve_as_worker(socket);
+    imp::remember_executable();
+    let Some(value) = std::env::var_os(WORKER_ENV) else {
+        return;
+    };
+    // Nested pools started by a task must not mistake themselves for workers.
+    std::env::remove_var(WORKER_ENV);
+    match worker_socket(&value) {
+        Ok(socket) => crate::serve_as_worker(socket),
+        Err(why) => {
+            eprintln!(
+                "cf-pool-proc: process {} was started as a process-pool worker ({WORKER_ENV} \
+                 is set) but {why}; refusing worker mode and exiting",
+                std::process::id()
+            );
+            std::process::exit(REFUSED_EXIT);
+        }
     }
+}
+
+/// The worker's socket, once proven to come from the real parent (see
+/// [`enter_worker_mode_if_requested`]).
+fn worker_socket(value: &std::ffi::OsStr) -> Result<UnixStream, String> {
+    if imp::runs_elevated() {
+        return Err(
+            "this program runs with elevated privileges (set-user-ID, set-group-ID or \
+                    file capabilities), and such a program never serves as a worker"
+                .into(),
+        );
+    }
+    let value = value
+        .to_str()
+        .ok_or_else(|| format!("{value:?} names no descriptor"))?;
+    let socket = imp::adopt_inherited(value)?;
+    imp::check_peer_is_parent(&socket)?;
+    Ok(socket)
 }
 
 /// Runs before `main` (and before the test harness, in test binaries): a worker never reaches
