@@ -913,6 +913,16 @@ mod tests {
         assert!(err.contains("not sealed against writing"), "{err}");
         let err = stream.import_all(&one(u64::MAX, 1)).unwrap_err();
         assert!(err.contains("announced"), "{err}");
+        // Huge pages: their holes cannot be found, so they are refused (where the kernel makes
+        // them at all).
+        match sys::testing::huge_page_region(2 << 20) {
+            Some(huge) => {
+                let mut stream = through_socket(&[huge], false);
+                let err = stream.import_all(&one(10, 1)).unwrap_err();
+                assert!(err.contains("not ordinary shared memory"), "{err}");
+            }
+            None => eprintln!("no huge-page memfd on this kernel: that refusal is not exercised"),
+        }
     }
 
     #[test]
