@@ -84,7 +84,8 @@
 //!   on the same store loses nothing.
 //! * **No node of this build**: a task for which no node of this build has been alive during
 //!   the last [`ClusterBuilder::node_timeout`] (default 30 s) of its wait fails with
-//!   [`TaskError::Broken`] saying so and listing the nodes of other builds the client sees; a
+//!   [`TaskError::Broken`] saying so and listing the nodes of other builds the client sees
+//!   (time without a connection to the server does not count: it says nothing of the nodes); a
 //!   cancel claim makes sure no node started later runs it. The executor stays usable for
 //!   when nodes come.
 //! * **An initializer** ([`ClusterBuilder::initializer`]) runs in every worker of every node;
