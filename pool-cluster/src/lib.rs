@@ -94,9 +94,13 @@
 //! * **`shutdown(wait, cancel_futures)`** as for the other pools; `Drop` is `shutdown(true,
 //!   false)`. Nodes are not stopped: they serve other clients.
 //!
-//! Errors name the node where one is concerned (in [`TaskError::Broken`]'s reason); the
-//! pids of [`TaskError::WorkerDied`] and [`TaskError::Timeout`] are pids on the node that ran
-//! the task (logged with its name at debug level).
+//! * **Callbacks** of these futures run on the client's runtime threads; `shutdown(wait)`
+//!   called from one does not wait (it would stop the threads that complete the futures).
+//!
+//! Errors name the node where one is concerned (in [`TaskError::Broken`]'s reason). The pids of
+//! [`TaskError::WorkerDied`] and [`TaskError::Timeout`] are pids on the node that ran the task;
+//! `TaskError` has no field for a node, so the client logs such failures with the node's name
+//! (`warn` level).
 //!
 //! # Trust
 //!
