@@ -54,8 +54,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use cf_executor_api::{
-    attached, panic_message, Buffer, CodecStage, Future, Payload, Promise, SubmitError, Task,
-    TaskError,
+    panic_message, Buffer, CodecStage, Future, Payload, Promise, SubmitError, Task, TaskError,
 };
 use serde::{Deserialize, Serialize};
 
@@ -206,7 +205,7 @@ pub fn decode_result<R: Payload>(outcome: Result<Encoded, TaskError>) -> Result<
         message,
     };
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        attached(buffers, || postcard::from_bytes::<R>(&bytes))
+        cf_executor_api::codec::decode::<R>(&bytes, buffers)
     })) {
         Ok(Ok(value)) => Ok(value),
         Ok(Err(e)) => Err(codec(e.to_string())),

@@ -77,6 +77,27 @@ fn round_trip_values_errors_and_buffers() {
     assert_eq!(arg.buffers.len(), 1, "a large buffer travels attached");
     let back = decode_result::<Buffer>(run(&pool, task_code(reverse), arg)).unwrap();
     assert!(big.iter().rev().eq(back.iter()));
+
+    // So are byte strings as serde writes them, small ones inline: decoded as they were encoded.
+    let bytes = (
+        serde_bytes::ByteBuf::from(vec![9u8; 1 << 20]),
+        serde_bytes::ByteBuf::from(vec![1u8, 2]),
+    );
+    let arg = encode_argument(&bytes).unwrap();
+    assert_eq!(arg.buffers.len(), 1, "a large byte string travels attached");
+    let back = decode_result::<(serde_bytes::ByteBuf, serde_bytes::ByteBuf)>(run(
+        &pool,
+        task_code(swap_bytes),
+        arg,
+    ))
+    .unwrap();
+    assert_eq!(back, (bytes.1, bytes.0));
+}
+
+fn swap_bytes(
+    (a, b): (serde_bytes::ByteBuf, serde_bytes::ByteBuf),
+) -> (serde_bytes::ByteBuf, serde_bytes::ByteBuf) {
+    (b, a)
 }
 
 #[test]
