@@ -266,11 +266,18 @@ impl ProcessPoolBuilder {
             });
         }
         let exe = sys::exe_identity()
-            .map_err(|e| BuildError::Io(format!("cannot inspect /proc/self/exe: {e}")))?;
+            .map_err(|e| BuildError::Io(format!("cannot inspect this program's executable: {e}")))?;
+        let init_offset = match self.initializer {
+            None => 0,
+            Some(f) => sys::offset_of(f as usize).map_err(|message| BuildError::Invalid {
+                name: "initializer",
+                message,
+            })?,
+        };
         let hello = Hello {
             exe,
             probe_offset: sys::probe_offset(),
-            init_offset: self.initializer.map_or(0, |f| sys::offset_of(f as usize)),
+            init_offset,
             max_tasks: self.max_tasks_per_child.unwrap_or(0),
         };
         Ok(ProcessPoolExecutor {
@@ -400,9 +407,9 @@ impl ProcessPoolExecutor {
         A: Payload,
         R: Payload + Sync,
     {
+        let offset = trampoline_offset(f)?;
         let (future, task) = encoded(&arg);
-        self.pool
-            .enqueue(trampoline_offset(f), limit, std::iter::once(task))?;
+        self.pool.enqueue(offset, limit, std::iter::once(task))?;
         Ok(future)
     }
 
@@ -440,9 +447,10 @@ impl ProcessPoolExecutor {
         A: Payload,
         R: Payload + Sync,
     {
+        let offset = trampoline_offset(f)?;
         let (futures, items): (Vec<_>, Vec<_>) = args.iter().map(encoded).unzip();
         self.pool
-            .enqueue(trampoline_offset(f), self.pool.config.task_timeout, items)?;
+            .enqueue(offset, self.pool.config.task_timeout, items)?;
         Ok(futures)
     }
 }

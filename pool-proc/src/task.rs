@@ -4,8 +4,8 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use cf_executor_api::{
-    attached, attaching, call_catching, panic_message, Buffer, CodecStage, Payload, Promise, Task,
-    TaskError,
+    attached, attaching, call_catching, panic_message, Buffer, CodecStage, Payload, Promise,
+    SubmitError, Task, TaskError,
 };
 
 use crate::{shm, sys};
@@ -25,8 +25,9 @@ impl<F> CrossesProcesses<F> {
     );
 }
 
-/// The offset that names `trampoline::<F, A, R>` in any process running this executable.
-pub(crate) fn trampoline_offset<F, A, R>(_: F) -> i64
+/// The offset that names `trampoline::<F, A, R>` in any process running this executable;
+/// refused if that code is not in the executable's own image (see [`sys::offset_of`]).
+pub(crate) fn trampoline_offset<F, A, R>(_: F) -> Result<i64, SubmitError>
 where
     F: Task<A, R>,
     A: Payload,
@@ -34,7 +35,10 @@ where
 {
     let () = CrossesProcesses::<F>::OK;
     let t: sys::Trampoline = trampoline::<F, A, R>;
-    sys::offset_of(t as usize)
+    sys::offset_of(t as usize).map_err(|message| SubmitError::InvalidArgument {
+        name: "task",
+        message,
+    })
 }
 
 fn codec(stage: CodecStage, message: String) -> TaskError {
