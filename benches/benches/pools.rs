@@ -7,7 +7,10 @@
 
 use std::time::Duration;
 
+use cf_benches::ipc::IpcPingPong;
+use cf_benches::peers::{self, Rayon};
 use cf_benches::physical::{self, Message, PingPong, ThreadPingPong, SMALL_MESSAGE};
+use cf_benches::shm_pingpong::{ShmPingPong, Wait};
 use cf_benches::workloads::{
     echo, map, round_trip, scaling, startup, throughput, CHUNKSIZES, CPU_N, CPU_TASKS, MAP_ITEMS,
     PAYLOADS, PROCSPAWN_WINDOW, SUBMIT_TASKS,
@@ -23,7 +26,9 @@ const SLOW_PEER_TASKS: u64 = 2_000;
 struct Pools {
     proc: ProcessPoolExecutor,
     thread: ThreadPoolExecutor,
-    rayon: rayon::ThreadPool,
+    rayon: Rayon,
+    tokio: tokio::runtime::Runtime,
+    futures: futures::executor::ThreadPool,
     procspawn: procspawn::Pool,
 }
 
@@ -39,10 +44,9 @@ impl Pools {
                 .max_workers(workers)
                 .build()
                 .expect("thread pool"),
-            rayon: rayon::ThreadPoolBuilder::new()
-                .num_threads(workers)
-                .build()
-                .expect("rayon pool"),
+            rayon: Rayon::new(workers),
+            tokio: peers::tokio_blocking(workers),
+            futures: peers::futures_pool(workers),
             procspawn: procspawn::Pool::new(workers).expect("procspawn pool"),
         };
         throughput::cf(&pools.proc, 2_000, 1);
@@ -68,6 +72,12 @@ fn bench_round_trip(c: &mut Criterion, pools: &Pools) {
     g.bench_function("rayon", |b| {
         b.iter_custom(|n| round_trip::rayon(&pools.rayon, n))
     });
+    g.bench_function("tokio", |b| {
+        b.iter_custom(|n| round_trip::tokio(&pools.tokio, n))
+    });
+    g.bench_function("futures-pool", |b| {
+        b.iter_custom(|n| round_trip::futures_pool(&pools.futures, n))
+    });
     g.bench_function("procspawn", |b| {
         b.iter_custom(|n| round_trip::procspawn(&pools.procspawn, n))
     });
@@ -76,6 +86,14 @@ fn bench_round_trip(c: &mut Criterion, pools: &Pools) {
     let mut pingpong = PingPong::start().expect("ping-pong partner");
     let small = Message::of_frame_len(SMALL_MESSAGE);
     g.bench_function("socketpair", |b| b.iter_custom(|n| pingpong.run(&small, n)));
+    drop(pingpong);
+    let mut ipc = IpcPingPong::start().expect("ipc-channel partner");
+    g.bench_function("ipc-channel", |b| b.iter_custom(|n| ipc.round_trips(n)));
+    drop(ipc);
+    for (name, how) in [("shm-futex", Wait::Futex), ("shm-spin", Wait::Spin)] {
+        let mut shm = ShmPingPong::start(how).expect("shared-memory partner");
+        g.bench_function(name, |b| b.iter_custom(|n| shm.run(n)));
+    }
     let mut thread_pingpong = ThreadPingPong::start();
     g.bench_function("thread-pingpong", |b| {
         b.iter_custom(|n| thread_pingpong.run(n))
@@ -95,6 +113,12 @@ fn bench_submit_throughput(c: &mut Criterion, pools: &Pools) {
     });
     g.bench_function("rayon", |b| {
         b.iter_custom(|n| throughput::rayon(&pools.rayon, SUBMIT_TASKS, n))
+    });
+    g.bench_function("tokio", |b| {
+        b.iter_custom(|n| throughput::tokio(&pools.tokio, SUBMIT_TASKS, n))
+    });
+    g.bench_function("futures-pool", |b| {
+        b.iter_custom(|n| throughput::futures_pool(&pools.futures, SUBMIT_TASKS, n))
     });
     g.bench_function("sequential", |b| {
         b.iter_custom(|n| throughput::sequential(SUBMIT_TASKS, n))
@@ -128,7 +152,7 @@ fn bench_map(c: &mut Criterion, pools: &Pools) {
             |b, &c| b.iter_custom(|n| map::cf_chunk_tasks(&pools.proc, MAP_ITEMS, c, n)),
         );
         g.bench_with_input(BenchmarkId::new("rayon", chunk), &chunk, |b, &c| {
-            b.iter_custom(|n| map::rayon(&pools.rayon, MAP_ITEMS, c, n))
+            b.iter_custom(|n| map::rayon(&pools.rayon.pool, MAP_ITEMS, c, n))
         });
         g.bench_with_input(BenchmarkId::new("sequential", chunk), &chunk, |b, _| {
             b.iter_custom(|n| map::sequential(MAP_ITEMS, n))
@@ -151,6 +175,7 @@ fn bench_echo(c: &mut Criterion, pools: &Pools) {
     g.sample_size(10);
     g.measurement_time(Duration::from_secs(5));
     let mut pingpong = PingPong::start().expect("ping-pong partner");
+    let mut ipc = IpcPingPong::start().expect("ipc-channel partner");
     for (len, label) in PAYLOADS {
         // A round trip moves the payload twice (there and back); a memcpy once (set below).
         g.throughput(Throughput::Bytes(2 * len as u64));
@@ -168,6 +193,9 @@ fn bench_echo(c: &mut Criterion, pools: &Pools) {
         });
         g.bench_function(BenchmarkId::new("procspawn", label), |b| {
             b.iter_custom(|n| echo::procspawn(&pools.procspawn, len, n))
+        });
+        g.bench_function(BenchmarkId::new("ipc-channel", label), |b| {
+            b.iter_custom(|n| ipc.echo(len, n))
         });
         let message = Message::new(&tasks::payload(len));
         g.bench_function(BenchmarkId::new("socketpair", label), |b| {
@@ -198,7 +226,7 @@ fn bench_cpu_scaling(c: &mut Criterion) {
             b.iter_custom(|n| scaling::cf(&pools.thread, CPU_TASKS, CPU_N, n))
         });
         g.bench_with_input(BenchmarkId::new("rayon", w), &w, |b, _| {
-            b.iter_custom(|n| scaling::rayon(&pools.rayon, CPU_TASKS, CPU_N, n))
+            b.iter_custom(|n| scaling::rayon(&pools.rayon.pool, CPU_TASKS, CPU_N, n))
         });
         g.bench_with_input(BenchmarkId::new("procspawn", w), &w, |b, _| {
             b.iter_custom(|n| scaling::procspawn(&pools.procspawn, CPU_TASKS, CPU_N, n))

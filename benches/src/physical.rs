@@ -23,12 +23,21 @@ pub const HELPER_ENV: &str = "CF_BENCHES_PINGPONG_HELPER";
 /// (length, kind, count, id, code offset, payload) and one result frame.
 pub const SMALL_MESSAGE: usize = 32;
 
-/// If this process is a ping-pong partner, echoes frames until the socket closes, then exits.
+/// If this process is a ping-pong partner (of the socketpair, the shared-memory or the
+/// ipc-channel ping-pong), answers until the parent hangs up, then exits.
 pub(crate) fn serve_if_helper() {
-    if std::env::var_os(HELPER_ENV).is_none() {
+    let Some(role) = std::env::var_os(HELPER_ENV) else {
         return;
-    }
-    let code = match serve() {
+    };
+    let role = role.to_string_lossy();
+    let served = if role == "ipc-channel" {
+        crate::ipc::serve()
+    } else if let Some(how) = crate::shm_pingpong::Wait::from_env_value(&role) {
+        crate::shm_pingpong::serve(how)
+    } else {
+        serve()
+    };
+    let code = match served {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("cf-benches ping-pong helper: {e}");
@@ -104,7 +113,7 @@ impl PingPong {
     pub fn start() -> io::Result<Self> {
         let (mine, theirs) = UnixStream::pair()?;
         let child = Command::new("/proc/self/exe")
-            .env(HELPER_ENV, "1")
+            .env(HELPER_ENV, "socketpair")
             .stdin(Stdio::from(OwnedFd::from(theirs)))
             .stdout(Stdio::null())
             .spawn()?;

@@ -1,5 +1,6 @@
 //! CPython's `concurrent.futures` on the same workloads, through `benches/python/compare.py`
-//! (standard library only), which prints its measurements as JSON.
+//! (standard library only; loky and pebble too when they are installed), which prints its
+//! measurements as JSON.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -21,8 +22,23 @@ pub struct Report {
     pub implementation: String,
     /// The process pool's start method (`fork` on Linux before Python 3.14).
     pub start_method: String,
+    /// The optional process pools found, with their versions (`loky`, `pebble`).
+    #[serde(default)]
+    pub peers: std::collections::BTreeMap<String, String>,
     /// One row per workload and contender.
     pub results: Vec<Row>,
+    /// The resident memory of each idle worker process, per pool.
+    #[serde(default)]
+    pub memory: Vec<MemoryRow>,
+}
+
+/// The idle workers of one Python pool.
+#[derive(Debug, Clone, Deserialize)]
+pub struct MemoryRow {
+    /// `py-proc`, `loky` or `pebble`.
+    pub contender: String,
+    /// `VmRSS` of each worker, in KiB.
+    pub kib: Vec<u64>,
 }
 
 /// One measurement: seconds per operation, one value per run.
@@ -30,7 +46,7 @@ pub struct Report {
 pub struct Row {
     /// The workload key, the same as the Rust side's.
     pub workload: String,
-    /// `py-proc`, `py-thread` or `py-seq`.
+    /// `py-proc`, `py-thread`, `py-seq`, `loky` or `pebble`.
     pub contender: String,
     /// Items per operation (tasks, map items, or payload bytes).
     pub items: u64,
@@ -47,6 +63,8 @@ pub struct Args {
     pub workers: usize,
     /// Tasks per submit-throughput run.
     pub tasks: u64,
+    /// Tasks (and `map` items below chunksize 256) for the slow peers, loky and pebble.
+    pub slow_tasks: u64,
     /// Items per `map` run.
     pub map_items: u64,
     /// `cpu_heavy` argument (smaller than Rust's: Python is about 50x slower per iteration).
@@ -70,6 +88,7 @@ pub fn run(script: &Path, args: &Args) -> Result<Option<Report>, String> {
         .args(["--runs", &args.runs.to_string()])
         .args(["--workers", &args.workers.to_string()])
         .args(["--tasks", &args.tasks.to_string()])
+        .args(["--slow-tasks", &args.slow_tasks.to_string()])
         .args(["--map-items", &args.map_items.to_string()])
         .args(["--cpu-n", &args.cpu_n.to_string()])
         .args(["--cpu-tasks", &args.cpu_tasks.to_string()])

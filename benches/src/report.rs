@@ -40,6 +40,17 @@ impl Metric {
             Metric::Speedup => "speedup",
         }
     }
+
+    fn from_key(key: &str) -> Option<Self> {
+        [
+            Metric::Latency,
+            Metric::Throughput,
+            Metric::Bandwidth,
+            Metric::Speedup,
+        ]
+        .into_iter()
+        .find(|m| m.key() == key)
+    }
 }
 
 /// One measurement of one contender on one workload.
@@ -91,6 +102,17 @@ pub struct Target {
     pub met: Option<bool>,
 }
 
+/// The resident memory of a pool's idle worker processes.
+#[derive(Debug, Clone)]
+pub struct Memory {
+    /// Contender key (`cf-proc`, `procspawn`, `py-proc`, ...).
+    pub contender: String,
+    /// How the workers were started, or other context.
+    pub detail: String,
+    /// `VmRSS` of each worker, in KiB.
+    pub kib: Vec<u64>,
+}
+
 /// All results of one `compare` run.
 #[derive(Debug, Clone, Default)]
 pub struct Report {
@@ -98,6 +120,8 @@ pub struct Report {
     pub workloads: Vec<Workload>,
     /// Every measurement.
     pub rows: Vec<Row>,
+    /// Idle workers' resident memory, per process pool.
+    pub memory: Vec<Memory>,
     /// Facts about the machine and the run, shown above the table.
     pub machine: Vec<(String, String)>,
 }
@@ -185,6 +209,18 @@ impl Report {
             );
         }
         ratio(
+            "16 MiB echo (serde_bytes::ByteBuf) vs procspawn (Vec<u8>)",
+            ">= 3x",
+            self.ratio("echo_16MiB", "cf-proc+ByteBuf", "procspawn"),
+            |v| v >= 3.0,
+        );
+        ratio(
+            "16 MiB echo (Vec<u8>, the default) vs procspawn (Vec<u8>)",
+            ">= 1x",
+            self.ratio("echo_16MiB", "cf-proc", "procspawn"),
+            |v| v >= 1.0,
+        );
+        ratio(
             "process pool start + first result + shutdown vs CPython process pool",
             "<= 0.3x",
             self.ratio("startup", "cf-proc", "py-proc"),
@@ -222,6 +258,12 @@ impl Report {
             "<= 1.0x",
             self.ratio("round_trip", "cf-thread", "rayon"),
             |v| v <= 1.0,
+        );
+        ratio(
+            "thread submit throughput vs rayon spawn + channel",
+            ">= 1.5x",
+            self.ratio("submit_throughput", "cf-thread", "rayon"),
+            |v| v >= 1.5,
         );
         let rate = self.value("submit_throughput", "cf-thread");
         t.push(Target {
@@ -284,6 +326,26 @@ impl Report {
                 );
             }
         }
+        if !self.memory.is_empty() {
+            s.push_str(
+                "\n| idle worker process | resident memory (VmRSS) per worker | workers |\n\
+                 |---|--:|--:|\n",
+            );
+            for m in &self.memory {
+                let name = if m.detail.is_empty() {
+                    format!("`{}`", m.contender)
+                } else {
+                    format!("`{}` ({})", m.contender, m.detail)
+                };
+                let kib = if m.kib.is_empty() {
+                    "n/a".to_owned()
+                } else {
+                    let v: Vec<f64> = m.kib.iter().map(|&k| k as f64).collect();
+                    format!("{:.1} MiB", median(&v) / 1024.0)
+                };
+                let _ = writeln!(s, "| {name} | {kib} | {} |", m.kib.len());
+            }
+        }
         s.push_str("\n| target | goal | measured | status |\n|---|---|--:|---|\n");
         for t in self.targets(cores) {
             let status = match t.met {
@@ -295,6 +357,78 @@ impl Report {
             let _ = writeln!(s, "| {} | {} | {} | {status} |", t.name, t.goal, t.measured);
         }
         s
+    }
+
+    /// Reads back what [`json`](Self::json) wrote (targets are recomputed, not read).
+    ///
+    /// # Errors
+    ///
+    /// A field is missing or has the wrong type.
+    pub fn from_json(v: &Value) -> Result<Self, String> {
+        fn field<'a>(v: &'a Value, k: &str) -> Result<&'a Value, String> {
+            v.get(k).ok_or_else(|| format!("no `{k}` in {v}"))
+        }
+        fn text(v: &Value, k: &str) -> Result<String, String> {
+            field(v, k)?
+                .as_str()
+                .map(str::to_owned)
+                .ok_or_else(|| format!("`{k}` is not a string"))
+        }
+        fn list<'a>(v: &'a Value, k: &str) -> Result<&'a Vec<Value>, String> {
+            field(v, k)?
+                .as_array()
+                .ok_or_else(|| format!("`{k}` is not a list"))
+        }
+        fn metric(v: &Value) -> Result<Metric, String> {
+            let key = text(v, "metric")?;
+            Metric::from_key(&key).ok_or_else(|| format!("unknown metric `{key}`"))
+        }
+        let mut report = Report::default();
+        if let Some(m) = v.get("machine").and_then(Value::as_object) {
+            for (k, val) in m {
+                report
+                    .machine
+                    .push((k.clone(), val.as_str().unwrap_or_default().to_owned()));
+            }
+        }
+        for w in list(v, "workloads")? {
+            report.workloads.push(Workload {
+                key: text(w, "key")?,
+                title: text(w, "title")?,
+                metric: metric(w)?,
+            });
+        }
+        for r in list(v, "rows")? {
+            report.rows.push(Row {
+                workload: text(r, "workload")?,
+                contender: text(r, "contender")?,
+                detail: text(r, "detail")?,
+                metric: metric(r)?,
+                items: field(r, "items")?
+                    .as_u64()
+                    .ok_or("`items` is not a count")?,
+                seconds: list(r, "seconds")?
+                    .iter()
+                    .map(|s| s.as_f64().ok_or("a sample is not a number"))
+                    .collect::<Result<_, _>>()?,
+            });
+        }
+        for m in v
+            .get("memory")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            report.memory.push(Memory {
+                contender: text(m, "contender")?,
+                detail: text(m, "detail")?,
+                kib: list(m, "vm_rss_kib")?
+                    .iter()
+                    .map(|k| k.as_u64().ok_or("a size is not a count"))
+                    .collect::<Result<_, _>>()?,
+            });
+        }
+        Ok(report)
     }
 
     /// The same results as JSON, with every sample.
@@ -336,10 +470,16 @@ impl Report {
                 |t| json!({"target": t.name, "goal": t.goal, "measured": t.measured, "met": t.met}),
             )
             .collect();
+        let memory: Vec<Value> = self
+            .memory
+            .iter()
+            .map(|m| json!({"contender": m.contender, "detail": m.detail, "vm_rss_kib": m.kib}))
+            .collect();
         json!({
             "machine": machine,
             "workloads": workloads,
             "rows": rows,
+            "memory": memory,
             "targets": targets,
         })
     }
@@ -426,6 +566,11 @@ mod tests {
                 row("cpu_w2", "cf-proc", Metric::Speedup, 8, 1.0),
             ],
             machine: vec![],
+            memory: vec![Memory {
+                contender: "cf-proc".into(),
+                detail: String::new(),
+                kib: vec![3072, 2048, 4096],
+            }],
         };
         let r = report.ratio("round_trip", "cf-proc", "py-proc").unwrap();
         assert!((r - 0.1).abs() < 1e-9);
@@ -438,9 +583,11 @@ mod tests {
         assert_eq!(targets[1].met, Some(true));
         assert_eq!(targets[2].met, Some(true));
         assert_eq!(targets[0].met, None);
-        assert!(report
-            .markdown(2)
-            .contains("| process round trip vs CPython"));
+        let back = Report::from_json(&report.json(2)).expect("its own JSON");
+        assert_eq!(back.markdown(2), report.markdown(2));
+        let md = report.markdown(2);
+        assert!(md.contains("| process round trip vs CPython"));
+        assert!(md.contains("| `cf-proc` | 3.0 MiB | 3 |"), "{md}");
     }
 
     #[test]

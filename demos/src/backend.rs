@@ -1,74 +1,33 @@
-//! The two backends a demo runs on, how a demo builds a pool of either kind, and how it names
-//! the worker that ran a task.
+//! How a demo shows the backend it runs on ([`Backend`] and the pools come from
+//! `concurrent-futures`: a demo builds a [`Pool`](concurrent_futures::Pool) of the backend
+//! chosen on the command line), and how it names the worker that ran a task.
 
 use std::fmt;
 use std::io::{self, Write};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use cf_executor_api::{BuildError, Executor};
-use cf_pool_proc::ProcessPoolExecutor;
-use cf_pool_thread::ThreadPoolExecutor;
+use concurrent_futures::Backend;
 use serde::{Deserialize, Serialize};
 
-/// One of the two pools.
+/// Demo-only presentation of a [`Backend`]: the line markers and worker labels that the
+/// comparison of two backends' outputs relies on.
 ///
 /// # Examples
 ///
 /// ```
-/// use cf_demos::Backend;
+/// use cf_demos::{Backend, BackendOutput};
 /// assert_eq!(Backend::Process.executor_name(), "ProcessPoolExecutor");
 /// assert_eq!(Backend::Thread.marker(), "[thread]");
 /// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Backend {
-    /// `cf_pool_proc::ProcessPoolExecutor`: tasks run in worker processes.
-    Process,
-    /// `cf_pool_thread::ThreadPoolExecutor`: tasks run on worker threads of this process.
-    Thread,
-}
-
-impl Backend {
-    /// Both, in the order demos run them (the chapter is about processes, so they come first).
-    pub const ALL: [Backend; 2] = [Backend::Process, Backend::Thread];
-
-    /// The `--backend` value: `process` or `thread`.
-    #[must_use]
-    pub fn name(self) -> &'static str {
-        match self {
-            Backend::Process => "process",
-            Backend::Thread => "thread",
-        }
-    }
-
-    /// The executor's type name, as the chapter spells it.
-    #[must_use]
-    pub fn executor_name(self) -> &'static str {
-        match self {
-            Backend::Process => "ProcessPoolExecutor",
-            Backend::Thread => "ThreadPoolExecutor",
-        }
-    }
-
+pub trait BackendOutput {
     /// The prefix of an output line that differs between the backends by nature (and that the
     /// comparison of the two outputs skips): `[process]` or `[thread]`.
-    #[must_use]
-    pub fn marker(self) -> &'static str {
-        match self {
-            Backend::Process => "[process]",
-            Backend::Thread => "[thread]",
-        }
-    }
+    fn marker(self) -> &'static str;
 
     /// How this backend names a worker: its process id, or its thread.
     ///
     /// Rendered as `pid=N` or `thread=N`, the tokens [`normalize`](crate::normalize) replaces.
-    #[must_use]
-    pub fn worker_label(self, worker: WorkerId) -> String {
-        match self {
-            Backend::Process => format!("pid={}", worker.pid),
-            Backend::Thread => format!("thread={}", worker.thread),
-        }
-    }
+    fn worker_label(self, worker: WorkerId) -> String;
 
     /// Writes `text` as a backend-specific line, `[process] text`; leading spaces of `text`
     /// stay in front of the marker, so indented lines keep their indent.
@@ -76,64 +35,30 @@ impl Backend {
     /// # Errors
     ///
     /// As the writer's.
-    pub fn say(self, out: &mut dyn Write, text: fmt::Arguments<'_>) -> io::Result<()> {
+    fn say(self, out: &mut dyn Write, text: fmt::Arguments<'_>) -> io::Result<()>;
+}
+
+impl BackendOutput for Backend {
+    fn marker(self) -> &'static str {
+        match self {
+            Backend::Thread => "[thread]",
+            // Every other backend runs tasks in worker processes.
+            _ => "[process]",
+        }
+    }
+
+    fn worker_label(self, worker: WorkerId) -> String {
+        match self {
+            Backend::Thread => format!("thread={}", worker.thread),
+            _ => format!("pid={}", worker.pid),
+        }
+    }
+
+    fn say(self, out: &mut dyn Write, text: fmt::Arguments<'_>) -> io::Result<()> {
         let text = text.to_string();
         let body = text.trim_start();
         let indent = &text[..text.len() - body.len()];
         writeln!(out, "{indent}{} {body}", self.marker())
-    }
-}
-
-impl fmt::Display for Backend {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-/// A pool a demo can build: an [`Executor`] plus the constructors the chapter uses.
-///
-/// `Executor` has no constructor (the application picks and builds the backend), so the
-/// backend-generic demos need this small extension to create pools of a given size.
-pub trait DemoPool: Executor + Sized {
-    /// Which backend this is.
-    const BACKEND: Backend;
-
-    /// `Executor(max_workers=n)`.
-    ///
-    /// # Errors
-    ///
-    /// As the backend's builder: `n == 0`, or the OS refused.
-    fn with_workers(n: usize) -> Result<Self, BuildError>;
-
-    /// `Executor()`: the backend's default `max_workers`.
-    ///
-    /// # Errors
-    ///
-    /// As the backend's builder.
-    fn with_default_workers() -> Result<Self, BuildError>;
-}
-
-impl DemoPool for ProcessPoolExecutor {
-    const BACKEND: Backend = Backend::Process;
-
-    fn with_workers(n: usize) -> Result<Self, BuildError> {
-        ProcessPoolExecutor::builder().max_workers(n).build()
-    }
-
-    fn with_default_workers() -> Result<Self, BuildError> {
-        ProcessPoolExecutor::new()
-    }
-}
-
-impl DemoPool for ThreadPoolExecutor {
-    const BACKEND: Backend = Backend::Thread;
-
-    fn with_workers(n: usize) -> Result<Self, BuildError> {
-        ThreadPoolExecutor::builder().max_workers(n).build()
-    }
-
-    fn with_default_workers() -> Result<Self, BuildError> {
-        Ok(ThreadPoolExecutor::new())
     }
 }
 

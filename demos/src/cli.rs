@@ -34,7 +34,7 @@ impl BackendChoice {
         match self {
             BackendChoice::Process => &[Backend::Process],
             BackendChoice::Thread => &[Backend::Thread],
-            BackendChoice::Both => &Backend::ALL,
+            BackendChoice::Both => Backend::ALL,
         }
     }
 }

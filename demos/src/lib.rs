@@ -1,6 +1,7 @@
 //! Chapter 27 of the Python book, "ProcessPoolExecutor and Futures", as runnable Rust.
 //!
-//! Each section of the chapter is one function here, generic over the pool, and one binary in
+//! Each section of the chapter is one function here, written once and run on a
+//! [`Pool`](concurrent_futures::Pool) of the backend chosen at run time, and one binary in
 //! `src/bin/` that runs it on `--backend process`, `--backend thread` or `--backend both` (the
 //! default). `tour` runs them all:
 //!
@@ -30,7 +31,7 @@
 //! Whatever varies between runs is printed as a token [`normalize`] recognises: worker ids as
 //! `pid=N` (process pool) or `thread=N` (thread pool), durations as `0.123s`, speedups as
 //! `1.95x`, bars between `│` and `│`. The few lines that differ between the pools by nature
-//! start with [`Backend::marker`], `[process]` or `[thread]`.
+//! start with [`BackendOutput::marker`], `[process]` or `[thread]`.
 #![warn(missing_docs)]
 
 mod backend;
@@ -38,8 +39,9 @@ mod cli;
 mod normalize;
 mod sections;
 
-pub use backend::{Backend, DemoPool, WorkerId};
+pub use backend::{BackendOutput, WorkerId};
 pub use cli::{main_for, tour_main, BackendChoice};
+pub use concurrent_futures::Backend;
 pub use normalize::normalize;
 pub use sections::{section, DemoFn, Runner, Section, SECTIONS};
 
@@ -56,3 +58,18 @@ pub struct ReadmeDoctests;
 #[cfg(doctest)]
 #[doc = include_str!("../../docs/porting-from-python.md")]
 pub struct PortingGuideDoctests;
+
+/// The examples of each published package's README (what crates.io shows).
+#[cfg(doctest)]
+pub mod package_readmes {
+    #[doc = include_str!("../../cf/README.md")]
+    pub struct ConcurrentFutures;
+    #[doc = include_str!("../../executor-api/README.md")]
+    pub struct ExecutorApi;
+    #[doc = include_str!("../../futures-core/README.md")]
+    pub struct FuturesCore;
+    #[doc = include_str!("../../pool-proc/README.md")]
+    pub struct PoolProc;
+    #[doc = include_str!("../../pool-thread/README.md")]
+    pub struct PoolThread;
+}

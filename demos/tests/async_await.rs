@@ -7,10 +7,7 @@
 
 use std::time::Duration;
 
-use cf_demos::DemoPool;
-use cf_executor_api::{Executor, Future, SubmitError, TaskError};
-use cf_pool_proc::ProcessPoolExecutor;
-use cf_pool_thread::ThreadPoolExecutor;
+use concurrent_futures::{Backend, Executor, Future, Pool, SubmitError, TaskError};
 use tokio::sync::mpsc;
 
 const DEADLINE: Duration = Duration::from_secs(120);
@@ -40,8 +37,8 @@ fn run<T: std::future::Future<Output = ()>>(test: T) {
         .unwrap_or_else(|_| panic!("the test did not finish within {DEADLINE:?}"));
 }
 
-async fn await_yields_the_outcome<E: DemoPool>() {
-    let pool = E::with_workers(2).unwrap();
+async fn await_yields_the_outcome(backend: Backend) {
+    let pool = Pool::with_workers(backend, 2).unwrap();
     let f = pool.submit(square, 7).unwrap();
     assert_eq!(f.clone().await, Ok(49));
     // Awaiting a clone left the original usable, and a done future is ready at once.
@@ -55,8 +52,8 @@ async fn await_yields_the_outcome<E: DemoPool>() {
     }
 }
 
-async fn a_timer_wins_the_select_and_the_task_runs_on<E: DemoPool>() {
-    let pool = E::with_workers(1).unwrap();
+async fn a_timer_wins_the_select_and_the_task_runs_on(backend: Backend) {
+    let pool = Pool::with_workers(backend, 1).unwrap();
     let slow = pool.submit(sleepy, (5, 1_500)).unwrap();
     let timed_out = tokio::select! {
         _ = slow.clone() => false,
@@ -74,8 +71,8 @@ async fn a_timer_wins_the_select_and_the_task_runs_on<E: DemoPool>() {
     );
 }
 
-async fn many_awaited_at_once<E: DemoPool>() {
-    let pool = E::with_workers(4).unwrap();
+async fn many_awaited_at_once(backend: Backend) {
+    let pool = Pool::with_workers(backend, 4).unwrap();
     let futures: Vec<Future<u64>> = (0..32)
         .map(|x| pool.submit(square, x))
         .collect::<Result<_, SubmitError>>()
@@ -95,8 +92,8 @@ async fn many_awaited_at_once<E: DemoPool>() {
     }
 }
 
-async fn completion_order_through_done_callbacks<E: DemoPool>() {
-    let pool = E::with_workers(2).unwrap();
+async fn completion_order_through_done_callbacks(backend: Backend) {
+    let pool = Pool::with_workers(backend, 2).unwrap();
     let slow = pool.submit(sleepy, (0, 1_000)).unwrap();
     let fast = pool.submit(sleepy, (1, 0)).unwrap();
     let futures = [slow, fast];
@@ -128,7 +125,7 @@ async fn completion_order_through_done_callbacks<E: DemoPool>() {
 #[test]
 fn futures_fit_tokio() {
     fn spawnable<F: std::future::Future + Send + Unpin + 'static>(_: &F) {}
-    let pool = ThreadPoolExecutor::with_workers(1).unwrap();
+    let pool = Pool::with_workers(Backend::Thread, 1).unwrap();
     let f = pool.submit(square, 2).unwrap();
     spawnable(&f);
     run(async move { assert_eq!(tokio::spawn(f).await.unwrap(), Ok(4)) });
@@ -140,7 +137,7 @@ macro_rules! on_both_pools {
             $(
                 #[test]
                 fn $name() {
-                    super::run(super::$name::<super::ProcessPoolExecutor>());
+                    super::run(super::$name(super::Backend::Process));
                 }
             )*
         }
@@ -148,7 +145,7 @@ macro_rules! on_both_pools {
             $(
                 #[test]
                 fn $name() {
-                    super::run(super::$name::<super::ThreadPoolExecutor>());
+                    super::run(super::$name(super::Backend::Thread));
                 }
             )*
         }

@@ -10,7 +10,6 @@
 use std::sync::{Mutex, Once};
 use std::time::{Duration, Instant};
 
-use cf_demos::DemoPool;
 use cf_executor_api::{Executor, TaskError};
 use cf_pool_proc::ProcessPoolExecutor;
 use cf_pool_thread::ThreadPoolExecutor;
@@ -108,7 +107,10 @@ fn refuse() -> Result<(), String> {
 #[test]
 fn a_panicking_callback_is_an_error_from_futures_core() {
     capture();
-    let pool = ThreadPoolExecutor::with_workers(1).unwrap();
+    let pool = ThreadPoolExecutor::builder()
+        .max_workers(1)
+        .build()
+        .unwrap();
     let f = pool.submit(slow_square, 3).unwrap();
     f.add_done_callback(|_| panic!("diagnostics-test: callback bug"));
     f.add_done_callback(|_| {});
@@ -127,7 +129,10 @@ fn a_panicking_callback_is_an_error_from_futures_core() {
 #[test]
 fn a_worker_death_is_a_warning_and_its_replacement_a_debug_line() {
     capture();
-    let pool = ProcessPoolExecutor::with_workers(1).unwrap();
+    let pool = ProcessPoolExecutor::builder()
+        .max_workers(1)
+        .build()
+        .unwrap();
     let dead = pool.submit(exit_worker, 3).unwrap();
     let Err(TaskError::WorkerDied { pid, .. }) = dead.result_timeout(LIMIT) else {
         panic!("expected WorkerDied");
@@ -162,7 +167,10 @@ fn a_worker_death_is_a_warning_and_its_replacement_a_debug_line() {
 #[test]
 fn a_task_past_its_limit_is_a_warning_naming_the_killed_worker() {
     capture();
-    let pool = ProcessPoolExecutor::with_workers(1).unwrap();
+    let pool = ProcessPoolExecutor::builder()
+        .max_workers(1)
+        .build()
+        .unwrap();
     let f = pool
         .submit_with_timeout(spin, (), Duration::from_millis(100))
         .unwrap();

@@ -12,6 +12,10 @@
 //!
 //! A thread pool never serializes, so a `Buffer` costs there what an `Arc<Vec<u8>>` costs.
 //!
+//! The payload [`codec`](crate::codec) attaches byte strings the same way, through the same
+//! [`attaching`] and [`attached`] calls: a large `serialize_bytes` becomes a `Buffer` (one copy)
+//! and shares the attachments' numbering with the `Buffer`s of the payload.
+//!
 //! # The wire form
 //!
 //! `Buffer` serializes as an enum `{ Inline(bytes), Attached(u32) }`. `Attached(i)` is the
@@ -53,8 +57,15 @@ impl<T: AsRef<[u8]> + Send + Sync + 'static> Owner for T {
 /// or more skips serde and the socket: it is copied into a shared-memory region that the pool
 /// reuses from task to task, where the worker reads it in place (a result is copied out into
 /// the parent's memory), so it moves at memory speed.
-/// A `Vec<u8>`, by contrast, is encoded by serde one element at a time and crosses the socket:
-/// about 30 times slower at 16 MiB (see `benches/README.md`).
+///
+/// Byte strings as serde writes them (`serde_bytes::ByteBuf`, `#[serde(with = "serde_bytes")]`
+/// fields, `bytes::Bytes` with its `serde` feature) take the same road with no change to your
+/// types: the process pool's payload codec ([`codec`](crate::codec)) copies each large one into
+/// a `Buffer` on the way out and hands it to the receiving type as its own `Vec` on the way in,
+/// one copy more on each side than a `Buffer`. A plain `Vec<u8>`, by contrast, is a sequence to
+/// serde, encoded one element at a time, and crosses the socket: tens of times slower at 16 MiB
+/// (see `benches/README.md`). Add `#[serde(with = "serde_bytes")]` to such a field, or use
+/// `Buffer`.
 ///
 /// Cloning shares the bytes (an `Arc`); [`into_vec`](Buffer::into_vec) gives them back without
 /// a copy when this is the only handle to a `Buffer` made from a `Vec`.
@@ -216,7 +227,8 @@ thread_local! {
     /// Set while [`attaching`] runs: the policy and the buffers attached so far.
     static SINK: RefCell<Option<(AttachPolicy, Vec<Buffer>)>> = const { RefCell::new(None) };
     /// Set while [`attached`] runs: the buffers that `Attached(i)` refers to.
-    static SOURCE: RefCell<Option<Vec<Buffer>>> = const { RefCell::new(None) };
+    /// Each is taken by the one reference to it, so a decoded value owns its buffer alone.
+    static SOURCE: RefCell<Option<Vec<Option<Buffer>>>> = const { RefCell::new(None) };
 }
 
 /// Restores a thread-local slot when an encode or decode ends, even by panic, so nesting and
@@ -269,6 +281,7 @@ pub fn attaching<R>(policy: AttachPolicy, encode: impl FnOnce() -> R) -> (R, Vec
 /// Runs `decode` (a serde deserialization on this thread) with the `buffers` that an
 /// [`attaching`] encode returned, so each reference in the bytes becomes its buffer again.
 pub fn attached<R>(buffers: Vec<Buffer>, decode: impl FnOnce() -> R) -> R {
+    let buffers = buffers.into_iter().map(Some).collect();
     let previous = SOURCE.with(|s| s.borrow_mut().replace(buffers));
     let _restore = Restore {
         key: &SOURCE,
@@ -293,18 +306,45 @@ enum WireIn {
     Attached(u32),
 }
 
+/// Attaches `len` bytes (made into a buffer by `make`, only if attached) to the [`attaching`]
+/// call running on this thread, if there is one and its policy accepts them; the index to write
+/// in their place.
+pub(crate) fn attach(len: usize, make: impl FnOnce() -> Buffer) -> Option<u32> {
+    SINK.with(|s| {
+        let mut slot = s.borrow_mut();
+        let (policy, list) = slot.as_mut()?;
+        if len < policy.min_len.max(1) || list.len() >= policy.max_count {
+            return None;
+        }
+        list.push(make());
+        Some(u32::try_from(list.len() - 1).expect("max_count fits in u32"))
+    })
+}
+
+/// Takes the buffer that `index` refers to in the [`attached`] call running on this thread
+/// (a well-formed payload refers to each once).
+pub(crate) fn attachment(index: u32) -> Result<Buffer, String> {
+    SOURCE.with(|s| match s.borrow_mut().as_mut() {
+        Some(list) => {
+            let count = list.len();
+            match list.get_mut(index as usize) {
+                Some(slot) => slot.take().ok_or_else(|| {
+                    format!("attached buffer {index} is referred to twice in one payload")
+                }),
+                None => Err(format!(
+                    "attached buffer {index} is missing: only {count} came with this payload"
+                )),
+            }
+        }
+        None => {
+            Err("an attached Buffer was decoded outside the transport that attached it".to_owned())
+        }
+    })
+}
+
 impl Serialize for Buffer {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let index = SINK.with(|s| {
-            let mut slot = s.borrow_mut();
-            let (policy, list) = slot.as_mut()?;
-            if self.len() < policy.min_len.max(1) || list.len() >= policy.max_count {
-                return None;
-            }
-            list.push(self.clone());
-            Some(u32::try_from(list.len() - 1).expect("max_count fits in u32"))
-        });
-        match index {
+        match attach(self.len(), || self.clone()) {
             Some(i) => WireOut::Attached(i).serialize(serializer),
             None => WireOut::Inline(self).serialize(serializer),
         }
@@ -315,17 +355,7 @@ impl<'de> Deserialize<'de> for Buffer {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         match WireIn::deserialize(deserializer)? {
             WireIn::Inline(bytes) => Ok(Buffer::from(bytes)),
-            WireIn::Attached(i) => SOURCE.with(|s| match s.borrow().as_ref() {
-                Some(list) => list.get(i as usize).cloned().ok_or_else(|| {
-                    serde::de::Error::custom(format!(
-                        "attached buffer {i} is missing: only {} came with this payload",
-                        list.len()
-                    ))
-                }),
-                None => Err(serde::de::Error::custom(
-                    "an attached Buffer was decoded outside the transport that attached it",
-                )),
-            }),
+            WireIn::Attached(i) => attachment(i).map_err(serde::de::Error::custom),
         }
     }
 }
@@ -371,6 +401,11 @@ mod tests {
             serde_json::from_str::<Buffer>(r#"{"Attached":3}"#).unwrap_err()
         });
         assert!(err.to_string().contains("missing"), "{err}");
+        let err = attached(vec![Buffer::from(vec![1; 9])], || {
+            serde_json::from_str::<(Buffer, Buffer)>(r#"[{"Attached":0},{"Attached":0}]"#)
+                .unwrap_err()
+        });
+        assert!(err.to_string().contains("twice"), "{err}");
     }
 
     #[test]

@@ -38,9 +38,12 @@
 //!   failing one breaks the executor, failing pending futures and later submits with its
 //!   reason ([`failing_initializer_breaks_executor`]).
 //! * **Failures**: a panicking task fails its own future with `Panicked` and its message, and
-//!   the worker lives on ([`panic_becomes_panicked`]).
+//!   the worker lives on ([`panic_becomes_panicked`]); its location and backtrace are those of
+//!   the panic that failed it, never of one a task caught itself ([`panic_after_caught_panic`]).
 //! * **Bulk bytes** (not in Python; pickle protocol 5's out-of-band buffers are the nearest):
-//!   [`Buffer`] payloads of every size arrive intact both ways ([`buffers_round_trip`]).
+//!   [`Buffer`] payloads of every size arrive intact both ways ([`buffers_round_trip`]), and so
+//!   do byte strings as serde writes them (`serde_bytes`), which a process pool also sends out
+//!   of band ([`byte_strings_round_trip`]).
 //!
 //! Every task here is a fn item with a serde-able argument and result, so the same scenario runs
 //! on a process pool. Tests and tasks synchronise through files in a per-test temporary
@@ -164,8 +167,10 @@ macro_rules! conformance_tests {
             initializer_state_visible,
             failing_initializer_breaks_executor,
             panic_becomes_panicked,
+            panic_after_caught_panic,
             generic_function,
             buffers_round_trip,
+            byte_strings_round_trip,
         );
     };
     (@each $make:expr; $($scenario:ident),* $(,)?) => {
@@ -913,6 +918,88 @@ pub fn panic_becomes_panicked<E: Executor + 'static>(make: impl Fn(Config) -> E)
     );
 }
 
+/// What [`panic_after_caught_panic`] does, by number (a task's argument must cross processes).
+fn panic_after_caught_panic_task(case: u8) -> u32 {
+    use std::panic::{catch_unwind, resume_unwind};
+    let caught = catch_unwind(|| -> u32 { panic!("caught inside the task, case {case}") });
+    match case {
+        // Caught its own panic and returns normally.
+        0 => 0,
+        // Fails through `resume_unwind` with a new payload, which never met the panic hook.
+        1 => resume_unwind(Box::new(format!("resumed, case {case}"))),
+        // Re-raises the payload it caught: it keeps where it was raised.
+        2 => resume_unwind(caught.expect_err("the inner panic was caught")),
+        // Panics anew after the caught one: the new panic's own place.
+        _ => panic!("raised after a caught panic at line {}", line!()),
+    }
+}
+
+/// Not in CPython, whose tracebacks belong to their exception: a task's reported location and
+/// backtrace are those of the panic that failed it. A panic the task caught itself never shows
+/// up later, neither when the task then fails through `resume_unwind` with another payload nor
+/// in the next task on the same worker; a re-raised payload keeps its original place.
+pub fn panic_after_caught_panic<E: Executor + 'static>(make: impl Fn(Config) -> E) {
+    let ex = make(Config::new(1));
+    let outcome = |case: u8| {
+        ex.submit(panic_after_caught_panic_task, case)
+            .expect("submit")
+            .result_timeout(LIMIT)
+            .cloned()
+    };
+    let this_file = file!();
+    for round in 0..2 {
+        // First (round 1: again right after a task that caught a panic and succeeded).
+        assert_eq!(outcome(0), Ok(0), "round {round}");
+        match outcome(1) {
+            Err(TaskError::Panicked {
+                message,
+                location,
+                backtrace,
+            }) => {
+                assert_eq!(message, "resumed, case 1");
+                assert_eq!(location, None, "a stale location for resume_unwind");
+                assert_eq!(backtrace, None, "a stale backtrace for resume_unwind");
+            }
+            other => panic!("expected Panicked, got {other:?}"),
+        }
+        match outcome(2) {
+            Err(TaskError::Panicked {
+                message, location, ..
+            }) => {
+                assert_eq!(message, "caught inside the task, case 2");
+                let location = location.expect("a re-raised payload keeps its location");
+                assert!(location.starts_with(this_file), "{location}");
+            }
+            other => panic!("expected Panicked, got {other:?}"),
+        }
+        match outcome(3) {
+            Err(TaskError::Panicked {
+                message,
+                location,
+                backtrace,
+            }) => {
+                let line = message
+                    .strip_prefix("raised after a caught panic at line ")
+                    .unwrap_or_else(|| panic!("unexpected message {message:?}"));
+                let location = location.expect("a location");
+                assert!(
+                    location.starts_with(&format!("{this_file}:{line}:")),
+                    "{location}"
+                );
+                assert!(backtrace.is_some());
+            }
+            other => panic!("expected Panicked, got {other:?}"),
+        }
+        // A task on the same worker that fails through resume_unwind only.
+        match outcome(1) {
+            Err(TaskError::Panicked { location, .. }) => {
+                assert_eq!(location, None, "a location leaked from an earlier task");
+            }
+            other => panic!("expected Panicked, got {other:?}"),
+        }
+    }
+}
+
 /// A library function generic over `E: Executor` runs on the backend.
 pub fn generic_function<E: Executor + 'static>(make: impl Fn(Config) -> E) {
     fn sum_of_squares<E: Executor>(executor: &E, n: i64) -> Result<i64, TaskError> {
@@ -1054,5 +1141,112 @@ pub fn buffers_round_trip<E: Executor + 'static>(make: impl Fn(Config) -> E) {
             .clone()
             .expect("intact");
         assert!(p.buffers[0].iter().rev().eq(back.buffers[0].iter()));
+    }
+}
+
+/// What [`byte_strings_round_trip`] sends: byte strings as users write them, with no [`Buffer`]
+/// in sight.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+struct Bytes {
+    seed: u64,
+    bufs: Vec<serde_bytes::ByteBuf>,
+    #[serde(with = "serde_bytes")]
+    field: Vec<u8>,
+    maybe: Option<serde_bytes::ByteBuf>,
+}
+
+impl Bytes {
+    fn new(seed: u64, lens: &[usize]) -> Self {
+        Bytes {
+            seed,
+            bufs: lens
+                .iter()
+                .enumerate()
+                .map(|(i, &len)| serde_bytes::ByteBuf::from(pattern(seed + i as u64, len)))
+                .collect(),
+            field: pattern(seed + 1000, lens.last().copied().unwrap_or(0)),
+            maybe: Some(serde_bytes::ByteBuf::from(pattern(seed + 2000, BIG))),
+        }
+    }
+
+    /// Every byte string reversed, so the answer carries fresh bytes.
+    fn reversed(&self) -> Self {
+        let rev = |b: &[u8]| b.iter().rev().copied().collect::<Vec<u8>>();
+        Bytes {
+            seed: self.seed,
+            bufs: self
+                .bufs
+                .iter()
+                .map(|b| serde_bytes::ByteBuf::from(rev(b)))
+                .collect(),
+            field: rev(&self.field),
+            maybe: self
+                .maybe
+                .as_ref()
+                .map(|b| serde_bytes::ByteBuf::from(rev(b))),
+        }
+    }
+}
+
+/// Checks every byte string against its pattern and answers with all of them reversed.
+fn check_and_reverse_bytes(b: Bytes) -> Result<Bytes, String> {
+    let lens: Vec<usize> = b.bufs.iter().map(|x| x.len()).collect();
+    if b != Bytes::new(b.seed, &lens) {
+        return Err(format!("byte strings of {lens:?} bytes arrived altered"));
+    }
+    Ok(b.reversed())
+}
+
+/// Not in CPython: byte strings as serde writes them (`serde_bytes::ByteBuf`, a
+/// `#[serde(with = "serde_bytes")]` field, in an `Option`, in a `Vec`) of every size around a
+/// transport's attach threshold, up to several MiB and more than one payload may attach, arrive
+/// intact both ways, concurrently and one after another. A process pool's payload codec sends
+/// the large ones out of band, as [`Buffer`]s, so crossed or stale bytes would show here.
+pub fn byte_strings_round_trip<E: Executor + 'static>(make: impl Fn(Config) -> E) {
+    const LENS: [usize; 7] = [
+        0,
+        1,
+        64 * 1024 - 1,
+        64 * 1024,
+        64 * 1024 + 1,
+        300_000,
+        2 << 20,
+    ];
+    let ex = make(Config::new(2));
+    let count = if cfg!(miri) { 2 } else { 4 };
+    let sent: Vec<Bytes> = (0..count)
+        .map(|seed| match seed % 2 {
+            0 => Bytes::new(seed * 100, &LENS),
+            _ => Bytes::new(seed * 100, &[70_000; 40]),
+        })
+        .collect();
+    let futures: Vec<_> = sent
+        .iter()
+        .map(|b| {
+            ex.submit(check_and_reverse_bytes, b.clone())
+                .expect("submit")
+        })
+        .collect();
+    for (b, f) in sent.iter().zip(&futures) {
+        let back = f
+            .result_timeout(LIMIT)
+            .expect("finished")
+            .as_ref()
+            .expect("the task saw its byte strings intact");
+        assert!(*back == b.reversed(), "byte strings came back altered");
+    }
+    for (round, len) in [(1u64, 3 << 20), (2, 100_000), (3, 1 << 20)]
+        .into_iter()
+        .take(if cfg!(miri) { 1 } else { 3 })
+    {
+        let b = Bytes::new(round * 7, &[len]);
+        let back = ex
+            .submit(check_and_reverse_bytes, b.clone())
+            .expect("submit")
+            .result_timeout(LIMIT)
+            .expect("finished")
+            .clone()
+            .expect("intact");
+        assert!(back == b.reversed(), "a reused region gave stale bytes");
     }
 }

@@ -53,14 +53,23 @@
 //! process pool needs to run `f` in another process; fn items and non-capturing closures meet
 //! them. The thread pool accepts anything more through its own `spawn`.
 //!
+//! # Crossing a process boundary
+//!
+//! Backends that send tasks elsewhere (cf's process pool, a cluster) encode arguments and
+//! results with [`codec`]: postcard, with every large [`Buffer`] and byte string handed to the
+//! transport out of band, so bulk bytes move at memory speed whatever serde type holds them.
+//!
 //! # Errors
 //!
 //! [`SubmitError`] is an executor refusing work (shut down, broken, bad argument);
 //! [`TaskError`] is a task that ran and failed (panicked, cancelled, timed out, worker died).
 //! A task's own domain errors are values: return `Result<T, E>` from the task.
 #![warn(missing_docs)]
+// docs.rs (which passes `--cfg docsrs`) marks feature-gated items such as `ProgressExt`.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod buffer;
+pub mod codec;
 mod error;
 mod map;
 mod panic_capture;
@@ -90,6 +99,22 @@ pub use progress::{indicatif, ProgressExt, ProgressIter};
 ///
 /// Blanket-implemented; name it in bounds instead of spelling out the closure traits.
 ///
+/// # A closure that captures variables
+///
+/// is refused, because captured values cannot cross a process boundary (Python's "must be
+/// picklable"); pass them inside the task's argument (a tuple) instead. The refusal comes in
+/// one of two ways, both with the same words, "a task must be a fn item or a closure that
+/// captures nothing":
+///
+/// * a capture that is not `Copy + Send + Sync + 'static` (a `String`, a `Vec`, a reference) is
+///   a trait error, reported by `cargo check` and so in an editor;
+/// * a capture that is `Copy` (an integer moved in) meets these bounds, and only its size tells
+///   it apart: a process pool rejects it when the program is *built* (`cargo build`, `cargo
+///   test`), not by `cargo check`, through [`CapturesNothing`]. The thread pool runs such a
+///   closure, so code meant for either pool should not rely on that.
+///
+/// On the thread pool, `ThreadPoolExecutor::spawn` takes any `FnOnce` closure.
+///
 /// # Examples
 ///
 /// ```
@@ -98,9 +123,62 @@ pub use progress::{indicatif, ProgressExt, ProgressIter};
 /// is_task(add);
 /// is_task(|(a, b): (u32, u32)| a * b);
 /// ```
+///
+/// ```compile_fail
+/// fn is_task<F: cf_executor_api::Task<u32, usize>>(_: F) {}
+/// let name = String::from("cf");
+/// is_task(move |x: u32| name.len() + x as usize); // captures a String
+/// ```
+#[diagnostic::on_unimplemented(
+    message = "a task must be a fn item or a closure that captures nothing, `Fn({A}) -> {R}`",
+    label = "not a task: captures variables, or does not take `{A}` and return `{R}`",
+    note = "captured values cannot cross a process boundary: pass them inside the task's \
+            argument (a tuple) instead",
+    note = "a task is `Fn({A}) -> {R} + Copy + Send + Sync + 'static`; on the thread pool, \
+            `ThreadPoolExecutor::spawn` takes capturing closures"
+)]
 pub trait Task<A, R>: Fn(A) -> R + Copy + Send + Sync + 'static {}
 
+// `do_not_recommend`: a failed bound is reported as "not a task" with the message above, not
+// as the leaf the compiler found inside the closure ("`String: Copy` is not satisfied").
+#[diagnostic::do_not_recommend]
 impl<F, A, R> Task<A, R> for F where F: Fn(A) -> R + Copy + Send + Sync + 'static {}
+
+/// The build-time half of [`Task`]'s check, for backends that run a task in another process:
+/// evaluating `CapturesNothing::<F>::OK` fails the build unless `F` is zero-sized, i.e. a fn
+/// item or a closure that captures nothing (only such a task can be named in another process).
+///
+/// It is a post-monomorphisation check, so `cargo build` reports it and `cargo check` does not.
+/// Every path of `cf-pool-proc` that sends a task (`submit`, `submit_batch`, `map` with or
+/// without `chunksize`, `submit_with_timeout`) evaluates this one constant, so they all fail
+/// with the same message.
+///
+/// # Examples
+///
+/// ```
+/// fn square(x: u64) -> u64 {
+///     x * x
+/// }
+///
+/// fn send<F: Copy>(_: F) {
+///     let () = cf_executor_api::CapturesNothing::<F>::OK;
+/// }
+/// send(square);
+/// send(|x: u64| x + 1);
+/// ```
+#[derive(Debug)]
+pub struct CapturesNothing<F>(std::marker::PhantomData<fn() -> F>);
+
+impl<F> CapturesNothing<F> {
+    /// `()`, or a build error saying the task captures variables.
+    pub const OK: () = assert!(
+        std::mem::size_of::<F>() == 0,
+        "a task must be a fn item or a closure that captures nothing; this one captures \
+         variables, and captured values cannot cross a process boundary: pass them inside the \
+         task's argument (a tuple) instead (on the thread pool, `ThreadPoolExecutor::spawn` takes \
+         capturing closures)"
+    );
+}
 
 /// What crosses to a worker and back: serde in both directions, sendable, owned.
 ///
@@ -117,6 +195,29 @@ impl<P> Payload for P where P: Serialize + DeserializeOwned + Send + 'static {}
 /// An executor: Python's `concurrent.futures.Executor`.
 ///
 /// `Drop` is the `with`-block exit: implementations shut down and wait for their work.
+///
+/// # Where a task runs
+///
+/// A process pool's worker is a fresh process (like Python 3.14's default start methods,
+/// `forkserver` on Linux and `spawn` on macOS and Windows): it does not see what `main` set up,
+/// so a `static` written in `main` has its initial value there. Per-worker state belongs in the
+/// pool's `initializer`, or in the task's argument. A thread pool shares the caller's process;
+/// code written for any `E: Executor` should not rely on that.
+///
+/// # Results that are not serde
+///
+/// A task's result, its error type included, is a [`Payload`] on every backend, because the
+/// trait cannot tell them apart: `std::io::Error` and most libraries' errors are not serde, so a
+/// task returning `io::Result<T>` does not compile. Map the error in the task, to a `String`
+/// (`.map_err(|e| e.to_string())`) or to an error type of your own that derives `Serialize` and
+/// `Deserialize` (keeping, say, the `ErrorKind`); or, on the thread pool only, use
+/// `ThreadPoolExecutor::spawn`, which takes any `Send + Sync` result.
+///
+/// # No `dyn Executor`
+///
+/// The methods are generic (each task is its own monomorphised code), so `Box<dyn Executor>` is
+/// not possible; the `concurrent-futures` crate's `Pool` enum holds either pool, chosen at run
+/// time, and implements this trait.
 ///
 /// # Examples
 ///

@@ -16,6 +16,7 @@
 //! [fatal panic observer](set_fatal_panic_observer), if one is set, so that a process pool's
 //! worker can pass the message on before it dies.
 
+use std::any::{Any, TypeId};
 use std::backtrace::Backtrace;
 use std::cell::Cell;
 use std::panic::{self, AssertUnwindSafe, PanicHookInfo};
@@ -25,9 +26,42 @@ use cf_futures_core::{panic_message, TaskError};
 
 /// What the hook saw of a panic it intercepted.
 struct Record {
+    /// Which payload it was, to match it with what `catch_unwind` returns.
+    payload: PayloadId,
     message: String,
     location: Option<String>,
     backtrace: Backtrace,
+}
+
+/// Which panic payload a hook call saw, comparable with the payload `catch_unwind` returns later.
+///
+/// A hook record belongs to a caught payload only if it describes that payload: a task may catch
+/// a panic itself and later fail through `std::panic::resume_unwind`, which does not call the
+/// hook, and the record left by the caught panic must not be reported for it. std hands the hook
+/// the payload it then moves into the box `catch_unwind` returns, so a string payload keeps its
+/// text where it was: a formatted message (`String`) keeps its heap buffer, a literal one
+/// (`&'static str`) points at the same static text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PayloadId {
+    /// A `&'static str` payload: where its text is, and its length.
+    Literal(usize, usize),
+    /// A `String` payload: where its buffer is, and its length.
+    Formatted(usize, usize),
+    /// Any other payload (`std::panic::panic_any`): moved into a new box, so only its type can be
+    /// compared.
+    Other(TypeId),
+}
+
+impl PayloadId {
+    fn of(payload: &(dyn Any + Send)) -> Self {
+        if let Some(text) = payload.downcast_ref::<&'static str>() {
+            PayloadId::Literal(text.as_ptr() as usize, text.len())
+        } else if let Some(text) = payload.downcast_ref::<String>() {
+            PayloadId::Formatted(text.as_ptr() as usize, text.len())
+        } else {
+            PayloadId::Other((*payload).type_id())
+        }
+    }
 }
 
 /// How many intercepted panics a [`call_catching`] frame keeps: one per panic that may still be
@@ -101,6 +135,7 @@ fn install_hook() {
                 notify_observer(info, &earlier);
             } else if capturing {
                 let record = Record {
+                    payload: PayloadId::of(info.payload()),
                     message: panic_message(info.payload()),
                     location: location_of(info),
                     backtrace: Backtrace::force_capture(),
@@ -162,6 +197,12 @@ fn notify_observer(info: &PanicHookInfo<'_>, earlier: &[Record]) {
 /// Runs `f`, turning a panic into [`TaskError::Panicked`] with the panic's message, location
 /// and backtrace. For executor backends; nested calls are fine.
 ///
+/// The location and backtrace are those of the panic that reached this call: a panic the task
+/// caught itself leaves nothing behind, for this task or the next one on the thread. A payload
+/// re-raised with `std::panic::resume_unwind` keeps the location where it was first raised (as a
+/// re-raised exception keeps its traceback in Python); a new payload given to `resume_unwind`
+/// never went through the panic hook, so it has neither.
+///
 /// A panic that will not unwind (`panic = "abort"`, or out of an `extern "C"` function) cannot
 /// be caught: it is printed as Rust's default hook prints it, and the process aborts.
 ///
@@ -185,14 +226,22 @@ fn notify_observer(info: &PanicHookInfo<'_>, earlier: &[Record]) {
 /// ```
 pub fn call_catching<R>(f: impl FnOnce() -> R) -> Result<R, TaskError> {
     install_hook();
+    // This frame's records start empty and end with it; an enclosing frame's (a call in a
+    // destructor while the enclosing task's panic unwinds) are put back afterwards.
+    let enclosing = CAPTURED.with(Cell::take);
     let was = CAPTURING.with(|c| c.replace(true));
     let result = panic::catch_unwind(AssertUnwindSafe(f));
     CAPTURING.with(|c| c.set(was));
-    let captured = CAPTURED.with(Cell::take);
+    let captured = CAPTURED.with(|c| c.replace(enclosing));
     result.map_err(|payload| {
-        let (location, backtrace) = captured.into_iter().next_back().map_or((None, None), |r| {
-            (r.location, Some(r.backtrace.to_string()))
-        });
+        let id = PayloadId::of(payload.as_ref());
+        let (location, backtrace) = captured
+            .into_iter()
+            .rev()
+            .find(|r| r.payload == id)
+            .map_or((None, None), |r| {
+                (r.location, Some(r.backtrace.to_string()))
+            });
         TaskError::from_panic(payload.as_ref(), location, backtrace)
     })
 }

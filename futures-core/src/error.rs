@@ -16,6 +16,16 @@ use crate::State;
 ///
 /// Every message says what happened and what to do about it.
 ///
+/// `Debug`, which `unwrap()` and `?` in `main` print, is meant to be read: the kind and the
+/// message (with the panic's location) on one line, then a panic's backtrace on lines of its own.
+/// The backtrace is shown by `{:#?}`, or by `{:?}` when `RUST_BACKTRACE` asks for backtraces
+/// (set and not `0`, as for Rust's own panic messages); otherwise a note says how to see it.
+///
+/// ```text
+/// Panicked: task panicked at src/main.rs:4:5: boom (the panic was caught; ...)
+/// note: the task's backtrace was captured; set RUST_BACKTRACE=1 or format this error with {:#?} to see it
+/// ```
+///
 /// # Examples
 ///
 /// ```
@@ -26,7 +36,7 @@ use crate::State;
 /// assert!(future.cancel());
 /// assert!(matches!(future.result(), Err(TaskError::Cancelled)));
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 #[non_exhaustive]
 pub enum TaskError {
     /// The task panicked: the analog of a raised exception in Python.
@@ -38,9 +48,12 @@ pub enum TaskError {
     Panicked {
         /// The panic payload, if it was a string.
         message: String,
-        /// `file:line:column` of the panic, when the backend could capture it.
+        /// `file:line:column` of the panic, when the backend could capture it. Always the
+        /// panic that failed the task: `None` for a payload the task raised with
+        /// `std::panic::resume_unwind` (which bypasses the panic hook), never the place of a
+        /// panic the task caught itself.
         location: Option<String>,
-        /// The backtrace of the thread that panicked, as text, when captured.
+        /// The backtrace of the thread that panicked, as text, when captured (as `location`).
         backtrace: Option<String>,
     },
     /// The future was cancelled before it started.
@@ -95,6 +108,52 @@ pub enum TaskError {
         /// The codec's own message, or the panic message if the impl panicked.
         message: String,
     },
+}
+
+impl TaskError {
+    /// The variant's name.
+    fn kind(&self) -> &'static str {
+        match self {
+            TaskError::Panicked { .. } => "Panicked",
+            TaskError::Cancelled => "Cancelled",
+            TaskError::Timeout { .. } => "Timeout",
+            TaskError::WorkerDied { .. } => "WorkerDied",
+            TaskError::Broken { .. } => "Broken",
+            TaskError::Codec { .. } => "Codec",
+        }
+    }
+}
+
+impl fmt::Debug for TaskError {
+    /// `Kind: message` on one line; a panic's backtrace on lines of its own with `{:#?}` or when
+    /// `RUST_BACKTRACE` asks for backtraces, else a note saying how to see it.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {self}", self.kind())?;
+        if let TaskError::Panicked {
+            backtrace: Some(backtrace),
+            ..
+        } = self
+        {
+            if f.alternate() || backtraces_wanted() {
+                write!(
+                    f,
+                    "\n\nstack backtrace of the task:\n{}",
+                    backtrace.trim_end()
+                )?;
+            } else {
+                f.write_str(
+                    "\nnote: the task's backtrace was captured; set RUST_BACKTRACE=1 or format \
+                     this error with {:#?} to see it",
+                )?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Whether `RUST_BACKTRACE` asks for backtraces, as Rust's panic messages read it.
+fn backtraces_wanted() -> bool {
+    std::env::var_os("RUST_BACKTRACE").is_some_and(|value| value != "0")
 }
 
 fn timeout_message(after: Duration, killed_worker: Option<u32>) -> String {

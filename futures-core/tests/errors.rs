@@ -30,3 +30,111 @@ fn worker_died_names_the_last_panic_when_there_was_one() {
         "{text}"
     );
 }
+
+fn panicked() -> TaskError {
+    TaskError::Panicked {
+        message: "boom".into(),
+        location: Some("src/x.rs:3:5".into()),
+        backtrace: Some(
+            "   0: app::task\n             at ./src/x.rs:3:5\n   1: app::main\n             at ./src/main.rs:9:1\n"
+                .into(),
+        ),
+    }
+}
+
+const FIRST_LINE: &str = "Panicked: task panicked at src/x.rs:3:5: boom (the panic was caught; \
+                          the worker lives on; fix the task or handle this error where you read \
+                          the result)";
+
+fn backtraces_wanted() -> bool {
+    std::env::var_os("RUST_BACKTRACE").is_some_and(|v| v != "0")
+}
+
+/// The backtrace as lines of its own, not one escaped string.
+fn assert_backtrace_on_own_lines(text: &str) {
+    assert!(!text.contains("\\n"), "escaped newlines:\n{text}");
+    let lines: Vec<&str> = text.lines().collect();
+    let start = lines
+        .iter()
+        .position(|l| *l == "stack backtrace of the task:")
+        .unwrap_or_else(|| panic!("no backtrace header:\n{text}"));
+    assert_eq!(
+        &lines[start + 1..],
+        [
+            "   0: app::task",
+            "             at ./src/x.rs:3:5",
+            "   1: app::main",
+            "             at ./src/main.rs:9:1"
+        ]
+    );
+}
+
+#[test]
+fn debug_puts_kind_message_and_location_on_one_line() {
+    let text = format!("{:?}", panicked());
+    let mut lines = text.lines();
+    assert_eq!(lines.next(), Some(FIRST_LINE));
+    if backtraces_wanted() {
+        assert_backtrace_on_own_lines(&text);
+    } else {
+        assert_eq!(
+            lines.collect::<Vec<_>>(),
+            [
+                "note: the task's backtrace was captured; set RUST_BACKTRACE=1 or format this \
+              error with {:#?} to see it"
+            ]
+        );
+    }
+}
+
+#[test]
+fn alternate_debug_shows_the_backtrace_on_lines_of_its_own() {
+    let text = format!("{:#?}", panicked());
+    assert_eq!(text.lines().next(), Some(FIRST_LINE));
+    assert_backtrace_on_own_lines(&text);
+}
+
+#[test]
+fn debug_without_a_backtrace_is_one_line() {
+    let error = TaskError::Panicked {
+        message: "boom".into(),
+        location: None,
+        backtrace: None,
+    };
+    assert_eq!(
+        format!("{error:?}"),
+        "Panicked: task panicked: boom (the panic was caught; the worker lives on; fix the task \
+         or handle this error where you read the result)"
+    );
+    assert_eq!(format!("{error:#?}"), format!("{error:?}"));
+    for error in [
+        TaskError::Cancelled,
+        TaskError::timeout(std::time::Duration::from_millis(5)),
+        TaskError::WorkerDied {
+            pid: 7,
+            cause: ExitCause::Code(3),
+            last_panic: None,
+        },
+        TaskError::Broken {
+            reason: "init failed".into(),
+        },
+    ] {
+        let text = format!("{error:?}");
+        assert!(!text.contains('\n'), "{text}");
+        assert!(text.ends_with(&error.to_string()), "{text}");
+    }
+    assert!(format!("{:?}", TaskError::Cancelled).starts_with("Cancelled: task was cancelled"));
+}
+
+/// What `unwrap()` prints: the readable form, not a struct dump with an escaped backtrace.
+#[test]
+fn unwrap_prints_the_readable_form() {
+    let failed: Result<(), TaskError> = std::hint::black_box(Err(panicked()));
+    let payload = std::panic::catch_unwind(|| failed.unwrap()).unwrap_err();
+    let message = cf_futures_core::panic_message(payload.as_ref());
+    assert_eq!(
+        message.lines().next().unwrap(),
+        format!("called `Result::unwrap()` on an `Err` value: {FIRST_LINE}")
+    );
+    assert!(!message.contains("\\n"), "{message}");
+}

@@ -66,7 +66,7 @@ impl Pool {
     }
 
     /// Queues already-encoded tasks (encoding happens before, outside the lock).
-    fn enqueue(
+    pub(crate) fn enqueue(
         self: &Arc<Self>,
         fn_offset: i64,
         timeout: Option<Duration>,
@@ -183,7 +183,8 @@ impl Pool {
 #[derive(Debug, Clone, Default)]
 pub struct ProcessPoolBuilder {
     max_workers: Option<usize>,
-    initializer: Option<sys::Initializer>,
+    /// The initializer's code offset (see `transport::initializer_code`).
+    initializer: Option<i64>,
     max_tasks_per_child: Option<u64>,
     task_timeout: Option<Duration>,
     on_worker_death: WorkerDeath,
@@ -204,8 +205,13 @@ impl ProcessPoolBuilder {
     /// Like a task, it must be a plain `fn` (or a closure that captures nothing): it is named
     /// across the process boundary by address.
     #[must_use]
-    pub fn initializer(mut self, init: fn() -> Result<(), String>) -> Self {
-        self.initializer = Some(init);
+    pub fn initializer(self, init: fn() -> Result<(), String>) -> Self {
+        self.initializer_offset(sys::offset_unchecked(init as usize))
+    }
+
+    /// Sets the initializer by its code offset (from this process, or a peer of the same build).
+    pub(crate) fn initializer_offset(mut self, offset: i64) -> Self {
+        self.initializer = Some(offset);
         self
     }
 
@@ -269,7 +275,7 @@ impl ProcessPoolBuilder {
             .map_err(|e| BuildError::Io(format!("cannot inspect this program's executable: {e}")))?;
         let init_offset = match self.initializer {
             None => 0,
-            Some(f) => sys::offset_of(f as usize).map_err(|message| BuildError::Invalid {
+            Some(offset) => sys::check_code_offset(offset).map(|()| offset).map_err(|message| BuildError::Invalid {
                 name: "initializer",
                 message,
             })?,
@@ -316,7 +322,7 @@ impl ProcessPoolBuilder {
 /// assert_eq!(f.result(), Ok(&49));
 /// ```
 pub struct ProcessPoolExecutor {
-    pool: Arc<Pool>,
+    pub(crate) pool: Arc<Pool>,
 }
 
 impl ProcessPoolExecutor {

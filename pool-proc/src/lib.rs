@@ -34,9 +34,10 @@
 //! A task is a fn item or a closure that captures nothing, `Fn(A) -> R` with `A` and `R`
 //! serde types (several arguments travel as a tuple). That is Rust's answer to "must be
 //! picklable", checked when the program is compiled: a capturing closure fails to build with a
-//! message saying why. Arguments and results travel `postcard`-encoded, so types that need a
-//! self-describing format (`#[serde(untagged)]`, `deserialize_any`) are refused with a `Codec`
-//! error; postcard also keeps only the kind of a custom serde error, not its text.
+//! message saying why. Arguments and results travel in [`cf_executor_api::codec`]'s encoding
+//! (postcard, with large byte strings out of band), so types that need a self-describing format
+//! (`#[serde(untagged)]`, `deserialize_any`) are refused with a `Codec` error that keeps the
+//! text of a custom serde error.
 //!
 //! **Large byte payloads**: put them in a [`Buffer`] (anywhere in the argument or result,
 //! inside your own types too). A `Buffer` of 64 KiB or more does not go through serde or the
@@ -45,7 +46,9 @@
 //! sender can ever write it); the worker reads it in place, and the parent copies a result out
 //! of the worker's region. A 16 MiB round trip then runs at memory speed,
 //! about half of `memcpy` bandwidth (three copies), where a `Vec<u8>`
-//! (which serde encodes element by element) manages a few hundred MiB/s. Python's nearest
+//! (which serde encodes element by element) manages a few hundred MiB/s. Byte strings as serde
+//! writes them (`serde_bytes::ByteBuf`, `#[serde(with = "serde_bytes")]`, `bytes::Bytes`) of
+//! 64 KiB or more take the same road with no change to their types, one copy more on each side. Python's nearest
 //! equivalent is pickle protocol 5's out-of-band buffers. Regions are reused, which is what
 //! makes them fast, so memory stays reserved between tasks: the pool keeps up to 128 MiB of
 //! regions for each worker, each worker 128 MiB of its own, and each side may keep up to
@@ -220,6 +223,7 @@ mod slot;
 mod state;
 mod sys;
 mod task;
+pub mod transport;
 mod watchdog;
 mod worker;
 

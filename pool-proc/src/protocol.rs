@@ -344,7 +344,10 @@ pub(crate) fn read_frame(
     let mut filled = 0;
     while filled < len {
         if filled == body.len() {
-            body.resize((body.len() * 2).max(64 * 1024).min(len), 0);
+            // Exactly: `resize` alone would round the capacity up to twice what is asked.
+            let grown = (body.len() * 2).max(64 * 1024).min(len);
+            body.reserve_exact(grown - body.len());
+            body.resize(grown, 0);
         }
         match r.read(&mut body[filled..]) {
             Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),

@@ -619,6 +619,13 @@ impl FdStream {
         if records.is_empty() {
             return Ok(Ok(Vec::new()));
         }
+        if records.len() > POLICY.max_count {
+            return Err(format!(
+                "{} buffers attached to one record; a sender attaches at most {}",
+                records.len(),
+                POLICY.max_count
+            ));
+        }
         let mut buffers = Vec::with_capacity(records.len());
         let mut failure = None;
         for record in records.iter() {
@@ -872,6 +879,10 @@ mod tests {
             .import_all(&Attachments::List(records[..1].to_vec()))
             .unwrap_err();
         assert!(err.contains("did not arrive"), "{err}");
+        // So is attaching more buffers to one record than any sender does.
+        let many = vec![Attachment::Failed(b""); POLICY.max_count + 1];
+        let err = stream.import_all(&Attachments::List(many)).unwrap_err();
+        assert!(err.contains("at most 32"), "{err}");
     }
 
     #[test]

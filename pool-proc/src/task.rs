@@ -4,8 +4,8 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use cf_executor_api::{
-    attached, attaching, call_catching, panic_message, Buffer, CodecStage, Payload, Promise,
-    SubmitError, Task, TaskError,
+    call_catching, codec, panic_message, Buffer, CodecStage, Payload, Promise, SubmitError, Task,
+    TaskError,
 };
 
 use crate::{shm, sys};
@@ -13,32 +13,34 @@ use crate::{shm, sys};
 /// The largest payload a single task or result may have (the frame length is a `u32`).
 pub(crate) const MAX_PAYLOAD: usize = u32::MAX as usize - 1024;
 
-/// Compile-time check, with a message, that a task can cross a process boundary.
-struct CrossesProcesses<F>(std::marker::PhantomData<F>);
-
-impl<F> CrossesProcesses<F> {
-    const OK: () = assert!(
-        std::mem::size_of::<F>() == 0,
-        "cf-pool-proc: a task sent to a worker process must be a fn item or a closure that \
-         captures nothing; this one captures variables, and captured values cannot cross a \
-         process boundary. Pass them inside the task's argument (a tuple) instead."
-    );
-}
-
 /// The offset that names `trampoline::<F, A, R>` in any process running this executable;
 /// refused if that code is not in the executable's own image (see [`sys::offset_of`]).
-pub(crate) fn trampoline_offset<F, A, R>(_: F) -> Result<i64, SubmitError>
+pub(crate) fn trampoline_offset<F, A, R>(f: F) -> Result<i64, SubmitError>
 where
     F: Task<A, R>,
     A: Payload,
     R: Payload,
 {
-    let () = CrossesProcesses::<F>::OK;
-    let t: sys::Trampoline = trampoline::<F, A, R>;
-    sys::offset_of(t as usize).map_err(|message| SubmitError::InvalidArgument {
+    let offset = trampoline_offset_unchecked(f);
+    sys::check_code_offset(offset).map_err(|message| SubmitError::InvalidArgument {
         name: "task",
         message,
-    })
+    })?;
+    Ok(offset)
+}
+
+/// The offset that names `trampoline::<F, A, R>`, not yet checked to lie in the executable
+/// (a transport's [`TaskCode`](crate::transport::TaskCode) is checked when submitted).
+pub(crate) fn trampoline_offset_unchecked<F, A, R>(_: F) -> i64
+where
+    F: Task<A, R>,
+    A: Payload,
+    R: Payload,
+{
+    // A task that captures variables fails the build here, with the message every path shares.
+    let () = cf_executor_api::CapturesNothing::<F>::OK;
+    let t: sys::Trampoline = trampoline::<F, A, R>;
+    sys::offset_unchecked(t as usize)
 }
 
 fn codec(stage: CodecStage, message: String) -> TaskError {
@@ -58,9 +60,7 @@ where
     R: Payload,
 {
     let buffers = buffers.map_err(|why| codec(CodecStage::SerializeArgument, why))?;
-    let arg: A = match catch_unwind(AssertUnwindSafe(|| {
-        attached(buffers, || postcard::from_bytes(input))
-    })) {
+    let arg: A = match catch_unwind(AssertUnwindSafe(|| codec::decode(input, buffers))) {
         Ok(Ok(a)) => a,
         Ok(Err(e)) => return Err(codec(CodecStage::DeserializeArgument, e.to_string())),
         Err(p) => {
@@ -81,10 +81,7 @@ pub(crate) fn encode<T: serde::Serialize>(
     value: &T,
     stage: CodecStage,
 ) -> Result<(Vec<u8>, Vec<Buffer>), TaskError> {
-    let encoded = catch_unwind(AssertUnwindSafe(|| {
-        let (bytes, buffers) = attaching(shm::POLICY, || postcard::to_allocvec(value));
-        bytes.map(|b| (b, buffers))
-    }));
+    let encoded = catch_unwind(AssertUnwindSafe(|| codec::encode(value, shm::POLICY)));
     match encoded {
         Ok(Ok((bytes, buffers))) if bytes.len() <= MAX_PAYLOAD => Ok((bytes, buffers)),
         Ok(Ok((bytes, _))) => Err(codec(
@@ -134,9 +131,7 @@ impl<R: Payload + Sync> Completion for Promise<R> {
     fn finish(self: Box<Self>, ok: bool, bytes: &[u8], buffers: Result<Vec<Buffer>, String>) {
         let outcome = if ok {
             let decoded = buffers.map(|buffers| {
-                catch_unwind(AssertUnwindSafe(|| {
-                    attached(buffers, || postcard::from_bytes::<R>(bytes))
-                }))
+                catch_unwind(AssertUnwindSafe(|| codec::decode::<R>(bytes, buffers)))
             });
             match decoded {
                 Err(why) => Err(codec(CodecStage::SerializeResult, why)),
@@ -161,5 +156,34 @@ impl<R: Payload + Sync> Completion for Promise<R> {
 
     fn fail(self: Box<Self>, error: TaskError) {
         let _ = self.set_error(error);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A large byte string goes out of band wherever it is and whatever type wrote it; a small
+    /// one stays in the payload; and the worker's decode gets the bytes back.
+    #[test]
+    fn large_byte_strings_are_attached_small_ones_inline() {
+        #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+        struct Image {
+            name: String,
+            #[serde(with = "serde_bytes")]
+            pixels: Vec<u8>,
+            thumbnail: serde_bytes::ByteBuf,
+        }
+        let image = Image {
+            name: "x".into(),
+            pixels: vec![7; shm::POLICY.min_len],
+            thumbnail: serde_bytes::ByteBuf::from(vec![1; shm::POLICY.min_len - 1]),
+        };
+        let (bytes, buffers) = encode(&image, CodecStage::SerializeArgument).unwrap();
+        assert_eq!(buffers.len(), 1);
+        assert_eq!(buffers[0].len(), shm::POLICY.min_len);
+        assert!(bytes.len() < shm::POLICY.min_len + 64);
+        let back: Image = codec::decode(&bytes, buffers).unwrap();
+        assert_eq!(back, image);
     }
 }

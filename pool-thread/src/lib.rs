@@ -78,19 +78,19 @@
 //! all run on one thread. A worker counts itself available before it publishes a result, so
 //! whoever reads that result and submits again always finds it available.
 //!
-//! Each worker runs the initializer once, then loops: take the next job, run it, repeat. When
-//! the queue is empty, up to one worker per CPU watches it for up to 50 µs (spinning, then
-//! yielding its CPU) before sleeping on a condvar, so a burst of submits, or a submit right after
-//! the previous result was read, finds a worker awake instead of paying a futex wake-up on both
-//! sides; an idle pool is idle again 50 µs after its last task. A task's panic is caught with
-//! [`cf_executor_api::call_catching`] and becomes that future's [`TaskError::Panicked`]; the
-//! thread lives on. A panic that cannot unwind (every panic of a program built with
-//! `panic = "abort"`, or one leaving an `extern "C"` function) cannot reach a future: it is
-//! printed as Rust's default hook prints it and the process aborts, as without cf (see
-//! `examples/panic_abort.rs`). Workers exit when the pool is shut down and the queue is empty, or when it
-//! broke. A `chunksize` batch is one job, run in order on one thread, each item completing its
-//! own future. Threads are named `{prefix}_0`, `{prefix}_1`, ... with a default prefix of
-//! `ThreadPoolExecutor-N`, as in Python.
+//! Each worker runs the initializer once, then loops: take the next job, run it, repeat. When the
+//! queue is empty, up to one worker per CPU (none if the process has only one) watches it for up to
+//! 50 µs (spinning, then yielding its CPU) before sleeping on a condvar, so a burst of submits, or
+//! a submit right after the previous result was read, finds a worker awake instead of paying a
+//! futex wake-up on both sides; an idle pool is idle again 50 µs after its last task. A task's
+//! panic is caught with [`cf_executor_api::call_catching`] and becomes that future's
+//! [`TaskError::Panicked`]; the thread lives on. A panic that cannot unwind (every panic of a
+//! program built with `panic = "abort"`, or one leaving an `extern "C"` function) cannot reach a
+//! future: it is printed as Rust's default hook prints it and the process aborts, as without cf
+//! (see `examples/panic_abort.rs`). Workers exit when the pool is shut down and the queue is empty,
+//! or when it broke. A `chunksize` batch is one job, run in order on one thread, each item
+//! completing its own future. Threads are named `{prefix}_0`, `{prefix}_1`, ... with a default
+//! prefix of `ThreadPoolExecutor-N`, as in Python.
 //!
 //! # Differences from Python
 //!

@@ -15,7 +15,8 @@
 //! the queue length, without the lock, for up to [`SPIN_FOR`] before it sleeps on the condvar.
 //! Work submitted in a burst, or a task submitted right after the previous result was read, is
 //! then picked up without a futex wake-up, which costs several microseconds (more on a virtual
-//! machine) on both sides. At most one worker per CPU spins ([`max_spinners`]); the others
+//! machine) on both sides. At most one worker per CPU spins ([`max_spinners`]), none when the
+//! process has one CPU (`taskset -c 0`: the spinner would only delay the submitter); the others
 //! sleep at once. A submit wakes a sleeping worker only when the queue holds more jobs than
 //! there are spinners to take them. The first spinner keeps its CPU for [`SPIN_KEEP_CPU`]: on
 //! a busy machine `sched_yield` can hand the CPU to another process for a whole time slice,
@@ -53,10 +54,14 @@ const SPIN_FOR: Duration = Duration::from_micros(50);
 /// How long the first spinner keeps its CPU before it starts yielding between looks.
 const SPIN_KEEP_CPU: Duration = Duration::from_micros(10);
 
-/// How many workers of one pool may spin at once: one per CPU.
+/// How many workers of one pool may spin at once: one per CPU, and none when the process has a
+/// single CPU (a spinner could only keep the thread that submits from running).
 fn max_spinners() -> usize {
     static MAX: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    *MAX.get_or_init(cf_executor_api::cpu_count)
+    *MAX.get_or_init(|| match cf_executor_api::cpu_count() {
+        1 => 0,
+        n => n,
+    })
 }
 
 pub(crate) struct Shared {

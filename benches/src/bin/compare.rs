@@ -1,7 +1,9 @@
-//! `compare`: cf's two pools, their Rust peers (rayon, procspawn, `std::thread`, sequential),
-//! the machine's limits (socketpair ping-pong, `memcpy`) and CPython's `concurrent.futures`, on
-//! the same workloads in one run. Prints a markdown table of medians with the ratios cf/peer and
-//! the issue's targets; `--json PATH` writes the same with every sample.
+//! `compare`: cf's two pools, their Rust peers (rayon, tokio's `spawn_blocking`, the futures
+//! crate's `ThreadPool`, procspawn, ipc-channel, `std::thread`, sequential), the machine's limits
+//! (socketpair and shared-memory ping-pongs, `memcpy`), CPython's `concurrent.futures` (and loky
+//! and pebble when installed), on the same workloads in one run, and each idle worker process's
+//! resident memory. Prints a markdown table of medians with the ratios cf/peer and the issues'
+//! targets; `--json PATH` writes the same with every sample.
 //!
 //! ```text
 //! cargo run --release -p cf-benches --bin compare -- [--runs N] [--sample-ms MS] [--json PATH]
@@ -9,24 +11,33 @@
 //!                                                     [--only PREFIX,...]
 //! ```
 //!
-//! `--only` measures just the workloads whose key starts with one of the prefixes (`round_trip`,
-//! `submit_throughput`, `map_c`, `echo_`, `cpu_`, `startup`); for iterating on one of them.
+//! `--only` measures just the workloads whose key starts with one of the prefixes (`memory`,
+//! `round_trip`, `submit_throughput`, `map_c`, `echo_`, `cpu_`, `startup`); for iterating on one
+//! of them.
+//!
+//! A full run also draws the chart of cf against each peer, `benches/compare.svg` (the one the
+//! READMEs show); `--svg PATH` writes it elsewhere (also for a run with `--only`), `--no-svg`
+//! not at all. `--chart-from RUN.json --svg PATH` draws the chart of an earlier run saved with
+//! `--json`, measuring nothing.
 //!
 //! Contenders of one workload are sampled round-robin (run 1 of each, then run 2 of each, ...),
 //! so a burst of load from elsewhere on the machine hits them alike rather than one of them.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use cf_benches::ipc::IpcPingPong;
 use cf_benches::measure::Sampler;
+use cf_benches::peers::{self, Rayon};
 use cf_benches::physical::{self, Message, PingPong, ThreadPingPong, SMALL_MESSAGE};
-use cf_benches::report::{Metric, Report, Row, Workload};
+use cf_benches::report::{Memory, Metric, Report, Row, Workload};
+use cf_benches::shm_pingpong::{ShmPingPong, Wait};
 use cf_benches::workloads::{
     echo, map, round_trip, scaling, startup, throughput, CHUNKSIZES, CPU_N, CPU_TASKS, MAP_ITEMS,
     PAYLOADS, PROCSPAWN_WINDOW, SUBMIT_TASKS,
 };
-use cf_benches::{cores, python, tasks};
+use cf_benches::{chart, cores, memory, python, tasks};
 use cf_pool_proc::ProcessPoolExecutor;
 use cf_pool_thread::ThreadPoolExecutor;
 
@@ -39,7 +50,13 @@ const THREAD_WINDOW: usize = 1024;
 const PY_CPU_N: u64 = 300_000;
 
 const USAGE: &str = "usage: compare [--runs N] [--sample-ms MS] [--json PATH] [--no-python] \
-                     [--python-script PATH] [--only PREFIX,...]";
+                     [--python-script PATH] [--only PREFIX,...] [--svg PATH | --no-svg] \
+                     [--chart-from RUN.json]";
+
+/// Where a full run draws its chart.
+fn default_svg() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("compare.svg")
+}
 
 struct Options {
     runs: usize,
@@ -48,6 +65,10 @@ struct Options {
     python: bool,
     script: PathBuf,
     only: Vec<String>,
+    /// `None`: the default (a full run draws `default_svg()`); `Some(None)`: `--no-svg`.
+    svg: Option<Option<PathBuf>>,
+    /// Draw the chart of this saved run instead of measuring.
+    chart_from: Option<PathBuf>,
 }
 
 fn parse_args() -> Result<Options, String> {
@@ -58,6 +79,8 @@ fn parse_args() -> Result<Options, String> {
         python: true,
         script: python::default_script(),
         only: Vec::new(),
+        svg: None,
+        chart_from: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -80,6 +103,9 @@ fn parse_args() -> Result<Options, String> {
             "--only" => {
                 o.only = value("--only")?.split(',').map(str::to_owned).collect();
             }
+            "--svg" => o.svg = Some(Some(value("--svg")?.into())),
+            "--no-svg" => o.svg = Some(None),
+            "--chart-from" => o.chart_from = Some(value("--chart-from")?.into()),
             "-h" | "--help" => return Err(USAGE.into()),
             other => return Err(format!("unknown argument `{other}`\n{USAGE}")),
         }
@@ -178,6 +204,10 @@ fn main() {
             std::process::exit(2);
         }
     };
+    if let Some(run) = &options.chart_from {
+        chart_from(run, &options);
+        return;
+    }
     let started = Instant::now();
     let cores = cores();
     let mut bench = Bench {
@@ -190,7 +220,11 @@ fn main() {
     };
     bench.report.machine = machine_facts(cores);
     let load_before = loadavg();
+    eprintln!("load average at start: {load_before}");
 
+    if bench.wanted("memory") {
+        measure_memory(&mut bench, cores);
+    }
     if ["round_trip", "submit_throughput", "map_c", "echo_"]
         .iter()
         .any(|k| bench.wanted(k))
@@ -209,6 +243,7 @@ fn main() {
             runs: options.runs,
             workers: cores,
             tasks: SUBMIT_TASKS,
+            slow_tasks: SLOW_PEER_TASKS,
             map_items: MAP_ITEMS,
             cpu_n: PY_CPU_N,
             cpu_tasks: CPU_TASKS,
@@ -217,10 +252,16 @@ fn main() {
         };
         match python::run(&options.script, &args) {
             Ok(Some(py)) => {
+                let peers: Vec<String> = py.peers.iter().map(|(k, v)| format!("{k} {v}")).collect();
+                let peers = if peers.is_empty() {
+                    "no loky or pebble (`pip install loky pebble` adds them)".to_owned()
+                } else {
+                    peers.join(", ")
+                };
                 python_facts.push((
                     "python".to_owned(),
                     format!(
-                        "{} {}, process pool start method `{}`",
+                        "{} {}, process pool start method `{}`; {peers}",
                         py.implementation, py.python, py.start_method
                     ),
                 ));
@@ -235,9 +276,10 @@ fn main() {
     }
     let report = &mut bench.report;
     report.machine.extend(python_facts);
+    let load_after = loadavg();
     report.machine.push((
-        "load average (1 min) before / after".into(),
-        format!("{load_before} / {}", loadavg()),
+        "load average (1, 5, 15 min) at start / at end".into(),
+        format!("{load_before} / {load_after}"),
     ));
     report.machine.push((
         "method".into(),
@@ -250,6 +292,14 @@ fn main() {
         ),
     ));
     println!("{}", report.markdown(cores));
+    let svg = match &options.svg {
+        Some(path) => path.clone(),
+        None if options.only.is_empty() => Some(default_svg()),
+        None => None,
+    };
+    if let Some(path) = svg {
+        write_chart(report, &path);
+    }
     if let Some(path) = &options.json {
         let text = serde_json::to_string_pretty(&report.json(cores)).expect("JSON");
         if let Err(e) = std::fs::write(path, text + "\n") {
@@ -258,6 +308,50 @@ fn main() {
         }
         eprintln!("wrote {}", path.display());
     }
+}
+
+/// Draws `report`'s chart into `path`, with the run's facts as the subtitle; exits on failure.
+fn write_chart(report: &Report, path: &Path) {
+    let fact = |key: &str| {
+        report
+            .machine
+            .iter()
+            .find(|(k, _)| k.starts_with(key))
+            .map_or("?", |(_, v)| v.as_str())
+    };
+    let subtitle = [
+        format!("compare, {}: {}", fact("date"), fact("method")),
+        format!(
+            "load average (1, 5, 15 min) at start / at end: {}",
+            fact("load average")
+        ),
+    ];
+    if let Err(e) = std::fs::write(path, chart::svg(report, &subtitle)) {
+        eprintln!("cannot write {}: {e}", path.display());
+        std::process::exit(1);
+    }
+    eprintln!("wrote {}", path.display());
+}
+
+/// `--chart-from`: the chart of a run saved with `--json`.
+fn chart_from(run: &Path, options: &Options) {
+    let report = std::fs::read_to_string(run)
+        .map_err(|e| e.to_string())
+        .and_then(|text| serde_json::from_str(&text).map_err(|e| e.to_string()))
+        .and_then(|v| Report::from_json(&v));
+    let report = match report {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cannot read the run {}: {e}", run.display());
+            std::process::exit(1);
+        }
+    };
+    let path = match &options.svg {
+        Some(Some(path)) => path.clone(),
+        Some(None) => return,
+        None => default_svg(),
+    };
+    write_chart(&report, &path);
 }
 
 /// Round trip, submit throughput, map and echo, on warm pools of `cores` workers.
@@ -270,18 +364,23 @@ fn measure_steady_state(bench: &mut Bench, cores: usize) {
         .max_workers(cores)
         .build()
         .expect("thread pool");
-    let rayon = rayon::ThreadPoolBuilder::new()
-        .num_threads(cores)
-        .build()
-        .expect("rayon pool");
+    let rayon = Rayon::new(cores);
+    let tokio = peers::tokio_blocking(cores);
+    let futures_pool = peers::futures_pool(cores);
     let ps = procspawn::Pool::new(cores).expect("procspawn pool");
     // Start every worker and let the adaptive windows settle.
     throughput::cf(&proc, SUBMIT_TASKS, 1);
     throughput::cf(&thread, SUBMIT_TASKS, 1);
+    throughput::rayon(&rayon, SUBMIT_TASKS, 1);
+    throughput::tokio(&tokio, SUBMIT_TASKS, 1);
+    throughput::futures_pool(&futures_pool, SUBMIT_TASKS, 1);
     throughput::procspawn(&ps, 100, PROCSPAWN_WINDOW, 1);
     let mut pingpong = PingPong::start().expect("ping-pong partner");
+    let mut ipc = IpcPingPong::start().expect("ipc-channel partner");
     let mut thread_pingpong = ThreadPingPong::start();
     let small = Message::of_frame_len(SMALL_MESSAGE);
+    let mut futex = ShmPingPong::start(Wait::Futex).expect("shared-memory partner");
+    let mut spin = ShmPingPong::start(Wait::Spin).expect("shared-memory partner");
 
     bench.workload(
         "round_trip",
@@ -290,13 +389,26 @@ fn measure_steady_state(bench: &mut Bench, cores: usize) {
         vec![
             contender("cf-proc", 1, |n| round_trip::cf(&proc, n)),
             contender("cf-thread", 1, |n| round_trip::cf(&thread, n)),
-            contender("rayon", 1, |n| round_trip::rayon(&rayon, n)).detail("spawn + channel"),
+            contender("rayon", 1, |n| round_trip::rayon(&rayon, n))
+                .detail("spawn + a reused channel"),
+            contender("tokio", 1, |n| round_trip::tokio(&tokio, n))
+                .detail("block_on(spawn_blocking)"),
+            contender("futures-pool", 1, |n| {
+                round_trip::futures_pool(&futures_pool, n)
+            })
+            .detail("futures ThreadPool, block_on(spawn_with_handle)"),
             contender("procspawn", 1, |n| round_trip::procspawn(&ps, n)),
             contender("std::thread", 1, round_trip::std_thread).detail("spawn + join"),
             contender("sequential", 1, round_trip::sequential).detail("a plain call"),
             contender("socketpair", 1, |n| pingpong.run(&small, n)).detail(format!(
                 "{SMALL_MESSAGE}-byte ping-pong between two processes"
             )),
+            contender("ipc-channel", 1, |n| ipc.round_trips(n))
+                .detail("IpcSender<u64> ping-pong between two processes"),
+            contender("shm-futex", 1, |n| futex.run(n))
+                .detail("shared-memory ping-pong between two processes, futex wait/wake"),
+            contender("shm-spin", 1, |n| spin.run(n))
+                .detail("shared-memory ping-pong between two processes, spinning"),
             contender("thread-pingpong", 1, |n| thread_pingpong.run(n))
                 .detail("mpsc ping-pong between two threads"),
         ],
@@ -318,7 +430,15 @@ fn measure_steady_state(bench: &mut Bench, cores: usize) {
             contender("rayon", SUBMIT_TASKS, |n| {
                 throughput::rayon(&rayon, SUBMIT_TASKS, n)
             })
-            .detail("spawn + channel"),
+            .detail("spawn + a reused channel"),
+            contender("tokio", SUBMIT_TASKS, |n| {
+                throughput::tokio(&tokio, SUBMIT_TASKS, n)
+            })
+            .detail("spawn_blocking, FuturesUnordered"),
+            contender("futures-pool", SUBMIT_TASKS, |n| {
+                throughput::futures_pool(&futures_pool, SUBMIT_TASKS, n)
+            })
+            .detail("futures ThreadPool, spawn_with_handle, FuturesUnordered"),
             contender("procspawn", SLOW_PEER_TASKS, |n| {
                 throughput::procspawn(&ps, SLOW_PEER_TASKS, PROCSPAWN_WINDOW, n)
             })
@@ -352,8 +472,10 @@ fn measure_steady_state(bench: &mut Bench, cores: usize) {
                     map::cf_chunk_tasks(&proc, MAP_ITEMS, c, n)
                 })
                 .detail("submit(noop_chunk, chunk): one task and future per chunk"),
-                contender("rayon", MAP_ITEMS, |n| map::rayon(&rayon, MAP_ITEMS, c, n))
-                    .detail("par_iter, with_min_len(chunksize)"),
+                contender("rayon", MAP_ITEMS, |n| {
+                    map::rayon(&rayon.pool, MAP_ITEMS, c, n)
+                })
+                .detail("par_iter, with_min_len(chunksize)"),
                 contender("procspawn", ps_items, |n| {
                     map::procspawn(&ps, ps_items, c, PROCSPAWN_WINDOW, n)
                 })
@@ -387,6 +509,8 @@ fn measure_steady_state(bench: &mut Bench, cores: usize) {
                 contender("cf-thread", moved, |n| echo::cf_vec(&thread, len, n))
                     .detail("Vec<u8>, moved"),
                 contender("procspawn", moved, |n| echo::procspawn(&ps, len, n)).detail("Vec<u8>"),
+                contender("ipc-channel", moved, |n| ipc.echo(len, n))
+                    .detail("IpcBytesSender there and back between two processes"),
                 contender("socketpair", moved, |n| pingpong.run(&message, n))
                     .detail("the bytes there and back between two processes"),
                 contender("memcpy", len as u64, |n| physical::memcpy(&src, n))
@@ -395,6 +519,46 @@ fn measure_steady_state(bench: &mut Bench, cores: usize) {
         );
     }
     ps.shutdown();
+}
+
+/// Each idle worker's resident memory: fresh pools, every worker started and given a few tasks,
+/// then a moment's rest.
+fn measure_memory(bench: &mut Bench, cores: usize) {
+    let rest = Duration::from_millis(200);
+    let proc = ProcessPoolExecutor::builder()
+        .max_workers(cores)
+        .build()
+        .expect("process pool");
+    // Enough tasks in flight at once that every worker starts.
+    throughput::cf(&proc, 2_000, 1);
+    std::thread::sleep(rest);
+    let kib = proc
+        .worker_pids()
+        .into_iter()
+        .filter_map(memory::rss_kib)
+        .collect();
+    bench.report.memory.push(Memory {
+        contender: "cf-proc".into(),
+        detail: "this binary, re-executed".into(),
+        kib,
+    });
+    drop(proc);
+
+    let before = memory::children();
+    let ps = procspawn::Pool::new(cores).expect("procspawn pool");
+    throughput::procspawn(&ps, 100, PROCSPAWN_WINDOW, 1);
+    std::thread::sleep(rest);
+    let kib = memory::children()
+        .difference(&before)
+        .filter_map(|&pid| memory::rss_kib(pid))
+        .collect();
+    bench.report.memory.push(Memory {
+        contender: "procspawn".into(),
+        detail: "this binary, re-executed".into(),
+        kib,
+    });
+    ps.shutdown();
+    eprintln!("memory             done");
 }
 
 /// CPU-bound work over 1..=cores workers, each pool built for its worker count.
@@ -483,6 +647,18 @@ fn measure_startup(bench: &mut Bench, cores: usize) {
 }
 
 fn add_python_rows(report: &mut Report, py: python::Report) {
+    for m in py.memory {
+        let detail = match m.contender.as_str() {
+            "loky" => "loky's reusable executor",
+            "pebble" => "pebble ProcessPool, forked",
+            _ => "ProcessPoolExecutor, forked",
+        };
+        report.memory.push(Memory {
+            contender: m.contender,
+            detail: detail.into(),
+            kib: m.kib,
+        });
+    }
     for r in py.results {
         let Some(metric) = report
             .workloads
@@ -500,6 +676,8 @@ fn add_python_rows(report: &mut Report, py: python::Report) {
             "py-proc" => "py-proc",
             "py-thread" => "py-thread",
             "py-seq" => "py-seq",
+            "loky" => "loky",
+            "pebble" => "pebble",
             other => {
                 eprintln!("warning: python measured an unknown contender `{other}`");
                 continue;
@@ -508,8 +686,23 @@ fn add_python_rows(report: &mut Report, py: python::Report) {
         let mut detail = match contender {
             "py-proc" => "ProcessPoolExecutor".to_owned(),
             "py-thread" => "ThreadPoolExecutor".to_owned(),
+            "loky" if r.workload == "startup" => {
+                "ProcessPoolExecutor, loky's own start method".to_owned()
+            }
+            "loky" => "reusable executor".to_owned(),
+            "pebble" => "ProcessPool".to_owned(),
             _ => "plain calls".to_owned(),
         };
+        let standard = if r.workload.starts_with("map_c") {
+            MAP_ITEMS
+        } else {
+            SUBMIT_TASKS
+        };
+        if (r.workload == "submit_throughput" || r.workload.starts_with("map_c"))
+            && r.items != standard
+        {
+            detail.push_str(&format!(", {} items", r.items));
+        }
         if r.workload.starts_with("cpu_") {
             detail.push_str(&format!(", cpu_heavy({PY_CPU_N})"));
         }
@@ -573,9 +766,10 @@ fn command_output(program: &str, args: &[&str]) -> String {
         })
 }
 
+/// The 1, 5 and 15 minute load averages, as `/proc/loadavg` gives them.
 fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .ok()
-        .and_then(|s| s.split_whitespace().next().map(str::to_owned))
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
         .unwrap_or_else(|| "?".into())
 }

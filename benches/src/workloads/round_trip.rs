@@ -1,11 +1,12 @@
 //! One task, submitted and awaited, again and again: the fixed cost of a pool.
 
 use std::hint::black_box;
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use cf_executor_api::Executor;
+use futures::task::SpawnExt;
 
+use crate::peers::Rayon;
 use crate::tasks::noop;
 
 /// `submit(noop, i).result()`, `iters` times, on any cf executor.
@@ -18,16 +19,34 @@ pub fn cf<E: Executor>(pool: &E, iters: u64) -> Duration {
     start.elapsed()
 }
 
-/// `pool.spawn` sending the result over a channel, then `recv`.
-pub fn rayon(pool: &rayon::ThreadPool, iters: u64) -> Duration {
-    let (tx, rx) = mpsc::channel();
+/// `pool.spawn` sending the result over the pool's channel (made once, reused), then `recv`.
+pub fn rayon(rayon: &Rayon, iters: u64) -> Duration {
     let start = Instant::now();
     for i in 0..iters {
-        let tx = tx.clone();
-        pool.spawn(move || {
-            let _ = tx.send(noop(i));
-        });
-        black_box(rx.recv().expect("rayon task ran"));
+        rayon.spawn(move || noop(i));
+        black_box(rayon.recv());
+    }
+    start.elapsed()
+}
+
+/// tokio: `block_on(spawn_blocking(..))`, what synchronous code does with a runtime.
+pub fn tokio(rt: &tokio::runtime::Runtime, iters: u64) -> Duration {
+    let start = Instant::now();
+    for i in 0..iters {
+        let handle = rt.spawn_blocking(move || noop(i));
+        black_box(rt.block_on(handle).expect("spawn_blocking task"));
+    }
+    start.elapsed()
+}
+
+/// The futures crate's `ThreadPool`: `block_on(spawn_with_handle(..))`.
+pub fn futures_pool(pool: &futures::executor::ThreadPool, iters: u64) -> Duration {
+    let start = Instant::now();
+    for i in 0..iters {
+        let handle = pool
+            .spawn_with_handle(async move { noop(i) })
+            .expect("spawn");
+        black_box(futures::executor::block_on(handle));
     }
     start.elapsed()
 }

@@ -3,11 +3,13 @@
 
 use std::collections::VecDeque;
 use std::hint::black_box;
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use cf_executor_api::{as_completed, Executor};
+use futures::stream::{FuturesUnordered, StreamExt};
+use futures::task::SpawnExt;
 
+use crate::peers::Rayon;
 use crate::tasks::noop;
 
 /// Submits `tasks` noops, then collects them with `as_completed`; `iters` times.
@@ -25,19 +27,57 @@ pub fn cf<E: Executor>(pool: &E, tasks: u64, iters: u64) -> Duration {
     start.elapsed()
 }
 
-/// One `pool.spawn` per task, results over a channel, received in completion order.
-pub fn rayon(pool: &rayon::ThreadPool, tasks: u64, iters: u64) -> Duration {
+/// One `pool.spawn` per task, results over the pool's channel, received in completion order.
+pub fn rayon(rayon: &Rayon, tasks: u64, iters: u64) -> Duration {
     let start = Instant::now();
     for _ in 0..iters {
-        let (tx, rx) = mpsc::channel();
         for i in 0..tasks {
-            let tx = tx.clone();
-            pool.spawn(move || {
-                let _ = tx.send(noop(i));
-            });
+            rayon.spawn(move || noop(i));
         }
-        drop(tx);
-        black_box(rx.iter().sum::<u64>());
+        black_box((0..tasks).map(|_| rayon.recv()).sum::<u64>());
+    }
+    start.elapsed()
+}
+
+/// tokio: one `spawn_blocking` per task, the handles collected in completion order
+/// (`FuturesUnordered`, the async `as_completed`).
+pub fn tokio(rt: &tokio::runtime::Runtime, tasks: u64, iters: u64) -> Duration {
+    let start = Instant::now();
+    for _ in 0..iters {
+        let mut pending: FuturesUnordered<_> = (0..tasks)
+            .map(|i| rt.spawn_blocking(move || noop(i)))
+            .collect();
+        let sum = rt.block_on(async {
+            let mut sum = 0u64;
+            while let Some(r) = pending.next().await {
+                sum += r.expect("spawn_blocking task");
+            }
+            sum
+        });
+        black_box(sum);
+    }
+    start.elapsed()
+}
+
+/// The futures crate's `ThreadPool`: one `spawn_with_handle` per task, the handles collected
+/// in completion order (`FuturesUnordered`).
+pub fn futures_pool(pool: &futures::executor::ThreadPool, tasks: u64, iters: u64) -> Duration {
+    let start = Instant::now();
+    for _ in 0..iters {
+        let mut pending: FuturesUnordered<_> = (0..tasks)
+            .map(|i| {
+                pool.spawn_with_handle(async move { noop(i) })
+                    .expect("spawn")
+            })
+            .collect();
+        let sum = futures::executor::block_on(async {
+            let mut sum = 0u64;
+            while let Some(v) = pending.next().await {
+                sum += v;
+            }
+            sum
+        });
+        black_box(sum);
     }
     start.elapsed()
 }

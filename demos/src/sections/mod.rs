@@ -3,10 +3,9 @@
 
 use std::io::Write;
 
-use cf_pool_proc::ProcessPoolExecutor;
-use cf_pool_thread::ThreadPoolExecutor;
+use concurrent_futures::Backend;
 
-use crate::{Backend, DemoResult};
+use crate::DemoResult;
 
 pub(crate) mod s01_basics;
 pub(crate) mod s02_map_order;
@@ -19,19 +18,15 @@ pub(crate) mod s08_callbacks;
 pub(crate) mod s09_cpu_count;
 pub(crate) mod s10_pipeline;
 
-/// A demo writing to `out`.
-pub type DemoFn = fn(&mut dyn Write) -> DemoResult;
+/// A demo on one backend, writing to `out`.
+pub type DemoFn = fn(Backend, &mut dyn Write) -> DemoResult;
 
 /// How a section uses the backends.
 #[derive(Debug, Clone, Copy)]
 pub enum Runner {
-    /// Runs once per selected backend: the same code, monomorphised for each pool.
-    PerBackend {
-        /// The demo on `ProcessPoolExecutor`.
-        process: DemoFn,
-        /// The demo on `ThreadPoolExecutor`.
-        thread: DemoFn,
-    },
+    /// Runs once per selected backend: the same code on a
+    /// [`Pool`](concurrent_futures::Pool) of the backend chosen at run time.
+    PerBackend(DemoFn),
     /// Runs once, comparing the pools; shows the rows of the selected backends.
     Compare(fn(&[Backend], &mut dyn Write) -> DemoResult),
 }
@@ -59,10 +54,9 @@ impl Section {
     ///
     /// A pool that could not be built, a refused submit, a failed write.
     pub fn run_on(&self, backend: Backend, out: &mut dyn Write) -> DemoResult {
-        match (self.runner, backend) {
-            (Runner::PerBackend { process, .. }, Backend::Process) => process(out),
-            (Runner::PerBackend { thread, .. }, Backend::Thread) => thread(out),
-            (Runner::Compare(compare), _) => compare(&[backend], out),
+        match self.runner {
+            Runner::PerBackend(demo) => demo(backend, out),
+            Runner::Compare(compare) => compare(&[backend], out),
         }
     }
 
@@ -73,7 +67,7 @@ impl Section {
     /// As [`run_on`](Self::run_on).
     pub fn run(&self, backends: &[Backend], out: &mut dyn Write) -> DemoResult {
         match self.runner {
-            Runner::PerBackend { .. } => {
+            Runner::PerBackend(_) => {
                 for (i, &backend) in backends.iter().enumerate() {
                     if i > 0 {
                         writeln!(out)?;
@@ -92,10 +86,6 @@ impl Section {
     }
 }
 
-const fn per_backend(process: DemoFn, thread: DemoFn) -> Runner {
-    Runner::PerBackend { process, thread }
-}
-
 /// Every section, in the chapter's order.
 pub static SECTIONS: [Section; 10] = [
     Section {
@@ -103,60 +93,42 @@ pub static SECTIONS: [Section; 10] = [
         binary: "s01_basics",
         title: "ProcessPoolExecutor Basics",
         shows: "cpu_count() and squares computed in the pool with map",
-        runner: per_backend(
-            s01_basics::run::<ProcessPoolExecutor>,
-            s01_basics::run::<ThreadPoolExecutor>,
-        ),
+        runner: Runner::PerBackend(s01_basics::run),
     },
     Section {
         number: 2,
         binary: "s02_map_order",
         title: "executor.map(): Ordered Parallel Mapping",
         shows: "map yields results in input order, whichever worker ran each item",
-        runner: per_backend(
-            s02_map_order::run::<ProcessPoolExecutor>,
-            s02_map_order::run::<ThreadPoolExecutor>,
-        ),
+        runner: Runner::PerBackend(s02_map_order::run),
     },
     Section {
         number: 3,
         binary: "s03_submit_future",
         title: "executor.submit() and Future Objects",
         shows: "submit returns a Future at once: done(), result(), exception(); many futures kept with their inputs",
-        runner: per_backend(
-            s03_submit_future::run::<ProcessPoolExecutor>,
-            s03_submit_future::run::<ThreadPoolExecutor>,
-        ),
+        runner: Runner::PerBackend(s03_submit_future::run),
     },
     Section {
         number: 4,
         binary: "s04_map_vs_submit",
         title: "map() vs submit(): When to Use Each",
         shows: "one batch (with one failing item) through map and through submit, and the comparison table",
-        runner: per_backend(
-            s04_map_vs_submit::run::<ProcessPoolExecutor>,
-            s04_map_vs_submit::run::<ThreadPoolExecutor>,
-        ),
+        runner: Runner::PerBackend(s04_map_vs_submit::run),
     },
     Section {
         number: 5,
         binary: "s05_as_completed",
         title: "as_completed(): Results in Completion Order",
         shows: "as_completed yields futures as they finish: the shortest task first",
-        runner: per_backend(
-            s05_as_completed::run::<ProcessPoolExecutor>,
-            s05_as_completed::run::<ThreadPoolExecutor>,
-        ),
+        runner: Runner::PerBackend(s05_as_completed::run),
     },
     Section {
         number: 6,
         binary: "s06_errors",
         title: "Error Handling with Futures",
         shows: "a failing task read from its future: as a domain error (Result) and as a panic (TaskError::Panicked)",
-        runner: per_backend(
-            s06_errors::run::<ProcessPoolExecutor>,
-            s06_errors::run::<ThreadPoolExecutor>,
-        ),
+        runner: Runner::PerBackend(s06_errors::run),
     },
     Section {
         number: 7,
@@ -170,30 +142,21 @@ pub static SECTIONS: [Section; 10] = [
         binary: "s08_callbacks",
         title: "Callbacks on Futures",
         shows: "add_done_callback: each factorial's callback reports its result",
-        runner: per_backend(
-            s08_callbacks::run::<ProcessPoolExecutor>,
-            s08_callbacks::run::<ThreadPoolExecutor>,
-        ),
+        runner: Runner::PerBackend(s08_callbacks::run),
     },
     Section {
         number: 9,
         binary: "s09_cpu_count",
         title: "os.cpu_count() and Choosing max_workers",
         shows: "cpu_count(), the default max_workers, and 8 tasks spread over 4 workers",
-        runner: per_backend(
-            s09_cpu_count::run::<ProcessPoolExecutor>,
-            s09_cpu_count::run::<ThreadPoolExecutor>,
-        ),
+        runner: Runner::PerBackend(s09_cpu_count::run),
     },
     Section {
         number: 10,
         binary: "s10_pipeline",
         title: "Practical: Real-World Pattern -- Parallel Data Processing",
         shows: "15 records through submit + as_completed, successes and failures collected apart",
-        runner: per_backend(
-            s10_pipeline::run::<ProcessPoolExecutor>,
-            s10_pipeline::run::<ThreadPoolExecutor>,
-        ),
+        runner: Runner::PerBackend(s10_pipeline::run),
     },
 ];
 

@@ -6,18 +6,19 @@ use std::io::Write;
 
 use cf_executor_api::MapOptions;
 
-use crate::{DemoPool, DemoResult, WorkerId};
+use concurrent_futures::{Backend, Executor, Pool};
+
+use crate::{BackendOutput, DemoResult, WorkerId};
 
 /// Processes an item and returns (input, result, worker): Python's `(x, x * x, os.getpid())`.
 fn process_item(x: u64) -> (u64, u64, WorkerId) {
     (x, x * x, WorkerId::current())
 }
 
-pub(crate) fn run<E: DemoPool>(out: &mut dyn Write) -> DemoResult {
-    let backend = E::BACKEND;
+pub(crate) fn run(backend: Backend, out: &mut dyn Write) -> DemoResult {
     // map() preserves input order.
     let results: Vec<(u64, u64, WorkerId)> = {
-        let executor = E::with_workers(2)?;
+        let executor = Pool::with_workers(backend, 2)?;
         let results = executor
             .map(process_item, 0..8, MapOptions::new())?
             .collect::<Result<_, _>>()?;
@@ -52,16 +53,17 @@ pub(crate) fn run<E: DemoPool>(out: &mut dyn Write) -> DemoResult {
     )?;
     let pids_differ = workers.iter().all(|w| w.pid != main.pid);
     match backend {
-        crate::Backend::Process => backend.say(
-            out,
-            format_args!(
-                "Worker pids differ from the main pid: {pids_differ} (each worker is its own process)"
-            ),
-        )?,
-        crate::Backend::Thread => backend.say(
+        Backend::Thread => backend.say(
             out,
             format_args!(
                 "Worker pids differ from the main pid: {pids_differ} (worker threads live in the main process)"
+            ),
+        )?,
+        // Every other backend runs tasks in worker processes.
+        _ => backend.say(
+            out,
+            format_args!(
+                "Worker pids differ from the main pid: {pids_differ} (each worker is its own process)"
             ),
         )?,
     }

@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use cf_executor_api::Future;
 
-use crate::{DemoPool, DemoResult};
+use concurrent_futures::{Backend, Executor, Pool};
+
+use crate::DemoResult;
 
 /// Computes the square of a number, taking 100 ms over it as real work would, so that `done()`
 /// right after `submit` is reliably `false` (the chapter's "may or may not be done yet").
@@ -20,10 +22,10 @@ fn cube(x: u64) -> u64 {
     x.pow(3)
 }
 
-pub(crate) fn run<E: DemoPool>(out: &mut dyn Write) -> DemoResult {
+pub(crate) fn run(backend: Backend, out: &mut dyn Write) -> DemoResult {
     // submit() returns a Future.
     {
-        let executor = E::with_workers(1)?;
+        let executor = Pool::with_workers(backend, 1)?;
         let future: Future<u64> = executor.submit(square, 7)?;
 
         // Inspect the future.
@@ -40,7 +42,7 @@ pub(crate) fn run<E: DemoPool>(out: &mut dyn Write) -> DemoResult {
     // Submit several tasks and keep each future with its input (Python keys a dict by future;
     // a Vec of pairs keeps the submission order for printing).
     writeln!(out)?;
-    let executor = E::with_workers(2)?;
+    let executor = Pool::with_workers(backend, 2)?;
     let futures: Vec<(Future<u64>, u64)> = (1..7)
         .map(|n| Ok((executor.submit(cube, n)?, n)))
         .collect::<Result<_, cf_executor_api::SubmitError>>()?;

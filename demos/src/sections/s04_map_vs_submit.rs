@@ -5,7 +5,9 @@ use std::io::Write;
 
 use cf_executor_api::{Future, MapOptions, SubmitError, TaskError};
 
-use crate::{DemoPool, DemoResult};
+use concurrent_futures::{Backend, Executor, Pool};
+
+use crate::DemoResult;
 
 /// `100 / x`: integer division, which panics for `x == 0` (Rust's ZeroDivisionError).
 fn hundred_over(x: u64) -> u64 {
@@ -23,8 +25,8 @@ pub(crate) fn describe(error: &TaskError) -> String {
     }
 }
 
-pub(crate) fn run<E: DemoPool>(out: &mut dyn Write) -> DemoResult {
-    let executor = E::with_workers(2)?;
+pub(crate) fn run(backend: Backend, out: &mut dyn Write) -> DemoResult {
+    let executor = Pool::with_workers(backend, 2)?;
     writeln!(out, "The batch: 100 / x for x in {BATCH:?}")?;
 
     // map(): one lazy iterator of results in input order; the first failure ends it.

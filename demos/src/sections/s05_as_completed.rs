@@ -6,7 +6,9 @@ use std::time::{Duration, Instant};
 
 use cf_executor_api::{as_completed, Future, SubmitError};
 
-use crate::{DemoPool, DemoResult};
+use concurrent_futures::{Backend, Executor, Pool};
+
+use crate::DemoResult;
 
 const TASKS: u64 = 5;
 
@@ -17,7 +19,7 @@ fn variable_work(task_id: u64) -> (u64, f64) {
     (task_id, duration)
 }
 
-pub(crate) fn run<E: DemoPool>(out: &mut dyn Write) -> DemoResult {
+pub(crate) fn run(backend: Backend, out: &mut dyn Write) -> DemoResult {
     writeln!(
         out,
         "{TASKS} tasks on {TASKS} workers; task i sleeps max(0.5 - 0.1 * i, 0.05) seconds."
@@ -29,7 +31,7 @@ pub(crate) fn run<E: DemoPool>(out: &mut dyn Write) -> DemoResult {
          worker per task keeps the order the timings say.)"
     )?;
 
-    let executor = E::with_workers(TASKS as usize)?;
+    let executor = Pool::with_workers(backend, TASKS as usize)?;
     let start = Instant::now();
     let futures: Vec<Future<(u64, f64)>> = (0..TASKS)
         .map(|i| executor.submit(variable_work, i))

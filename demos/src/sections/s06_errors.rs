@@ -6,7 +6,9 @@ use std::io::Write;
 
 use cf_executor_api::{Future, SubmitError, TaskError};
 
-use crate::{DemoPool, DemoResult};
+use concurrent_futures::{Backend, Executor, Pool};
+
+use crate::DemoResult;
 
 /// Divides `a` by `b`, reporting a zero divisor as an error value. (Rust's `f64` division does
 /// not fail: `30.0 / 0.0` is `inf`; so the task checks, and says so in its return type.)
@@ -28,8 +30,8 @@ type Quotient = Result<f64, String>;
 
 const TASKS: [(i64, i64); 4] = [(10, 2), (20, 4), (30, 0), (40, 5)];
 
-pub(crate) fn run<E: DemoPool>(out: &mut dyn Write) -> DemoResult {
-    let executor = E::with_workers(2)?;
+pub(crate) fn run(backend: Backend, out: &mut dyn Write) -> DemoResult {
+    let executor = Pool::with_workers(backend, 2)?;
 
     writeln!(
         out,

@@ -9,10 +9,10 @@ use std::io::Write;
 use std::time::{Duration, Instant};
 
 use cf_executor_api::{cpu_count, MapOptions, Payload, ProgressExt, Task};
-use cf_pool_proc::ProcessPoolExecutor;
-use cf_pool_thread::ThreadPoolExecutor;
 
-use crate::{Backend, DemoPool, DemoResult};
+use concurrent_futures::{Backend, Executor, Pool};
+
+use crate::{BackendOutput, DemoResult};
 
 /// Workers per pool, as in the chapter.
 const WORKERS: usize = 4;
@@ -101,8 +101,8 @@ where
 {
     Ok([
         sequential(f, workload, what),
-        timed_pool::<ThreadPoolExecutor, _, _, _>(f, workload, what)?,
-        timed_pool::<ProcessPoolExecutor, _, _, _>(f, workload, what)?,
+        timed_pool(Backend::Thread, f, workload, what)?,
+        timed_pool(Backend::Process, f, workload, what)?,
     ])
 }
 
@@ -128,22 +128,21 @@ where
 
 /// The workload through `map` on a fresh pool, timed like the chapter's `with` block: from
 /// creating the pool to having shut it down.
-fn timed_pool<E, F, A, R>(
+fn timed_pool<F, A, R>(
+    backend: Backend,
     f: F,
     workload: &[A],
     what: &str,
 ) -> Result<Row, Box<dyn std::error::Error + Send + Sync>>
 where
-    E: DemoPool,
     F: Task<A, R>,
     A: Payload + Clone,
     R: Payload + Sync,
 {
-    let backend = E::BACKEND;
     let what = format!("{what}, {}", backend.executor_name());
     let start = Instant::now();
     {
-        let executor = E::with_workers(WORKERS)?;
+        let executor = Pool::with_workers(backend, WORKERS)?;
         for result in executor
             .map(f, workload.to_vec(), MapOptions::new())?
             .progress(workload.len(), what)

@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use cf_executor_api::Future;
 
-use crate::{Backend, DemoPool, DemoResult};
+use concurrent_futures::{Backend, Executor, Pool};
+
+use crate::{BackendOutput, DemoResult};
 
 /// Computes `n!` iteratively; `None` if it does not fit a `u128` (past 34!).
 fn compute_factorial(n: u32) -> Option<u128> {
@@ -35,11 +37,11 @@ fn on_complete(
     let _ = lines.send((index, line));
 }
 
-pub(crate) fn run<E: DemoPool>(out: &mut dyn Write) -> DemoResult {
+pub(crate) fn run(backend: Backend, out: &mut dyn Write) -> DemoResult {
     let inputs: [u32; 4] = [5, 8, 10, 12];
     let (sender, lines) = mpsc::channel();
     {
-        let executor = E::with_workers(2)?;
+        let executor = Pool::with_workers(backend, 2)?;
         writeln!(out, "Submitting tasks with callbacks:")?;
         for (index, n) in inputs.into_iter().enumerate() {
             let future = executor.submit(compute_factorial, n)?;
@@ -63,20 +65,21 @@ pub(crate) fn run<E: DemoPool>(out: &mut dyn Write) -> DemoResult {
         }
     }
     writeln!(out, "All tasks completed.")?;
-    match E::BACKEND {
-        Backend::Process => Backend::Process.say(
+    match backend {
+        Backend::Thread => backend.say(
+            out,
+            format_args!(
+                "Callbacks run on the pool's worker threads right after each task (or at once \
+                 in the caller's thread if the future was already done)."
+            ),
+        )?,
+        // Every other backend runs tasks in worker processes.
+        _ => backend.say(
             out,
             format_args!(
                 "Callbacks run in this process, not in the workers: on the pool's result-reader \
                  threads as each result arrives (or at once in the caller's thread if the future \
                  was already done)."
-            ),
-        )?,
-        Backend::Thread => Backend::Thread.say(
-            out,
-            format_args!(
-                "Callbacks run on the pool's worker threads right after each task (or at once \
-                 in the caller's thread if the future was already done)."
             ),
         )?,
     }

@@ -6,15 +6,16 @@ use std::io::Write;
 
 use cf_executor_api::{cpu_count, MapOptions};
 
-use crate::{Backend, DemoPool, DemoResult, WorkerId};
+use concurrent_futures::{Backend, Executor, Pool};
+
+use crate::{BackendOutput, DemoResult, WorkerId};
 
 /// Returns the worker that ran it: Python's `os.getpid()`, plus the thread.
 fn get_worker(_: u64) -> WorkerId {
     WorkerId::current()
 }
 
-pub(crate) fn run<E: DemoPool>(out: &mut dyn Write) -> DemoResult {
-    let backend = E::BACKEND;
+pub(crate) fn run(backend: Backend, out: &mut dyn Write) -> DemoResult {
     // cpu_count() tells us how many CPUs this process may use (affinity and cgroup quotas
     // included, as Python 3.13's os.process_cpu_count()).
     let cpus = cpu_count();
@@ -23,23 +24,23 @@ pub(crate) fn run<E: DemoPool>(out: &mut dyn Write) -> DemoResult {
 
     // The default max_workers.
     {
-        let executor = E::with_default_workers()?;
+        let executor = Pool::new(backend)?;
         let workers = executor.max_workers();
         match backend {
-            Backend::Process => backend.say(
-                out,
-                format_args!("Default max_workers: {workers} (= cpu_count())"),
-            )?,
             Backend::Thread => backend.say(
                 out,
                 format_args!("Default max_workers: {workers} (= min(32, cpu_count() + 4))"),
+            )?,
+            _ => backend.say(
+                out,
+                format_args!("Default max_workers: {workers} (= cpu_count())"),
             )?,
         }
     }
 
     // Practical: which workers ran 8 tasks on a pool of 4.
     let workers: Vec<WorkerId> = {
-        let executor = E::with_workers(4)?;
+        let executor = Pool::with_workers(backend, 4)?;
         let workers = executor
             .map(get_worker, 0..8, MapOptions::new())?
             .collect::<Result<_, _>>()?;

@@ -7,7 +7,9 @@ use std::io::Write;
 use cf_executor_api::{as_completed, Future, SubmitError};
 use serde::{Deserialize, Serialize};
 
-use crate::{DemoPool, DemoResult};
+use concurrent_futures::{Backend, Executor, Pool};
+
+use crate::DemoResult;
 
 /// A processed record (Python's `{"id": .., "status": "processed", "value": ..}`; being an
 /// `Ok` is its status).
@@ -28,13 +30,13 @@ fn process_record(record_id: u32) -> Result<Record, String> {
     })
 }
 
-pub(crate) fn run<E: DemoPool>(out: &mut dyn Write) -> DemoResult {
+pub(crate) fn run(backend: Backend, out: &mut dyn Write) -> DemoResult {
     let record_ids: Vec<u32> = (1..16).collect();
     let mut successes: Vec<Record> = Vec::new();
     let mut failures: Vec<(u32, String)> = Vec::new();
 
     {
-        let executor = E::with_workers(3)?;
+        let executor = Pool::with_workers(backend, 3)?;
         // Submit all tasks. Futures hash by identity, so they key a map as in Python. (Clippy
         // sees the lock inside and warns of a mutable key; identity never changes.)
         #[allow(clippy::mutable_key_type)]

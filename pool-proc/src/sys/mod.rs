@@ -144,6 +144,18 @@ fn raw_offset(addr: usize) -> i64 {
     addr.wrapping_sub(anchor_addr()) as i64
 }
 
+/// Offset of the code at `addr` from [`anchor`], unchecked: for a code name that
+/// [`check_code_offset`] checks before it is used (a transport's task code, an initializer).
+pub(crate) fn offset_unchecked(addr: usize) -> i64 {
+    raw_offset(addr)
+}
+
+/// Checks a code offset the way [`offset_of`] checks an address: `Err` if it names code
+/// outside the executable's own image.
+pub(crate) fn check_code_offset(offset: i64) -> Result<(), String> {
+    offset_of(anchor_addr().wrapping_add(offset as usize)).map(drop)
+}
+
 /// Offset of the code at `addr` (a task's trampoline, an initializer) from [`anchor`], for a
 /// worker to find the same code. `Err` if that code, or the anchor, is not in the
 /// executable's own image (a shared library loaded at run time, say): the handshake proves
@@ -258,7 +270,9 @@ pub(crate) fn initializer_at(offset: i64) -> Initializer {
 
 /// A value of the zero-sized, `Copy` type `F` (a fn item or non-capturing closure).
 pub(crate) fn conjure<F: Copy>() -> F {
-    const { assert!(std::mem::size_of::<F>() == 0) };
+    // The same constant every send path evaluates (one error, one message, for a task that
+    // captures variables); the build fails unless `F` is zero-sized.
+    let () = cf_executor_api::CapturesNothing::<F>::OK;
     // SAFETY: `F` is zero-sized (asserted at compile time above), so "all zero bytes" is no
     // bytes at all; fn items and closures have no validity invariant beyond their type, and
     // `F: Copy` means creating one more value cannot violate ownership of captured state
@@ -390,11 +404,13 @@ impl<L> AsRef<[u8]> for Leased<L> {
         //   write it;
         // * the sender wrote them before sending the descriptor (the socket's `sendmsg` and
         //   `recvmsg` order those writes before this read), and writes the region again only
-        //   after this process hands it back, which only `L`'s `Drop` does, over this worker's
-        //   own socket, naming this lend; that `Drop` runs when `self` is dropped, which
-        //   `&mut self` proves is after every borrow of `self` has ended, and the `sendmsg`
-        //   that carries it orders the end of our reads before the sender's later writes.
-        //   Regions are the parent's per worker, so no other worker can hand this one back.
+        //   after this process hands it back, which only `L`'s `Drop` does (it records the
+        //   lend, and a later frame on this worker's own socket names it); that `Drop` runs
+        //   when `self` is dropped, after every borrow of `self` has ended, and the lock of
+        //   the list it records into, then the `sendmsg` that carries it, order the end of our
+        //   reads before the sender's later writes. Regions are the parent's per worker, and
+        //   their lends are numbered, so no other worker, and no stale frame, can hand this
+        //   one back.
         // Outside this argument: a process allowed to write the parent's memory (a debugger,
         // or one of the same user where the kernel permits `ptrace`) can change anything, and
         // a task that `fork`s without `exec` and lets the child both drop a clone of the buffer

@@ -1,0 +1,504 @@
+//! Python's `concurrent.futures`, in Rust: one dependency for the whole of cf.
+//!
+//! This crate re-exports the [`Executor`] trait and everything around it (`Future`,
+//! `as_completed`, `wait`, `MapOptions`, errors, [`Buffer`]) from `cf-executor-api`, the two
+//! pools, [`ThreadPoolExecutor`] (feature `thread`) and [`ProcessPoolExecutor`] (feature
+//! `process`, Unix only), and adds [`Pool`]: an executor whose backend is chosen at run time.
+//! Both features are on by default.
+//!
+//! ```toml
+//! [dependencies]
+//! concurrent-futures = "0.1"
+//! serde = { version = "1", features = ["derive"] }  # for your own argument and result types
+//! ```
+//!
+//! A library that only *uses* an executor can depend on `cf-executor-api` alone and be generic
+//! over `E: Executor`; an application picks the backend, with this crate.
+//!
+//! # Choosing the backend at run time
+//!
+//! Python writes `Pool = ProcessPoolExecutor if isolate else ThreadPoolExecutor`. In Rust a
+//! `Box<dyn Executor>` is not possible (the trait's methods are generic: each task is its own
+//! monomorphised code, which is how a process pool names it in another process), so cf offers
+//! an enum instead: [`Pool`] holds either pool and implements [`Executor`] by forwarding.
+//!
+//! ```
+//! use concurrent_futures::{Backend, Executor, MapOptions, Pool};
+//!
+//! fn square(x: u64) -> u64 {
+//!     x * x
+//! }
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let isolate = std::env::args().any(|a| a == "--isolate");
+//! let backend = if isolate { Backend::Process } else { Backend::Thread };
+//! let pool = Pool::with_workers(backend, 4)?;
+//! let squares: Vec<u64> = pool.map(square, 1..=5, MapOptions::new())?.collect::<Result<_, _>>()?;
+//! assert_eq!(squares, [1, 4, 9, 16, 25]);
+//!
+//! // A backend named on the command line or in a config file:
+//! let pool = Pool::new("process".parse::<Backend>()?)?;
+//! assert_eq!(pool.submit(square, 7)?.result(), Ok(&49));
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! A pool configured beyond its size (an initializer, `max_tasks_per_child`, ...) is built with
+//! its own builder and converted: `Pool::from(ProcessPoolExecutor::builder()...build()?)`.
+//!
+//! The calls one backend has and the other lacks are inherent methods of [`Pool`] that say so:
+//! [`Pool::submit_with_timeout`] is refused by the thread pool (a thread cannot be stopped),
+//! [`Pool::terminate_workers`] and [`Pool::kill_workers`] return [`Unsupported`] there, and
+//! [`Pool::worker_pids`] is `None`. [`Pool::as_thread`] and [`Pool::as_process`] reach
+//! everything else, such as [`ThreadPoolExecutor::spawn`] for capturing closures.
+//!
+//! # Features
+//!
+//! | feature | default | adds |
+//! |---|---|---|
+//! | `thread` | yes | [`ThreadPoolExecutor`], [`Pool::Thread`], [`Backend::Thread`] |
+//! | `process` | yes | [`ProcessPoolExecutor`], [`Pool::Process`], [`Backend::Process`] (Unix targets only; elsewhere the feature adds nothing) |
+//! | `progress` | no | `ProgressExt`: progress bars over `map` and `as_completed` |
+//!
+//! [`Pool`] and [`Backend`] are `#[non_exhaustive]`: more backends may come behind features of
+//! their own, so a `match` on them needs a `_` arm.
+#![warn(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+// Without a backend `Pool` and `Backend` have no variants: every method's body is a `match`
+// with no arms, which the compiler rightly calls unreachable code that ignores its arguments.
+#![cfg_attr(
+    not(any(feature = "thread", all(feature = "process", unix))),
+    allow(unreachable_code, unused_variables)
+)]
+
+use std::fmt;
+use std::str::FromStr;
+
+pub use cf_executor_api::*;
+#[cfg(all(feature = "process", unix))]
+pub use cf_pool_proc::{ProcessPoolBuilder, ProcessPoolExecutor, WorkerDeath};
+#[cfg(feature = "thread")]
+pub use cf_pool_thread::{ThreadPoolBuilder, ThreadPoolExecutor};
+
+/// Which kind of pool: the run-time choice behind a [`Pool`].
+///
+/// Parses from and displays as its [`name`](Backend::name).
+///
+/// # Examples
+///
+/// ```
+/// use concurrent_futures::Backend;
+///
+/// assert_eq!("thread".parse::<Backend>(), Ok(Backend::Thread));
+/// assert_eq!(Backend::Process.to_string(), "process");
+/// assert_eq!(Backend::Process.executor_name(), "ProcessPoolExecutor");
+/// assert!("fibre".parse::<Backend>().unwrap_err().to_string().contains("thread"));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Backend {
+    /// Worker processes: [`ProcessPoolExecutor`]. Isolation: a crash or a task past its time
+    /// limit takes one worker, not the program.
+    #[cfg(all(feature = "process", unix))]
+    Process,
+    /// Worker threads of this process: [`ThreadPoolExecutor`]. The cheaper choice when tasks
+    /// need no isolation (Rust has no GIL: threads run CPU-bound work in parallel).
+    #[cfg(feature = "thread")]
+    Thread,
+}
+
+impl Backend {
+    /// Every backend this build has, process pool first.
+    pub const ALL: &'static [Backend] = &[
+        #[cfg(all(feature = "process", unix))]
+        Backend::Process,
+        #[cfg(feature = "thread")]
+        Backend::Thread,
+    ];
+
+    /// The short name, as on a command line: `process` or `thread`.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            #[cfg(all(feature = "process", unix))]
+            Backend::Process => "process",
+            #[cfg(feature = "thread")]
+            Backend::Thread => "thread",
+        }
+    }
+
+    /// The pool's type name, as Python spells it: `ProcessPoolExecutor` or
+    /// `ThreadPoolExecutor`.
+    #[must_use]
+    pub fn executor_name(self) -> &'static str {
+        match self {
+            #[cfg(all(feature = "process", unix))]
+            Backend::Process => "ProcessPoolExecutor",
+            #[cfg(feature = "thread")]
+            Backend::Thread => "ThreadPoolExecutor",
+        }
+    }
+}
+
+impl fmt::Display for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A backend name that [`Backend::from_str`] does not know.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownBackend(String);
+
+impl fmt::Display for UnknownBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let known: Vec<&str> = Backend::ALL.iter().map(|b| b.name()).collect();
+        write!(
+            f,
+            "unknown backend {:?}; this build has: {}",
+            self.0,
+            known.join(", ")
+        )
+    }
+}
+
+impl std::error::Error for UnknownBackend {}
+
+impl FromStr for Backend {
+    type Err = UnknownBackend;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Backend::ALL
+            .iter()
+            .copied()
+            .find(|b| b.name() == s)
+            .ok_or_else(|| UnknownBackend(s.to_owned()))
+    }
+}
+
+/// An operation the pool's backend does not have, such as killing the workers of a thread
+/// pool.
+///
+/// # Examples
+///
+/// ```
+/// use concurrent_futures::{Backend, Pool};
+///
+/// let pool = Pool::with_workers(Backend::Thread, 1).unwrap();
+/// let e = pool.kill_workers().unwrap_err();
+/// assert_eq!(e.backend, Backend::Thread);
+/// assert!(e.to_string().contains("kill_workers"));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unsupported {
+    /// The method called.
+    pub operation: &'static str,
+    /// The backend that lacks it.
+    pub backend: Backend,
+}
+
+impl fmt::Display for Unsupported {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "`{}` is not available on the {} backend: a thread cannot be stopped from outside; \
+             use a process pool where tasks must be stopped",
+            self.operation,
+            self.backend.executor_name()
+        )
+    }
+}
+
+impl std::error::Error for Unsupported {}
+
+/// An executor whose backend is chosen at run time: Python's
+/// `Pool = ProcessPoolExecutor if isolate else ThreadPoolExecutor`.
+///
+/// It implements [`Executor`] by forwarding to the pool it holds, so everything written for
+/// `E: Executor` takes it, and its methods behave exactly as that pool's. Dropping it drops the
+/// pool (shut down, wait for the work, join or reap the workers).
+///
+/// See the [crate documentation](crate) for an example.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Pool {
+    /// A process pool.
+    #[cfg(all(feature = "process", unix))]
+    Process(ProcessPoolExecutor),
+    /// A thread pool.
+    #[cfg(feature = "thread")]
+    Thread(ThreadPoolExecutor),
+}
+
+/// Runs `$body` with `$pool` bound to the pool inside `$self`, whichever backend it is.
+macro_rules! forward {
+    ($self:expr, $pool:ident => $body:expr) => {
+        match *$self {
+            #[cfg(all(feature = "process", unix))]
+            Pool::Process(ref $pool) => $body,
+            #[cfg(feature = "thread")]
+            Pool::Thread(ref $pool) => $body,
+        }
+    };
+}
+
+impl Pool {
+    /// `Executor()`: a pool of `backend` with that backend's default `max_workers`
+    /// ([`cpu_count()`] for processes, Python's `min(32, cpu_count() + 4)` for threads).
+    ///
+    /// # Errors
+    ///
+    /// As the backend's builder: the OS refused a resource.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use concurrent_futures::{Backend, Executor, Pool};
+    ///
+    /// let pool = Pool::new(Backend::Thread).unwrap();
+    /// assert!(pool.max_workers() >= 1);
+    /// ```
+    pub fn new(backend: Backend) -> Result<Self, BuildError> {
+        Ok(match backend {
+            #[cfg(all(feature = "process", unix))]
+            Backend::Process => Pool::Process(ProcessPoolExecutor::new()?),
+            #[cfg(feature = "thread")]
+            Backend::Thread => Pool::Thread(ThreadPoolExecutor::new()),
+        })
+    }
+
+    /// `Executor(max_workers=n)`: a pool of `backend` with at most `n` workers.
+    ///
+    /// # Errors
+    ///
+    /// [`BuildError::ZeroWorkers`] for `n == 0`; otherwise as the backend's builder.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use concurrent_futures::{Backend, Executor, Pool};
+    ///
+    /// for &backend in Backend::ALL {
+    ///     let pool = Pool::with_workers(backend, 2).unwrap();
+    ///     assert_eq!((pool.backend(), pool.max_workers()), (backend, 2));
+    /// }
+    /// ```
+    pub fn with_workers(backend: Backend, n: usize) -> Result<Self, BuildError> {
+        Ok(match backend {
+            #[cfg(all(feature = "process", unix))]
+            Backend::Process => {
+                Pool::Process(ProcessPoolExecutor::builder().max_workers(n).build()?)
+            }
+            #[cfg(feature = "thread")]
+            Backend::Thread => Pool::Thread(ThreadPoolExecutor::builder().max_workers(n).build()?),
+        })
+    }
+
+    /// Which backend this pool is.
+    #[must_use]
+    pub fn backend(&self) -> Backend {
+        match *self {
+            #[cfg(all(feature = "process", unix))]
+            Pool::Process(_) => Backend::Process,
+            #[cfg(feature = "thread")]
+            Pool::Thread(_) => Backend::Thread,
+        }
+    }
+
+    /// The thread pool, if this is one: for what only threads do, such as
+    /// [`ThreadPoolExecutor::spawn`] of a capturing closure.
+    #[cfg(feature = "thread")]
+    #[must_use]
+    pub fn as_thread(&self) -> Option<&ThreadPoolExecutor> {
+        match *self {
+            Pool::Thread(ref pool) => Some(pool),
+            #[allow(unreachable_patterns)] // the only variant in a thread-only build
+            _ => None,
+        }
+    }
+
+    /// The process pool, if this is one.
+    #[cfg(all(feature = "process", unix))]
+    #[must_use]
+    pub fn as_process(&self) -> Option<&ProcessPoolExecutor> {
+        match *self {
+            Pool::Process(ref pool) => Some(pool),
+            #[allow(unreachable_patterns)] // the only variant in a process-only build
+            _ => None,
+        }
+    }
+
+    /// The pids of the live worker processes ([`ProcessPoolExecutor::worker_pids`]); `None` for
+    /// a backend whose workers are not processes of their own.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use concurrent_futures::{Backend, Pool};
+    ///
+    /// assert_eq!(Pool::with_workers(Backend::Thread, 1).unwrap().worker_pids(), None);
+    /// assert!(Pool::with_workers(Backend::Process, 1).unwrap().worker_pids().is_some());
+    /// ```
+    #[must_use]
+    pub fn worker_pids(&self) -> Option<Vec<u32>> {
+        match *self {
+            #[cfg(all(feature = "process", unix))]
+            Pool::Process(ref pool) => Some(pool.worker_pids()),
+            #[cfg(feature = "thread")]
+            Pool::Thread(_) => None,
+        }
+    }
+
+    /// [`ProcessPoolExecutor::submit_with_timeout`]: a task whose worker is killed when it runs
+    /// past `limit`. Only a process pool can stop a running task.
+    ///
+    /// # Errors
+    ///
+    /// On the thread pool, always [`SubmitError::InvalidArgument`] naming `limit` (rather than
+    /// a limit that would not be kept); otherwise as the process pool's.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use concurrent_futures::{Backend, Pool, SubmitError};
+    ///
+    /// fn double(x: u32) -> u32 {
+    ///     x * 2
+    /// }
+    ///
+    /// let processes = Pool::with_workers(Backend::Process, 1).unwrap();
+    /// let f = processes.submit_with_timeout(double, 21, Duration::from_secs(30)).unwrap();
+    /// assert_eq!(f.result(), Ok(&42));
+    ///
+    /// let threads = Pool::with_workers(Backend::Thread, 1).unwrap();
+    /// let refused = threads.submit_with_timeout(double, 21, Duration::from_secs(30));
+    /// assert!(matches!(refused, Err(SubmitError::InvalidArgument { name: "limit", .. })));
+    /// ```
+    pub fn submit_with_timeout<F, A, R>(
+        &self,
+        f: F,
+        arg: A,
+        limit: std::time::Duration,
+    ) -> Result<Future<R>, SubmitError>
+    where
+        F: Task<A, R>,
+        A: Payload,
+        R: Payload + Sync,
+    {
+        match *self {
+            #[cfg(all(feature = "process", unix))]
+            Pool::Process(ref pool) => pool.submit_with_timeout(f, arg, limit),
+            #[cfg(feature = "thread")]
+            Pool::Thread(_) => {
+                let _ = (f, arg, limit);
+                Err(SubmitError::InvalidArgument {
+                    name: "limit",
+                    message: "the thread pool cannot stop a running task, so it takes no time \
+                              limit; build the pool with Backend::Process for tasks that must \
+                              be stopped, or wait with `result_timeout` (which stops only the \
+                              waiting)"
+                        .into(),
+                })
+            }
+        }
+    }
+
+    /// [`ProcessPoolExecutor::terminate_workers`] (Python 3.14): shut down, cancel what is
+    /// queued, `SIGTERM` every worker and reap it.
+    ///
+    /// # Errors
+    ///
+    /// [`Unsupported`] on a backend whose workers cannot be stopped from outside (threads);
+    /// nothing is done then. Call [`Executor::shutdown`] there instead.
+    pub fn terminate_workers(&self) -> Result<(), Unsupported> {
+        match *self {
+            #[cfg(all(feature = "process", unix))]
+            Pool::Process(ref pool) => {
+                pool.terminate_workers();
+                Ok(())
+            }
+            #[cfg(feature = "thread")]
+            Pool::Thread(_) => Err(Unsupported {
+                operation: "terminate_workers",
+                backend: Backend::Thread,
+            }),
+        }
+    }
+
+    /// [`ProcessPoolExecutor::kill_workers`] (Python 3.14): as
+    /// [`terminate_workers`](Self::terminate_workers) with `SIGKILL`.
+    ///
+    /// # Errors
+    ///
+    /// As [`terminate_workers`](Self::terminate_workers).
+    pub fn kill_workers(&self) -> Result<(), Unsupported> {
+        match *self {
+            #[cfg(all(feature = "process", unix))]
+            Pool::Process(ref pool) => {
+                pool.kill_workers();
+                Ok(())
+            }
+            #[cfg(feature = "thread")]
+            Pool::Thread(_) => Err(Unsupported {
+                operation: "kill_workers",
+                backend: Backend::Thread,
+            }),
+        }
+    }
+}
+
+#[cfg(all(feature = "process", unix))]
+impl From<ProcessPoolExecutor> for Pool {
+    fn from(pool: ProcessPoolExecutor) -> Self {
+        Pool::Process(pool)
+    }
+}
+
+#[cfg(feature = "thread")]
+impl From<ThreadPoolExecutor> for Pool {
+    fn from(pool: ThreadPoolExecutor) -> Self {
+        Pool::Thread(pool)
+    }
+}
+
+impl Executor for Pool {
+    fn submit<F, A, R>(&self, f: F, arg: A) -> Result<Future<R>, SubmitError>
+    where
+        F: Task<A, R>,
+        A: Payload,
+        R: Payload + Sync,
+    {
+        forward!(self, pool => pool.submit(f, arg))
+    }
+
+    fn submit_batch<F, A, R>(&self, f: F, args: Vec<A>) -> Result<Vec<Future<R>>, SubmitError>
+    where
+        F: Task<A, R>,
+        A: Payload,
+        R: Payload + Sync,
+    {
+        forward!(self, pool => pool.submit_batch(f, args))
+    }
+
+    fn submit_chunk<F, A, R>(
+        &self,
+        f: F,
+        args: Vec<A>,
+    ) -> Result<Future<Vec<Result<R, TaskError>>>, SubmitError>
+    where
+        F: Task<A, R>,
+        A: Payload,
+        R: Payload + Sync,
+    {
+        forward!(self, pool => pool.submit_chunk(f, args))
+    }
+
+    fn shutdown(&self, wait: bool, cancel_futures: bool) {
+        forward!(self, pool => pool.shutdown(wait, cancel_futures));
+    }
+
+    fn max_workers(&self) -> usize {
+        forward!(self, pool => pool.max_workers())
+    }
+}

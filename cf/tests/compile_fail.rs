@@ -1,0 +1,27 @@
+//! A task that captures variables is refused when the program is compiled, with the same
+//! message on every path (`submit`, `submit_batch`, `map` with and without `chunksize`,
+//! `submit_with_timeout`, `Pool`):
+//!
+//! * `ui/check/`: captures that are not `Copy + Send + Sync + 'static` fail the `Task` bound,
+//!   so `cargo check` (what trybuild runs for a group of only failing cases) reports them;
+//! * `ui/build/`: `Copy` captures meet the bounds and are caught by their size after
+//!   monomorphisation, which only `cargo build` reaches (the passing case in that group makes
+//!   trybuild build rather than check).
+//!
+//! The expected compiler output is in the `.stderr` files beside each case; regenerate them
+//! with `TRYBUILD=overwrite cargo test -p concurrent-futures --test compile_fail` after a
+//! deliberate change of the messages (and of nothing else).
+
+#[test]
+#[cfg_attr(miri, ignore = "runs the compiler")]
+fn capturing_closures_are_refused_with_one_message() {
+    {
+        let check = trybuild::TestCases::new();
+        check.compile_fail("tests/ui/check/*.rs");
+    } // runs `cargo check` over the group
+    {
+        let build = trybuild::TestCases::new();
+        build.pass("tests/ui/build/non_capturing_tasks_build.rs");
+        build.compile_fail("tests/ui/build/*_captures_copy.rs");
+    } // runs `cargo build` over the group
+}

@@ -1,0 +1,713 @@
+//! The payload encoding of cf's transports: postcard, with large byte strings out of band.
+//!
+//! A task's argument and result cross a process boundary as [`encode`] writes them and
+//! [`decode`] reads them. The format is [postcard](https://docs.rs/postcard)'s (compact, not
+//! self-describing) with one change: **every byte string** (whatever reaches serde's
+//! `serialize_bytes`: `serde_bytes::ByteBuf` and `Bytes`, `#[serde(with = "serde_bytes")]`
+//! fields, `bytes::Bytes` with its `serde` feature, a small [`Buffer`]) is written with a one-byte
+//! tag. Short ones follow inline; one the [`AttachPolicy`] accepts is copied once into a
+//! [`Buffer`] that the transport moves by its own means (a process pool: shared memory), and the
+//! payload holds only its index, as for a large [`Buffer`]. On the way back each index becomes
+//! the bytes again, handed to the type's visitor as an owned `Vec<u8>`, which `ByteBuf`,
+//! `bytes::Bytes` and `Vec<u8>` fields take without another copy when the transport delivered
+//! the buffer as a `Vec`.
+//!
+//! So a large byte string anywhere in a payload moves at memory speed with no change to user
+//! code. A plain `Vec<u8>` without `serde_bytes` is a sequence to serde, serialized one `u8` at
+//! a time: this codec cannot tell it from any other sequence (serde has no specialization), so
+//! it stays inline; use `serde_bytes` or [`Buffer`] for bulk bytes.
+//!
+//! Both sides must use this codec: the tag makes its byte strings differ from plain postcard's.
+//! A type whose `Serialize` writes bytes must read them back with `deserialize_bytes` or
+//! `deserialize_byte_buf` (every common one does); one that writes a byte string and reads a
+//! sequence of `u8` (or the reverse) gets a decode error, not wrong data.
+//!
+//! # Examples
+//!
+//! ```
+//! use cf_executor_api::{codec, AttachPolicy};
+//! use serde_bytes::ByteBuf;
+//!
+//! let policy = AttachPolicy { min_len: 1024, max_count: 8 };
+//! let value = (7u32, ByteBuf::from(vec![1u8; 1 << 20]), ByteBuf::from(vec![2u8; 10]));
+//! let (bytes, buffers) = codec::encode(&value, policy).unwrap();
+//! assert_eq!(buffers.len(), 1); // the MiB went out of band, the 10 bytes stayed inline
+//! assert!(bytes.len() < 32);
+//! let back: (u32, ByteBuf, ByteBuf) = codec::decode(&bytes, buffers).unwrap();
+//! assert_eq!(back, value);
+//! ```
+
+use std::fmt;
+
+use postcard::ser_flavors::{AllocVec, Flavor};
+use serde::de::{self, DeserializeSeed, IntoDeserializer, Visitor};
+use serde::ser::{self, Serialize};
+use serde::Deserialize;
+
+use crate::buffer::{attach, attached, attaching, attachment};
+use crate::{AttachPolicy, Buffer};
+
+/// Tag of a byte string written inline: postcard's own bytes (length, then the bytes) follow.
+const INLINE: u8 = 0;
+/// Tag of a byte string the transport carries: the index of its [`Buffer`] follows.
+const ATTACHED: u8 = 1;
+
+/// Why a payload could not be encoded or decoded.
+///
+/// # Examples
+///
+/// ```
+/// let err = cf_executor_api::codec::decode::<u64>(&[], Vec::new()).unwrap_err();
+/// assert!(!err.to_string().is_empty());
+/// ```
+#[derive(Debug)]
+pub struct Error(ErrorKind);
+
+#[derive(Debug)]
+enum ErrorKind {
+    Postcard(postcard::Error),
+    Custom(String),
+}
+
+impl fmt::Display for Error {
+    #[inline]
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.0 {
+            ErrorKind::Postcard(e) => write!(f, "{e}"),
+            ErrorKind::Custom(message) => f.write_str(message),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+impl From<postcard::Error> for Error {
+    #[inline]
+    fn from(e: postcard::Error) -> Self {
+        Error(ErrorKind::Postcard(e))
+    }
+}
+
+impl ser::Error for Error {
+    #[inline]
+    fn custom<T: fmt::Display>(msg: T) -> Self {
+        Error(ErrorKind::Custom(msg.to_string()))
+    }
+}
+
+impl de::Error for Error {
+    #[inline]
+    fn custom<T: fmt::Display>(msg: T) -> Self {
+        Error(ErrorKind::Custom(msg.to_string()))
+    }
+}
+
+/// Encodes `value`: the payload's bytes, and the buffers to send beside them (every [`Buffer`]
+/// and byte string that `policy` accepts, in order).
+///
+/// # Errors
+///
+/// What the value's `Serialize` reports, or postcard's refusal (a sequence of unknown length).
+/// A panicking `Serialize` panics here.
+pub fn encode<T: Serialize + ?Sized>(
+    value: &T,
+    policy: AttachPolicy,
+) -> Result<(Vec<u8>, Vec<Buffer>), Error> {
+    let (bytes, buffers) = attaching(policy, || -> Result<Vec<u8>, Error> {
+        let mut serializer = postcard::Serializer {
+            output: AllocVec::new(),
+        };
+        value.serialize(Ser {
+            inner: &mut serializer,
+        })?;
+        Ok(serializer.output.finalize()?)
+    });
+    Ok((bytes?, buffers))
+}
+
+/// Decodes a `T` from what [`encode`] produced: its bytes and the buffers that came with them.
+///
+/// # Errors
+///
+/// Bytes that are not an encoded `T`, a missing buffer, or what the type's `Deserialize`
+/// reports. A panicking `Deserialize` panics here.
+pub fn decode<'de, T: Deserialize<'de>>(
+    bytes: &'de [u8],
+    buffers: Vec<Buffer>,
+) -> Result<T, Error> {
+    attached(buffers, || {
+        let mut deserializer = postcard::Deserializer::from_bytes(bytes);
+        T::deserialize(De {
+            inner: &mut deserializer,
+        })
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Serializing: postcard's serializer does the work; this wrapper only sees that every nested
+// value comes back through it, and intercepts `serialize_bytes`.
+
+type PostcardSer = postcard::Serializer<AllocVec>;
+
+struct Ser<'a> {
+    inner: &'a mut PostcardSer,
+}
+
+/// Every compound value: postcard wrote its header (a length, a variant index); the elements
+/// go through [`Ser`].
+struct Compound<'a> {
+    inner: &'a mut PostcardSer,
+}
+
+impl<'a> Ser<'a> {
+    #[inline]
+    fn nested(inner: &'a mut PostcardSer) -> Compound<'a> {
+        Compound { inner }
+    }
+}
+
+macro_rules! forward_ser {
+    ($($method:ident($($arg:ident: $ty:ty),*);)*) => {
+        $(
+            #[inline]
+            fn $method(self, $($arg: $ty),*) -> Result<(), Error> {
+                Ok(ser::Serializer::$method(self.inner, $($arg),*)?)
+            }
+        )*
+    };
+}
+
+impl<'a> ser::Serializer for Ser<'a> {
+    type Ok = ();
+    type Error = Error;
+    type SerializeSeq = Compound<'a>;
+    type SerializeTuple = Compound<'a>;
+    type SerializeTupleStruct = Compound<'a>;
+    type SerializeTupleVariant = Compound<'a>;
+    type SerializeMap = Compound<'a>;
+    type SerializeStruct = Compound<'a>;
+    type SerializeStructVariant = Compound<'a>;
+
+    forward_ser! {
+        serialize_bool(v: bool);
+        serialize_i8(v: i8);
+        serialize_i16(v: i16);
+        serialize_i32(v: i32);
+        serialize_i64(v: i64);
+        serialize_i128(v: i128);
+        serialize_u8(v: u8);
+        serialize_u16(v: u16);
+        serialize_u32(v: u32);
+        serialize_u64(v: u64);
+        serialize_u128(v: u128);
+        serialize_f32(v: f32);
+        serialize_f64(v: f64);
+        serialize_char(v: char);
+        serialize_str(v: &str);
+        serialize_none();
+        serialize_unit();
+        serialize_unit_struct(name: &'static str);
+        serialize_unit_variant(name: &'static str, index: u32, variant: &'static str);
+    }
+
+    #[inline]
+    fn serialize_bytes(self, v: &[u8]) -> Result<(), Error> {
+        match attach(v.len(), || Buffer::from(v)) {
+            Some(index) => {
+                ser::Serializer::serialize_u8(&mut *self.inner, ATTACHED)?;
+                Ok(ser::Serializer::serialize_u32(self.inner, index)?)
+            }
+            None => {
+                ser::Serializer::serialize_u8(&mut *self.inner, INLINE)?;
+                Ok(ser::Serializer::serialize_bytes(self.inner, v)?)
+            }
+        }
+    }
+
+    #[inline]
+    fn serialize_some<T: Serialize + ?Sized>(self, value: &T) -> Result<(), Error> {
+        // postcard: a 1 byte, then the value.
+        ser::Serializer::serialize_u8(&mut *self.inner, 1)?;
+        value.serialize(self)
+    }
+
+    #[inline]
+    fn serialize_newtype_struct<T: Serialize + ?Sized>(
+        self,
+        _name: &'static str,
+        value: &T,
+    ) -> Result<(), Error> {
+        value.serialize(self)
+    }
+
+    #[inline]
+    fn serialize_newtype_variant<T: Serialize + ?Sized>(
+        self,
+        _name: &'static str,
+        index: u32,
+        _variant: &'static str,
+        value: &T,
+    ) -> Result<(), Error> {
+        // postcard: the variant index as a varint `u32`, then the value.
+        ser::Serializer::serialize_u32(&mut *self.inner, index)?;
+        value.serialize(self)
+    }
+
+    #[inline]
+    fn serialize_seq(self, len: Option<usize>) -> Result<Compound<'a>, Error> {
+        Ok(Ser::nested(ser::Serializer::serialize_seq(
+            self.inner, len,
+        )?))
+    }
+
+    #[inline]
+    fn serialize_tuple(self, len: usize) -> Result<Compound<'a>, Error> {
+        Ok(Ser::nested(ser::Serializer::serialize_tuple(
+            self.inner, len,
+        )?))
+    }
+
+    #[inline]
+    fn serialize_tuple_struct(self, name: &'static str, len: usize) -> Result<Compound<'a>, Error> {
+        Ok(Ser::nested(ser::Serializer::serialize_tuple_struct(
+            self.inner, name, len,
+        )?))
+    }
+
+    #[inline]
+    fn serialize_tuple_variant(
+        self,
+        name: &'static str,
+        index: u32,
+        variant: &'static str,
+        len: usize,
+    ) -> Result<Compound<'a>, Error> {
+        Ok(Ser::nested(ser::Serializer::serialize_tuple_variant(
+            self.inner, name, index, variant, len,
+        )?))
+    }
+
+    #[inline]
+    fn serialize_map(self, len: Option<usize>) -> Result<Compound<'a>, Error> {
+        Ok(Ser::nested(ser::Serializer::serialize_map(
+            self.inner, len,
+        )?))
+    }
+
+    #[inline]
+    fn serialize_struct(self, name: &'static str, len: usize) -> Result<Compound<'a>, Error> {
+        Ok(Ser::nested(ser::Serializer::serialize_struct(
+            self.inner, name, len,
+        )?))
+    }
+
+    #[inline]
+    fn serialize_struct_variant(
+        self,
+        name: &'static str,
+        index: u32,
+        variant: &'static str,
+        len: usize,
+    ) -> Result<Compound<'a>, Error> {
+        Ok(Ser::nested(ser::Serializer::serialize_struct_variant(
+            self.inner, name, index, variant, len,
+        )?))
+    }
+
+    #[inline]
+    fn collect_str<T: fmt::Display + ?Sized>(self, value: &T) -> Result<(), Error> {
+        Ok(ser::Serializer::collect_str(self.inner, value)?)
+    }
+
+    #[inline]
+    fn is_human_readable(&self) -> bool {
+        false
+    }
+}
+
+impl Compound<'_> {
+    #[inline]
+    fn element<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), Error> {
+        value.serialize(Ser {
+            inner: &mut *self.inner,
+        })
+    }
+}
+
+impl ser::SerializeSeq for Compound<'_> {
+    type Ok = ();
+    type Error = Error;
+    #[inline]
+    fn serialize_element<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), Error> {
+        self.element(value)
+    }
+    #[inline]
+    fn end(self) -> Result<(), Error> {
+        Ok(ser::SerializeSeq::end(self.inner)?)
+    }
+}
+
+impl ser::SerializeTuple for Compound<'_> {
+    type Ok = ();
+    type Error = Error;
+    #[inline]
+    fn serialize_element<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), Error> {
+        self.element(value)
+    }
+    #[inline]
+    fn end(self) -> Result<(), Error> {
+        Ok(ser::SerializeTuple::end(self.inner)?)
+    }
+}
+
+impl ser::SerializeTupleStruct for Compound<'_> {
+    type Ok = ();
+    type Error = Error;
+    #[inline]
+    fn serialize_field<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), Error> {
+        self.element(value)
+    }
+    #[inline]
+    fn end(self) -> Result<(), Error> {
+        Ok(ser::SerializeTupleStruct::end(self.inner)?)
+    }
+}
+
+impl ser::SerializeTupleVariant for Compound<'_> {
+    type Ok = ();
+    type Error = Error;
+    #[inline]
+    fn serialize_field<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), Error> {
+        self.element(value)
+    }
+    #[inline]
+    fn end(self) -> Result<(), Error> {
+        Ok(ser::SerializeTupleVariant::end(self.inner)?)
+    }
+}
+
+impl ser::SerializeMap for Compound<'_> {
+    type Ok = ();
+    type Error = Error;
+    #[inline]
+    fn serialize_key<T: Serialize + ?Sized>(&mut self, key: &T) -> Result<(), Error> {
+        self.element(key)
+    }
+    #[inline]
+    fn serialize_value<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), Error> {
+        self.element(value)
+    }
+    #[inline]
+    fn end(self) -> Result<(), Error> {
+        Ok(ser::SerializeMap::end(self.inner)?)
+    }
+}
+
+impl ser::SerializeStruct for Compound<'_> {
+    type Ok = ();
+    type Error = Error;
+    #[inline]
+    fn serialize_field<T: Serialize + ?Sized>(
+        &mut self,
+        _key: &'static str,
+        value: &T,
+    ) -> Result<(), Error> {
+        self.element(value)
+    }
+    #[inline]
+    fn end(self) -> Result<(), Error> {
+        Ok(ser::SerializeStruct::end(self.inner)?)
+    }
+}
+
+impl ser::SerializeStructVariant for Compound<'_> {
+    type Ok = ();
+    type Error = Error;
+    #[inline]
+    fn serialize_field<T: Serialize + ?Sized>(
+        &mut self,
+        _key: &'static str,
+        value: &T,
+    ) -> Result<(), Error> {
+        self.element(value)
+    }
+    #[inline]
+    fn end(self) -> Result<(), Error> {
+        Ok(ser::SerializeStructVariant::end(self.inner)?)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Deserializing: postcard reads every scalar; this wrapper reads the headers of compound values
+// itself (postcard's would hand the elements to postcard directly) and resolves byte strings.
+
+type PostcardDe<'de> = postcard::Deserializer<'de, postcard::de_flavors::Slice<'de>>;
+
+struct De<'a, 'de> {
+    inner: &'a mut PostcardDe<'de>,
+}
+
+impl<'de> De<'_, 'de> {
+    /// A length or variant index, as postcard writes them (a LEB128 varint).
+    fn varint(&mut self) -> Result<u64, Error> {
+        Ok(u64::deserialize(&mut *self.inner)?)
+    }
+
+    #[inline]
+    fn len(&mut self) -> Result<usize, Error> {
+        let len = self.varint()?;
+        usize::try_from(len).map_err(|_| de::Error::custom(format!("length {len} is too large")))
+    }
+
+    #[inline]
+    fn tag(&mut self) -> Result<u8, Error> {
+        Ok(u8::deserialize(&mut *self.inner)?)
+    }
+
+    /// A byte string: inline, or the attached buffer its index names.
+    fn bytes<V: Visitor<'de>>(mut self, visitor: V, borrowed: bool) -> Result<V::Value, Error> {
+        match self.tag()? {
+            INLINE if borrowed => Ok(de::Deserializer::deserialize_bytes(self.inner, visitor)?),
+            INLINE => Ok(de::Deserializer::deserialize_byte_buf(self.inner, visitor)?),
+            ATTACHED => {
+                let index = u32::deserialize(&mut *self.inner)?;
+                let buffer = attachment(index).map_err(<Error as de::Error>::custom)?;
+                visitor.visit_byte_buf(buffer.into_vec())
+            }
+            tag => Err(de::Error::custom(format!(
+                "a byte string starts with tag {tag}, which is neither inline ({INLINE}) nor \
+                 attached ({ATTACHED}): the bytes were not written by cf's payload codec"
+            ))),
+        }
+    }
+
+    #[inline]
+    fn seq<V: Visitor<'de>>(self, len: usize, visitor: V) -> Result<V::Value, Error> {
+        visitor.visit_seq(Access {
+            inner: self.inner,
+            len,
+        })
+    }
+}
+
+macro_rules! forward_de {
+    ($($method:ident),* $(,)?) => {
+        $(
+            #[inline]
+            fn $method<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
+                Ok(de::Deserializer::$method(self.inner, visitor)?)
+            }
+        )*
+    };
+}
+
+impl<'de> de::Deserializer<'de> for De<'_, 'de> {
+    type Error = Error;
+
+    forward_de! {
+        deserialize_any, deserialize_bool,
+        deserialize_i8, deserialize_i16, deserialize_i32, deserialize_i64, deserialize_i128,
+        deserialize_u8, deserialize_u16, deserialize_u32, deserialize_u64, deserialize_u128,
+        deserialize_f32, deserialize_f64, deserialize_char, deserialize_str, deserialize_string,
+        deserialize_identifier, deserialize_ignored_any,
+    }
+
+    #[inline]
+    fn deserialize_bytes<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
+        self.bytes(visitor, true)
+    }
+
+    #[inline]
+    fn deserialize_byte_buf<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
+        self.bytes(visitor, false)
+    }
+
+    #[inline]
+    fn deserialize_option<V: Visitor<'de>>(mut self, visitor: V) -> Result<V::Value, Error> {
+        match self.tag()? {
+            0 => visitor.visit_none(),
+            1 => visitor.visit_some(self),
+            _ => Err(postcard::Error::DeserializeBadOption.into()),
+        }
+    }
+
+    #[inline]
+    fn deserialize_unit<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
+        visitor.visit_unit()
+    }
+
+    #[inline]
+    fn deserialize_unit_struct<V: Visitor<'de>>(
+        self,
+        _name: &'static str,
+        visitor: V,
+    ) -> Result<V::Value, Error> {
+        visitor.visit_unit()
+    }
+
+    #[inline]
+    fn deserialize_newtype_struct<V: Visitor<'de>>(
+        self,
+        _name: &'static str,
+        visitor: V,
+    ) -> Result<V::Value, Error> {
+        visitor.visit_newtype_struct(self)
+    }
+
+    #[inline]
+    fn deserialize_seq<V: Visitor<'de>>(mut self, visitor: V) -> Result<V::Value, Error> {
+        let len = self.len()?;
+        self.seq(len, visitor)
+    }
+
+    #[inline]
+    fn deserialize_tuple<V: Visitor<'de>>(self, len: usize, visitor: V) -> Result<V::Value, Error> {
+        self.seq(len, visitor)
+    }
+
+    #[inline]
+    fn deserialize_tuple_struct<V: Visitor<'de>>(
+        self,
+        _name: &'static str,
+        len: usize,
+        visitor: V,
+    ) -> Result<V::Value, Error> {
+        self.seq(len, visitor)
+    }
+
+    #[inline]
+    fn deserialize_map<V: Visitor<'de>>(mut self, visitor: V) -> Result<V::Value, Error> {
+        let len = self.len()?;
+        visitor.visit_map(Access {
+            inner: self.inner,
+            len,
+        })
+    }
+
+    #[inline]
+    fn deserialize_struct<V: Visitor<'de>>(
+        self,
+        _name: &'static str,
+        fields: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, Error> {
+        self.seq(fields.len(), visitor)
+    }
+
+    #[inline]
+    fn deserialize_enum<V: Visitor<'de>>(
+        self,
+        _name: &'static str,
+        _variants: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, Error> {
+        visitor.visit_enum(self)
+    }
+
+    #[inline]
+    fn is_human_readable(&self) -> bool {
+        false
+    }
+}
+
+/// The elements of a sequence, tuple or struct, or the entries of a map: `len` more to read.
+struct Access<'a, 'de> {
+    inner: &'a mut PostcardDe<'de>,
+    len: usize,
+}
+
+impl<'de> Access<'_, 'de> {
+    #[inline]
+    fn next<T: DeserializeSeed<'de>>(&mut self, seed: T) -> Result<T::Value, Error> {
+        seed.deserialize(De {
+            inner: &mut *self.inner,
+        })
+    }
+}
+
+impl<'de> de::SeqAccess<'de> for Access<'_, 'de> {
+    type Error = Error;
+
+    #[inline]
+    fn next_element_seed<T: DeserializeSeed<'de>>(
+        &mut self,
+        seed: T,
+    ) -> Result<Option<T::Value>, Error> {
+        if self.len == 0 {
+            return Ok(None);
+        }
+        self.len -= 1;
+        self.next(seed).map(Some)
+    }
+
+    #[inline]
+    fn size_hint(&self) -> Option<usize> {
+        Some(self.len)
+    }
+}
+
+impl<'de> de::MapAccess<'de> for Access<'_, 'de> {
+    type Error = Error;
+
+    #[inline]
+    fn next_key_seed<K: DeserializeSeed<'de>>(
+        &mut self,
+        seed: K,
+    ) -> Result<Option<K::Value>, Error> {
+        if self.len == 0 {
+            return Ok(None);
+        }
+        self.len -= 1;
+        self.next(seed).map(Some)
+    }
+
+    #[inline]
+    fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value, Error> {
+        self.next(seed)
+    }
+
+    #[inline]
+    fn size_hint(&self) -> Option<usize> {
+        Some(self.len)
+    }
+}
+
+impl<'a, 'de> de::EnumAccess<'de> for De<'a, 'de> {
+    type Error = Error;
+    type Variant = Self;
+
+    #[inline]
+    fn variant_seed<V: DeserializeSeed<'de>>(self, seed: V) -> Result<(V::Value, Self), Error> {
+        let index = u32::deserialize(&mut *self.inner)?;
+        let value = seed.deserialize(IntoDeserializer::<Error>::into_deserializer(index))?;
+        Ok((value, self))
+    }
+}
+
+impl<'de> de::VariantAccess<'de> for De<'_, 'de> {
+    type Error = Error;
+
+    #[inline]
+    fn unit_variant(self) -> Result<(), Error> {
+        Ok(())
+    }
+
+    #[inline]
+    fn newtype_variant_seed<T: DeserializeSeed<'de>>(self, seed: T) -> Result<T::Value, Error> {
+        seed.deserialize(self)
+    }
+
+    #[inline]
+    fn tuple_variant<V: Visitor<'de>>(self, len: usize, visitor: V) -> Result<V::Value, Error> {
+        self.seq(len, visitor)
+    }
+
+    #[inline]
+    fn struct_variant<V: Visitor<'de>>(
+        self,
+        fields: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, Error> {
+        self.seq(fields.len(), visitor)
+    }
+}

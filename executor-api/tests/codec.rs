@@ -1,0 +1,221 @@
+//! The payload codec: postcard with byte strings out of band. Everything round-trips; byte
+//! strings the policy accepts travel as buffers wherever they are in the payload, whatever type
+//! wrote them; everything else is exactly postcard's encoding; bad input is an error.
+
+use std::collections::BTreeMap;
+
+use cf_executor_api::{codec, AttachPolicy, Buffer};
+use serde::{Deserialize, Serialize};
+use serde_bytes::ByteBuf;
+
+const POLICY: AttachPolicy = AttachPolicy {
+    min_len: 64,
+    max_count: 4,
+};
+
+fn pattern(seed: u8, len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Unit;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Newtype(#[serde(with = "serde_bytes")] Vec<u8>);
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+enum Shape {
+    Empty,
+    Blob(ByteBuf),
+    Pair(u8, #[serde(with = "serde_bytes")] Vec<u8>),
+    Named { id: i128, data: bytes::Bytes },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Everything {
+    flag: bool,
+    small: (i8, i16, i32, i64, u16, u32, u64, u128),
+    floats: (f32, f64),
+    letter: char,
+    text: String,
+    maybe: Option<ByteBuf>,
+    nothing: Option<ByteBuf>,
+    shapes: Vec<Shape>,
+    map: BTreeMap<String, ByteBuf>,
+    unit: Unit,
+    newtype: Newtype,
+    buffer: Buffer,
+    plain: Vec<u8>,
+    #[serde(with = "serde_bytes")]
+    attr: Vec<u8>,
+    bytes: bytes::Bytes,
+}
+
+fn everything(big: usize) -> Everything {
+    Everything {
+        flag: true,
+        small: (
+            -3,
+            -300,
+            -70_000,
+            i64::MIN,
+            65_000,
+            u32::MAX,
+            u64::MAX,
+            u128::MAX,
+        ),
+        floats: (1.5, -2.25e300),
+        letter: 'ß',
+        text: "texte".into(),
+        maybe: Some(ByteBuf::from(pattern(1, big))),
+        nothing: None,
+        shapes: vec![
+            Shape::Empty,
+            Shape::Blob(ByteBuf::from(pattern(2, 3))),
+            Shape::Pair(9, pattern(3, big)),
+            Shape::Named {
+                id: -1,
+                data: bytes::Bytes::from(pattern(4, 10)),
+            },
+        ],
+        map: [("a".to_owned(), ByteBuf::from(pattern(5, 1)))].into(),
+        unit: Unit,
+        newtype: Newtype(pattern(6, 7)),
+        buffer: Buffer::from(pattern(7, big)),
+        plain: pattern(8, 100),
+        attr: pattern(9, 5),
+        bytes: bytes::Bytes::from(pattern(10, big)),
+    }
+}
+
+#[test]
+fn everything_round_trips_with_large_byte_strings_attached() {
+    let value = everything(1000);
+    let (bytes, buffers) = codec::encode(&value, POLICY).unwrap();
+    // `maybe`, `Pair`'s bytes, `buffer` and `bytes` are over 64 bytes: four buffers, in order.
+    assert_eq!(buffers.len(), 4);
+    assert_eq!(&*buffers[0], &pattern(1, 1000)[..]);
+    assert_eq!(&*buffers[1], &pattern(3, 1000)[..]);
+    assert_eq!(&*buffers[2], &pattern(7, 1000)[..]);
+    assert_eq!(&*buffers[3], &pattern(10, 1000)[..]);
+    assert!(bytes.len() < 300, "{} bytes inline", bytes.len());
+    let back: Everything = codec::decode(&bytes, buffers).unwrap();
+    assert_eq!(back, value);
+}
+
+#[test]
+fn without_attachment_everything_stays_inline_and_round_trips() {
+    let value = everything(1000);
+    let never = AttachPolicy {
+        min_len: usize::MAX,
+        max_count: 4,
+    };
+    let (bytes, buffers) = codec::encode(&value, never).unwrap();
+    assert!(buffers.is_empty());
+    assert!(bytes.len() > 4000);
+    assert_eq!(
+        codec::decode::<Everything>(&bytes, Vec::new()).unwrap(),
+        value
+    );
+}
+
+#[test]
+fn past_max_count_byte_strings_stay_inline() {
+    let value: Vec<ByteBuf> = (0..7).map(|i| ByteBuf::from(pattern(i, 100))).collect();
+    let (bytes, buffers) = codec::encode(&value, POLICY).unwrap();
+    assert_eq!(buffers.len(), 4);
+    assert!(bytes.len() > 300);
+    assert_eq!(
+        codec::decode::<Vec<ByteBuf>>(&bytes, buffers).unwrap(),
+        value
+    );
+}
+
+/// Values without byte strings are encoded exactly as postcard encodes them.
+#[test]
+fn without_byte_strings_the_encoding_is_postcards() {
+    #[derive(Serialize)]
+    struct Plain {
+        a: Vec<(u64, Option<String>)>,
+        b: BTreeMap<u8, Vec<i32>>,
+        c: Option<Option<u8>>,
+        d: Shape,
+        e: [u16; 3],
+    }
+    let value = Plain {
+        a: vec![(1, Some("x".into())), (u64::MAX, None)],
+        b: [(1, vec![-1, 2]), (200, vec![])].into(),
+        c: Some(None),
+        d: Shape::Empty,
+        e: [1, 300, 65535],
+    };
+    let (bytes, buffers) = codec::encode(&value, POLICY).unwrap();
+    assert!(buffers.is_empty());
+    assert_eq!(bytes, postcard::to_allocvec(&value).unwrap());
+}
+
+#[test]
+fn sizes_around_the_threshold() {
+    for len in [0, 1, 63, 64, 65, 4096] {
+        let value = (ByteBuf::from(pattern(1, len)), len as u32);
+        let (bytes, buffers) = codec::encode(&value, POLICY).unwrap();
+        assert_eq!(buffers.len(), usize::from(len >= 64), "len {len}");
+        let back: (ByteBuf, u32) = codec::decode(&bytes, buffers).unwrap();
+        assert_eq!(back, value, "len {len}");
+    }
+}
+
+#[test]
+fn bad_input_is_an_error_not_a_panic() {
+    let value = (ByteBuf::from(pattern(1, 100)), 5u8);
+    let (bytes, buffers) = codec::encode(&value, POLICY).unwrap();
+    // A missing attachment.
+    let err = codec::decode::<(ByteBuf, u8)>(&bytes, Vec::new()).unwrap_err();
+    assert!(err.to_string().contains("missing"), "{err}");
+    // Every truncation.
+    for cut in 0..bytes.len() {
+        assert!(codec::decode::<(ByteBuf, u8)>(&bytes[..cut], buffers.clone()).is_err());
+    }
+    // An unknown tag.
+    let mut bad = bytes.clone();
+    bad[0] = 7;
+    let err = codec::decode::<(ByteBuf, u8)>(&bad, buffers.clone()).unwrap_err();
+    assert!(err.to_string().contains("tag 7"), "{err}");
+    // Plain postcard bytes of a byte string are not this codec's.
+    let plain = postcard::to_allocvec(&ByteBuf::from(vec![1u8; 3])).unwrap();
+    assert!(codec::decode::<ByteBuf>(&plain, Vec::new()).is_err());
+    // Every single-byte corruption decodes or fails, never panics.
+    for i in 0..bytes.len() {
+        for flip in [1u8, 0x80, 0xff] {
+            let mut corrupt = bytes.clone();
+            corrupt[i] ^= flip;
+            let _ = codec::decode::<(ByteBuf, u8)>(&corrupt, buffers.clone());
+        }
+    }
+}
+
+/// A buffer the transport delivers as a `Vec` becomes the `ByteBuf` without a copy.
+#[test]
+fn an_attached_vec_is_handed_over_without_a_copy() {
+    let value = ByteBuf::from(pattern(3, 4096));
+    let (bytes, buffers) = codec::encode(&value, POLICY).unwrap();
+    let delivered = buffers[0].to_vec();
+    let address = delivered.as_ptr();
+    let back: ByteBuf = codec::decode(&bytes, vec![Buffer::from(delivered)]).unwrap();
+    assert_eq!(back.as_ptr(), address);
+    assert_eq!(back, value);
+}
+
+#[test]
+fn encode_reports_postcards_refusals() {
+    struct UnknownLength;
+    impl Serialize for UnknownLength {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            use serde::ser::SerializeSeq;
+            s.serialize_seq(None)?.end()
+        }
+    }
+    assert!(codec::encode(&UnknownLength, POLICY).is_err());
+}

@@ -1,0 +1,452 @@
+//! The client side: futures waiting for the cluster, the async tasks that publish tasks and
+//! watch their claims and results, and the liveness check of the build's nodes.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_nats::header::HeaderMap;
+use async_nats::jetstream::kv;
+use cf_executor_api::{CodecStage, Payload, Promise, TaskError};
+use cf_pool_proc::transport::{decode_result, Encoded};
+use futures_util::StreamExt;
+use parking_lot::{Condvar, Mutex};
+use tokio::sync::mpsc;
+
+use crate::wire::{
+    claim_key, from_bytes, to_bytes, Carried, Claim, ClientInfo, Names, NodeInfo, Outcome, Stores,
+    TaskMsg,
+};
+
+/// A waiting future, with its result type erased.
+pub(crate) trait Completion: Send {
+    /// Pending -> running; `false` if the future was cancelled.
+    fn start(&self) -> bool;
+    /// Cancels if not started.
+    fn cancel(&self) -> bool;
+    /// Decodes and completes.
+    fn finish(self: Box<Self>, outcome: Result<Encoded, TaskError>);
+}
+
+impl<R: Payload + Sync> Completion for Promise<R> {
+    fn start(&self) -> bool {
+        self.set_running_or_notify_cancel()
+    }
+
+    fn cancel(&self) -> bool {
+        Promise::cancel(self)
+    }
+
+    fn finish(self: Box<Self>, outcome: Result<Encoded, TaskError>) {
+        let _ = self.set_outcome(decode_result::<R>(outcome));
+    }
+}
+
+/// One task the client waits for.
+pub(crate) struct Pending {
+    pub(crate) completion: Box<dyn Completion>,
+    /// The node that claimed it last, for errors.
+    pub(crate) node: Option<String>,
+    /// When it was submitted: it fails for want of a node only `node_timeout` after that.
+    pub(crate) submitted: Instant,
+    /// Its argument travels through the object store (deleted once the result is read).
+    pub(crate) large_argument: bool,
+}
+
+/// A task on its way to the server.
+pub(crate) struct Outgoing {
+    pub(crate) task: u64,
+    pub(crate) code: i64,
+    pub(crate) limit: Option<Duration>,
+    pub(crate) argument: Encoded,
+}
+
+#[derive(Default)]
+pub(crate) struct State {
+    pub(crate) pending: HashMap<u64, Pending>,
+    pub(crate) next_task: u64,
+    /// Tasks taken out of `pending` whose futures are being completed right now.
+    pub(crate) completing: usize,
+    pub(crate) shutdown: bool,
+    pub(crate) broken: Option<String>,
+}
+
+impl State {
+    /// No future of this executor is left to complete.
+    pub(crate) fn idle(&self) -> bool {
+        self.pending.is_empty() && self.completing == 0
+    }
+}
+
+/// What the executor handle and the async tasks share.
+pub(crate) struct Shared {
+    pub(crate) names: Names,
+    /// This executor's id: its keys in the state bucket start with it.
+    pub(crate) client: String,
+    pub(crate) build: String,
+    pub(crate) init: Option<i64>,
+    pub(crate) max_deliveries: u32,
+    pub(crate) node_timeout: Duration,
+    pub(crate) stores: Stores,
+    pub(crate) state: Mutex<State>,
+    /// Signalled when `pending` becomes empty.
+    pub(crate) idle: Condvar,
+    pub(crate) outgoing: mpsc::UnboundedSender<Outgoing>,
+}
+
+impl Shared {
+    /// Takes a task out of `pending` to complete it; [`completed`](Self::completed) must
+    /// follow, once its future is done (`shutdown(wait)` waits for both).
+    fn take(&self, task: u64) -> Option<Pending> {
+        let mut state = self.state.lock();
+        let pending = state.pending.remove(&task);
+        if pending.is_some() {
+            state.completing += 1;
+        }
+        pending
+    }
+
+    /// The future of a task from [`take`](Self::take) is done.
+    pub(crate) fn completed(&self, n: usize) {
+        let mut state = self.state.lock();
+        state.completing -= n;
+        if state.idle() {
+            self.idle.notify_all();
+        }
+    }
+
+    /// Publishes one task, retrying (same message id, so the server drops duplicates) until
+    /// the server has it or nobody waits for it any more.
+    pub(crate) async fn publish(self: Arc<Self>, out: Outgoing) {
+        let carried = loop {
+            if !self.state.lock().pending.contains_key(&out.task) {
+                return;
+            }
+            match self
+                .stores
+                .carry(
+                    format!("{}.{}.argument", self.client, out.task),
+                    out.argument.clone(),
+                )
+                .await
+            {
+                Ok(c) => break c,
+                Err(e) => {
+                    log::debug!("cf-pool-cluster: cannot store task {}: {e}", out.task);
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+            }
+        };
+        let message = TaskMsg {
+            client: self.client.clone(),
+            task: out.task,
+            build: self.build.clone(),
+            code: out.code,
+            init: self.init,
+            limit_ms: out
+                .limit
+                .map(|l| u64::try_from(l.as_millis()).unwrap_or(u64::MAX).max(1)),
+            max_deliveries: self.max_deliveries,
+            argument: carried,
+        };
+        let payload = to_bytes(&message);
+        let subject = self.names.task_subject(&self.build);
+        let mut delay = Duration::from_millis(50);
+        loop {
+            if !self.state.lock().pending.contains_key(&out.task) {
+                return;
+            }
+            let mut headers = HeaderMap::new();
+            headers.insert(
+                "Nats-Msg-Id",
+                format!("{}.{}", self.client, out.task).as_str(),
+            );
+            let sent = match self
+                .stores
+                .js
+                .publish_with_headers(subject.clone(), headers, payload.clone())
+                .await
+            {
+                Ok(ack) => ack.await.map(drop).map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            match sent {
+                Ok(()) => return,
+                Err(e) => {
+                    log::debug!("cf-pool-cluster: publishing task {} failed: {e}", out.task);
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(1));
+                }
+            }
+        }
+    }
+
+    /// Follows this client's claims and results, for the executor's whole life. A watch that
+    /// fails (the server went away) is opened again, with history, so nothing recorded in the
+    /// meantime is missed; entries for tasks no longer pending are ignored.
+    pub(crate) async fn watch_results(self: Arc<Self>) {
+        let filter = format!("{}.>", self.client);
+        loop {
+            // With history from the start too: a result recorded before this watch exists (a
+            // fast task submitted right after `build`) is delivered, not missed.
+            let mut watch = match self.stores.state.watch_with_history(&filter).await {
+                Ok(w) => w,
+                Err(e) => {
+                    log::debug!("cf-pool-cluster: cannot watch results: {e}");
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                    continue;
+                }
+            };
+            while let Some(entry) = watch.next().await {
+                match entry {
+                    Ok(entry) => Arc::clone(&self).on_entry(entry),
+                    Err(e) => {
+                        log::debug!("cf-pool-cluster: result watch failed: {e}");
+                        break;
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    fn on_entry(self: Arc<Self>, entry: kv::Entry) {
+        if entry.operation != kv::Operation::Put {
+            return;
+        }
+        let mut parts = entry.key.rsplitn(3, '.');
+        let (Some(task), Some(kind)) = (parts.next(), parts.next()) else {
+            return;
+        };
+        let Ok(task) = task.parse::<u64>() else {
+            return;
+        };
+        match kind {
+            "c" => {
+                let Ok(Claim::Node { node, .. }) = from_bytes::<Claim>(&entry.value, "claim")
+                else {
+                    return;
+                };
+                let mut state = self.state.lock();
+                if let Some(p) = state.pending.get_mut(&task) {
+                    // A cancelled future stays cancelled; its result will be ignored.
+                    p.completion.start();
+                    p.node = Some(node);
+                }
+            }
+            "r" => {
+                let outcome = match from_bytes::<Outcome>(&entry.value, "result") {
+                    Ok(o) => o,
+                    Err(e) => Outcome {
+                        node: "unknown".into(),
+                        result: Err(TaskError::Broken { reason: e }),
+                        breaks_executor: false,
+                    },
+                };
+                if outcome.breaks_executor {
+                    if let Err(TaskError::Broken { reason }) = &outcome.result {
+                        let mut state = self.state.lock();
+                        if state.broken.is_none() {
+                            log::error!(
+                                "cf-pool-cluster: node {} reports: {reason}; the executor is \
+                                 broken",
+                                outcome.node
+                            );
+                            state.broken = Some(reason.clone());
+                        }
+                    }
+                }
+                let Some(pending) = self.take(task) else {
+                    return;
+                };
+                let shared = Arc::clone(&self);
+                tokio::spawn(async move {
+                    let mut blobs = Vec::new();
+                    if pending.large_argument {
+                        blobs.push(format!("{}.{task}.argument", shared.client));
+                    }
+                    let result = match outcome.result {
+                        Ok(carried) => {
+                            if let Carried::Blob(name) = &carried {
+                                blobs.push(name.clone());
+                            }
+                            shared
+                                .stores
+                                .fetch(carried, CodecStage::DeserializeResult)
+                                .await
+                        }
+                        Err(e) => Err(e),
+                    };
+                    pending.completion.finish(result);
+                    shared.completed(1);
+                    // Read: the payloads need not wait for the bucket's age limit. A duplicate
+                    // run that still needs the argument fails its fetch, and its result is
+                    // refused anyway (the first is recorded).
+                    for name in blobs {
+                        if let Err(e) = shared.stores.blobs.delete(name.as_str()).await {
+                            log::debug!("cf-pool-cluster: cannot delete payload {name}: {e}");
+                        }
+                    }
+                });
+            }
+            _ => {}
+        }
+    }
+
+    /// Tries to cancel task `task` on the cluster: `true` if the cancel claim came first (no
+    /// node will run it), `false` if a node claimed it already. A server that cannot be reached
+    /// counts as `true`: the future is cancelled and a late result is ignored.
+    pub(crate) async fn cancel_remote(&self, task: u64) -> bool {
+        let key = claim_key(&self.client, task);
+        match self
+            .stores
+            .state
+            .create(&key, to_bytes(&Claim::Cancelled))
+            .await
+        {
+            Ok(_) => true,
+            Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
+                matches!(
+                    self.stores
+                        .state
+                        .get(key.as_str())
+                        .await
+                        .map(|v| v.map(|b| from_bytes::<Claim>(&b, "claim").ok())),
+                    Ok(Some(Some(Claim::Cancelled)))
+                )
+            }
+            Err(e) => {
+                log::debug!("cf-pool-cluster: cannot record the cancel of task {task}: {e}");
+                true
+            }
+        }
+    }
+
+    /// A future was cancelled by its user: make sure no node starts it.
+    pub(crate) async fn cancelled(self: Arc<Self>, task: u64) {
+        if self.take(task).is_some() {
+            self.completed(1);
+            let _ = self.cancel_remote(task).await;
+        }
+    }
+
+    /// Fails every pending task when no node of this build has been seen for `node_timeout`
+    /// (so futures never wait forever on a cluster that cannot run them), and announces this
+    /// client so nodes of other builds can say why they ignore it.
+    pub(crate) async fn watch_nodes(self: Arc<Self>) {
+        let announce = to_bytes(&ClientInfo {
+            name: self.client.clone(),
+            build: self.build.clone(),
+        });
+        let mut alive: HashMap<String, (NodeInfo, Instant)> = HashMap::new();
+        let mut last_seen = Instant::now();
+        let mut announced = false;
+        loop {
+            if !announced {
+                announced = self
+                    .stores
+                    .registry
+                    .put(format!("c.{}", self.client), announce.clone())
+                    .await
+                    .is_ok();
+            }
+            let mut watch = match self.stores.registry.watch_with_history("n.>").await {
+                Ok(w) => w,
+                Err(e) => {
+                    log::debug!("cf-pool-cluster: cannot watch nodes: {e}");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    self.check_alive(&alive, &mut last_seen);
+                    continue;
+                }
+            };
+            let mut tick = tokio::time::interval(Duration::from_millis(500));
+            loop {
+                tokio::select! {
+                    entry = watch.next() => match entry {
+                        Some(Ok(entry)) if entry.operation == kv::Operation::Put => {
+                            if let Ok(info) = from_bytes::<NodeInfo>(&entry.value, "node entry") {
+                                alive.insert(entry.key.clone(), (info, Instant::now()));
+                            }
+                        }
+                        Some(Ok(_)) => {}
+                        _ => break,
+                    },
+                    _ = tick.tick() => self.check_alive(&alive, &mut last_seen),
+                }
+            }
+        }
+    }
+
+    fn check_alive(
+        self: &Arc<Self>,
+        nodes: &HashMap<String, (NodeInfo, Instant)>,
+        last_seen: &mut Instant,
+    ) {
+        let fresh = |seen: &Instant| seen.elapsed() < self.node_timeout;
+        if nodes
+            .values()
+            .any(|(info, seen)| info.build == self.build && fresh(seen))
+        {
+            *last_seen = Instant::now();
+            return;
+        }
+        if last_seen.elapsed() < self.node_timeout {
+            return;
+        }
+        let failed: Vec<(u64, Pending)> = {
+            let mut state = self.state.lock();
+            if state.pending.is_empty() {
+                return;
+            }
+            let overdue: Vec<u64> = state
+                .pending
+                .iter()
+                .filter(|(_, p)| p.submitted.elapsed() >= self.node_timeout)
+                .map(|(task, _)| *task)
+                .collect();
+            let failed: Vec<_> = overdue
+                .into_iter()
+                .filter_map(|task| state.pending.remove(&task).map(|p| (task, p)))
+                .collect();
+            state.completing += failed.len();
+            failed
+        };
+        let others: Vec<String> = nodes
+            .values()
+            .filter(|(_, seen)| fresh(seen))
+            .map(|(info, _)| format!("{} (build {})", info.name, info.build))
+            .collect();
+        let reason = format!(
+            "no node of this program's build ({}) has been alive for {:?}{}; start one from \
+             this same executable (cf_pool_cluster::node), pool {}",
+            self.build,
+            self.node_timeout,
+            if others.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "; nodes of other builds, which cannot run its tasks: {}",
+                    others.join(", ")
+                )
+            },
+            self.names.pool
+        );
+        log::error!(
+            "cf-pool-cluster: failing {} pending task(s): {reason}",
+            failed.len()
+        );
+        if failed.is_empty() {
+            return;
+        }
+        let n = failed.len();
+        for (task, pending) in failed {
+            pending.completion.finish(Err(TaskError::Broken {
+                reason: reason.clone(),
+            }));
+            // A node started later must not run it: nobody waits for it any more.
+            let shared = Arc::clone(self);
+            tokio::spawn(async move { shared.cancel_remote(task).await });
+        }
+        self.completed(n);
+    }
+}

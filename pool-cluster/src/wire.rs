@@ -1,0 +1,354 @@
+//! What travels through the server: names of the stream, buckets and subjects, the task
+//! message, the claim and result records, the node registry entry, and the store helpers that
+//! both sides use. Every record is `postcard`; a record that does not decode is an error for
+//! the task concerned, never a panic.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer, kv, object_store, stream};
+use cf_executor_api::{Buffer, CodecStage, TaskError};
+use cf_pool_proc::transport::Encoded;
+use serde::{Deserialize, Serialize};
+use tokio::io::AsyncReadExt;
+
+/// Payloads (argument or result, buffers included) larger than this go through the object
+/// store instead of the message itself (the server's default message limit is 1 MiB).
+pub(crate) const INLINE_MAX: usize = 256 * 1024;
+
+/// How often a node writes its registry entry.
+pub(crate) const HEARTBEAT: Duration = Duration::from_secs(1);
+
+/// How long the server keeps a registry entry that is no longer refreshed.
+const REGISTRY_AGE: Duration = Duration::from_secs(60);
+
+/// The names one pool uses on the server. `pool` is checked by [`Names::new`].
+#[derive(Debug, Clone)]
+pub(crate) struct Names {
+    pub(crate) pool: String,
+}
+
+impl Names {
+    /// `pool` must be 1..=32 characters of `[A-Za-z0-9_-]` (it is part of subjects and bucket
+    /// names).
+    pub(crate) fn new(pool: &str) -> Result<Self, String> {
+        let ok = !pool.is_empty()
+            && pool.len() <= 32
+            && pool
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+        if ok {
+            Ok(Names {
+                pool: pool.to_owned(),
+            })
+        } else {
+            Err(format!(
+                "pool name {pool:?} must be 1 to 32 characters of A-Z, a-z, 0-9, '_' and '-' \
+                 (it becomes part of subject and bucket names)"
+            ))
+        }
+    }
+
+    /// The work-queue stream holding every build's tasks.
+    pub(crate) fn stream(&self) -> String {
+        format!("CF_{}_TASKS", self.pool)
+    }
+
+    /// The subject tasks of `build` are published on: a node of another build never even
+    /// receives them.
+    pub(crate) fn task_subject(&self, build: &str) -> String {
+        format!("cf.{}.task.{build}", self.pool)
+    }
+
+    /// The durable consumer the nodes of `build` share.
+    pub(crate) fn consumer(&self, build: &str) -> String {
+        format!("run_{build}")
+    }
+
+    /// Claims and results, keyed `{client}.c.{task}` and `{client}.r.{task}`.
+    pub(crate) fn state_bucket(&self) -> String {
+        format!("cf_{}_state", self.pool)
+    }
+
+    /// Node registry (`n.{build}.{node}`) and client announcements (`c.{client}`).
+    pub(crate) fn registry_bucket(&self) -> String {
+        format!("cf_{}_registry", self.pool)
+    }
+
+    /// Large payloads.
+    pub(crate) fn blob_bucket(&self) -> String {
+        format!("cf_{}_blobs", self.pool)
+    }
+}
+
+pub(crate) fn claim_key(client: &str, task: u64) -> String {
+    format!("{client}.c.{task}")
+}
+
+pub(crate) fn result_key(client: &str, task: u64) -> String {
+    format!("{client}.r.{task}")
+}
+
+/// Whether [`Stores::carry`] puts `payload` in the object store.
+pub(crate) fn is_large(payload: &Encoded) -> bool {
+    payload.bytes.len() + payload.buffers.iter().map(|b| b.len()).sum::<usize>() > INLINE_MAX
+}
+
+/// A payload as carried: inline, or the name of an object-store entry holding it.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum Carried {
+    Inline(Wire),
+    Blob(String),
+}
+
+/// [`Encoded`] on the wire: the bytes and the attached buffers' bytes.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct Wire {
+    #[serde(with = "serde_bytes")]
+    pub(crate) bytes: Vec<u8>,
+    pub(crate) buffers: Vec<serde_bytes::ByteBuf>,
+}
+
+impl Wire {
+    pub(crate) fn from_encoded(e: Encoded) -> Self {
+        Wire {
+            bytes: e.bytes,
+            buffers: e
+                .buffers
+                .iter()
+                .map(|b| serde_bytes::ByteBuf::from(b.to_vec()))
+                .collect(),
+        }
+    }
+
+    pub(crate) fn into_encoded(self) -> Encoded {
+        Encoded {
+            bytes: self.bytes,
+            buffers: self
+                .buffers
+                .into_iter()
+                .map(|b| Buffer::from(b.into_vec()))
+                .collect(),
+        }
+    }
+}
+
+/// One task, as published on the task subject.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct TaskMsg {
+    /// The submitting executor's id (its keys in the state bucket start with it).
+    pub(crate) client: String,
+    pub(crate) task: u64,
+    /// The build the code offsets belong to; a node of another build refuses the task.
+    pub(crate) build: String,
+    pub(crate) code: i64,
+    /// The worker initializer's code, if the executor has one.
+    pub(crate) init: Option<i64>,
+    /// Kill the worker running it after this long.
+    pub(crate) limit_ms: Option<u64>,
+    /// Deliveries after which the task fails instead of running again.
+    pub(crate) max_deliveries: u32,
+    pub(crate) argument: Carried,
+}
+
+/// Who runs a task (or that it was cancelled first): the first `create` of the claim key wins.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) enum Claim {
+    Node { node: String, delivery: u32 },
+    Cancelled,
+}
+
+/// A task's outcome, recorded once under its result key.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct Outcome {
+    pub(crate) node: String,
+    pub(crate) result: Result<Carried, TaskError>,
+    /// The node's local pool is broken (its initializer failed): the client breaks too.
+    pub(crate) breaks_executor: bool,
+}
+
+/// A node's registry entry, rewritten every [`HEARTBEAT`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct NodeInfo {
+    pub(crate) name: String,
+    pub(crate) build: String,
+    pub(crate) workers: usize,
+}
+
+/// A client's announcement, so nodes of other builds can say why they do not run its tasks.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct ClientInfo {
+    pub(crate) name: String,
+    pub(crate) build: String,
+}
+
+pub(crate) fn to_bytes<T: Serialize>(value: &T) -> bytes::Bytes {
+    bytes::Bytes::from(postcard::to_allocvec(value).expect("wire records always encode"))
+}
+
+pub(crate) fn from_bytes<'a, T: Deserialize<'a>>(bytes: &'a [u8], what: &str) -> Result<T, String> {
+    postcard::from_bytes(bytes).map_err(|e| format!("undecodable {what} ({e})"))
+}
+
+/// Everything on the server one pool uses.
+#[derive(Clone)]
+pub(crate) struct Stores {
+    pub(crate) js: jetstream::Context,
+    pub(crate) stream: stream::Stream,
+    pub(crate) state: kv::Store,
+    pub(crate) registry: kv::Store,
+    pub(crate) blobs: object_store::ObjectStore,
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+impl Stores {
+    /// Opens (or creates) the pool's stream and buckets. `result_ttl` is how long recorded
+    /// claims and results are kept (and so how long a late duplicate is recognised).
+    pub(crate) async fn open(
+        js: jetstream::Context,
+        names: &Names,
+        result_ttl: Duration,
+    ) -> Result<Stores, BoxError> {
+        let stream = js
+            .get_or_create_stream(stream::Config {
+                name: names.stream(),
+                subjects: vec![format!("cf.{}.task.>", names.pool)],
+                retention: stream::RetentionPolicy::WorkQueue,
+                storage: stream::StorageType::File,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| format!("stream {}: {e}", names.stream()))?;
+        let state = open_kv(
+            &js,
+            kv::Config {
+                bucket: names.state_bucket(),
+                history: 1,
+                max_age: result_ttl,
+                storage: stream::StorageType::File,
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(|e| format!("bucket {}: {e}", names.state_bucket()))?;
+        let registry = open_kv(
+            &js,
+            kv::Config {
+                bucket: names.registry_bucket(),
+                history: 1,
+                max_age: REGISTRY_AGE,
+                storage: stream::StorageType::File,
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(|e| format!("bucket {}: {e}", names.registry_bucket()))?;
+        let blobs = match js.get_object_store(names.blob_bucket()).await {
+            Ok(store) => store,
+            Err(_) => match js
+                .create_object_store(object_store::Config {
+                    bucket: names.blob_bucket(),
+                    max_age: result_ttl,
+                    storage: stream::StorageType::File,
+                    ..Default::default()
+                })
+                .await
+            {
+                Ok(store) => store,
+                // Created by someone else meanwhile?
+                Err(e) => js
+                    .get_object_store(names.blob_bucket())
+                    .await
+                    .map_err(|_| format!("object store {}: {e}", names.blob_bucket()))?,
+            },
+        };
+        Ok(Stores {
+            js,
+            stream,
+            state,
+            registry,
+            blobs,
+        })
+    }
+
+    /// The consumer the nodes of `build` pull from. `ack_wait` applies when this call creates
+    /// it; an existing consumer keeps its own (see the crate docs).
+    pub(crate) async fn consumer(
+        &self,
+        names: &Names,
+        build: &str,
+        ack_wait: Duration,
+    ) -> Result<consumer::PullConsumer, BoxError> {
+        let name = names.consumer(build);
+        Ok(self
+            .stream
+            .get_or_create_consumer(
+                &name,
+                consumer::pull::Config {
+                    durable_name: Some(name.clone()),
+                    filter_subject: names.task_subject(build),
+                    ack_policy: consumer::AckPolicy::Explicit,
+                    ack_wait,
+                    // Redelivery is bounded per task (TaskMsg::max_deliveries), so the failure
+                    // is recorded for the client even when it is offline.
+                    max_deliver: -1,
+                    max_ack_pending: -1,
+                    ..Default::default()
+                },
+            )
+            .await?)
+    }
+
+    /// Carries `payload` inline, or through the object store under `name` when large.
+    pub(crate) async fn carry(&self, name: String, payload: Encoded) -> Result<Carried, BoxError> {
+        let large = is_large(&payload);
+        let wire = Wire::from_encoded(payload);
+        if !large {
+            return Ok(Carried::Inline(wire));
+        }
+        let bytes = postcard::to_allocvec(&wire)?;
+        self.blobs.put(name.as_str(), &mut bytes.as_slice()).await?;
+        Ok(Carried::Blob(name))
+    }
+
+    /// The payload `carried` refers to.
+    pub(crate) async fn fetch(
+        &self,
+        carried: Carried,
+        stage: CodecStage,
+    ) -> Result<Encoded, TaskError> {
+        let wire = match carried {
+            Carried::Inline(wire) => wire,
+            Carried::Blob(name) => {
+                let failed = |e: String| TaskError::Codec {
+                    stage,
+                    message: format!("cannot read payload {name} from the object store: {e}"),
+                };
+                let mut object = self
+                    .blobs
+                    .get(name.as_str())
+                    .await
+                    .map_err(|e| failed(e.to_string()))?;
+                let mut bytes = Vec::new();
+                object
+                    .read_to_end(&mut bytes)
+                    .await
+                    .map_err(|e| failed(e.to_string()))?;
+                postcard::from_bytes(&bytes).map_err(|e| failed(e.to_string()))?
+            }
+        };
+        Ok(wire.into_encoded())
+    }
+}
+
+async fn open_kv(js: &jetstream::Context, config: kv::Config) -> Result<kv::Store, BoxError> {
+    if let Ok(store) = js.get_key_value(config.bucket.as_str()).await {
+        return Ok(store);
+    }
+    let bucket = config.bucket.clone();
+    match js.create_key_value(config).await {
+        Ok(store) => Ok(store),
+        // Created by someone else meanwhile?
+        Err(e) => Ok(js.get_key_value(bucket).await.map_err(|_| e)?),
+    }
+}

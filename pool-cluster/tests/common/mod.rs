@@ -1,0 +1,292 @@
+//! Test fixtures: a private `nats-server` with JetStream per test (free port, temporary store),
+//! nodes started from this test binary, and a cluster executor over both.
+//!
+//! The server binary is `$CF_NATS_SERVER`, else `target/nats/nats-server` (where `.ci/nats`
+//! installs 2.15.1), else `nats-server` on the `PATH` or in `/usr/sbin`.
+//! Without one, a test prints why and passes, unless `CF_NATS_REQUIRED=1` (set by `.ci/nats`,
+//! which installs the server), in which case it fails.
+//!
+//! Every test binary that uses nodes must contain the entry test:
+//!
+//! ```ignore
+//! #[test]
+//! fn node_entry() {
+//!     common::node_entry();
+//! }
+//! ```
+#![allow(dead_code, unreachable_pub)]
+
+use std::io::Read;
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use cf_pool_cluster::{
+    ClusterBuilder, ClusterExecutor, Executor, Future, Payload, SubmitError, Task,
+};
+
+/// Any wait in a test longer than this is a hang.
+pub const LIMIT: Duration = Duration::from_secs(60);
+
+/// Serves as a node when started by [`Node::start`]; a no-op test otherwise.
+pub fn node_entry() {
+    if std::env::var(cf_pool_cluster::node::NODE_ENV).is_ok() {
+        let _ = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+            .try_init();
+        cf_pool_cluster::node::run_if_requested();
+    }
+}
+
+fn server_binary() -> Option<PathBuf> {
+    if let Ok(p) = std::env::var("CF_NATS_SERVER") {
+        return Some(PathBuf::from(p));
+    }
+    // Where `.ci/nats` installs it, then the PATH.
+    let installed = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/nats");
+    let path = std::env::var("PATH").unwrap_or_default();
+    std::iter::once(installed)
+        .chain(std::env::split_paths(&path))
+        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/usr/local/bin")])
+        .map(|d| d.join("nats-server"))
+        .find(|p| p.is_file())
+}
+
+/// A private JetStream server; killed (and its store removed) on drop.
+pub struct Server {
+    binary: PathBuf,
+    pub port: u16,
+    store: PathBuf,
+    child: Option<Child>,
+}
+
+impl Server {
+    /// Starts a server, or `None` (after saying why) when there is no server binary and
+    /// `CF_NATS_REQUIRED` is not set.
+    pub fn start() -> Option<Server> {
+        let Some(binary) = server_binary() else {
+            assert!(
+                std::env::var("CF_NATS_REQUIRED").is_err(),
+                "CF_NATS_REQUIRED is set but no nats-server was found (set CF_NATS_SERVER, or \
+                 install Debian's nats-server)"
+            );
+            eprintln!(
+                "SKIPPED: no nats-server binary (install Debian's `nats-server`, or set \
+                 CF_NATS_SERVER); cluster tests need a JetStream server"
+            );
+            return None;
+        };
+        let port = free_port();
+        let store = std::env::temp_dir().join(format!(
+            "cf-cluster-test-{}-{port}-{}",
+            std::process::id(),
+            nanos()
+        ));
+        std::fs::create_dir_all(&store).expect("create the server's store directory");
+        let mut server = Server {
+            binary,
+            port,
+            store,
+            child: None,
+        };
+        server.restart();
+        Some(server)
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// Stops the server (SIGKILL: the harshest case; the store is on disk).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the server again on the same port and store, and waits until it listens.
+    pub fn restart(&mut self) {
+        self.stop();
+        let log = std::fs::File::create(self.store.join("server.log")).expect("server log");
+        let child = Command::new(&self.binary)
+            .args([
+                "-js",
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-sd",
+            ])
+            .arg(&self.store)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start nats-server");
+        self.child = Some(child);
+        let start = Instant::now();
+        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                start.elapsed() < LIMIT,
+                "nats-server did not start listening"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.store);
+    }
+}
+
+fn nanos() -> u32 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos())
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// A node: this test binary started as one; killed with SIGKILL on drop.
+pub struct Node {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Node {
+    /// A node of `pool` with `workers` workers; `build_suffix` makes it advertise another build.
+    pub fn start(url: &str, pool: &str, workers: usize, build_suffix: Option<&str>) -> Node {
+        let log = std::env::temp_dir().join(format!(
+            "cf-cluster-node-{}-{}.log",
+            std::process::id(),
+            nanos()
+        ));
+        let mut command = Command::new(std::env::current_exe().expect("current exe"));
+        command
+            .args(["node_entry", "--exact", "--nocapture", "--test-threads=1"])
+            .env(cf_pool_cluster::node::NODE_ENV, url)
+            .env(cf_pool_cluster::node::WORKERS_ENV, workers.to_string())
+            .env(cf_pool_cluster::node::POOL_ENV, pool)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("node log"));
+        match build_suffix {
+            Some(s) => command.env(cf_pool_cluster::node::TEST_BUILD_SUFFIX_ENV, s),
+            None => command.env_remove(cf_pool_cluster::node::TEST_BUILD_SUFFIX_ENV),
+        };
+        let child = command.spawn().expect("start a node");
+        Node { child, log }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGKILL, and reap.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// The node's log so far.
+    pub fn log(&self) -> String {
+        let mut s = String::new();
+        if let Ok(mut f) = std::fs::File::open(&self.log) {
+            let _ = f.read_to_string(&mut s);
+        }
+        s
+    }
+
+    /// Waits until the node's log contains `text`.
+    pub fn wait_log(&self, text: &str) {
+        let start = Instant::now();
+        while !self.log().contains(text) {
+            assert!(
+                start.elapsed() < LIMIT,
+                "the node's log never said {text:?}; it says:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn log_path(&self) -> &Path {
+        &self.log
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_file(&self.log);
+    }
+}
+
+/// An executor with its nodes and server; dropped in that order (the executor waits for its
+/// work first).
+pub struct Cluster {
+    pub executor: ClusterExecutor,
+    pub nodes: Vec<Node>,
+    pub server: Server,
+    pub pool: String,
+}
+
+impl Cluster {
+    /// A server, nodes with these worker counts, and an executor built by `configure`.
+    pub fn start(
+        workers: &[usize],
+        configure: impl FnOnce(ClusterBuilder) -> ClusterBuilder,
+    ) -> Option<Cluster> {
+        let server = Server::start()?;
+        let pool = "test".to_owned();
+        let nodes = workers
+            .iter()
+            .map(|&n| Node::start(&server.url(), &pool, n, None))
+            .collect();
+        let executor = configure(
+            ClusterExecutor::builder(&server.url())
+                .pool(&pool)
+                .node_timeout(LIMIT),
+        )
+        .build()
+        .expect("build the cluster executor");
+        Some(Cluster {
+            executor,
+            nodes,
+            server,
+            pool,
+        })
+    }
+
+    pub fn add_node(&mut self, workers: usize) {
+        let node = Node::start(&self.server.url(), &self.pool, workers, None);
+        self.nodes.push(node);
+    }
+}
+
+impl Executor for Cluster {
+    fn submit<F, A, R>(&self, f: F, arg: A) -> Result<Future<R>, SubmitError>
+    where
+        F: Task<A, R>,
+        A: Payload,
+        R: Payload + Sync,
+    {
+        self.executor.submit(f, arg)
+    }
+
+    fn shutdown(&self, wait: bool, cancel_futures: bool) {
+        self.executor.shutdown(wait, cancel_futures);
+    }
+
+    fn max_workers(&self) -> usize {
+        self.executor.max_workers()
+    }
+}

@@ -1,0 +1,306 @@
+//! Nodes dying, the server restarting, a node of another build, a client losing its
+//! connection: work goes on, every future resolves once, nothing waits forever.
+
+mod common;
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cf_pool_cluster::{Executor, Future, TaskError};
+use common::{Cluster, Node, LIMIT};
+
+#[test]
+fn node_entry() {
+    common::node_entry();
+}
+
+/// A per-test directory: tasks leave markers in it and wait for its release file.
+struct Dir(PathBuf);
+
+impl Dir {
+    fn new(name: &str) -> Dir {
+        let dir = std::env::temp_dir().join(format!(
+            "cf-cluster-{name}-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.subsec_nanos())
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        Dir(dir)
+    }
+
+    fn path(&self) -> String {
+        self.0.to_string_lossy().into_owned()
+    }
+
+    fn release(&self) {
+        std::fs::write(self.0.join("release"), b"").unwrap();
+    }
+
+    /// The markers whose names start with `prefix`.
+    fn markers(&self, prefix: &str) -> Vec<String> {
+        std::fs::read_dir(&self.0)
+            .map(|d| {
+                d.filter_map(Result::ok)
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| n.starts_with(prefix))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn wait_markers(&self, prefix: &str, n: usize) -> Vec<String> {
+        let start = Instant::now();
+        loop {
+            let m = self.markers(prefix);
+            if m.len() >= n {
+                return m;
+            }
+            assert!(
+                start.elapsed() < LIMIT,
+                "only {} of {n} {prefix} markers",
+                m.len()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The pid of the node running this task (the worker's parent).
+fn node_pid() -> u32 {
+    std::os::unix::process::parent_id()
+}
+
+/// Leaves `run-{i}-{node pid}`, waits for the release, returns the node's pid.
+fn held((dir, i): (String, u32)) -> u32 {
+    let dir = Path::new(&dir);
+    let _ = std::fs::write(dir.join(format!("run-{i}-{}", node_pid())), b"");
+    let start = Instant::now();
+    while !dir.join("release").exists() {
+        assert!(start.elapsed() < Duration::from_secs(120), "never released");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    node_pid()
+}
+
+fn triple(x: u64) -> u64 {
+    x * 3
+}
+
+fn slow_triple(x: u64) -> u64 {
+    std::thread::sleep(Duration::from_millis(5));
+    x * 3
+}
+
+/// Counts how often each future's callbacks run: exactly once each, whatever happened.
+fn count_completions<T: Send + 'static>(futures: &[Future<T>]) -> Arc<AtomicUsize> {
+    let count = Arc::new(AtomicUsize::new(0));
+    for f in futures {
+        let count = Arc::clone(&count);
+        f.add_done_callback(move |_| {
+            count.fetch_add(1, Ordering::SeqCst);
+        });
+    }
+    count
+}
+
+#[test]
+fn node_killed_mid_task_is_redelivered_and_resolves_once() {
+    let Some(mut cluster) = Cluster::start(&[1], |b| b.ack_wait(Duration::from_secs(2))) else {
+        return;
+    };
+    let dir = Dir::new("redeliver");
+    let f = cluster.executor.submit(held, (dir.path(), 0)).unwrap();
+    let completions = count_completions(std::slice::from_ref(&f));
+    let first = cluster.nodes[0].pid();
+    dir.wait_markers("run-0-", 1);
+    let start = Instant::now();
+    while !f.running() {
+        assert!(
+            start.elapsed() < LIMIT,
+            "the client never saw the node's claim: {:?}",
+            f.state()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    cluster.add_node(1);
+    let second = cluster.nodes[1].pid();
+    cluster.nodes[0].kill();
+    dir.release();
+    assert_eq!(f.result_timeout(LIMIT), Ok(&second));
+    let runs: HashSet<String> = dir.markers("run-0-").into_iter().collect();
+    assert_eq!(
+        runs,
+        HashSet::from([format!("run-0-{first}"), format!("run-0-{second}")]),
+        "ran on the killed node, then once more on the other"
+    );
+    cluster.executor.shutdown(true, false);
+    assert_eq!(completions.load(Ordering::SeqCst), 1);
+}
+
+#[test]
+fn too_many_deliveries_fail_naming_the_node() {
+    let Some(mut cluster) = Cluster::start(&[1], |b| {
+        b.ack_wait(Duration::from_secs(1)).max_deliveries(1)
+    }) else {
+        return;
+    };
+    let dir = Dir::new("max-deliveries");
+    let f = cluster.executor.submit(held, (dir.path(), 0)).unwrap();
+    dir.wait_markers("run-0-", 1);
+    let first = cluster.nodes[0].pid();
+    cluster.add_node(1);
+    cluster.nodes[0].kill();
+    match f.result_timeout(LIMIT) {
+        Err(TaskError::Broken { reason }) => {
+            assert!(reason.contains("delivered 1 times"), "{reason}");
+            assert!(
+                reason.contains(&format!(":{first}:")),
+                "names the node (pid {first}): {reason}"
+            );
+        }
+        other => panic!("expected Broken naming the node, got {other:?}"),
+    }
+    dir.release();
+    // The other node did not run it.
+    assert_eq!(dir.markers("run-0-"), [format!("run-0-{first}")]);
+    // The executor is not broken: the next task runs.
+    let g = cluster.executor.submit(triple, 5).unwrap();
+    assert_eq!(g.result_timeout(LIMIT), Ok(&15));
+}
+
+#[test]
+fn server_restart_mid_run_loses_nothing() {
+    let Some(mut cluster) = Cluster::start(&[2, 2], |b| b) else {
+        return;
+    };
+    let before: Vec<_> = (0..300)
+        .map(|i| cluster.executor.submit(slow_triple, i).unwrap())
+        .collect();
+    let start = Instant::now();
+    while before.iter().filter(|f| f.done()).count() < 20 {
+        assert!(start.elapsed() < LIMIT, "no progress before the restart");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    cluster.server.stop();
+    // Submitting while the server is away works: the tasks are published when it is back.
+    let during: Vec<_> = (300..400)
+        .map(|i| cluster.executor.submit(slow_triple, i).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    cluster.server.restart();
+    for (i, f) in (0..).zip(before.iter().chain(&during)) {
+        assert_eq!(f.result_timeout(LIMIT), Ok(&(i * 3)), "task {i}");
+    }
+    let after = cluster.executor.submit(triple, 1000).unwrap();
+    assert_eq!(after.result_timeout(LIMIT), Ok(&3000));
+}
+
+/// Writes `ran-{i}`: proof that a task ran at all.
+fn mark((dir, i): (String, u32)) -> u32 {
+    let _ = std::fs::write(Path::new(&dir).join(format!("ran-{i}")), b"");
+    i
+}
+
+#[test]
+fn node_of_another_build_is_refused() {
+    let Some(server) = common::Server::start() else {
+        return;
+    };
+    let foreign = Node::start(&server.url(), "test", 1, Some("other"));
+    foreign.wait_log("serving pool test");
+    let executor = cf_pool_cluster::ClusterExecutor::builder(&server.url())
+        .pool("test")
+        .node_timeout(Duration::from_secs(3))
+        .build()
+        .unwrap();
+    let dir = Dir::new("foreign");
+    let f = executor.submit(mark, (dir.path(), 0)).unwrap();
+    match f.result_timeout(LIMIT) {
+        Err(TaskError::Broken { reason }) => {
+            assert!(
+                reason.contains("no node of this program's build"),
+                "{reason}"
+            );
+            assert!(
+                reason.contains(&format!(":{}:", foreign.pid())),
+                "lists the foreign node: {reason}"
+            );
+        }
+        other => panic!("expected Broken (no node of this build), got {other:?}"),
+    }
+    foreign.wait_log(&format!(
+        "refusing the tasks of client {}: it runs build {}",
+        executor.client_id(),
+        executor.build_id()
+    ));
+    assert!(
+        dir.markers("ran-").is_empty(),
+        "the foreign node ran a task"
+    );
+    // A node of the right build serves the next tasks; the failed one is never run.
+    let own = Node::start(&server.url(), "test", 1, None);
+    let g = executor.submit(mark, (dir.path(), 1)).unwrap();
+    assert_eq!(g.result_timeout(LIMIT), Ok(&1));
+    executor.shutdown(true, false);
+    assert_eq!(dir.markers("ran-"), ["ran-1"]);
+    drop(own);
+}
+
+#[test]
+fn ten_thousand_tasks_with_random_node_kills() {
+    const TASKS: u64 = 10_000;
+    let Some(mut cluster) = Cluster::start(&[2, 2, 2], |b| {
+        b.ack_wait(Duration::from_secs(2)).max_deliveries(20)
+    }) else {
+        return;
+    };
+    let futures: Vec<_> = (0..TASKS)
+        .map(|i| cluster.executor.submit(triple, i).unwrap())
+        .collect();
+    let completions = count_completions(&futures);
+    // Kill a node every time another tenth completes, and start a replacement.
+    let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+    let mut kills = 0;
+    let start = Instant::now();
+    loop {
+        let done = futures.iter().filter(|f| f.done()).count();
+        if done == futures.len() {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(600),
+            "{done} of {TASKS} done after 600 s"
+        );
+        if kills < 5 && done as u64 > (kills + 1) * TASKS / 7 {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let victim = (seed % cluster.nodes.len() as u64) as usize;
+            cluster.nodes.remove(victim).kill();
+            cluster.add_node(2);
+            kills += 1;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(kills, 5, "the nodes were killed while tasks ran");
+    for (i, f) in (0..).zip(&futures) {
+        assert_eq!(f.try_result(), Some(Ok(&(i * 3))), "task {i}");
+    }
+    cluster.executor.shutdown(true, false);
+    assert_eq!(
+        completions.load(Ordering::SeqCst),
+        TASKS as usize,
+        "each future resolved exactly once"
+    );
+}
