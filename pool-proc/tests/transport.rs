@@ -9,7 +9,7 @@ use cf_pool_proc::transport::{
     build_id, decode_result, encode_argument, initializer_code, task_code, Encoded, TaskCode,
 };
 use cf_pool_proc::{Buffer, CodecStage, ProcessPoolExecutor, TaskError};
-use ByteBuf;
+use serde_bytes::ByteBuf;
 
 const LIMIT: Duration = Duration::from_secs(60);
 
