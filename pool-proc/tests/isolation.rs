@@ -53,7 +53,9 @@ fn region_paths() -> Vec<PathBuf> {
         };
         for entry in entries.flatten() {
             let is_region = std::fs::read_link(entry.path())
-                .is_ok_and(|t| t.to_string_lossy().starts_with("/memfd:cf-"));
+                // Regions lent to this worker; not its black box (`cf-worker-blackbox`), a page
+                // the worker writes by design and only its own parent reads.
+                .is_ok_and(|t| t.to_string_lossy().starts_with("/memfd:cf-buffer"));
             if is_region {
                 paths.push(entry.path());
             }
