@@ -391,6 +391,12 @@ impl Shared {
         nodes: &HashMap<String, (NodeInfo, Instant)>,
         last_seen: &mut Instant,
     ) {
+        if self.stores.js.client().connection_state() != async_nats::connection::State::Connected {
+            // Cut off from the server, the client cannot see heartbeats: that is no evidence
+            // that the nodes are gone. The timeout counts only while connected.
+            *last_seen = Instant::now();
+            return;
+        }
         let fresh = |seen: &Instant| seen.elapsed() < self.node_timeout;
         if nodes
             .values()

@@ -240,7 +240,7 @@ impl ProcessPoolBuilder {
     /// across the process boundary by address.
     #[must_use]
     pub fn initializer(self, init: fn() -> Result<(), String>) -> Self {
-        self.initializer_offset(sys::offset_of(init as usize))
+        self.initializer_offset(sys::offset_unchecked(init as usize))
     }
 
     /// Sets the initializer by its code offset (from this process, or a peer of the same build).
@@ -316,13 +316,20 @@ impl ProcessPoolBuilder {
             });
         }
         let exe = sys::exe_identity()
-            .map_err(|e| BuildError::Io(format!("cannot inspect /proc/self/exe: {e}")))?;
+            .map_err(|e| BuildError::Io(format!("cannot inspect this program's executable: {e}")))?;
+        let init_offset = match self.initializer {
+            None => 0,
+            Some(offset) => sys::check_code_offset(offset).map(|()| offset).map_err(|message| BuildError::Invalid {
+                name: "initializer",
+                message,
+            })?,
+        };
         let hello = Hello {
             // Set again for each worker as it starts (see `slot`).
             log_level: 0,
             exe,
             probe_offset: sys::probe_offset(),
-            init_offset: self.initializer.unwrap_or(0),
+            init_offset,
             max_tasks: self.max_tasks_per_child.unwrap_or(0),
         };
         Ok(ProcessPoolExecutor {
@@ -453,9 +460,9 @@ impl ProcessPoolExecutor {
         A: Payload,
         R: Payload + Sync,
     {
+        let offset = trampoline_offset(f)?;
         let (future, task) = encoded(&arg);
-        self.pool
-            .enqueue(trampoline_offset(f), limit, std::iter::once(task))?;
+        self.pool.enqueue(offset, limit, std::iter::once(task))?;
         Ok(future)
     }
 
@@ -499,9 +506,10 @@ impl ProcessPoolExecutor {
         A: Payload,
         R: Payload + Sync,
     {
+        let offset = trampoline_offset(f)?;
         let (futures, items): (Vec<_>, Vec<_>) = args.iter().map(encoded).unzip();
         self.pool
-            .enqueue(trampoline_offset(f), self.pool.config.task_timeout, items)?;
+            .enqueue(offset, self.pool.config.task_timeout, items)?;
         Ok(futures)
     }
 }

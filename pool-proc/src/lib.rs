@@ -70,7 +70,7 @@
 //! assert!(out.result().unwrap().iter().all(|&p| p == 110));
 //! ```
 //!
-//! Workers are this same executable, started again through `/proc/self/exe`, with your
+//! Workers are this same executable, started again (through `/proc/self/exe` on Linux), with your
 //! program's command line (`std::env::args()` in a task is the parent's, `argv[0]` included;
 //! a `LazyLock` that parses it gets the same configuration). They never run your `main`, or
 //! the test harness: a static constructor enters worker mode before `main`, so nothing parses
@@ -89,8 +89,20 @@
 //! from the running inode, a rebuild on disk cannot slip in. All `unsafe` code (this, shared
 //! memory and process control) is in the platform layer, `sys`, each block with its `SAFETY`
 //! argument.
-//! Limits: Linux only (`/proc`, `PR_SET_PDEATHSIG`); tasks must live in the executable itself,
-//! not in a `dlopen`ed library.
+//! Tasks and initializers must live in the executable itself: one whose code is in a shared
+//! library loaded at run time (a `cdylib` or `dylib`) is refused at `submit` (or `build`) with
+//! an error that says so (`SubmitError::InvalidArgument`, `BuildError::Invalid`), since the
+//! handshake proves only the executable.
+//!
+//! # Platforms
+//!
+//! Linux uses its own tools (sealed `memfd`s, `PR_SET_PDEATHSIG`, `close_range`,
+//! `SO_PEERCRED`, `/proc/self/exe`). macOS and FreeBSD use a portable Unix path: regions are
+//! `shm_open` objects whose every descriptor is read-only once mapped, workers watch a
+//! lifeline pipe to die with the parent, the executable is `std::env::current_exe()` read
+//! before `main`. The portable path is built and linted for those targets and tested on Linux
+//! (the `portable-unix` feature, a test knob, selects it there); it has not run on a Mac or a
+//! FreeBSD machine. On any other target the crate fails to build with a message saying so.
 //!
 //! # Architecture
 //!
@@ -178,7 +190,8 @@
 //! it to its black box, and aborts: the `WorkerDied` then carries it as `last_panic`.
 //!
 //! Workers never outlive the parent: an idle worker sees its socket close and exits; a busy one
-//! gets `SIGKILL` from `PR_SET_PDEATHSIG`. Every child is reaped.
+//! gets `SIGKILL` from `PR_SET_PDEATHSIG` (on Linux) or from its lifeline watchdog (on the
+//! portable path). Every child is reaped.
 //!
 //! [`terminate_workers`](ProcessPoolExecutor::terminate_workers) and
 //! [`kill_workers`](ProcessPoolExecutor::kill_workers) (Python 3.14) cancel the queue, signal
@@ -213,6 +226,26 @@
 //! rests on and where it stops: `docs/security.md` in the repository.
 #![warn(missing_docs)]
 
+pub use cf_executor_api::*;
+
+#[cfg(not(any(target_os = "linux", target_os = "macos", target_os = "freebsd")))]
+compile_error!(
+    "cf-pool-proc supports Linux, macOS and FreeBSD; this target is none of them (Windows \
+     support is not written yet). The thread pool, cf-pool-thread, builds everywhere."
+);
+
+/// Declares the items that exist only on the supported platforms (on any other, the one
+/// `compile_error!` above is the whole build output).
+macro_rules! supported {
+    ($($item:item)*) => {
+        $(
+            #[cfg(any(target_os = "linux", target_os = "macos", target_os = "freebsd"))]
+            $item
+        )*
+    };
+}
+
+supported! {
 mod blackbox;
 mod executor;
 mod protocol;
@@ -224,8 +257,6 @@ mod task;
 pub mod transport;
 mod watchdog;
 mod worker;
-
-pub use cf_executor_api::*;
 
 /// Entry points for `cargo fuzz` and the protocol tests; not part of the stable API.
 #[doc(hidden)]
@@ -265,4 +296,5 @@ pub fn init() {
 /// worker, with the socket it inherited from the parent.
 fn serve_as_worker(socket: sys::UnixStream) -> ! {
     worker::run(socket)
+}
 }

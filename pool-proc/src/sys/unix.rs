@@ -586,4 +586,37 @@ pub(crate) mod testing {
         let path = format!("/proc/self/fd/{}", fd.as_raw_fd());
         std::fs::File::open(path).unwrap().into()
     }
+
+    #[test]
+    fn a_lent_region_has_no_writable_descriptor() {
+        let (fd, map, sealed) = create_lendable_region(1 << 16, b"head").unwrap();
+        assert_eq!(sealed, Sealed::Now);
+        let info = inspect_region(&fd).unwrap();
+        assert_eq!(info.size, 1 << 16);
+        // The sender's mapping writes; nothing else can.
+        super::super::copy_in(&map, 100, b"bytes");
+        assert!(rustix::io::pwrite(&fd, b"x", 0).is_err());
+        assert!(rustix::fs::ftruncate(&fd, 0).is_err());
+        assert!(memmap2::MmapOptions::new().len(1 << 16).map_raw(&fd).is_err());
+        let copy = super::super::copy_out(&map_read_only_for_test(&fd), 100, 5).unwrap();
+        assert_eq!(copy, b"bytes");
+        let mut head = [0u8; 4];
+        super::super::read_at(&fd, &mut head, 0).unwrap();
+        assert_eq!(&head, b"head");
+    }
+
+    fn map_read_only_for_test(fd: &OwnedFd) -> memmap2::MmapRaw {
+        super::super::map_read_only(fd, 1 << 16).unwrap()
+    }
+
+    #[test]
+    fn writable_and_foreign_descriptors_are_refused() {
+        let err = inspect_region(&writable_region(1 << 16)).unwrap_err();
+        assert!(err.contains("sent writable"), "{err}");
+        let err = inspect_region(&not_a_region()).unwrap_err();
+        assert!(err.contains("sent writable") || err.contains("not a shared-memory"), "{err}");
+        let (read_end, _write_end) = rustix::pipe::pipe().unwrap();
+        let err = inspect_region(&read_end).unwrap_err();
+        assert!(err.contains("not a shared-memory region"), "{err}");
+    }
 }
