@@ -54,13 +54,13 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use cf_executor_api::{
-    attached, panic_message, Buffer, CodecStage, Future, Payload, Promise, SubmitError, Task,
+    codec, panic_message, Buffer, CodecStage, Future, Payload, Promise, SubmitError, Task,
     TaskError,
 };
 use serde::{Deserialize, Serialize};
 
 use crate::executor::{ProcessPoolBuilder, ProcessPoolExecutor};
-use crate::task::{encode, trampoline_offset, Completion};
+use crate::task::{encode, trampoline_offset_unchecked, Completion};
 
 /// The name of a task's code (or of an initializer) in every process of the same build: an
 /// offset from a fixed function of the executable.
@@ -104,7 +104,7 @@ where
     A: Payload,
     R: Payload,
 {
-    TaskCode(trampoline_offset(f))
+    TaskCode(trampoline_offset_unchecked(f))
 }
 
 /// The code of a worker initializer, for [`ProcessPoolBuilder::initializer_code`].
@@ -121,7 +121,7 @@ where
 /// ```
 #[must_use]
 pub fn initializer_code(f: fn() -> Result<(), String>) -> TaskCode {
-    TaskCode(crate::sys::offset_of(f as usize))
+    TaskCode(crate::sys::offset_unchecked(f as usize))
 }
 
 /// This executable's build identity: the SHA-256 of the running executable's content, in hex.
@@ -160,11 +160,11 @@ fn hash_executable() -> std::io::Result<String> {
         .collect())
 }
 
-/// An encoded argument or result: `postcard` bytes, and the large [`Buffer`]s they refer to
-/// (attached out of band, in order; see [`cf_executor_api::attaching`]).
+/// An encoded argument or result, as [`cf_executor_api::codec`] writes it: the payload's
+/// bytes, and the large [`Buffer`]s and byte strings it carries out of band, in order.
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct Encoded {
-    /// The payload's `postcard` encoding.
+    /// The payload's encoding ([`cf_executor_api::codec::encode`]).
     pub bytes: Vec<u8>,
     /// The buffers the payload attached; a transport sends them as it likes, in this order.
     pub buffers: Vec<Buffer>,
@@ -206,7 +206,7 @@ pub fn decode_result<R: Payload>(outcome: Result<Encoded, TaskError>) -> Result<
         message,
     };
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        attached(buffers, || postcard::from_bytes::<R>(&bytes))
+        codec::decode::<R>(&bytes, buffers)
     })) {
         Ok(Ok(value)) => Ok(value),
         Ok(Err(e)) => Err(codec(e.to_string())),
@@ -286,6 +286,11 @@ impl ProcessPoolExecutor {
                 message: "a task's time limit must be longer than zero".into(),
             });
         }
+        // Code outside the executable's image cannot be proven the same in a worker.
+        crate::sys::check_code_offset(code.0).map_err(|message| SubmitError::InvalidArgument {
+            name: "code",
+            message,
+        })?;
         let promise = Promise::new();
         let future = promise.future();
         let completion: Box<dyn Completion> = Box::new(RawCompletion(promise));
