@@ -6,7 +6,7 @@
 use std::collections::VecDeque;
 use std::fmt;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use cf_executor_api::{
     cpu_count, Buffer, BuildError, CodecStage, Executor, Future, Payload, Promise, SubmitError,
@@ -34,6 +34,10 @@ fn encoded<A: Payload, R: Payload + Sync>(arg: &A) -> (Future<R>, EncodedTask) {
     let payload = encode(arg, CodecStage::SerializeArgument);
     (future, (payload, Box::new(promise)))
 }
+/// How long `shutdown(wait)` waits for workers after `terminate_workers` before it kills them,
+/// unless [`ProcessPoolBuilder::shutdown_grace`] says otherwise.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
 impl Pool {
     /// The latency path: a lone small job and an idle worker. Takes the job for that worker and
     /// returns the frame for the caller to write, skipping the hop through the feeder thread.
@@ -51,18 +55,43 @@ impl Pool {
         let jobs = slot::take_jobs(state, id, 1)?;
         Some((id, writer, jobs))
     }
-    /// Stops taking work, cancels what is queued, signals every worker, and waits for them.
+    /// Stops taking work, cancels what is queued and signals every worker; does not wait.
     fn stop_workers(&self, signal: sys::Signal) {
         self.shutdown(false, true);
-        {
-            let state = self.state.lock();
-            for (_, slot) in &state.slots {
-                if let (false, Some(pid)) = (slot.reaping, slot.pid) {
-                    let _ = sys::signal(pid, signal);
-                }
+        let mut state = self.state.lock();
+        state.terminated.get_or_insert_with(Instant::now);
+        Self::signal_all(&state, signal);
+    }
+
+    /// Sends `signal` to every worker not yet being reaped.
+    fn signal_all(state: &PoolState, signal: sys::Signal) {
+        for (_, slot) in &state.slots {
+            if let (false, Some(pid)) = (slot.reaping, slot.pid) {
+                let _ = sys::signal(pid, signal);
             }
         }
-        self.shutdown(true, false);
+    }
+
+    /// After `terminate_workers`: waits until every worker has ended or the grace period is
+    /// over, then kills the workers that still run (a task that ignores `SIGTERM`).
+    fn end_terminated_workers(&self) {
+        let mut state = self.state.lock();
+        let Some(since) = state.terminated else {
+            return;
+        };
+        let deadline = since + self.config.shutdown_grace;
+        while !state.slots.is_empty() && Instant::now() < deadline {
+            self.work.wait_until(&mut state, deadline);
+        }
+        if !state.slots.is_empty() {
+            log::warn!(
+                "cf-pool-proc: {} worker(s) still running {:?} after terminate_workers; killing \
+                 them",
+                state.slots.len(),
+                self.config.shutdown_grace
+            );
+            Self::signal_all(&state, sys::Signal::Kill);
+        }
     }
 
     /// Queues already-encoded tasks (encoding happens before, outside the lock).
@@ -137,7 +166,10 @@ impl Pool {
             }
         };
         for job in cancelled {
-            job.completion.cancel();
+            // A task a busy worker gave back is already running: it cannot be cancelled.
+            if !job.completion.cancel() {
+                job.completion.fail(TaskError::Cancelled);
+            }
         }
         if !wait {
             return;
@@ -149,6 +181,7 @@ impl Pool {
             log::debug!("cf-pool-proc: shutdown(wait) from the pool's own thread; not waiting");
             return;
         }
+        self.end_terminated_workers();
         loop {
             let feeders = std::mem::take(&mut self.state.lock().feeders);
             if feeders.is_empty() {
@@ -188,6 +221,7 @@ pub struct ProcessPoolBuilder {
     max_tasks_per_child: Option<u64>,
     task_timeout: Option<Duration>,
     on_worker_death: WorkerDeath,
+    shutdown_grace: Option<Duration>,
 }
 
 impl ProcessPoolBuilder {
@@ -206,7 +240,7 @@ impl ProcessPoolBuilder {
     /// across the process boundary by address.
     #[must_use]
     pub fn initializer(self, init: fn() -> Result<(), String>) -> Self {
-        self.initializer_offset(sys::offset_of(init as usize))
+        self.initializer_offset(sys::offset_unchecked(init as usize))
     }
 
     /// Sets the initializer by its code offset (from this process, or a peer of the same build).
@@ -235,6 +269,16 @@ impl ProcessPoolBuilder {
     #[must_use]
     pub fn on_worker_death(mut self, policy: WorkerDeath) -> Self {
         self.on_worker_death = policy;
+        self
+    }
+
+    /// How long, after [`terminate_workers`](ProcessPoolExecutor::terminate_workers), a later
+    /// `shutdown(wait = true)` or `drop` waits for the workers to end before it kills those that
+    /// still run with `SIGKILL` (default [`DEFAULT_SHUTDOWN_GRACE`], 5 s). A task may catch or
+    /// ignore `SIGTERM`; it cannot keep the pool's end waiting longer than this.
+    #[must_use]
+    pub fn shutdown_grace(mut self, grace: Duration) -> Self {
+        self.shutdown_grace = Some(grace);
         self
     }
 
@@ -272,11 +316,20 @@ impl ProcessPoolBuilder {
             });
         }
         let exe = sys::exe_identity()
-            .map_err(|e| BuildError::Io(format!("cannot inspect /proc/self/exe: {e}")))?;
+            .map_err(|e| BuildError::Io(format!("cannot inspect this program's executable: {e}")))?;
+        let init_offset = match self.initializer {
+            None => 0,
+            Some(offset) => sys::check_code_offset(offset).map(|()| offset).map_err(|message| BuildError::Invalid {
+                name: "initializer",
+                message,
+            })?,
+        };
         let hello = Hello {
+            // Set again for each worker as it starts (see `slot`).
+            log_level: 0,
             exe,
             probe_offset: sys::probe_offset(),
-            init_offset: self.initializer.unwrap_or(0),
+            init_offset,
             max_tasks: self.max_tasks_per_child.unwrap_or(0),
         };
         Ok(ProcessPoolExecutor {
@@ -289,6 +342,7 @@ impl ProcessPoolBuilder {
                     max_tasks_per_child: self.max_tasks_per_child,
                     task_timeout: self.task_timeout,
                     on_worker_death: self.on_worker_death,
+                    shutdown_grace: self.shutdown_grace.unwrap_or(DEFAULT_SHUTDOWN_GRACE),
                     hello,
                 },
             }),
@@ -406,16 +460,21 @@ impl ProcessPoolExecutor {
         A: Payload,
         R: Payload + Sync,
     {
+        let offset = trampoline_offset(f)?;
         let (future, task) = encoded(&arg);
-        self.pool
-            .enqueue(trampoline_offset(f), limit, std::iter::once(task))?;
+        self.pool.enqueue(offset, limit, std::iter::once(task))?;
         Ok(future)
     }
 
     /// Python 3.14's `terminate_workers()`: shuts down, cancels the queue, sends `SIGTERM` to
-    /// every worker, and waits until all are reaped. Running futures fail with
-    /// [`TaskError::WorkerDied`]; later `submit`s are refused. Harmless before any worker
-    /// started and after the pool broke.
+    /// every worker, and returns at once, without waiting for them to end. Running futures fail
+    /// with [`TaskError::WorkerDied`] as their workers end; later `submit`s are refused.
+    /// Harmless before any worker started, after the pool broke, and when called again.
+    ///
+    /// A task may catch or ignore `SIGTERM`, so its worker may go on running. A later
+    /// `shutdown(wait = true)` or `drop` waits for the workers at most the builder's
+    /// [`shutdown_grace`](ProcessPoolBuilder::shutdown_grace) (5 s by default), counted from
+    /// this call, then kills those that still run with `SIGKILL`, and reaps them all.
     ///
     /// # Examples
     ///
@@ -428,7 +487,8 @@ impl ProcessPoolExecutor {
     }
 
     /// Like [`terminate_workers`](Self::terminate_workers) with `SIGKILL`, which a task cannot
-    /// catch or ignore.
+    /// catch or ignore: signals every worker and returns at once; the workers end promptly, and
+    /// a later `shutdown(wait = true)` or `drop` reaps them.
     ///
     /// # Examples
     ///
@@ -446,9 +506,10 @@ impl ProcessPoolExecutor {
         A: Payload,
         R: Payload + Sync,
     {
+        let offset = trampoline_offset(f)?;
         let (futures, items): (Vec<_>, Vec<_>) = args.iter().map(encoded).unzip();
         self.pool
-            .enqueue(trampoline_offset(f), self.pool.config.task_timeout, items)?;
+            .enqueue(offset, self.pool.config.task_timeout, items)?;
         Ok(futures)
     }
 }

@@ -70,7 +70,7 @@
 //! assert!(out.result().unwrap().iter().all(|&p| p == 110));
 //! ```
 //!
-//! Workers are this same executable, started again through `/proc/self/exe`, with your
+//! Workers are this same executable, started again (through `/proc/self/exe` on Linux), with your
 //! program's command line (`std::env::args()` in a task is the parent's, `argv[0]` included;
 //! a `LazyLock` that parses it gets the same configuration). They never run your `main`, or
 //! the test harness: a static constructor enters worker mode before `main`, so nothing parses
@@ -89,8 +89,20 @@
 //! from the running inode, a rebuild on disk cannot slip in. All `unsafe` code (this, shared
 //! memory and process control) is in the platform layer, `sys`, each block with its `SAFETY`
 //! argument.
-//! Limits: Linux only (`/proc`, `PR_SET_PDEATHSIG`); tasks must live in the executable itself,
-//! not in a `dlopen`ed library.
+//! Tasks and initializers must live in the executable itself: one whose code is in a shared
+//! library loaded at run time (a `cdylib` or `dylib`) is refused at `submit` (or `build`) with
+//! an error that says so (`SubmitError::InvalidArgument`, `BuildError::Invalid`), since the
+//! handshake proves only the executable.
+//!
+//! # Platforms
+//!
+//! Linux uses its own tools (sealed `memfd`s, `PR_SET_PDEATHSIG`, `close_range`,
+//! `SO_PEERCRED`, `/proc/self/exe`). macOS and FreeBSD use a portable Unix path: regions are
+//! `shm_open` objects whose every descriptor is read-only once mapped, workers watch a
+//! lifeline pipe to die with the parent, the executable is `std::env::current_exe()` read
+//! before `main`. The portable path is built and linted for those targets and tested on Linux
+//! (the `portable-unix` feature, a test knob, selects it there); it has not run on a Mac or a
+//! FreeBSD machine. On any other target the crate fails to build with a message saying so.
 //!
 //! # Architecture
 //!
@@ -136,15 +148,23 @@
 //! * **The feeder thread** of each worker only writes. It starts the process (so
 //!   `PR_SET_PDEATHSIG` is tied to a thread that outlives the worker) and feeds it a prefetch
 //!   window of tasks: one until timings are known, then growing (slow start) to keep about 2 ms
-//!   of work in flight, so deep backlogs of short tasks travel many per frame and long tasks
-//!   never wait behind others while a worker idles. `map(chunksize)` batches explicitly.
+//!   of work in flight, so deep backlogs of short tasks travel many per frame. When a task
+//!   turns out long (no result for 5 ms) with tasks queued behind it in its worker, a worker
+//!   that goes idle takes those back (`Reclaim`: the busy worker returns the tasks it has not
+//!   started, and they go to the front of the queue), so tasks never wait behind a long one
+//!   while a worker idles, and a task that waits for one submitted after it cannot deadlock
+//!   the pool. `map(chunksize)` batches explicitly.
 //! * **The reader thread** of each worker only reads: it completes futures and runs their
 //!   callbacks. Neither thread holds the pool lock during I/O or user code. While a reader runs
 //!   callbacks its worker takes no new work, so a callback may submit and wait for the result,
 //!   provided another worker can run it: with `max_workers(1)` that wait cannot end (CPython's
 //!   process pool deadlocks there too). `shutdown(wait)` from a callback does not wait.
-//! * **The worker** runs tasks on one thread, catches panics, and batches results (sent when a
-//!   frame is done, when 64 KiB wait, or within 1 ms).
+//! * **The worker** runs tasks on one thread (the one that ran the initializer), catches
+//!   panics, and batches results (sent when it has nothing more to run, when 64 KiB wait, or
+//!   within 1 ms); a second thread reads the socket meanwhile, so the parent can take back
+//!   unstarted tasks at any time. A batched result is never lost to a crash of a later task:
+//!   before the next task starts, it is recorded in the worker's *black box*, a small shared
+//!   page the parent reads after the worker died.
 //! * **Frames** are a `u32` length and a hand-laid body; payload bytes are copied, not
 //!   re-encoded. Every length is checked before allocation, and a worker that sends a malformed
 //!   frame is killed and treated as dead.
@@ -157,15 +177,38 @@
 //! its reader reads what the worker sent before dying, then sees end of stream and reaps it.
 //! A task that forked a child or started a daemon (which holds a copy of the worker's socket)
 //! therefore delays nothing: the dead worker's futures fail at once, and `drop`,
-//! `shutdown(wait)`, `kill_workers` and time limits never wait for a worker's descendants. Only the futures it held
-//! fail, with [`TaskError::WorkerDied`] naming the pid and the exit code or signal; a
+//! `shutdown(wait)`, `kill_workers` and time limits never wait for a worker's descendants.
+//! Only the task it was running and those sent to it that had not started fail, with
+//! [`TaskError::WorkerDied`] naming the pid and the exit code or signal (tasks it finished keep
+//! their results, even those it had not sent yet, so retrying on `WorkerDied` never re-runs
+//! work that already ran); a
 //! replacement starts if work is waiting, and the pool goes on. [`WorkerDeath::BreakPool`]
 //! restores Python's behaviour instead (everything pending fails, the pool is broken). A panic
 //! is not a death: it comes back as [`TaskError::Panicked`] with the worker's message,
-//! location and backtrace, and the worker lives on.
+//! location and backtrace, and the worker lives on; unless it cannot unwind (`panic = "abort"`,
+//! a panic out of an `extern "C"` function), and then the worker prints it as Rust does, writes
+//! it to its black box, and aborts: the `WorkerDied` then carries it as `last_panic`.
 //!
 //! Workers never outlive the parent: an idle worker sees its socket close and exits; a busy one
-//! gets `SIGKILL` from `PR_SET_PDEATHSIG`. Every child is reaped.
+//! gets `SIGKILL` from `PR_SET_PDEATHSIG` (on Linux) or from its lifeline watchdog (on the
+//! portable path). Every child is reaped.
+//!
+//! [`terminate_workers`](ProcessPoolExecutor::terminate_workers) and
+//! [`kill_workers`](ProcessPoolExecutor::kill_workers) (Python 3.14) cancel the queue, signal
+//! every worker and return at once. A task may ignore `SIGTERM`, so the pool's end is bounded
+//! instead: a later `shutdown(wait = true)` or `drop` waits at most
+//! [`shutdown_grace`](ProcessPoolBuilder::shutdown_grace) (5 s by default) after
+//! `terminate_workers`, then kills what still runs with `SIGKILL` and reaps it. A plain
+//! `shutdown(wait = true)` still waits for every running task, however long, as Python's does.
+//!
+//! # Logging
+//!
+//! A task's `log` calls (`log::warn!` and the rest) reach your process's logger, as they do on
+//! the thread pool: each worker forwards its records over its socket, and the parent logs them
+//! with their level, target, file and line, the message prefixed with `[worker {pid}] `. A
+//! worker takes your `log::max_level()` when it starts, so a level your logger disabled costs a
+//! task nothing but a comparison. An `initializer` that installs its own logger in the worker
+//! keeps it (then nothing is forwarded). See `docs/diagnostics.md`.
 //!
 //! # Threat model
 //!
@@ -183,6 +226,27 @@
 //! rests on and where it stops: `docs/security.md` in the repository.
 #![warn(missing_docs)]
 
+pub use cf_executor_api::*;
+
+#[cfg(not(any(target_os = "linux", target_os = "macos", target_os = "freebsd")))]
+compile_error!(
+    "cf-pool-proc supports Linux, macOS and FreeBSD; this target is none of them (Windows \
+     support is not written yet). The thread pool, cf-pool-thread, builds everywhere."
+);
+
+/// Declares the items that exist only on the supported platforms (on any other, the one
+/// `compile_error!` above is the whole build output).
+macro_rules! supported {
+    ($($item:item)*) => {
+        $(
+            #[cfg(any(target_os = "linux", target_os = "macos", target_os = "freebsd"))]
+            $item
+        )*
+    };
+}
+
+supported! {
+mod blackbox;
 mod executor;
 mod protocol;
 mod shm;
@@ -193,8 +257,6 @@ mod task;
 pub mod transport;
 mod watchdog;
 mod worker;
-
-pub use cf_executor_api::*;
 
 /// Entry points for `cargo fuzz` and the protocol tests; not part of the stable API.
 #[doc(hidden)]
@@ -214,7 +276,7 @@ pub mod fuzzing {
             .map_err(|e| e.to_string())
     }
 }
-pub use executor::{ProcessPoolBuilder, ProcessPoolExecutor};
+pub use executor::{ProcessPoolBuilder, ProcessPoolExecutor, DEFAULT_SHUTDOWN_GRACE};
 pub use state::WorkerDeath;
 pub use worker::is_worker;
 
@@ -234,4 +296,5 @@ pub fn init() {
 /// worker, with the socket it inherited from the parent.
 fn serve_as_worker(socket: sys::UnixStream) -> ! {
     worker::run(socket)
+}
 }

@@ -4,7 +4,8 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use cf_executor_api::{
-    call_catching, codec, panic_message, Buffer, CodecStage, Payload, Promise, Task, TaskError,
+    call_catching, codec, panic_message, Buffer, CodecStage, Payload, Promise, SubmitError, Task,
+    TaskError,
 };
 
 use crate::{shm, sys};
@@ -12,8 +13,25 @@ use crate::{shm, sys};
 /// The largest payload a single task or result may have (the frame length is a `u32`).
 pub(crate) const MAX_PAYLOAD: usize = u32::MAX as usize - 1024;
 
-/// The offset that names `trampoline::<F, A, R>` in any process running this executable.
-pub(crate) fn trampoline_offset<F, A, R>(_: F) -> i64
+/// The offset that names `trampoline::<F, A, R>` in any process running this executable;
+/// refused if that code is not in the executable's own image (see [`sys::offset_of`]).
+pub(crate) fn trampoline_offset<F, A, R>(f: F) -> Result<i64, SubmitError>
+where
+    F: Task<A, R>,
+    A: Payload,
+    R: Payload,
+{
+    let offset = trampoline_offset_unchecked(f);
+    sys::check_code_offset(offset).map_err(|message| SubmitError::InvalidArgument {
+        name: "task",
+        message,
+    })?;
+    Ok(offset)
+}
+
+/// The offset that names `trampoline::<F, A, R>`, not yet checked to lie in the executable
+/// (a transport's [`TaskCode`](crate::transport::TaskCode) is checked when submitted).
+pub(crate) fn trampoline_offset_unchecked<F, A, R>(_: F) -> i64
 where
     F: Task<A, R>,
     A: Payload,
@@ -22,7 +40,7 @@ where
     // A task that captures variables fails the build here, with the message every path shares.
     let () = cf_executor_api::CapturesNothing::<F>::OK;
     let t: sys::Trampoline = trampoline::<F, A, R>;
-    sys::offset_of(t as usize)
+    sys::offset_unchecked(t as usize)
 }
 
 fn codec(stage: CodecStage, message: String) -> TaskError {

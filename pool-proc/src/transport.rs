@@ -60,7 +60,7 @@ use cf_executor_api::{
 use serde::{Deserialize, Serialize};
 
 use crate::executor::{ProcessPoolBuilder, ProcessPoolExecutor};
-use crate::task::{encode, trampoline_offset, Completion};
+use crate::task::{encode, trampoline_offset_unchecked, Completion};
 
 /// The name of a task's code (or of an initializer) in every process of the same build: an
 /// offset from a fixed function of the executable.
@@ -104,7 +104,7 @@ where
     A: Payload,
     R: Payload,
 {
-    TaskCode(trampoline_offset(f))
+    TaskCode(trampoline_offset_unchecked(f))
 }
 
 /// The code of a worker initializer, for [`ProcessPoolBuilder::initializer_code`].
@@ -121,7 +121,7 @@ where
 /// ```
 #[must_use]
 pub fn initializer_code(f: fn() -> Result<(), String>) -> TaskCode {
-    TaskCode(crate::sys::offset_of(f as usize))
+    TaskCode(crate::sys::offset_unchecked(f as usize))
 }
 
 /// This executable's build identity: the SHA-256 of the running executable's content, in hex.
@@ -286,6 +286,11 @@ impl ProcessPoolExecutor {
                 message: "a task's time limit must be longer than zero".into(),
             });
         }
+        // Code outside the executable's image cannot be proven the same in a worker.
+        crate::sys::check_code_offset(code.0).map_err(|message| SubmitError::InvalidArgument {
+            name: "code",
+            message,
+        })?;
         let promise = Promise::new();
         let future = promise.future();
         let completion: Box<dyn Completion> = Box::new(RawCompletion(promise));

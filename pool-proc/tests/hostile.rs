@@ -3,7 +3,10 @@
 //! (a sparse region claiming a large buffer) or to pin descriptors in the parent (descriptors
 //! no record names). The parent must refuse both: kill that worker (its future fails with
 //! `WorkerDied`), keep its own memory and descriptor count where they were, and go on.
-#![allow(unsafe_code)] // a BorrowedFd over the worker's inherited socket, on purpose
+#![allow(unsafe_code)]
+// a BorrowedFd over the worker's inherited socket, on purpose
+// The forged regions are Linux memfds, and the worker's socket is found through /proc.
+#![cfg(target_os = "linux")]
 
 mod common;
 

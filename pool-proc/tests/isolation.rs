@@ -44,7 +44,8 @@ fn secret_pattern() -> Vec<u8> {
 /// Handles the attacker keeps between its tasks (they run in the same worker process).
 static KEPT: Mutex<Vec<(String, File)>> = Mutex::new(Vec::new());
 
-/// Every way this process can name a region: descriptors and mapped files.
+/// Every way this process can name a region that carries buffers: descriptors and mapped
+/// files. (A worker's black-box page, `cf-worker-blackbox`, is its own to write by design.)
 fn region_paths() -> Vec<PathBuf> {
     let mut paths = Vec::new();
     for dir in ["/proc/self/fd", "/proc/self/map_files"] {
@@ -53,7 +54,7 @@ fn region_paths() -> Vec<PathBuf> {
         };
         for entry in entries.flatten() {
             let is_region = std::fs::read_link(entry.path())
-                .is_ok_and(|t| t.to_string_lossy().starts_with("/memfd:cf-"));
+                .is_ok_and(|t| t.to_string_lossy().starts_with("/memfd:cf-buffer"));
             if is_region {
                 paths.push(entry.path());
             }

@@ -65,15 +65,10 @@ mod unix;
 ))]
 use unix as imp;
 
-#[cfg(not(any(target_os = "linux", target_os = "macos", target_os = "freebsd")))]
-compile_error!(
-    "cf-pool-proc supports Linux, macOS and FreeBSD; this target is none of them (Windows \
-     support is not written yet). The thread pool, cf-pool-thread, builds everywhere."
-);
 
 pub(crate) use imp::{
-    create_lendable_region, exe_identity, first_hole, ignore_sigpipe, inspect_region,
-    recv_with_fds, seal_written, send_with_fds, signal,
+    create_lendable_region, create_shared_page, exe_identity, first_hole, ignore_sigpipe,
+    inspect_region, recv_with_fds, seal_written, send_with_fds, signal,
 };
 /// A descriptor this process owns (closed when dropped).
 pub(crate) use std::os::fd::OwnedFd;
@@ -145,15 +140,111 @@ fn anchor_addr() -> usize {
     f as usize
 }
 
-/// Offset of a code address from [`anchor`].
-pub(crate) fn offset_of(addr: usize) -> i64 {
+fn raw_offset(addr: usize) -> i64 {
     addr.wrapping_sub(anchor_addr()) as i64
+}
+
+/// Offset of the code at `addr` from [`anchor`], unchecked: for a code name that
+/// [`check_code_offset`] checks before it is used (a transport's task code, an initializer).
+pub(crate) fn offset_unchecked(addr: usize) -> i64 {
+    raw_offset(addr)
+}
+
+/// Checks a code offset the way [`offset_of`] checks an address: `Err` if it names code
+/// outside the executable's own image.
+pub(crate) fn check_code_offset(offset: i64) -> Result<(), String> {
+    offset_of(anchor_addr().wrapping_add(offset as usize)).map(drop)
+}
+
+/// Offset of the code at `addr` (a task's trampoline, an initializer) from [`anchor`], for a
+/// worker to find the same code. `Err` if that code, or the anchor, is not in the
+/// executable's own image (a shared library loaded at run time, say): the handshake proves
+/// only that workers run the same executable, so an offset into anything else could name
+/// other code in a worker.
+pub(crate) fn offset_of(addr: usize) -> Result<i64, String> {
+    if !code_in_executable(anchor_addr()) {
+        return Err("cf-pool-proc itself is not linked into the executable (it lives in a \
+                    shared library), so no code offset it computes can be proven to name the \
+                    same code in a worker; link cf-pool-proc into the program"
+            .into());
+    }
+    if !code_in_executable(addr) {
+        return Err("this code lives outside the executable's own image (in a shared library \
+                    loaded at run time, e.g. a cdylib or dylib), and workers only prove that \
+                    they run the same executable; move the task into the program itself, or \
+                    call the library from a task defined there"
+            .into());
+    }
+    Ok(raw_offset(addr))
 }
 
 /// Offset of `probe` in this process.
 pub(crate) fn probe_offset() -> i64 {
     let f: fn() -> u32 = probe;
-    offset_of(f as usize)
+    raw_offset(f as usize)
+}
+
+/// Whether `addr` lies in an executable segment of the main program's own image (not in a
+/// shared library). The segments are read once, with `dl_iterate_phdr` (whose first object is
+/// the main program), and cached: a check costs a few comparisons.
+#[cfg(any(target_os = "linux", target_os = "freebsd"))]
+pub(crate) fn code_in_executable(addr: usize) -> bool {
+    use std::sync::OnceLock;
+    static SEGMENTS: OnceLock<Vec<(usize, usize)>> = OnceLock::new();
+
+    /// `PT_LOAD` and `PF_X` of the ELF specification.
+    const PT_LOAD: u32 = 1;
+    const PF_X: u32 = 1;
+
+    unsafe extern "C" fn first_object(
+        info: *mut libc::dl_phdr_info,
+        _size: libc::size_t,
+        data: *mut libc::c_void,
+    ) -> libc::c_int {
+        // SAFETY: `data` is the `&mut Vec` passed to dl_iterate_phdr below, alive and not
+        // otherwise borrowed during the call; `info` points to a valid `dl_phdr_info` whose
+        // `dlpi_phdr` array has `dlpi_phnum` entries, for the duration of this callback.
+        unsafe {
+            let segments = &mut *data.cast::<Vec<(usize, usize)>>();
+            let info = &*info;
+            for i in 0..usize::from(info.dlpi_phnum) {
+                let ph = &*info.dlpi_phdr.add(i);
+                if ph.p_type == PT_LOAD && ph.p_flags & PF_X != 0 {
+                    let start = (info.dlpi_addr as usize).wrapping_add(ph.p_vaddr as usize);
+                    segments.push((start, start.wrapping_add(ph.p_memsz as usize)));
+                }
+            }
+        }
+        1 // the first object is the main program: stop there
+    }
+
+    let segments = SEGMENTS.get_or_init(|| {
+        let mut segments: Vec<(usize, usize)> = Vec::new();
+        // SAFETY: the callback only reads what the loader passes it and writes to `segments`,
+        // which outlives the call; returning non-zero stops the walk.
+        unsafe {
+            libc::dl_iterate_phdr(Some(first_object), (&raw mut segments).cast());
+        }
+        segments
+    });
+    segments
+        .iter()
+        .any(|&(start, end)| (start..end).contains(&addr))
+}
+
+/// Whether `addr` lies in the main program's own image: `dladdr` names the image holding it,
+/// which must be image 0 of the dynamic loader, the main executable.
+#[cfg(target_os = "macos")]
+pub(crate) fn code_in_executable(addr: usize) -> bool {
+    // SAFETY: an all-zero Dl_info (null pointers) is a valid value of this plain C struct.
+    let mut info: libc::Dl_info = unsafe { std::mem::zeroed() };
+    // SAFETY: dladdr only reads the loader's tables and writes into `info`.
+    if unsafe { libc::dladdr(addr as *const libc::c_void, &mut info) } == 0 {
+        return false;
+    }
+    // SAFETY: _dyld_get_image_header(0) returns the main executable's header (or null).
+    let main = unsafe { libc::_dyld_get_image_header(0) };
+    !main.is_null() && info.dli_fbase.cast_const() == main.cast()
 }
 
 /// The function at `offset` from the anchor, as a trampoline.
@@ -195,6 +286,12 @@ pub(crate) fn conjure<F: Copy>() -> F {
 /// Maps the whole region `fd` (of `len` bytes) read-only.
 pub(crate) fn map_read_only(fd: &OwnedFd, len: usize) -> io::Result<memmap2::MmapRaw> {
     memmap2::MmapOptions::new().len(len).map_raw_read_only(fd)
+}
+
+/// Maps the whole page `fd` (of `len` bytes, made by [`create_shared_page`] in the parent)
+/// read-write, shared with the parent, which reads the file.
+pub(crate) fn map_shared_page(fd: &OwnedFd, len: usize) -> io::Result<memmap2::MmapRaw> {
+    memmap2::MmapOptions::new().len(len).map_raw(fd)
 }
 
 /// Reads exactly `buf.len()` bytes of the file `fd` at `offset` (not through a mapping).
@@ -496,4 +593,28 @@ fn cf_pool_proc_worker_entry() {
 #[cfg(test)]
 pub(crate) mod testing {
     pub(crate) use super::imp::testing::*;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn in_this_crate(x: u32) -> u32 {
+        x + 1
+    }
+
+    #[test]
+    fn code_of_the_executable_is_accepted_and_library_code_refused() {
+        let f: fn(u32) -> u32 = in_this_crate;
+        assert!(offset_of(f as usize).is_ok());
+        assert!(offset_of(anchor_addr()).is_ok_and(|o| o == 0));
+        // `malloc` lives in the C library, a shared library loaded at run time.
+        let malloc = libc::malloc as *const () as usize;
+        let err = offset_of(malloc).unwrap_err();
+        assert!(err.contains("outside the executable's own image"), "{err}");
+        // Neither data nor a made-up address is code of the executable.
+        static DATA: u8 = 0;
+        assert!(!code_in_executable(&raw const DATA as usize));
+        assert!(!code_in_executable(usize::MAX - 7));
+    }
 }

@@ -131,6 +131,31 @@ pub(crate) fn create_lendable_region(
     Ok((read_only, map, Sealed::Now))
 }
 
+/// A new page of `size` zero bytes that a child writes and this process reads (a worker's black
+/// box): an unlinked, close-on-exec POSIX shared-memory object. Nothing seals its size here, so
+/// this process reads it with [`read_at`](super::read_at) (a short read, never a fault, if the
+/// child truncated it), not through a mapping.
+pub(crate) fn create_shared_page(size: usize) -> io::Result<OwnedFd> {
+    use rustix::fs::Mode;
+    use rustix::shm::OFlags;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let name = format!(
+        "/cfb{}.{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    );
+    let fd = rustix::shm::open(
+        name.as_str(),
+        OFlags::CREATE | OFlags::EXCL | OFlags::RDWR,
+        Mode::RUSR | Mode::WUSR,
+    )?;
+    let _ = rustix::shm::unlink(name.as_str());
+    set_cloexec(&fd)?;
+    rustix::fs::ftruncate(&fd, size as u64)?;
+    Ok(fd)
+}
+
 /// Not used on this path ([`create_lendable_region`] never returns [`Sealed::AfterWriting`]);
 /// ends the mapping.
 pub(crate) fn seal_written(_fd: &OwnedFd, map: memmap2::MmapRaw) -> io::Result<()> {
@@ -560,5 +585,38 @@ pub(crate) mod testing {
     fn read_only_twin(fd: &OwnedFd) -> OwnedFd {
         let path = format!("/proc/self/fd/{}", fd.as_raw_fd());
         std::fs::File::open(path).unwrap().into()
+    }
+
+    #[test]
+    fn a_lent_region_has_no_writable_descriptor() {
+        let (fd, map, sealed) = create_lendable_region(1 << 16, b"head").unwrap();
+        assert_eq!(sealed, Sealed::Now);
+        let info = inspect_region(&fd).unwrap();
+        assert_eq!(info.size, 1 << 16);
+        // The sender's mapping writes; nothing else can.
+        super::super::copy_in(&map, 100, b"bytes");
+        assert!(rustix::io::pwrite(&fd, b"x", 0).is_err());
+        assert!(rustix::fs::ftruncate(&fd, 0).is_err());
+        assert!(memmap2::MmapOptions::new().len(1 << 16).map_raw(&fd).is_err());
+        let copy = super::super::copy_out(&map_read_only_for_test(&fd), 100, 5).unwrap();
+        assert_eq!(copy, b"bytes");
+        let mut head = [0u8; 4];
+        super::super::read_at(&fd, &mut head, 0).unwrap();
+        assert_eq!(&head, b"head");
+    }
+
+    fn map_read_only_for_test(fd: &OwnedFd) -> memmap2::MmapRaw {
+        super::super::map_read_only(fd, 1 << 16).unwrap()
+    }
+
+    #[test]
+    fn writable_and_foreign_descriptors_are_refused() {
+        let err = inspect_region(&writable_region(1 << 16)).unwrap_err();
+        assert!(err.contains("sent writable"), "{err}");
+        let err = inspect_region(&not_a_region()).unwrap_err();
+        assert!(err.contains("sent writable") || err.contains("not a shared-memory"), "{err}");
+        let (read_end, _write_end) = rustix::pipe::pipe().unwrap();
+        let err = inspect_region(&read_end).unwrap_err();
+        assert!(err.contains("not a shared-memory region"), "{err}");
     }
 }

@@ -300,6 +300,7 @@ pub fn assert_clean_at_end() {
 /// So a pidfd pins the process first, `waitid(P_PIDFD, WNOWAIT)` (which only works on our own
 /// children, and reaps nothing) proves it is ours and not yet dead, and the signal goes through
 /// the pidfd: never to a stranger, never to a reused pid.
+#[cfg(target_os = "linux")]
 pub fn sigkill_child(pid: u32) -> bool {
     let Ok(raw) = libc::pid_t::try_from(pid) else {
         return false;
@@ -340,6 +341,32 @@ pub fn sigkill_child(pid: u32) -> bool {
     // SAFETY: closing the descriptor pidfd_open gave us, once.
     unsafe { libc::close(pidfd) };
     sent
+}
+
+/// [`sigkill_child`] where there is no pidfd (macOS, FreeBSD; these tests are only built
+/// there, and run on Linux): `waitid(P_PID, WNOWAIT)` proves the pid is a running child of
+/// ours, then `kill`. A reaper running between the two could free the pid; on Linux the pidfd
+/// version above closes that gap.
+#[cfg(not(target_os = "linux"))]
+pub fn sigkill_child(pid: u32) -> bool {
+    let Ok(raw) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
+    // SAFETY: an all-zero siginfo_t is a valid value of this plain C struct.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    // SAFETY: waitid(2) writes only into `info`, which lives across the call.
+    let rc = unsafe {
+        libc::waitid(
+            libc::P_PID,
+            raw as libc::id_t,
+            &mut info,
+            libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+        )
+    };
+    // SAFETY: reading the pid field of the siginfo waitid filled in (or left zeroed).
+    let running_child = rc == 0 && unsafe { info.si_pid() } == 0;
+    // SAFETY: kill(2) takes plain integers.
+    running_child && unsafe { libc::kill(raw, libc::SIGKILL) } == 0
 }
 
 /// Set when [`within`] gave up on a hung thread: the binary can no longer be checked for leaks.
