@@ -325,8 +325,20 @@ impl ClusterBuilder {
         runtime.spawn(Arc::clone(&shared).watch_nodes());
         let publisher = Arc::clone(&shared);
         runtime.spawn(async move {
+            // Large payloads upload two at a time, in submission order: all at once, they
+            // would share the bandwidth and every one of them would arrive late.
+            let uploads = Arc::new(tokio::sync::Semaphore::new(2));
             while let Some(out) = rx.recv().await {
-                tokio::spawn(Arc::clone(&publisher).publish(out));
+                let permit = if wire::is_large(&out.argument) {
+                    Some(Arc::clone(&uploads).acquire_owned().await.ok())
+                } else {
+                    None
+                };
+                let publisher = Arc::clone(&publisher);
+                tokio::spawn(async move {
+                    publisher.publish(out).await;
+                    drop(permit);
+                });
             }
         });
         Ok(ClusterExecutor {

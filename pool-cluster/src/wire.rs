@@ -15,6 +15,9 @@ use tokio::io::AsyncReadExt;
 /// store instead of the message itself (the server's default message limit is 1 MiB).
 pub(crate) const INLINE_MAX: usize = 256 * 1024;
 
+/// The chunk size of payloads in the object store.
+const BLOB_CHUNK: usize = 768 * 1024;
+
 /// How often a node writes its registry entry.
 pub(crate) const HEARTBEAT: Duration = Duration::from_secs(1);
 
@@ -317,7 +320,14 @@ impl Stores {
             return Ok(Carried::Inline(wire));
         }
         let bytes = postcard::to_allocvec(&wire)?;
-        self.blobs.put(name.as_str(), &mut bytes.as_slice()).await?;
+        let meta = object_store::ObjectMetadata {
+            name: name.clone(),
+            // The library's default (128 KiB) costs a round trip per chunk; a chunk must stay
+            // under the server's message limit (1 MiB by default).
+            chunk_size: Some(BLOB_CHUNK),
+            ..Default::default()
+        };
+        self.blobs.put(meta, &mut bytes.as_slice()).await?;
         Ok(Carried::Blob(name))
     }
 
