@@ -3,7 +3,7 @@
 //! This crate re-exports the [`Executor`] trait and everything around it (`Future`,
 //! `as_completed`, `wait`, `MapOptions`, errors, [`Buffer`]) from `cf-executor-api`, the two
 //! pools, [`ThreadPoolExecutor`] (feature `thread`) and [`ProcessPoolExecutor`] (feature
-//! `process`, Unix only), and adds [`Pool`]: an executor whose backend is chosen at run time.
+//! `process`, on Linux, macOS and FreeBSD), and adds [`Pool`]: an executor whose backend is chosen at run time.
 //! Both features are on by default.
 //!
 //! ```toml
@@ -57,7 +57,7 @@
 //! | feature | default | adds |
 //! |---|---|---|
 //! | `thread` | yes | [`ThreadPoolExecutor`], [`Pool::Thread`], [`Backend::Thread`] |
-//! | `process` | yes | [`ProcessPoolExecutor`], [`Pool::Process`], [`Backend::Process`] (Unix targets only; elsewhere the feature adds nothing) |
+//! | `process` | yes | [`ProcessPoolExecutor`], [`Pool::Process`], [`Backend::Process`] (Linux, macOS, FreeBSD; elsewhere the feature adds nothing) |
 //! | `progress` | no | `ProgressExt`: progress bars over `map` and `as_completed` |
 //!
 //! [`Pool`] and [`Backend`] are `#[non_exhaustive]`: more backends may come behind features of
@@ -67,7 +67,13 @@
 // Without a backend `Pool` and `Backend` have no variants: every method's body is a `match`
 // with no arms, which the compiler rightly calls unreachable code that ignores its arguments.
 #![cfg_attr(
-    not(any(feature = "thread", all(feature = "process", unix))),
+    not(any(
+        feature = "thread",
+        all(
+            feature = "process",
+            any(target_os = "linux", target_os = "macos", target_os = "freebsd")
+        )
+    )),
     allow(unreachable_code, unused_variables)
 )]
 
@@ -75,7 +81,10 @@ use std::fmt;
 use std::str::FromStr;
 
 pub use cf_executor_api::*;
-#[cfg(all(feature = "process", unix))]
+#[cfg(all(
+    feature = "process",
+    any(target_os = "linux", target_os = "macos", target_os = "freebsd")
+))]
 pub use cf_pool_proc::{ProcessPoolBuilder, ProcessPoolExecutor, WorkerDeath};
 #[cfg(feature = "thread")]
 pub use cf_pool_thread::{ThreadPoolBuilder, ThreadPoolExecutor};
@@ -99,7 +108,10 @@ pub use cf_pool_thread::{ThreadPoolBuilder, ThreadPoolExecutor};
 pub enum Backend {
     /// Worker processes: [`ProcessPoolExecutor`]. Isolation: a crash or a task past its time
     /// limit takes one worker, not the program.
-    #[cfg(all(feature = "process", unix))]
+    #[cfg(all(
+        feature = "process",
+        any(target_os = "linux", target_os = "macos", target_os = "freebsd")
+    ))]
     Process,
     /// Worker threads of this process: [`ThreadPoolExecutor`]. The cheaper choice when tasks
     /// need no isolation (Rust has no GIL: threads run CPU-bound work in parallel).
@@ -110,7 +122,10 @@ pub enum Backend {
 impl Backend {
     /// Every backend this build has, process pool first.
     pub const ALL: &'static [Backend] = &[
-        #[cfg(all(feature = "process", unix))]
+        #[cfg(all(
+            feature = "process",
+            any(target_os = "linux", target_os = "macos", target_os = "freebsd")
+        ))]
         Backend::Process,
         #[cfg(feature = "thread")]
         Backend::Thread,
@@ -120,7 +135,10 @@ impl Backend {
     #[must_use]
     pub fn name(self) -> &'static str {
         match self {
-            #[cfg(all(feature = "process", unix))]
+            #[cfg(all(
+                feature = "process",
+                any(target_os = "linux", target_os = "macos", target_os = "freebsd")
+            ))]
             Backend::Process => "process",
             #[cfg(feature = "thread")]
             Backend::Thread => "thread",
@@ -132,7 +150,10 @@ impl Backend {
     #[must_use]
     pub fn executor_name(self) -> &'static str {
         match self {
-            #[cfg(all(feature = "process", unix))]
+            #[cfg(all(
+                feature = "process",
+                any(target_os = "linux", target_os = "macos", target_os = "freebsd")
+            ))]
             Backend::Process => "ProcessPoolExecutor",
             #[cfg(feature = "thread")]
             Backend::Thread => "ThreadPoolExecutor",
@@ -223,7 +244,10 @@ impl std::error::Error for Unsupported {}
 #[non_exhaustive]
 pub enum Pool {
     /// A process pool.
-    #[cfg(all(feature = "process", unix))]
+    #[cfg(all(
+        feature = "process",
+        any(target_os = "linux", target_os = "macos", target_os = "freebsd")
+    ))]
     Process(ProcessPoolExecutor),
     /// A thread pool.
     #[cfg(feature = "thread")]
@@ -234,7 +258,10 @@ pub enum Pool {
 macro_rules! forward {
     ($self:expr, $pool:ident => $body:expr) => {
         match *$self {
-            #[cfg(all(feature = "process", unix))]
+            #[cfg(all(
+                feature = "process",
+                any(target_os = "linux", target_os = "macos", target_os = "freebsd")
+            ))]
             Pool::Process(ref $pool) => $body,
             #[cfg(feature = "thread")]
             Pool::Thread(ref $pool) => $body,
@@ -260,7 +287,10 @@ impl Pool {
     /// ```
     pub fn new(backend: Backend) -> Result<Self, BuildError> {
         Ok(match backend {
-            #[cfg(all(feature = "process", unix))]
+            #[cfg(all(
+                feature = "process",
+                any(target_os = "linux", target_os = "macos", target_os = "freebsd")
+            ))]
             Backend::Process => Pool::Process(ProcessPoolExecutor::new()?),
             #[cfg(feature = "thread")]
             Backend::Thread => Pool::Thread(ThreadPoolExecutor::new()),
@@ -285,7 +315,10 @@ impl Pool {
     /// ```
     pub fn with_workers(backend: Backend, n: usize) -> Result<Self, BuildError> {
         Ok(match backend {
-            #[cfg(all(feature = "process", unix))]
+            #[cfg(all(
+                feature = "process",
+                any(target_os = "linux", target_os = "macos", target_os = "freebsd")
+            ))]
             Backend::Process => {
                 Pool::Process(ProcessPoolExecutor::builder().max_workers(n).build()?)
             }
@@ -298,7 +331,10 @@ impl Pool {
     #[must_use]
     pub fn backend(&self) -> Backend {
         match *self {
-            #[cfg(all(feature = "process", unix))]
+            #[cfg(all(
+                feature = "process",
+                any(target_os = "linux", target_os = "macos", target_os = "freebsd")
+            ))]
             Pool::Process(_) => Backend::Process,
             #[cfg(feature = "thread")]
             Pool::Thread(_) => Backend::Thread,
@@ -318,7 +354,10 @@ impl Pool {
     }
 
     /// The process pool, if this is one.
-    #[cfg(all(feature = "process", unix))]
+    #[cfg(all(
+        feature = "process",
+        any(target_os = "linux", target_os = "macos", target_os = "freebsd")
+    ))]
     #[must_use]
     pub fn as_process(&self) -> Option<&ProcessPoolExecutor> {
         match *self {
@@ -342,7 +381,10 @@ impl Pool {
     #[must_use]
     pub fn worker_pids(&self) -> Option<Vec<u32>> {
         match *self {
-            #[cfg(all(feature = "process", unix))]
+            #[cfg(all(
+                feature = "process",
+                any(target_os = "linux", target_os = "macos", target_os = "freebsd")
+            ))]
             Pool::Process(ref pool) => Some(pool.worker_pids()),
             #[cfg(feature = "thread")]
             Pool::Thread(_) => None,
@@ -387,7 +429,10 @@ impl Pool {
         R: Payload + Sync,
     {
         match *self {
-            #[cfg(all(feature = "process", unix))]
+            #[cfg(all(
+                feature = "process",
+                any(target_os = "linux", target_os = "macos", target_os = "freebsd")
+            ))]
             Pool::Process(ref pool) => pool.submit_with_timeout(f, arg, limit),
             #[cfg(feature = "thread")]
             Pool::Thread(_) => {
@@ -413,7 +458,10 @@ impl Pool {
     /// nothing is done then. Call [`Executor::shutdown`] there instead.
     pub fn terminate_workers(&self) -> Result<(), Unsupported> {
         match *self {
-            #[cfg(all(feature = "process", unix))]
+            #[cfg(all(
+                feature = "process",
+                any(target_os = "linux", target_os = "macos", target_os = "freebsd")
+            ))]
             Pool::Process(ref pool) => {
                 pool.terminate_workers();
                 Ok(())
@@ -434,7 +482,10 @@ impl Pool {
     /// As [`terminate_workers`](Self::terminate_workers).
     pub fn kill_workers(&self) -> Result<(), Unsupported> {
         match *self {
-            #[cfg(all(feature = "process", unix))]
+            #[cfg(all(
+                feature = "process",
+                any(target_os = "linux", target_os = "macos", target_os = "freebsd")
+            ))]
             Pool::Process(ref pool) => {
                 pool.kill_workers();
                 Ok(())
@@ -448,7 +499,10 @@ impl Pool {
     }
 }
 
-#[cfg(all(feature = "process", unix))]
+#[cfg(all(
+    feature = "process",
+    any(target_os = "linux", target_os = "macos", target_os = "freebsd")
+))]
 impl From<ProcessPoolExecutor> for Pool {
     fn from(pool: ProcessPoolExecutor) -> Self {
         Pool::Process(pool)

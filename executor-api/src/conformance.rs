@@ -171,6 +171,8 @@ macro_rules! conformance_tests {
             generic_function,
             buffers_round_trip,
             byte_strings_round_trip,
+            quick_tasks_do_not_wait_behind_a_long_one,
+            dependent_tasks_do_not_deadlock,
         );
     };
     (@each $make:expr; $($scenario:ident),* $(,)?) => {
@@ -240,6 +242,24 @@ fn gated_if((dir, i, gate): (String, u32, bool)) -> String {
     } else {
         worker_identity(())
     }
+}
+
+/// Leaves marker `started-{i}`; then, given `Some(j)`, waits until task `j` has left its
+/// marker (giving up, with a panic, after [`GATE_LIMIT`]). For tasks that depend on each other.
+fn mark_then_await((dir, i, awaited): (String, u32, Option<u32>)) -> u32 {
+    mark((dir.clone(), i));
+    if let Some(j) = awaited {
+        let marker = Path::new(&dir).join(format!("started-{j}"));
+        let start = Instant::now();
+        while !marker.exists() && Path::new(&dir).exists() {
+            assert!(
+                start.elapsed() < GATE_LIMIT,
+                "conformance task {i} waited {GATE_LIMIT:?} for task {j}, which never started"
+            );
+            thread::sleep(POLL);
+        }
+    }
+    i
 }
 
 static INIT_STATE: AtomicU64 = AtomicU64::new(0);
@@ -1248,5 +1268,89 @@ pub fn byte_strings_round_trip<E: Executor + 'static>(make: impl Fn(Config) -> E
             .clone()
             .expect("intact");
         assert!(back == b.reversed(), "a reused region gave stale bytes");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scenarios: scheduling. CPython's workers share one call queue, so a task never waits for a
+// particular busy worker; a backend that sends work ahead to its workers must keep that true.
+
+/// Runs enough quick tasks that both workers of `ex` have started and any adaptive batching a
+/// backend does has grown (the condition under which work could be queued behind a busy one).
+fn warm_up<E: Executor>(ex: &E) {
+    let n = if cfg!(miri) { 20 } else { 3000 };
+    let done = ex
+        .map(square, 0..n, limited())
+        .expect("map")
+        .filter(Result::is_ok)
+        .count();
+    assert_eq!(done, n as usize, "warm-up tasks");
+}
+
+/// Quick tasks submitted one by one while a long task runs all finish while it still runs: a
+/// worker that goes idle takes the work that waits behind a busy one. (CPython's workers share
+/// one call queue; a backend that sends work ahead to a worker must not strand it there.)
+pub fn quick_tasks_do_not_wait_behind_a_long_one<E: Executor + 'static>(
+    make: impl Fn(Config) -> E,
+) {
+    let ex = make(Config::new(2));
+    warm_up(&ex);
+    for round in 0..3 {
+        let gate = Gate::new("quick_behind_long");
+        let long = ex.submit(gated_if, (gate.path(), 0, true)).expect("submit");
+        gate.wait_started(1);
+        let quick: Vec<_> = (1..10)
+            .map(|i| {
+                ex.submit(gated_if, (gate.path(), i, false))
+                    .expect("submit")
+            })
+            .collect();
+        for (i, f) in quick.iter().enumerate() {
+            assert!(
+                f.result_timeout(LIMIT).is_ok(),
+                "round {round}: quick task {} did not finish within {LIMIT:?} while a long \
+                 task ran and another worker was free ({:?})",
+                i + 1,
+                f.exception()
+            );
+        }
+        assert!(!long.done(), "the long task waits for its gate");
+        gate.release();
+        assert!(long.result_timeout(LIMIT).is_ok(), "the long task");
+    }
+}
+
+/// A task that waits for the task submitted right after it never deadlocks with two workers:
+/// both workers are busy when the two are submitted, so a backend that sends work ahead could
+/// queue the second behind the first; the worker that goes idle must take it. Several rounds,
+/// since where a backend puts each task may depend on timing.
+pub fn dependent_tasks_do_not_deadlock<E: Executor + 'static>(make: impl Fn(Config) -> E) {
+    let ex = make(Config::new(2));
+    warm_up(&ex);
+    for round in 0..5 {
+        let blockers = Gate::new("dependent_blockers");
+        let busy: Vec<_> = (0..2)
+            .map(|i| ex.submit(gated, blockers.arg(i)).expect("submit"))
+            .collect();
+        blockers.wait_started(2);
+        let gate = Gate::new("dependent_tasks");
+        // Task 0 waits for task 1; quick tasks follow.
+        let futures: Vec<_> = (0..10)
+            .map(|i| {
+                ex.submit(mark_then_await, (gate.path(), i, (i == 0).then_some(1)))
+                    .expect("submit")
+            })
+            .collect();
+        blockers.release();
+        for f in &busy {
+            assert!(f.result_timeout(LIMIT).is_ok(), "round {round}: a blocker");
+        }
+        for (i, f) in futures.iter().enumerate() {
+            assert_eq!(
+                f.result_timeout(LIMIT),
+                Ok(&(i as u32)),
+                "round {round}: task {i} (task 0 waits for task 1, two workers)"
+            );
+        }
     }
 }

@@ -256,6 +256,15 @@ impl Shared {
                         }
                     }
                 }
+                if let Err(e @ (TaskError::WorkerDied { .. } | TaskError::Timeout { .. })) =
+                    &outcome.result
+                {
+                    // The pid in the error is a pid on that node.
+                    log::warn!(
+                        "cf-pool-cluster: task {task} failed on node {}: {e}",
+                        outcome.node
+                    );
+                }
                 let Some(pending) = self.take(task) else {
                     return;
                 };
@@ -382,6 +391,12 @@ impl Shared {
         nodes: &HashMap<String, (NodeInfo, Instant)>,
         last_seen: &mut Instant,
     ) {
+        if self.stores.js.client().connection_state() != async_nats::connection::State::Connected {
+            // Cut off from the server, the client cannot see heartbeats: that is no evidence
+            // that the nodes are gone. The timeout counts only while connected.
+            *last_seen = Instant::now();
+            return;
+        }
         let fresh = |seen: &Instant| seen.elapsed() < self.node_timeout;
         if nodes
             .values()

@@ -84,7 +84,8 @@
 //!   on the same store loses nothing.
 //! * **No node of this build**: a task for which no node of this build has been alive during
 //!   the last [`ClusterBuilder::node_timeout`] (default 30 s) of its wait fails with
-//!   [`TaskError::Broken`] saying so and listing the nodes of other builds the client sees; a
+//!   [`TaskError::Broken`] saying so and listing the nodes of other builds the client sees
+//!   (time without a connection to the server does not count: it says nothing of the nodes); a
 //!   cancel claim makes sure no node started later runs it. The executor stays usable for
 //!   when nodes come.
 //! * **An initializer** ([`ClusterBuilder::initializer`]) runs in every worker of every node;
@@ -93,9 +94,13 @@
 //! * **`shutdown(wait, cancel_futures)`** as for the other pools; `Drop` is `shutdown(true,
 //!   false)`. Nodes are not stopped: they serve other clients.
 //!
-//! Errors name the node where one is concerned (in [`TaskError::Broken`]'s reason); the
-//! pids of [`TaskError::WorkerDied`] and [`TaskError::Timeout`] are pids on the node that ran
-//! the task (logged with its name at debug level).
+//! * **Callbacks** of these futures run on the client's runtime threads; `shutdown(wait)`
+//!   called from one does not wait (it would stop the threads that complete the futures).
+//!
+//! Errors name the node where one is concerned (in [`TaskError::Broken`]'s reason). The pids of
+//! [`TaskError::WorkerDied`] and [`TaskError::Timeout`] are pids on the node that ran the task;
+//! `TaskError` has no field for a node, so the client logs such failures with the node's name
+//! (`warn` level).
 //!
 //! # Trust
 //!
@@ -177,7 +182,8 @@ impl ClusterBuilder {
 
     /// The ack deadline (default 30 s): a task whose node stops answering is delivered again
     /// this long after its last sign of life. It is a setting of the build's consumer on the
-    /// server, applied by whichever client or node creates that consumer first.
+    /// server, shared by every client of the build: `build` sets it (the last client built
+    /// wins), and nodes follow it within a second.
     #[must_use]
     pub fn ack_wait(mut self, d: Duration) -> Self {
         self.ack_wait = d;
@@ -291,7 +297,7 @@ impl ClusterBuilder {
                     )
                 })?;
             stores
-                .consumer(&names, &build, self.ack_wait)
+                .consumer(&names, &build, Some(self.ack_wait))
                 .await
                 .map_err(|e| format!("cannot create the task consumer: {e}"))?;
             Ok::<_, String>(stores)

@@ -119,7 +119,6 @@ pub struct NodeBuilder {
     url: String,
     workers: usize,
     pool: String,
-    ack_wait: Duration,
 }
 
 impl NodeBuilder {
@@ -131,7 +130,6 @@ impl NodeBuilder {
             url: url.to_owned(),
             workers: cf_executor_api::cpu_count(),
             pool: "cf".to_owned(),
-            ack_wait: crate::DEFAULT_ACK_WAIT,
         }
     }
 
@@ -146,14 +144,6 @@ impl NodeBuilder {
     #[must_use]
     pub fn pool(mut self, name: &str) -> Self {
         self.pool = name.to_owned();
-        self
-    }
-
-    /// The ack deadline used if this node is the first to create its build's consumer; see
-    /// [`ClusterBuilder::ack_wait`](crate::ClusterBuilder::ack_wait).
-    #[must_use]
-    pub fn ack_wait(mut self, d: Duration) -> Self {
-        self.ack_wait = d;
         self
     }
 
@@ -255,11 +245,7 @@ async fn serve(settings: NodeBuilder, names: Names, build: String, name: String)
     tokio::spawn(watch_clients(Arc::clone(&node)));
     let slots = Arc::new(Semaphore::new(settings.workers));
     loop {
-        let consumer = match node
-            .stores
-            .consumer(&node.names, &node.build, settings.ack_wait)
-            .await
-        {
+        let mut consumer = match node.stores.consumer(&node.names, &node.build, None).await {
             Ok(c) => c,
             Err(e) => {
                 log::warn!("cf-pool-cluster node: cannot open the task consumer: {e}");
@@ -267,8 +253,17 @@ async fn serve(settings: NodeBuilder, names: Names, build: String, name: String)
                 continue;
             }
         };
-        let ack_wait = consumer.cached_info().config.ack_wait;
+        let mut ack_wait = consumer.cached_info().config.ack_wait;
+        let mut refreshed = std::time::Instant::now();
         loop {
+            // A client may change the ack deadline (ClusterBuilder::ack_wait): follow it, so
+            // progress acks come often enough.
+            if refreshed.elapsed() >= Duration::from_secs(1) {
+                refreshed = std::time::Instant::now();
+                if let Ok(info) = consumer.info().await {
+                    ack_wait = info.config.ack_wait;
+                }
+            }
             // Take only as many tasks as there are free workers: the rest stay on the server
             // for other nodes.
             let free = match Arc::clone(&slots).acquire_owned().await {

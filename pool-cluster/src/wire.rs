@@ -271,32 +271,42 @@ impl Stores {
         })
     }
 
-    /// The consumer the nodes of `build` pull from. `ack_wait` applies when this call creates
-    /// it; an existing consumer keeps its own (see the crate docs).
+    /// The consumer the nodes of `build` pull from, created if missing. With `ack_wait`
+    /// (a client's setting), an existing consumer with another deadline is updated to it;
+    /// without (a node), the consumer is taken as it is, or created with the default.
     pub(crate) async fn consumer(
         &self,
         names: &Names,
         build: &str,
-        ack_wait: Duration,
+        ack_wait: Option<Duration>,
     ) -> Result<consumer::PullConsumer, BoxError> {
         let name = names.consumer(build);
-        Ok(self
+        let config = consumer::pull::Config {
+            durable_name: Some(name.clone()),
+            filter_subject: names.task_subject(build),
+            ack_policy: consumer::AckPolicy::Explicit,
+            ack_wait: ack_wait.unwrap_or(crate::DEFAULT_ACK_WAIT),
+            // Redelivery is bounded per task (TaskMsg::max_deliveries), so the failure is
+            // recorded for the client even when it is offline.
+            max_deliver: -1,
+            max_ack_pending: -1,
+            ..Default::default()
+        };
+        let consumer: consumer::PullConsumer = self
             .stream
-            .get_or_create_consumer(
-                &name,
-                consumer::pull::Config {
-                    durable_name: Some(name.clone()),
-                    filter_subject: names.task_subject(build),
-                    ack_policy: consumer::AckPolicy::Explicit,
-                    ack_wait,
-                    // Redelivery is bounded per task (TaskMsg::max_deliveries), so the failure
-                    // is recorded for the client even when it is offline.
-                    max_deliver: -1,
-                    max_ack_pending: -1,
-                    ..Default::default()
-                },
-            )
-            .await?)
+            .get_or_create_consumer(&name, config.clone())
+            .await?;
+        match ack_wait {
+            Some(wait) if consumer.cached_info().config.ack_wait != wait => {
+                log::info!(
+                    "cf-pool-cluster: setting the ack deadline of consumer {name} to {wait:?} \
+                     (was {:?})",
+                    consumer.cached_info().config.ack_wait
+                );
+                Ok(self.stream.update_consumer(config).await?)
+            }
+            _ => Ok(consumer),
+        }
     }
 
     /// Carries `payload` inline, or through the object store under `name` when large.

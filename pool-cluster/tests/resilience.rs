@@ -304,3 +304,43 @@ fn ten_thousand_tasks_with_random_node_kills() {
         "each future resolved exactly once"
     );
 }
+
+/// Leaves a marker unique to this run (`run-{i}-{node pid}-{worker pid}-{time}`: a duplicate
+/// on the same node counts too), then works for `ms` milliseconds.
+fn long((dir, i, ms): (String, u32, u64)) -> u32 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let marker = format!("run-{i}-{}-{}-{now}", node_pid(), std::process::id());
+    let _ = std::fs::write(Path::new(&dir).join(marker), b"");
+    std::thread::sleep(Duration::from_millis(ms));
+    i
+}
+
+#[test]
+fn long_tasks_are_not_redelivered_while_their_node_lives() {
+    // Tasks four times longer than the ack deadline, with an idle node waiting for work: only
+    // the progress acks keep the server from handing them to it.
+    let Some(cluster) = Cluster::start(&[2, 2], |b| b.ack_wait(Duration::from_secs(1))) else {
+        return;
+    };
+    let dir = Dir::new("progress");
+    let futures: Vec<_> = (0..2)
+        .map(|i| {
+            cluster
+                .executor
+                .submit(long, (dir.path(), i, 4000))
+                .unwrap()
+        })
+        .collect();
+    for (i, f) in (0..).zip(&futures) {
+        assert_eq!(f.result_timeout(LIMIT), Ok(&i));
+    }
+    for i in 0..2 {
+        assert_eq!(
+            dir.markers(&format!("run-{i}-")).len(),
+            1,
+            "task {i} ran once"
+        );
+    }
+}

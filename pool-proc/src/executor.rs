@@ -6,7 +6,7 @@
 use std::collections::VecDeque;
 use std::fmt;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use cf_executor_api::{
     cpu_count, Buffer, BuildError, CodecStage, Executor, Future, Payload, Promise, SubmitError,
@@ -34,6 +34,10 @@ fn encoded<A: Payload, R: Payload + Sync>(arg: &A) -> (Future<R>, EncodedTask) {
     let payload = encode(arg, CodecStage::SerializeArgument);
     (future, (payload, Box::new(promise)))
 }
+/// How long `shutdown(wait)` waits for workers after `terminate_workers` before it kills them,
+/// unless [`ProcessPoolBuilder::shutdown_grace`] says otherwise.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
 impl Pool {
     /// The latency path: a lone small job and an idle worker. Takes the job for that worker and
     /// returns the frame for the caller to write, skipping the hop through the feeder thread.
@@ -51,18 +55,43 @@ impl Pool {
         let jobs = slot::take_jobs(state, id, 1)?;
         Some((id, writer, jobs))
     }
-    /// Stops taking work, cancels what is queued, signals every worker, and waits for them.
+    /// Stops taking work, cancels what is queued and signals every worker; does not wait.
     fn stop_workers(&self, signal: sys::Signal) {
         self.shutdown(false, true);
-        {
-            let state = self.state.lock();
-            for (_, slot) in &state.slots {
-                if let (false, Some(pid)) = (slot.reaping, slot.pid) {
-                    let _ = sys::signal(pid, signal);
-                }
+        let mut state = self.state.lock();
+        state.terminated.get_or_insert_with(Instant::now);
+        Self::signal_all(&state, signal);
+    }
+
+    /// Sends `signal` to every worker not yet being reaped.
+    fn signal_all(state: &PoolState, signal: sys::Signal) {
+        for (_, slot) in &state.slots {
+            if let (false, Some(pid)) = (slot.reaping, slot.pid) {
+                let _ = sys::signal(pid, signal);
             }
         }
-        self.shutdown(true, false);
+    }
+
+    /// After `terminate_workers`: waits until every worker has ended or the grace period is
+    /// over, then kills the workers that still run (a task that ignores `SIGTERM`).
+    fn end_terminated_workers(&self) {
+        let mut state = self.state.lock();
+        let Some(since) = state.terminated else {
+            return;
+        };
+        let deadline = since + self.config.shutdown_grace;
+        while !state.slots.is_empty() && Instant::now() < deadline {
+            self.work.wait_until(&mut state, deadline);
+        }
+        if !state.slots.is_empty() {
+            log::warn!(
+                "cf-pool-proc: {} worker(s) still running {:?} after terminate_workers; killing \
+                 them",
+                state.slots.len(),
+                self.config.shutdown_grace
+            );
+            Self::signal_all(&state, sys::Signal::Kill);
+        }
     }
 
     /// Queues already-encoded tasks (encoding happens before, outside the lock).
@@ -137,7 +166,10 @@ impl Pool {
             }
         };
         for job in cancelled {
-            job.completion.cancel();
+            // A task a busy worker gave back is already running: it cannot be cancelled.
+            if !job.completion.cancel() {
+                job.completion.fail(TaskError::Cancelled);
+            }
         }
         if !wait {
             return;
@@ -149,6 +181,7 @@ impl Pool {
             log::debug!("cf-pool-proc: shutdown(wait) from the pool's own thread; not waiting");
             return;
         }
+        self.end_terminated_workers();
         loop {
             let feeders = std::mem::take(&mut self.state.lock().feeders);
             if feeders.is_empty() {
@@ -188,6 +221,7 @@ pub struct ProcessPoolBuilder {
     max_tasks_per_child: Option<u64>,
     task_timeout: Option<Duration>,
     on_worker_death: WorkerDeath,
+    shutdown_grace: Option<Duration>,
 }
 
 impl ProcessPoolBuilder {
@@ -238,6 +272,16 @@ impl ProcessPoolBuilder {
         self
     }
 
+    /// How long, after [`terminate_workers`](ProcessPoolExecutor::terminate_workers), a later
+    /// `shutdown(wait = true)` or `drop` waits for the workers to end before it kills those that
+    /// still run with `SIGKILL` (default [`DEFAULT_SHUTDOWN_GRACE`], 5 s). A task may catch or
+    /// ignore `SIGTERM`; it cannot keep the pool's end waiting longer than this.
+    #[must_use]
+    pub fn shutdown_grace(mut self, grace: Duration) -> Self {
+        self.shutdown_grace = Some(grace);
+        self
+    }
+
     /// Creates the pool. No process starts until work arrives.
     ///
     /// # Errors
@@ -281,6 +325,8 @@ impl ProcessPoolBuilder {
             })?,
         };
         let hello = Hello {
+            // Set again for each worker as it starts (see `slot`).
+            log_level: 0,
             exe,
             probe_offset: sys::probe_offset(),
             init_offset,
@@ -296,6 +342,7 @@ impl ProcessPoolBuilder {
                     max_tasks_per_child: self.max_tasks_per_child,
                     task_timeout: self.task_timeout,
                     on_worker_death: self.on_worker_death,
+                    shutdown_grace: self.shutdown_grace.unwrap_or(DEFAULT_SHUTDOWN_GRACE),
                     hello,
                 },
             }),
@@ -420,9 +467,14 @@ impl ProcessPoolExecutor {
     }
 
     /// Python 3.14's `terminate_workers()`: shuts down, cancels the queue, sends `SIGTERM` to
-    /// every worker, and waits until all are reaped. Running futures fail with
-    /// [`TaskError::WorkerDied`]; later `submit`s are refused. Harmless before any worker
-    /// started and after the pool broke.
+    /// every worker, and returns at once, without waiting for them to end. Running futures fail
+    /// with [`TaskError::WorkerDied`] as their workers end; later `submit`s are refused.
+    /// Harmless before any worker started, after the pool broke, and when called again.
+    ///
+    /// A task may catch or ignore `SIGTERM`, so its worker may go on running. A later
+    /// `shutdown(wait = true)` or `drop` waits for the workers at most the builder's
+    /// [`shutdown_grace`](ProcessPoolBuilder::shutdown_grace) (5 s by default), counted from
+    /// this call, then kills those that still run with `SIGKILL`, and reaps them all.
     ///
     /// # Examples
     ///
@@ -435,7 +487,8 @@ impl ProcessPoolExecutor {
     }
 
     /// Like [`terminate_workers`](Self::terminate_workers) with `SIGKILL`, which a task cannot
-    /// catch or ignore.
+    /// catch or ignore: signals every worker and returns at once; the workers end promptly, and
+    /// a later `shutdown(wait = true)` or `drop` reaps them.
     ///
     /// # Examples
     ///

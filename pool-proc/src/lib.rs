@@ -148,15 +148,23 @@
 //! * **The feeder thread** of each worker only writes. It starts the process (so
 //!   `PR_SET_PDEATHSIG` is tied to a thread that outlives the worker) and feeds it a prefetch
 //!   window of tasks: one until timings are known, then growing (slow start) to keep about 2 ms
-//!   of work in flight, so deep backlogs of short tasks travel many per frame and long tasks
-//!   never wait behind others while a worker idles. `map(chunksize)` batches explicitly.
+//!   of work in flight, so deep backlogs of short tasks travel many per frame. When a task
+//!   turns out long (no result for 5 ms) with tasks queued behind it in its worker, a worker
+//!   that goes idle takes those back (`Reclaim`: the busy worker returns the tasks it has not
+//!   started, and they go to the front of the queue), so tasks never wait behind a long one
+//!   while a worker idles, and a task that waits for one submitted after it cannot deadlock
+//!   the pool. `map(chunksize)` batches explicitly.
 //! * **The reader thread** of each worker only reads: it completes futures and runs their
 //!   callbacks. Neither thread holds the pool lock during I/O or user code. While a reader runs
 //!   callbacks its worker takes no new work, so a callback may submit and wait for the result,
 //!   provided another worker can run it: with `max_workers(1)` that wait cannot end (CPython's
 //!   process pool deadlocks there too). `shutdown(wait)` from a callback does not wait.
-//! * **The worker** runs tasks on one thread, catches panics, and batches results (sent when a
-//!   frame is done, when 64 KiB wait, or within 1 ms).
+//! * **The worker** runs tasks on one thread (the one that ran the initializer), catches
+//!   panics, and batches results (sent when it has nothing more to run, when 64 KiB wait, or
+//!   within 1 ms); a second thread reads the socket meanwhile, so the parent can take back
+//!   unstarted tasks at any time. A batched result is never lost to a crash of a later task:
+//!   before the next task starts, it is recorded in the worker's *black box*, a small shared
+//!   page the parent reads after the worker died.
 //! * **Frames** are a `u32` length and a hand-laid body; payload bytes are copied, not
 //!   re-encoded. Every length is checked before allocation, and a worker that sends a malformed
 //!   frame is killed and treated as dead.
@@ -169,16 +177,38 @@
 //! its reader reads what the worker sent before dying, then sees end of stream and reaps it.
 //! A task that forked a child or started a daemon (which holds a copy of the worker's socket)
 //! therefore delays nothing: the dead worker's futures fail at once, and `drop`,
-//! `shutdown(wait)`, `kill_workers` and time limits never wait for a worker's descendants. Only the futures it held
-//! fail, with [`TaskError::WorkerDied`] naming the pid and the exit code or signal; a
+//! `shutdown(wait)`, `kill_workers` and time limits never wait for a worker's descendants.
+//! Only the task it was running and those sent to it that had not started fail, with
+//! [`TaskError::WorkerDied`] naming the pid and the exit code or signal (tasks it finished keep
+//! their results, even those it had not sent yet, so retrying on `WorkerDied` never re-runs
+//! work that already ran); a
 //! replacement starts if work is waiting, and the pool goes on. [`WorkerDeath::BreakPool`]
 //! restores Python's behaviour instead (everything pending fails, the pool is broken). A panic
 //! is not a death: it comes back as [`TaskError::Panicked`] with the worker's message,
-//! location and backtrace, and the worker lives on.
+//! location and backtrace, and the worker lives on; unless it cannot unwind (`panic = "abort"`,
+//! a panic out of an `extern "C"` function), and then the worker prints it as Rust does, writes
+//! it to its black box, and aborts: the `WorkerDied` then carries it as `last_panic`.
 //!
 //! Workers never outlive the parent: an idle worker sees its socket close and exits; a busy one
 //! gets `SIGKILL` from `PR_SET_PDEATHSIG` (on Linux) or from its lifeline watchdog (on the
 //! portable path). Every child is reaped.
+//!
+//! [`terminate_workers`](ProcessPoolExecutor::terminate_workers) and
+//! [`kill_workers`](ProcessPoolExecutor::kill_workers) (Python 3.14) cancel the queue, signal
+//! every worker and return at once. A task may ignore `SIGTERM`, so the pool's end is bounded
+//! instead: a later `shutdown(wait = true)` or `drop` waits at most
+//! [`shutdown_grace`](ProcessPoolBuilder::shutdown_grace) (5 s by default) after
+//! `terminate_workers`, then kills what still runs with `SIGKILL` and reaps it. A plain
+//! `shutdown(wait = true)` still waits for every running task, however long, as Python's does.
+//!
+//! # Logging
+//!
+//! A task's `log` calls (`log::warn!` and the rest) reach your process's logger, as they do on
+//! the thread pool: each worker forwards its records over its socket, and the parent logs them
+//! with their level, target, file and line, the message prefixed with `[worker {pid}] `. A
+//! worker takes your `log::max_level()` when it starts, so a level your logger disabled costs a
+//! task nothing but a comparison. An `initializer` that installs its own logger in the worker
+//! keeps it (then nothing is forwarded). See `docs/diagnostics.md`.
 //!
 //! # Threat model
 //!
@@ -216,6 +246,7 @@ macro_rules! supported {
 }
 
 supported! {
+mod blackbox;
 mod executor;
 mod protocol;
 mod shm;
@@ -245,7 +276,7 @@ pub mod fuzzing {
             .map_err(|e| e.to_string())
     }
 }
-pub use executor::{ProcessPoolBuilder, ProcessPoolExecutor};
+pub use executor::{ProcessPoolBuilder, ProcessPoolExecutor, DEFAULT_SHUTDOWN_GRACE};
 pub use state::WorkerDeath;
 pub use worker::is_worker;
 

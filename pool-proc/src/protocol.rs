@@ -10,12 +10,16 @@
 //! parent treats a worker that sends garbage as dead.
 //!
 //! ```text
-//! parent -> worker   Hello { exe identity, probe offset, initializer offset, max_tasks }
+//! parent -> worker   Hello { exe identity, probe offset, initializer offset, max_tasks,
+//!                            log level }
 //!                    Tasks { released, [ { id u64, fn offset i64, payload bytes, attachments } ... ] }
 //!                    Shutdown
+//!                    Reclaim                       (give back the tasks not started)
 //! worker -> parent   Ready { pid }
 //!                    InitFailed { identity | initializer, message }
 //!                    Results { [ { id u64, nanos u64, ok u8, bytes, attachments } ... ], released }
+//!                    Returned [ { id u64, payload bytes } ... ]
+//!                    Log { level u8, line u32, target bytes, message bytes, file bytes }
 //! attachments        count u32, then per buffer:
 //!                      0 len u64 lend u64 (a region, lent under that number) | 1 message bytes (failed)
 //! released           count u32, then lend u64 per region the sender of the frame is done with
@@ -56,6 +60,12 @@ pub(crate) enum Kind {
     Ready = 4,
     InitFailed = 5,
     Results = 6,
+    /// Parent to worker: send back the tasks you hold and have not started.
+    Reclaim = 7,
+    /// Worker to parent: the tasks it gave back (ids and payloads), which it will never run.
+    Returned = 8,
+    /// Worker to parent: a `log` record, for the parent's logger.
+    Log = 9,
 }
 
 impl Kind {
@@ -67,6 +77,9 @@ impl Kind {
             4 => Kind::Ready,
             5 => Kind::InitFailed,
             6 => Kind::Results,
+            7 => Kind::Reclaim,
+            8 => Kind::Returned,
+            9 => Kind::Log,
             other => return Err(ProtocolError(format!("unknown frame kind {other}"))),
         })
     }
@@ -93,6 +106,9 @@ pub(crate) struct Hello {
     pub(crate) init_offset: i64,
     /// 0 = unlimited.
     pub(crate) max_tasks: u64,
+    /// The parent's `log::max_level()` when the worker started (0 = off ... 5 = trace): the
+    /// worker forwards records up to it and costs nothing for the others.
+    pub(crate) log_level: u8,
 }
 
 /// One buffer attached to a task or result.
@@ -229,6 +245,10 @@ impl FrameBuf {
     pub(crate) fn len(&self) -> usize {
         self.buf.len()
     }
+    /// The bytes written from `start` on (e.g. the record just pushed).
+    pub(crate) fn since(&self, start: usize) -> &[u8] {
+        &self.buf[start..]
+    }
     pub(crate) fn finish(mut self) -> Vec<u8> {
         let body = u32::try_from(self.buf.len() - HEADER).expect("frame sizes are checked");
         self.buf[4..HEADER].copy_from_slice(&body.to_le_bytes());
@@ -241,12 +261,49 @@ pub(crate) fn hello(h: &Hello) -> Vec<u8> {
     for v in h.exe {
         f.u64(v);
     }
-    f.i64(h.probe_offset).i64(h.init_offset).u64(h.max_tasks);
+    f.i64(h.probe_offset)
+        .i64(h.init_offset)
+        .u64(h.max_tasks)
+        .u8(h.log_level);
     f.finish()
 }
 
 pub(crate) fn shutdown() -> Vec<u8> {
     FrameBuf::new(Kind::Shutdown).finish()
+}
+
+pub(crate) fn reclaim() -> Vec<u8> {
+    FrameBuf::new(Kind::Reclaim).finish()
+}
+
+/// A `Returned` frame: the tasks a worker gives back unstarted, with their payloads.
+pub(crate) fn returned<'a>(tasks: impl ExactSizeIterator<Item = (u64, &'a [u8])>) -> Vec<u8> {
+    let mut f = FrameBuf::new(Kind::Returned);
+    f.u32(u32::try_from(tasks.len()).expect("a worker holds fewer than 2^32 tasks"));
+    for (id, payload) in tasks {
+        f.u64(id).bytes(payload);
+    }
+    f.finish()
+}
+
+/// A `log` record as it travels to the parent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct LogRecord<'a> {
+    pub(crate) level: log::Level,
+    pub(crate) target: &'a str,
+    pub(crate) message: &'a str,
+    pub(crate) file: Option<&'a str>,
+    pub(crate) line: Option<u32>,
+}
+
+pub(crate) fn log_record(r: &LogRecord<'_>) -> Vec<u8> {
+    let mut f = FrameBuf::new(Kind::Log);
+    f.u8(r.level as u8)
+        .u32(r.line.unwrap_or(0))
+        .bytes(r.target.as_bytes())
+        .bytes(r.message.as_bytes())
+        .bytes(r.file.unwrap_or("").as_bytes());
+    f.finish()
 }
 
 pub(crate) fn ready(pid: u32) -> Vec<u8> {
@@ -462,6 +519,7 @@ impl<'a> Reader<'a> {
             probe_offset: self.i64()?,
             init_offset: self.i64()?,
             max_tasks: self.u64()?,
+            log_level: self.u8()?,
         };
         self.end()?;
         Ok(h)
@@ -534,6 +592,16 @@ pub(crate) enum WorkerMessage<'a> {
         records: ResultRecords<'a>,
         released: Released<'a>,
     },
+    /// Tasks given back unstarted after a `Reclaim`: ids and payloads.
+    Returned(Vec<(u64, &'a [u8])>),
+    /// A record of the worker's `log` calls (text that is not UTF-8 is replaced).
+    Log {
+        level: log::Level,
+        target: String,
+        message: String,
+        file: Option<String>,
+        line: Option<u32>,
+    },
 }
 
 /// The records of a `Results` frame, as received: checked once, decoded again on each
@@ -584,6 +652,36 @@ pub(crate) fn decode_worker_message(body: &[u8]) -> Result<WorkerMessage<'_>, Pr
                 released: r.released()?,
             }
         }
+        Kind::Returned => {
+            let n = r.count(RETURNED_RECORD_MIN)?;
+            let mut tasks = Vec::with_capacity(n);
+            for _ in 0..n {
+                tasks.push((r.u64()?, r.bytes()?));
+            }
+            WorkerMessage::Returned(tasks)
+        }
+        Kind::Log => {
+            let level = match r.u8()? {
+                1 => log::Level::Error,
+                2 => log::Level::Warn,
+                3 => log::Level::Info,
+                4 => log::Level::Debug,
+                5 => log::Level::Trace,
+                other => return Err(ProtocolError(format!("bad log level {other}"))),
+            };
+            let line = r.u32()?;
+            let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+            let target = text(r.bytes()?);
+            let message = text(r.bytes()?);
+            let file = r.bytes()?;
+            WorkerMessage::Log {
+                level,
+                target,
+                message,
+                file: (!file.is_empty()).then(|| text(file)),
+                line: (line != 0).then_some(line),
+            }
+        }
         other => return Err(ProtocolError(format!("a worker may not send {other:?}"))),
     };
     r.end()?;
@@ -592,6 +690,8 @@ pub(crate) fn decode_worker_message(body: &[u8]) -> Result<WorkerMessage<'_>, Pr
 
 /// Minimum encoded size of a task record (id + offset + length + attachment count).
 pub(crate) const TASK_RECORD_MIN: usize = 8 + 8 + 4 + 4;
+/// Minimum encoded size of a returned task (id + payload length).
+pub(crate) const RETURNED_RECORD_MIN: usize = 8 + 4;
 /// Minimum encoded size of a result record (id + nanos + status + length + attachment count).
 pub(crate) const RESULT_RECORD_MIN: usize = 8 + 8 + 1 + 4 + 4;
 

@@ -655,6 +655,15 @@ impl FdStream {
     }
 }
 
+impl FdStream {
+    /// The next descriptor that arrived, for a frame that carries one outside any attachment
+    /// record (the handshake carries the worker's black box, see [`crate::blackbox`]).
+    pub(crate) fn take_fd(&mut self) -> Option<OwnedFd> {
+        self.arrived.pop_front();
+        self.fds.pop_front()
+    }
+}
+
 /// Called once a frame read from `input` is handled: closes the descriptors that came with it
 /// (or an earlier frame) that no record claimed, and says so: no working peer sends them, and
 /// none may pin descriptors here.
@@ -907,6 +916,16 @@ mod tests {
         assert!(err.contains("not sealed against writing"), "{err}");
         let err = stream.import_all(&one(u64::MAX, 1)).unwrap_err();
         assert!(err.contains("announced"), "{err}");
+        // Huge pages: their holes cannot be found, so they are refused (where the kernel makes
+        // them at all).
+        match sys::testing::huge_page_region(2 << 20) {
+            Some(huge) => {
+                let mut stream = through_socket(&[huge], false);
+                let err = stream.import_all(&one(10, 1)).unwrap_err();
+                assert!(err.contains("not ordinary shared memory"), "{err}");
+            }
+            None => eprintln!("no huge-page memfd on this kernel: that refusal is not exercised"),
+        }
     }
 
     #[test]

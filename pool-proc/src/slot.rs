@@ -4,10 +4,14 @@
 //!   thread that outlives the worker), sends the handshake, then moves tasks from the pool's
 //!   queue into its prefetch window and writes them, several per frame when the backlog is deep.
 //!   It only ever writes.
+//!   When its worker is idle and another holds tasks behind a long one, it asks that worker's
+//!   feeder to send `Reclaim` (see [`next_batch`]).
 //! * The **reader** (`cf-proc-read-N`) only ever reads: results (completing futures, running
-//!   their callbacks), `Ready`, `InitFailed`. On end of stream, or garbage, it reaps the process
-//!   with `waitpid`, fails exactly the futures that worker held with `WorkerDied`, and starts a
-//!   replacement if work is waiting.
+//!   their callbacks), `Ready`, `InitFailed`, `Returned` (tasks given back, queued again) and
+//!   `Log` (records for this process's logger). On end of stream, or garbage, it reaps the
+//!   process with `waitpid`, completes the tasks whose results the worker left in its black box
+//!   ([`crate::blackbox`]), fails the futures it still held with `WorkerDied` (with its last
+//!   panic, if any), and starts a replacement if work is waiting.
 //!
 //! Neither thread holds the pool lock while doing I/O or running user code.
 
@@ -19,12 +23,15 @@ use std::time::{Duration, Instant};
 
 use cf_executor_api::{Buffer, ExitCause, TaskError};
 
+use crate::blackbox;
 use crate::protocol::{self, FrameBuf, Kind, StartFailure, WorkerMessage, MAX_FRAME};
 use crate::shm::{self, FdStream};
 use crate::state::{
-    Attached, InFlight, Job, Pool, PoolState, SlotState, WorkerDeath, Writer, STARTUP_DEATHS_LIMIT,
+    Attached, InFlight, Job, Pool, PoolState, Reclaim, SlotState, WorkerDeath, Writer,
+    RECLAIM_AFTER, STARTUP_DEATHS_LIMIT,
 };
 use crate::sys::{self, UnixStream, WorkerProcess};
+use crate::task::Completion;
 
 /// How often a reader wakes while waiting, to notice a frame that stopped arriving.
 const READ_POLL: Duration = Duration::from_secs(1);
@@ -39,6 +46,7 @@ impl Pool {
             && state.queue.len() > state.idle_slots(max_tasks)
             && state.live_slots() < self.config.max_workers
         {
+            reap_finished_threads(state);
             let id = state.next_slot;
             state.next_slot += 1;
             state.slots.push((id, SlotState::default()));
@@ -60,6 +68,7 @@ impl Pool {
         pid: u32,
         cause: cf_executor_api::ExitCause,
         init_failure: Option<(StartFailure, String)>,
+        last_panic: Option<String>,
     ) {
         let (orphans, queued, error, timed_out) = {
             let mut state = self.state.lock();
@@ -98,13 +107,17 @@ impl Pool {
                 state.broken.get_or_insert(reason);
             } else if unexpected && timed_out.is_none() {
                 log::warn!(
-                    "cf-pool-proc: worker {pid} {cause} holding {} task(s){}",
+                    "cf-pool-proc: worker {pid} {cause} holding {} task(s){}{}",
                     orphans.len(),
                     if state.shutdown {
                         " during shutdown"
                     } else {
                         ""
-                    }
+                    },
+                    last_panic
+                        .as_deref()
+                        .map(|p| format!("; its last words: {p}"))
+                        .unwrap_or_default()
                 );
                 if self.config.on_worker_death == WorkerDeath::BreakPool
                     && state.broken.is_none()
@@ -133,7 +146,7 @@ impl Pool {
                 None => TaskError::WorkerDied {
                     pid,
                     cause,
-                    last_panic: None,
+                    last_panic,
                 },
             };
             if state.broken.is_none() {
@@ -167,6 +180,21 @@ impl Pool {
     }
 }
 
+/// Joins the pool's threads that have ended (the feeders of workers that were replaced, each of
+/// which joined its reader), so a pool that replaces workers forever does not keep a stack per
+/// replacement until shutdown. Joining an ended thread does not wait.
+fn reap_finished_threads(state: &mut PoolState) {
+    let (ended, running): (Vec<_>, Vec<_>) = std::mem::take(&mut state.feeders)
+        .into_iter()
+        .partition(JoinHandle::is_finished);
+    state.feeders = running;
+    for handle in ended {
+        if handle.join().is_err() {
+            log::error!("cf-pool-proc: a feeder thread panicked");
+        }
+    }
+}
+
 /// Starts the feeder thread of slot `id` (already registered in the state).
 pub(crate) fn start(pool: &Arc<Pool>, id: usize) -> io::Result<JoinHandle<()>> {
     let pool = Arc::clone(pool);
@@ -192,6 +220,14 @@ fn feed(pool: &Arc<Pool>, id: usize) {
     while let Some(jobs) = next_batch(pool, id) {
         let jobs = match jobs {
             Batch::Tasks(jobs) => jobs,
+            Batch::Reclaim => {
+                if let Err(e) = protocol::write_frame(&mut *out.lock(), &protocol::reclaim()) {
+                    log::debug!("cf-pool-proc: write to worker slot {id} failed: {e}");
+                    pool.kill_worker(id);
+                    break;
+                }
+                continue;
+            }
             Batch::Shutdown => {
                 let _ = protocol::write_frame(&mut *out.lock(), &protocol::shutdown());
                 break;
@@ -217,7 +253,8 @@ fn feed(pool: &Arc<Pool>, id: usize) {
 /// pool replaces it like any other dead worker.
 fn launch(pool: &Arc<Pool>, id: usize) -> io::Result<(JoinHandle<()>, Writer)> {
     let (parent_end, child_end) = UnixStream::pair()?;
-    let mut out = parent_end.try_clone()?;
+    let out = parent_end.try_clone()?;
+    let (blackbox, blackbox_fd) = blackbox::Reader::create()?;
     // The parent's regions for this worker only: lent to no other, forgotten with it.
     let peer = Arc::new(shm::Peer::default());
     let reader_peer = Arc::clone(&peer);
@@ -228,7 +265,7 @@ fn launch(pool: &Arc<Pool>, id: usize) -> io::Result<(JoinHandle<()>, Writer)> {
         .name(format!("cf-proc-read-{id}"))
         .spawn(move || {
             if let Ok(child) = child_slot.recv() {
-                reader(&reader_pool, id, parent_end, child, reader_peer);
+                reader(&reader_pool, id, parent_end, child, reader_peer, &blackbox);
             }
         })?;
     let child = match sys::spawn_worker(&child_end, &out) {
@@ -248,8 +285,18 @@ fn launch(pool: &Arc<Pool>, id: usize) -> io::Result<(JoinHandle<()>, Writer)> {
     hand_over
         .send(child)
         .expect("the reader waits for its child");
-    if let Err(e) = protocol::write_frame(&mut out, &protocol::hello(&pool.config.hello)) {
-        log::debug!("cf-pool-proc: worker {pid} died before its handshake: {e}");
+    // The black box travels with the handshake; the worker maps it, the reader keeps its own
+    // mapping, and this descriptor is no longer needed.
+    // The logger's level now, so a logger installed after the pool was built counts.
+    let hello = protocol::hello(&protocol::Hello {
+        log_level: log::max_level() as u8,
+        ..pool.config.hello
+    });
+    if let Err(e) = shm::send_frame(&out, &hello, &[blackbox_fd]) {
+        log::debug!(
+            "cf-pool-proc: worker {pid} died before its handshake: {}",
+            io::Error::from(e)
+        );
     }
     let out: Writer = Arc::new(shm::Link::new(out, peer));
     if let Some(slot) = pool.state.lock().slot_mut(id) {
@@ -260,6 +307,7 @@ fn launch(pool: &Arc<Pool>, id: usize) -> io::Result<(JoinHandle<()>, Writer)> {
 
 enum Batch {
     Tasks(Vec<Sending>),
+    Reclaim,
     Shutdown,
 }
 
@@ -345,13 +393,20 @@ fn next_batch(pool: &Pool, id: usize) -> Option<Batch> {
         if slot.dead {
             return None;
         }
+        if slot.reclaim == Reclaim::Wanted {
+            slot.reclaim = Reclaim::Sent;
+            return Some(Batch::Reclaim);
+        }
         let retiring = slot.retiring(max_tasks);
-        let room = if slot.holds_timed_task() || slot.completing {
+        let busy = !slot.in_flight.is_empty();
+        let now = Instant::now();
+        // A worker stuck in a long task takes no more work: it would wait behind that task.
+        let room = if slot.holds_timed_task() || slot.completing || slot.stuck(now) {
             0
         } else {
             slot.window().saturating_sub(slot.in_flight.len())
         };
-        let busy = !slot.in_flight.is_empty();
+        let ready = slot.ready;
         // A busy worker takes work only if the idle ones cannot absorb it all.
         if !retiring && queued > 0 && room > 0 && (!busy || (queued > idle && !front_timed)) {
             let fair = queued.div_ceil(active);
@@ -375,8 +430,46 @@ fn next_batch(pool: &Pool, id: usize) -> Option<Batch> {
             }
             return Some(Batch::Shutdown);
         }
+        // Idle with nothing queued: take back work stranded behind another worker's long task.
+        if !busy && !retiring && ready && queued == 0 {
+            let (asked, due) = take_back_stranded(&mut state, id, now);
+            if asked {
+                pool.work.notify_all();
+            }
+            if let Some(due) = due {
+                pool.work.wait_until(&mut state, due);
+                continue;
+            }
+        }
         pool.work.wait(&mut state);
     }
+}
+
+/// For the idle slot `idle`: asks every worker whose unstarted tasks are stranded behind a long
+/// one to give them back (its feeder sends `Reclaim`, and the tasks return to the queue);
+/// returns whether it asked any, and when to look again for workers that may become stranded.
+fn take_back_stranded(state: &mut PoolState, idle: usize, now: Instant) -> (bool, Option<Instant>) {
+    let mut asked = false;
+    let mut next: Option<Instant> = None;
+    for (i, slot) in &mut state.slots {
+        if *i == idle {
+            continue;
+        }
+        match slot.stranding(now) {
+            Some(due) if due <= now => {
+                log::trace!(
+                    "cf-pool-proc: worker slot {i} ran one task for {RECLAIM_AFTER:?} with {} \
+                     more waiting behind it; taking them back for an idle worker",
+                    slot.in_flight.len() - 1
+                );
+                slot.reclaim = Reclaim::Wanted;
+                asked = true;
+            }
+            Some(due) => next = Some(next.map_or(due, |n: Instant| n.min(due))),
+            None => {}
+        }
+    }
+    (asked, next)
 }
 
 /// Moves up to `n` startable jobs from the queue into slot `id`'s window, for
@@ -414,18 +507,23 @@ pub(crate) fn take_jobs(state: &mut PoolState, id: usize, n: usize) -> Option<Ve
     let now = Instant::now();
     let slot = state.slot_mut(id).expect("caller checked the slot");
     slot.sent += taken.len() as u64;
+    if empty {
+        slot.progress = Some(now);
+    }
     let mut sending = Vec::with_capacity(taken.len());
     for job in taken {
         sending.push(Sending {
             id: job.id,
             fn_offset: job.fn_offset,
             payload: job.payload,
-            attached: job.attached,
+            attached: job.attached.clone(),
         });
         slot.in_flight.insert(
             job.id,
             InFlight {
                 completion: job.completion,
+                fn_offset: job.fn_offset,
+                attached: job.attached,
                 deadline: job.timeout.map(|t| (now + t, t)),
             },
         );
@@ -439,6 +537,7 @@ fn reader(
     stream: UnixStream,
     mut child: WorkerProcess,
     peer: Arc<shm::Peer>,
+    blackbox: &blackbox::Reader,
 ) {
     pool.adopt_thread();
     let pid = child.pid();
@@ -471,8 +570,148 @@ fn reader(
         slot.reaping = true;
     }
     let cause = child.wait();
-    pool.worker_ended(id, pid, cause, init_failure);
+    recover_results(pool, id, pid, blackbox);
+    pool.worker_ended(id, pid, cause, init_failure, blackbox.last_words());
     pool.release_thread();
+}
+
+/// The worker of slot `id` gave `tasks` back unstarted (after a `Reclaim`): they go back to the
+/// front of the queue, in order, for the idle worker that asked.
+fn requeue(pool: &Pool, id: usize, tasks: &[(u64, &[u8])]) -> Result<(), protocol::ProtocolError> {
+    let mut state = pool.state.lock();
+    let slot = state
+        .slot_mut(id)
+        .ok_or_else(|| protocol::ProtocolError("tasks returned to a removed slot".into()))?;
+    slot.reclaim = Reclaim::None;
+    slot.gave_back = true;
+    let mut jobs = Vec::with_capacity(tasks.len());
+    for &(task, payload) in tasks {
+        let entry = slot.in_flight.remove(&task).ok_or_else(|| {
+            protocol::ProtocolError(format!(
+                "returned task {task}, which this worker does not hold"
+            ))
+        })?;
+        jobs.push(Job {
+            id: task,
+            fn_offset: entry.fn_offset,
+            payload: payload.to_vec(),
+            attached: entry.attached,
+            completion: Box::new(Started(entry.completion)),
+            timeout: entry.deadline.map(|(_, limit)| limit),
+        });
+    }
+    slot.sent -= jobs.len() as u64;
+    log::trace!(
+        "cf-pool-proc: worker slot {id} gave back {} unstarted task(s)",
+        jobs.len()
+    );
+    for job in jobs.into_iter().rev() {
+        state.queue.push_front(job);
+    }
+    pool.work.notify_all();
+    Ok(())
+}
+
+/// The completion of a task that was already started (its future is running) and was given
+/// back by a busy worker: starting it again must not be refused, and a running future cannot be
+/// cancelled (so `shutdown(cancel_futures)` and `terminate_workers`, which drop the queue, fail
+/// it with `TaskError::Cancelled` instead).
+struct Started(Box<dyn Completion>);
+
+impl Completion for Started {
+    fn start(&self) -> bool {
+        true
+    }
+    fn cancel(&self) -> bool {
+        false
+    }
+    fn has_callbacks(&self) -> bool {
+        self.0.has_callbacks()
+    }
+    fn finish(self: Box<Self>, ok: bool, bytes: &[u8], buffers: Result<Vec<Buffer>, String>) {
+        self.0.finish(ok, bytes, buffers);
+    }
+    fn fail(self: Box<Self>, error: cf_executor_api::TaskError) {
+        self.0.fail(error);
+    }
+}
+
+/// Completes the tasks whose results the dead worker `pid` recorded in its black box but had
+/// not sent (see [`crate::blackbox`]). Only tasks it still held count: a record that was also
+/// sent is a duplicate. A record that does not decode, or names buffers (which cannot outlive
+/// the worker), completes nothing: its task fails with `WorkerDied` like the running one.
+fn recover_results(pool: &Pool, id: usize, pid: u32, blackbox: &blackbox::Reader) {
+    let Some(body) = blackbox.recorded() else {
+        return;
+    };
+    let records = match protocol::decode_worker_message(&body) {
+        Ok(WorkerMessage::Results { records, .. }) => records,
+        Ok(_) => return,
+        Err(e) => {
+            log::warn!("cf-pool-proc: worker {pid} left an unreadable black box ({e})");
+            return;
+        }
+    };
+    let recovered: Vec<_> = {
+        let mut state = pool.state.lock();
+        let Some(slot) = state.slot_mut(id) else {
+            return;
+        };
+        records
+            .iter()
+            .filter(|rec| rec.attached.is_empty())
+            .filter_map(|rec| Some((slot.in_flight.remove(&rec.id)?, rec)))
+            .collect()
+    };
+    if !recovered.is_empty() {
+        log::debug!(
+            "cf-pool-proc: worker {pid} died with {} result(s) not yet sent; completed them \
+             from its black box",
+            recovered.len()
+        );
+    }
+    for (entry, rec) in recovered {
+        entry.completion.finish(rec.ok, rec.bytes, Ok(Vec::new()));
+    }
+}
+
+/// The pid of slot `id`'s worker, for messages about it.
+fn pid_of(pool: &Pool, id: usize) -> u32 {
+    pool.state
+        .lock()
+        .slot_mut(id)
+        .and_then(|s| s.pid)
+        .unwrap_or(0)
+}
+
+/// Hands a worker's `log` record to this process's logger: same level, target, file and line,
+/// the message prefixed with the worker's pid. Subject to the logger's filter as a record of
+/// this process would be (the worker sent only records up to the level in force when it
+/// started).
+fn forward_log(
+    pid: u32,
+    level: log::Level,
+    target: &str,
+    message: &str,
+    file: Option<&str>,
+    line: Option<u32>,
+) {
+    if level > log::max_level() {
+        return;
+    }
+    let logger = log::logger();
+    let metadata = log::Metadata::builder().level(level).target(target).build();
+    if !logger.enabled(&metadata) {
+        return;
+    }
+    logger.log(
+        &log::Record::builder()
+            .metadata(metadata)
+            .args(format_args!("[worker {pid}] {message}"))
+            .file(file)
+            .line(line)
+            .build(),
+    );
 }
 
 /// Handles one frame from a worker. `Ok(Some(..))` reports a worker that could not start.
@@ -490,9 +729,32 @@ fn handle_frame(
             if let Some(slot) = state.slot_mut(id) {
                 slot.ready = true;
             }
+            // Its feeder may now take work stranded behind another worker.
+            pool.work.notify_all();
             return Ok(None);
         }
         WorkerMessage::InitFailed { why, message } => return Ok(Some((why, message))),
+        WorkerMessage::Log {
+            level,
+            target,
+            message,
+            file,
+            line,
+        } => {
+            forward_log(
+                pid_of(pool, id),
+                level,
+                &target,
+                &message,
+                file.as_deref(),
+                line,
+            );
+            return Ok(None);
+        }
+        WorkerMessage::Returned(tasks) => {
+            requeue(pool, id, &tasks)?;
+            return Ok(None);
+        }
         WorkerMessage::Results { records, released } => {
             // Before any future completes, so that work it prompts can reuse those regions.
             stream.peer().release(&released);
@@ -536,14 +798,18 @@ fn handle_frame(
             done.push((entry.completion, rec.ok, rec.bytes, buffers));
         }
         slot.frame_done();
+        slot.progress = Some(Instant::now());
+        slot.gave_back = false;
         // Callbacks run on this thread. While they do, this worker takes no new work: a
         // callback that submits and waits would otherwise wait for a result only this thread
         // can read.
         callbacks = done.iter().any(|(c, ..)| c.has_callbacks());
         slot.completing = callbacks;
-        // Room in a window matters to a feeder only if work waits (or it must send Shutdown);
+        let now_idle = slot.in_flight.is_empty();
+        // Room in a window matters to a feeder only if work waits (or it must send Shutdown),
+        // or if this worker went idle while another holds work it may have to take back;
         // waking every feeder on every results frame cost a futex call per round trip.
-        if !state.queue.is_empty() || state.shutdown {
+        if !state.queue.is_empty() || state.shutdown || (now_idle && state.any_holding_several()) {
             pool.work.notify_all();
         }
     }

@@ -29,7 +29,7 @@ pub(crate) struct Job {
 
 /// A task's attached buffers, in one pointer: a million queued tasks without any (the usual
 /// case) should not carry an empty `Vec` each.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 #[allow(clippy::box_collection)] // the point: one word in the queue instead of three
 pub(crate) struct Attached(Option<Box<Vec<Buffer>>>);
 
@@ -46,6 +46,9 @@ pub(crate) struct Config {
     pub(crate) max_tasks_per_child: Option<u64>,
     pub(crate) task_timeout: Option<Duration>,
     pub(crate) on_worker_death: WorkerDeath,
+    /// After `terminate_workers`, how long a later `shutdown(wait)` waits for workers to end
+    /// before it kills them.
+    pub(crate) shutdown_grace: Duration,
     pub(crate) hello: Hello,
 }
 
@@ -80,6 +83,9 @@ pub(crate) struct PoolState {
     pub(crate) next_slot: usize,
     pub(crate) next_task: u64,
     pub(crate) shutdown: bool,
+    /// When `terminate_workers` asked the workers to stop: from then on, `shutdown(wait)`
+    /// kills what still runs once the grace period is over.
+    pub(crate) terminated: Option<Instant>,
     pub(crate) broken: Option<String>,
     pub(crate) feeders: Vec<JoinHandle<()>>,
     pub(crate) watchdog: bool,
@@ -95,6 +101,11 @@ pub(crate) struct PoolState {
 pub(crate) const STARTUP_DEATHS_LIMIT: u32 = 10;
 
 impl PoolState {
+    /// Some worker holds more than one task (so some may be unstarted).
+    pub(crate) fn any_holding_several(&self) -> bool {
+        self.slots.iter().any(|(_, s)| s.in_flight.len() > 1)
+    }
+
     pub(crate) fn slot_mut(&mut self, id: usize) -> Option<&mut SlotState> {
         self.slots
             .iter_mut()
@@ -192,6 +203,11 @@ const WINDOW_MIN: usize = 1;
 const WINDOW_MAX: usize = 128;
 const WINDOW_BUDGET_NS: f64 = 2_000_000.0;
 
+/// A worker that holds more than one task and has sent no result for this long is running a
+/// long task with work queued behind it: a worker that is idle takes that work back (see
+/// [`crate::slot`]). Well above the window's time budget, so quick tasks never trigger it.
+pub(crate) const RECLAIM_AFTER: Duration = Duration::from_millis(5);
+
 /// The parent's bookkeeping for one worker, kept in [`PoolState`] under the pool lock.
 #[derive(Default)]
 pub(crate) struct SlotState {
@@ -217,6 +233,25 @@ pub(crate) struct SlotState {
     /// The write half, once the handshake is sent: the feeder writes through it, and so may
     /// `submit` when this worker is idle (see [`Pool::enqueue`]).
     pub(crate) writer: Option<Writer>,
+    /// When this worker last made progress: its last results frame, or work sent to it while
+    /// it held none.
+    pub(crate) progress: Option<Instant>,
+    /// Taking back its unstarted tasks for an idle worker.
+    pub(crate) reclaim: Reclaim,
+    /// It gave tasks back (or had none to give) since its last result: while busy it takes
+    /// no more work, which would only wait behind the same long task.
+    pub(crate) gave_back: bool,
+}
+
+/// Where a request to give back unstarted tasks stands.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Reclaim {
+    #[default]
+    None,
+    /// An idle worker's feeder asked for it; this slot's feeder sends `Reclaim`.
+    Wanted,
+    /// `Reclaim` sent; the `Returned` answer has not arrived.
+    Sent,
 }
 
 /// A worker's write half; whoever holds the lock writes whole frames.
@@ -224,6 +259,10 @@ pub(crate) type Writer = Arc<crate::shm::Link>;
 
 pub(crate) struct InFlight {
     pub(crate) completion: Box<dyn Completion>,
+    /// What it takes to queue the task again if the worker gives it back unstarted (the
+    /// payload comes back from the worker).
+    pub(crate) fn_offset: i64,
+    pub(crate) attached: Attached,
     /// For a task with a time limit: when it expires, and the limit.
     pub(crate) deadline: Option<(Instant, Duration)>,
 }
@@ -260,6 +299,32 @@ impl SlotState {
     /// Holds a task with a time limit: nothing may queue behind it.
     pub(crate) fn holds_timed_task(&self) -> bool {
         self.in_flight.values().any(|f| f.deadline.is_some())
+    }
+
+    /// Whether this worker strands work behind a task that has run for [`RECLAIM_AFTER`]
+    /// without a result, so an idle worker should take that work back: `Some(when)`, the
+    /// moment it does (or did) if nothing changes; `None` if it holds nothing to take back.
+    pub(crate) fn stranding(&self, now: Instant) -> Option<Instant> {
+        if self.dead
+            || self.reaping
+            || self.reclaim != Reclaim::None
+            || self.gave_back
+            || self.in_flight.len() < 2
+            || self.holds_timed_task()
+        {
+            return None;
+        }
+        let due = self.progress? + RECLAIM_AFTER;
+        Some(due.max(now))
+    }
+
+    /// Busy with a task that has run for [`RECLAIM_AFTER`] without a result (or that made
+    /// it give work back): more work sent now would wait behind that task.
+    pub(crate) fn stuck(&self, now: Instant) -> bool {
+        !self.in_flight.is_empty()
+            && (self.gave_back
+                || self.reclaim != Reclaim::None
+                || self.progress.is_some_and(|p| now >= p + RECLAIM_AFTER))
     }
 
     pub(crate) fn record_nanos(&mut self, nanos: u64) {

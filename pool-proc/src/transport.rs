@@ -54,7 +54,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use cf_executor_api::{
-    attached, panic_message, Buffer, CodecStage, Future, Payload, Promise, SubmitError, Task,
+    codec, panic_message, Buffer, CodecStage, Future, Payload, Promise, SubmitError, Task,
     TaskError,
 };
 use serde::{Deserialize, Serialize};
@@ -160,11 +160,11 @@ fn hash_executable() -> std::io::Result<String> {
         .collect())
 }
 
-/// An encoded argument or result: `postcard` bytes, and the large [`Buffer`]s they refer to
-/// (attached out of band, in order; see [`cf_executor_api::attaching`]).
+/// An encoded argument or result, as [`cf_executor_api::codec`] writes it: the payload's
+/// bytes, and the large [`Buffer`]s and byte strings it carries out of band, in order.
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct Encoded {
-    /// The payload's `postcard` encoding.
+    /// The payload's encoding ([`cf_executor_api::codec::encode`]).
     pub bytes: Vec<u8>,
     /// The buffers the payload attached; a transport sends them as it likes, in this order.
     pub buffers: Vec<Buffer>,
@@ -206,7 +206,7 @@ pub fn decode_result<R: Payload>(outcome: Result<Encoded, TaskError>) -> Result<
         message,
     };
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        attached(buffers, || postcard::from_bytes::<R>(&bytes))
+        codec::decode::<R>(&bytes, buffers)
     })) {
         Ok(Ok(value)) => Ok(value),
         Ok(Err(e)) => Err(codec(e.to_string())),

@@ -1,21 +1,34 @@
-//! The worker process: handshake, optional initializer, then a loop that runs task batches and
-//! sends results back. The task thread reads a frame and runs its tasks in order; results are
-//! batched in an [`Outbox`] and sent when the frame is done, when 64 KiB are waiting, or at the
-//! latest 1 ms after the oldest was produced (a small flusher thread sees to that, so a quick
-//! result never waits for a slow task that follows it).
+//! The worker process: handshake, optional initializer, then a loop that runs tasks and sends
+//! results back. Three threads:
+//!
+//! * the **task thread** (the one that ran the initializer) runs the tasks of the [`Inbox`] in
+//!   order;
+//! * the **receiver** reads the socket all the time, queues the tasks of each frame in the
+//!   inbox, and answers `Reclaim` by giving back the tasks not started yet (so the parent can
+//!   hand them to an idle worker while a long task runs here);
+//! * the **flusher** sends batched results: results wait in an [`Outbox`] and go when the task
+//!   thread has nothing more to run, when 64 KiB are waiting, or at the latest 1 ms after the
+//!   oldest was produced, so a quick result never waits for a slow task that follows it.
+//!
+//! A result waiting in the outbox is also recorded in the worker's black box
+//! ([`crate::blackbox`]) before the next task starts, so a crash of that task cannot lose it;
+//! so is the message of a panic that will not unwind. `log` records of tasks go to the parent
+//! ([`Forward`]).
 //!
 //! It ends when the parent says `Shutdown`, when the socket closes (the parent died: the
 //! lifeline), after `max_tasks_per_child` tasks, or by `SIGKILL` from `PR_SET_PDEATHSIG`.
 
+use std::collections::VecDeque;
 use std::io::{self, BufReader, Write};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
-use cf_executor_api::{call_catching, CodecStage, TaskError};
+use cf_executor_api::{call_catching, Buffer, CodecStage, TaskError};
 
+use crate::blackbox;
 use crate::protocol::{
     self, FrameBuf, Kind, Reader, ResultFrame, StartFailure, MAX_FRAME, TASK_RECORD_MIN,
 };
@@ -103,6 +116,8 @@ struct Outbox {
     batch: Mutex<Batch>,
     wake: Condvar,
     socket: Mutex<UnixStream>,
+    /// Records of the results not known to be sent; locked inside `batch`.
+    blackbox: Mutex<blackbox::Writer>,
     /// The regions this worker lends the parent, and the parent's it is done with.
     peer: Arc<shm::Peer>,
     /// Set on exit: the flusher stops.
@@ -110,20 +125,33 @@ struct Outbox {
 }
 
 impl Outbox {
-    /// Buffers a result and the descriptors of its attached buffers.
+    /// Buffers a result and the descriptors of its attached buffers. Before this returns, the
+    /// result is safe from a crash of the next task: recorded in the black box (which outlives
+    /// this process, see [`crate::blackbox`]) or, if it does not fit there or carries
+    /// descriptors, sent.
     fn push(&self, result: &ResultFrame<'_>, fds: Vec<OwnedFd>) {
         if !fds.is_empty() && self.batch.lock().fds.len() + fds.len() > shm::FRAME_FDS {
             // Only this thread adds descriptors, so after the flush there is room.
             self.flush();
         }
-        let mut batch = self.batch.lock();
-        batch.fds.extend(fds);
-        protocol::push_result(&mut batch.frame, result);
-        batch.count += 1;
-        batch.since.get_or_insert_with(Instant::now);
-        if batch.frame.len() >= FLUSH_BYTES {
-            batch.armed = true;
-            self.wake.notify_one();
+        let send_now = {
+            let mut batch = self.batch.lock();
+            // Descriptors die with this process: a result that has some must be sent.
+            let keeps_fds = !fds.is_empty();
+            batch.fds.extend(fds);
+            let start = batch.frame.len();
+            protocol::push_result(&mut batch.frame, result);
+            batch.count += 1;
+            batch.since.get_or_insert_with(Instant::now);
+            let recorded = !keeps_fds && self.blackbox.lock().record(batch.frame.since(start));
+            if recorded && batch.frame.len() >= FLUSH_BYTES {
+                batch.armed = true;
+                self.wake.notify_one();
+            }
+            !recorded
+        };
+        if send_now {
+            self.flush();
         }
     }
 
@@ -156,6 +184,33 @@ impl Outbox {
             if e.kind() != io::ErrorKind::BrokenPipe {
                 eprintln!(
                     "cf-pool-proc worker {}: cannot send results ({e}); exiting",
+                    std::process::id()
+                );
+            }
+            exit(70);
+        }
+        // Everything recorded has been sent, unless results came in meanwhile (then they stay
+        // recorded, with the sent ones, until a flush that leaves nothing behind).
+        if self.batch.lock().count == 0 {
+            self.blackbox.lock().clear();
+        }
+    }
+
+    /// Sends one frame of its own, or nothing if the socket is unusable (for log records: a
+    /// log call must not end the process; the next result's send will).
+    fn try_send(&self, frame: &[u8]) {
+        let _ = shm::send_frame(&self.socket.lock(), frame, &[]);
+    }
+
+    /// Sends one frame of its own (not results) in order with the batches; like a failed
+    /// flush, a failed send ends the worker.
+    fn send(&self, frame: &[u8]) {
+        let socket = self.socket.lock();
+        if let Err(e) = shm::send_frame(&socket, frame, &[]) {
+            let e = io::Error::from(e);
+            if e.kind() != io::ErrorKind::BrokenPipe {
+                eprintln!(
+                    "cf-pool-proc worker {}: cannot write to the parent ({e}); exiting",
                     std::process::id()
                 );
             }
@@ -209,12 +264,21 @@ fn serve(socket: UnixStream) -> io::Result<()> {
         Ok((Kind::Hello, mut r)) => r.hello().map_err(io::Error::other)?,
         _ => return Err(io::Error::other("the first frame was not a Hello")),
     };
+    let blackbox = input
+        .get_mut()
+        .take_fd()
+        .ok_or_else(|| io::Error::other("the handshake came without the black box"))?;
     if let Err(why) = check_identity(&hello) {
         protocol::write_frame(
             &mut out,
             &protocol::init_failed(StartFailure::Identity, &why),
         )?;
         return Ok(());
+    }
+    let blackbox = blackbox::Writer::adopt(&blackbox)?;
+    // A panic that will not unwind (panic = "abort") leaves its message in the black box.
+    if LAST_WORDS.set(blackbox.last_words()).is_ok() {
+        cf_executor_api::set_fatal_panic_observer(say_last_words);
     }
     if hello.init_offset != 0 {
         let init = sys::initializer_at(hello.init_offset);
@@ -243,6 +307,7 @@ fn serve(socket: UnixStream) -> io::Result<()> {
         batch: Mutex::new(Batch::new()),
         wake: Condvar::new(),
         socket: Mutex::new(out),
+        blackbox: Mutex::new(blackbox),
         peer,
         closed: AtomicBool::new(false),
     });
@@ -252,75 +317,327 @@ fn serve(socket: UnixStream) -> io::Result<()> {
             .name("cf-worker-flush".into())
             .spawn(move || outbox.flusher())?
     };
-    let result = run_tasks(&mut input, &outbox, hello.max_tasks);
+    forward_logs(&outbox, hello.log_level);
+    let inbox = Arc::new(Inbox::default());
+    {
+        let (inbox, outbox) = (Arc::clone(&inbox), Arc::clone(&outbox));
+        // Not joined: at the end it may be blocked reading, and the process exits anyway.
+        std::thread::Builder::new()
+            .name("cf-worker-recv".into())
+            .spawn(move || receive(input, &inbox, &outbox))?;
+    }
+    let result = run_tasks(&inbox, &outbox, hello.max_tasks);
     outbox.flush();
     outbox.close();
     let _ = flusher.join();
     result
 }
 
-/// Reads task frames and runs them until `Shutdown`, end of stream, or `max_tasks`.
-fn run_tasks(input: &mut BufReader<FdStream>, outbox: &Outbox, max_tasks: u64) -> io::Result<()> {
-    let peer = Arc::clone(input.get_ref().peer());
-    let mut done: u64 = 0;
-    loop {
-        let Some(body) = protocol::read_frame(input, MAX_FRAME, None)? else {
-            return Ok(());
-        };
-        let (kind, mut r) = Reader::new(&body).map_err(io::Error::other)?;
-        match kind {
-            Kind::Tasks => {
-                // The parent is done with these regions: reusable for this frame's results.
-                peer.release(&r.released().map_err(io::Error::other)?);
-                let n = r.count(TASK_RECORD_MIN).map_err(io::Error::other)?;
-                for _ in 0..n {
-                    let task = r.task().map_err(io::Error::other)?;
-                    let buffers = input
-                        .get_mut()
-                        .import_all(&task.attached)
-                        .map_err(io::Error::other)?;
-                    outbox.arm();
-                    let started = Instant::now();
-                    let outcome = sys::trampoline_at(task.fn_offset)(task.payload, buffers);
-                    let nanos = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
-                    let (ok, bytes, attached) = match outcome {
-                        Ok((bytes, attached)) => (true, bytes, attached),
-                        Err(e) => (
-                            false,
-                            encode(&e, CodecStage::SerializeResult)
-                                .map(|(bytes, _)| bytes)
-                                .unwrap_or_default(),
-                            Vec::new(),
-                        ),
-                    };
-                    let mut fds = Vec::new();
-                    let mut messages = Vec::new();
-                    let exported = shm::export_all(&peer, &attached, &mut fds, &mut messages);
-                    drop(attached);
-                    outbox.push(
-                        &ResultFrame {
-                            id: task.id,
-                            nanos,
-                            ok,
-                            bytes: &bytes,
-                            attached: exported.iter().map(|a| a.record(&messages)).collect(),
-                        },
-                        fds,
-                    );
-                    done += 1;
-                    if max_tasks != 0 && done >= max_tasks {
-                        return Ok(());
-                    }
-                }
-                r.end().map_err(io::Error::other)?;
-                shm::end_of_frame(input).map_err(io::Error::other)?;
-                // Nothing more to run right now: send what is buffered without waiting.
-                outbox.flush();
+/// Where [`say_last_words`] writes: this worker's black box.
+static LAST_WORDS: std::sync::OnceLock<blackbox::LastWords> = std::sync::OnceLock::new();
+
+/// The fatal panic observer (see `cf_executor_api::set_fatal_panic_observer`): runs in the
+/// panicking thread right before the process aborts, and leaves the panic's message and
+/// location for the parent, without a lock (another thread may hold the socket).
+fn say_last_words(message: &str, location: Option<&str>) {
+    if let Some(words) = LAST_WORDS.get() {
+        words.say(message, location);
+    }
+}
+
+/// The longest log message forwarded; longer ones are cut (at a character boundary) and marked.
+const LOG_MESSAGE_MAX: usize = 64 * 1024;
+
+/// The worker's logger: sends each record to the parent, whose logger prints it (so `log`
+/// calls in tasks show as they do on the thread pool). Installed after the initializer, unless
+/// the initializer installed a logger of its own, and with the parent's level as the worker's
+/// `log::max_level()`, so a disabled level costs a task one comparison, as in the parent.
+struct Forward {
+    outbox: Arc<Outbox>,
+}
+
+thread_local! {
+    /// This thread is inside [`Forward::log`]: a record logged while formatting another (a
+    /// `Display` that logs) is dropped rather than recursing.
+    static FORWARDING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+impl log::Log for Forward {
+    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
+        metadata.level() <= log::max_level()
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        if !self.enabled(record.metadata()) || FORWARDING.with(|f| f.replace(true)) {
+            return;
+        }
+        let mut message = record.args().to_string();
+        if message.len() > LOG_MESSAGE_MAX {
+            let mut cut = LOG_MESSAGE_MAX;
+            while !message.is_char_boundary(cut) {
+                cut -= 1;
             }
-            Kind::Shutdown => return Ok(()),
-            other => return Err(io::Error::other(format!("unexpected {other:?} frame"))),
+            message.truncate(cut);
+            message.push_str(" [cut]");
+        }
+        let frame = protocol::log_record(&protocol::LogRecord {
+            level: record.level(),
+            target: record.target(),
+            message: &message,
+            file: record.file(),
+            line: record.line(),
+        });
+        self.outbox.try_send(&frame);
+        FORWARDING.with(|f| f.set(false));
+    }
+
+    fn flush(&self) {}
+}
+
+/// Installs [`Forward`] with the parent's `level` (see [`protocol::Hello`]), unless a logger is
+/// already installed (the initializer's own: it keeps its level and output).
+fn forward_logs(outbox: &Arc<Outbox>, level: u8) {
+    let filter = match level {
+        1 => log::LevelFilter::Error,
+        2 => log::LevelFilter::Warn,
+        3 => log::LevelFilter::Info,
+        4 => log::LevelFilter::Debug,
+        5 => log::LevelFilter::Trace,
+        _ => log::LevelFilter::Off,
+    };
+    // Once per process, for the process's life: the logger must be `'static`.
+    let forward: &'static Forward = Box::leak(Box::new(Forward {
+        outbox: Arc::clone(outbox),
+    }));
+    if log::set_logger(forward).is_ok() {
+        log::set_max_level(filter);
+    }
+}
+
+/// A task received and not started yet.
+struct Received {
+    id: u64,
+    fn_offset: i64,
+    /// The frame it came in, and where its payload lies in it (payloads are not copied).
+    frame: Arc<Vec<u8>>,
+    payload: std::ops::Range<usize>,
+    buffers: Result<Vec<Buffer>, String>,
+}
+
+impl Received {
+    fn payload(&self) -> &[u8] {
+        &self.frame[self.payload.clone()]
+    }
+}
+
+/// Why the receiver stopped.
+enum End {
+    /// The parent said `Shutdown`: run what is queued, then exit.
+    Shutdown,
+    /// End of stream: the parent is gone; stop.
+    Closed,
+    /// A frame that does not decode, or a read error.
+    Failed(io::Error),
+}
+
+/// Tasks received and not started, between the receiver thread and the task thread. The
+/// receiver reads the socket all the time (even while a task runs), so the parent can take
+/// unstarted tasks back (`Reclaim`) for a worker that went idle.
+#[derive(Default)]
+struct Inbox {
+    state: Mutex<InboxState>,
+    ready: Condvar,
+    /// `state.tasks.len()`, readable without the lock (for the task thread's brief look
+    /// before it sleeps).
+    queued: AtomicUsize,
+}
+
+#[derive(Default)]
+struct InboxState {
+    tasks: VecDeque<Received>,
+    end: Option<End>,
+}
+
+impl Inbox {
+    fn push(&self, tasks: Vec<Received>) {
+        let mut state = self.state.lock();
+        state.tasks.extend(tasks);
+        self.queued.store(state.tasks.len(), Ordering::Release);
+        self.ready.notify_one();
+    }
+
+    fn finish(&self, end: End) {
+        self.state.lock().end = Some(end);
+        self.ready.notify_one();
+    }
+
+    /// Every task not started yet.
+    fn take_all(&self) -> VecDeque<Received> {
+        let mut state = self.state.lock();
+        self.queued.store(0, Ordering::Release);
+        std::mem::take(&mut state.tasks)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.queued.load(Ordering::Acquire) == 0
+    }
+
+    /// The next task to run; `None` when the worker should stop. It looks briefly (spinning,
+    /// then yielding) before it sleeps, so a task that arrives right after the last one ended
+    /// costs no wake-up of this thread.
+    fn next(&self) -> io::Result<Option<Received>> {
+        const SPIN_ROUNDS: u32 = 7;
+        const YIELD_FOR: Duration = Duration::from_micros(20);
+        if self.is_empty() {
+            let mut round = 0;
+            let start = Instant::now();
+            while self.is_empty() && start.elapsed() < YIELD_FOR {
+                if round < SPIN_ROUNDS {
+                    for _ in 0..1u32 << round {
+                        std::hint::spin_loop();
+                    }
+                    round += 1;
+                } else {
+                    std::thread::yield_now();
+                }
+            }
+        }
+        let mut state = self.state.lock();
+        loop {
+            if matches!(state.end, Some(End::Closed)) {
+                return Ok(None);
+            }
+            if let Some(task) = state.tasks.pop_front() {
+                self.queued.store(state.tasks.len(), Ordering::Release);
+                return Ok(Some(task));
+            }
+            match state.end.take() {
+                Some(End::Failed(e)) => return Err(e),
+                Some(end) => {
+                    state.end = Some(end);
+                    return Ok(None);
+                }
+                None => self.ready.wait(&mut state),
+            }
         }
     }
+}
+
+/// The receiver thread: reads frames and queues their tasks for the task thread, answers
+/// `Reclaim` with the tasks not started, and records how the stream ended.
+fn receive(mut input: BufReader<FdStream>, inbox: &Inbox, outbox: &Outbox) {
+    let end = loop {
+        let body = match protocol::read_frame(&mut input, MAX_FRAME, None) {
+            Ok(Some(body)) => Arc::new(body),
+            Ok(None) => break End::Closed,
+            Err(e) => break End::Failed(e),
+        };
+        let kind = match Reader::new(&body) {
+            Ok((kind, _)) => kind,
+            Err(e) => break End::Failed(io::Error::other(e)),
+        };
+        match kind {
+            Kind::Tasks => match decode_tasks(&body, input.get_mut()) {
+                Ok(tasks) => inbox.push(tasks),
+                Err(e) => break End::Failed(e),
+            },
+            Kind::Reclaim => {
+                let tasks = inbox.take_all();
+                let frame = protocol::returned(tasks.iter().map(|t| (t.id, t.payload())));
+                // Dropping them hands their buffers' regions back.
+                drop(tasks);
+                outbox.send(&frame);
+            }
+            Kind::Shutdown => break End::Shutdown,
+            other => break End::Failed(io::Error::other(format!("unexpected {other:?} frame"))),
+        }
+        if let Err(e) = shm::end_of_frame(&mut input) {
+            break End::Failed(io::Error::other(e));
+        }
+    };
+    inbox.finish(end);
+}
+
+/// The tasks of a `Tasks` frame, with their attached buffers.
+fn decode_tasks(body: &Arc<Vec<u8>>, stream: &mut FdStream) -> io::Result<Vec<Received>> {
+    let (_, mut r) = Reader::new(body).map_err(io::Error::other)?;
+    // The parent is done with these regions: reusable for results.
+    stream
+        .peer()
+        .release(&r.released().map_err(io::Error::other)?);
+    let n = r.count(TASK_RECORD_MIN).map_err(io::Error::other)?;
+    let mut tasks = Vec::with_capacity(n);
+    for _ in 0..n {
+        let task = r.task().map_err(io::Error::other)?;
+        let buffers = stream
+            .import_all(&task.attached)
+            .map_err(io::Error::other)?;
+        // The payload is a slice of `body`: its offset there.
+        let at = task.payload.as_ptr() as usize - body.as_ptr() as usize;
+        tasks.push(Received {
+            id: task.id,
+            fn_offset: task.fn_offset,
+            frame: Arc::clone(body),
+            payload: at..at + task.payload.len(),
+            buffers,
+        });
+    }
+    r.end().map_err(io::Error::other)?;
+    Ok(tasks)
+}
+
+/// Runs received tasks in order until `Shutdown` (after the queue), end of stream, or
+/// `max_tasks`.
+fn run_tasks(inbox: &Inbox, outbox: &Outbox, max_tasks: u64) -> io::Result<()> {
+    let peer = Arc::clone(&outbox.peer);
+    let mut done: u64 = 0;
+    while let Some(task) = inbox.next()? {
+        outbox.arm();
+        let started = Instant::now();
+        let Received {
+            id,
+            fn_offset,
+            frame,
+            payload,
+            buffers,
+        } = task;
+        let outcome = sys::trampoline_at(fn_offset)(&frame[payload], buffers);
+        drop(frame);
+        let nanos = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        let (ok, bytes, attached) = match outcome {
+            Ok((bytes, attached)) => (true, bytes, attached),
+            Err(e) => (
+                false,
+                encode(&e, CodecStage::SerializeResult)
+                    .map(|(bytes, _)| bytes)
+                    .unwrap_or_default(),
+                Vec::new(),
+            ),
+        };
+        let mut fds = Vec::new();
+        let mut messages = Vec::new();
+        let exported = shm::export_all(&peer, &attached, &mut fds, &mut messages);
+        drop(attached);
+        outbox.push(
+            &ResultFrame {
+                id,
+                nanos,
+                ok,
+                bytes: &bytes,
+                attached: exported.iter().map(|a| a.record(&messages)).collect(),
+            },
+            fds,
+        );
+        done += 1;
+        if max_tasks != 0 && done >= max_tasks {
+            return Ok(());
+        }
+        if inbox.is_empty() {
+            // Nothing more to run right now: send what is buffered without waiting.
+            outbox.flush();
+        }
+    }
+    Ok(())
 }
 
 fn check_identity(hello: &protocol::Hello) -> Result<(), String> {

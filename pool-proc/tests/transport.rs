@@ -9,6 +9,7 @@ use cf_pool_proc::transport::{
     build_id, decode_result, encode_argument, initializer_code, task_code, Encoded, TaskCode,
 };
 use cf_pool_proc::{Buffer, CodecStage, ProcessPoolExecutor, TaskError};
+use serde_bytes::ByteBuf;
 
 const LIMIT: Duration = Duration::from_secs(60);
 
@@ -77,6 +78,20 @@ fn round_trip_values_errors_and_buffers() {
     assert_eq!(arg.buffers.len(), 1, "a large buffer travels attached");
     let back = decode_result::<Buffer>(run(&pool, task_code(reverse), arg)).unwrap();
     assert!(big.iter().rev().eq(back.iter()));
+
+    // So are byte strings as serde writes them, small ones inline: decoded as they were encoded.
+    let bytes = (
+        ByteBuf::from(vec![9u8; 1 << 20]),
+        ByteBuf::from(vec![1u8, 2]),
+    );
+    let arg = encode_argument(&bytes).unwrap();
+    assert_eq!(arg.buffers.len(), 1, "a large byte string travels attached");
+    let back = decode_result::<(ByteBuf, ByteBuf)>(run(&pool, task_code(swap_bytes), arg)).unwrap();
+    assert_eq!(back, (bytes.1, bytes.0));
+}
+
+fn swap_bytes((a, b): (ByteBuf, ByteBuf)) -> (ByteBuf, ByteBuf) {
+    (b, a)
 }
 
 #[test]

@@ -1,10 +1,10 @@
 //! Test fixtures: a private `nats-server` with JetStream per test (free port, temporary store),
 //! nodes started from this test binary, and a cluster executor over both.
 //!
-//! The server binary is `$CF_NATS_SERVER`, else `target/nats/nats-server` (where `.ci/nats`
-//! installs 2.15.1), else `nats-server` on the `PATH` or in `/usr/sbin`.
-//! Without one, a test prints why and passes, unless `CF_NATS_REQUIRED=1` (set by `.ci/nats`,
-//! which installs the server), in which case it fails.
+//! The server binary is the first of `$CF_NATS_SERVER`, `target/nats/nats-server` (where
+//! `.ci/nats` installs 2.15.1), `nats-server` on the `PATH` or in `/usr/sbin` that is 2.10 or
+//! newer. Without one, a test prints why and passes, unless `CF_NATS_REQUIRED=1` (set by
+//! `.ci/nats`, which installs the server), in which case it fails.
 //!
 //! Every test binary that uses nodes must contain the entry test:
 //!
@@ -38,18 +38,46 @@ pub fn node_entry() {
     }
 }
 
-fn server_binary() -> Option<PathBuf> {
-    if let Ok(p) = std::env::var("CF_NATS_SERVER") {
-        return Some(PathBuf::from(p));
-    }
-    // Where `.ci/nats` installs it, then the PATH.
-    let installed = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/nats");
+/// The first server binary that exists and is new enough (2.10+): `$CF_NATS_SERVER`, then
+/// `target/nats/nats-server` (where `.ci/nats` installs it), then the `PATH` and `/usr/sbin`.
+/// `Err` says what was found instead.
+fn server_binary() -> Result<PathBuf, String> {
+    let installed = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/nats/nats-server");
     let path = std::env::var("PATH").unwrap_or_default();
-    std::iter::once(installed)
-        .chain(std::env::split_paths(&path))
-        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/usr/local/bin")])
-        .map(|d| d.join("nats-server"))
-        .find(|p| p.is_file())
+    let candidates = std::env::var_os("CF_NATS_SERVER")
+        .map(PathBuf::from)
+        .into_iter()
+        .chain([installed])
+        .chain(std::env::split_paths(&path).map(|d| d.join("nats-server")))
+        .chain([PathBuf::from("/usr/sbin/nats-server")]);
+    let mut too_old = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for candidate in candidates.filter(|p| p.is_file()) {
+        if !seen.insert(std::fs::canonicalize(&candidate).unwrap_or_else(|_| candidate.clone())) {
+            continue;
+        }
+        match server_version(&candidate) {
+            Some((major, minor)) if (major, minor) >= (2, 10) => return Ok(candidate),
+            found => too_old.push(format!("{} ({found:?})", candidate.display())),
+        }
+    }
+    Err(if too_old.is_empty() {
+        "no nats-server binary".to_owned()
+    } else {
+        format!(
+            "only nats-server binaries older than 2.10: {}",
+            too_old.join(", ")
+        )
+    })
+}
+
+/// `(major, minor)` from `nats-server --version` ("nats-server: v2.15.1").
+fn server_version(binary: &Path) -> Option<(u32, u32)> {
+    let out = Command::new(binary).arg("--version").output().ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let version = text.split_whitespace().last()?.trim_start_matches('v');
+    let mut parts = version.split('.').map(|p| p.parse::<u32>().ok());
+    Some((parts.next()??, parts.next()??))
 }
 
 /// A private JetStream server; killed (and its store removed) on drop.
@@ -64,17 +92,21 @@ impl Server {
     /// Starts a server, or `None` (after saying why) when there is no server binary and
     /// `CF_NATS_REQUIRED` is not set.
     pub fn start() -> Option<Server> {
-        let Some(binary) = server_binary() else {
-            assert!(
-                std::env::var("CF_NATS_REQUIRED").is_err(),
-                "CF_NATS_REQUIRED is set but no nats-server was found (set CF_NATS_SERVER, or \
-                 install Debian's nats-server)"
-            );
-            eprintln!(
-                "SKIPPED: no nats-server binary (install Debian's `nats-server`, or set \
-                 CF_NATS_SERVER); cluster tests need a JetStream server"
-            );
-            return None;
+        let binary = match server_binary() {
+            Ok(binary) => binary,
+            Err(why) => {
+                assert!(
+                    std::env::var("CF_NATS_REQUIRED").is_err(),
+                    "CF_NATS_REQUIRED is set but there is {why} (run the tests through \
+                     `bash .ci/nats`, or set CF_NATS_SERVER to a nats-server 2.10+)"
+                );
+                eprintln!(
+                    "SKIPPED: cluster tests need nats-server 2.10+ with JetStream, and there is \
+                     {why}; run them with `bash .ci/nats cargo test -p cf-pool-cluster` (installs \
+                     2.15.1), or set CF_NATS_SERVER"
+                );
+                return None;
+            }
         };
         let port = free_port();
         let store = std::env::temp_dir().join(format!(

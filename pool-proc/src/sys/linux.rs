@@ -1,6 +1,6 @@
-//! The Linux implementation of the platform layer: `memfd` regions sealed against resizing,
-//! `MSG_CMSG_CLOEXEC` on receive, `MSG_NOSIGNAL` on send, `PR_SET_PDEATHSIG` for workers, and
-//! `/proc/self/exe` for the running image.
+//! The Linux implementation of the platform layer: `memfd` regions sealed against resizing and
+//! against new writers, `MSG_CMSG_CLOEXEC` on receive, `MSG_NOSIGNAL` on send,
+//! `PR_SET_PDEATHSIG` for workers, and `/proc/self/exe` for the running image.
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice, IoSliceMut};
@@ -72,6 +72,20 @@ pub(crate) fn create_lendable_region(
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// A new page of `size` zero bytes that a child writes and this process reads (a worker's black
+/// box): a close-on-exec `memfd`, sealed against resizing (so neither side can truncate it
+/// under the other), to be mapped read-write by the child only; this process reads it with
+/// [`read_at`](super::read_at), not through a mapping.
+pub(crate) fn create_shared_page(size: usize) -> io::Result<OwnedFd> {
+    let fd = rustix::fs::memfd_create(
+        "cf-worker-blackbox",
+        MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING,
+    )?;
+    rustix::fs::ftruncate(&fd, size as u64)?;
+    rustix::fs::fcntl_add_seals(&fd, SealFlags::SHRINK | SealFlags::GROW | SealFlags::SEAL)?;
+    Ok(fd)
 }
 
 /// Ends the one writable mapping of a region made [`Sealed::AfterWriting`] and seals it
@@ -420,6 +434,18 @@ pub(crate) mod testing {
         let seals = SealFlags::SHRINK | SealFlags::GROW | SealFlags::FUTURE_WRITE;
         rustix::fs::fcntl_add_seals(&fd, seals).unwrap();
         fd
+    }
+
+    /// A huge-page `memfd` sealed as a region is, if this kernel can make one.
+    pub(crate) fn huge_page_region(size: u64) -> Option<OwnedFd> {
+        let flags = MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING | MemfdFlags::HUGETLB;
+        let fd = rustix::fs::memfd_create("huge", flags).ok()?;
+        rustix::fs::ftruncate(&fd, size).ok()?;
+        let resize = SealFlags::SHRINK | SealFlags::GROW;
+        rustix::fs::fcntl_add_seals(&fd, resize | SealFlags::FUTURE_WRITE)
+            .or_else(|_| rustix::fs::fcntl_add_seals(&fd, resize | SealFlags::WRITE))
+            .ok()?;
+        Some(fd)
     }
 
     /// A `memfd` sealed against resizing only: its receiver could write it.

@@ -67,8 +67,8 @@ use unix as imp;
 
 
 pub(crate) use imp::{
-    create_lendable_region, exe_identity, first_hole, ignore_sigpipe, inspect_region,
-    recv_with_fds, seal_written, send_with_fds, signal,
+    create_lendable_region, create_shared_page, exe_identity, first_hole, ignore_sigpipe,
+    inspect_region, recv_with_fds, seal_written, send_with_fds, signal,
 };
 /// A descriptor this process owns (closed when dropped).
 pub(crate) use std::os::fd::OwnedFd;
@@ -286,6 +286,12 @@ pub(crate) fn conjure<F: Copy>() -> F {
 /// Maps the whole region `fd` (of `len` bytes) read-only.
 pub(crate) fn map_read_only(fd: &OwnedFd, len: usize) -> io::Result<memmap2::MmapRaw> {
     memmap2::MmapOptions::new().len(len).map_raw_read_only(fd)
+}
+
+/// Maps the whole page `fd` (of `len` bytes, made by [`create_shared_page`] in the parent)
+/// read-write, shared with the parent, which reads the file.
+pub(crate) fn map_shared_page(fd: &OwnedFd, len: usize) -> io::Result<memmap2::MmapRaw> {
+    memmap2::MmapOptions::new().len(len).map_raw(fd)
 }
 
 /// Reads exactly `buf.len()` bytes of the file `fd` at `offset` (not through a mapping).

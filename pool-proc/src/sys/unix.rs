@@ -131,6 +131,31 @@ pub(crate) fn create_lendable_region(
     Ok((read_only, map, Sealed::Now))
 }
 
+/// A new page of `size` zero bytes that a child writes and this process reads (a worker's black
+/// box): an unlinked, close-on-exec POSIX shared-memory object. Nothing seals its size here, so
+/// this process reads it with [`read_at`](super::read_at) (a short read, never a fault, if the
+/// child truncated it), not through a mapping.
+pub(crate) fn create_shared_page(size: usize) -> io::Result<OwnedFd> {
+    use rustix::fs::Mode;
+    use rustix::shm::OFlags;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let name = format!(
+        "/cfb{}.{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    );
+    let fd = rustix::shm::open(
+        name.as_str(),
+        OFlags::CREATE | OFlags::EXCL | OFlags::RDWR,
+        Mode::RUSR | Mode::WUSR,
+    )?;
+    let _ = rustix::shm::unlink(name.as_str());
+    set_cloexec(&fd)?;
+    rustix::fs::ftruncate(&fd, size as u64)?;
+    Ok(fd)
+}
+
 /// Not used on this path ([`create_lendable_region`] never returns [`Sealed::AfterWriting`]);
 /// ends the mapping.
 pub(crate) fn seal_written(_fd: &OwnedFd, map: memmap2::MmapRaw) -> io::Result<()> {

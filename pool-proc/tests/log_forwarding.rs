@@ -1,0 +1,129 @@
+//! `log` records of process-pool tasks reach the parent's logger: level, target, message, file
+//! and line, the worker's pid in the message; levels the parent's logger has disabled are
+//! disabled in the worker too (its `log::max_level()` is the parent's, so they cost nothing).
+//!
+//! Its own test binary: a logger is global to a process. Workers re-execute this binary but
+//! never run the test harness, so the capturing logger below exists only in the parent.
+
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use cf_pool_proc::{Executor, ProcessPoolExecutor};
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Captured {
+    level: log::Level,
+    target: String,
+    message: String,
+    file: Option<String>,
+    line: Option<u32>,
+}
+
+struct Capture(Mutex<Vec<Captured>>);
+
+impl log::Log for Capture {
+    fn enabled(&self, _: &log::Metadata<'_>) -> bool {
+        true
+    }
+    fn log(&self, record: &log::Record<'_>) {
+        self.0.lock().unwrap().push(Captured {
+            level: record.level(),
+            target: record.target().to_owned(),
+            message: record.args().to_string(),
+            file: record.file().map(str::to_owned),
+            line: record.line(),
+        });
+    }
+    fn flush(&self) {}
+}
+
+fn capture() -> &'static Capture {
+    static CAPTURE: OnceLock<&'static Capture> = OnceLock::new();
+    CAPTURE.get_or_init(|| {
+        let capture: &'static Capture = Box::leak(Box::new(Capture(Mutex::new(Vec::new()))));
+        log::set_logger(capture).expect("the only logger of this test binary");
+        log::set_max_level(log::LevelFilter::Info);
+        capture
+    })
+}
+
+/// Logs at every level, with `tag` in each message; returns the worker's pid and the level
+/// filter the worker runs with.
+fn chatty(tag: u32) -> (u32, String) {
+    log::error!(target: "cf_test::tasks", "error {tag}");
+    log::warn!("warn {tag}");
+    log::info!("info {tag}");
+    log::debug!("debug {tag}");
+    log::trace!("trace {tag}");
+    (std::process::id(), log::max_level().to_string())
+}
+
+/// Waits until the captured records include `n` that contain `needle`.
+fn wait_for(needle: &str, n: usize) -> Vec<Captured> {
+    let start = Instant::now();
+    loop {
+        let found: Vec<Captured> = capture()
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|c| c.message.contains(needle))
+            .cloned()
+            .collect();
+        if found.len() >= n {
+            return found;
+        }
+        assert!(
+            start.elapsed() < LIMIT,
+            "only {} records with {needle:?} after {LIMIT:?}: {found:?}",
+            found.len()
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn task_logs_reach_the_parents_logger_with_its_level() {
+    capture();
+    let pool = ProcessPoolExecutor::builder()
+        .max_workers(2)
+        .build()
+        .unwrap();
+    for tag in [101, 202, 303] {
+        let (pid, level) = pool
+            .submit(chatty, tag)
+            .unwrap()
+            .result_timeout(LIMIT)
+            .unwrap()
+            .clone();
+        assert_ne!(pid, std::process::id());
+        assert_eq!(level, "INFO", "the worker runs with the parent's level");
+        let found = wait_for(&format!(" {tag}"), 3);
+        let levels: Vec<_> = found.iter().map(|c| c.level).collect();
+        assert_eq!(
+            levels,
+            [log::Level::Error, log::Level::Warn, log::Level::Info],
+            "levels in order, none above INFO: {found:?}"
+        );
+        for c in &found {
+            assert!(
+                c.message.starts_with(&format!("[worker {pid}] ")),
+                "the worker's pid leads the message: {c:?}"
+            );
+            assert_eq!(c.file.as_deref(), Some(file!()));
+            assert!(c.line.is_some());
+        }
+        assert_eq!(found[0].target, "cf_test::tasks");
+        assert_eq!(found[1].target, module_path!());
+        assert!(found[1].message.ends_with(&format!("warn {tag}")));
+    }
+    drop(pool);
+    let all = capture().0.lock().unwrap().clone();
+    assert!(
+        !all.iter()
+            .any(|c| c.message.contains("debug ") || c.message.contains("trace ")),
+        "disabled levels are not forwarded: {all:?}"
+    );
+}
