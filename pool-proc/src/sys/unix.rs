@@ -557,6 +557,11 @@ pub(crate) mod testing {
         read_only_twin(&file)
     }
 
+    /// None: huge-page regions are a Linux `memfd` matter.
+    pub(crate) fn huge_page_region(_size: u64) -> Option<OwnedFd> {
+        None
+    }
+
     /// A region sent writable.
     pub(crate) fn writable_region(size: u64) -> OwnedFd {
         tempfile_like(size)
