@@ -30,12 +30,24 @@ fn inheritable(fd: &impl AsRawFd) {
 fn start_as_worker(mut cmd: Command) -> Output {
     let (ours, theirs) = UnixStream::pair().unwrap();
     inheritable(&theirs);
-    cmd.env(WORKER_ENV, theirs.as_raw_fd().to_string())
+    // The portable path also expects a lifeline (kept open, so the refusal is what ends it).
+    #[cfg(feature = "portable-unix")]
+    let (value, lifeline) = {
+        let (read, write) = rustix::pipe::pipe().unwrap();
+        inheritable(&read);
+        (
+            format!("{}:{}", theirs.as_raw_fd(), read.as_raw_fd()),
+            (read, write),
+        )
+    };
+    #[cfg(not(feature = "portable-unix"))]
+    let (value, lifeline) = (theirs.as_raw_fd().to_string(), ());
+    cmd.env(WORKER_ENV, value)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let out = common::within(LIMIT, "a refused worker", move || cmd.output());
-    drop((ours, theirs));
+    drop((ours, theirs, lifeline));
     out.unwrap()
 }
 
@@ -76,7 +88,10 @@ fn copy_of_this_exe(name: &str, mode: u32) -> (PathBuf, PathBuf) {
     (dir, copy)
 }
 
+/// Linux only: the portable path cannot read another process's executable (see the crate's
+/// platform docs).
 #[test]
+#[cfg(not(feature = "portable-unix"))]
 fn a_parent_running_another_executable_gets_no_worker() {
     // Same code, same layout, but another file: this process is the peer and the parent, yet
     // it does not run the child's executable.
@@ -88,7 +103,12 @@ fn a_parent_running_another_executable_gets_no_worker() {
 
 #[test]
 fn a_variable_that_names_no_descriptor_gets_no_worker() {
-    for value in ["banana", "987"] {
+    let closed = if cfg!(feature = "portable-unix") {
+        "987:988"
+    } else {
+        "987"
+    };
+    for value in ["banana", closed] {
         let out = Command::new(this_exe())
             .env(WORKER_ENV, value)
             .stdin(Stdio::null())

@@ -41,7 +41,8 @@ fn open_inodes(inodes: Vec<u64>) -> Vec<u64> {
 
 #[test]
 fn workers_inherit_no_descriptor_of_the_program() {
-    let (mut read_end, write_end) = std::io::pipe().unwrap();
+    let (read_end, write_end) = rustix::pipe::pipe().unwrap();
+    let mut read_end = std::fs::File::from(read_end);
     inheritable(&read_end);
     inheritable(&write_end);
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

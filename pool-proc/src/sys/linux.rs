@@ -216,7 +216,7 @@ pub(crate) fn recv_with_fds(
 /// close-on-exec flag is cleared in the child only, so concurrent spawns elsewhere never
 /// inherit it. The child gets `SIGKILL` when the thread that spawned it ends, which is the
 /// slot's feeder thread (it outlives the worker) or the whole parent.
-pub(super) fn spawn_worker(child_end: &UnixStream) -> io::Result<Child> {
+pub(super) fn spawn_worker(child_end: &UnixStream) -> io::Result<(Child, Option<OwnedFd>)> {
     let fd: RawFd = child_end.as_raw_fd();
     let parent = std::process::id();
     // Everything the hook needs is computed here, before the fork.
@@ -250,10 +250,12 @@ pub(super) fn spawn_worker(child_end: &UnixStream) -> io::Result<Child> {
             Ok(())
         });
     }
-    cmd.spawn().map_err(|e| match e.raw_os_error() {
+    let child = cmd.spawn().map_err(|e| match e.raw_os_error() {
         Some(libc::ESRCH) => io::Error::other("the parent exited while a worker started"),
         _ => e,
-    })
+    })?;
+    // No lifeline: PR_SET_PDEATHSIG does its work.
+    Ok((child, None))
 }
 
 /// One past the highest descriptor number this process may have open (its `RLIMIT_NOFILE`),

@@ -442,6 +442,9 @@ impl<L> AsRef<[u8]> for Leased<L> {
 #[derive(Debug)]
 pub(crate) struct WorkerProcess {
     child: std::process::Child,
+    /// The parent's end of the worker's lifeline, where the platform has one (the portable
+    /// path): the worker dies when it closes, which is when this process dies.
+    _lifeline: Option<OwnedFd>,
     /// Ends the worker's socket when the worker exits; joined before the worker is reaped.
     waiter: Option<std::thread::JoinHandle<()>>,
 }
@@ -453,9 +456,13 @@ impl WorkerProcess {
     /// Takes charge of a started worker: `socket` (any descriptor of the parent's end of the
     /// worker's socket) is shut down as soon as the worker exits. If the waiter thread cannot
     /// start, the worker is killed and reaped, and the error returned.
-    fn watch(child: std::process::Child, socket: &UnixStream) -> io::Result<WorkerProcess> {
+    fn watch(
+        (child, lifeline): (std::process::Child, Option<OwnedFd>),
+        socket: &UnixStream,
+    ) -> io::Result<WorkerProcess> {
         let mut worker = WorkerProcess {
             child,
+            _lifeline: lifeline,
             waiter: None,
         };
         let pid = worker.pid();

@@ -275,31 +275,32 @@ pub(crate) fn recv_with_fds(
 // ---------------------------------------------------------------------------------------------
 // Processes.
 
-/// The parent's lifeline: workers inherit the read end; only this process holds the write
-/// end, so it closes when this process dies.
-static LIFELINE: OnceLock<Result<(OwnedFd, OwnedFd), String>> = OnceLock::new();
-
-fn lifeline() -> io::Result<RawFd> {
-    let pair = LIFELINE.get_or_init(|| {
-        let (read, write) = rustix::pipe::pipe().map_err(|e| e.to_string())?;
-        set_cloexec(&read).map_err(|e| e.to_string())?;
-        set_cloexec(&write).map_err(|e| e.to_string())?;
-        Ok((read, write))
-    });
-    match pair {
-        Ok((read, _)) => Ok(read.as_raw_fd()),
-        Err(e) => Err(io::Error::other(format!(
-            "cannot make the workers' lifeline: {e}"
-        ))),
-    }
+/// A new lifeline: a pipe, both ends close-on-exec. The worker inherits the read end; only
+/// this process holds the write end (in the worker's [`super::WorkerProcess`]), so it closes
+/// when this process dies.
+fn lifeline() -> io::Result<(OwnedFd, OwnedFd)> {
+    #[cfg(any(target_os = "linux", target_os = "freebsd"))]
+    let (read, write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
+    #[cfg(not(any(target_os = "linux", target_os = "freebsd")))]
+    let (read, write) = {
+        // No pipe2 on macOS: a program's own fork+exec in another thread could inherit these
+        // in between (and hold the worker's lifeline until it exits); the pool's own spawns
+        // cannot (they mark everything close-on-exec first).
+        let (read, write) = rustix::pipe::pipe()?;
+        set_cloexec(&read)?;
+        set_cloexec(&write)?;
+        (read, write)
+    };
+    Ok((read, write))
 }
 
 /// Starts a worker: this executable again (the file it was started from), serving on
 /// `child_end`, with the parent's command line and the lifeline; every other inherited
 /// descriptor is marked close-on-exec in the child before `exec` (see the module docs).
-pub(super) fn spawn_worker(child_end: &UnixStream) -> io::Result<Child> {
+pub(super) fn spawn_worker(child_end: &UnixStream) -> io::Result<(Child, Option<OwnedFd>)> {
     let fd: RawFd = child_end.as_raw_fd();
-    let life = lifeline()?;
+    let (life_read, life_write) = lifeline()?;
+    let life = life_read.as_raw_fd();
     // Everything the hook needs is computed here, before the fork.
     let open_max = open_max();
     let mut args = std::env::args_os();
@@ -326,7 +327,9 @@ pub(super) fn spawn_worker(child_end: &UnixStream) -> io::Result<Child> {
             Ok(())
         });
     }
-    cmd.spawn()
+    let child = cmd.spawn()?;
+    drop(life_read);
+    Ok((child, Some(life_write)))
 }
 
 /// One past the highest descriptor number this process may have open (`RLIMIT_NOFILE`).
@@ -552,6 +555,11 @@ pub(crate) mod testing {
     pub(crate) fn sparse_region(size: u64) -> OwnedFd {
         let file = tempfile_like(size);
         read_only_twin(&file)
+    }
+
+    /// None: huge-page regions are a Linux `memfd` matter.
+    pub(crate) fn huge_page_region(_size: u64) -> Option<OwnedFd> {
+        None
     }
 
     /// A region sent writable.
