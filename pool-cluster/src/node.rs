@@ -22,7 +22,8 @@
 //!    node that took it last, ack and stop;
 //! 3. claim it (`create` of the claim key; a redelivery takes over an earlier node's claim by
 //!    revision); a claim that says `Cancelled` means ack and stop;
-//! 4. run it on the local pool, sending progress acks every third of the ack deadline;
+//! 4. run it on the local pool, sending progress acks every third of the ack deadline (at
+//!    least every 250 ms);
 //! 5. record the outcome (`create` of the result key: the first outcome wins), then ack.
 
 use std::collections::{HashMap, HashSet};
@@ -41,6 +42,9 @@ use crate::wire::{
     claim_key, from_bytes, result_key, to_bytes, Claim, ClientInfo, Names, NodeInfo, Outcome,
     Stores, HEARTBEAT,
 };
+
+/// The longest gap between two progress acks of a running task, whatever the deadline.
+const PROGRESS_AT_LEAST: Duration = Duration::from_millis(250);
 
 /// The environment variable [`run_if_requested`] looks at: the server URL.
 pub const NODE_ENV: &str = "CF_CLUSTER_NODE";
@@ -457,7 +461,11 @@ impl Node {
             }
         }
         let progress = {
-            let period = (ack_wait / 3).max(Duration::from_millis(100));
+            // A third of the deadline, and at least every 250 ms: the deadline this node knows
+            // may be stale for a moment after a client changed it (nodes follow the consumer's
+            // configuration within a second or two), and a stale long deadline must not leave a
+            // task without progress acks past the new, shorter one.
+            let period = (ack_wait / 3).clamp(Duration::from_millis(50), PROGRESS_AT_LEAST);
             let message = message.clone();
             tokio::spawn(async move {
                 loop {
