@@ -18,7 +18,9 @@
 //! instead of faulting): a process the worker forked could still write to it, and a hostile
 //! worker could have written anything, so the records are decoded with the same checks as any
 //! frame from a worker, and only tasks the worker still held are completed from them (a
-//! record that was also sent is simply a duplicate).
+//! record that was also sent is simply a duplicate). A worker killed for breaking the protocol
+//! (a frame that does not decode or stalls, stray descriptors) is trusted no further: its black
+//! box is not read. A frame cut short by the worker's death is no such breach.
 //!
 //! It also keeps the worker's *last words*: the message and location of a panic that will not
 //! unwind (`panic = "abort"`, a panic out of an `extern "C"` function), written by the panic

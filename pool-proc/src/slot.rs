@@ -547,11 +547,21 @@ fn reader(
     }
     let mut input = BufReader::with_capacity(256 * 1024, FdStream::new(stream, false, peer));
     let mut init_failure: Option<(StartFailure, String)> = None;
+    // A worker that broke the protocol (a frame that does not decode, stray descriptors) is
+    // not trusted afterwards, its black box included; a frame cut short by the worker's death
+    // is not such a breach.
+    let mut broke_protocol = true;
     let trouble: Option<String> = loop {
         let body = match protocol::read_frame(&mut input, MAX_FRAME, Some(FRAME_STALL)) {
             Ok(Some(body)) => body,
             Ok(None) => break None,
-            Err(e) => break Some(e.to_string()),
+            Err(e) => {
+                broke_protocol = !matches!(
+                    e.kind(),
+                    io::ErrorKind::UnexpectedEof | io::ErrorKind::ConnectionReset
+                );
+                break Some(e.to_string());
+            }
         };
         match handle_frame(pool, id, &body, input.get_mut()) {
             Ok(Some(failure)) => init_failure = Some(failure),
@@ -570,7 +580,9 @@ fn reader(
         slot.reaping = true;
     }
     let cause = child.wait();
-    recover_results(pool, id, pid, blackbox);
+    if trouble.is_none() || !broke_protocol {
+        recover_results(pool, id, pid, blackbox);
+    }
     pool.worker_ended(id, pid, cause, init_failure, blackbox.last_words());
     pool.release_thread();
 }
