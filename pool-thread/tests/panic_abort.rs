@@ -4,6 +4,9 @@
 //! runtime raises when unwinding cannot go on (a panic leaving an `extern "C"` function, a
 //! destructor panicking while a panic unwinds). Before, all of these died printing only `Aborted`.
 
+// Miri cannot start processes, and these tests are all about processes.
+#![cfg(not(miri))]
+
 use std::fs::File;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
