@@ -243,8 +243,15 @@ pub(crate) fn code_in_executable(addr: usize) -> bool {
         return false;
     }
     // SAFETY: _dyld_get_image_header(0) returns the main executable's header (or null).
-    let main = unsafe { libc::_dyld_get_image_header(0) };
-    !main.is_null() && info.dli_fbase.cast_const() == main.cast()
+    let main = unsafe { _dyld_get_image_header(0) };
+    !main.is_null() && info.dli_fbase.cast_const() == main
+}
+
+// dyld's own declaration (<mach-o/dyld.h>). The libc crate's binding is deprecated in favour of
+// the mach2 crate; one function does not justify a dependency.
+#[cfg(target_os = "macos")]
+unsafe extern "C" {
+    fn _dyld_get_image_header(image_index: u32) -> *const libc::c_void;
 }
 
 /// The function at `offset` from the anchor, as a trampoline.
