@@ -510,22 +510,58 @@ impl AttachOut {
 /// frames; and the parent's business with that worker (its [`Peer`]).
 #[derive(Debug)]
 pub(crate) struct Link {
-    sock: parking_lot::Mutex<UnixStream>,
+    wire: parking_lot::Mutex<Wire>,
     peer: Arc<Peer>,
 }
 
+/// The write half of a worker's socket, and its doorbell.
+///
+/// A worker's task thread reads the socket itself while it has nothing to run, so a task sent
+/// to an idle worker costs no thread hop there. While a task runs, the worker's receiver thread
+/// reads instead, but only when rung: [`Wire::send`] with `ring` writes the number of the frame
+/// just sent to the doorbell (a second socket), and the receiver reads the socket until it has
+/// read that frame. The sender rings for every frame a busy worker must see before its task
+/// ends (`Reclaim`, `Shutdown`, tasks sent behind a running one, which also keeps this side's
+/// writes from filling the socket and blocking). A frame is written whole before its ring, so
+/// a rung receiver never waits for bytes that are not coming.
+#[derive(Debug)]
+pub(crate) struct Wire {
+    sock: UnixStream,
+    doorbell: UnixStream,
+    /// Frames sent since the handshake: the number a ring carries.
+    frames: u64,
+}
+
 impl Link {
-    pub(crate) fn new(sock: UnixStream, peer: Arc<Peer>) -> Self {
+    pub(crate) fn new(sock: UnixStream, doorbell: UnixStream, peer: Arc<Peer>) -> Self {
         Link {
-            sock: parking_lot::Mutex::new(sock),
+            wire: parking_lot::Mutex::new(Wire {
+                sock,
+                doorbell,
+                frames: 0,
+            }),
             peer,
         }
     }
-    pub(crate) fn lock(&self) -> parking_lot::MutexGuard<'_, UnixStream> {
-        self.sock.lock()
+    pub(crate) fn lock(&self) -> parking_lot::MutexGuard<'_, Wire> {
+        self.wire.lock()
     }
     pub(crate) fn peer(&self) -> &Peer {
         &self.peer
+    }
+}
+
+impl Wire {
+    /// Sends `frame` with `fds` (see [`send_frame`]), then rings the doorbell if `ring`.
+    pub(crate) fn send(&mut self, frame: &[u8], fds: &[OwnedFd], ring: bool) -> Result<(), SendError> {
+        send_frame(&self.sock, frame, fds)?;
+        self.frames += 1;
+        if ring {
+            (&mut &self.doorbell)
+                .write_all(&self.frames.to_le_bytes())
+                .map_err(SendError::Broken)?;
+        }
+        Ok(())
     }
 }
 
