@@ -219,10 +219,10 @@ fn feed(pool: &Arc<Pool>, id: usize) {
     };
     while let Some(jobs) = next_batch(pool, id) {
         // A busy worker reads only when rung (see `shm::Wire`).
-        let (jobs, ring) = match jobs {
+        let (jobs, busy) = match jobs {
             Batch::Tasks { jobs, busy } => (jobs, busy),
             Batch::Reclaim => {
-                if let Err(e) = out.lock().send(&protocol::reclaim(), &[], true) {
+                if let Err(e) = out.lock().send(&protocol::reclaim(), &[], true, true) {
                     log::debug!(
                         "cf-pool-proc: write to worker slot {id} failed: {}",
                         io::Error::from(e)
@@ -233,11 +233,11 @@ fn feed(pool: &Arc<Pool>, id: usize) {
                 continue;
             }
             Batch::Shutdown => {
-                let _ = out.lock().send(&protocol::shutdown(), &[], true);
+                let _ = out.lock().send(&protocol::shutdown(), &[], false, true);
                 break;
             }
         };
-        if let Err(e) = send_tasks(&out, jobs, ring) {
+        if let Err(e) = send_tasks(&out, jobs, busy) {
             // Usually the worker is gone; if not, it is now, so the reader fails what it held.
             log::debug!("cf-pool-proc: write to worker slot {id} failed: {e}");
             pool.kill_worker(id);
@@ -331,7 +331,7 @@ pub(crate) struct Sending {
 /// exported fails only its own task, in the worker; so do all of a frame's buffers if the
 /// kernel refuses its descriptors. `Err` means the connection is unusable: the caller must
 /// kill the worker so that its reader fails what it held.
-pub(crate) fn send_tasks(writer: &Writer, jobs: Vec<Sending>, ring: bool) -> io::Result<()> {
+pub(crate) fn send_tasks(writer: &Writer, jobs: Vec<Sending>, busy: bool) -> io::Result<()> {
     let peer = writer.peer();
     // The worker's regions the reader copied out: handed back first thing in the frame.
     let released = peer.take_owed();
@@ -343,7 +343,7 @@ pub(crate) fn send_tasks(writer: &Writer, jobs: Vec<Sending>, ring: bool) -> io:
         exported
     });
     let mut wire = writer.lock();
-    match wire.send(&frame, &fds, ring) {
+    match wire.send(&frame, &fds, busy, false) {
         Err(shm::SendError::Refused(e)) if !fds.is_empty() => {
             // Never sent: those regions are idle again.
             drop(fds);
@@ -354,7 +354,7 @@ pub(crate) fn send_tasks(writer: &Writer, jobs: Vec<Sending>, ring: bool) -> io:
                 messages.push(why.clone());
                 vec![shm::AttachOut::Failed(messages.len() - 1); attached.len()]
             });
-            Ok(wire.send(&frame, &[], ring)?)
+            Ok(wire.send(&frame, &[], busy, false)?)
         }
         other => Ok(other?),
     }
