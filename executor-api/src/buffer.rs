@@ -123,12 +123,48 @@ impl Buffer {
     /// `Vec<u8>` and no clone of it is alive; otherwise a copy.
     #[must_use]
     pub fn into_vec(self) -> Vec<u8> {
-        if !self.owner.as_any().is::<Vec<u8>>() {
-            return self.to_vec();
+        self.try_into_owner::<Vec<u8>>()
+            .unwrap_or_else(|shared| shared.to_vec())
+    }
+
+    /// The owner this buffer was made from ([`Buffer::from_owner`], or `From<Vec<u8>>`), if it
+    /// is a `T`. For transports that place bytes in memory of their own and look for it.
+    ///
+    /// ```
+    /// use cf_executor_api::Buffer;
+    /// let b = Buffer::from(vec![1u8, 2]);
+    /// assert_eq!(b.owner::<Vec<u8>>(), Some(&vec![1, 2]));
+    /// assert!(b.owner::<Box<[u8]>>().is_none());
+    /// ```
+    #[must_use]
+    pub fn owner<T: AsRef<[u8]> + Send + Sync + 'static>(&self) -> Option<&T> {
+        self.owner.as_any().downcast_ref::<T>()
+    }
+
+    /// The owner this buffer was made from ([`Buffer::from_owner`], or `From<Vec<u8>>`), if it
+    /// is a `T` and this is the only handle to it (no clone is alive); otherwise the buffer,
+    /// unchanged. For transports that place bytes in memory of their own and want it back.
+    ///
+    /// ```
+    /// use cf_executor_api::Buffer;
+    /// let b = Buffer::from_owner(Box::<[u8]>::from(&b"abc"[..]));
+    /// let b = b.try_into_owner::<Vec<u8>>().unwrap_err(); // not a Vec
+    /// let keep = b.clone();
+    /// let b = b.try_into_owner::<Box<[u8]>>().unwrap_err(); // shared
+    /// drop(keep);
+    /// assert_eq!(&*b.try_into_owner::<Box<[u8]>>().unwrap(), b"abc");
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// The buffer itself, if its owner is not a `T` or is shared with a clone.
+    pub fn try_into_owner<T: AsRef<[u8]> + Send + Sync + 'static>(self) -> Result<T, Buffer> {
+        if !self.owner.as_any().is::<T>() {
+            return Err(self);
         }
-        match self.owner.into_any().downcast::<Vec<u8>>() {
-            Ok(vec) => Arc::try_unwrap(vec).unwrap_or_else(|shared| shared.as_ref().clone()),
-            Err(_) => unreachable!("the owner was just checked to be a Vec<u8>"),
+        match self.owner.into_any().downcast::<T>() {
+            Ok(owner) => Arc::try_unwrap(owner).map_err(|shared| Buffer { owner: shared }),
+            Err(_) => unreachable!("the owner was just checked to be a T"),
         }
     }
 }

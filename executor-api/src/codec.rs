@@ -7,10 +7,13 @@
 //! fields, `bytes::Bytes` with its `serde` feature, a small [`Buffer`]) is written with a one-byte
 //! tag. Short ones follow inline; one the [`AttachPolicy`] accepts is copied once into a
 //! [`Buffer`] that the transport moves by its own means (a process pool: shared memory), and the
-//! payload holds only its index, as for a large [`Buffer`]. On the way back each index becomes
-//! the bytes again, handed to the type's visitor as an owned `Vec<u8>`, which `ByteBuf`,
-//! `bytes::Bytes` and `Vec<u8>` fields take without another copy when the transport delivered
-//! the buffer as a `Vec`.
+//! payload holds only its index, as for a large [`Buffer`]. A transport that has memory of its
+//! own for such bytes ([`encode_placing`]: a process pool's shared-memory region) has them
+//! copied straight there, so that one copy is the only one on the sending side. On the way back
+//! each index becomes the bytes again, handed to the type's visitor as an owned `Vec<u8>`, which
+//! `ByteBuf`, `bytes::Bytes` and `Vec<u8>` fields take without another copy when the transport
+//! delivered the buffer as a `Vec` (and with one copy, the one an owned type needs, when it
+//! delivered a view of its own memory).
 //!
 //! So a large byte string anywhere in a payload moves at memory speed with no change to user
 //! code. A plain `Vec<u8>` without `serde_bytes` is a sequence to serde, serialized one `u8` at
@@ -113,12 +116,46 @@ pub fn encode<T: Serialize + ?Sized>(
     value: &T,
     policy: AttachPolicy,
 ) -> Result<(Vec<u8>, Vec<Buffer>), Error> {
+    encode_placing(value, policy, &|_| None)
+}
+
+/// [`encode`], with the transport's own memory for the byte strings it attaches: `place` gets
+/// each one the policy accepts and returns a [`Buffer`] holding a copy of exactly those bytes in
+/// memory the transport can send without copying again (a process pool: a shared-memory region
+/// of the receiving peer's), or `None` to have it copied into a `Vec` as [`encode`] does. A
+/// buffer of another length than the bytes is not used (they are copied into a `Vec` instead).
+/// [`Buffer`]s in the value are attached as they are: they already own their bytes.
+///
+/// ```
+/// use cf_executor_api::{codec, AttachPolicy, Buffer};
+/// use serde_bytes::ByteBuf;
+///
+/// let policy = AttachPolicy { min_len: 1024, max_count: 8 };
+/// let value = ByteBuf::from(vec![1u8; 4096]);
+/// let place = |bytes: &[u8]| Some(Buffer::from_owner(Box::<[u8]>::from(bytes)));
+/// let (bytes, buffers) = codec::encode_placing(&value, policy, &place).unwrap();
+/// let buffers: Vec<Buffer> = buffers
+///     .into_iter()
+///     .map(|b| Buffer::from(b.try_into_owner::<Box<[u8]>>().unwrap().into_vec()))
+///     .collect();
+/// assert_eq!(codec::decode::<ByteBuf>(&bytes, buffers).unwrap(), value);
+/// ```
+///
+/// # Errors
+///
+/// As [`encode`].
+pub fn encode_placing<T: Serialize + ?Sized>(
+    value: &T,
+    policy: AttachPolicy,
+    place: Place<'_>,
+) -> Result<(Vec<u8>, Vec<Buffer>), Error> {
     let (bytes, buffers) = attaching(policy, || -> Result<Vec<u8>, Error> {
         let mut serializer = postcard::Serializer {
             output: AllocVec::new(),
         };
         value.serialize(Ser {
             inner: &mut serializer,
+            place,
         })?;
         Ok(serializer.output.finalize()?)
     });
@@ -149,23 +186,27 @@ pub fn decode<'de, T: Deserialize<'de>>(
 
 type PostcardSer = postcard::Serializer<AllocVec>;
 
+/// A transport's placement of an attached byte string (see [`encode_placing`]).
+pub type Place<'a> = &'a dyn Fn(&[u8]) -> Option<Buffer>;
+
 struct Ser<'a> {
     inner: &'a mut PostcardSer,
+    place: Place<'a>,
 }
 
 /// Every compound value: postcard wrote its header (a length, a variant index); the elements
 /// go through [`Ser`].
 struct Compound<'a> {
     inner: &'a mut PostcardSer,
+    place: Place<'a>,
 }
 
-impl<'a> Ser<'a> {
+impl<'a> Compound<'a> {
     #[inline]
-    fn nested(inner: &'a mut PostcardSer) -> Compound<'a> {
-        Compound { inner }
+    fn new(place: Place<'a>, inner: &'a mut PostcardSer) -> Self {
+        Compound { inner, place }
     }
 }
-
 macro_rules! forward_ser {
     ($($method:ident($($arg:ident: $ty:ty),*);)*) => {
         $(
@@ -212,7 +253,13 @@ impl<'a> ser::Serializer for Ser<'a> {
 
     #[inline]
     fn serialize_bytes(self, v: &[u8]) -> Result<(), Error> {
-        match attach(v.len(), || Buffer::from(v)) {
+        let place = self.place;
+        let copy = || {
+            place(v)
+                .filter(|placed| placed.len() == v.len())
+                .unwrap_or_else(|| Buffer::from(v))
+        };
+        match attach(v.len(), copy) {
             Some(index) => {
                 ser::Serializer::serialize_u8(&mut *self.inner, ATTACHED)?;
                 Ok(ser::Serializer::serialize_u32(self.inner, index)?)
@@ -255,23 +302,26 @@ impl<'a> ser::Serializer for Ser<'a> {
 
     #[inline]
     fn serialize_seq(self, len: Option<usize>) -> Result<Compound<'a>, Error> {
-        Ok(Ser::nested(ser::Serializer::serialize_seq(
-            self.inner, len,
-        )?))
+        Ok(Compound::new(
+            self.place,
+            ser::Serializer::serialize_seq(self.inner, len)?,
+        ))
     }
 
     #[inline]
     fn serialize_tuple(self, len: usize) -> Result<Compound<'a>, Error> {
-        Ok(Ser::nested(ser::Serializer::serialize_tuple(
-            self.inner, len,
-        )?))
+        Ok(Compound::new(
+            self.place,
+            ser::Serializer::serialize_tuple(self.inner, len)?,
+        ))
     }
 
     #[inline]
     fn serialize_tuple_struct(self, name: &'static str, len: usize) -> Result<Compound<'a>, Error> {
-        Ok(Ser::nested(ser::Serializer::serialize_tuple_struct(
-            self.inner, name, len,
-        )?))
+        Ok(Compound::new(
+            self.place,
+            ser::Serializer::serialize_tuple_struct(self.inner, name, len)?,
+        ))
     }
 
     #[inline]
@@ -282,23 +332,26 @@ impl<'a> ser::Serializer for Ser<'a> {
         variant: &'static str,
         len: usize,
     ) -> Result<Compound<'a>, Error> {
-        Ok(Ser::nested(ser::Serializer::serialize_tuple_variant(
-            self.inner, name, index, variant, len,
-        )?))
+        Ok(Compound::new(
+            self.place,
+            ser::Serializer::serialize_tuple_variant(self.inner, name, index, variant, len)?,
+        ))
     }
 
     #[inline]
     fn serialize_map(self, len: Option<usize>) -> Result<Compound<'a>, Error> {
-        Ok(Ser::nested(ser::Serializer::serialize_map(
-            self.inner, len,
-        )?))
+        Ok(Compound::new(
+            self.place,
+            ser::Serializer::serialize_map(self.inner, len)?,
+        ))
     }
 
     #[inline]
     fn serialize_struct(self, name: &'static str, len: usize) -> Result<Compound<'a>, Error> {
-        Ok(Ser::nested(ser::Serializer::serialize_struct(
-            self.inner, name, len,
-        )?))
+        Ok(Compound::new(
+            self.place,
+            ser::Serializer::serialize_struct(self.inner, name, len)?,
+        ))
     }
 
     #[inline]
@@ -309,9 +362,10 @@ impl<'a> ser::Serializer for Ser<'a> {
         variant: &'static str,
         len: usize,
     ) -> Result<Compound<'a>, Error> {
-        Ok(Ser::nested(ser::Serializer::serialize_struct_variant(
-            self.inner, name, index, variant, len,
-        )?))
+        Ok(Compound::new(
+            self.place,
+            ser::Serializer::serialize_struct_variant(self.inner, name, index, variant, len)?,
+        ))
     }
 
     #[inline]
@@ -330,6 +384,7 @@ impl Compound<'_> {
     fn element<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), Error> {
         value.serialize(Ser {
             inner: &mut *self.inner,
+            place: self.place,
         })
     }
 }
