@@ -8,6 +8,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use cf_executor_api::codec::Place;
 use cf_executor_api::{
     cpu_count, Buffer, BuildError, CodecStage, Executor, Future, Payload, Promise, SubmitError,
     Task, TaskError,
@@ -15,7 +16,7 @@ use cf_executor_api::{
 use parking_lot::{Condvar, Mutex};
 
 use crate::protocol::Hello;
-use crate::slot;
+use crate::{shm, slot};
 use crate::state::{Attached, Config, Job, Pool, PoolState, WorkerDeath, Writer};
 use crate::sys;
 use crate::task::{encode, trampoline_offset, Completion};
@@ -27,11 +28,12 @@ type EncodedTask = (
     Box<dyn Completion>,
 );
 
-/// A new future for `arg`, and the task that will complete it, argument already encoded.
-fn encoded<A: Payload, R: Payload + Sync>(arg: &A) -> (Future<R>, EncodedTask) {
+/// A new future for `arg`, and the task that will complete it, argument already encoded (its
+/// large byte strings copied where `place` says, see [`shm::place`]).
+fn encoded<A: Payload, R: Payload + Sync>(arg: &A, place: Place<'_>) -> (Future<R>, EncodedTask) {
     let promise = Promise::<R>::new();
     let future = promise.future();
-    let payload = encode(arg, CodecStage::SerializeArgument);
+    let payload = encode(arg, CodecStage::SerializeArgument, place);
     (future, (payload, Box::new(promise)))
 }
 /// How long `shutdown(wait)` waits for workers after `terminate_workers` before it kills them,
@@ -47,13 +49,34 @@ impl Pool {
         if state.queue.len() != 1 || job.payload.len() > DIRECT_MAX {
             return None;
         }
-        let max_tasks = self.config.max_tasks_per_child;
-        let (id, writer) = state.slots.iter().find_map(|(id, s)| {
-            let usable = s.idle(max_tasks) && !s.reaping && s.timed_out.is_none();
-            usable.then(|| s.writer.clone().map(|w| (*id, w))).flatten()
-        })?;
+        let (id, writer) = self.idle_worker(state)?;
         let jobs = slot::take_jobs(state, id, 1)?;
         Some((id, writer, jobs))
+    }
+
+    /// The idle worker that [`Pool::direct_send`] gives a lone job to.
+    fn idle_worker(&self, state: &PoolState) -> Option<(usize, Writer)> {
+        let max_tasks = self.config.max_tasks_per_child;
+        state.slots.iter().find_map(|(id, s)| {
+            let usable = s.idle(max_tasks) && !s.reaping && s.timed_out.is_none();
+            usable.then(|| s.writer.clone().map(|w| (*id, w))).flatten()
+        })
+    }
+
+    /// Where `submit` places a large byte string of its argument: in a region of the worker
+    /// that will most likely run it, the one [`Pool::direct_send`] would take if nothing is
+    /// queued (an idle worker). Sent to another worker after all, it is copied again, into a
+    /// region of that one's (regions are per worker, see [`shm::export`]). `None` when no
+    /// worker is idle or work is queued: the codec then copies it into a `Vec`.
+    fn place(&self, bytes: &[u8]) -> Option<Buffer> {
+        let writer = {
+            let state = self.state.lock();
+            if !state.queue.is_empty() {
+                return None;
+            }
+            self.idle_worker(&state)?.1
+        };
+        shm::place(writer.peer(), bytes)
     }
     /// Stops taking work, cancels what is queued and signals every worker; does not wait.
     fn stop_workers(&self, signal: sys::Signal) {
@@ -462,7 +485,7 @@ impl ProcessPoolExecutor {
         R: Payload + Sync,
     {
         let offset = trampoline_offset(f)?;
-        let (future, task) = encoded(&arg);
+        let (future, task) = encoded(&arg, &|bytes| self.pool.place(bytes));
         self.pool.enqueue(offset, limit, std::iter::once(task))?;
         Ok(future)
     }
@@ -508,7 +531,7 @@ impl ProcessPoolExecutor {
         R: Payload + Sync,
     {
         let offset = trampoline_offset(f)?;
-        let (futures, items): (Vec<_>, Vec<_>) = args.iter().map(encoded).unzip();
+        let (futures, items): (Vec<_>, Vec<_>) = args.iter().map(|arg| encoded(arg, &|_| None)).unzip();
         self.pool
             .enqueue(offset, self.pool.config.task_timeout, items)?;
         Ok(futures)

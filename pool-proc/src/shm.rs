@@ -219,6 +219,9 @@ impl Peer {
 struct Outbound {
     idle: Vec<Region>,
     lent: VecDeque<(u64, Region)>,
+    /// Lends of regions that a [`Placed`] still holds, and whether the peer released them yet:
+    /// the region joins `idle` or `lent` when that view is dropped.
+    viewed: Vec<(u64, bool)>,
     /// The number of the next lend (never reused, so a stale release matches nothing).
     next_lend: u64,
 }
@@ -260,12 +263,15 @@ impl Outbound {
         self.trim();
     }
 
-    /// The peer released `lend`: its region is idle again.
+    /// The peer released `lend`: its region is idle again (or will be, once the [`Placed`]
+    /// view of it is dropped).
     fn release(&mut self, lend: u64) {
         if let Some(at) = self.lent.iter().position(|(l, _)| *l == lend) {
             let (_, region) = self.lent.remove(at).expect("just found");
             self.idle.push(region);
             self.trim();
+        } else if let Some((_, released)) = self.viewed.iter_mut().find(|(l, _)| *l == lend) {
+            *released = true;
         }
     }
 
@@ -286,20 +292,164 @@ impl Outbound {
     }
 }
 
-/// Copies `buf` into one of the regions lent to `peer` (a new one if none is idle), and returns
-/// a descriptor for it to send and the lend to name it by.
-pub(crate) fn export(peer: &Peer, buf: &[u8]) -> io::Result<(OwnedFd, u64)> {
-    if buf.len() > ATTACHED_MAX {
+/// One of this side's regions for `peer` with bytes written after [`HEADER`] (by [`fill`] or
+/// [`place`]), through the mapping [`Filled::bytes`] now owns: nothing of this process writes
+/// the region again before it is a [`Region`] again.
+#[derive(Debug)]
+struct Filled {
+    fd: OwnedFd,
+    bytes: sys::Written,
+    capacity: usize,
+    sealed: Sealed,
+}
+
+impl Filled {
+    fn into_region(self) -> Region {
+        Region {
+            fd: self.fd,
+            map: self.bytes.into_map(),
+            capacity: self.capacity,
+            sealed: self.sealed,
+        }
+    }
+}
+
+/// One of `peer`'s idle regions of at least `len` bytes, or a new one. It is this caller's to
+/// write: neither idle nor lent.
+fn region_for(peer: &Peer, len: usize) -> io::Result<Region> {
+    if len > ATTACHED_MAX {
         return Err(io::Error::other(format!(
             "over the {ATTACHED_MAX}-byte limit of one attached buffer; split it"
         )));
     }
-    let taken = lock(&peer.out).take(buf.len());
-    let region = match taken {
-        Some(region) => region,
-        None => Region::new(buf.len())?,
-    };
-    sys::copy_in(&region.map, HEADER, buf);
+    let taken = lock(&peer.out).take(len);
+    match taken {
+        Some(region) => Ok(region),
+        None => Region::new(len),
+    }
+}
+
+/// Copies `bytes` into `region` (from [`region_for`]).
+fn fill(region: Region, bytes: &[u8]) -> Filled {
+    let Region {
+        fd,
+        map,
+        capacity,
+        sealed,
+    } = region;
+    Filled {
+        fd,
+        bytes: sys::Written::new(map, HEADER, bytes),
+        capacity,
+        sealed,
+    }
+}
+
+/// A byte string the payload codec placed straight into one of this side's regions for
+/// `peer` (see [`place`]): the owner of the `Buffer`s that hold it. [`export`] lends that region
+/// to `peer` once without copying the bytes again, while this view of it lives on (the parent
+/// keeps a task's buffers until its result, to send them again if the task is taken back).
+/// The region is a [`Region`] again, idle or lent, only when this is dropped.
+#[derive(Debug)]
+struct Placed {
+    /// `Some` until dropped.
+    filled: Option<Filled>,
+    peer: Arc<Peer>,
+    /// The lend the region went out as, if it did.
+    lent: Mutex<Option<u64>>,
+}
+
+impl AsRef<[u8]> for Placed {
+    fn as_ref(&self) -> &[u8] {
+        self.filled.as_ref().map_or(&[], |f| f.bytes.as_ref())
+    }
+}
+
+impl Placed {
+    /// Lends the region to its peer, the first time: a descriptor and the lend to name it by.
+    /// `None` if it was lent before (a task sent again after its worker gave it back; its
+    /// lend may still be out).
+    fn lend(&self) -> io::Result<Option<(OwnedFd, u64)>> {
+        let mut lent = lock(&self.lent);
+        if lent.is_some() {
+            return Ok(None);
+        }
+        let filled = self.filled.as_ref().expect("Some until dropped");
+        let fd = filled.fd.try_clone()?;
+        let lend = {
+            let mut out = lock(&self.peer.out);
+            let lend = out.new_lend();
+            out.viewed.push((lend, false));
+            lend
+        };
+        *lent = Some(lend);
+        Ok(Some((fd, lend)))
+    }
+}
+
+impl Drop for Placed {
+    fn drop(&mut self) {
+        let Some(filled) = self.filled.take() else {
+            return;
+        };
+        // Now nothing of this process reads the region: it may be written again once its peer
+        // is done with it.
+        let region = filled.into_region();
+        let lent = *lock(&self.lent);
+        let mut out = lock(&self.peer.out);
+        match lent {
+            None => out.idle.push(region),
+            Some(lend) => {
+                let at = out.viewed.iter().position(|&(l, _)| l == lend);
+                let (_, released) = out.viewed.swap_remove(at.expect("recorded when lent"));
+                if released {
+                    out.idle.push(region);
+                } else {
+                    out.lend(lend, region);
+                    return;
+                }
+            }
+        }
+        out.trim();
+    }
+}
+
+/// The payload codec's placement for byte strings sent to `peer` (see
+/// `cf_executor_api::codec::encode_placing`): copies `bytes` into one of `peer`'s regions,
+/// which [`export`] lends to `peer` without another copy. `None` if no region can be had (the
+/// codec then copies the bytes into a `Vec`, and [`export`] says why that one cannot be
+/// sent), or if regions are sealed for good after one write on this kernel (they must be
+/// unmapped before they are lent).
+pub(crate) fn place(peer: &Arc<Peer>, bytes: &[u8]) -> Option<Buffer> {
+    let region = region_for(peer, bytes.len()).ok()?;
+    if region.sealed != Sealed::Now {
+        return None;
+    }
+    Some(Buffer::from_owner(Placed {
+        filled: Some(fill(region, bytes)),
+        peer: Arc::clone(peer),
+        lent: Mutex::new(None),
+    }))
+}
+
+/// Lends `buf` to `peer`: the region it was placed in for `peer` (see [`place`]), or else a
+/// copy in one of the regions lent to `peer` (a new one if none is idle). Returns a descriptor
+/// for it to send and the lend to name it by.
+pub(crate) fn export(peer: &Peer, buf: &Buffer) -> io::Result<(OwnedFd, u64)> {
+    if let Some(placed) = buf.owner::<Placed>() {
+        // Only the peer a region was placed for may be lent it (regions are per peer).
+        if std::ptr::eq(&*placed.peer, peer) {
+            if let Some(sent) = placed.lend()? {
+                return Ok(sent);
+            }
+        }
+    }
+    lend(peer, fill(region_for(peer, buf.len())?, buf))
+}
+
+/// Lends a region just filled for `peer`.
+fn lend(peer: &Peer, filled: Filled) -> io::Result<(OwnedFd, u64)> {
+    let region = filled.into_region();
     if region.sealed == Sealed::AfterWriting {
         let Region { fd, map, .. } = region;
         sys::seal_written(&fd, map)?;
@@ -456,6 +606,7 @@ pub(crate) fn export_all(
     buffers
         .iter()
         .map(|b| {
+            let len = b.len();
             let result = if fds.len() >= FRAME_FDS {
                 Err(io::Error::other("too many buffers in one frame"))
             } else {
@@ -465,14 +616,13 @@ pub(crate) fn export_all(
                 Ok((fd, lend)) => {
                     fds.push(fd);
                     AttachOut::Descriptor {
-                        len: b.len() as u64,
+                        len: len as u64,
                         lend,
                     }
                 }
                 Err(e) => {
                     messages.push(format!(
-                        "a {}-byte Buffer could not be placed in shared memory: {e}",
-                        b.len()
+                        "a {len}-byte Buffer could not be placed in shared memory: {e}"
                     ));
                     AttachOut::Failed(messages.len() - 1)
                 }
@@ -559,7 +709,7 @@ impl Link {
     pub(crate) fn lock(&self) -> parking_lot::MutexGuard<'_, Wire> {
         self.wire.lock()
     }
-    pub(crate) fn peer(&self) -> &Peer {
+    pub(crate) fn peer(&self) -> &Arc<Peer> {
         &self.peer
     }
 }
@@ -779,6 +929,11 @@ impl Read for FdStream {
 mod tests {
     use super::*;
 
+    /// Exports a copy of `bytes`, as a sender does with a `Buffer` it was given.
+    fn export(peer: &Peer, bytes: &[u8]) -> io::Result<(OwnedFd, u64)> {
+        super::export(peer, &Buffer::from(bytes))
+    }
+
     /// The rings waiting on `doorbell`, without blocking.
     fn rings(doorbell: &UnixStream) -> Vec<u64> {
         doorbell.set_nonblocking(true).unwrap();
@@ -968,6 +1123,77 @@ mod tests {
         assert!(lock(&sender.out).idle.is_empty() && lock(&sender.out).lent.is_empty());
         let (again, _) = export(&sender, &payload).unwrap();
         assert_ne!(inode(&again), ino, "a region sealed for good was reused");
+    }
+
+    /// The region a placed buffer is in, and its lend, as [`export`] sends it.
+    fn export_placed(peer: &Peer, placed: &Buffer) -> (OwnedFd, u64) {
+        super::export(peer, placed).unwrap()
+    }
+
+    #[test]
+    fn a_placed_buffer_is_lent_without_a_copy_and_reused_only_when_released_and_dropped() {
+        let sender = Arc::new(Peer::default());
+        let payload = bytes(3, 100_000);
+        for release_first in [true, false] {
+            let placed = place(&sender, &payload).expect("a region");
+            assert_eq!(*placed, *payload);
+            let (fd, lend) = export_placed(&sender, &placed);
+            let ino = inode(&fd);
+            let mut stream = through_socket(&[fd], false);
+            let got = stream.import_all(&one(100_000, lend)).unwrap().unwrap();
+            assert_eq!(*got[0], *payload, "the receiver reads what was placed");
+            let owed = stream.peer().take_owed();
+            // Released while this side still views it, or viewed no more but not released:
+            // either way the region is not written again.
+            if release_first {
+                sender.release_all(owed.iter().copied());
+                let (other, _) = export(&sender, &bytes(5, 100_000)).unwrap();
+                assert_ne!(inode(&other), ino, "reused while still viewed");
+                assert_eq!(*placed, *payload, "the placed bytes changed under their view");
+                drop(placed);
+            } else {
+                drop(placed);
+                let (other, _) = export(&sender, &bytes(5, 100_000)).unwrap();
+                assert_ne!(inode(&other), ino, "reused before it was released");
+                sender.release_all(owed);
+            }
+            // Both done: reused.
+            let (again, _) = export(&sender, &bytes(7, 100_000)).unwrap();
+            assert_eq!(inode(&again), ino, "release first: {release_first}");
+        }
+    }
+
+    #[test]
+    fn a_placed_buffer_is_lent_once_and_only_to_its_own_peer() {
+        let mine = Arc::new(Peer::default());
+        let other = Peer::default();
+        let payload = bytes(9, 200_000);
+        let placed = place(&mine, &payload).unwrap();
+        // Another peer gets a copy in a region of its own...
+        let (theirs, lend) = export_placed(&other, &placed);
+        let mut stream = through_socket(&[theirs.try_clone().unwrap()], false);
+        assert_eq!(
+            *stream.import_all(&one(200_000, lend)).unwrap().unwrap()[0],
+            *payload
+        );
+        // ...and its own peer gets the region, once; sent again, it is a copy.
+        let (first, _) = export_placed(&mine, &placed);
+        let (second, _) = export_placed(&mine, &placed);
+        assert_ne!(inode(&first), inode(&theirs));
+        assert_ne!(inode(&second), inode(&first));
+        // A placed buffer never sent is idle again for its own peer when dropped, not for
+        // another.
+        let unsent = place(&mine, &payload).unwrap();
+        let idle_before = lock(&mine.out).idle.len();
+        drop(unsent);
+        let unsent_ino = {
+            let out = lock(&mine.out);
+            assert_eq!(out.idle.len(), idle_before + 1);
+            inode(&out.idle.last().unwrap().fd)
+        };
+        assert!(lock(&other.out).idle.is_empty());
+        let (reused, _) = export(&mine, &payload).unwrap();
+        assert_eq!(inode(&reused), unsent_ino);
     }
 
     #[test]

@@ -47,12 +47,14 @@ fn codec(stage: CodecStage, message: String) -> TaskError {
     TaskError::Codec { stage, message }
 }
 
-/// Runs in the worker: decode `A` (with its attached buffers), call the task, encode `R`.
+/// Runs in the worker: decode `A` (with its attached buffers), call the task, encode `R`
+/// (large byte strings straight into the regions `place` gives, see [`shm::place`]).
 /// Every failure, including a panicking `Deserialize` or `Serialize` and a buffer the parent
 /// could not send, becomes a `TaskError` for this task only.
 fn trampoline<F, A, R>(
     input: &[u8],
     buffers: Result<Vec<Buffer>, String>,
+    place: codec::Place<'_>,
 ) -> Result<(Vec<u8>, Vec<Buffer>), TaskError>
 where
     F: Task<A, R>,
@@ -72,16 +74,20 @@ where
     };
     let f: F = sys::conjure::<F>();
     let value = call_catching(move || f(arg))?;
-    encode(&value, CodecStage::SerializeResult)
+    encode(&value, CodecStage::SerializeResult, place)
 }
 
-/// Encodes a payload and the large [`Buffer`]s it attaches, turning errors and panics of its
+/// Encodes a payload and the large [`Buffer`]s it attaches (its large byte strings copied
+/// where `place` says, see [`codec::encode_placing`]), turning errors and panics of its
 /// `Serialize` into `Codec` errors.
 pub(crate) fn encode<T: serde::Serialize>(
     value: &T,
     stage: CodecStage,
+    place: codec::Place<'_>,
 ) -> Result<(Vec<u8>, Vec<Buffer>), TaskError> {
-    let encoded = catch_unwind(AssertUnwindSafe(|| codec::encode(value, shm::POLICY)));
+    let encoded = catch_unwind(AssertUnwindSafe(|| {
+        codec::encode_placing(value, shm::POLICY, place)
+    }));
     match encoded {
         Ok(Ok((bytes, buffers))) if bytes.len() <= MAX_PAYLOAD => Ok((bytes, buffers)),
         Ok(Ok((bytes, _))) => Err(codec(
@@ -179,7 +185,7 @@ mod tests {
             pixels: vec![7; shm::POLICY.min_len],
             thumbnail: serde_bytes::ByteBuf::from(vec![1; shm::POLICY.min_len - 1]),
         };
-        let (bytes, buffers) = encode(&image, CodecStage::SerializeArgument).unwrap();
+        let (bytes, buffers) = encode(&image, CodecStage::SerializeArgument, &|_| None).unwrap();
         assert_eq!(buffers.len(), 1);
         assert_eq!(buffers[0].len(), shm::POLICY.min_len);
         assert!(bytes.len() < shm::POLICY.min_len + 64);

@@ -189,7 +189,7 @@ impl fmt::Debug for Encoded {
 ///
 /// [`TaskError::Codec`] with [`CodecStage::SerializeArgument`].
 pub fn encode_argument<A: Payload>(arg: &A) -> Result<Encoded, TaskError> {
-    encode(arg, CodecStage::SerializeArgument).map(|(bytes, buffers)| Encoded { bytes, buffers })
+    encode(arg, CodecStage::SerializeArgument, &|_| None).map(|(bytes, buffers)| Encoded { bytes, buffers })
 }
 
 /// Decodes a task's outcome as sent back by [`ProcessPoolExecutor::submit_encoded`] on the

@@ -622,6 +622,8 @@ fn decode_tasks(body: &Arc<Vec<u8>>, stream: &mut FdStream) -> io::Result<Vec<Re
 /// `max_tasks`.
 fn run_tasks(inbox: &Inbox, outbox: &Outbox, max_tasks: u64) -> io::Result<()> {
     let peer = Arc::clone(&outbox.peer);
+    // A result's large byte strings are encoded straight into regions lent to the parent.
+    let place = |bytes: &[u8]| shm::place(&peer, bytes);
     let mut done: u64 = 0;
     while let Some(task) = inbox.next(outbox)? {
         outbox.arm();
@@ -633,14 +635,14 @@ fn run_tasks(inbox: &Inbox, outbox: &Outbox, max_tasks: u64) -> io::Result<()> {
             payload,
             buffers,
         } = task;
-        let outcome = sys::trampoline_at(fn_offset)(&frame[payload], buffers);
+        let outcome = sys::trampoline_at(fn_offset)(&frame[payload], buffers, &place);
         drop(frame);
         let nanos = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
         let (ok, bytes, attached) = match outcome {
             Ok((bytes, attached)) => (true, bytes, attached),
             Err(e) => (
                 false,
-                encode(&e, CodecStage::SerializeResult)
+                encode(&e, CodecStage::SerializeResult, &|_| None)
                     .map(|(bytes, _)| bytes)
                     .unwrap_or_default(),
                 Vec::new(),

@@ -24,13 +24,14 @@
 //!   itself is a zero-sized type (checked at compile time), so the worker conjures it from
 //!   nothing.
 //! * **Shared memory** ([`create_lendable_region`], [`seal_written`], [`inspect_region`],
-//!   [`first_hole`], [`map_read_only`], [`read_at`], [`copy_in`], [`copy_out`], [`Leased`]).
+//!   [`first_hole`], [`map_read_only`], [`read_at`], [`copy_in`], [`copy_out`], [`Leased`], [`Written`]).
 //!   A region is an anonymous shared-memory file whose size cannot change once made, so no
 //!   process can truncate it under a reader, and that only its sender's own mapping can write:
 //!   it is sealed against every new writer before its descriptor ever leaves the sender, so a
 //!   receiver holding (or reopening) that descriptor cannot write it, map it writable or punch
-//!   holes in it. Bytes are copied in and out through raw pointers, never references, since
-//!   another process maps the same memory.
+//!   holes in it. Bytes are copied in and out through raw pointers, since another process
+//!   maps the same memory; the two views that hand out references ([`Leased`], [`Written`])
+//!   say why no process writes the bytes while they are borrowed.
 //! * **Descriptor passing** ([`send_with_fds`], [`recv_with_fds`]): descriptors travel in a
 //!   message's ancillary data and arrive close-on-exec; a send never raises `SIGPIPE`.
 //! * **Processes** ([`WorkerProcess`], [`signal`], [`ignore_sigpipe`]): a worker is this
@@ -84,8 +85,11 @@ pub(crate) const FDS_PER_MESSAGE: usize = 253;
 
 /// What a trampoline is: decode the argument (with its attached buffers, or why they could not
 /// be sent), run the task, encode the result (with the buffers it attaches).
-pub(crate) type Trampoline =
-    fn(&[u8], Result<Vec<Buffer>, String>) -> Result<(Vec<u8>, Vec<Buffer>), TaskError>;
+pub(crate) type Trampoline = fn(
+    &[u8],
+    Result<Vec<Buffer>, String>,
+    cf_executor_api::codec::Place<'_>,
+) -> Result<(Vec<u8>, Vec<Buffer>), TaskError>;
 
 /// An initializer as sent to workers.
 pub(crate) type Initializer = fn() -> Result<(), String>;
@@ -428,6 +432,60 @@ impl<L> AsRef<[u8]> for Leased<L> {
         // or one of the same user where the kernel permits `ptrace`) can change anything, and
         // a task that `fork`s without `exec` and lets the child both drop a clone of the buffer
         // and send a frame on the inherited socket would hand the region back early.
+        unsafe { std::slice::from_raw_parts(self.map.as_ptr().add(self.start), self.len) }
+    }
+}
+
+/// Bytes this process wrote into one of its own regions, and the mapping it wrote them
+/// through, owned: a byte string the payload codec placed in a region (see `crate::shm`),
+/// readable here until [`Written::into_map`] gives the mapping back, whether or not the region
+/// was lent meanwhile.
+#[derive(Debug)]
+pub(crate) struct Written {
+    map: memmap2::MmapRaw,
+    start: usize,
+    len: usize,
+}
+
+impl Written {
+    /// Copies `bytes` into `map` at `start` (as [`copy_in`]) and keeps the mapping, so nothing
+    /// in this process writes it again until [`Written::into_map`]. `map` must be the sender's
+    /// writable mapping of a region from [`create_lendable_region`] that no peer may be reading
+    /// now (as for [`copy_in`]).
+    ///
+    /// # Panics
+    ///
+    /// If the bytes do not fit in the mapping (the caller sized the region for them).
+    pub(crate) fn new(map: memmap2::MmapRaw, start: usize, bytes: &[u8]) -> Written {
+        copy_in(&map, start, bytes);
+        Written {
+            map,
+            start,
+            len: bytes.len(),
+        }
+    }
+
+    /// The mapping back, to lend its region: the view is gone with `self`.
+    pub(crate) fn into_map(self) -> memmap2::MmapRaw {
+        self.map
+    }
+}
+
+impl AsRef<[u8]> for Written {
+    fn as_ref(&self) -> &[u8] {
+        // SAFETY: `start..start + len` is inside the mapping (`copy_in` asserted it in `new`),
+        // which lives as long as `self` (owned) and cannot shrink (regions are sealed against
+        // resizing, or, on the portable path, every descriptor but the sender's is read-only),
+        // so the pointer is valid for `len` bytes, all initialised by `new`'s copy, and every
+        // byte pattern is a valid `u8`. The bytes do not change while the returned borrow
+        // lives: this process writes a region only through its mapping (`copy_in`), and this
+        // mapping is owned by `self`, which never writes after `new` and gives the mapping up
+        // only by value (`into_map`, which ends every borrow of `self` first), so no write of
+        // this process can reach the region before then, whoever it is lent to meanwhile; and
+        // no other process can write the region at all (sealed against every writer but the
+        // mapping made before the seal in this process, not inherited by forks; on the
+        // portable path every other descriptor is read-only), so a peer it is lent to only
+        // reads it.
         unsafe { std::slice::from_raw_parts(self.map.as_ptr().add(self.start), self.len) }
     }
 }
