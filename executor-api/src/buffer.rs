@@ -13,8 +13,9 @@
 //! A thread pool never serializes, so a `Buffer` costs there what an `Arc<Vec<u8>>` costs.
 //!
 //! The payload [`codec`](crate::codec) attaches byte strings the same way, through the same
-//! [`attaching`] and [`attached`] calls: a large `serialize_bytes` becomes a `Buffer` (one copy)
-//! and shares the attachments' numbering with the `Buffer`s of the payload.
+//! [`attaching`] and [`attached`] calls: a large `serialize_bytes` becomes a `Buffer` (one copy,
+//! into the transport's own memory if it offers some) and shares the attachments' numbering
+//! with the `Buffer`s of the payload.
 //!
 //! # The wire form
 //!
@@ -60,9 +61,10 @@ impl<T: AsRef<[u8]> + Send + Sync + 'static> Owner for T {
 ///
 /// Byte strings as serde writes them (`serde_bytes::ByteBuf`, `#[serde(with = "serde_bytes")]`
 /// fields, `bytes::Bytes` with its `serde` feature) take the same road with no change to your
-/// types: the process pool's payload codec ([`codec`](crate::codec)) copies each large one into
-/// a `Buffer` on the way out and hands it to the receiving type as its own `Vec` on the way in,
-/// one copy more on each side than a `Buffer`. A plain `Vec<u8>`, by contrast, is a sequence to
+/// types: the process pool's payload codec ([`codec`](crate::codec)) copies each large one
+/// straight into the pool's shared memory on the way out (or into a `Buffer`, where the pool
+/// has no region to offer) and hands it to the receiving type as its own `Vec` on the way in:
+/// one copy more than a `Buffer` where the receiver would have read in place. A plain `Vec<u8>`, by contrast, is a sequence to
 /// serde, encoded one element at a time, and crosses the socket: tens of times slower at 16 MiB
 /// (see `benches/README.md`). Add `#[serde(with = "serde_bytes")]` to such a field, or use
 /// `Buffer`.

@@ -48,7 +48,10 @@
 //! about half of `memcpy` bandwidth (three copies), where a `Vec<u8>`
 //! (which serde encodes element by element) manages a few hundred MiB/s. Byte strings as serde
 //! writes them (`serde_bytes::ByteBuf`, `#[serde(with = "serde_bytes")]`, `bytes::Bytes`) of
-//! 64 KiB or more take the same road with no change to their types, one copy more on each side. Python's nearest
+//! 64 KiB or more take the same road with no change to their types: the codec writes them
+//! straight into a region of the receiving side (the worker's result always; a `submit`'s
+//! argument when a worker is idle, else it copies them once more on the way), and the one copy
+//! more than a `Buffer` is the worker's, into the owned `Vec` the type is made of. Python's nearest
 //! equivalent is pickle protocol 5's out-of-band buffers. Regions are reused, which is what
 //! makes them fast, so memory stays reserved between tasks: the pool keeps up to 128 MiB of
 //! regions for each worker, each worker 128 MiB of its own, and each side may keep up to

@@ -17,6 +17,17 @@
 //!   that keeps its argument's `Buffer` past its end keeps the region lent (a mapping, no
 //!   descriptor); to keep the bytes for long, copy them (`Buffer::from(b.to_vec())`).
 //!
+//! A large *byte string* (what reaches serde's `serialize_bytes`: `serde_bytes::ByteBuf` and
+//! the like) needs no copy at send time: the payload codec writes it straight into a region
+//! while encoding ([`place`], `cf_executor_api::codec::encode_placing`), and the `Buffer` it
+//! attaches is a view of that region ([`Placed`]), which [`export`] lends as it is. A worker
+//! places its results in its regions for the parent; `submit` places an argument in a region
+//! of the idle worker it will most likely be sent to, and if it goes to another worker after
+//! all, it is copied into one of that worker's regions like any `Buffer`. A placed region is
+//! lent at most once, to the peer it was placed for, while the parent may keep viewing it (it
+//! keeps a task's buffers until the result comes, to send them again if the task is taken
+//! back); it is written again only once that view is dropped *and* the peer handed it back.
+//!
 //! # Isolation
 //!
 //! What a receiver maps can change only when its sender writes it, and a sender writes only
