@@ -1,7 +1,8 @@
 //! Large `Buffer`s through shared memory: what the conformance scenario (`buffers_round_trip`)
 //! does not reach. Concurrent senders sharing the pool's regions, buffers inside `map` chunks,
-//! a worker that cannot export its result, a worker that dies holding a lent region, and
-//! descriptors that stay flat once regions are warm.
+//! a worker that cannot export its result, a worker that dies holding a lent region,
+//! descriptors that stay flat once regions are warm, and byte strings that the codec places in
+//! regions directly.
 //!
 //! Its own test binary, so the descriptor counts see no other test's pools.
 
@@ -12,6 +13,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use cf_pool_proc::{Buffer, CodecStage, Executor, MapOptions, ProcessPoolExecutor, TaskError};
+use serde_bytes::ByteBuf;
 
 const LIMIT: Duration = Duration::from_secs(60);
 
@@ -280,6 +282,68 @@ fn buffers_survive_workers_killed_at_random() {
         &b
     );
     eprintln!("{values} values, {deaths} deaths, {kills} kills");
+}
+
+/// [`digest`] for a byte string, which the codec places in shared memory itself.
+fn digest_bytes(b: ByteBuf) -> (u64, ByteBuf) {
+    let sum = b.iter().map(|&x| u64::from(x)).sum();
+    (sum, ByteBuf::from(b.iter().map(|x| x ^ 0x5a).collect::<Vec<u8>>()))
+}
+
+fn echo_bytes(b: ByteBuf) -> ByteBuf {
+    b
+}
+
+#[test]
+fn byte_strings_placed_in_shared_memory_come_back_intact_and_reuse_regions() {
+    let _guard = common::exclusive();
+    let snapshot = common::Snapshot::take();
+    {
+        let pool = ProcessPoolExecutor::builder()
+            .max_workers(2)
+            .build()
+            .unwrap();
+        // Concurrent submitters and two workers: an argument placed in a region of the worker
+        // that was idle is often sent to the other one after all (and copied there).
+        std::thread::scope(|s| {
+            for t in 0..4u64 {
+                let pool = &pool;
+                s.spawn(move || {
+                    for i in 0..25u64 {
+                        let seed = t * 1000 + i;
+                        let len = 64 * 1024 + ((seed * 7919) % (2 << 20)) as usize;
+                        let bytes = pattern(seed, len);
+                        let (sum, back) = pool
+                            .submit(digest_bytes, ByteBuf::from(bytes.clone()))
+                            .unwrap()
+                            .result_timeout(LIMIT)
+                            .unwrap()
+                            .clone();
+                        assert_eq!(sum, bytes.iter().map(|&x| u64::from(x)).sum::<u64>());
+                        assert_eq!(back.len(), len, "seed {seed}");
+                        assert!(back.iter().zip(&bytes).all(|(b, x)| *b == x ^ 0x5a));
+                    }
+                });
+            }
+        });
+        // One submitter: placed regions go back to their worker and are reused.
+        let round_trips = |n: u64| {
+            for i in 0..n {
+                let b = ByteBuf::from(pattern(i, (1 << 20) + (i as usize % 3) * 4096));
+                let back = pool.submit(echo_bytes, b.clone()).unwrap();
+                assert_eq!(back.result_timeout(LIMIT).unwrap(), &b);
+            }
+        };
+        round_trips(20);
+        let warm = common::open_fds().len();
+        round_trips(200);
+        assert_eq!(
+            common::open_fds().len(),
+            warm,
+            "regions are reused, not created per task"
+        );
+    }
+    snapshot.assert_restored();
 }
 
 #[test]
