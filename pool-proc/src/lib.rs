@@ -289,12 +289,14 @@ pub use worker::is_worker;
 /// cf_pool_proc::init();
 /// ```
 pub fn init() {
-    sys::enter_worker_mode_if_requested();
+    sys::enter_worker_mode_if_requested(worker::run);
 }
 
-/// The worker entry: the platform layer calls it, before `main`, in a process started as a
-/// worker, with the socket it inherited from the parent.
-fn serve_as_worker(socket: sys::UnixStream) -> ! {
-    worker::run(socket)
+/// Runs before `main` (and before the test harness, in test binaries): a worker never reaches
+/// the user's `main`. The platform layer checks that this process was started as a worker by
+/// its real parent, then hands the inherited socket to the worker loop.
+#[ctor::ctor]
+fn cf_pool_proc_worker_entry() {
+    sys::enter_worker_mode_if_requested(worker::run);
 }
 }
