@@ -258,7 +258,9 @@ fn feed(pool: &Arc<Pool>, id: usize) {
 fn launch(pool: &Arc<Pool>, id: usize) -> io::Result<(JoinHandle<()>, Writer)> {
     let (parent_end, child_end) = UnixStream::pair()?;
     let out = parent_end.try_clone()?;
+    // One way only: whatever a worker writes there is refused, never buffered here.
     let (doorbell, worker_doorbell) = UnixStream::pair()?;
+    doorbell.shutdown(std::net::Shutdown::Read)?;
     let (blackbox, blackbox_fd) = blackbox::Reader::create()?;
     // The parent's regions for this worker only: lent to no other, forgotten with it.
     let peer = Arc::new(shm::Peer::default());
