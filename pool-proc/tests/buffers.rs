@@ -287,7 +287,10 @@ fn buffers_survive_workers_killed_at_random() {
 /// [`digest`] for a byte string, which the codec places in shared memory itself.
 fn digest_bytes(b: ByteBuf) -> (u64, ByteBuf) {
     let sum = b.iter().map(|&x| u64::from(x)).sum();
-    (sum, ByteBuf::from(b.iter().map(|x| x ^ 0x5a).collect::<Vec<u8>>()))
+    (
+        sum,
+        ByteBuf::from(b.iter().map(|x| x ^ 0x5a).collect::<Vec<u8>>()),
+    )
 }
 
 fn echo_bytes(b: ByteBuf) -> ByteBuf {

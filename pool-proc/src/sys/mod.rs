@@ -25,7 +25,8 @@
 //!   itself is a zero-sized type (checked at compile time), so the worker conjures it from
 //!   nothing.
 //! * **Shared memory** ([`create_lendable_region`], [`seal_written`], [`inspect_region`],
-//!   [`first_hole`], [`map_read_only`], [`read_at`], [`copy_in`], [`copy_out`], [`Leased`], [`Written`]).
+//!   [`first_hole`], [`map_read_only`], [`read_at`], [`copy_in`], [`copy_out`], [`Leased`],
+//!   [`Written`]).
 //!   A region is an anonymous shared-memory file whose size cannot change once made, so no
 //!   process can truncate it under a reader, and that only its sender's own mapping can write:
 //!   it is sealed against every new writer before its descriptor ever leaves the sender, so a
