@@ -219,3 +219,36 @@ fn encode_reports_postcards_refusals() {
     }
     assert!(codec::encode(&UnknownLength, POLICY).is_err());
 }
+
+#[test]
+fn placed_byte_strings_are_attached_as_placed_and_a_wrong_length_is_not_used() {
+    let value = (
+        ByteBuf::from(vec![1u8; 500]),
+        ByteBuf::from(vec![2u8; 600]),
+        Buffer::from(vec![3u8; 700]),
+        ByteBuf::from(vec![4u8; 10]),
+    );
+    let calls = std::cell::Cell::new(0);
+    let place = |bytes: &[u8]| {
+        calls.set(calls.get() + 1);
+        Some(match bytes[0] {
+            1 => Buffer::from_owner(Box::<[u8]>::from(bytes)),
+            _ => Buffer::from_owner(Box::<[u8]>::from(&bytes[1..])),
+        })
+    };
+    let (bytes, buffers) = codec::encode_placing(&value, POLICY, &place).unwrap();
+    assert_eq!(
+        calls.get(),
+        2,
+        "only attached byte strings are placed: not a Buffer, not a short one"
+    );
+    assert_eq!(buffers.len(), 3);
+    assert!(buffers[0].owner::<Box<[u8]>>().is_some(), "placed");
+    assert!(
+        buffers[1].owner::<Vec<u8>>().is_some(),
+        "a placement of the wrong length is copied into a Vec instead"
+    );
+    assert_eq!(buffers[1].len(), 600);
+    let back: (ByteBuf, ByteBuf, Buffer, ByteBuf) = codec::decode(&bytes, buffers).unwrap();
+    assert_eq!(back, value);
+}
