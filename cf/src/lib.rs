@@ -60,16 +60,17 @@
 //! |---|---|---|
 //! | `thread` | yes | [`ThreadPoolExecutor`], [`Pool::Thread`], [`Backend::Thread`] |
 //! | `process` | yes | [`ProcessPoolExecutor`], [`Pool::Process`], [`Backend::Process`] (Linux, macOS, FreeBSD; elsewhere the feature adds nothing) |
-//! | `cluster` | no | `ClusterExecutor`, `Pool::Cluster`, `Backend::Cluster`, [`cluster_node`] (where `process` builds) |
+//! | `cluster` | no | `ClusterExecutor`, `Pool::Cluster`, `Backend::Cluster`, `cluster_node` (where `process` builds) |
 //! | `progress` | no | `ProgressExt`: progress bars over `map` and `as_completed` |
 //!
 //! `cluster` is off by default because it brings an async runtime and a NATS client (tokio,
 //! async-nats, rustls, ring and their dependencies: the crate's normal dependency tree grows
-//! from 38 crates to 132) that a program on one machine does not need. With it, `Pool::new(Backend::Cluster)` connects to the server named
-//! by `CF_CLUSTER_URL` (default `nats://127.0.0.1:4222`), pool `CF_CLUSTER_POOL` (default
-//! `cf`); the tasks run on the nodes of that pool: this same executable, started with
-//! `CF_CLUSTER_NODE=<url>` ([`cluster_node::run_if_requested`] as the first line of `main`).
-//! A cluster configured beyond that is built with its own builder and converted:
+//! from 38 crates to 132) that a program on one machine does not need. With it,
+//! `Pool::new(Backend::Cluster)` connects to the server named by `CF_CLUSTER_URL` (default
+//! `nats://127.0.0.1:4222`), pool `CF_CLUSTER_POOL` (default `cf`); the tasks run on the nodes
+//! of that pool: this same executable, started with `CF_CLUSTER_NODE=<url>`
+//! (`cluster_node::run_if_requested()` as the first line of `main`). A cluster configured
+//! beyond that is built with its own builder and converted:
 //! `Pool::from(ClusterExecutor::builder(url)...build()?)`.
 //!
 //! [`Pool`] and [`Backend`] are `#[non_exhaustive]`: more backends may come behind features of
