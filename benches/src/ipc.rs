@@ -75,7 +75,7 @@ impl IpcPingPong {
     pub fn start() -> io::Result<Self> {
         let (server, name) = IpcOneShotServer::<Hello>::new()?;
         let child = Command::new("/proc/self/exe")
-            .env(crate::physical::HELPER_ENV, "ipc-channel")
+            .env(crate::helper::HELPER_ENV, "ipc-channel")
             .env(SERVER_ENV, name)
             .stdin(Stdio::null())
             .stdout(Stdio::null())

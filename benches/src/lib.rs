@@ -14,6 +14,7 @@
 #![warn(missing_docs)]
 
 pub mod chart;
+mod helper;
 pub mod ipc;
 pub mod measure;
 pub mod memory;
@@ -32,7 +33,31 @@ pub mod workloads;
 pub fn init() {
     cf_pool_proc::init();
     procspawn::init();
-    physical::serve_if_helper();
+    serve_if_helper();
+}
+
+/// If this process is a ping-pong partner (of the socketpair, the shared-memory or the
+/// ipc-channel ping-pong), answers until the parent hangs up, then exits.
+fn serve_if_helper() {
+    let Some(role) = std::env::var_os(helper::HELPER_ENV) else {
+        return;
+    };
+    let role = role.to_string_lossy();
+    let served = if role == "ipc-channel" {
+        ipc::serve()
+    } else if let Some(how) = shm_pingpong::Wait::from_env_value(&role) {
+        shm_pingpong::serve(how)
+    } else {
+        physical::serve()
+    };
+    let code = match served {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("cf-benches ping-pong helper: {e}");
+            1
+        }
+    };
+    std::process::exit(code);
 }
 
 /// The number of CPUs this process may use, and so the worker count of every pool.

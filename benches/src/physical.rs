@@ -16,38 +16,14 @@ use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-/// Set in the environment of a re-executed ping-pong partner.
-pub const HELPER_ENV: &str = "CF_BENCHES_PINGPONG_HELPER";
+pub use crate::helper::HELPER_ENV;
 
 /// Bytes in one small ping-pong message: about one `noop` task frame of cf-pool-proc
 /// (length, kind, count, id, code offset, payload) and one result frame.
 pub const SMALL_MESSAGE: usize = 32;
 
-/// If this process is a ping-pong partner (of the socketpair, the shared-memory or the
-/// ipc-channel ping-pong), answers until the parent hangs up, then exits.
-pub(crate) fn serve_if_helper() {
-    let Some(role) = std::env::var_os(HELPER_ENV) else {
-        return;
-    };
-    let role = role.to_string_lossy();
-    let served = if role == "ipc-channel" {
-        crate::ipc::serve()
-    } else if let Some(how) = crate::shm_pingpong::Wait::from_env_value(&role) {
-        crate::shm_pingpong::serve(how)
-    } else {
-        serve()
-    };
-    let code = match served {
-        Ok(()) => 0,
-        Err(e) => {
-            eprintln!("cf-benches ping-pong helper: {e}");
-            1
-        }
-    };
-    std::process::exit(code);
-}
-
-fn serve() -> io::Result<()> {
+/// The socketpair partner: echoes frames on its standard input until the parent hangs up.
+pub(crate) fn serve() -> io::Result<()> {
     let socket = UnixStream::from(io::stdin().as_fd().try_clone_to_owned()?);
     let mut out = socket.try_clone()?;
     // Buffered like a pool worker's reader: a small frame arrives in one `read`.

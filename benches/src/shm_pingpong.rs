@@ -185,7 +185,7 @@ impl ShmPingPong {
         file.set_len(4096)?;
         let page = Page::map(&file)?;
         let child = Command::new("/proc/self/exe")
-            .env(crate::physical::HELPER_ENV, how.env_value())
+            .env(crate::helper::HELPER_ENV, how.env_value())
             .stdin(Stdio::from(file))
             .stdout(Stdio::null())
             .spawn()?;

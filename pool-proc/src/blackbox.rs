@@ -167,12 +167,13 @@ impl Writer {
         }
     }
 
-    /// Publishes the header, after the records it names.
+    /// Publishes the header's record fields (12 bytes; the last words beside them are left
+    /// alone), after the records they name.
     fn commit(&self) {
-        let mut header = [0u8; RECORDS_AT];
+        let mut header = [0u8; WORDS_LEN_AT];
         header[USED_AT..COUNT_AT].copy_from_slice(&(self.used as u64).to_le_bytes());
-        header[COUNT_AT..COUNT_AT + 4].copy_from_slice(&self.count.to_le_bytes());
-        sys::copy_in(&self.map, 0, &header);
+        header[COUNT_AT..WORDS_LEN_AT].copy_from_slice(&self.count.to_le_bytes());
+        sys::copy_in(&self.map, USED_AT, &header);
     }
 }
 
@@ -269,6 +270,21 @@ mod tests {
         // Only the first fatal panic of a process speaks.
         writer.last_words().say("later", None);
         assert_eq!(reader.last_words().unwrap(), words);
+    }
+
+    #[test]
+    fn recording_and_clearing_results_leave_the_last_words_alone() {
+        let (reader, fd) = Reader::create().unwrap();
+        let mut writer = Writer::adopt(&fd).unwrap();
+        // A fatal panic in another thread of the worker, while the task thread goes on (written
+        // as `LastWords::say` writes, which speaks once per process, and the tests share one).
+        sys::copy_in(&writer.map, WORDS_AT, b"panicked: boom");
+        sys::copy_in(&writer.map, WORDS_LEN_AT, &14u32.to_le_bytes());
+        assert!(writer.record(&record(1, b"one")));
+        writer.clear();
+        assert!(writer.record(&record(2, b"two")));
+        assert_eq!(ids(&reader), [2]);
+        assert_eq!(reader.last_words().as_deref(), Some("panicked: boom"));
     }
 
     #[test]

@@ -141,8 +141,9 @@ impl Pool {
         }
         if let Some((id, writer, jobs)) = direct {
             // The worker is idle: it has read everything sent to it, so a small frame fits in
-            // the socket buffer and this write does not wait for the worker.
-            if let Err(e) = slot::send_tasks(&writer, jobs) {
+            // the socket buffer and this write does not wait for the worker; and its task
+            // thread reads it.
+            if let Err(e) = slot::send_tasks(&writer, jobs, false) {
                 log::debug!("cf-pool-proc: direct send failed: {e}; its reader handles it");
                 self.kill_worker(id);
             }

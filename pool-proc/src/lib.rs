@@ -161,8 +161,11 @@
 //!   process pool deadlocks there too). `shutdown(wait)` from a callback does not wait.
 //! * **The worker** runs tasks on one thread (the one that ran the initializer), catches
 //!   panics, and batches results (sent when it has nothing more to run, when 64 KiB wait, or
-//!   within 1 ms); a second thread reads the socket meanwhile, so the parent can take back
-//!   unstarted tasks at any time. A batched result is never lost to a crash of a later task:
+//!   within 1 ms). With nothing to run, that thread reads the socket itself, so a task sent
+//!   to an idle worker reaches the thread that runs it with no hop in between; while a task
+//!   runs, a second thread reads when the parent rings the worker's doorbell (a second
+//!   socket), so the parent can take back unstarted tasks at any time and never blocks
+//!   writing to a busy worker. A batched result is never lost to a crash of a later task:
 //!   before the next task starts, it is recorded in the worker's *black box*, a small shared
 //!   page the parent reads after the worker died.
 //! * **Frames** are a `u32` length and a hand-laid body; payload bytes are copied, not
@@ -289,12 +292,14 @@ pub use worker::is_worker;
 /// cf_pool_proc::init();
 /// ```
 pub fn init() {
-    sys::enter_worker_mode_if_requested();
+    sys::enter_worker_mode_if_requested(worker::run);
 }
 
-/// The worker entry: the platform layer calls it, before `main`, in a process started as a
-/// worker, with the socket it inherited from the parent.
-fn serve_as_worker(socket: sys::UnixStream) -> ! {
-    worker::run(socket)
+/// Runs before `main` (and before the test harness, in test binaries): a worker never reaches
+/// the user's `main`. The platform layer checks that this process was started as a worker by
+/// its real parent, then hands the inherited socket to the worker loop.
+#[ctor::ctor]
+fn cf_pool_proc_worker_entry() {
+    sys::enter_worker_mode_if_requested(worker::run);
 }
 }

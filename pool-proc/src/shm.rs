@@ -510,22 +510,94 @@ impl AttachOut {
 /// frames; and the parent's business with that worker (its [`Peer`]).
 #[derive(Debug)]
 pub(crate) struct Link {
-    sock: parking_lot::Mutex<UnixStream>,
+    wire: parking_lot::Mutex<Wire>,
     peer: Arc<Peer>,
 }
 
+/// The write half of a worker's socket, and its doorbell.
+///
+/// A worker's task thread reads the socket itself while it has nothing to run, so a task sent
+/// to an idle worker costs no thread hop there. While a task runs, the worker's receiver thread
+/// reads instead, but only when rung: a ring is the number of a frame, written to the doorbell
+/// (a second socket), and the receiver reads the socket until it has read that frame. Only a
+/// busy worker is rung:
+///
+/// * for a frame it must see before its task ends (`Reclaim`, `Shutdown`), after the frame;
+/// * for tasks sent behind a running one, once more than [`RING_BYTES`] of them wait unread,
+///   before the frame that would pass that mark, so this side's writes never fill the socket
+///   and block (and a `Reclaim` can always be sent). Fewer bytes than that may wait until the
+///   worker is done, as they would in any queue.
+///
+/// A ring for a frame comes after its first byte is written or about to be, and this side
+/// writes whole frames, so a rung receiver never waits for bytes that are not coming.
+#[derive(Debug)]
+pub(crate) struct Wire {
+    sock: UnixStream,
+    doorbell: UnixStream,
+    /// Frames sent since the handshake: the number a ring carries.
+    frames: u64,
+    /// Bytes sent to the busy worker since the last ring, perhaps unread.
+    unrung: usize,
+}
+
+/// The most bytes of frames left unread in a busy worker's socket: well under the smallest
+/// default socket buffer (8 KiB on macOS and FreeBSD).
+const RING_BYTES: usize = 4096;
+
 impl Link {
-    pub(crate) fn new(sock: UnixStream, peer: Arc<Peer>) -> Self {
+    pub(crate) fn new(sock: UnixStream, doorbell: UnixStream, peer: Arc<Peer>) -> Self {
         Link {
-            sock: parking_lot::Mutex::new(sock),
+            wire: parking_lot::Mutex::new(Wire {
+                sock,
+                doorbell,
+                frames: 0,
+                unrung: 0,
+            }),
             peer,
         }
     }
-    pub(crate) fn lock(&self) -> parking_lot::MutexGuard<'_, UnixStream> {
-        self.sock.lock()
+    pub(crate) fn lock(&self) -> parking_lot::MutexGuard<'_, Wire> {
+        self.wire.lock()
     }
     pub(crate) fn peer(&self) -> &Peer {
         &self.peer
+    }
+}
+
+impl Wire {
+    /// Sends `frame` with `fds` (see [`send_frame`]) to a worker that is `busy` (it has tasks
+    /// in flight; otherwise it has read every frame sent before) and rings as [`Wire`] says:
+    /// `urgent` frames are always rung.
+    pub(crate) fn send(
+        &mut self,
+        frame: &[u8],
+        fds: &[OwnedFd],
+        busy: bool,
+        urgent: bool,
+    ) -> Result<(), SendError> {
+        if !busy {
+            self.unrung = 0;
+        }
+        let early = busy && !urgent && self.unrung + frame.len() > RING_BYTES;
+        if early {
+            self.ring(self.frames + 1)?;
+        }
+        send_frame(&self.sock, frame, fds)?;
+        self.frames += 1;
+        if urgent {
+            self.ring(self.frames)?;
+        } else if busy && !early {
+            self.unrung += frame.len();
+        }
+        Ok(())
+    }
+
+    /// Asks the worker's receiver to read up to frame `n`.
+    fn ring(&mut self, n: u64) -> Result<(), SendError> {
+        self.unrung = 0;
+        (&mut &self.doorbell)
+            .write_all(&n.to_le_bytes())
+            .map_err(SendError::Broken)
     }
 }
 
@@ -706,6 +778,47 @@ impl Read for FdStream {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The rings waiting on `doorbell`, without blocking.
+    fn rings(doorbell: &UnixStream) -> Vec<u64> {
+        doorbell.set_nonblocking(true).unwrap();
+        let mut all = Vec::new();
+        let mut ring = [0; 8];
+        while (&mut &*doorbell).read_exact(&mut ring).is_ok() {
+            all.push(u64::from_le_bytes(ring));
+        }
+        all
+    }
+
+    #[test]
+    fn a_busy_worker_is_rung_before_its_socket_could_fill_and_for_urgent_frames() {
+        let (sock, _worker) = UnixStream::pair().unwrap();
+        let (bell, worker_bell) = UnixStream::pair().unwrap();
+        let link = Link::new(sock, bell, Arc::new(Peer::default()));
+        let frame = vec![0; RING_BYTES / 2 - 1];
+        let mut wire = link.lock();
+        // An idle worker reads by itself: no ring, however much is sent.
+        for _ in 0..4 {
+            wire.send(&frame, &[], false, false).unwrap();
+        }
+        assert_eq!(rings(&worker_bell), Vec::<u64>::new());
+        // Busy: two frames fit under the mark; the third would pass it and is rung for first.
+        wire.send(&frame, &[], true, false).unwrap();
+        wire.send(&frame, &[], true, false).unwrap();
+        assert_eq!(rings(&worker_bell), Vec::<u64>::new());
+        wire.send(&frame, &[], true, false).unwrap();
+        assert_eq!(rings(&worker_bell), [7]);
+        // The count starts again after a ring.
+        wire.send(&frame, &[], true, false).unwrap();
+        assert_eq!(rings(&worker_bell), Vec::<u64>::new());
+        // An urgent frame is rung for after it is sent, busy or not.
+        wire.send(b"reclaim", &[], true, true).unwrap();
+        wire.send(b"shutdown", &[], false, true).unwrap();
+        assert_eq!(rings(&worker_bell), [9, 10]);
+        // A frame larger than the mark, to a busy worker, is rung for before it is written.
+        wire.send(&vec![0; RING_BYTES + 1], &[], true, false).unwrap();
+        assert_eq!(rings(&worker_bell), [11]);
+    }
 
     fn inode(fd: &OwnedFd) -> (u64, u64) {
         sys::inspect_region(fd).unwrap().key

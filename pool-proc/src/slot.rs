@@ -30,7 +30,7 @@ use crate::state::{
     Attached, InFlight, Job, Pool, PoolState, Reclaim, SlotState, WorkerDeath, Writer,
     RECLAIM_AFTER, STARTUP_DEATHS_LIMIT,
 };
-use crate::sys::{self, UnixStream, WorkerProcess};
+use crate::sys::{self, OwnedFd, UnixStream, WorkerProcess};
 use crate::task::Completion;
 
 /// How often a reader wakes while waiting, to notice a frame that stopped arriving.
@@ -218,22 +218,26 @@ fn feed(pool: &Arc<Pool>, id: usize) {
         }
     };
     while let Some(jobs) = next_batch(pool, id) {
-        let jobs = match jobs {
-            Batch::Tasks(jobs) => jobs,
+        // A busy worker reads only when rung (see `shm::Wire`).
+        let (jobs, busy) = match jobs {
+            Batch::Tasks { jobs, busy } => (jobs, busy),
             Batch::Reclaim => {
-                if let Err(e) = protocol::write_frame(&mut *out.lock(), &protocol::reclaim()) {
-                    log::debug!("cf-pool-proc: write to worker slot {id} failed: {e}");
+                if let Err(e) = out.lock().send(&protocol::reclaim(), &[], true, true) {
+                    log::debug!(
+                        "cf-pool-proc: write to worker slot {id} failed: {}",
+                        io::Error::from(e)
+                    );
                     pool.kill_worker(id);
                     break;
                 }
                 continue;
             }
             Batch::Shutdown => {
-                let _ = protocol::write_frame(&mut *out.lock(), &protocol::shutdown());
+                let _ = out.lock().send(&protocol::shutdown(), &[], false, true);
                 break;
             }
         };
-        if let Err(e) = send_tasks(&out, jobs) {
+        if let Err(e) = send_tasks(&out, jobs, busy) {
             // Usually the worker is gone; if not, it is now, so the reader fails what it held.
             log::debug!("cf-pool-proc: write to worker slot {id} failed: {e}");
             pool.kill_worker(id);
@@ -254,6 +258,9 @@ fn feed(pool: &Arc<Pool>, id: usize) {
 fn launch(pool: &Arc<Pool>, id: usize) -> io::Result<(JoinHandle<()>, Writer)> {
     let (parent_end, child_end) = UnixStream::pair()?;
     let out = parent_end.try_clone()?;
+    // One way only: whatever a worker writes there is refused, never buffered here.
+    let (doorbell, worker_doorbell) = UnixStream::pair()?;
+    doorbell.shutdown(std::net::Shutdown::Read)?;
     let (blackbox, blackbox_fd) = blackbox::Reader::create()?;
     // The parent's regions for this worker only: lent to no other, forgotten with it.
     let peer = Arc::new(shm::Peer::default());
@@ -292,13 +299,14 @@ fn launch(pool: &Arc<Pool>, id: usize) -> io::Result<(JoinHandle<()>, Writer)> {
         log_level: log::max_level() as u8,
         ..pool.config.hello
     });
-    if let Err(e) = shm::send_frame(&out, &hello, &[blackbox_fd]) {
+    let fds = [blackbox_fd, OwnedFd::from(worker_doorbell)];
+    if let Err(e) = shm::send_frame(&out, &hello, &fds) {
         log::debug!(
             "cf-pool-proc: worker {pid} died before its handshake: {}",
             io::Error::from(e)
         );
     }
-    let out: Writer = Arc::new(shm::Link::new(out, peer));
+    let out: Writer = Arc::new(shm::Link::new(out, doorbell, peer));
     if let Some(slot) = pool.state.lock().slot_mut(id) {
         slot.writer = Some(Arc::clone(&out));
     }
@@ -306,7 +314,8 @@ fn launch(pool: &Arc<Pool>, id: usize) -> io::Result<(JoinHandle<()>, Writer)> {
 }
 
 enum Batch {
-    Tasks(Vec<Sending>),
+    /// Tasks for the worker; `busy`: it has tasks in flight, so it must be rung.
+    Tasks { jobs: Vec<Sending>, busy: bool },
     Reclaim,
     Shutdown,
 }
@@ -324,7 +333,7 @@ pub(crate) struct Sending {
 /// exported fails only its own task, in the worker; so do all of a frame's buffers if the
 /// kernel refuses its descriptors. `Err` means the connection is unusable: the caller must
 /// kill the worker so that its reader fails what it held.
-pub(crate) fn send_tasks(writer: &Writer, jobs: Vec<Sending>) -> io::Result<()> {
+pub(crate) fn send_tasks(writer: &Writer, jobs: Vec<Sending>, busy: bool) -> io::Result<()> {
     let peer = writer.peer();
     // The worker's regions the reader copied out: handed back first thing in the frame.
     let released = peer.take_owed();
@@ -335,8 +344,8 @@ pub(crate) fn send_tasks(writer: &Writer, jobs: Vec<Sending>) -> io::Result<()> 
         lent.extend(exported.iter().filter_map(shm::AttachOut::lend));
         exported
     });
-    let sock = writer.lock();
-    match shm::send_frame(&sock, &frame, &fds) {
+    let mut wire = writer.lock();
+    match wire.send(&frame, &fds, busy, false) {
         Err(shm::SendError::Refused(e)) if !fds.is_empty() => {
             // Never sent: those regions are idle again.
             drop(fds);
@@ -347,7 +356,7 @@ pub(crate) fn send_tasks(writer: &Writer, jobs: Vec<Sending>) -> io::Result<()> 
                 messages.push(why.clone());
                 vec![shm::AttachOut::Failed(messages.len() - 1); attached.len()]
             });
-            Ok(shm::send_frame(&sock, &frame, &[])?)
+            Ok(wire.send(&frame, &[], busy, false)?)
         }
         other => Ok(other?),
     }
@@ -417,8 +426,8 @@ fn next_batch(pool: &Pool, id: usize) -> Option<Batch> {
             if busy {
                 n = n.min(queued - idle);
             }
-            if let Some(frame) = take_jobs(&mut state, id, n) {
-                return Some(Batch::Tasks(frame));
+            if let Some(jobs) = take_jobs(&mut state, id, n) {
+                return Some(Batch::Tasks { jobs, busy });
             }
             continue;
         }

@@ -2,10 +2,13 @@
 //! results back. Three threads:
 //!
 //! * the **task thread** (the one that ran the initializer) runs the tasks of the [`Inbox`] in
-//!   order;
-//! * the **receiver** reads the socket all the time, queues the tasks of each frame in the
-//!   inbox, and answers `Reclaim` by giving back the tasks not started yet (so the parent can
-//!   hand them to an idle worker while a long task runs here);
+//!   order. When it has none it reads the socket itself, so a task sent to an idle worker
+//!   reaches the thread that runs it with no hop in between;
+//! * the **receiver** reads the socket while a task runs, but only when the parent rings the
+//!   worker's doorbell (see `shm::Wire`): it reads up to the frame rung for, queues the tasks
+//!   of each frame in the inbox, and answers `Reclaim` by giving back the tasks not started yet
+//!   (so the parent can hand them to an idle worker while a long task runs here). Both threads
+//!   read under one lock, frame by frame, so frames are handled in order;
 //! * the **flusher** sends batched results: results wait in an [`Outbox`] and go when the task
 //!   thread has nothing more to run, when 64 KiB are waiting, or at the latest 1 ms after the
 //!   oldest was produced, so a quick result never waits for a slow task that follows it.
@@ -19,7 +22,7 @@
 //! lifeline), after `max_tasks_per_child` tasks, or by `SIGKILL` from `PR_SET_PDEATHSIG`.
 
 use std::collections::VecDeque;
-use std::io::{self, BufReader, Write};
+use std::io::{self, BufReader, Read, Write};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -264,10 +267,13 @@ fn serve(socket: UnixStream) -> io::Result<()> {
         Ok((Kind::Hello, mut r)) => r.hello().map_err(io::Error::other)?,
         _ => return Err(io::Error::other("the first frame was not a Hello")),
     };
-    let blackbox = input
-        .get_mut()
-        .take_fd()
-        .ok_or_else(|| io::Error::other("the handshake came without the black box"))?;
+    let (Some(blackbox), Some(doorbell)) = (input.get_mut().take_fd(), input.get_mut().take_fd())
+    else {
+        return Err(io::Error::other(
+            "the handshake came without the black box and the doorbell",
+        ));
+    };
+    let doorbell = UnixStream::from(doorbell);
     if let Err(why) = check_identity(&hello) {
         protocol::write_frame(
             &mut out,
@@ -318,13 +324,14 @@ fn serve(socket: UnixStream) -> io::Result<()> {
             .spawn(move || outbox.flusher())?
     };
     forward_logs(&outbox, hello.log_level);
-    let inbox = Arc::new(Inbox::default());
+    let inbox = Arc::new(Inbox::new(input));
     {
         let (inbox, outbox) = (Arc::clone(&inbox), Arc::clone(&outbox));
-        // Not joined: at the end it may be blocked reading, and the process exits anyway.
+        // Not joined: at the end it may be blocked on the doorbell, and the process exits
+        // anyway.
         std::thread::Builder::new()
             .name("cf-worker-recv".into())
-            .spawn(move || receive(input, &inbox, &outbox))?;
+            .spawn(move || receive(&doorbell, &inbox, &outbox))?;
     }
     let result = run_tasks(&inbox, &outbox, hello.max_tasks);
     outbox.flush();
@@ -430,7 +437,7 @@ impl Received {
     }
 }
 
-/// Why the receiver stopped.
+/// Why reading stopped.
 enum End {
     /// The parent said `Shutdown`: run what is queued, then exit.
     Shutdown,
@@ -440,35 +447,50 @@ enum End {
     Failed(io::Error),
 }
 
-/// Tasks received and not started, between the receiver thread and the task thread. The
-/// receiver reads the socket all the time (even while a task runs), so the parent can take
-/// unstarted tasks back (`Reclaim`) for a worker that went idle.
-#[derive(Default)]
+/// Tasks received and not started, and the socket they come from, shared by the task thread
+/// and the receiver (see the module docs for who reads when).
 struct Inbox {
     state: Mutex<InboxState>,
-    ready: Condvar,
-    /// `state.tasks.len()`, readable without the lock (for the task thread's brief look
-    /// before it sleeps).
+    /// `state.tasks.len()`, readable without the lock.
     queued: AtomicUsize,
+    /// The parent's socket; whoever holds this lock reads whole frames.
+    input: Mutex<Input>,
 }
 
 #[derive(Default)]
 struct InboxState {
     tasks: VecDeque<Received>,
+    /// Set once; nobody reads after it.
     end: Option<End>,
 }
 
+struct Input {
+    reader: BufReader<FdStream>,
+    /// Frames read since the handshake (what a ring of the doorbell counts).
+    frames: u64,
+}
+
 impl Inbox {
+    fn new(reader: BufReader<FdStream>) -> Self {
+        Inbox {
+            state: Mutex::default(),
+            queued: AtomicUsize::new(0),
+            input: Mutex::new(Input { reader, frames: 0 }),
+        }
+    }
+
     fn push(&self, tasks: Vec<Received>) {
         let mut state = self.state.lock();
         state.tasks.extend(tasks);
         self.queued.store(state.tasks.len(), Ordering::Release);
-        self.ready.notify_one();
     }
 
     fn finish(&self, end: End) {
-        self.state.lock().end = Some(end);
-        self.ready.notify_one();
+        self.state.lock().end.get_or_insert(end);
+    }
+
+    fn ended(&self) -> bool {
+        self.state.lock().end.is_some()
     }
 
     /// Every task not started yet.
@@ -482,80 +504,90 @@ impl Inbox {
         self.queued.load(Ordering::Acquire) == 0
     }
 
-    /// The next task to run; `None` when the worker should stop. It looks briefly (spinning,
-    /// then yielding) before it sleeps, so a task that arrives right after the last one ended
-    /// costs no wake-up of this thread.
-    fn next(&self) -> io::Result<Option<Received>> {
-        const SPIN_ROUNDS: u32 = 7;
-        const YIELD_FOR: Duration = Duration::from_micros(20);
-        if self.is_empty() {
-            let mut round = 0;
-            let start = Instant::now();
-            while self.is_empty() && start.elapsed() < YIELD_FOR {
-                if round < SPIN_ROUNDS {
-                    for _ in 0..1u32 << round {
-                        std::hint::spin_loop();
-                    }
-                    round += 1;
-                } else {
-                    std::thread::yield_now();
-                }
-            }
-        }
-        let mut state = self.state.lock();
+    /// The next task to run; `None` when the worker should stop. With nothing queued, this
+    /// thread reads the socket itself (waiting, if the receiver is reading, for its frame).
+    fn next(&self, outbox: &Outbox) -> io::Result<Option<Received>> {
         loop {
-            if matches!(state.end, Some(End::Closed)) {
-                return Ok(None);
-            }
-            if let Some(task) = state.tasks.pop_front() {
-                self.queued.store(state.tasks.len(), Ordering::Release);
-                return Ok(Some(task));
-            }
-            match state.end.take() {
-                Some(End::Failed(e)) => return Err(e),
-                Some(end) => {
-                    state.end = Some(end);
+            {
+                let mut state = self.state.lock();
+                if matches!(state.end, Some(End::Closed)) {
                     return Ok(None);
                 }
-                None => self.ready.wait(&mut state),
+                if let Some(task) = state.tasks.pop_front() {
+                    self.queued.store(state.tasks.len(), Ordering::Release);
+                    return Ok(Some(task));
+                }
+                match state.end.take() {
+                    Some(End::Failed(e)) => {
+                        state.end = Some(End::Closed);
+                        return Err(e);
+                    }
+                    Some(end) => {
+                        state.end = Some(end);
+                        return Ok(None);
+                    }
+                    None => {}
+                }
+            }
+            let mut input = self.input.lock();
+            // The receiver may have queued tasks or met the end while this thread waited.
+            if self.is_empty() && !self.ended() {
+                self.read_frame(&mut input, outbox);
             }
         }
     }
-}
 
-/// The receiver thread: reads frames and queues their tasks for the task thread, answers
-/// `Reclaim` with the tasks not started, and records how the stream ended.
-fn receive(mut input: BufReader<FdStream>, inbox: &Inbox, outbox: &Outbox) {
-    let end = loop {
-        let body = match protocol::read_frame(&mut input, MAX_FRAME, None) {
+    /// Reads one frame and acts on it: queues its tasks, answers `Reclaim`, or records the end.
+    fn read_frame(&self, input: &mut Input, outbox: &Outbox) {
+        let body = match protocol::read_frame(&mut input.reader, MAX_FRAME, None) {
             Ok(Some(body)) => Arc::new(body),
-            Ok(None) => break End::Closed,
-            Err(e) => break End::Failed(e),
+            Ok(None) => return self.finish(End::Closed),
+            Err(e) => return self.finish(End::Failed(e)),
         };
+        input.frames += 1;
         let kind = match Reader::new(&body) {
             Ok((kind, _)) => kind,
-            Err(e) => break End::Failed(io::Error::other(e)),
+            Err(e) => return self.finish(End::Failed(io::Error::other(e))),
         };
         match kind {
-            Kind::Tasks => match decode_tasks(&body, input.get_mut()) {
-                Ok(tasks) => inbox.push(tasks),
-                Err(e) => break End::Failed(e),
+            Kind::Tasks => match decode_tasks(&body, input.reader.get_mut()) {
+                Ok(tasks) => self.push(tasks),
+                Err(e) => return self.finish(End::Failed(e)),
             },
             Kind::Reclaim => {
-                let tasks = inbox.take_all();
+                let tasks = self.take_all();
                 let frame = protocol::returned(tasks.iter().map(|t| (t.id, t.payload())));
                 // Dropping them hands their buffers' regions back.
                 drop(tasks);
                 outbox.send(&frame);
             }
-            Kind::Shutdown => break End::Shutdown,
-            other => break End::Failed(io::Error::other(format!("unexpected {other:?} frame"))),
+            Kind::Shutdown => return self.finish(End::Shutdown),
+            other => {
+                return self.finish(End::Failed(io::Error::other(format!(
+                    "unexpected {other:?} frame"
+                ))))
+            }
         }
-        if let Err(e) = shm::end_of_frame(&mut input) {
-            break End::Failed(io::Error::other(e));
+        if let Err(e) = shm::end_of_frame(&mut input.reader) {
+            self.finish(End::Failed(io::Error::other(e)));
         }
-    };
-    inbox.finish(end);
+    }
+}
+
+/// The receiver thread: for each ring of the doorbell, reads the socket up to the frame rung
+/// for (the task thread may have read it already). Ends with the doorbell (the parent closed
+/// it, or died).
+fn receive(mut doorbell: &UnixStream, inbox: &Inbox, outbox: &Outbox) {
+    let mut ring = [0; 8];
+    while doorbell.read_exact(&mut ring).is_ok() {
+        let wanted = u64::from_le_bytes(ring);
+        let mut input = inbox.input.lock();
+        // The parent wrote frame `wanted` whole before ringing, so these reads do not wait
+        // for bytes that are not coming.
+        while input.frames < wanted && !inbox.ended() {
+            inbox.read_frame(&mut input, outbox);
+        }
+    }
 }
 
 /// The tasks of a `Tasks` frame, with their attached buffers.
@@ -591,7 +623,7 @@ fn decode_tasks(body: &Arc<Vec<u8>>, stream: &mut FdStream) -> io::Result<Vec<Re
 fn run_tasks(inbox: &Inbox, outbox: &Outbox, max_tasks: u64) -> io::Result<()> {
     let peer = Arc::clone(&outbox.peer);
     let mut done: u64 = 0;
-    while let Some(task) = inbox.next()? {
+    while let Some(task) = inbox.next(outbox)? {
         outbox.arm();
         let started = Instant::now();
         let Received {

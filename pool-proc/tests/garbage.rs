@@ -226,13 +226,16 @@ fn sockets() -> Vec<(i32, String)> {
 /// In a worker: find the one socket, write `garbage` to it, return normally (the real result
 /// frame then follows the garbage).
 fn write_garbage(garbage: Garbage) -> Result<u32, String> {
-    let socks = sockets();
+    let mut socks = sockets();
+    socks.sort();
     let mut inodes: Vec<&str> = socks.iter().map(|(_, i)| i.as_str()).collect();
+    inodes.sort_unstable();
     inodes.dedup();
-    // The inherited socket and the worker's own clone of it: one socket, maybe two numbers.
-    if socks.is_empty() || inodes.len() != 1 {
+    // Two sockets: the channel (inherited at the lowest number, and the worker's own clone of
+    // it) and the doorbell that came with the handshake.
+    if socks.is_empty() || inodes.len() != 2 {
         return Err(format!(
-            "expected one socket in the worker, found {socks:?}"
+            "expected two sockets in the worker, found {socks:?}"
         ));
     }
     let fd = socks[0].0;

@@ -110,6 +110,28 @@ fn quick_tasks_behind_a_long_one_move_to_the_idle_worker() {
     let _ = std::fs::remove_file(&gate);
 }
 
+/// Tasks behind a long one that carry large inline payloads (a `Vec<u64>` is not a byte
+/// string, so it travels in the frame, 5 MiB per worker's share here) are given back whole:
+/// the `Returned` frame carries them to the idle worker.
+#[test]
+fn tasks_with_large_inline_payloads_are_taken_back_whole() {
+    let pool = pool(2);
+    warm(&pool);
+    let path = scratch("ballast");
+    fn step_with_ballast((path, i, ballast): (String, u64, Vec<u64>)) -> u64 {
+        step((path, i)) + ballast.len() as u64 - 64 * 1024
+    }
+    // 20 tasks of 512 KiB each.
+    let args: Vec<_> = (0..20)
+        .map(|i| (path.clone(), i, vec![i; 64 * 1024]))
+        .collect();
+    let futures = pool.submit_batch(step_with_ballast, args).unwrap();
+    for (i, f) in futures.iter().enumerate() {
+        assert_eq!(f.result_timeout(LIMIT), Ok(&(i as u64)), "task {i}");
+    }
+    let _ = std::fs::remove_file(&path);
+}
+
 /// Tasks taken back carry their attached buffers to the worker that runs them.
 #[test]
 fn tasks_taken_back_keep_their_buffers() {

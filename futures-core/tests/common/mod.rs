@@ -12,8 +12,14 @@ use std::time::Duration;
 
 use cf_futures_core::{Future, Promise, TaskError};
 
-/// Generous bound for anything expected to happen "soon"; only ever reached by a bug.
-pub(crate) const LONG: Duration = Duration::from_secs(10);
+/// Generous bound for anything expected to happen "soon"; only ever reached by a bug. Miri
+/// interprets every instruction (a caught panic's backtrace alone takes it tens of seconds), so
+/// the bound is wider there.
+pub(crate) const LONG: Duration = if cfg!(miri) {
+    Duration::from_secs(600)
+} else {
+    Duration::from_secs(10)
+};
 
 /// A pause that gives another thread the chance to block first. Correctness never depends on it;
 /// it only makes the tested interleaving likely.

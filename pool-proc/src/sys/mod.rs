@@ -3,8 +3,9 @@
 //!
 //! The modules above this one (the pool's state, its per-worker threads, the worker loop, the
 //! frame codec, the shared-memory protocol) use only what is declared here, and this layer uses
-//! nothing of theirs: its one call upward is the worker entry, [`crate::serve_as_worker`],
-//! which the crate root defines. One module per OS family implements the parts that differ:
+//! nothing of theirs (the worker loop reaches [`enter_worker_mode_if_requested`] as a function
+//! pointer, from the crate root's static constructor). One module per OS family implements the
+//! parts that differ:
 //!
 //! * `linux`: Linux's best tools (`memfd` with seals, `PR_SET_PDEATHSIG`, `MSG_CMSG_CLOEXEC`,
 //!   `close_range`, `SO_PEERCRED`, `/proc/self/exe`);
@@ -47,6 +48,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use cf_executor_api::{Buffer, ExitCause, TaskError};
 
+mod posix;
+
 #[cfg(all(target_os = "linux", not(feature = "portable-unix")))]
 mod linux;
 #[cfg(all(target_os = "linux", not(feature = "portable-unix")))]
@@ -68,8 +71,9 @@ use unix as imp;
 
 pub(crate) use imp::{
     create_lendable_region, create_shared_page, exe_identity, first_hole, ignore_sigpipe,
-    inspect_region, recv_with_fds, seal_written, send_with_fds, signal,
+    inspect_region, recv_with_fds, seal_written, send_with_fds,
 };
+pub(crate) use posix::signal;
 /// A descriptor this process owns (closed when dropped).
 pub(crate) use std::os::fd::OwnedFd;
 /// A connected local stream socket, one per worker.
@@ -478,7 +482,7 @@ impl WorkerProcess {
                 .name(format!("cf-proc-exit-{pid}"))
                 .stack_size(WAITER_STACK)
                 .spawn(move || {
-                    imp::wait_exited(pid);
+                    posix::wait_exited(pid);
                     let _ = socket.shutdown(std::net::Shutdown::Both);
                 })
         });
@@ -549,7 +553,8 @@ pub(crate) fn entry_ran() -> bool {
 /// (`EX_SOFTWARE`).
 pub(crate) const REFUSED_EXIT: i32 = 70;
 
-/// If this process was started as a worker, serves tasks and exits; never returns then.
+/// If this process was started as a worker, calls `serve` with the socket it inherited (which
+/// serves tasks and exits); never returns then.
 ///
 /// Worker mode runs code at offsets another process sends, so it is entered only on proof
 /// that only the real parent can give, checked before any offset is read: this program does
@@ -557,7 +562,7 @@ pub(crate) const REFUSED_EXIT: i32 = 70;
 /// kernel-attested peer of the inherited socket is this process's parent, running the same
 /// executable. A process started with [`WORKER_ENV`] that fails either check prints why and
 /// exits with [`REFUSED_EXIT`] before `main`; it never runs as a worker, nor its `main`.
-pub(crate) fn enter_worker_mode_if_requested() {
+pub(crate) fn enter_worker_mode_if_requested(serve: fn(UnixStream) -> !) {
     ENTRY_RAN.store(true, Ordering::Release);
     imp::remember_executable();
     let Some(value) = std::env::var_os(WORKER_ENV) else {
@@ -566,7 +571,7 @@ pub(crate) fn enter_worker_mode_if_requested() {
     // Nested pools started by a task must not mistake themselves for workers.
     std::env::remove_var(WORKER_ENV);
     match worker_socket(&value) {
-        Ok(socket) => crate::serve_as_worker(socket),
+        Ok(socket) => serve(socket),
         Err(why) => {
             eprintln!(
                 "cf-pool-proc: process {} was started as a process-pool worker ({WORKER_ENV} \
@@ -594,13 +599,6 @@ fn worker_socket(value: &std::ffi::OsStr) -> Result<UnixStream, String> {
     let socket = imp::adopt_inherited(value)?;
     imp::check_peer_is_parent(&socket)?;
     Ok(socket)
-}
-
-/// Runs before `main` (and before the test harness, in test binaries): a worker never reaches
-/// the user's `main`.
-#[ctor::ctor]
-fn cf_pool_proc_worker_entry() {
-    enter_worker_mode_if_requested();
 }
 
 /// Helpers for the crate's unit tests: descriptors a misbehaving peer might send.

@@ -49,7 +49,7 @@ use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::OnceLock;
 
 use rustix::net::{
@@ -57,7 +57,7 @@ use rustix::net::{
     SendAncillaryMessage, SendFlags,
 };
 
-use super::{RegionInfo, Sealed, Signal, FDS_PER_MESSAGE, WORKER_ENV};
+use super::{posix, RegionInfo, Sealed, FDS_PER_MESSAGE};
 
 /// The executable this process was started from and its identity, read before `main`.
 static EXE: OnceLock<Result<(PathBuf, [u64; 5]), String>> = OnceLock::new();
@@ -302,117 +302,17 @@ pub(super) fn spawn_worker(child_end: &UnixStream) -> io::Result<(Child, Option<
     let (life_read, life_write) = lifeline()?;
     let life = life_read.as_raw_fd();
     // Everything the hook needs is computed here, before the fork.
-    let open_max = open_max();
-    let mut args = std::env::args_os();
-    let mut cmd = Command::new(&executable()?.0);
-    if let Some(arg0) = args.next() {
-        cmd.arg0(arg0);
-    }
-    cmd.args(args)
-        .env(WORKER_ENV, format!("{fd}:{life}"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::inherit())
-        .stderr(Stdio::inherit());
+    let open_max = posix::open_max();
+    let mut cmd = posix::worker_command(&executable()?.0, format!("{fd}:{life}"));
     // SAFETY: the closure runs in the forked child before `exec`. It only makes
     // async-signal-safe system calls (close_range or fcntl) on integers copied in before the
     // fork, and allocates nothing: its errors are raw OS error codes.
     unsafe {
-        cmd.pre_exec(move || {
-            close_on_exec_from(3, open_max);
-            for keep in [fd, life] {
-                if libc::fcntl(keep, libc::F_SETFD, 0) == -1 {
-                    return Err(io::Error::last_os_error());
-                }
-            }
-            Ok(())
-        });
+        cmd.pre_exec(move || posix::keep_only(&[fd, life], open_max));
     }
     let child = cmd.spawn()?;
     drop(life_read);
     Ok((child, Some(life_write)))
-}
-
-/// One past the highest descriptor number this process may have open (`RLIMIT_NOFILE`).
-fn open_max() -> libc::c_int {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes only into `limit`, which lives across the call.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0
-        || limit.rlim_cur == libc::RLIM_INFINITY
-    {
-        return 1 << 20;
-    }
-    libc::c_int::try_from(limit.rlim_cur).unwrap_or(libc::c_int::MAX)
-}
-
-/// Marks every descriptor from `first` up close-on-exec. Async-signal-safe, no allocation.
-///
-/// # Safety
-///
-/// Only for a forked child before `exec`: it changes the flags of descriptors that other
-/// threads of a live process may rely on.
-unsafe fn close_on_exec_from(first: libc::c_int, open_max: libc::c_int) {
-    #[cfg(target_os = "linux")]
-    // SAFETY: close_range(2) takes plain integers; with CLOSE_RANGE_CLOEXEC it only sets flags.
-    let done = unsafe {
-        libc::syscall(
-            libc::SYS_close_range,
-            first as libc::c_uint,
-            libc::c_uint::MAX,
-            libc::CLOSE_RANGE_CLOEXEC,
-        )
-    } == 0;
-    #[cfg(target_os = "freebsd")]
-    // SAFETY: close_range(2) takes plain integers; with CLOSE_RANGE_CLOEXEC it only sets flags.
-    let done = unsafe {
-        libc::close_range(
-            first as libc::c_uint,
-            libc::c_uint::MAX,
-            libc::CLOSE_RANGE_CLOEXEC as libc::c_int,
-        )
-    } == 0;
-    #[cfg(not(any(target_os = "linux", target_os = "freebsd")))]
-    let done = false;
-    if !done {
-        for fd in first..open_max {
-            // SAFETY: fcntl(F_SETFD) on an integer; a closed descriptor fails with EBADF.
-            unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
-        }
-    }
-}
-
-/// Returns once the child `pid` has exited, without reaping it (`waitid` with `WNOWAIT`), or
-/// at once if it is not a child of ours (any more).
-pub(super) fn wait_exited(pid: u32) {
-    let Some(pid) = i32::try_from(pid)
-        .ok()
-        .and_then(rustix::process::Pid::from_raw)
-    else {
-        return;
-    };
-    let options = rustix::process::WaitIdOptions::EXITED | rustix::process::WaitIdOptions::NOWAIT;
-    while let Err(rustix::io::Errno::INTR) =
-        rustix::process::waitid(rustix::process::WaitId::Pid(pid), options)
-    {}
-}
-
-/// Sends `signal` to process `pid`.
-///
-/// Callers guarantee the child has not been reaped yet (they check the slot's `reaping` flag
-/// under the pool lock), so `pid` cannot have been reused by another process.
-pub(crate) fn signal(pid: u32, signal: Signal) -> io::Result<()> {
-    let pid = libc::pid_t::try_from(pid).map_err(io::Error::other)?;
-    let signal = match signal {
-        Signal::Terminate => libc::SIGTERM,
-        Signal::Kill => libc::SIGKILL,
-    };
-    // SAFETY: kill(2) takes plain integers and touches no memory of ours.
-    if unsafe { libc::kill(pid, signal) } == -1 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
 }
 
 /// Whether this process runs with privileges its invoker does not have (set-user-ID,

@@ -6,8 +6,13 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-/// Long enough that only a hang reaches it.
-pub const LIMIT: Duration = Duration::from_secs(30);
+/// Long enough that only a hang reaches it (wider under Miri, which interprets every
+/// instruction).
+pub const LIMIT: Duration = if cfg!(miri) {
+    Duration::from_secs(600)
+} else {
+    Duration::from_secs(30)
+};
 
 /// A gate tasks wait on until the test opens it; a task never waits past [`LIMIT`].
 #[derive(Clone, Default)]
