@@ -4,7 +4,9 @@
 //! `as_completed`, `wait`, `MapOptions`, errors, [`Buffer`]) from `cf-executor-api`, the two
 //! pools, [`ThreadPoolExecutor`] (feature `thread`) and [`ProcessPoolExecutor`] (feature
 //! `process`, on Linux, macOS and FreeBSD), and adds [`Pool`]: an executor whose backend is chosen at run time.
-//! Both features are on by default.
+//! Both features are on by default. The feature `cluster` adds `ClusterExecutor` (from
+//! `cf-pool-cluster`: the same trait over a NATS JetStream server and nodes on other machines)
+//! as a third backend.
 //!
 //! ```toml
 //! [dependencies]
@@ -58,7 +60,18 @@
 //! |---|---|---|
 //! | `thread` | yes | [`ThreadPoolExecutor`], [`Pool::Thread`], [`Backend::Thread`] |
 //! | `process` | yes | [`ProcessPoolExecutor`], [`Pool::Process`], [`Backend::Process`] (Linux, macOS, FreeBSD; elsewhere the feature adds nothing) |
+//! | `cluster` | no | `ClusterExecutor`, `Pool::Cluster`, `Backend::Cluster`, `cluster_node` (where `process` builds) |
 //! | `progress` | no | `ProgressExt`: progress bars over `map` and `as_completed` |
+//!
+//! `cluster` is off by default because it brings an async runtime and a NATS client (tokio,
+//! async-nats, rustls, ring and their dependencies: the crate's normal dependency tree grows
+//! from 38 crates to 132) that a program on one machine does not need. With it,
+//! `Pool::new(Backend::Cluster)` connects to the server named by `CF_CLUSTER_URL` (default
+//! `nats://127.0.0.1:4222`), pool `CF_CLUSTER_POOL` (default `cf`); the tasks run on the nodes
+//! of that pool: this same executable, started with `CF_CLUSTER_NODE=<url>`
+//! (`cluster_node::run_if_requested()` as the first line of `main`). A cluster configured
+//! beyond that is built with its own builder and converted:
+//! `Pool::from(ClusterExecutor::builder(url)...build()?)`.
 //!
 //! [`Pool`] and [`Backend`] are `#[non_exhaustive]`: more backends may come behind features of
 //! their own, so a `match` on them needs a `_` arm.
@@ -70,7 +83,7 @@
     not(any(
         feature = "thread",
         all(
-            feature = "process",
+            any(feature = "process", feature = "cluster"),
             any(target_os = "linux", target_os = "macos", target_os = "freebsd")
         )
     )),
@@ -88,6 +101,34 @@ pub use cf_executor_api::*;
 pub use cf_pool_proc::{ProcessPoolBuilder, ProcessPoolExecutor, WorkerDeath};
 #[cfg(feature = "thread")]
 pub use cf_pool_thread::{ThreadPoolBuilder, ThreadPoolExecutor};
+
+/// The cluster's node side (`cf_pool_cluster::node`): [`run_if_requested`](cluster_node::run_if_requested)
+/// as the first line of `main` makes this program serve as a node when `CF_CLUSTER_NODE` is
+/// set.
+#[cfg(all(
+    feature = "cluster",
+    any(target_os = "linux", target_os = "macos", target_os = "freebsd")
+))]
+pub use cf_pool_cluster::node as cluster_node;
+#[cfg(all(
+    feature = "cluster",
+    any(target_os = "linux", target_os = "macos", target_os = "freebsd")
+))]
+pub use cf_pool_cluster::{ClusterBuilder, ClusterExecutor};
+
+/// The environment variable naming the server `Pool::new(Backend::Cluster)` connects to.
+#[cfg(all(
+    feature = "cluster",
+    any(target_os = "linux", target_os = "macos", target_os = "freebsd")
+))]
+pub const CLUSTER_URL_ENV: &str = "CF_CLUSTER_URL";
+
+/// The server `Pool::new(Backend::Cluster)` connects to when [`CLUSTER_URL_ENV`] is not set.
+#[cfg(all(
+    feature = "cluster",
+    any(target_os = "linux", target_os = "macos", target_os = "freebsd")
+))]
+pub const DEFAULT_CLUSTER_URL: &str = "nats://127.0.0.1:4222";
 
 /// Which kind of pool: the run-time choice behind a [`Pool`].
 ///
@@ -117,6 +158,14 @@ pub enum Backend {
     /// need no isolation (Rust has no GIL: threads run CPU-bound work in parallel).
     #[cfg(feature = "thread")]
     Thread,
+    /// Nodes on other machines, through a NATS JetStream server: `ClusterExecutor` (feature
+    /// `cluster`). Each node runs tasks on a local process pool, so the isolation of
+    /// [`Backend::Process`] holds there too.
+    #[cfg(all(
+        feature = "cluster",
+        any(target_os = "linux", target_os = "macos", target_os = "freebsd")
+    ))]
+    Cluster,
 }
 
 impl Backend {
@@ -129,9 +178,26 @@ impl Backend {
         Backend::Process,
         #[cfg(feature = "thread")]
         Backend::Thread,
+        #[cfg(all(
+            feature = "cluster",
+            any(target_os = "linux", target_os = "macos", target_os = "freebsd")
+        ))]
+        Backend::Cluster,
     ];
 
-    /// The short name, as on a command line: `process` or `thread`.
+    /// The backends that need nothing beyond this machine (every one but the cluster), process
+    /// pool first: what a program or test can build without a server.
+    pub const LOCAL: &'static [Backend] = &[
+        #[cfg(all(
+            feature = "process",
+            any(target_os = "linux", target_os = "macos", target_os = "freebsd")
+        ))]
+        Backend::Process,
+        #[cfg(feature = "thread")]
+        Backend::Thread,
+    ];
+
+    /// The short name, as on a command line: `process`, `thread` or `cluster`.
     #[must_use]
     pub fn name(self) -> &'static str {
         match self {
@@ -142,11 +208,16 @@ impl Backend {
             Backend::Process => "process",
             #[cfg(feature = "thread")]
             Backend::Thread => "thread",
+            #[cfg(all(
+                feature = "cluster",
+                any(target_os = "linux", target_os = "macos", target_os = "freebsd")
+            ))]
+            Backend::Cluster => "cluster",
         }
     }
 
-    /// The pool's type name, as Python spells it: `ProcessPoolExecutor` or
-    /// `ThreadPoolExecutor`.
+    /// The pool's type name, as Python spells it: `ProcessPoolExecutor`, `ThreadPoolExecutor`
+    /// or `ClusterExecutor`.
     #[must_use]
     pub fn executor_name(self) -> &'static str {
         match self {
@@ -157,6 +228,11 @@ impl Backend {
             Backend::Process => "ProcessPoolExecutor",
             #[cfg(feature = "thread")]
             Backend::Thread => "ThreadPoolExecutor",
+            #[cfg(all(
+                feature = "cluster",
+                any(target_os = "linux", target_os = "macos", target_os = "freebsd")
+            ))]
+            Backend::Cluster => "ClusterExecutor",
         }
     }
 }
@@ -220,10 +296,25 @@ pub struct Unsupported {
 
 impl fmt::Display for Unsupported {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let why = match self.backend {
+            #[cfg(all(
+                feature = "cluster",
+                any(target_os = "linux", target_os = "macos", target_os = "freebsd")
+            ))]
+            Backend::Cluster => {
+                "its workers belong to the nodes, which serve other clients too; stop a node \
+                 by stopping its process, or use `shutdown(wait, cancel_futures)`"
+            }
+            // Threads (the only other backend an `Unsupported` is made for).
+            #[allow(unreachable_patterns)] // the only variant in a cluster-only build
+            _ => {
+                "a thread cannot be stopped from outside; use a process pool where tasks must \
+                 be stopped"
+            }
+        };
         write!(
             f,
-            "`{}` is not available on the {} backend: a thread cannot be stopped from outside; \
-             use a process pool where tasks must be stopped",
+            "`{}` is not available on the {} backend: {why}",
             self.operation,
             self.backend.executor_name()
         )
@@ -252,6 +343,12 @@ pub enum Pool {
     /// A thread pool.
     #[cfg(feature = "thread")]
     Thread(ThreadPoolExecutor),
+    /// A cluster executor.
+    #[cfg(all(
+        feature = "cluster",
+        any(target_os = "linux", target_os = "macos", target_os = "freebsd")
+    ))]
+    Cluster(ClusterExecutor),
 }
 
 /// Runs `$body` with `$pool` bound to the pool inside `$self`, whichever backend it is.
@@ -265,6 +362,11 @@ macro_rules! forward {
             Pool::Process(ref $pool) => $body,
             #[cfg(feature = "thread")]
             Pool::Thread(ref $pool) => $body,
+            #[cfg(all(
+                feature = "cluster",
+                any(target_os = "linux", target_os = "macos", target_os = "freebsd")
+            ))]
+            Pool::Cluster(ref $pool) => $body,
         }
     };
 }
@@ -273,9 +375,13 @@ impl Pool {
     /// `Executor()`: a pool of `backend` with that backend's default `max_workers`
     /// ([`cpu_count()`] for processes, Python's `min(32, cpu_count() + 4)` for threads).
     ///
+    /// The cluster backend connects to the server named by `CF_CLUSTER_URL` (default
+    /// `nats://127.0.0.1:4222`), pool `CF_CLUSTER_POOL` (default `cf`).
+    ///
     /// # Errors
     ///
-    /// As the backend's builder: the OS refused a resource.
+    /// As the backend's builder: the OS refused a resource; for the cluster, no server could be
+    /// used at that address within 10 s.
     ///
     /// # Examples
     ///
@@ -294,10 +400,18 @@ impl Pool {
             Backend::Process => Pool::Process(ProcessPoolExecutor::new()?),
             #[cfg(feature = "thread")]
             Backend::Thread => Pool::Thread(ThreadPoolExecutor::new()),
+            #[cfg(all(
+                feature = "cluster",
+                any(target_os = "linux", target_os = "macos", target_os = "freebsd")
+            ))]
+            Backend::Cluster => Pool::Cluster(cluster_from_env(None)?),
         })
     }
 
     /// `Executor(max_workers=n)`: a pool of `backend` with at most `n` workers.
+    ///
+    /// A cluster only *reports* `n` as its `max_workers`: its nodes decide how many tasks run at
+    /// once (each as many as its workers). It connects as [`Pool::new`] says.
     ///
     /// # Errors
     ///
@@ -308,7 +422,7 @@ impl Pool {
     /// ```
     /// use concurrent_futures::{Backend, Executor, Pool};
     ///
-    /// for &backend in Backend::ALL {
+    /// for &backend in Backend::LOCAL {
     ///     let pool = Pool::with_workers(backend, 2).unwrap();
     ///     assert_eq!((pool.backend(), pool.max_workers()), (backend, 2));
     /// }
@@ -324,6 +438,11 @@ impl Pool {
             }
             #[cfg(feature = "thread")]
             Backend::Thread => Pool::Thread(ThreadPoolExecutor::builder().max_workers(n).build()?),
+            #[cfg(all(
+                feature = "cluster",
+                any(target_os = "linux", target_os = "macos", target_os = "freebsd")
+            ))]
+            Backend::Cluster => Pool::Cluster(cluster_from_env(Some(n))?),
         })
     }
 
@@ -338,6 +457,11 @@ impl Pool {
             Pool::Process(_) => Backend::Process,
             #[cfg(feature = "thread")]
             Pool::Thread(_) => Backend::Thread,
+            #[cfg(all(
+                feature = "cluster",
+                any(target_os = "linux", target_os = "macos", target_os = "freebsd")
+            ))]
+            Pool::Cluster(_) => Backend::Cluster,
         }
     }
 
@@ -367,8 +491,23 @@ impl Pool {
         }
     }
 
+    /// The cluster executor, if this is one: for its [`ClusterExecutor::client_id`] and
+    /// [`ClusterExecutor::build_id`].
+    #[cfg(all(
+        feature = "cluster",
+        any(target_os = "linux", target_os = "macos", target_os = "freebsd")
+    ))]
+    #[must_use]
+    pub fn as_cluster(&self) -> Option<&ClusterExecutor> {
+        match *self {
+            Pool::Cluster(ref pool) => Some(pool),
+            #[allow(unreachable_patterns)] // the only variant in a cluster-only build
+            _ => None,
+        }
+    }
+
     /// The pids of the live worker processes ([`ProcessPoolExecutor::worker_pids`]); `None` for
-    /// a backend whose workers are not processes of their own.
+    /// a backend whose workers are not processes of its own (threads, a cluster's nodes).
     ///
     /// # Examples
     ///
@@ -388,11 +527,17 @@ impl Pool {
             Pool::Process(ref pool) => Some(pool.worker_pids()),
             #[cfg(feature = "thread")]
             Pool::Thread(_) => None,
+            #[cfg(all(
+                feature = "cluster",
+                any(target_os = "linux", target_os = "macos", target_os = "freebsd")
+            ))]
+            Pool::Cluster(_) => None,
         }
     }
 
     /// [`ProcessPoolExecutor::submit_with_timeout`]: a task whose worker is killed when it runs
-    /// past `limit`. Only a process pool can stop a running task.
+    /// past `limit`. Only a process pool can stop a running task (on a cluster, the process
+    /// pool of the node that runs it).
     ///
     /// # Errors
     ///
@@ -434,6 +579,11 @@ impl Pool {
                 any(target_os = "linux", target_os = "macos", target_os = "freebsd")
             ))]
             Pool::Process(ref pool) => pool.submit_with_timeout(f, arg, limit),
+            #[cfg(all(
+                feature = "cluster",
+                any(target_os = "linux", target_os = "macos", target_os = "freebsd")
+            ))]
+            Pool::Cluster(ref pool) => pool.submit_with_timeout(f, arg, limit),
             #[cfg(feature = "thread")]
             Pool::Thread(_) => {
                 let _ = (f, arg, limit);
@@ -454,8 +604,9 @@ impl Pool {
     ///
     /// # Errors
     ///
-    /// [`Unsupported`] on a backend whose workers cannot be stopped from outside (threads);
-    /// nothing is done then. Call [`Executor::shutdown`] there instead.
+    /// [`Unsupported`] on a backend whose workers cannot be stopped from outside (threads) or
+    /// are not its own (a cluster's nodes); nothing is done then. Call [`Executor::shutdown`]
+    /// there instead.
     pub fn terminate_workers(&self) -> Result<(), Unsupported> {
         match *self {
             #[cfg(all(
@@ -470,6 +621,14 @@ impl Pool {
             Pool::Thread(_) => Err(Unsupported {
                 operation: "terminate_workers",
                 backend: Backend::Thread,
+            }),
+            #[cfg(all(
+                feature = "cluster",
+                any(target_os = "linux", target_os = "macos", target_os = "freebsd")
+            ))]
+            Pool::Cluster(_) => Err(Unsupported {
+                operation: "terminate_workers",
+                backend: Backend::Cluster,
             }),
         }
     }
@@ -495,6 +654,14 @@ impl Pool {
                 operation: "kill_workers",
                 backend: Backend::Thread,
             }),
+            #[cfg(all(
+                feature = "cluster",
+                any(target_os = "linux", target_os = "macos", target_os = "freebsd")
+            ))]
+            Pool::Cluster(_) => Err(Unsupported {
+                operation: "kill_workers",
+                backend: Backend::Cluster,
+            }),
         }
     }
 }
@@ -514,6 +681,40 @@ impl From<ThreadPoolExecutor> for Pool {
     fn from(pool: ThreadPoolExecutor) -> Self {
         Pool::Thread(pool)
     }
+}
+
+#[cfg(all(
+    feature = "cluster",
+    any(target_os = "linux", target_os = "macos", target_os = "freebsd")
+))]
+impl From<ClusterExecutor> for Pool {
+    fn from(pool: ClusterExecutor) -> Self {
+        Pool::Cluster(pool)
+    }
+}
+
+/// A cluster executor on the server and pool the environment names ([`CLUSTER_URL_ENV`],
+/// `CF_CLUSTER_POOL`); a server that cannot be used is an error naming the variable.
+#[cfg(all(
+    feature = "cluster",
+    any(target_os = "linux", target_os = "macos", target_os = "freebsd")
+))]
+fn cluster_from_env(max_workers: Option<usize>) -> Result<ClusterExecutor, BuildError> {
+    let url = std::env::var(CLUSTER_URL_ENV).unwrap_or_else(|_| DEFAULT_CLUSTER_URL.to_owned());
+    let mut builder = ClusterExecutor::builder(&url);
+    if let Ok(pool) = std::env::var(cluster_node::POOL_ENV) {
+        builder = builder.pool(&pool);
+    }
+    if let Some(n) = max_workers {
+        builder = builder.max_workers(n);
+    }
+    builder.build().map_err(|e| match e {
+        BuildError::Io(message) => BuildError::Io(format!(
+            "{message}; the cluster backend uses the server named by {CLUSTER_URL_ENV} \
+             (default {DEFAULT_CLUSTER_URL})"
+        )),
+        other => other,
+    })
 }
 
 impl Executor for Pool {

@@ -24,9 +24,17 @@ fn nap(ms: u64) -> u64 {
 
 #[test]
 fn every_backend_parses_from_its_name_and_builds() {
-    assert_eq!(Backend::ALL, [Backend::Process, Backend::Thread]);
+    assert_eq!(Backend::LOCAL, [Backend::Process, Backend::Thread]);
+    // The cluster needs a server and nodes: demos/tests/backends_agree.rs builds it.
+    assert_eq!(&Backend::ALL[..2], Backend::LOCAL);
+    #[cfg(feature = "cluster")]
+    assert_eq!(Backend::ALL[2..], [Backend::Cluster]);
+    #[cfg(not(feature = "cluster"))]
+    assert_eq!(Backend::ALL.len(), 2);
     for &backend in Backend::ALL {
         assert_eq!(backend.name().parse::<Backend>(), Ok(backend));
+    }
+    for &backend in Backend::LOCAL {
         let pool = Pool::with_workers(backend, 2).unwrap();
         assert_eq!(pool.backend(), backend);
         assert_eq!(pool.max_workers(), 2);
@@ -109,4 +117,29 @@ fn the_process_pool_kills_its_workers() {
     ));
     assert_eq!(pool.worker_pids(), Some(vec![]));
     assert_eq!(pool.submit(square, 2).unwrap_err(), SubmitError::Shutdown);
+}
+
+/// Without a server, the cluster backend fails to build, naming the address and where it
+/// came from; its `Unsupported` says why a cluster cannot kill workers.
+#[cfg(feature = "cluster")]
+#[test]
+fn the_cluster_backend_without_a_server_says_where_it_looked() {
+    // Port 1 on the loopback: nothing listens there, the connection is refused at once.
+    std::env::set_var(concurrent_futures::CLUSTER_URL_ENV, "nats://127.0.0.1:1");
+    let e = Pool::with_workers(Backend::Cluster, 2)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("nats://127.0.0.1:1") && e.contains("CF_CLUSTER_URL"),
+        "{e}"
+    );
+    let refused = Unsupported {
+        operation: "kill_workers",
+        backend: Backend::Cluster,
+    }
+    .to_string();
+    assert!(
+        refused.contains("ClusterExecutor") && refused.contains("nodes"),
+        "{refused}"
+    );
 }

@@ -21,10 +21,11 @@ use serde::{Deserialize, Serialize};
 /// ```
 pub trait BackendOutput {
     /// The prefix of an output line that differs between the backends by nature (and that the
-    /// comparison of the two outputs skips): `[process]` or `[thread]`.
+    /// comparison of the outputs skips): `[process]`, `[thread]` or `[cluster]`.
     fn marker(self) -> &'static str;
 
-    /// How this backend names a worker: its process id, or its thread.
+    /// How this backend names a worker: its process id (on a cluster, a pid on the node that
+    /// ran the task), or its thread.
     ///
     /// Rendered as `pid=N` or `thread=N`, the tokens [`normalize`](crate::normalize) replaces.
     fn worker_label(self, worker: WorkerId) -> String;
@@ -42,7 +43,8 @@ impl BackendOutput for Backend {
     fn marker(self) -> &'static str {
         match self {
             Backend::Thread => "[thread]",
-            // Every other backend runs tasks in worker processes.
+            Backend::Cluster => "[cluster]",
+            // Every other backend runs tasks in worker processes here.
             _ => "[process]",
         }
     }

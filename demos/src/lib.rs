@@ -2,13 +2,18 @@
 //!
 //! Each section of the chapter is one function here, written once and run on a
 //! [`Pool`](concurrent_futures::Pool) of the backend chosen at run time, and one binary in
-//! `src/bin/` that runs it on `--backend process`, `--backend thread` or `--backend both` (the
-//! default). `tour` runs them all:
+//! `src/bin/` that runs it on `--backend process`, `--backend thread`, `--backend cluster` or
+//! `--backend both` (the two local pools, the default). `tour` runs them all:
 //!
 //! ```text
 //! cargo run --release -p cf-demos --bin tour
 //! cargo run --release -p cf-demos --bin s05_as_completed -- --backend thread
+//! cargo run --release -p cf-demos --bin tour -- --backend cluster --cluster-url nats://127.0.0.1:4222
 //! ```
+//!
+//! With `--backend cluster` the demo starts [`NODES`] local nodes from its own executable
+//! ([`LocalCluster`]) on a NATS server that must already run (see the repository README,
+//! *Scaling out*).
 //!
 //! The functions write to a `&mut dyn Write`, so a test can run a section on both pools and
 //! check, after [`normalize`], that they print the same thing:
@@ -31,16 +36,18 @@
 //! Whatever varies between runs is printed as a token [`normalize`] recognises: worker ids as
 //! `pid=N` (process pool) or `thread=N` (thread pool), durations as `0.123s`, speedups as
 //! `1.95x`, bars between `│` and `│`. The few lines that differ between the pools by nature
-//! start with [`BackendOutput::marker`], `[process]` or `[thread]`.
+//! start with [`BackendOutput::marker`], `[process]`, `[thread]` or `[cluster]`.
 #![warn(missing_docs)]
 
 mod backend;
 mod cli;
+mod cluster;
 mod normalize;
 mod sections;
 
 pub use backend::{BackendOutput, WorkerId};
 pub use cli::{main_for, tour_main, BackendChoice};
+pub use cluster::{cluster_url, serve_if_node, LocalCluster, DEMO_POOL, NODES, NODE_WORKERS};
 pub use concurrent_futures::Backend;
 pub use normalize::normalize;
 pub use sections::{section, DemoFn, Runner, Section, SECTIONS};

@@ -9,8 +9,9 @@
 //! | `<id>, <id>, <id>` (a list)   | `<id>`   | how many distinct workers took work  |
 //! | `0.412s` (digits, dot, `s`)   | `<t>`    | timings                              |
 //! | `1.93x` (digits, dot, `x`)    | `<x>`    | speedups                             |
+//! | spaces before one of those    | one space | right-aligned to a width the value changes |
 //! | `│████   │` (a bar)           | `│<bar>│`| a timing drawn as a bar              |
-//! | a line starting `[process]` or `[thread]` | dropped | differs by the backend's nature (a thread shares the main pid) |
+//! | a line starting `[process]`, `[thread]` or `[cluster]` | dropped | differs by the backend's nature (a thread shares the main pid) |
 
 /// Normalises a demo's output for comparison across backends (see the module table).
 ///
@@ -29,7 +30,10 @@ pub fn normalize(output: &str) -> String {
     let mut normalized = String::with_capacity(output.len());
     for line in output.lines() {
         let trimmed = line.trim_start();
-        if trimmed.starts_with("[process]") || trimmed.starts_with("[thread]") {
+        if ["[process]", "[thread]", "[cluster]"]
+            .iter()
+            .any(|marker| trimmed.starts_with(marker))
+        {
             continue;
         }
         normalized.push_str(&normalize_line(line));
@@ -51,6 +55,12 @@ fn normalize_line(line: &str) -> String {
                 continue;
             }
             if let Some((len, unit)) = measured_number(&chars[i..]) {
+                // A right-aligned number is padded to its column: the padding varies with the
+                // value (` 1.052s`, `28.642s`), so any run of spaces before it becomes one.
+                if out.ends_with(' ') {
+                    out.truncate(out.trim_end_matches(' ').len());
+                    out.push(' ');
+                }
                 out.push_str(if unit == 's' { "<t>" } else { "<x>" });
                 i += len;
                 continue;

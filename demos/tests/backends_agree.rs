@@ -1,7 +1,7 @@
-//! Every section prints the same facts on both pools: the outputs of `ProcessPoolExecutor` and
-//! `ThreadPoolExecutor` are identical once `cf_demos::normalize` has replaced worker ids
-//! (`pid=N`, `thread=N`), timings (`0.123s`), speedups (`1.95x`) and bars, and dropped the
-//! lines marked `[process]` / `[thread]` as different by nature.
+//! Every section prints the same facts on every backend: the outputs of `ProcessPoolExecutor`,
+//! `ThreadPoolExecutor` and `ClusterExecutor` are identical once `cf_demos::normalize` has
+//! replaced worker ids (`pid=N`, `thread=N`), timings (`0.123s`), speedups (`1.95x`) and bars,
+//! and dropped the lines marked `[process]` / `[thread]` / `[cluster]` as different by nature.
 //!
 //! The sections run in-process through the library, with their output captured; a process
 //! pool here re-executes this test binary as its workers. No assertion is about a duration.
@@ -9,7 +9,12 @@
 use std::sync::{mpsc, Mutex};
 use std::time::Duration;
 
-use cf_demos::{normalize, section, Backend, Section, SECTIONS};
+use cf_demos::{normalize, section, Backend, BackendOutput, LocalCluster, Section, SECTIONS};
+
+/// The cluster test fixtures of `cf-pool-cluster` (a private nats-server per test, found the
+/// same way, skipped the same way).
+#[path = "../../pool-cluster/tests/common/mod.rs"]
+mod cluster_fixtures;
 
 /// Far beyond any section's run time even in a debug build on a busy machine.
 const DEADLINE: Duration = Duration::from_secs(240);
@@ -43,17 +48,26 @@ fn assert_backends_agree(binary: &str) {
         matches!(section.number, 5 | 7).then(|| TIMING.lock().unwrap_or_else(|e| e.into_inner()));
     let process = output(section, Backend::Process);
     let thread = output(section, Backend::Thread);
-    assert!(!process.trim().is_empty(), "{binary} printed nothing");
-    assert!(
-        !process.contains("[thread]"),
-        "{binary} on processes printed a [thread] line:\n{process}"
+    assert_agree(
+        binary,
+        (Backend::Process, &process),
+        (Backend::Thread, &thread),
     );
-    assert!(
-        !thread.contains("[process]"),
-        "{binary} on threads printed a [process] line:\n{thread}"
-    );
+}
 
-    for (out, marker) in [(&process, "[process]"), (&thread, "[thread]")] {
+/// Both outputs carry only their own backend's marker, few of them, and are equal once
+/// normalised.
+fn assert_agree(binary: &str, (a, a_out): (Backend, &str), (b, b_out): (Backend, &str)) {
+    assert!(!a_out.trim().is_empty(), "{binary} printed nothing on {a}");
+    for (backend, out) in [(a, a_out), (b, b_out)] {
+        for other in [Backend::Process, Backend::Thread, Backend::Cluster] {
+            assert!(
+                other == backend || !out.contains(other.marker()),
+                "{binary} on {backend} printed a {} line:\n{out}",
+                other.marker()
+            );
+        }
+        let marker = backend.marker();
         let marked = out
             .lines()
             .filter(|l| l.trim_start().starts_with(marker))
@@ -64,23 +78,58 @@ fn assert_backends_agree(binary: &str) {
         );
     }
 
-    let (p, t) = (normalize(&process), normalize(&thread));
+    let (p, t) = (normalize(a_out), normalize(b_out));
     if p != t {
-        let (line, (a, b)) = p
+        let (line, (x, y)) = p
             .lines()
             .zip(t.lines())
             .enumerate()
-            .find(|(_, (a, b))| a != b)
+            .find(|(_, (x, y))| x != y)
             .map_or(
                 (p.lines().count().min(t.lines().count()), ("<end>", "<end>")),
                 |(i, l)| (i, l),
             );
         panic!(
-            "{binary}: the backends disagree at normalised line {}:\n  process: {a}\n  thread:  {b}\n\n\
-             --- process output ---\n{process}\n--- thread output ---\n{thread}",
+            "{binary}: the backends disagree at normalised line {}:\n  {a}: {x}\n  {b}: {y}\n\n\
+             --- {a} output ---\n{a_out}\n--- {b} output ---\n{b_out}",
             line + 1
         );
     }
+}
+
+/// Serves as a cluster node when [`LocalCluster`] starts this test binary as one; a no-op
+/// test otherwise (it is the nodes' entry point, not a check).
+#[test]
+fn node_entry() {
+    cf_demos::serve_if_node();
+}
+
+/// Every section on a `ClusterExecutor` (a private server, two local nodes started from this
+/// test binary) prints what it prints on the process pool, once normalised. Skipped, saying
+/// why, when no nats-server 2.10+ is found, unless `CF_NATS_REQUIRED=1`.
+#[test]
+fn the_cluster_agrees_with_the_process_pool() {
+    let Some(server) = cluster_fixtures::Server::start() else {
+        return;
+    };
+    let cluster = LocalCluster::start(
+        &server.url(),
+        &["node_entry", "--exact", "--nocapture", "--test-threads=1"],
+    )
+    .unwrap_or_else(|e| panic!("cannot start the local cluster: {e}"));
+    for section in &SECTIONS {
+        let _timing = matches!(section.number, 5 | 7)
+            .then(|| TIMING.lock().unwrap_or_else(|e| e.into_inner()));
+        let process = output(section, Backend::Process);
+        let on_cluster = output(section, Backend::Cluster);
+        assert_agree(
+            section.binary,
+            (Backend::Process, &process),
+            (Backend::Cluster, &on_cluster),
+        );
+    }
+    drop(cluster);
+    drop(server);
 }
 
 macro_rules! agree {

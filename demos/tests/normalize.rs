@@ -23,12 +23,29 @@ fn worker_ids_and_their_lists_become_one_token() {
 fn timings_speedups_and_bars_become_tokens() {
     assert_eq!(
         normalize("[x] Sequential  1.601s  speedup  1.00x  │████▍   │"),
-        "[x] Sequential  <t>  speedup  <x>  │<bar>│\n"
+        "[x] Sequential <t>  speedup <x>  │<bar>│\n"
     );
     assert_eq!(
         normalize("  Task 4 completed (took 0.10s), 0.103s after submit"),
         "  Task 4 completed (took <t>), <t> after submit\n"
     );
+}
+
+/// A right-aligned column is padded by the width of its value: ten seconds and more, or a
+/// speedup of ten and more, take one character more and one space less.
+#[test]
+fn padding_before_a_timing_or_speedup_does_not_count() {
+    assert_eq!(
+        normalize("  Sequential  28.642s  speedup 26.89x  │██│"),
+        normalize("  Sequential   1.052s  speedup  1.00x  │█ │")
+    );
+    assert_eq!(
+        normalize("Sequential   1.052s"),
+        "Sequential <t>\n",
+        "a run of spaces becomes one"
+    );
+    assert_eq!(normalize("took 0.10s"), "took <t>\n");
+    assert_eq!(normalize("(took 0.10s)"), "(took <t>)\n");
 }
 
 #[test]
@@ -54,7 +71,10 @@ fn facts_stay() {
 
 #[test]
 fn only_marked_lines_are_dropped() {
-    let text =
-        "a\n[process] pids differ: true\n  [thread] indented marker\nb [thread] not at start\n";
-    assert_eq!(normalize(text), "a\nb [thread] not at start\n");
+    let text = "a\n[process] pids differ: true\n  [thread] indented marker\n[cluster] on a node\n\
+                b [thread] not at start\n[clusters] not a marker\n";
+    assert_eq!(
+        normalize(text),
+        "a\nb [thread] not at start\n[clusters] not a marker\n"
+    );
 }

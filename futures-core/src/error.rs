@@ -12,7 +12,8 @@ use crate::State;
 /// A task's *own* errors are values: a task returning `Result<T, E>` gives a
 /// `Future<Result<T, E>>` and its `Err` arrives as a successful result. `TaskError` is for what
 /// went wrong around the task: it panicked, was cancelled, timed out, its worker process died, the
-/// pool broke, or its argument or result could not cross a process boundary.
+/// pool broke, a cluster node failed it, or its argument or result could not cross a process
+/// boundary.
 ///
 /// Every message says what happened and what to do about it.
 ///
@@ -97,6 +98,26 @@ pub enum TaskError {
         /// Why, e.g. the initializer's failure.
         reason: String,
     },
+    /// A cluster could not get the task run by a node: a node took it and stopped answering too
+    /// many times (it died, or lost the server past the ack deadline), no node of the
+    /// program's build was alive, or the node could not start the task. The analog of Dask's
+    /// `KilledWorker`.
+    ///
+    /// Unlike [`Broken`](TaskError::Broken), the executor is not broken: later tasks run when a
+    /// suitable node is there. Unlike [`WorkerDied`](TaskError::WorkerDied), the failure is of a
+    /// whole node, not of one worker process on it. Match it with `..`:
+    /// `TaskError::NodeFailed { node, .. }`.
+    #[error("{}", node_failed_message(node.as_deref(), *deliveries, reason))]
+    NodeFailed {
+        /// The node concerned, as nodes name themselves (`host:pid:id`): the one that took the
+        /// task last. `None` when no node took it (no node of this build was alive) or its name
+        /// is unknown.
+        node: Option<String>,
+        /// How many times nodes took the task on (each redelivery counts), where known.
+        deliveries: Option<u32>,
+        /// What happened and what to do, e.g. which nodes of other builds were seen.
+        reason: String,
+    },
     /// An argument or result could not be serialized or deserialized.
     #[error(
         "could not {stage}: {message}; check that the type's Serialize and Deserialize agree \
@@ -119,6 +140,7 @@ impl TaskError {
             TaskError::Timeout { .. } => "Timeout",
             TaskError::WorkerDied { .. } => "WorkerDied",
             TaskError::Broken { .. } => "Broken",
+            TaskError::NodeFailed { .. } => "NodeFailed",
             TaskError::Codec { .. } => "Codec",
         }
     }
@@ -167,6 +189,22 @@ fn timeout_message(after: Duration, killed_worker: Option<u32>) -> String {
              or cancel() it"
         ),
     }
+}
+
+fn node_failed_message(node: Option<&str>, deliveries: Option<u32>, reason: &str) -> String {
+    let delivered = match deliveries {
+        Some(1) => " (delivered once)".to_owned(),
+        Some(n) => format!(" (delivered {n} times)"),
+        None => String::new(),
+    };
+    let who = match node {
+        Some(node) => format!("cluster node {node} failed this task{delivered}"),
+        None => format!("no cluster node ran this task{delivered}"),
+    };
+    format!(
+        "{who}: {reason}; the executor is not broken: later tasks still run on live nodes of \
+         this build"
+    )
 }
 
 impl TaskError {

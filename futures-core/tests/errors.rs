@@ -118,6 +118,11 @@ fn debug_without_a_backtrace_is_one_line() {
         TaskError::Broken {
             reason: "init failed".into(),
         },
+        TaskError::NodeFailed {
+            node: Some("host:42:abc".into()),
+            deliveries: Some(3),
+            reason: "it stopped answering".into(),
+        },
     ] {
         let text = format!("{error:?}");
         assert!(!text.contains('\n'), "{text}");
@@ -137,4 +142,40 @@ fn unwrap_prints_the_readable_form() {
         format!("called `Result::unwrap()` on an `Err` value: {FIRST_LINE}")
     );
     assert!(!message.contains("\\n"), "{message}");
+}
+
+/// A node-level failure names the node and the deliveries when known, and says the executor
+/// lives on (unlike `Broken`, which says to create a new one).
+#[test]
+fn node_failed_names_the_node_and_says_the_executor_lives_on() {
+    let named = TaskError::NodeFailed {
+        node: Some("host:42:abc".into()),
+        deliveries: Some(3),
+        reason: "it stopped answering".into(),
+    };
+    assert_eq!(
+        named.to_string(),
+        "cluster node host:42:abc failed this task (delivered 3 times): it stopped answering; \
+         the executor is not broken: later tasks still run on live nodes of this build"
+    );
+    assert!(format!("{named:?}").starts_with("NodeFailed: cluster node host:42:abc failed"));
+    let once = TaskError::NodeFailed {
+        node: Some("h:1:x".into()),
+        deliveries: Some(1),
+        reason: "r".into(),
+    };
+    assert!(once
+        .to_string()
+        .starts_with("cluster node h:1:x failed this task (delivered once): r;"));
+    let nobody = TaskError::NodeFailed {
+        node: None,
+        deliveries: None,
+        reason: "no node of this build is alive".into(),
+    };
+    assert_eq!(
+        nobody.to_string(),
+        "no cluster node ran this task: no node of this build is alive; the executor is not \
+         broken: later tasks still run on live nodes of this build"
+    );
+    assert!(!nobody.to_string().contains("create a new executor"));
 }

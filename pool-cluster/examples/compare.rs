@@ -7,7 +7,9 @@
 //!
 //! Needs `nats-server` 2.10+ (`$CF_NATS_SERVER`, else `target/nats/nats-server` as `.ci/nats`
 //! installs it). Prints medians of 5 runs; the cluster's figures include the server's round
-//! trips (publish, claim, result), all on this machine.
+//! trips (publish, claim, result), all on this machine. `compare_dask.py`, beside this file,
+//! runs the same workloads on Dask's `LocalCluster`; the figures measured are in this crate's
+//! README.
 
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;

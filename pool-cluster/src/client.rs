@@ -239,7 +239,12 @@ impl Shared {
                     Ok(o) => o,
                     Err(e) => Outcome {
                         node: "unknown".into(),
-                        result: Err(TaskError::Broken { reason: e }),
+                        result: Err(TaskError::Codec {
+                            stage: CodecStage::DeserializeResult,
+                            message: format!(
+                                "the record of the outcome on the server does not decode: {e}"
+                            ),
+                        }),
                         breaks_executor: false,
                     },
                 };
@@ -455,7 +460,10 @@ impl Shared {
         }
         let n = failed.len();
         for (task, pending) in failed {
-            pending.completion.finish(Err(TaskError::Broken {
+            // The node that claimed it, if one did before going away.
+            pending.completion.finish(Err(TaskError::NodeFailed {
+                node: pending.node.clone(),
+                deliveries: None,
                 reason: reason.clone(),
             }));
             // A node started later must not run it: nobody waits for it any more.

@@ -62,9 +62,10 @@
 //!   exactly once. Records are kept for [`ClusterBuilder::result_ttl`] (default 1 h); a duplicate
 //!   finishing later than that is not recognised (its result is still ignored by the client).
 //! * **Maximum deliveries**: a task delivered more than [`ClusterBuilder::max_deliveries`] times
-//!   (default 3) fails with [`TaskError::Broken`] naming the node that took it last, instead of
-//!   running again (a task that kills its whole node would otherwise take the cluster down one
-//!   node at a time). The failure is recorded on the server, so an offline client still gets it.
+//!   (default 3) fails with [`TaskError::NodeFailed`] naming the node that took it last and the
+//!   deliveries, instead of running again (a task that kills its whole node would otherwise take
+//!   the cluster down one node at a time). The failure is recorded on the server, so an offline
+//!   client still gets it. The executor is not broken by it.
 //! * **A node is claimed before it runs a task** (a `create` of the task's claim key), and the
 //!   client marks the future running when it sees the claim. Cancelling (`Future::cancel`,
 //!   `shutdown(cancel_futures)`, a dropped `map`) records a cancel claim first: whichever
@@ -84,7 +85,7 @@
 //!   on the same store loses nothing.
 //! * **No node of this build**: a task for which no node of this build has been alive during
 //!   the last [`ClusterBuilder::node_timeout`] (default 30 s) of its wait fails with
-//!   [`TaskError::Broken`] saying so and listing the nodes of other builds the client sees
+//!   [`TaskError::NodeFailed`] saying so and listing the nodes of other builds the client sees
 //!   (time without a connection to the server does not count: it says nothing of the nodes); a
 //!   cancel claim makes sure no node started later runs it. The executor stays usable for
 //!   when nodes come.
@@ -97,10 +98,12 @@
 //! * **Callbacks** of these futures run on the client's runtime threads; `shutdown(wait)`
 //!   called from one does not wait (it would stop the threads that complete the futures).
 //!
-//! Errors name the node where one is concerned (in [`TaskError::Broken`]'s reason). The pids of
-//! [`TaskError::WorkerDied`] and [`TaskError::Timeout`] are pids on the node that ran the task;
-//! `TaskError` has no field for a node, so the client logs such failures with the node's name
-//! (`warn` level).
+//! Errors name the node where one is concerned: [`TaskError::NodeFailed`] is a failure of a
+//! node (or of having none), with the node's name (`host:pid:id`) and the deliveries where
+//! known; a node that cannot start its process pool fails the task it took that way too. The
+//! pids of [`TaskError::WorkerDied`] and [`TaskError::Timeout`] are pids on the node that ran
+//! the task; those variants have no field for a node, so the client logs such failures with
+//! the node's name (`warn` level).
 //!
 //! # Trust
 //!

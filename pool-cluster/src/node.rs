@@ -420,25 +420,36 @@ impl Node {
         if delivery > task.max_deliveries {
             let last = match self.stores.state.get(claim.as_str()).await {
                 Ok(Some(bytes)) => match from_bytes::<Claim>(&bytes, "claim") {
-                    Ok(Claim::Node { node, .. }) => node,
-                    _ => "unknown".into(),
+                    Ok(Claim::Node { node, .. }) => Some(node),
+                    _ => None,
                 },
-                _ => "unknown".into(),
+                _ => None,
             };
             let reason = format!(
-                "task {} was delivered {} times and no node finished it (max_deliveries is {}); \
-                 node {last} took it last and stopped answering (it died, or lost the server \
-                 for longer than the ack deadline)",
-                task.task,
-                delivery - 1,
+                "no node finished it within max_deliveries ({}): the node that took it last \
+                 stopped answering (it died, or lost the server for longer than the ack \
+                 deadline), and the task is not run again; if the task itself brings its node \
+                 down, fix the task, otherwise raise max_deliveries",
                 task.max_deliveries
             );
-            log::warn!("cf-pool-cluster node {}: {reason}", self.name);
+            log::warn!(
+                "cf-pool-cluster node {}: task {} of client {} fails: it was delivered {} times, \
+                 last to node {}: {reason}",
+                self.name,
+                task.task,
+                task.client,
+                delivery - 1,
+                last.as_deref().unwrap_or("(unknown)")
+            );
             self.record(
                 &result,
                 Outcome {
-                    node: last,
-                    result: Err(TaskError::Broken { reason }),
+                    node: last.clone().unwrap_or_else(|| "unknown".into()),
+                    result: Err(TaskError::NodeFailed {
+                        node: last,
+                        deliveries: Some(delivery - 1),
+                        reason,
+                    }),
                     breaks_executor: false,
                 },
             )
@@ -485,7 +496,8 @@ impl Node {
             argument,
             ..
         } = task;
-        let (result_value, breaks_executor) = self.run(code, init, limit_ms, argument).await;
+        let (result_value, breaks_executor) =
+            self.run(code, init, limit_ms, argument, delivery).await;
         let carried = match result_value {
             Ok(encoded) => self
                 .stores
@@ -550,14 +562,21 @@ impl Node {
 
     /// Runs the task on the local pool for its initializer: the encoded result, or the error,
     /// and whether the error means the local pool is broken (which breaks the client too: the
-    /// initializer fails the same way on every node of this build).
+    /// initializer fails the same way on every node of this build). A failure of this node
+    /// alone ([`TaskError::NodeFailed`]) does not break the client.
     async fn run(
         &self,
         code: i64,
         init: Option<i64>,
         limit_ms: Option<u64>,
         argument: crate::wire::Carried,
+        delivery: u32,
     ) -> (Result<Encoded, TaskError>, bool) {
+        let node_failed = |reason: String| TaskError::NodeFailed {
+            node: Some(self.name.clone()),
+            deliveries: Some(delivery),
+            reason,
+        };
         let argument = match self
             .stores
             .fetch(argument, CodecStage::DeserializeArgument)
@@ -568,7 +587,7 @@ impl Node {
         };
         let pool = match self.pool(init) {
             Ok(pool) => pool,
-            Err(reason) => return (Err(TaskError::Broken { reason }), true),
+            Err(reason) => return (Err(node_failed(reason)), false),
         };
         let limit = limit_ms.map(Duration::from_millis);
         let future = match pool.submit_encoded(TaskCode::from_raw(code), argument, limit) {
@@ -579,9 +598,9 @@ impl Node {
             }
             Err(e) => {
                 return (
-                    Err(TaskError::Broken {
-                        reason: format!("node {} could not run the task: {e}", self.name),
-                    }),
+                    Err(node_failed(format!(
+                        "its process pool refused the task ({e}); look at the node's log"
+                    ))),
                     false,
                 )
             }
@@ -611,11 +630,12 @@ impl Node {
         if let Some(code) = init {
             builder = builder.initializer_code(TaskCode::from_raw(code));
         }
-        let pool = Arc::new(
-            builder
-                .build()
-                .map_err(|e| format!("node {} cannot start its process pool: {e}", self.name))?,
-        );
+        let pool = Arc::new(builder.build().map_err(|e| {
+            format!(
+                "it cannot start its process pool ({e}); look at the node machine's limits \
+                 (processes, open files, memory)"
+            )
+        })?);
         pools.insert(init, Arc::clone(&pool));
         Ok(pool)
     }

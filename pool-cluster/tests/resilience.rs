@@ -161,16 +161,25 @@ fn too_many_deliveries_fail_naming_the_node() {
     let first = cluster.nodes[0].pid();
     cluster.add_node(1);
     cluster.nodes[0].kill();
-    match f.result_timeout(LIMIT) {
-        Err(TaskError::Broken { reason }) => {
-            assert!(reason.contains("delivered 1 times"), "{reason}");
-            assert!(
-                reason.contains(&format!(":{first}:")),
-                "names the node (pid {first}): {reason}"
-            );
-        }
-        other => panic!("expected Broken naming the node, got {other:?}"),
-    }
+    let e = f
+        .exception_timeout(LIMIT)
+        .expect("done in time")
+        .expect("failed");
+    let TaskError::NodeFailed {
+        node: Some(node),
+        deliveries,
+        reason,
+    } = &e
+    else {
+        panic!("expected NodeFailed naming the node, got {e:?}");
+    };
+    assert_eq!(*deliveries, Some(1), "{e}");
+    assert!(
+        node.contains(&format!(":{first}:")),
+        "names the node (pid {first}): {e}"
+    );
+    assert!(reason.contains("max_deliveries (1)"), "{e}");
+    assert!(!e.to_string().contains("create a new executor"), "{e}");
     dir.release();
     // The other node did not run it.
     assert_eq!(dir.markers("run-0-"), [format!("run-0-{first}")]);
@@ -227,7 +236,11 @@ fn node_of_another_build_is_refused() {
     let dir = Dir::new("foreign");
     let f = executor.submit(mark, (dir.path(), 0)).unwrap();
     match f.result_timeout(LIMIT) {
-        Err(TaskError::Broken { reason }) => {
+        Err(TaskError::NodeFailed {
+            node: None,
+            deliveries: None,
+            reason,
+        }) => {
             assert!(
                 reason.contains("no node of this program's build"),
                 "{reason}"
@@ -237,7 +250,7 @@ fn node_of_another_build_is_refused() {
                 "lists the foreign node: {reason}"
             );
         }
-        other => panic!("expected Broken (no node of this build), got {other:?}"),
+        other => panic!("expected NodeFailed (no node of this build), got {other:?}"),
     }
     foreign.wait_log(&format!(
         "refusing the tasks of client {}: it runs build {}",

@@ -59,6 +59,12 @@ pub(crate) fn run(backend: Backend, out: &mut dyn Write) -> DemoResult {
                 "Worker pids differ from the main pid: {pids_differ} (worker threads live in the main process)"
             ),
         )?,
+        Backend::Cluster => backend.say(
+            out,
+            format_args!(
+                "Worker pids differ from the main pid: {pids_differ} (each worker is a process on a node)"
+            ),
+        )?,
         // Every other backend runs tasks in worker processes.
         _ => backend.say(
             out,

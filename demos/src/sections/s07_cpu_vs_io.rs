@@ -1,8 +1,8 @@
 //! Section 7, "CPU-Bound vs I/O-Bound Workloads": sequential, thread pool and process pool on
 //! the chapter's two workloads, timed and drawn as bars, with what the numbers mean in Rust.
 //!
-//! This section compares the pools, so it always runs both; `--backend` only picks which pool
-//! rows are shown.
+//! This section compares the pools, so it always runs both local pools; `--backend` picks which
+//! pool rows are shown, and `--backend cluster` adds a row for the cluster.
 
 use std::hint::black_box;
 use std::io::Write;
@@ -66,7 +66,7 @@ pub(crate) fn run(backends: &[Backend], out: &mut dyn Write) -> DemoResult {
         "CPU-bound: {TASKS} x cpu_heavy({}) (a sum of squares); {WORKERS} workers per pool",
         with_underscores(CPU_N)
     )?;
-    let rows = measure(cpu_heavy, &[CPU_N; TASKS], "CPU-bound")?;
+    let rows = measure(cpu_heavy, &[CPU_N; TASKS], "CPU-bound", backends)?;
     chart(&rows, backends, out)?;
     writeln!(
         out,
@@ -79,7 +79,7 @@ pub(crate) fn run(backends: &[Backend], out: &mut dyn Write) -> DemoResult {
         out,
         "I/O-bound: {TASKS} x io_heavy({IO_SECONDS}) (a {IO_SECONDS}-second wait); {WORKERS} workers per pool"
     )?;
-    let rows = measure(io_heavy, &[IO_SECONDS; TASKS], "I/O-bound")?;
+    let rows = measure(io_heavy, &[IO_SECONDS; TASKS], "I/O-bound", backends)?;
     chart(&rows, backends, out)?;
     writeln!(out, "{IO_TEXT}")?;
     writeln!(out)?;
@@ -87,23 +87,29 @@ pub(crate) fn run(backends: &[Backend], out: &mut dyn Write) -> DemoResult {
     Ok(())
 }
 
-/// The workload sequentially, then on each pool, each run under a progress bar on stderr
-/// (hidden when stderr is not a terminal, so compared output never sees it).
+/// The workload sequentially, then on each local pool (and on the cluster if it is among
+/// `backends`), each run under a progress bar on stderr (hidden when stderr is not a terminal,
+/// so compared output never sees it).
 fn measure<F, A, R>(
     f: F,
     workload: &[A],
     what: &str,
-) -> Result<[Row; 3], Box<dyn std::error::Error + Send + Sync>>
+    backends: &[Backend],
+) -> Result<Vec<Row>, Box<dyn std::error::Error + Send + Sync>>
 where
     F: Task<A, R>,
     A: Payload + Clone,
     R: Payload + Sync,
 {
-    Ok([
+    let mut rows = vec![
         sequential(f, workload, what),
         timed_pool(Backend::Thread, f, workload, what)?,
         timed_pool(Backend::Process, f, workload, what)?,
-    ])
+    ];
+    if backends.contains(&Backend::Cluster) {
+        rows.push(timed_pool(Backend::Cluster, f, workload, what)?);
+    }
+    Ok(rows)
 }
 
 /// The baseline: every task in turn on this thread.

@@ -73,6 +73,14 @@ pub(crate) fn run(backend: Backend, out: &mut dyn Write) -> DemoResult {
                  in the caller's thread if the future was already done)."
             ),
         )?,
+        Backend::Cluster => backend.say(
+            out,
+            format_args!(
+                "Callbacks run in this process, not on the nodes: on the cluster client's \
+                 threads as each result arrives from the server (or at once in the caller's \
+                 thread if the future was already done)."
+            ),
+        )?,
         // Every other backend runs tasks in worker processes.
         _ => backend.say(
             out,

@@ -31,6 +31,13 @@ pub(crate) fn run(backend: Backend, out: &mut dyn Write) -> DemoResult {
                 out,
                 format_args!("Default max_workers: {workers} (= min(32, cpu_count() + 4))"),
             )?,
+            Backend::Cluster => backend.say(
+                out,
+                format_args!(
+                    "Default max_workers: {workers} (= cpu_count() here; how many tasks run at \
+                     once is up to the nodes, each as many as its workers)"
+                ),
+            )?,
             _ => backend.say(
                 out,
                 format_args!("Default max_workers: {workers} (= cpu_count())"),

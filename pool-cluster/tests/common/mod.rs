@@ -102,8 +102,8 @@ impl Server {
                 );
                 eprintln!(
                     "SKIPPED: cluster tests need nats-server 2.10+ with JetStream, and there is \
-                     {why}; run them with `bash .ci/nats cargo test -p cf-pool-cluster` (installs \
-                     2.15.1), or set CF_NATS_SERVER"
+                     {why}; run them through `bash .ci/nats`, e.g. `bash .ci/nats cargo test -p \
+                     cf-pool-cluster` (installs 2.15.1), or set CF_NATS_SERVER"
                 );
                 return None;
             }
