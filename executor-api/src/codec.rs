@@ -42,7 +42,7 @@
 
 use std::fmt;
 
-use postcard::ser_flavors::{AllocVec, Flavor};
+use postcard::ser_flavors::Flavor;
 use serde::de::{self, DeserializeSeed, IntoDeserializer, Visitor};
 use serde::ser::{self, Serialize};
 use serde::Deserialize;
@@ -151,7 +151,7 @@ pub fn encode_placing<T: Serialize + ?Sized>(
 ) -> Result<(Vec<u8>, Vec<Buffer>), Error> {
     let (bytes, buffers) = attaching(policy, || -> Result<Vec<u8>, Error> {
         let mut serializer = postcard::Serializer {
-            output: AllocVec::new(),
+            output: Out(Vec::new()),
         };
         value.serialize(Ser {
             inner: &mut serializer,
@@ -184,7 +184,37 @@ pub fn decode<'de, T: Deserialize<'de>>(
 // Serializing: postcard's serializer does the work; this wrapper only sees that every nested
 // value comes back through it, and intercepts `serialize_bytes`.
 
-type PostcardSer = postcard::Serializer<AllocVec>;
+type PostcardSer = postcard::Serializer<Out>;
+
+/// The encoder's output: a `Vec` that postcard writes into and that [`Ser`] writes single bytes
+/// into directly (a `u8` is the one scalar a sequence of bytes is made of, so it is the one
+/// worth a shorter path).
+struct Out(Vec<u8>);
+
+/// The most a sequence's announced length reserves in the output (64 MiB: address space only,
+/// until written).
+const RESERVE_MAX: usize = 64 << 20;
+
+impl Flavor for Out {
+    type Output = Vec<u8>;
+
+    #[inline(always)]
+    fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
+        self.0.extend_from_slice(data);
+        Ok(())
+    }
+
+    #[inline(always)]
+    fn try_push(&mut self, data: u8) -> postcard::Result<()> {
+        self.0.push(data);
+        Ok(())
+    }
+
+    #[inline]
+    fn finalize(self) -> postcard::Result<Vec<u8>> {
+        Ok(self.0)
+    }
+}
 
 /// A transport's placement of an attached byte string (see [`encode_placing`]).
 pub type Place<'a> = &'a dyn Fn(&[u8]) -> Option<Buffer>;
@@ -236,7 +266,6 @@ impl<'a> ser::Serializer for Ser<'a> {
         serialize_i32(v: i32);
         serialize_i64(v: i64);
         serialize_i128(v: i128);
-        serialize_u8(v: u8);
         serialize_u16(v: u16);
         serialize_u32(v: u32);
         serialize_u64(v: u64);
@@ -249,6 +278,12 @@ impl<'a> ser::Serializer for Ser<'a> {
         serialize_unit();
         serialize_unit_struct(name: &'static str);
         serialize_unit_variant(name: &'static str, index: u32, variant: &'static str);
+    }
+
+    #[inline(always)]
+    fn serialize_u8(self, v: u8) -> Result<(), Error> {
+        self.inner.output.0.push(v);
+        Ok(())
     }
 
     #[inline]
@@ -302,6 +337,13 @@ impl<'a> ser::Serializer for Ser<'a> {
 
     #[inline]
     fn serialize_seq(self, len: Option<usize>) -> Result<Compound<'a>, Error> {
+        if let Some(len) = len {
+            // Every element takes at least a byte unless it is zero-sized, so `len` (and its
+            // varint header) is a floor for most sequences: reserving it up front spares a
+            // large `Vec<u8>` its doublings, each a fresh mapping to fault in and copy. Capped,
+            // since a sequence of zero-sized values takes no room at all.
+            self.inner.output.0.reserve(len.min(RESERVE_MAX) + 16);
+        }
         Ok(Compound::new(
             self.place,
             ser::Serializer::serialize_seq(self.inner, len)?,
