@@ -401,9 +401,18 @@ pub(crate) fn read_frame(
     let mut filled = 0;
     while filled < len {
         if filled == body.len() {
-            // Exactly: `resize` alone would round the capacity up to twice what is asked.
+            // Exactly: `resize` alone would round the capacity up to twice what is asked. And
+            // fallibly: a peer may send gigabytes under a length it never completes, and the
+            // reader must fail (the parent then kills that worker), not abort its process.
             let grown = (body.len() * 2).max(64 * 1024).min(len);
-            body.reserve_exact(grown - body.len());
+            body.try_reserve_exact(grown - body.len()).map_err(|_| {
+                io::Error::new(
+                    io::ErrorKind::OutOfMemory,
+                    format!(
+                        "no memory for the {grown} bytes a frame of {len} bytes needs after                          {filled} bytes of it"
+                    ),
+                )
+            })?;
             body.resize(grown, 0);
         }
         match r.read(&mut body[filled..]) {

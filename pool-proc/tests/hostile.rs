@@ -181,6 +181,80 @@ fn descriptors_no_record_names_are_not_kept() {
     });
 }
 
+/// In a worker: announces a frame of almost 4 GiB on its socket, then streams up to `mib`
+/// MiB of it (the same MiB again and again, which costs the worker nothing) until the parent
+/// stops reading.
+fn endless_frame(mib: usize) -> u32 {
+    use std::io::Write;
+    // SAFETY: the socket is open for the whole life of the worker.
+    let borrowed = unsafe { BorrowedFd::borrow_raw(worker_socket()) };
+    // A clone of our own, closed when this task returns.
+    let mut socket = std::fs::File::from(borrowed.try_clone_to_owned().unwrap());
+    let mut header = b"cfP\x01".to_vec();
+    header.extend_from_slice(&0xFFFF_FF00u32.to_le_bytes());
+    socket.write_all(&header).unwrap();
+    let chunk = vec![0u8; 1 << 20];
+    for _ in 0..mib {
+        if socket.write_all(&chunk).is_err() {
+            break;
+        }
+    }
+    std::process::id()
+}
+
+/// The address space this process may use, soft and hard (`RLIMIT_AS`).
+fn address_space_limit() -> libc::rlimit {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one rlimit into the struct it is given.
+    assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_AS, &mut limit) }, 0);
+    limit
+}
+
+fn set_address_space_limit(limit: libc::rlimit) {
+    // SAFETY: setrlimit reads the struct; lowering the soft limit, or raising it back up to the
+    // hard limit, is allowed to any process.
+    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_AS, &limit) }, 0);
+}
+
+/// This process's mapped address space, in bytes (`VmSize`).
+fn address_space_used() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmSize:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmSize in /proc/self/status");
+    kib * 1024
+}
+
+#[test]
+fn a_frame_the_parent_cannot_afford_kills_the_worker_not_the_parent() {
+    let _serial = common::exclusive();
+    common::within(LIMIT * 2, "endless frame", || {
+        let pool = ProcessPoolExecutor::builder()
+            .max_workers(1)
+            .build()
+            .unwrap();
+        pool.submit(pid, ()).unwrap().result_timeout(LIMIT).unwrap();
+        // The parent may map 1 GiB more than it does now: the frame's body, doubling as the
+        // bytes arrive, needs 2 GiB before the worker has sent 2 GiB, so it cannot be afforded.
+        // An allocation that aborts on failure would end this whole test process here.
+        let before = address_space_limit();
+        set_address_space_limit(libc::rlimit {
+            rlim_cur: address_space_used() + (1 << 30),
+            rlim_max: before.rlim_max,
+        });
+        let endless = pool.submit(endless_frame, 4096).unwrap();
+        let outcome = endless.result_timeout(LIMIT);
+        set_address_space_limit(before);
+        assert_killed(outcome, "endless frame");
+        assert!(pool.submit(pid, ()).unwrap().result_timeout(LIMIT).is_ok());
+    });
+}
+
 #[test]
 fn zz_no_leaks() {
     common::assert_clean_at_end();
