@@ -181,6 +181,52 @@ fn build_id_is_a_stable_content_hash() {
     assert_eq!(id, expected);
 }
 
+fn init_ok() -> Result<(), String> {
+    Ok(())
+}
+
+#[test]
+fn code_in_a_shared_library_is_refused_at_submit_and_at_build() {
+    // Codes are offsets from one fixed function of the executable; the offset of a function of
+    // the C library (a shared library, mapped wherever the loader put it) follows from the
+    // offset of a function of ours.
+    let ours = init_ok as fn() -> Result<(), String> as usize;
+    let anchor = ours.wrapping_sub(initializer_code(init_ok).to_raw() as usize);
+    let malloc = libc::malloc as *const () as usize;
+    let in_libc = TaskCode::from_raw(malloc.wrapping_sub(anchor) as i64);
+    let far_away = TaskCode::from_raw(i64::MAX / 2);
+
+    let pool = ProcessPoolExecutor::builder()
+        .max_workers(1)
+        .build()
+        .unwrap();
+    for code in [in_libc, far_away] {
+        let refused = pool
+            .submit_encoded(code, encode_argument(&(1u32, 2u32)).unwrap(), None)
+            .map(drop)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            refused.contains("outside the executable's own image"),
+            "{refused}"
+        );
+        let refused = ProcessPoolExecutor::builder()
+            .initializer_code(code)
+            .build()
+            .map(drop)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            refused.contains("outside the executable's own image"),
+            "{refused}"
+        );
+    }
+    // A raw code of our own is accepted, and runs.
+    let add_code = TaskCode::from_raw(task_code(add).to_raw());
+    let sum = run(&pool, add_code, encode_argument(&(1u32, 2u32)).unwrap());
+    assert_eq!(decode_result::<u32>(sum).unwrap(), 3);
+}
+
 #[test]
 fn zz_no_leaks() {
     common::assert_clean_at_end();
