@@ -3,10 +3,11 @@
 //! `submit_with_timeout`, `Pool`):
 //!
 //! * `ui/check/`: captures that are not `Copy + Send + Sync + 'static` fail the `Task` bound,
-//!   so `cargo check` (what trybuild runs for a group of only failing cases) reports them;
+//!   so `cargo check` (what trybuild runs for a group of only failing cases) reports them; a
+//!   closure that borrows a local is a lifetime error there (E0373);
 //! * `ui/build/`: `Copy` captures meet the bounds and are caught by their size after
 //!   monomorphisation, which only `cargo build` reaches (the passing case in that group makes
-//!   trybuild build rather than check).
+//!   trybuild build rather than check), and so are fn pointers.
 //!   `ui/build_cluster/` holds the `Pool` case as built with the feature `cluster`.
 //!
 //! The expected compiler output is in the `.stderr` files beside each case; regenerate them
@@ -29,6 +30,7 @@ fn capturing_closures_are_refused_with_one_message() {
             "submit_batch_captures_copy",
             "submit_captures_copy",
             "submit_with_timeout_captures_copy",
+            "submit_fn_pointer",
         ] {
             build.compile_fail(format!("tests/ui/build/{case}.rs"));
         }

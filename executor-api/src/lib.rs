@@ -113,6 +113,13 @@ pub use progress::{indicatif, ProgressExt, ProgressIter};
 ///   test`), not by `cargo check`, through [`CapturesNothing`]. The thread pool runs such a
 ///   closure, so code meant for either pool should not rely on that.
 ///
+/// Two cases reach the second way by another road. A closure that *borrows* a local (`|x| x +
+/// k`, no `move`) is first a lifetime error, E0373 "closure may outlive the current function",
+/// and the compiler suggests `move`: taking that advice makes it a `Copy` capture, refused when
+/// built. And a fn *pointer* (`let f: fn(u32) -> u32 = square;`) is `Copy`, but it is a
+/// run-time value that no worker can name: it too is refused when built. Pass the fn item
+/// itself (`square`), or one task that picks what to do from its argument (an enum).
+///
 /// On the thread pool, `ThreadPoolExecutor::spawn` takes any `FnOnce` closure.
 ///
 /// # Examples
@@ -173,10 +180,12 @@ impl<F> CapturesNothing<F> {
     /// `()`, or a build error saying the task captures variables.
     pub const OK: () = assert!(
         std::mem::size_of::<F>() == 0,
-        "a task must be a fn item or a closure that captures nothing; this one captures \
-         variables, and captured values cannot cross a process boundary: pass them inside the \
-         task's argument (a tuple) instead (on the thread pool, `ThreadPoolExecutor::spawn` takes \
-         capturing closures)"
+        "a task must be a fn item or a closure that captures nothing; this one is a closure \
+         that captures variables, or a fn pointer: captured values cannot cross a process \
+         boundary, so pass them inside the task's argument (a tuple) instead; a fn pointer is a \
+         run-time value no worker can name, so pass the fn item itself, or one task that picks \
+         what to do from its argument (an enum) (on the thread pool, \
+         `ThreadPoolExecutor::spawn` takes capturing closures)"
     );
 }
 
