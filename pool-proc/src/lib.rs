@@ -214,7 +214,9 @@
 //! with their level, target, file and line, the message prefixed with `[worker {pid}] `. A
 //! worker takes your `log::max_level()` when it starts, so a level your logger disabled costs a
 //! task nothing but a comparison. An `initializer` that installs its own logger in the worker
-//! keeps it (then nothing is forwarded). See `docs/diagnostics.md`.
+//! keeps it (then nothing is forwarded); forwarding starts once the initializer has returned,
+//! so the initializer's own records are not forwarded (its `Err` message is). See
+//! `docs/diagnostics.md`.
 //!
 //! # Threat model
 //!
