@@ -4,7 +4,8 @@
 //!
 //! * `ui/check/`: captures that are not `Copy + Send + Sync + 'static` fail the `Task` bound,
 //!   so `cargo check` (what trybuild runs for a group of only failing cases) reports them; a
-//!   closure that borrows a local is a lifetime error there (E0373);
+//!   closure that borrows a local is a lifetime error there (E0373); so is a result that is
+//!   not serde (`std::io::Error`), with the recipe for errors;
 //! * `ui/build/`: `Copy` captures meet the bounds and are caught by their size after
 //!   monomorphisation, which only `cargo build` reaches (the passing case in that group makes
 //!   trybuild build rather than check), and so are fn pointers.

@@ -197,8 +197,20 @@ impl<F> CapturesNothing<F> {
 /// fn is_payload<P: cf_executor_api::Payload>() {}
 /// is_payload::<(u64, String, Vec<f64>)>();
 /// ```
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be a task's argument or result: it must be serde \
+               (`Serialize + Deserialize`), `Send` and `'static`",
+    label = "not a payload",
+    note = "an error type that is not serde (`std::io::Error`, a library's error) cannot cross \
+            to a worker: map it to a `String` (`.map_err(|e| e.to_string())`) or to an error \
+            type of your own that derives `Serialize` and `Deserialize`",
+    note = "for your own types, `#[derive(Serialize, Deserialize)]` (serde with its `derive` \
+            feature); on the thread pool, `ThreadPoolExecutor::spawn` takes any `Send` value"
+)]
 pub trait Payload: Serialize + DeserializeOwned + Send + 'static {}
 
+// As for `Task`: a failed bound is reported with the message above, not as the leaf inside it.
+#[diagnostic::do_not_recommend]
 impl<P> Payload for P where P: Serialize + DeserializeOwned + Send + 'static {}
 
 /// An executor: Python's `concurrent.futures.Executor`.
