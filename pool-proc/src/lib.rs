@@ -234,10 +234,15 @@
 
 pub use cf_executor_api::*;
 
-#[cfg(not(any(target_os = "linux", target_os = "macos", target_os = "freebsd")))]
+#[cfg(not(any(
+    target_os = "linux",
+    target_os = "macos",
+    target_os = "freebsd",
+    windows
+)))]
 compile_error!(
-    "cf-pool-proc supports Linux, macOS and FreeBSD; this target is none of them (Windows \
-     support is not written yet). The thread pool, cf-pool-thread, builds everywhere."
+    "cf-pool-proc supports Linux, macOS, FreeBSD and Windows; this target is none of them. \
+     The thread pool, cf-pool-thread, builds everywhere."
 );
 
 /// Declares the items that exist only on the supported platforms (on any other, the one
@@ -245,7 +250,12 @@ compile_error!(
 macro_rules! supported {
     ($($item:item)*) => {
         $(
-            #[cfg(any(target_os = "linux", target_os = "macos", target_os = "freebsd"))]
+            #[cfg(any(
+                target_os = "linux",
+                target_os = "macos",
+                target_os = "freebsd",
+                windows
+            ))]
             $item
         )*
     };
