@@ -45,10 +45,13 @@
 //! Each `unsafe` block carries a `// SAFETY:` comment.
 #![allow(unsafe_code)]
 
+#[cfg(unix)]
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use cf_executor_api::{Buffer, ExitCause, TaskError};
+use cf_executor_api::{Buffer, TaskError};
+#[cfg(unix)]
+use cf_executor_api::ExitCause;
 
 #[cfg(unix)]
 mod posix;
