@@ -1009,17 +1009,18 @@ fn view(h: &OwnedHandle, access: u32, len: usize) -> io::Result<Map> {
             size_of::<MEMORY_BASIC_INFORMATION>(),
         )
     };
-    let map = Map {
+    // Owned from here: unmapped on every return below that does not hand it out.
+    let mut map = Map {
         ptr: base.Value.cast(),
         len: if got == 0 { len } else { info.RegionSize },
     };
-    if len != 0 && map.len < len {
-        return Err(io::Error::other("a view shorter than asked"));
+    if len != 0 {
+        if map.len < len {
+            return Err(io::Error::other("a view shorter than asked"));
+        }
+        map.len = len;
     }
-    Ok(Map {
-        len: if len == 0 { map.len } else { len },
-        ..map
-    })
+    Ok(map)
 }
 
 fn section(size: usize) -> io::Result<OwnedHandle> {
@@ -1057,14 +1058,17 @@ pub(crate) fn map_read_only(h: &OwnedHandle, len: usize) -> io::Result<Map> {
 
 /// Reads exactly `buf.len()` bytes of the section `h` at `offset`, through a read-only view.
 pub(crate) fn read_at(h: &OwnedHandle, buf: &mut [u8], offset: u64) -> io::Result<()> {
-    let map = view(h, FILE_MAP_READ, 0)?;
     let offset = usize::try_from(offset).map_err(io::Error::other)?;
-    if offset.checked_add(buf.len()).is_none_or(|end| end > map.len) {
-        return Err(io::Error::new(
+    let end = offset
+        .checked_add(buf.len())
+        .ok_or_else(|| io::Error::other("a read past the address space"))?;
+    // A view of exactly the bytes up to `end`: the call fails if the section is shorter.
+    let map = view(h, FILE_MAP_READ, end).map_err(|e| {
+        io::Error::new(
             io::ErrorKind::UnexpectedEof,
-            format!("{} bytes at {offset} are past the section's end", buf.len()),
-        ));
-    }
+            format!("{} bytes at {offset} are past the section's end ({e})", buf.len()),
+        )
+    })?;
     // SAFETY: the range is inside the live view (checked above), `buf` is private memory; a
     // section's size never changes, and every byte pattern is a valid `u8`.
     unsafe { std::ptr::copy_nonoverlapping(map.ptr.add(offset), buf.as_mut_ptr(), buf.len()) };
