@@ -936,7 +936,9 @@ impl Read for FdStream {
     }
 }
 
-#[cfg(test)]
+// Unix only: these use a socket's non-blocking mode and the Linux and portable-Unix region
+// checks (seals, `/proc`); Windows regions are exercised by tests/buffers.rs under Wine.
+#[cfg(all(test, unix))]
 mod tests {
     use super::*;
 
