@@ -96,7 +96,12 @@ use std::str::FromStr;
 pub use cf_executor_api::*;
 #[cfg(all(
     feature = "process",
-    any(target_os = "linux", target_os = "macos", target_os = "freebsd")
+    any(
+        target_os = "linux",
+        target_os = "macos",
+        target_os = "freebsd",
+        windows
+    )
 ))]
 pub use cf_pool_proc::{ProcessPoolBuilder, ProcessPoolExecutor, WorkerDeath};
 #[cfg(feature = "thread")]
@@ -151,7 +156,12 @@ pub enum Backend {
     /// limit takes one worker, not the program.
     #[cfg(all(
         feature = "process",
-        any(target_os = "linux", target_os = "macos", target_os = "freebsd")
+        any(
+            target_os = "linux",
+            target_os = "macos",
+            target_os = "freebsd",
+            windows
+        )
     ))]
     Process,
     /// Worker threads of this process: [`ThreadPoolExecutor`]. The cheaper choice when tasks
@@ -173,7 +183,12 @@ impl Backend {
     pub const ALL: &'static [Backend] = &[
         #[cfg(all(
             feature = "process",
-            any(target_os = "linux", target_os = "macos", target_os = "freebsd")
+            any(
+                target_os = "linux",
+                target_os = "macos",
+                target_os = "freebsd",
+                windows
+            )
         ))]
         Backend::Process,
         #[cfg(feature = "thread")]
@@ -190,7 +205,12 @@ impl Backend {
     pub const LOCAL: &'static [Backend] = &[
         #[cfg(all(
             feature = "process",
-            any(target_os = "linux", target_os = "macos", target_os = "freebsd")
+            any(
+                target_os = "linux",
+                target_os = "macos",
+                target_os = "freebsd",
+                windows
+            )
         ))]
         Backend::Process,
         #[cfg(feature = "thread")]
@@ -203,7 +223,12 @@ impl Backend {
         match self {
             #[cfg(all(
                 feature = "process",
-                any(target_os = "linux", target_os = "macos", target_os = "freebsd")
+                any(
+                    target_os = "linux",
+                    target_os = "macos",
+                    target_os = "freebsd",
+                    windows
+                )
             ))]
             Backend::Process => "process",
             #[cfg(feature = "thread")]
@@ -223,7 +248,12 @@ impl Backend {
         match self {
             #[cfg(all(
                 feature = "process",
-                any(target_os = "linux", target_os = "macos", target_os = "freebsd")
+                any(
+                    target_os = "linux",
+                    target_os = "macos",
+                    target_os = "freebsd",
+                    windows
+                )
             ))]
             Backend::Process => "ProcessPoolExecutor",
             #[cfg(feature = "thread")]
@@ -337,7 +367,12 @@ pub enum Pool {
     /// A process pool.
     #[cfg(all(
         feature = "process",
-        any(target_os = "linux", target_os = "macos", target_os = "freebsd")
+        any(
+            target_os = "linux",
+            target_os = "macos",
+            target_os = "freebsd",
+            windows
+        )
     ))]
     Process(ProcessPoolExecutor),
     /// A thread pool.
@@ -357,7 +392,12 @@ macro_rules! forward {
         match *$self {
             #[cfg(all(
                 feature = "process",
-                any(target_os = "linux", target_os = "macos", target_os = "freebsd")
+                any(
+                    target_os = "linux",
+                    target_os = "macos",
+                    target_os = "freebsd",
+                    windows
+                )
             ))]
             Pool::Process(ref $pool) => $body,
             #[cfg(feature = "thread")]
@@ -395,7 +435,12 @@ impl Pool {
         Ok(match backend {
             #[cfg(all(
                 feature = "process",
-                any(target_os = "linux", target_os = "macos", target_os = "freebsd")
+                any(
+                    target_os = "linux",
+                    target_os = "macos",
+                    target_os = "freebsd",
+                    windows
+                )
             ))]
             Backend::Process => Pool::Process(ProcessPoolExecutor::new()?),
             #[cfg(feature = "thread")]
@@ -431,7 +476,12 @@ impl Pool {
         Ok(match backend {
             #[cfg(all(
                 feature = "process",
-                any(target_os = "linux", target_os = "macos", target_os = "freebsd")
+                any(
+                    target_os = "linux",
+                    target_os = "macos",
+                    target_os = "freebsd",
+                    windows
+                )
             ))]
             Backend::Process => {
                 Pool::Process(ProcessPoolExecutor::builder().max_workers(n).build()?)
@@ -452,7 +502,12 @@ impl Pool {
         match *self {
             #[cfg(all(
                 feature = "process",
-                any(target_os = "linux", target_os = "macos", target_os = "freebsd")
+                any(
+                    target_os = "linux",
+                    target_os = "macos",
+                    target_os = "freebsd",
+                    windows
+                )
             ))]
             Pool::Process(_) => Backend::Process,
             #[cfg(feature = "thread")]
@@ -480,7 +535,12 @@ impl Pool {
     /// The process pool, if this is one.
     #[cfg(all(
         feature = "process",
-        any(target_os = "linux", target_os = "macos", target_os = "freebsd")
+        any(
+            target_os = "linux",
+            target_os = "macos",
+            target_os = "freebsd",
+            windows
+        )
     ))]
     #[must_use]
     pub fn as_process(&self) -> Option<&ProcessPoolExecutor> {
@@ -522,7 +582,12 @@ impl Pool {
         match *self {
             #[cfg(all(
                 feature = "process",
-                any(target_os = "linux", target_os = "macos", target_os = "freebsd")
+                any(
+                    target_os = "linux",
+                    target_os = "macos",
+                    target_os = "freebsd",
+                    windows
+                )
             ))]
             Pool::Process(ref pool) => Some(pool.worker_pids()),
             #[cfg(feature = "thread")]
@@ -576,7 +641,12 @@ impl Pool {
         match *self {
             #[cfg(all(
                 feature = "process",
-                any(target_os = "linux", target_os = "macos", target_os = "freebsd")
+                any(
+                    target_os = "linux",
+                    target_os = "macos",
+                    target_os = "freebsd",
+                    windows
+                )
             ))]
             Pool::Process(ref pool) => pool.submit_with_timeout(f, arg, limit),
             #[cfg(all(
@@ -611,7 +681,12 @@ impl Pool {
         match *self {
             #[cfg(all(
                 feature = "process",
-                any(target_os = "linux", target_os = "macos", target_os = "freebsd")
+                any(
+                    target_os = "linux",
+                    target_os = "macos",
+                    target_os = "freebsd",
+                    windows
+                )
             ))]
             Pool::Process(ref pool) => {
                 pool.terminate_workers();
@@ -643,7 +718,12 @@ impl Pool {
         match *self {
             #[cfg(all(
                 feature = "process",
-                any(target_os = "linux", target_os = "macos", target_os = "freebsd")
+                any(
+                    target_os = "linux",
+                    target_os = "macos",
+                    target_os = "freebsd",
+                    windows
+                )
             ))]
             Pool::Process(ref pool) => {
                 pool.kill_workers();
@@ -668,7 +748,12 @@ impl Pool {
 
 #[cfg(all(
     feature = "process",
-    any(target_os = "linux", target_os = "macos", target_os = "freebsd")
+    any(
+        target_os = "linux",
+        target_os = "macos",
+        target_os = "freebsd",
+        windows
+    )
 ))]
 impl From<ProcessPoolExecutor> for Pool {
     fn from(pool: ProcessPoolExecutor) -> Self {
