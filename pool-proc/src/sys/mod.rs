@@ -11,7 +11,29 @@
 //!   `close_range`, `SO_PEERCRED`, `/proc/self/exe`);
 //! * `unix`: only what macOS and FreeBSD have too (`shm_open`, a lifeline pipe, `issetugid`,
 //!   the peer's pid from `LOCAL_PEERPID`/`LOCAL_PEERCRED`), used there and, with the
-//!   `portable-unix` feature, on Linux, where the test suite runs over it.
+//!   `portable-unix` feature, on Linux, where the test suite runs over it;
+//! * `windows` (`windows-sys`): anonymous pipes that carry handles (`DuplicateHandle`),
+//!   `CreateProcessW` with an explicit handle list, a kill-on-close Job Object, page-file-backed
+//!   file mappings lent through read-only handles. Its module docs say how each guarantee below
+//!   is met there; in short:
+//!   - task identity: the same offsets, from the same anchor inside the executable's module
+//!     (`GetModuleHandleExW` says whether code is in it), and [`exe_identity`] from the file's
+//!     volume serial number, file index, size and write time;
+//!   - shared memory: Windows has no seals. A region's only handle with write access stays in
+//!     its sender, which keeps the one writable view; what travels is a duplicate with
+//!     `FILE_MAP_READ` access only, from which no process can map a writable view (receivers
+//!     check that they cannot), and a section's size never changes. So the SAFETY arguments
+//!     below hold with "sealed against every writer" read as "no handle that can write it ever
+//!     left the sender";
+//!   - handle passing: in-band, a chunk header before each write carries the handle values;
+//!     the parent duplicates what it sends into the worker and pulls what a worker sends out of
+//!     it, so a worker can name only handles of its own;
+//!   - processes: workers die with the parent through the job (the system closes it when the
+//!     parent ends, however it ends); a worker's death is the end of its pipe (its ends are
+//!     made non-inheritable before any task runs), then a wait on its process handle; both
+//!     [`Signal`]s are `TerminateProcess` (exit code 1);
+//!   - worker entry: the worker's real parent (from a process snapshot) must be the process
+//!     named in [`WORKER_ENV`] and run the same image, and the inherited handles must be pipes.
 //!
 //! What this module guarantees, by area:
 //!
