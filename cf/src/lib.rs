@@ -84,7 +84,12 @@
         feature = "thread",
         all(
             any(feature = "process", feature = "cluster"),
-            any(target_os = "linux", target_os = "macos", target_os = "freebsd")
+            any(
+                target_os = "linux",
+                target_os = "macos",
+                target_os = "freebsd",
+                windows
+            )
         )
     )),
     allow(unreachable_code, unused_variables)
@@ -112,26 +117,46 @@ pub use cf_pool_thread::{ThreadPoolBuilder, ThreadPoolExecutor};
 /// set.
 #[cfg(all(
     feature = "cluster",
-    any(target_os = "linux", target_os = "macos", target_os = "freebsd")
+    any(
+        target_os = "linux",
+        target_os = "macos",
+        target_os = "freebsd",
+        windows
+    )
 ))]
 pub use cf_pool_cluster::node as cluster_node;
 #[cfg(all(
     feature = "cluster",
-    any(target_os = "linux", target_os = "macos", target_os = "freebsd")
+    any(
+        target_os = "linux",
+        target_os = "macos",
+        target_os = "freebsd",
+        windows
+    )
 ))]
 pub use cf_pool_cluster::{ClusterBuilder, ClusterExecutor};
 
 /// The environment variable naming the server `Pool::new(Backend::Cluster)` connects to.
 #[cfg(all(
     feature = "cluster",
-    any(target_os = "linux", target_os = "macos", target_os = "freebsd")
+    any(
+        target_os = "linux",
+        target_os = "macos",
+        target_os = "freebsd",
+        windows
+    )
 ))]
 pub const CLUSTER_URL_ENV: &str = "CF_CLUSTER_URL";
 
 /// The server `Pool::new(Backend::Cluster)` connects to when [`CLUSTER_URL_ENV`] is not set.
 #[cfg(all(
     feature = "cluster",
-    any(target_os = "linux", target_os = "macos", target_os = "freebsd")
+    any(
+        target_os = "linux",
+        target_os = "macos",
+        target_os = "freebsd",
+        windows
+    )
 ))]
 pub const DEFAULT_CLUSTER_URL: &str = "nats://127.0.0.1:4222";
 
@@ -173,7 +198,12 @@ pub enum Backend {
     /// [`Backend::Process`] holds there too.
     #[cfg(all(
         feature = "cluster",
-        any(target_os = "linux", target_os = "macos", target_os = "freebsd")
+        any(
+            target_os = "linux",
+            target_os = "macos",
+            target_os = "freebsd",
+            windows
+        )
     ))]
     Cluster,
 }
@@ -195,7 +225,12 @@ impl Backend {
         Backend::Thread,
         #[cfg(all(
             feature = "cluster",
-            any(target_os = "linux", target_os = "macos", target_os = "freebsd")
+            any(
+                target_os = "linux",
+                target_os = "macos",
+                target_os = "freebsd",
+                windows
+            )
         ))]
         Backend::Cluster,
     ];
@@ -235,7 +270,12 @@ impl Backend {
             Backend::Thread => "thread",
             #[cfg(all(
                 feature = "cluster",
-                any(target_os = "linux", target_os = "macos", target_os = "freebsd")
+                any(
+                    target_os = "linux",
+                    target_os = "macos",
+                    target_os = "freebsd",
+                    windows
+                )
             ))]
             Backend::Cluster => "cluster",
         }
@@ -260,7 +300,12 @@ impl Backend {
             Backend::Thread => "ThreadPoolExecutor",
             #[cfg(all(
                 feature = "cluster",
-                any(target_os = "linux", target_os = "macos", target_os = "freebsd")
+                any(
+                    target_os = "linux",
+                    target_os = "macos",
+                    target_os = "freebsd",
+                    windows
+                )
             ))]
             Backend::Cluster => "ClusterExecutor",
         }
@@ -329,7 +374,12 @@ impl fmt::Display for Unsupported {
         let why = match self.backend {
             #[cfg(all(
                 feature = "cluster",
-                any(target_os = "linux", target_os = "macos", target_os = "freebsd")
+                any(
+                    target_os = "linux",
+                    target_os = "macos",
+                    target_os = "freebsd",
+                    windows
+                )
             ))]
             Backend::Cluster => {
                 "its workers belong to the nodes, which serve other clients too; stop a node \
@@ -381,7 +431,12 @@ pub enum Pool {
     /// A cluster executor.
     #[cfg(all(
         feature = "cluster",
-        any(target_os = "linux", target_os = "macos", target_os = "freebsd")
+        any(
+            target_os = "linux",
+            target_os = "macos",
+            target_os = "freebsd",
+            windows
+        )
     ))]
     Cluster(ClusterExecutor),
 }
@@ -404,7 +459,12 @@ macro_rules! forward {
             Pool::Thread(ref $pool) => $body,
             #[cfg(all(
                 feature = "cluster",
-                any(target_os = "linux", target_os = "macos", target_os = "freebsd")
+                any(
+                    target_os = "linux",
+                    target_os = "macos",
+                    target_os = "freebsd",
+                    windows
+                )
             ))]
             Pool::Cluster(ref $pool) => $body,
         }
@@ -447,7 +507,12 @@ impl Pool {
             Backend::Thread => Pool::Thread(ThreadPoolExecutor::new()),
             #[cfg(all(
                 feature = "cluster",
-                any(target_os = "linux", target_os = "macos", target_os = "freebsd")
+                any(
+                    target_os = "linux",
+                    target_os = "macos",
+                    target_os = "freebsd",
+                    windows
+                )
             ))]
             Backend::Cluster => Pool::Cluster(cluster_from_env(None)?),
         })
@@ -490,7 +555,12 @@ impl Pool {
             Backend::Thread => Pool::Thread(ThreadPoolExecutor::builder().max_workers(n).build()?),
             #[cfg(all(
                 feature = "cluster",
-                any(target_os = "linux", target_os = "macos", target_os = "freebsd")
+                any(
+                    target_os = "linux",
+                    target_os = "macos",
+                    target_os = "freebsd",
+                    windows
+                )
             ))]
             Backend::Cluster => Pool::Cluster(cluster_from_env(Some(n))?),
         })
@@ -514,7 +584,12 @@ impl Pool {
             Pool::Thread(_) => Backend::Thread,
             #[cfg(all(
                 feature = "cluster",
-                any(target_os = "linux", target_os = "macos", target_os = "freebsd")
+                any(
+                    target_os = "linux",
+                    target_os = "macos",
+                    target_os = "freebsd",
+                    windows
+                )
             ))]
             Pool::Cluster(_) => Backend::Cluster,
         }
@@ -555,7 +630,12 @@ impl Pool {
     /// [`ClusterExecutor::build_id`].
     #[cfg(all(
         feature = "cluster",
-        any(target_os = "linux", target_os = "macos", target_os = "freebsd")
+        any(
+            target_os = "linux",
+            target_os = "macos",
+            target_os = "freebsd",
+            windows
+        )
     ))]
     #[must_use]
     pub fn as_cluster(&self) -> Option<&ClusterExecutor> {
@@ -594,7 +674,12 @@ impl Pool {
             Pool::Thread(_) => None,
             #[cfg(all(
                 feature = "cluster",
-                any(target_os = "linux", target_os = "macos", target_os = "freebsd")
+                any(
+                    target_os = "linux",
+                    target_os = "macos",
+                    target_os = "freebsd",
+                    windows
+                )
             ))]
             Pool::Cluster(_) => None,
         }
@@ -651,7 +736,12 @@ impl Pool {
             Pool::Process(ref pool) => pool.submit_with_timeout(f, arg, limit),
             #[cfg(all(
                 feature = "cluster",
-                any(target_os = "linux", target_os = "macos", target_os = "freebsd")
+                any(
+                    target_os = "linux",
+                    target_os = "macos",
+                    target_os = "freebsd",
+                    windows
+                )
             ))]
             Pool::Cluster(ref pool) => pool.submit_with_timeout(f, arg, limit),
             #[cfg(feature = "thread")]
@@ -699,7 +789,12 @@ impl Pool {
             }),
             #[cfg(all(
                 feature = "cluster",
-                any(target_os = "linux", target_os = "macos", target_os = "freebsd")
+                any(
+                    target_os = "linux",
+                    target_os = "macos",
+                    target_os = "freebsd",
+                    windows
+                )
             ))]
             Pool::Cluster(_) => Err(Unsupported {
                 operation: "terminate_workers",
@@ -736,7 +831,12 @@ impl Pool {
             }),
             #[cfg(all(
                 feature = "cluster",
-                any(target_os = "linux", target_os = "macos", target_os = "freebsd")
+                any(
+                    target_os = "linux",
+                    target_os = "macos",
+                    target_os = "freebsd",
+                    windows
+                )
             ))]
             Pool::Cluster(_) => Err(Unsupported {
                 operation: "kill_workers",
@@ -770,7 +870,12 @@ impl From<ThreadPoolExecutor> for Pool {
 
 #[cfg(all(
     feature = "cluster",
-    any(target_os = "linux", target_os = "macos", target_os = "freebsd")
+    any(
+        target_os = "linux",
+        target_os = "macos",
+        target_os = "freebsd",
+        windows
+    )
 ))]
 impl From<ClusterExecutor> for Pool {
     fn from(pool: ClusterExecutor) -> Self {
@@ -782,7 +887,12 @@ impl From<ClusterExecutor> for Pool {
 /// `CF_CLUSTER_POOL`); a server that cannot be used is an error naming the variable.
 #[cfg(all(
     feature = "cluster",
-    any(target_os = "linux", target_os = "macos", target_os = "freebsd")
+    any(
+        target_os = "linux",
+        target_os = "macos",
+        target_os = "freebsd",
+        windows
+    )
 ))]
 fn cluster_from_env(max_workers: Option<usize>) -> Result<ClusterExecutor, BuildError> {
     let url = std::env::var(CLUSTER_URL_ENV).unwrap_or_else(|_| DEFAULT_CLUSTER_URL.to_owned());
