@@ -84,7 +84,12 @@
         feature = "thread",
         all(
             any(feature = "process", feature = "cluster"),
-            any(target_os = "linux", target_os = "macos", target_os = "freebsd")
+            any(
+                target_os = "linux",
+                target_os = "macos",
+                target_os = "freebsd",
+                windows
+            )
         )
     )),
     allow(unreachable_code, unused_variables)
@@ -96,7 +101,12 @@ use std::str::FromStr;
 pub use cf_executor_api::*;
 #[cfg(all(
     feature = "process",
-    any(target_os = "linux", target_os = "macos", target_os = "freebsd")
+    any(
+        target_os = "linux",
+        target_os = "macos",
+        target_os = "freebsd",
+        windows
+    )
 ))]
 pub use cf_pool_proc::{ProcessPoolBuilder, ProcessPoolExecutor, WorkerDeath};
 #[cfg(feature = "thread")]
@@ -107,26 +117,46 @@ pub use cf_pool_thread::{ThreadPoolBuilder, ThreadPoolExecutor};
 /// set.
 #[cfg(all(
     feature = "cluster",
-    any(target_os = "linux", target_os = "macos", target_os = "freebsd")
+    any(
+        target_os = "linux",
+        target_os = "macos",
+        target_os = "freebsd",
+        windows
+    )
 ))]
 pub use cf_pool_cluster::node as cluster_node;
 #[cfg(all(
     feature = "cluster",
-    any(target_os = "linux", target_os = "macos", target_os = "freebsd")
+    any(
+        target_os = "linux",
+        target_os = "macos",
+        target_os = "freebsd",
+        windows
+    )
 ))]
 pub use cf_pool_cluster::{ClusterBuilder, ClusterExecutor};
 
 /// The environment variable naming the server `Pool::new(Backend::Cluster)` connects to.
 #[cfg(all(
     feature = "cluster",
-    any(target_os = "linux", target_os = "macos", target_os = "freebsd")
+    any(
+        target_os = "linux",
+        target_os = "macos",
+        target_os = "freebsd",
+        windows
+    )
 ))]
 pub const CLUSTER_URL_ENV: &str = "CF_CLUSTER_URL";
 
 /// The server `Pool::new(Backend::Cluster)` connects to when [`CLUSTER_URL_ENV`] is not set.
 #[cfg(all(
     feature = "cluster",
-    any(target_os = "linux", target_os = "macos", target_os = "freebsd")
+    any(
+        target_os = "linux",
+        target_os = "macos",
+        target_os = "freebsd",
+        windows
+    )
 ))]
 pub const DEFAULT_CLUSTER_URL: &str = "nats://127.0.0.1:4222";
 
@@ -151,7 +181,12 @@ pub enum Backend {
     /// limit takes one worker, not the program.
     #[cfg(all(
         feature = "process",
-        any(target_os = "linux", target_os = "macos", target_os = "freebsd")
+        any(
+            target_os = "linux",
+            target_os = "macos",
+            target_os = "freebsd",
+            windows
+        )
     ))]
     Process,
     /// Worker threads of this process: [`ThreadPoolExecutor`]. The cheaper choice when tasks
@@ -163,7 +198,12 @@ pub enum Backend {
     /// [`Backend::Process`] holds there too.
     #[cfg(all(
         feature = "cluster",
-        any(target_os = "linux", target_os = "macos", target_os = "freebsd")
+        any(
+            target_os = "linux",
+            target_os = "macos",
+            target_os = "freebsd",
+            windows
+        )
     ))]
     Cluster,
 }
@@ -173,14 +213,24 @@ impl Backend {
     pub const ALL: &'static [Backend] = &[
         #[cfg(all(
             feature = "process",
-            any(target_os = "linux", target_os = "macos", target_os = "freebsd")
+            any(
+                target_os = "linux",
+                target_os = "macos",
+                target_os = "freebsd",
+                windows
+            )
         ))]
         Backend::Process,
         #[cfg(feature = "thread")]
         Backend::Thread,
         #[cfg(all(
             feature = "cluster",
-            any(target_os = "linux", target_os = "macos", target_os = "freebsd")
+            any(
+                target_os = "linux",
+                target_os = "macos",
+                target_os = "freebsd",
+                windows
+            )
         ))]
         Backend::Cluster,
     ];
@@ -190,7 +240,12 @@ impl Backend {
     pub const LOCAL: &'static [Backend] = &[
         #[cfg(all(
             feature = "process",
-            any(target_os = "linux", target_os = "macos", target_os = "freebsd")
+            any(
+                target_os = "linux",
+                target_os = "macos",
+                target_os = "freebsd",
+                windows
+            )
         ))]
         Backend::Process,
         #[cfg(feature = "thread")]
@@ -203,14 +258,24 @@ impl Backend {
         match self {
             #[cfg(all(
                 feature = "process",
-                any(target_os = "linux", target_os = "macos", target_os = "freebsd")
+                any(
+                    target_os = "linux",
+                    target_os = "macos",
+                    target_os = "freebsd",
+                    windows
+                )
             ))]
             Backend::Process => "process",
             #[cfg(feature = "thread")]
             Backend::Thread => "thread",
             #[cfg(all(
                 feature = "cluster",
-                any(target_os = "linux", target_os = "macos", target_os = "freebsd")
+                any(
+                    target_os = "linux",
+                    target_os = "macos",
+                    target_os = "freebsd",
+                    windows
+                )
             ))]
             Backend::Cluster => "cluster",
         }
@@ -223,14 +288,24 @@ impl Backend {
         match self {
             #[cfg(all(
                 feature = "process",
-                any(target_os = "linux", target_os = "macos", target_os = "freebsd")
+                any(
+                    target_os = "linux",
+                    target_os = "macos",
+                    target_os = "freebsd",
+                    windows
+                )
             ))]
             Backend::Process => "ProcessPoolExecutor",
             #[cfg(feature = "thread")]
             Backend::Thread => "ThreadPoolExecutor",
             #[cfg(all(
                 feature = "cluster",
-                any(target_os = "linux", target_os = "macos", target_os = "freebsd")
+                any(
+                    target_os = "linux",
+                    target_os = "macos",
+                    target_os = "freebsd",
+                    windows
+                )
             ))]
             Backend::Cluster => "ClusterExecutor",
         }
@@ -299,7 +374,12 @@ impl fmt::Display for Unsupported {
         let why = match self.backend {
             #[cfg(all(
                 feature = "cluster",
-                any(target_os = "linux", target_os = "macos", target_os = "freebsd")
+                any(
+                    target_os = "linux",
+                    target_os = "macos",
+                    target_os = "freebsd",
+                    windows
+                )
             ))]
             Backend::Cluster => {
                 "its workers belong to the nodes, which serve other clients too; stop a node \
@@ -337,7 +417,12 @@ pub enum Pool {
     /// A process pool.
     #[cfg(all(
         feature = "process",
-        any(target_os = "linux", target_os = "macos", target_os = "freebsd")
+        any(
+            target_os = "linux",
+            target_os = "macos",
+            target_os = "freebsd",
+            windows
+        )
     ))]
     Process(ProcessPoolExecutor),
     /// A thread pool.
@@ -346,7 +431,12 @@ pub enum Pool {
     /// A cluster executor.
     #[cfg(all(
         feature = "cluster",
-        any(target_os = "linux", target_os = "macos", target_os = "freebsd")
+        any(
+            target_os = "linux",
+            target_os = "macos",
+            target_os = "freebsd",
+            windows
+        )
     ))]
     Cluster(ClusterExecutor),
 }
@@ -357,14 +447,24 @@ macro_rules! forward {
         match *$self {
             #[cfg(all(
                 feature = "process",
-                any(target_os = "linux", target_os = "macos", target_os = "freebsd")
+                any(
+                    target_os = "linux",
+                    target_os = "macos",
+                    target_os = "freebsd",
+                    windows
+                )
             ))]
             Pool::Process(ref $pool) => $body,
             #[cfg(feature = "thread")]
             Pool::Thread(ref $pool) => $body,
             #[cfg(all(
                 feature = "cluster",
-                any(target_os = "linux", target_os = "macos", target_os = "freebsd")
+                any(
+                    target_os = "linux",
+                    target_os = "macos",
+                    target_os = "freebsd",
+                    windows
+                )
             ))]
             Pool::Cluster(ref $pool) => $body,
         }
@@ -395,14 +495,24 @@ impl Pool {
         Ok(match backend {
             #[cfg(all(
                 feature = "process",
-                any(target_os = "linux", target_os = "macos", target_os = "freebsd")
+                any(
+                    target_os = "linux",
+                    target_os = "macos",
+                    target_os = "freebsd",
+                    windows
+                )
             ))]
             Backend::Process => Pool::Process(ProcessPoolExecutor::new()?),
             #[cfg(feature = "thread")]
             Backend::Thread => Pool::Thread(ThreadPoolExecutor::new()),
             #[cfg(all(
                 feature = "cluster",
-                any(target_os = "linux", target_os = "macos", target_os = "freebsd")
+                any(
+                    target_os = "linux",
+                    target_os = "macos",
+                    target_os = "freebsd",
+                    windows
+                )
             ))]
             Backend::Cluster => Pool::Cluster(cluster_from_env(None)?),
         })
@@ -431,7 +541,12 @@ impl Pool {
         Ok(match backend {
             #[cfg(all(
                 feature = "process",
-                any(target_os = "linux", target_os = "macos", target_os = "freebsd")
+                any(
+                    target_os = "linux",
+                    target_os = "macos",
+                    target_os = "freebsd",
+                    windows
+                )
             ))]
             Backend::Process => {
                 Pool::Process(ProcessPoolExecutor::builder().max_workers(n).build()?)
@@ -440,7 +555,12 @@ impl Pool {
             Backend::Thread => Pool::Thread(ThreadPoolExecutor::builder().max_workers(n).build()?),
             #[cfg(all(
                 feature = "cluster",
-                any(target_os = "linux", target_os = "macos", target_os = "freebsd")
+                any(
+                    target_os = "linux",
+                    target_os = "macos",
+                    target_os = "freebsd",
+                    windows
+                )
             ))]
             Backend::Cluster => Pool::Cluster(cluster_from_env(Some(n))?),
         })
@@ -452,14 +572,24 @@ impl Pool {
         match *self {
             #[cfg(all(
                 feature = "process",
-                any(target_os = "linux", target_os = "macos", target_os = "freebsd")
+                any(
+                    target_os = "linux",
+                    target_os = "macos",
+                    target_os = "freebsd",
+                    windows
+                )
             ))]
             Pool::Process(_) => Backend::Process,
             #[cfg(feature = "thread")]
             Pool::Thread(_) => Backend::Thread,
             #[cfg(all(
                 feature = "cluster",
-                any(target_os = "linux", target_os = "macos", target_os = "freebsd")
+                any(
+                    target_os = "linux",
+                    target_os = "macos",
+                    target_os = "freebsd",
+                    windows
+                )
             ))]
             Pool::Cluster(_) => Backend::Cluster,
         }
@@ -480,7 +610,12 @@ impl Pool {
     /// The process pool, if this is one.
     #[cfg(all(
         feature = "process",
-        any(target_os = "linux", target_os = "macos", target_os = "freebsd")
+        any(
+            target_os = "linux",
+            target_os = "macos",
+            target_os = "freebsd",
+            windows
+        )
     ))]
     #[must_use]
     pub fn as_process(&self) -> Option<&ProcessPoolExecutor> {
@@ -495,7 +630,12 @@ impl Pool {
     /// [`ClusterExecutor::build_id`].
     #[cfg(all(
         feature = "cluster",
-        any(target_os = "linux", target_os = "macos", target_os = "freebsd")
+        any(
+            target_os = "linux",
+            target_os = "macos",
+            target_os = "freebsd",
+            windows
+        )
     ))]
     #[must_use]
     pub fn as_cluster(&self) -> Option<&ClusterExecutor> {
@@ -522,14 +662,24 @@ impl Pool {
         match *self {
             #[cfg(all(
                 feature = "process",
-                any(target_os = "linux", target_os = "macos", target_os = "freebsd")
+                any(
+                    target_os = "linux",
+                    target_os = "macos",
+                    target_os = "freebsd",
+                    windows
+                )
             ))]
             Pool::Process(ref pool) => Some(pool.worker_pids()),
             #[cfg(feature = "thread")]
             Pool::Thread(_) => None,
             #[cfg(all(
                 feature = "cluster",
-                any(target_os = "linux", target_os = "macos", target_os = "freebsd")
+                any(
+                    target_os = "linux",
+                    target_os = "macos",
+                    target_os = "freebsd",
+                    windows
+                )
             ))]
             Pool::Cluster(_) => None,
         }
@@ -576,12 +726,22 @@ impl Pool {
         match *self {
             #[cfg(all(
                 feature = "process",
-                any(target_os = "linux", target_os = "macos", target_os = "freebsd")
+                any(
+                    target_os = "linux",
+                    target_os = "macos",
+                    target_os = "freebsd",
+                    windows
+                )
             ))]
             Pool::Process(ref pool) => pool.submit_with_timeout(f, arg, limit),
             #[cfg(all(
                 feature = "cluster",
-                any(target_os = "linux", target_os = "macos", target_os = "freebsd")
+                any(
+                    target_os = "linux",
+                    target_os = "macos",
+                    target_os = "freebsd",
+                    windows
+                )
             ))]
             Pool::Cluster(ref pool) => pool.submit_with_timeout(f, arg, limit),
             #[cfg(feature = "thread")]
@@ -611,7 +771,12 @@ impl Pool {
         match *self {
             #[cfg(all(
                 feature = "process",
-                any(target_os = "linux", target_os = "macos", target_os = "freebsd")
+                any(
+                    target_os = "linux",
+                    target_os = "macos",
+                    target_os = "freebsd",
+                    windows
+                )
             ))]
             Pool::Process(ref pool) => {
                 pool.terminate_workers();
@@ -624,7 +789,12 @@ impl Pool {
             }),
             #[cfg(all(
                 feature = "cluster",
-                any(target_os = "linux", target_os = "macos", target_os = "freebsd")
+                any(
+                    target_os = "linux",
+                    target_os = "macos",
+                    target_os = "freebsd",
+                    windows
+                )
             ))]
             Pool::Cluster(_) => Err(Unsupported {
                 operation: "terminate_workers",
@@ -643,7 +813,12 @@ impl Pool {
         match *self {
             #[cfg(all(
                 feature = "process",
-                any(target_os = "linux", target_os = "macos", target_os = "freebsd")
+                any(
+                    target_os = "linux",
+                    target_os = "macos",
+                    target_os = "freebsd",
+                    windows
+                )
             ))]
             Pool::Process(ref pool) => {
                 pool.kill_workers();
@@ -656,7 +831,12 @@ impl Pool {
             }),
             #[cfg(all(
                 feature = "cluster",
-                any(target_os = "linux", target_os = "macos", target_os = "freebsd")
+                any(
+                    target_os = "linux",
+                    target_os = "macos",
+                    target_os = "freebsd",
+                    windows
+                )
             ))]
             Pool::Cluster(_) => Err(Unsupported {
                 operation: "kill_workers",
@@ -668,7 +848,12 @@ impl Pool {
 
 #[cfg(all(
     feature = "process",
-    any(target_os = "linux", target_os = "macos", target_os = "freebsd")
+    any(
+        target_os = "linux",
+        target_os = "macos",
+        target_os = "freebsd",
+        windows
+    )
 ))]
 impl From<ProcessPoolExecutor> for Pool {
     fn from(pool: ProcessPoolExecutor) -> Self {
@@ -685,7 +870,12 @@ impl From<ThreadPoolExecutor> for Pool {
 
 #[cfg(all(
     feature = "cluster",
-    any(target_os = "linux", target_os = "macos", target_os = "freebsd")
+    any(
+        target_os = "linux",
+        target_os = "macos",
+        target_os = "freebsd",
+        windows
+    )
 ))]
 impl From<ClusterExecutor> for Pool {
     fn from(pool: ClusterExecutor) -> Self {
@@ -697,7 +887,12 @@ impl From<ClusterExecutor> for Pool {
 /// `CF_CLUSTER_POOL`); a server that cannot be used is an error naming the variable.
 #[cfg(all(
     feature = "cluster",
-    any(target_os = "linux", target_os = "macos", target_os = "freebsd")
+    any(
+        target_os = "linux",
+        target_os = "macos",
+        target_os = "freebsd",
+        windows
+    )
 ))]
 fn cluster_from_env(max_workers: Option<usize>) -> Result<ClusterExecutor, BuildError> {
     let url = std::env::var(CLUSTER_URL_ENV).unwrap_or_else(|_| DEFAULT_CLUSTER_URL.to_owned());

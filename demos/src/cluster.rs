@@ -47,6 +47,9 @@ pub fn serve_if_node() {
             std::process::exit(0);
         });
     }
+    // Windows' standard library cannot name a worker's parent: tell the workers who we are.
+    #[cfg(windows)]
+    std::env::set_var(NODE_PID_ENV, std::process::id().to_string());
     cluster_node::run_if_requested();
 }
 
@@ -70,8 +73,27 @@ pub struct LocalCluster {
 /// The node's pid: a task that returns it tells which node ran it.
 fn node_of_worker(pause_ms: u64) -> u32 {
     std::thread::sleep(Duration::from_millis(pause_ms));
+    parent_id()
+}
+
+#[cfg(unix)]
+fn parent_id() -> u32 {
     std::os::unix::process::parent_id()
 }
+
+/// Windows' standard library has no parent pid: the node passes its own to its workers (see
+/// `NODE_PID_ENV`). The cluster demos are built for Windows but have not run there.
+#[cfg(windows)]
+fn parent_id() -> u32 {
+    std::env::var(NODE_PID_ENV)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Set by a node for its workers on Windows (which inherit the node's environment).
+#[cfg(windows)]
+const NODE_PID_ENV: &str = "CF_DEMOS_NODE_PID";
 
 impl LocalCluster {
     /// Checks the server at `url`, points `Pool::with_workers(Backend::Cluster, n)` at it and

@@ -275,6 +275,11 @@ pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
 /// use cf_futures_core::ExitCause;
 /// assert_eq!(ExitCause::Signal(9).to_string(), "killed by signal 9 (SIGKILL)");
 /// assert_eq!(ExitCause::Code(99).to_string(), "exited with code 99");
+/// // A Windows worker that crashed exits with an NTSTATUS, named:
+/// assert_eq!(
+///     ExitCause::Code(0xC000_0005_u32 as i32).to_string(),
+///     "exited with code 0xC0000005 (STATUS_ACCESS_VIOLATION)"
+/// );
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[non_exhaustive]
@@ -313,10 +318,40 @@ impl ExitCause {
     }
 }
 
+impl ExitCause {
+    /// The name of a Windows `NTSTATUS` exit code (`STATUS_ACCESS_VIOLATION` for
+    /// `0xC0000005`), if this is a well-known one: what a Windows process that crashed exits
+    /// with.
+    #[must_use]
+    pub fn ntstatus_name(self) -> Option<&'static str> {
+        let ExitCause::Code(c) = self else {
+            return None;
+        };
+        Some(match c as u32 {
+            0x8000_0003 => "STATUS_BREAKPOINT",
+            0xC000_0005 => "STATUS_ACCESS_VIOLATION",
+            0xC000_0017 => "STATUS_NO_MEMORY",
+            0xC000_001D => "STATUS_ILLEGAL_INSTRUCTION",
+            0xC000_008C => "STATUS_ARRAY_BOUNDS_EXCEEDED",
+            0xC000_0094 => "STATUS_INTEGER_DIVIDE_BY_ZERO",
+            0xC000_0096 => "STATUS_PRIVILEGED_INSTRUCTION",
+            0xC000_00FD => "STATUS_STACK_OVERFLOW",
+            0xC000_013A => "STATUS_CONTROL_C_EXIT",
+            0xC000_0135 => "STATUS_DLL_NOT_FOUND",
+            0xC000_0409 => "STATUS_STACK_BUFFER_OVERRUN",
+            0xC000_0374 => "STATUS_HEAP_CORRUPTION",
+            _ => return None,
+        })
+    }
+}
+
 impl fmt::Display for ExitCause {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ExitCause::Code(c) => write!(f, "exited with code {c}"),
+            ExitCause::Code(c) => match self.ntstatus_name() {
+                Some(name) => write!(f, "exited with code {:#010X} ({name})", *c as u32),
+                None => write!(f, "exited with code {c}"),
+            },
             ExitCause::Signal(n) => match self.signal_name() {
                 Some(name) => write!(f, "killed by signal {n} ({name})"),
                 None => write!(f, "killed by signal {n}"),

@@ -38,10 +38,10 @@ use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use memmap2::MmapRaw;
+
 
 use crate::protocol::Kind;
-use crate::sys::{self, OwnedFd};
+use crate::sys::{self, Map, OwnedHandle};
 
 /// The size of a black box; records take all of it after the header.
 pub(crate) const SIZE: usize = 64 * 1024;
@@ -59,12 +59,12 @@ pub(crate) const CAPACITY: usize = SIZE - RECORDS_AT;
 /// The parent's view of a worker's black box, read after the worker's death.
 #[derive(Debug)]
 pub(crate) struct Reader {
-    fd: OwnedFd,
+    fd: OwnedHandle,
 }
 
 impl Reader {
     /// A new black box and the descriptor to send to its worker.
-    pub(crate) fn create() -> io::Result<(Reader, OwnedFd)> {
+    pub(crate) fn create() -> io::Result<(Reader, OwnedHandle)> {
         let fd = sys::create_shared_page(SIZE)?;
         let to_send = fd.try_clone()?;
         Ok((Reader { fd }, to_send))
@@ -114,14 +114,14 @@ impl Reader {
 /// The worker's side of its black box: it appends the records of results not yet sent.
 #[derive(Debug)]
 pub(crate) struct Writer {
-    map: Arc<MmapRaw>,
+    map: Arc<Map>,
     used: usize,
     count: u32,
 }
 
 impl Writer {
     /// Maps the black box the parent sent with the handshake.
-    pub(crate) fn adopt(fd: &OwnedFd) -> io::Result<Writer> {
+    pub(crate) fn adopt(fd: &OwnedHandle) -> io::Result<Writer> {
         // Its last byte must exist: a shorter page would fault the writes below.
         sys::read_at(fd, &mut [0], SIZE as u64 - 1).map_err(|e| {
             io::Error::other(format!(
@@ -180,7 +180,7 @@ impl Writer {
 /// Where a worker writes its last words (see the module docs).
 #[derive(Debug)]
 pub(crate) struct LastWords {
-    map: Arc<MmapRaw>,
+    map: Arc<Map>,
 }
 
 impl LastWords {

@@ -105,7 +105,17 @@
 //! lifeline pipe to die with the parent, the executable is `std::env::current_exe()` read
 //! before `main`. The portable path is built and linted for those targets and tested on Linux
 //! (the `portable-unix` feature, a test knob, selects it there); it has not run on a Mac or a
-//! FreeBSD machine. On any other target the crate fails to build with a message saying so.
+//! FreeBSD machine.
+//!
+//! Windows (x86_64-pc-windows-gnu and -msvc) uses `windows-sys`: each worker's channel is a
+//! pair of anonymous pipes that also carry handles, workers are started by `CreateProcessW`
+//! with an explicit handle list and join a Job Object that kills them when the parent ends,
+//! regions are file mappings lent through read-only handles (Windows has no seals), and both
+//! `terminate_workers` and `kill_workers` use `TerminateProcess` (a worker so ended exits with
+//! code 1; one that crashed exits with an NTSTATUS, named in `WorkerDied`'s message). There
+//! is no read timeout on a pipe, so a frame that stops arriving midway is noticed only when
+//! the worker dies. The suite runs under Wine on Linux (`.ci/windows`); it has not run on
+//! Windows itself. On any other target the crate fails to build with a message saying so.
 //!
 //! # Architecture
 //!
@@ -236,10 +246,15 @@
 
 pub use cf_executor_api::*;
 
-#[cfg(not(any(target_os = "linux", target_os = "macos", target_os = "freebsd")))]
+#[cfg(not(any(
+    target_os = "linux",
+    target_os = "macos",
+    target_os = "freebsd",
+    windows
+)))]
 compile_error!(
-    "cf-pool-proc supports Linux, macOS and FreeBSD; this target is none of them (Windows \
-     support is not written yet). The thread pool, cf-pool-thread, builds everywhere."
+    "cf-pool-proc supports Linux, macOS, FreeBSD and Windows; this target is none of them. \
+     The thread pool, cf-pool-thread, builds everywhere."
 );
 
 /// Declares the items that exist only on the supported platforms (on any other, the one
@@ -247,7 +262,12 @@ compile_error!(
 macro_rules! supported {
     ($($item:item)*) => {
         $(
-            #[cfg(any(target_os = "linux", target_os = "macos", target_os = "freebsd"))]
+            #[cfg(any(
+                target_os = "linux",
+                target_os = "macos",
+                target_os = "freebsd",
+                windows
+            ))]
             $item
         )*
     };

@@ -1,4 +1,4 @@
-//! The wire protocol between the parent and one worker, over one `UnixStream` pair.
+//! The wire protocol between the parent and one worker, over one `Stream` pair.
 //!
 //! Every message is a *frame*: a 4-byte magic, a little-endian `u32` body length, then the
 //! body, whose first byte is the [`Kind`]. Bodies are laid out by hand (fixed-width integers and length-prefixed

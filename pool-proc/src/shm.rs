@@ -86,10 +86,10 @@ use std::io::{self, BufReader, Read, Write};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use cf_executor_api::{AttachPolicy, Buffer};
-use memmap2::MmapRaw;
+
 
 use crate::protocol::{Attachment, Attachments, Released};
-use crate::sys::{self, OwnedFd, Sealed, UnixStream};
+use crate::sys::{self, Map, OwnedHandle, Sealed, Stream};
 
 /// Which buffers are attached: 64 KiB and up (below that, the few syscalls cost more than
 /// copying through the socket), at most 32 per argument or result (the rest inline).
@@ -131,8 +131,8 @@ const REGION_MAX: usize = HEADER + (1 << 32);
 /// A region of this process: a memfd mapped read-write here, and nowhere writable else.
 #[derive(Debug)]
 struct Region {
-    fd: OwnedFd,
-    map: MmapRaw,
+    fd: OwnedHandle,
+    map: Map,
     /// Bytes available after [`HEADER`].
     capacity: usize,
     /// [`Sealed::Now`]: reusable; else lent once and sealed for good after one write.
@@ -308,7 +308,7 @@ impl Outbound {
 /// the region again before it is a [`Region`] again.
 #[derive(Debug)]
 struct Filled {
-    fd: OwnedFd,
+    fd: OwnedHandle,
     bytes: sys::Written,
     capacity: usize,
     sealed: Sealed,
@@ -380,7 +380,7 @@ impl Placed {
     /// Lends the region to its peer, the first time: a descriptor and the lend to name it by.
     /// `None` if it was lent before (a task sent again after its worker gave it back; its
     /// lend may still be out).
-    fn lend(&self) -> io::Result<Option<(OwnedFd, u64)>> {
+    fn lend(&self) -> io::Result<Option<(OwnedHandle, u64)>> {
         let mut lent = lock(&self.lent);
         if lent.is_some() {
             return Ok(None);
@@ -446,7 +446,7 @@ pub(crate) fn place(peer: &Arc<Peer>, bytes: &[u8]) -> Option<Buffer> {
 /// Lends `buf` to `peer`: the region it was placed in for `peer` (see [`place`]), or else a
 /// copy in one of the regions lent to `peer` (a new one if none is idle). Returns a descriptor
 /// for it to send and the lend to name it by.
-pub(crate) fn export(peer: &Peer, buf: &Buffer) -> io::Result<(OwnedFd, u64)> {
+pub(crate) fn export(peer: &Peer, buf: &Buffer) -> io::Result<(OwnedHandle, u64)> {
     if let Some(placed) = buf.owner::<Placed>() {
         // Only the peer a region was placed for may be lent it (regions are per peer).
         if std::ptr::eq(&*placed.peer, peer) {
@@ -459,7 +459,7 @@ pub(crate) fn export(peer: &Peer, buf: &Buffer) -> io::Result<(OwnedFd, u64)> {
 }
 
 /// Lends a region just filled for `peer`.
-fn lend(peer: &Peer, filled: Filled) -> io::Result<(OwnedFd, u64)> {
+fn lend(peer: &Peer, filled: Filled) -> io::Result<(OwnedHandle, u64)> {
     let region = filled.into_region();
     if region.sealed == Sealed::AfterWriting {
         let Region { fd, map, .. } = region;
@@ -502,7 +502,7 @@ struct Cached {
     key: (u64, u64),
     /// The tag the region was made with.
     tag: [u8; 8],
-    map: Arc<MmapRaw>,
+    map: Arc<Map>,
     /// Bytes after [`HEADER`] known to have memory behind them (checked once: a region sealed
     /// against writers can gain pages, never lose them).
     backed: usize,
@@ -527,7 +527,7 @@ impl Inbound {
     fn import(
         &mut self,
         peer: &Arc<Peer>,
-        fd: OwnedFd,
+        fd: OwnedHandle,
         len: usize,
         lend: u64,
     ) -> Result<Result<Buffer, String>, String> {
@@ -611,7 +611,7 @@ impl Inbound {
 pub(crate) fn export_all(
     peer: &Peer,
     buffers: &[Buffer],
-    fds: &mut Vec<OwnedFd>,
+    fds: &mut Vec<OwnedHandle>,
     messages: &mut Vec<String>,
 ) -> Vec<AttachOut> {
     buffers
@@ -693,8 +693,8 @@ pub(crate) struct Link {
 /// writes whole frames, so a rung receiver never waits for bytes that are not coming.
 #[derive(Debug)]
 pub(crate) struct Wire {
-    sock: UnixStream,
-    doorbell: UnixStream,
+    sock: Stream,
+    doorbell: Stream,
     /// Frames sent since the handshake: the number a ring carries.
     frames: u64,
     /// Bytes sent to the busy worker since the last ring, perhaps unread.
@@ -706,7 +706,7 @@ pub(crate) struct Wire {
 const RING_BYTES: usize = 4096;
 
 impl Link {
-    pub(crate) fn new(sock: UnixStream, doorbell: UnixStream, peer: Arc<Peer>) -> Self {
+    pub(crate) fn new(sock: Stream, doorbell: Stream, peer: Arc<Peer>) -> Self {
         Link {
             wire: parking_lot::Mutex::new(Wire {
                 sock,
@@ -732,7 +732,7 @@ impl Wire {
     pub(crate) fn send(
         &mut self,
         frame: &[u8],
-        fds: &[OwnedFd],
+        fds: &[OwnedHandle],
         busy: bool,
         urgent: bool,
     ) -> Result<(), SendError> {
@@ -783,9 +783,9 @@ impl From<SendError> for io::Error {
 
 /// Sends `frame` with `fds` attached to its first bytes.
 pub(crate) fn send_frame(
-    sock: &UnixStream,
+    sock: &Stream,
     frame: &[u8],
-    fds: &[OwnedFd],
+    fds: &[OwnedHandle],
 ) -> Result<(), SendError> {
     let sent = if fds.is_empty() {
         loop {
@@ -807,8 +807,8 @@ pub(crate) fn send_frame(
 /// descriptors that arrive with them, in order, for the frames that name them.
 #[derive(Debug)]
 pub(crate) struct FdStream {
-    sock: UnixStream,
-    fds: VecDeque<OwnedFd>,
+    sock: Stream,
+    fds: VecDeque<OwnedHandle>,
     /// For each of `fds`: how many bytes of the stream had arrived once it had (the end of the
     /// read that brought it). A frame's descriptors come with its first bytes, so once a frame
     /// ending at or after that point is handled, the descriptor was its to claim.
@@ -823,7 +823,7 @@ impl FdStream {
     /// `in_place`: read attached buffers in place (a worker, from the parent it trusts)
     /// rather than copy them out (the parent, from a worker). `peer`: this side's business
     /// with the other end, shared with whoever writes to it.
-    pub(crate) fn new(sock: UnixStream, in_place: bool, peer: Arc<Peer>) -> Self {
+    pub(crate) fn new(sock: Stream, in_place: bool, peer: Arc<Peer>) -> Self {
         FdStream {
             sock,
             fds: VecDeque::new(),
@@ -891,7 +891,7 @@ impl FdStream {
 impl FdStream {
     /// The next descriptor that arrived, for a frame that carries one outside any attachment
     /// record (the handshake carries the worker's black box, see [`crate::blackbox`]).
-    pub(crate) fn take_fd(&mut self) -> Option<OwnedFd> {
+    pub(crate) fn take_fd(&mut self) -> Option<OwnedHandle> {
         self.arrived.pop_front();
         self.fds.pop_front()
     }
@@ -936,17 +936,19 @@ impl Read for FdStream {
     }
 }
 
-#[cfg(test)]
+// Unix only: these use a socket's non-blocking mode and the Linux and portable-Unix region
+// checks (seals, `/proc`); Windows regions are exercised by tests/buffers.rs under Wine.
+#[cfg(all(test, unix))]
 mod tests {
     use super::*;
 
     /// Exports a copy of `bytes`, as a sender does with a `Buffer` it was given.
-    fn export(peer: &Peer, bytes: &[u8]) -> io::Result<(OwnedFd, u64)> {
+    fn export(peer: &Peer, bytes: &[u8]) -> io::Result<(OwnedHandle, u64)> {
         super::export(peer, &Buffer::from(bytes))
     }
 
     /// The rings waiting on `doorbell`, without blocking.
-    fn rings(doorbell: &UnixStream) -> Vec<u64> {
+    fn rings(doorbell: &Stream) -> Vec<u64> {
         doorbell.set_nonblocking(true).unwrap();
         let mut all = Vec::new();
         let mut ring = [0; 8];
@@ -958,8 +960,8 @@ mod tests {
 
     #[test]
     fn a_busy_worker_is_rung_before_its_socket_could_fill_and_for_urgent_frames() {
-        let (sock, _worker) = UnixStream::pair().unwrap();
-        let (bell, worker_bell) = UnixStream::pair().unwrap();
+        let (sock, _worker) = Stream::pair().unwrap();
+        let (bell, worker_bell) = Stream::pair().unwrap();
         let link = Link::new(sock, bell, Arc::new(Peer::default()));
         let frame = vec![0; RING_BYTES / 2 - 1];
         let mut wire = link.lock();
@@ -986,7 +988,7 @@ mod tests {
         assert_eq!(rings(&worker_bell), [11]);
     }
 
-    fn inode(fd: &OwnedFd) -> (u64, u64) {
+    fn inode(fd: &OwnedHandle) -> (u64, u64) {
         sys::inspect_region(fd).unwrap().key
     }
 
@@ -1000,8 +1002,8 @@ mod tests {
 
     /// Sends one frame body `b"xy"` with `fds` over a socket pair and reads it back with the
     /// descriptors, as a receiver would (`in_place`: as a worker).
-    fn through_socket(fds: &[OwnedFd], in_place: bool) -> FdStream {
-        let (a, b) = UnixStream::pair().unwrap();
+    fn through_socket(fds: &[OwnedHandle], in_place: bool) -> FdStream {
+        let (a, b) = Stream::pair().unwrap();
         send_frame(&a, b"xy", fds).unwrap();
         let mut stream = FdStream::new(b, in_place, Arc::default());
         let mut got = [0u8; 2];
@@ -1137,7 +1139,7 @@ mod tests {
     }
 
     /// The region a placed buffer is in, and its lend, as [`export`] sends it.
-    fn export_placed(peer: &Peer, placed: &Buffer) -> (OwnedFd, u64) {
+    fn export_placed(peer: &Peer, placed: &Buffer) -> (OwnedHandle, u64) {
         super::export(peer, placed).unwrap()
     }
 
@@ -1308,9 +1310,9 @@ mod tests {
 
     #[test]
     fn stray_descriptors_are_closed_when_their_frame_is_done() {
-        let (a, b) = UnixStream::pair().unwrap();
+        let (a, b) = Stream::pair().unwrap();
         let named =
-            |n: usize| -> Vec<OwnedFd> { (0..n).map(|_| sys::testing::not_a_region()).collect() };
+            |n: usize| -> Vec<OwnedHandle> { (0..n).map(|_| sys::testing::not_a_region()).collect() };
         // Frame 1 carries three descriptors and names one; frame 2 carries one and names it.
         send_frame(&a, b"one", &named(3)).unwrap();
         send_frame(&a, b"two", &named(1)).unwrap();

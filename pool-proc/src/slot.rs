@@ -30,7 +30,7 @@ use crate::state::{
     Attached, InFlight, Job, Pool, PoolState, Reclaim, SlotState, WorkerDeath, Writer,
     RECLAIM_AFTER, STARTUP_DEATHS_LIMIT,
 };
-use crate::sys::{self, OwnedFd, UnixStream, WorkerProcess};
+use crate::sys::{self, Stream, WorkerProcess};
 use crate::task::Completion;
 
 /// How often a reader wakes while waiting, to notice a frame that stopped arriving.
@@ -256,11 +256,10 @@ fn feed(pool: &Arc<Pool>, id: usize) {
 /// dies before or during the handshake, the reader sees the end of stream, reaps it, and the
 /// pool replaces it like any other dead worker.
 fn launch(pool: &Arc<Pool>, id: usize) -> io::Result<(JoinHandle<()>, Writer)> {
-    let (parent_end, child_end) = UnixStream::pair()?;
+    let (parent_end, child_end) = Stream::pair()?;
     let out = parent_end.try_clone()?;
     // One way only: whatever a worker writes there is refused, never buffered here.
-    let (doorbell, worker_doorbell) = UnixStream::pair()?;
-    doorbell.shutdown(std::net::Shutdown::Read)?;
+    let (doorbell, worker_doorbell) = sys::doorbell()?;
     let (blackbox, blackbox_fd) = blackbox::Reader::create()?;
     // The parent's regions for this worker only: lent to no other, forgotten with it.
     let peer = Arc::new(shm::Peer::default());
@@ -299,7 +298,7 @@ fn launch(pool: &Arc<Pool>, id: usize) -> io::Result<(JoinHandle<()>, Writer)> {
         log_level: log::max_level() as u8,
         ..pool.config.hello
     });
-    let fds = [blackbox_fd, OwnedFd::from(worker_doorbell)];
+    let fds = [blackbox_fd, worker_doorbell];
     if let Err(e) = shm::send_frame(&out, &hello, &fds) {
         log::debug!(
             "cf-pool-proc: worker {pid} died before its handshake: {}",
@@ -543,7 +542,7 @@ pub(crate) fn take_jobs(state: &mut PoolState, id: usize, n: usize) -> Option<Ve
 fn reader(
     pool: &Arc<Pool>,
     id: usize,
-    stream: UnixStream,
+    stream: Stream,
     mut child: WorkerProcess,
     peer: Arc<shm::Peer>,
     blackbox: &blackbox::Reader,

@@ -36,7 +36,7 @@ use crate::protocol::{
     self, FrameBuf, Kind, Reader, ResultFrame, StartFailure, MAX_FRAME, TASK_RECORD_MIN,
 };
 use crate::shm::{self, FdStream};
-use crate::sys::{self, OwnedFd, UnixStream};
+use crate::sys::{self, OwnedHandle, Stream};
 use crate::task::encode;
 
 /// Flush buffered results once this many bytes are waiting...
@@ -59,7 +59,7 @@ pub fn is_worker() -> bool {
 }
 
 /// Serves on `socket` until told to stop, then exits the process.
-pub(crate) fn run(socket: UnixStream) -> ! {
+pub(crate) fn run(socket: Stream) -> ! {
     IS_WORKER.store(true, Ordering::Relaxed);
     sys::ignore_sigpipe();
     match serve(socket) {
@@ -82,7 +82,7 @@ struct Batch {
     frame: FrameBuf,
     count: u32,
     /// Descriptors of the attached buffers, in record order.
-    fds: Vec<OwnedFd>,
+    fds: Vec<OwnedHandle>,
     /// When the oldest buffered result was produced.
     since: Option<Instant>,
     /// The flusher is watching this batch (a task started while results waited).
@@ -103,7 +103,7 @@ impl Batch {
     }
 
     /// The frame, handing back the parent's regions lent as `released` (at its end).
-    fn into_frame(mut self, released: &[u64]) -> (Vec<u8>, Vec<OwnedFd>) {
+    fn into_frame(mut self, released: &[u64]) -> (Vec<u8>, Vec<OwnedHandle>) {
         protocol::push_released(&mut self.frame, released);
         let mut bytes = self.frame.finish();
         let at = protocol::HEADER + 1;
@@ -118,7 +118,7 @@ impl Batch {
 struct Outbox {
     batch: Mutex<Batch>,
     wake: Condvar,
-    socket: Mutex<UnixStream>,
+    socket: Mutex<Stream>,
     /// Records of the results not known to be sent; locked inside `batch`.
     blackbox: Mutex<blackbox::Writer>,
     /// The regions this worker lends the parent, and the parent's it is done with.
@@ -132,7 +132,7 @@ impl Outbox {
     /// result is safe from a crash of the next task: recorded in the black box (which outlives
     /// this process, see [`crate::blackbox`]) or, if it does not fit there or carries
     /// descriptors, sent.
-    fn push(&self, result: &ResultFrame<'_>, fds: Vec<OwnedFd>) {
+    fn push(&self, result: &ResultFrame<'_>, fds: Vec<OwnedHandle>) {
         if !fds.is_empty() && self.batch.lock().fds.len() + fds.len() > shm::FRAME_FDS {
             // Only this thread adds descriptors, so after the flush there is room.
             self.flush();
@@ -254,7 +254,7 @@ impl Outbox {
     }
 }
 
-fn serve(socket: UnixStream) -> io::Result<()> {
+fn serve(socket: Stream) -> io::Result<()> {
     let mut out = socket.try_clone()?;
     let peer = Arc::new(shm::Peer::default());
     let mut input =
@@ -273,7 +273,7 @@ fn serve(socket: UnixStream) -> io::Result<()> {
             "the handshake came without the black box and the doorbell",
         ));
     };
-    let doorbell = UnixStream::from(doorbell);
+    let doorbell = Stream::from(doorbell);
     if let Err(why) = check_identity(&hello) {
         protocol::write_frame(
             &mut out,
@@ -577,7 +577,7 @@ impl Inbox {
 /// The receiver thread: for each ring of the doorbell, reads the socket up to the frame rung
 /// for (the task thread may have read it already). Ends with the doorbell (the parent closed
 /// it, or died).
-fn receive(mut doorbell: &UnixStream, inbox: &Inbox, outbox: &Outbox) {
+fn receive(mut doorbell: &Stream, inbox: &Inbox, outbox: &Outbox) {
     let mut ring = [0; 8];
     while doorbell.read_exact(&mut ring).is_ok() {
         let wanted = u64::from_le_bytes(ring);

@@ -17,6 +17,8 @@
 //! ```
 //!
 //! Replay a run's kill timing with `CF_CHAOS_SEED=<seed printed by the run>`.
+// Unix only for now: its chaos thread sends signals (libc).
+#![cfg(unix)]
 
 mod common;
 

@@ -2,6 +2,8 @@
 //! forks a child (without exec) or starts a daemon hands it a copy of the worker's socket, and
 //! that copy stays open after the worker died. Futures, `drop`, `shutdown(wait)`,
 //! `kill_workers` and time limits must not wait for such descendants.
+// Unix only: it forks (Windows has no fork) and reads `/proc`.
+#![cfg(unix)]
 #![allow(unsafe_code)] // fork(2) and kill(2) in the tasks and the clean-up
 
 mod common;

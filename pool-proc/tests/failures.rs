@@ -4,6 +4,9 @@
 //! Reference: CPython `Lib/test/test_concurrent_futures/test_deadlock.py` (the error / crash
 //! matrix) and `test_process_pool.py` (`test_killed_child`); the difference from Python (only
 //! the dead worker's futures fail, the pool goes on) is deliberate and in the README.
+// Unix only for now: it kills workers with signals (libc); tests/windows.rs covers
+// panics, exits and crashes on Windows.
+#![cfg(unix)]
 #![allow(unsafe_code)] // a test must be able to segfault a worker on purpose
 
 mod common;

@@ -3,6 +3,8 @@
 //! broken: kill it, fail exactly the futures it held with `WorkerDied`, and go on; nothing may
 //! hang. The decoder itself is fuzzed by `fuzz/fuzz_targets/worker_frame.rs`; the first tests
 //! here pin the hand-built frames its seed corpus is made of.
+// Unix only for now: it writes to the worker's socket descriptor with libc.
+#![cfg(unix)]
 #![allow(unsafe_code)] // write(2) on the worker's inherited socket, on purpose
 
 mod common;

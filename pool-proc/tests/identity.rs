@@ -3,6 +3,9 @@
 //! parent, running the same executable; and never when it runs with elevated privileges
 //! (set-user-ID, set-group-ID, file capabilities). Otherwise it says why and exits with 70
 //! before `main`.
+// Unix only: it forges workers with Unix sockets, set-user-ID bits and `/proc`; the Windows
+// entry checks (parent pid and image, pipe handles) are in sys/windows.rs.
+#![cfg(unix)]
 #![allow(unsafe_code)] // fcntl(2) to hand a descriptor to a child, statvfs(3) for the probe
 
 mod common;

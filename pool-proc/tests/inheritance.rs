@@ -1,6 +1,8 @@
 //! What a worker inherits from the program that started it: its command line, its standard
 //! streams and its socket to the pool; no other descriptor, even one the program opened
 //! without close-on-exec (a pipe, a listening socket, a lock file).
+// Unix only: it counts inherited descriptors through `/proc`.
+#![cfg(unix)]
 #![allow(unsafe_code)] // fcntl(2) to clear close-on-exec, as a careless program would
 
 mod common;

@@ -8,6 +8,8 @@
 //! The pool must make all of that fail: regions are the parent's per worker (never reused
 //! across workers), sealed so that no receiver can write them, and handed back over the
 //! receiver's own socket (nothing in a region says whether it is lent).
+// Unix only: it attacks regions through `/proc` and memfd seals, which Windows lacks.
+#![cfg(unix)]
 #![allow(unsafe_code)] // one mmap(2) in the attack, on purpose
 
 mod common;

@@ -3,6 +3,8 @@
 //! panic hook, right before it aborted). Both ways a panic cannot unwind: a panic leaving an
 //! `extern "C"` function (under this test's `panic = "unwind"`), and a real `panic = "abort"`
 //! build of `examples/panic_abort.rs`.
+// Unix only for now: it checks a signal number (libc); Windows aborts differ.
+#![cfg(unix)]
 
 mod common;
 

@@ -3,6 +3,9 @@
 //! The test binary re-executes itself as the "parent" (`victim` test, selected by an
 //! environment variable), reads its worker pids, SIGKILLs it, and watches the workers go.
 //! Reference: rayon-core's `tests/stack_overflow_crash.rs` pattern (re-run the test binary).
+// Unix only: it SIGKILLs the parent and reads `/proc`; on Windows the job object
+// (JOB_OBJECT_LIMIT_KILL_ON_JOB_CLOSE) does this job, not yet tested here.
+#![cfg(unix)]
 #![allow(unsafe_code)] // kill(2) on the victim
 
 mod common;

@@ -4,6 +4,8 @@
 //!
 //! Reference: CPython `test_process_pool.py` (`test_terminate_workers`, `test_kill_workers`,
 //! `test_killed_child` for the BreakPool policy); pebble's `ProcessPool.schedule(timeout=)`.
+// Unix only for now: it uses signals and Unix process extensions.
+#![cfg(unix)]
 
 use std::time::{Duration, Instant};
 

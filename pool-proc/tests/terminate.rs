@@ -1,6 +1,9 @@
 //! `terminate_workers` and `kill_workers` signal and return (Python 3.14's meaning); a later
 //! `shutdown(wait)` or `drop` is bounded: after the builder's `shutdown_grace` it kills a worker
 //! whose task ignores `SIGTERM`.
+// Unix only for now: it checks SIGTERM and SIGKILL by signal number (libc); Windows ends
+// workers with TerminateProcess (tests/windows.rs).
+#![cfg(unix)]
 #![allow(unsafe_code)] // a task ignores SIGTERM on purpose
 
 mod common;

@@ -11,7 +11,29 @@
 //!   `close_range`, `SO_PEERCRED`, `/proc/self/exe`);
 //! * `unix`: only what macOS and FreeBSD have too (`shm_open`, a lifeline pipe, `issetugid`,
 //!   the peer's pid from `LOCAL_PEERPID`/`LOCAL_PEERCRED`), used there and, with the
-//!   `portable-unix` feature, on Linux, where the test suite runs over it.
+//!   `portable-unix` feature, on Linux, where the test suite runs over it;
+//! * `windows` (`windows-sys`): anonymous pipes that carry handles (`DuplicateHandle`),
+//!   `CreateProcessW` with an explicit handle list, a kill-on-close Job Object, page-file-backed
+//!   file mappings lent through read-only handles. Its module docs say how each guarantee below
+//!   is met there; in short:
+//!   - task identity: the same offsets, from the same anchor inside the executable's module
+//!     (`GetModuleHandleExW` says whether code is in it), and [`exe_identity`] from the file's
+//!     volume serial number, file index, size and write time;
+//!   - shared memory: Windows has no seals. A region's only handle with write access stays in
+//!     its sender, which keeps the one writable view; what travels is a duplicate with
+//!     `FILE_MAP_READ` access only, from which no process can map a writable view (receivers
+//!     check that they cannot), and a section's size never changes. So the SAFETY arguments
+//!     below hold with "sealed against every writer" read as "no handle that can write it ever
+//!     left the sender";
+//!   - handle passing: in-band, a chunk header before each write carries the handle values;
+//!     the parent duplicates what it sends into the worker and pulls what a worker sends out of
+//!     it, so a worker can name only handles of its own;
+//!   - processes: workers die with the parent through the job (the system closes it when the
+//!     parent ends, however it ends); a worker's death is the end of its pipe (its ends are
+//!     made non-inheritable before any task runs), then a wait on its process handle; both
+//!     [`Signal`]s are `TerminateProcess` (exit code 1);
+//!   - worker entry: the worker's real parent (from a process snapshot) must be the process
+//!     named in [`WORKER_ENV`] and run the same image, and the inherited handles must be pipes.
 //!
 //! What this module guarantees, by area:
 //!
@@ -45,11 +67,15 @@
 //! Each `unsafe` block carries a `// SAFETY:` comment.
 #![allow(unsafe_code)]
 
+#[cfg(unix)]
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use cf_executor_api::{Buffer, ExitCause, TaskError};
+use cf_executor_api::{Buffer, TaskError};
+#[cfg(unix)]
+use cf_executor_api::ExitCause;
 
+#[cfg(unix)]
 mod posix;
 
 #[cfg(all(target_os = "linux", not(feature = "portable-unix")))]
@@ -70,16 +96,44 @@ mod unix;
 ))]
 use unix as imp;
 
+#[cfg(windows)]
+mod windows;
+#[cfg(windows)]
+use windows as imp;
 
 pub(crate) use imp::{
     create_lendable_region, create_shared_page, exe_identity, first_hole, ignore_sigpipe,
     inspect_region, recv_with_fds, seal_written, send_with_fds,
 };
+#[cfg(windows)]
+pub(crate) use imp::{
+    code_in_executable, doorbell, map_read_only, map_shared_page, read_at, signal, spawn_worker,
+    Map, OwnedHandle, Stream, WorkerProcess,
+};
+/// A view of a shared-memory region, with `as_ptr`, `as_mut_ptr` and `len`.
+#[cfg(unix)]
+pub(crate) use memmap2::MmapRaw as Map;
+#[cfg(unix)]
 pub(crate) use posix::signal;
-/// A descriptor this process owns (closed when dropped).
-pub(crate) use std::os::fd::OwnedFd;
-/// A connected local stream socket, one per worker.
-pub(crate) use std::os::unix::net::UnixStream;
+/// A descriptor (a handle, on Windows) this process owns, closed when dropped.
+#[cfg(unix)]
+pub(crate) use std::os::fd::OwnedFd as OwnedHandle;
+/// A connected local byte stream, one per worker, that can carry [`OwnedHandle`]s
+/// ([`send_with_fds`], [`recv_with_fds`]): a Unix-domain socket here, a pair of pipes on
+/// Windows. What the layers above use of it: `pair`, `try_clone`, `Read` and `Write` on `&Self`,
+/// `set_read_timeout`, and `From<OwnedHandle>` for a received doorbell.
+#[cfg(unix)]
+pub(crate) use std::os::unix::net::UnixStream as Stream;
+
+/// A one-way stream for the parent to ring a worker with: the parent's end (which refuses
+/// whatever a worker writes there, rather than buffering it), and the worker's end, to send
+/// with the handshake (the worker reads it as `Stream::from`).
+#[cfg(unix)]
+pub(crate) fn doorbell() -> io::Result<(Stream, OwnedHandle)> {
+    let (ours, theirs) = Stream::pair()?;
+    ours.shutdown(std::net::Shutdown::Read)?;
+    Ok((ours, OwnedHandle::from(theirs)))
+}
 
 /// The environment variable that tells a re-executed binary to serve as a worker, and on which
 /// descriptor.
@@ -300,18 +354,21 @@ pub(crate) fn conjure<F: Copy>() -> F {
 // Shared memory (the same on every platform once a region is open and checked).
 
 /// Maps the whole region `fd` (of `len` bytes) read-only.
-pub(crate) fn map_read_only(fd: &OwnedFd, len: usize) -> io::Result<memmap2::MmapRaw> {
+#[cfg(unix)]
+pub(crate) fn map_read_only(fd: &OwnedHandle, len: usize) -> io::Result<Map> {
     memmap2::MmapOptions::new().len(len).map_raw_read_only(fd)
 }
 
 /// Maps the whole page `fd` (of `len` bytes, made by [`create_shared_page`] in the parent)
 /// read-write, shared with the parent, which reads the file.
-pub(crate) fn map_shared_page(fd: &OwnedFd, len: usize) -> io::Result<memmap2::MmapRaw> {
+#[cfg(unix)]
+pub(crate) fn map_shared_page(fd: &OwnedHandle, len: usize) -> io::Result<Map> {
     memmap2::MmapOptions::new().len(len).map_raw(fd)
 }
 
 /// Reads exactly `buf.len()` bytes of the file `fd` at `offset` (not through a mapping).
-pub(crate) fn read_at(fd: &OwnedFd, buf: &mut [u8], offset: u64) -> io::Result<()> {
+#[cfg(unix)]
+pub(crate) fn read_at(fd: &OwnedHandle, buf: &mut [u8], offset: u64) -> io::Result<()> {
     let n = rustix::io::pread(fd, &mut *buf, offset)?;
     if n != buf.len() {
         return Err(io::Error::new(
@@ -327,7 +384,7 @@ pub(crate) fn read_at(fd: &OwnedFd, buf: &mut [u8], offset: u64) -> io::Result<(
 /// # Panics
 ///
 /// If the bytes do not fit in the mapping (the caller sized the region for them).
-pub(crate) fn copy_in(map: &memmap2::MmapRaw, offset: usize, bytes: &[u8]) {
+pub(crate) fn copy_in(map: &Map, offset: usize, bytes: &[u8]) {
     let end = offset
         .checked_add(bytes.len())
         .expect("offset + length overflows");
@@ -350,7 +407,7 @@ pub(crate) fn copy_in(map: &memmap2::MmapRaw, offset: usize, bytes: &[u8]) {
 /// outside the mapping or the memory cannot be allocated (never a panic or an abort: the
 /// length comes from another process).
 pub(crate) fn copy_out(
-    map: &memmap2::MmapRaw,
+    map: &Map,
     offset: usize,
     len: usize,
 ) -> Result<Vec<u8>, String> {
@@ -385,7 +442,7 @@ pub(crate) fn copy_out(
 /// hands the region back (see `crate::shm`).
 #[derive(Debug)]
 pub(crate) struct Leased<L> {
-    map: std::sync::Arc<memmap2::MmapRaw>,
+    map: std::sync::Arc<Map>,
     start: usize,
     len: usize,
     /// Dropped after every borrow of the view has ended.
@@ -397,7 +454,7 @@ impl<L> Leased<L> {
     /// `inspect_region` accepted it), taking over its lease. `None` if the bytes are outside
     /// `map`.
     pub(crate) fn new(
-        map: std::sync::Arc<memmap2::MmapRaw>,
+        map: std::sync::Arc<Map>,
         start: usize,
         len: usize,
         lease: L,
@@ -447,7 +504,7 @@ impl<L> AsRef<[u8]> for Leased<L> {
 /// was lent meanwhile.
 #[derive(Debug)]
 pub(crate) struct Written {
-    map: memmap2::MmapRaw,
+    map: Map,
     start: usize,
     len: usize,
 }
@@ -461,7 +518,7 @@ impl Written {
     /// # Panics
     ///
     /// If the bytes do not fit in the mapping (the caller sized the region for them).
-    pub(crate) fn new(map: memmap2::MmapRaw, start: usize, bytes: &[u8]) -> Written {
+    pub(crate) fn new(map: Map, start: usize, bytes: &[u8]) -> Written {
         copy_in(&map, start, bytes);
         Written {
             map,
@@ -471,7 +528,7 @@ impl Written {
     }
 
     /// The mapping back, to lend its region: the view is gone with `self`.
-    pub(crate) fn into_map(self) -> memmap2::MmapRaw {
+    pub(crate) fn into_map(self) -> Map {
         self.map
     }
 }
@@ -509,26 +566,29 @@ impl AsRef<[u8]> for Written {
 /// (`WNOWAIT`): the pid stays the worker's until [`WorkerProcess::wait`], which joins the
 /// waiter first, so the waiter never waits on a recycled pid. It costs one thread with a small
 /// stack per worker and no system call per task.
+#[cfg(unix)]
 #[derive(Debug)]
 pub(crate) struct WorkerProcess {
     child: std::process::Child,
     /// The parent's end of the worker's lifeline, where the platform has one (the portable
     /// path): the worker dies when it closes, which is when this process dies.
-    _lifeline: Option<OwnedFd>,
+    _lifeline: Option<OwnedHandle>,
     /// Ends the worker's socket when the worker exits; joined before the worker is reaped.
     waiter: Option<std::thread::JoinHandle<()>>,
 }
 
 /// The waiter thread's stack: it only makes two system calls.
+#[cfg(unix)]
 const WAITER_STACK: usize = 64 * 1024;
 
+#[cfg(unix)]
 impl WorkerProcess {
     /// Takes charge of a started worker: `socket` (any descriptor of the parent's end of the
     /// worker's socket) is shut down as soon as the worker exits. If the waiter thread cannot
     /// start, the worker is killed and reaped, and the error returned.
     fn watch(
-        (child, lifeline): (std::process::Child, Option<OwnedFd>),
-        socket: &UnixStream,
+        (child, lifeline): (std::process::Child, Option<OwnedHandle>),
+        socket: &Stream,
     ) -> io::Result<WorkerProcess> {
         let mut worker = WorkerProcess {
             child,
@@ -590,9 +650,10 @@ impl WorkerProcess {
 
 /// Starts a worker: this executable again, serving on `child_end`; `parent_end` is shut down
 /// when the worker exits (see [`WorkerProcess`]).
+#[cfg(unix)]
 pub(crate) fn spawn_worker(
-    child_end: &UnixStream,
-    parent_end: &UnixStream,
+    child_end: &Stream,
+    parent_end: &Stream,
 ) -> io::Result<WorkerProcess> {
     WorkerProcess::watch(imp::spawn_worker(child_end)?, parent_end)
 }
@@ -621,7 +682,7 @@ pub(crate) const REFUSED_EXIT: i32 = 70;
 /// kernel-attested peer of the inherited socket is this process's parent, running the same
 /// executable. A process started with [`WORKER_ENV`] that fails either check prints why and
 /// exits with [`REFUSED_EXIT`] before `main`; it never runs as a worker, nor its `main`.
-pub(crate) fn enter_worker_mode_if_requested(serve: fn(UnixStream) -> !) {
+pub(crate) fn enter_worker_mode_if_requested(serve: fn(Stream) -> !) {
     ENTRY_RAN.store(true, Ordering::Release);
     imp::remember_executable();
     let Some(value) = std::env::var_os(WORKER_ENV) else {
@@ -644,7 +705,7 @@ pub(crate) fn enter_worker_mode_if_requested(serve: fn(UnixStream) -> !) {
 
 /// The worker's socket, once proven to come from the real parent (see
 /// [`enter_worker_mode_if_requested`]).
-fn worker_socket(value: &std::ffi::OsStr) -> Result<UnixStream, String> {
+fn worker_socket(value: &std::ffi::OsStr) -> Result<Stream, String> {
     if imp::runs_elevated() {
         return Err(
             "this program runs with elevated privileges (set-user-ID, set-group-ID or \
@@ -666,7 +727,7 @@ pub(crate) mod testing {
     pub(crate) use super::imp::testing::*;
 }
 
-#[cfg(test)]
+#[cfg(all(test, unix))]
 mod tests {
     use super::*;
 

@@ -20,8 +20,12 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
-use std::time::{Duration, Instant};
+#[cfg(unix)]
+use std::sync::OnceLock;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+#[cfg(unix)]
+use std::time::Instant;
 
 /// How long a dead child may stay a zombie: its reaper is a pool thread that may be descheduled
 /// on a loaded machine, but never this long.
@@ -33,9 +37,18 @@ pub const OTHERS_LIMIT: Duration = Duration::from_secs(900);
 /// The open descriptors of this process: number -> what it points to.
 pub type Fds = BTreeMap<i32, String>;
 
+/// On Windows the leak checks (which read `/proc`) check nothing, and a worker is ended with
+/// `taskkill /F`: the pool tests there check behaviour, not leaks.
+#[cfg(windows)]
+mod windows_stubs;
+#[cfg(windows)]
+pub use windows_stubs::*;
+
+#[cfg(unix)]
 /// The descriptors open before `main` (and so before the test harness) ran.
 static AT_START: OnceLock<Fds> = OnceLock::new();
 
+#[cfg(unix)]
 #[ctor::ctor]
 fn capture_descriptors_at_start() {
     // Worker processes re-execute this binary; they have no use for the baseline.
@@ -44,6 +57,7 @@ fn capture_descriptors_at_start() {
     }
 }
 
+#[cfg(unix)]
 /// The descriptors open now (the one used to list them excluded).
 pub fn open_fds() -> Fds {
     let listing = format!("/proc/{}/fd", std::process::id());
@@ -63,6 +77,7 @@ pub fn open_fds() -> Fds {
     fds
 }
 
+#[cfg(unix)]
 /// One child process of this process, as `/proc/<pid>/stat` shows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Child {
@@ -73,6 +88,7 @@ pub struct Child {
     pub start: u64,
 }
 
+#[cfg(unix)]
 /// `(ppid, state, starttime)` of `pid`, if it exists.
 fn stat(pid: u32) -> Option<(u32, char, u64)> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -85,6 +101,7 @@ fn stat(pid: u32) -> Option<(u32, char, u64)> {
     Some((ppid, state, start))
 }
 
+#[cfg(unix)]
 /// Every child of this process (of any of its threads), zombies included.
 pub fn children() -> Vec<Child> {
     let me = std::process::id();
@@ -101,12 +118,14 @@ pub fn children() -> Vec<Child> {
         .collect()
 }
 
+#[cfg(unix)]
 /// Whether `child` is still a child of ours (alive or zombie): the same pid and start time.
 fn still_there(child: &Child) -> bool {
     stat(child.pid)
         .is_some_and(|(ppid, _, start)| ppid == std::process::id() && start == child.start)
 }
 
+#[cfg(unix)]
 /// Fails if a child of this process is a zombie now and still one after [`REAP_LIMIT`].
 /// Valid at any time, whatever else runs in the process.
 pub fn assert_zombies_reaped() {
@@ -125,6 +144,7 @@ pub fn assert_zombies_reaped() {
     }
 }
 
+#[cfg(unix)]
 /// Fails unless each of `pids` is gone (neither alive nor a zombie child of ours) within
 /// [`REAP_LIMIT`]. For the pids of a pool that was dropped: its workers must be reaped.
 pub fn assert_gone(pids: impl IntoIterator<Item = u32>) {
@@ -156,6 +176,7 @@ pub fn exclusive() -> MutexGuard<'static, ()> {
     EXCLUSIVE.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+#[cfg(unix)]
 /// Descriptors and children at the start of an [`exclusive`] test.
 #[derive(Debug)]
 pub struct Snapshot {
@@ -163,6 +184,7 @@ pub struct Snapshot {
     children: Vec<Child>,
 }
 
+#[cfg(unix)]
 impl Snapshot {
     /// Call with [`exclusive`] held.
     pub fn take() -> Self {
@@ -204,6 +226,7 @@ impl Snapshot {
     }
 }
 
+#[cfg(unix)]
 fn new_fds(before: &Fds, now: &Fds) -> Vec<(i32, String)> {
     now.iter()
         .filter(|(fd, target)| before.get(fd) != Some(target))
@@ -211,6 +234,7 @@ fn new_fds(before: &Fds, now: &Fds) -> Vec<(i32, String)> {
         .collect()
 }
 
+#[cfg(unix)]
 /// This thread's kernel id.
 fn my_tid() -> u32 {
     std::fs::read_link("/proc/thread-self")
@@ -219,6 +243,7 @@ fn my_tid() -> u32 {
         .expect("read /proc/thread-self")
 }
 
+#[cfg(unix)]
 /// Threads of this process other than the main thread and this one: `(tid, name)`.
 fn other_threads() -> Vec<(u32, String)> {
     let me = my_tid();
@@ -236,6 +261,7 @@ fn other_threads() -> Vec<(u32, String)> {
         .collect()
 }
 
+#[cfg(unix)]
 /// The whole-binary leak check; the body of each file's last test (`zz_no_leaks`).
 ///
 /// Waits (up to [`OTHERS_LIMIT`]) until no other thread runs: every other test has finished
@@ -347,7 +373,7 @@ pub fn sigkill_child(pid: u32) -> bool {
 /// there, and run on Linux): `waitid(P_PID, WNOWAIT)` proves the pid is a running child of
 /// ours, then `kill`. A reaper running between the two could free the pid; on Linux the pidfd
 /// version above closes that gap.
-#[cfg(not(target_os = "linux"))]
+#[cfg(all(unix, not(target_os = "linux")))]
 pub fn sigkill_child(pid: u32) -> bool {
     let Ok(raw) = libc::pid_t::try_from(pid) else {
         return false;

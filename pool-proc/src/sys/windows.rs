@@ -1,0 +1,1127 @@
+//! The platform layer on Windows, over `windows-sys`.
+//!
+//! * **Channel.** A worker's [`Stream`] is a pair of anonymous pipes, one per direction. Pipes
+//!   carry bytes only, so every write is sent as a *chunk*: an 8-byte header (the chunk's length
+//!   and how many handles travel with it), the handle values, then the bytes. Readers strip the
+//!   headers, so the layers above see the same byte stream as on Unix. Handles travel the way
+//!   `DuplicateHandle` allows: the parent, which holds its workers' process handles, duplicates
+//!   what it sends straight *into* the worker, and pulls what a worker sends *out of* it
+//!   (`DUPLICATE_CLOSE_SOURCE`), so a worker names only handles of its own and never makes the
+//!   parent adopt one it did not receive. A worker (or two ends in one process) sends a copy of
+//!   its handle made in its own process, which the receiver then owns.
+//! * **Processes.** A worker is this executable (`GetModuleFileNameW`) with the parent's own
+//!   command line, started suspended by `CreateProcessW` with an explicit handle list
+//!   (`PROC_THREAD_ATTRIBUTE_HANDLE_LIST`): its two pipe ends, `NUL` as stdin and the parent's
+//!   stdout and stderr. Before it runs it joins the parent's Job Object, made with
+//!   `JOB_OBJECT_LIMIT_KILL_ON_JOB_CLOSE` and never closed: when the parent ends, however it
+//!   ends, the system closes the job and kills every worker. A worker's death is seen by its
+//!   reader as the end of its pipe (the worker makes its pipe ends non-inheritable before any
+//!   task runs, so no descendant keeps them open), after which the reader waits for the process
+//!   handle (`WaitForSingleObject`): one wait per worker, no 64-handle limit. Kill and
+//!   terminate are both `TerminateProcess` (Windows has no signal a task could catch).
+//! * **Worker entry.** [`WORKER_ENV`](super::WORKER_ENV) holds the parent's pid and the two
+//!   inherited handle values. The worker checks that its real parent (the process snapshot's
+//!   parent id) has that pid and runs the same executable image, and that both handles are
+//!   pipes, before it reads any offset.
+//! * **Shared memory.** Regions are page-file-backed file mappings (`CreateFileMappingW`).
+//!   Windows has no seals: instead the sender keeps the only handle with write access inside
+//!   itself, and what it lends is a duplicate with `FILE_MAP_READ` access only, from which no
+//!   process can map a writable view or get write access back; receivers refuse a region they
+//!   could map writable. A section's size cannot change once made.
+//!
+//! Each `unsafe` block carries a `// SAFETY:` comment.
+
+use std::collections::VecDeque;
+use std::ffi::{c_void, OsString};
+use std::io::{self, Read, Write};
+use std::mem::size_of;
+use std::os::windows::ffi::{OsStrExt, OsStringExt};
+use std::os::windows::io::{AsRawHandle, FromRawHandle, RawHandle};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::time::Duration;
+
+use cf_executor_api::ExitCause;
+use windows_sys::Win32::Foundation::{
+    DuplicateHandle, GetLastError, SetHandleInformation, DUPLICATE_CLOSE_SOURCE,
+    DUPLICATE_SAME_ACCESS, ERROR_BROKEN_PIPE, ERROR_NO_DATA, GENERIC_READ, HANDLE,
+    HANDLE_FLAG_INHERIT, INVALID_HANDLE_VALUE, WAIT_OBJECT_0,
+};
+use windows_sys::Win32::Security::SECURITY_ATTRIBUTES;
+use windows_sys::Win32::Storage::FileSystem::{
+    CreateFileW, GetFileInformationByHandle, GetFileType, ReadFile, WriteFile,
+    BY_HANDLE_FILE_INFORMATION, FILE_SHARE_READ, FILE_SHARE_WRITE, FILE_TYPE_PIPE,
+    OPEN_EXISTING,
+};
+use windows_sys::Win32::System::Console::{GetStdHandle, STD_ERROR_HANDLE, STD_OUTPUT_HANDLE};
+use windows_sys::Win32::System::Diagnostics::ToolHelp::{
+    CreateToolhelp32Snapshot, Process32FirstW, Process32NextW, PROCESSENTRY32W,
+    TH32CS_SNAPPROCESS,
+};
+use windows_sys::Win32::System::Environment::GetCommandLineW;
+use windows_sys::Win32::System::JobObjects::{
+    AssignProcessToJobObject, CreateJobObjectW, JobObjectExtendedLimitInformation,
+    SetInformationJobObject, JOBOBJECT_EXTENDED_LIMIT_INFORMATION,
+    JOB_OBJECT_LIMIT_KILL_ON_JOB_CLOSE,
+};
+use windows_sys::Win32::System::LibraryLoader::{
+    GetModuleFileNameW, GetModuleHandleExW, GetModuleHandleW,
+    GET_MODULE_HANDLE_EX_FLAG_FROM_ADDRESS, GET_MODULE_HANDLE_EX_FLAG_UNCHANGED_REFCOUNT,
+};
+use windows_sys::Win32::System::Memory::{
+    CreateFileMappingW, MapViewOfFile, UnmapViewOfFile, VirtualQuery, FILE_MAP_READ,
+    FILE_MAP_WRITE, MEMORY_BASIC_INFORMATION, MEMORY_MAPPED_VIEW_ADDRESS, PAGE_READWRITE,
+};
+use windows_sys::Win32::System::Pipes::CreatePipe;
+use windows_sys::Win32::System::Threading::{
+    CreateProcessW, DeleteProcThreadAttributeList, GetCurrentProcess, GetExitCodeProcess,
+    InitializeProcThreadAttributeList, OpenProcess, QueryFullProcessImageNameW, ResumeThread,
+    TerminateProcess, UpdateProcThreadAttribute, WaitForSingleObject, CREATE_SUSPENDED,
+    CREATE_UNICODE_ENVIRONMENT, EXTENDED_STARTUPINFO_PRESENT, INFINITE,
+    LPPROC_THREAD_ATTRIBUTE_LIST, PROCESS_INFORMATION, PROCESS_NAME_WIN32,
+    PROCESS_QUERY_LIMITED_INFORMATION, PROCESS_TERMINATE, PROC_THREAD_ATTRIBUTE_HANDLE_LIST,
+    STARTF_USESTDHANDLES, STARTUPINFOEXW,
+};
+
+pub(crate) use std::os::windows::io::OwnedHandle;
+
+use super::{RegionInfo, Sealed, Signal, FDS_PER_MESSAGE, WORKER_ENV};
+
+/// The exit code `TerminateProcess` gives a worker the pool stops (Windows has no signals;
+/// `1` is what CPython's `Popen.terminate` uses too).
+pub(crate) const TERMINATED_EXIT: u32 = 1;
+
+/// Bytes a pipe buffers (a hint to `CreatePipe`).
+const PIPE_BUFFER: u32 = 256 * 1024;
+
+/// The largest chunk one header announces.
+const CHUNK_MAX: usize = 1 << 30;
+
+fn last_error() -> io::Error {
+    io::Error::last_os_error()
+}
+
+/// Owns `raw`, a handle just returned by a successful call.
+fn own(raw: HANDLE) -> OwnedHandle {
+    // SAFETY: callers pass a handle a call just created for this process and that nothing else
+    // owns, so it is valid and closed exactly once, by the returned value.
+    unsafe { OwnedHandle::from_raw_handle(raw as RawHandle) }
+}
+
+fn current_process() -> HANDLE {
+    // SAFETY: GetCurrentProcess takes nothing and returns a pseudo-handle that needs no closing.
+    unsafe { GetCurrentProcess() }
+}
+
+/// Duplicates `handle` (of this process) into `target` (a process handle, or this process),
+/// with the same access, not inheritable: the new handle's value in `target`.
+fn duplicate_into(handle: HANDLE, target: HANDLE) -> io::Result<HANDLE> {
+    let mut out: HANDLE = std::ptr::null_mut();
+    // SAFETY: `handle` is a live handle of this process (borrowed by the caller for the call),
+    // `target` a live process handle with PROCESS_DUP_HANDLE access (ours, or the current
+    // process's pseudo-handle); DuplicateHandle writes only `out`.
+    let ok = unsafe {
+        DuplicateHandle(
+            current_process(),
+            handle,
+            target,
+            &mut out,
+            0,
+            0,
+            DUPLICATE_SAME_ACCESS,
+        )
+    };
+    if ok == 0 {
+        return Err(last_error());
+    }
+    Ok(out)
+}
+
+/// A new handle to what `handle` names, with `access` (a subset of its own), or the same
+/// access if `access` is `None`; `inherit` makes it inheritable.
+fn duplicate(handle: HANDLE, access: Option<u32>, inherit: bool) -> io::Result<OwnedHandle> {
+    let mut out: HANDLE = std::ptr::null_mut();
+    // SAFETY: `handle` is a live handle of this process, borrowed for the call; the duplicate
+    // is made in this process and owned by the returned value.
+    let ok = unsafe {
+        DuplicateHandle(
+            current_process(),
+            handle,
+            current_process(),
+            &mut out,
+            access.unwrap_or(0),
+            i32::from(inherit),
+            if access.is_some() {
+                0
+            } else {
+                DUPLICATE_SAME_ACCESS
+            },
+        )
+    };
+    if ok == 0 {
+        return Err(last_error());
+    }
+    Ok(own(out))
+}
+
+fn raw(h: &OwnedHandle) -> HANDLE {
+    h.as_raw_handle() as HANDLE
+}
+
+// ---------------------------------------------------------------------------------------------
+// The channel.
+
+/// A worker's channel: two anonymous pipes (see the module docs); clones share them.
+#[derive(Debug, Clone)]
+pub(crate) struct Stream {
+    pipes: Arc<Pipes>,
+}
+
+#[derive(Debug)]
+struct Pipes {
+    /// Where the peer's chunks arrive (none on a doorbell's sending end).
+    read: Option<OwnedHandle>,
+    /// Where this end's chunks go (none on a doorbell's receiving end).
+    write: Option<OwnedHandle>,
+    /// Held while a chunk is written, so chunks of clones never interleave.
+    writing: Mutex<()>,
+    /// Bytes left in the chunk being read.
+    reading: Mutex<usize>,
+    /// The worker at the other end (the parent's side, once it is started): handles go into
+    /// it and come out of it. Unset: the peer owns what it sends us (see the module docs).
+    child: OnceLock<Arc<OwnedHandle>>,
+}
+
+impl Stream {
+    fn new(read: Option<OwnedHandle>, write: Option<OwnedHandle>) -> Stream {
+        Stream {
+            pipes: Arc::new(Pipes {
+                read,
+                write,
+                writing: Mutex::new(()),
+                reading: Mutex::new(0),
+                child: OnceLock::new(),
+            }),
+        }
+    }
+
+    /// Two connected ends.
+    pub(crate) fn pair() -> io::Result<(Stream, Stream)> {
+        let (r1, w1) = pipe()?;
+        let (r2, w2) = pipe()?;
+        Ok((Stream::new(Some(r1), Some(w2)), Stream::new(Some(r2), Some(w1))))
+    }
+
+    /// Another handle on the same channel (no system call).
+    pub(crate) fn try_clone(&self) -> io::Result<Stream> {
+        Ok(self.clone())
+    }
+
+    /// Anonymous pipes have no read timeout: always `Err` (the reader then blocks until bytes
+    /// or the end of the pipe come).
+    #[allow(clippy::unused_self)]
+    pub(crate) fn set_read_timeout(&self, _timeout: Option<Duration>) -> io::Result<()> {
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "anonymous pipes have no read timeout on Windows",
+        ))
+    }
+
+    /// Writes one chunk: `bytes` (at most [`CHUNK_MAX`] of them) with `handles` (values as the
+    /// receiver will see them). Returns how many bytes went.
+    fn write_chunk(&self, bytes: &[u8], handles: &[u64]) -> io::Result<usize> {
+        let h = self
+            .pipes
+            .write
+            .as_ref()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::BrokenPipe, "a read-only end"))?;
+        let len = bytes.len().min(CHUNK_MAX);
+        let mut head = Vec::with_capacity(8 + 8 * handles.len());
+        head.extend_from_slice(&(len as u32).to_le_bytes());
+        head.extend_from_slice(&(handles.len() as u32).to_le_bytes());
+        for v in handles {
+            head.extend_from_slice(&v.to_le_bytes());
+        }
+        let _guard = self
+            .pipes
+            .writing
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        write_all(raw(h), &head)?;
+        write_all(raw(h), &bytes[..len])?;
+        Ok(len)
+    }
+
+    /// Reads what is left of the current chunk into `buf` (at least one byte, or 0 at the end
+    /// of the stream), handing the handles of a new chunk to `handles`.
+    fn read_chunk(
+        &self,
+        buf: &mut [u8],
+        mut handles: impl FnMut(OwnedHandle),
+    ) -> io::Result<usize> {
+        let h = self
+            .pipes
+            .read
+            .as_ref()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::BrokenPipe, "a write-only end"))?;
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        let mut left = self
+            .pipes
+            .reading
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        while *left == 0 {
+            let mut head = [0u8; 8];
+            if !read_exact_or_end(raw(h), &mut head)? {
+                return Ok(0);
+            }
+            let len = u32::from_le_bytes(head[..4].try_into().expect("4 bytes")) as usize;
+            let count = u32::from_le_bytes(head[4..].try_into().expect("4 bytes")) as usize;
+            if count > FDS_PER_MESSAGE {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("{count} handles announced with one chunk"),
+                ));
+            }
+            let mut values = vec![0u8; 8 * count];
+            if !read_exact_or_end(raw(h), &mut values)? && count > 0 {
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
+            let mut bad = None;
+            for v in values.chunks_exact(8) {
+                let v = u64::from_le_bytes(v.try_into().expect("8 bytes")) as usize as HANDLE;
+                match self.adopt(v) {
+                    Ok(owned) => handles(owned),
+                    Err(e) => bad = Some(e),
+                }
+            }
+            if let Some(e) = bad {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("a handle sent with a chunk could not be taken over: {e}"),
+                ));
+            }
+            *left = len;
+        }
+        let want = buf.len().min(*left);
+        let got = read_some(raw(h), &mut buf[..want])?;
+        if got == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        *left -= got;
+        Ok(got)
+    }
+
+    /// A handle value the peer sent, as a handle of this process.
+    fn adopt(&self, value: HANDLE) -> io::Result<OwnedHandle> {
+        match self.pipes.child.get() {
+            Some(child) => {
+                let mut out: HANDLE = std::ptr::null_mut();
+                // SAFETY: `child` is the worker's live process handle (with PROCESS_DUP_HANDLE);
+                // `value` names a handle in the worker, which the worker gave up (it sent a
+                // copy made for the purpose); a value naming nothing makes the call fail. The
+                // new handle is this process's, owned below.
+                let ok = unsafe {
+                    DuplicateHandle(
+                        raw(child),
+                        value,
+                        current_process(),
+                        &mut out,
+                        0,
+                        0,
+                        DUPLICATE_SAME_ACCESS | DUPLICATE_CLOSE_SOURCE,
+                    )
+                };
+                if ok == 0 {
+                    return Err(last_error());
+                }
+                Ok(own(out))
+            }
+            // The peer made this handle for us (the parent duplicated it into this process, or
+            // the other end in this process made a copy for the purpose): ours to own.
+            None => Ok(own(value)),
+        }
+    }
+
+    /// The value under which the peer will find a copy of `handle`.
+    fn send_handle(&self, handle: &OwnedHandle) -> io::Result<u64> {
+        let target = match self.pipes.child.get() {
+            Some(child) => raw(child),
+            None => current_process(),
+        };
+        Ok(duplicate_into(raw(handle), target)? as usize as u64)
+    }
+}
+
+impl From<OwnedHandle> for Stream {
+    /// The receiving end of a doorbell (the read end of a pipe).
+    fn from(read: OwnedHandle) -> Stream {
+        Stream::new(Some(read), None)
+    }
+}
+
+impl Read for &Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        // Handles where none were expected are closed.
+        self.read_chunk(buf, drop)
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        (&*self).read(buf)
+    }
+}
+
+impl Write for &Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        self.write_chunk(buf, &[])
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        (&*self).write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A new anonymous pipe, both ends non-inheritable: (read, write).
+fn pipe() -> io::Result<(OwnedHandle, OwnedHandle)> {
+    let mut r: HANDLE = std::ptr::null_mut();
+    let mut w: HANDLE = std::ptr::null_mut();
+    // SAFETY: CreatePipe writes the two new handles into `r` and `w`; null attributes make them
+    // non-inheritable.
+    if unsafe { CreatePipe(&mut r, &mut w, std::ptr::null(), PIPE_BUFFER) } == 0 {
+        return Err(last_error());
+    }
+    Ok((own(r), own(w)))
+}
+
+fn write_all(h: HANDLE, mut bytes: &[u8]) -> io::Result<()> {
+    while !bytes.is_empty() {
+        let n = bytes.len().min(u32::MAX as usize) as u32;
+        let mut wrote = 0u32;
+        // SAFETY: `bytes` is valid for `n` bytes of reading; `h` is a live pipe handle borrowed
+        // from its owner for the call; no OVERLAPPED (a synchronous write).
+        let ok = unsafe { WriteFile(h, bytes.as_ptr(), n, &mut wrote, std::ptr::null_mut()) };
+        if ok == 0 {
+            let e = last_error();
+            // SAFETY: GetLastError only reads this thread's error code.
+            let code = unsafe { GetLastError() };
+            if code == ERROR_NO_DATA || code == ERROR_BROKEN_PIPE {
+                return Err(io::Error::new(io::ErrorKind::BrokenPipe, e));
+            }
+            return Err(e);
+        }
+        bytes = &bytes[wrote as usize..];
+    }
+    Ok(())
+}
+
+/// One `ReadFile`: bytes read, 0 at the end of the pipe (every writer gone).
+fn read_some(h: HANDLE, buf: &mut [u8]) -> io::Result<usize> {
+    let n = buf.len().min(u32::MAX as usize) as u32;
+    let mut got = 0u32;
+    // SAFETY: `buf` is valid for `n` bytes of writing; `h` is a live pipe handle borrowed from
+    // its owner for the call; no OVERLAPPED (a synchronous read).
+    let ok = unsafe { ReadFile(h, buf.as_mut_ptr(), n, &mut got, std::ptr::null_mut()) };
+    if ok == 0 {
+        // SAFETY: GetLastError only reads this thread's error code.
+        if unsafe { GetLastError() } == ERROR_BROKEN_PIPE {
+            return Ok(0);
+        }
+        return Err(last_error());
+    }
+    Ok(got as usize)
+}
+
+/// Fills `buf`: `false` if the pipe ended before its first byte, an error if it ended midway.
+fn read_exact_or_end(h: HANDLE, buf: &mut [u8]) -> io::Result<bool> {
+    let mut at = 0;
+    while at < buf.len() {
+        match read_some(h, &mut buf[at..])? {
+            0 if at == 0 => return Ok(false),
+            0 => return Err(io::ErrorKind::UnexpectedEof.into()),
+            n => at += n,
+        }
+    }
+    Ok(true)
+}
+
+/// The doorbell: the parent's write-only end and the read end to send the worker.
+pub(crate) fn doorbell() -> io::Result<(Stream, OwnedHandle)> {
+    let (r, w) = pipe()?;
+    Ok((Stream::new(None, Some(w)), r))
+}
+
+/// Sends `bytes` (up to [`CHUNK_MAX`] of them) with `fds` (at most [`FDS_PER_MESSAGE`]) as one
+/// chunk; returns how many bytes went.
+pub(crate) fn send_with_fds(
+    sock: &Stream,
+    bytes: &[u8],
+    fds: &[OwnedHandle],
+) -> io::Result<usize> {
+    if fds.len() > FDS_PER_MESSAGE {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "too many handles for one message",
+        ));
+    }
+    let mut values = Vec::with_capacity(fds.len());
+    for fd in fds {
+        values.push(sock.send_handle(fd)?);
+    }
+    sock.write_chunk(bytes, &values)
+}
+
+/// Reads into `buf` (at most the rest of one chunk), appending the handles that arrive to
+/// `fds`.
+pub(crate) fn recv_with_fds(
+    sock: &Stream,
+    buf: &mut [u8],
+    fds: &mut VecDeque<OwnedHandle>,
+) -> io::Result<usize> {
+    sock.read_chunk(buf, |h| fds.push_back(h))
+}
+
+/// Windows has no `SIGPIPE`: a write to a closed pipe fails with an error.
+pub(crate) fn ignore_sigpipe() {}
+
+// ---------------------------------------------------------------------------------------------
+// Processes.
+
+/// The wide string `s` with its terminating NUL.
+fn wide(s: &std::ffi::OsStr) -> Vec<u16> {
+    s.encode_wide().chain(Some(0)).collect()
+}
+
+/// The path of the running executable.
+fn own_executable() -> io::Result<Vec<u16>> {
+    let mut buf = vec![0u16; 512];
+    loop {
+        // SAFETY: `buf` is valid for `buf.len()` UTF-16 units of writing; a null module names
+        // the executable.
+        let n = unsafe {
+            GetModuleFileNameW(std::ptr::null_mut(), buf.as_mut_ptr(), buf.len() as u32)
+        } as usize;
+        if n == 0 {
+            return Err(last_error());
+        }
+        if n < buf.len() {
+            buf.truncate(n);
+            return Ok(buf);
+        }
+        buf.resize(buf.len() * 2, 0);
+    }
+}
+
+/// The job every worker joins: closed by the system when this process ends, which kills them.
+fn job() -> io::Result<HANDLE> {
+    static JOB: OnceLock<Result<OwnedHandle, i32>> = OnceLock::new();
+    let job = JOB.get_or_init(|| {
+        // SAFETY: null attributes and name: an unnamed job, non-inheritable.
+        let h = unsafe { CreateJobObjectW(std::ptr::null(), std::ptr::null()) };
+        if h.is_null() {
+            return Err(last_error().raw_os_error().unwrap_or(0));
+        }
+        let job = own(h);
+        // SAFETY: an all-zero JOBOBJECT_EXTENDED_LIMIT_INFORMATION (a plain C struct of integers)
+        // is valid: no limits.
+        let mut info: JOBOBJECT_EXTENDED_LIMIT_INFORMATION = unsafe { std::mem::zeroed() };
+        info.BasicLimitInformation.LimitFlags = JOB_OBJECT_LIMIT_KILL_ON_JOB_CLOSE;
+        // SAFETY: `info` is the structure this information class takes, of the size passed;
+        // the job handle is live.
+        let ok = unsafe {
+            SetInformationJobObject(
+                raw(&job),
+                JobObjectExtendedLimitInformation,
+                (&raw const info).cast::<c_void>(),
+                size_of::<JOBOBJECT_EXTENDED_LIMIT_INFORMATION>() as u32,
+            )
+        };
+        if ok == 0 {
+            return Err(last_error().raw_os_error().unwrap_or(0));
+        }
+        Ok(job)
+    });
+    match job {
+        Ok(job) => Ok(raw(job)),
+        Err(code) => Err(io::Error::from_raw_os_error(*code)),
+    }
+}
+
+/// An inheritable copy of this process's standard handle `which`, if it has a valid one.
+fn inheritable_std(which: u32) -> Option<OwnedHandle> {
+    // SAFETY: GetStdHandle only reads the process's parameters; the handle stays the process's.
+    let h = unsafe { GetStdHandle(which) };
+    if h.is_null() || h == INVALID_HANDLE_VALUE {
+        return None;
+    }
+    duplicate(h, None, true).ok()
+}
+
+/// `NUL`, opened for reading, inheritable.
+fn inheritable_null() -> io::Result<OwnedHandle> {
+    let attrs = SECURITY_ATTRIBUTES {
+        nLength: size_of::<SECURITY_ATTRIBUTES>() as u32,
+        lpSecurityDescriptor: std::ptr::null_mut(),
+        bInheritHandle: 1,
+    };
+    let name = wide("NUL".as_ref());
+    // SAFETY: `name` is a NUL-terminated wide string and `attrs` a valid structure, both alive
+    // across the call.
+    let h = unsafe {
+        CreateFileW(
+            name.as_ptr(),
+            GENERIC_READ,
+            FILE_SHARE_READ | FILE_SHARE_WRITE,
+            &attrs,
+            OPEN_EXISTING,
+            0,
+            std::ptr::null_mut(),
+        )
+    };
+    if h == INVALID_HANDLE_VALUE {
+        return Err(last_error());
+    }
+    Ok(own(h))
+}
+
+/// This process's environment with [`WORKER_ENV`] set to `value`, as a Unicode environment
+/// block.
+fn worker_environment(value: &str) -> Vec<u16> {
+    let mut block = Vec::new();
+    for (k, v) in std::env::vars_os() {
+        if k.eq_ignore_ascii_case(WORKER_ENV) {
+            continue;
+        }
+        block.extend(k.encode_wide());
+        block.push(u16::from(b'='));
+        block.extend(v.encode_wide());
+        block.push(0);
+    }
+    block.extend(WORKER_ENV.encode_utf16());
+    block.push(u16::from(b'='));
+    block.extend(value.encode_utf16());
+    block.push(0);
+    block.push(0);
+    block
+}
+
+/// A worker process: its process handle, shared with the parent's end of its channel.
+#[derive(Debug)]
+pub(crate) struct WorkerProcess {
+    process: Arc<OwnedHandle>,
+    pid: u32,
+}
+
+impl WorkerProcess {
+    /// The worker's process id.
+    pub(crate) fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// Ends the worker (`TerminateProcess`); `Ok` if it had already ended.
+    pub(crate) fn kill(&mut self) -> io::Result<()> {
+        // SAFETY: the process handle is live (owned by `self`) and has PROCESS_TERMINATE.
+        if unsafe { TerminateProcess(raw(&self.process), TERMINATED_EXIT) } == 0 {
+            let e = last_error();
+            // SAFETY: a zero-timeout wait on a live process handle.
+            if unsafe { WaitForSingleObject(raw(&self.process), 0) } == WAIT_OBJECT_0 {
+                return Ok(());
+            }
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Waits for the worker to end: its exit code (an `NTSTATUS` such as `0xC0000005` when it
+    /// crashed). Never waits for its descendants.
+    pub(crate) fn wait(&mut self) -> ExitCause {
+        // SAFETY: a wait on the live process handle `self` owns.
+        if unsafe { WaitForSingleObject(raw(&self.process), INFINITE) } != WAIT_OBJECT_0 {
+            return ExitCause::Unknown;
+        }
+        let mut code = 0u32;
+        // SAFETY: the handle is live and has PROCESS_QUERY_INFORMATION; writes only `code`.
+        if unsafe { GetExitCodeProcess(raw(&self.process), &mut code) } == 0 {
+            return ExitCause::Unknown;
+        }
+        ExitCause::Code(code as i32)
+    }
+}
+
+/// Starts a worker serving on `child_end` (see the module docs); `parent_end` learns the
+/// worker's process, to pass handles to and from it.
+pub(crate) fn spawn_worker(child_end: &Stream, parent_end: &Stream) -> io::Result<WorkerProcess> {
+    let (Some(child_read), Some(child_write)) = (&child_end.pipes.read, &child_end.pipes.write)
+    else {
+        return Err(io::Error::other("a worker needs both directions of its channel"));
+    };
+    // Inheritable copies for the child only (listed in its handle list), closed once it has
+    // them.
+    let read = duplicate(raw(child_read), None, true)?;
+    let write = duplicate(raw(child_write), None, true)?;
+    let stdin = inheritable_null()?;
+    let stdout = inheritable_std(STD_OUTPUT_HANDLE);
+    let stderr = inheritable_std(STD_ERROR_HANDLE);
+    let mut handles: Vec<HANDLE> = vec![raw(&read), raw(&write), raw(&stdin)];
+    handles.extend(stdout.iter().chain(stderr.iter()).map(raw));
+
+    let exe = {
+        let mut exe = own_executable()?;
+        exe.push(0);
+        exe
+    };
+    // SAFETY: GetCommandLineW returns this process's NUL-terminated command line, valid for
+    // the life of the process.
+    let mut cmdline = unsafe {
+        let p = GetCommandLineW();
+        let mut n = 0;
+        while *p.add(n) != 0 {
+            n += 1;
+        }
+        std::slice::from_raw_parts(p, n + 1).to_vec()
+    };
+    let value = format!(
+        "{}:{}:{}",
+        std::process::id(),
+        raw(&read) as usize,
+        raw(&write) as usize
+    );
+    let env = worker_environment(&value);
+
+    let mut size = 0usize;
+    // SAFETY: the first call only reports the size the list needs (it fails by design).
+    unsafe { InitializeProcThreadAttributeList(std::ptr::null_mut(), 1, 0, &mut size) };
+    let mut list_mem = vec![0u64; size.div_ceil(8)];
+    let list: LPPROC_THREAD_ATTRIBUTE_LIST = list_mem.as_mut_ptr().cast();
+    // SAFETY: `list` points to `size` writable, 8-aligned bytes, as the first call asked.
+    if unsafe { InitializeProcThreadAttributeList(list, 1, 0, &mut size) } == 0 {
+        return Err(last_error());
+    }
+    let spawned = (|| {
+        // SAFETY: `list` was initialised above; `handles` outlives the list's use (the list
+        // stores a pointer to it until CreateProcessW below).
+        if unsafe {
+            UpdateProcThreadAttribute(
+                list,
+                0,
+                PROC_THREAD_ATTRIBUTE_HANDLE_LIST as usize,
+                handles.as_ptr().cast(),
+                handles.len() * size_of::<HANDLE>(),
+                std::ptr::null_mut(),
+                std::ptr::null(),
+            )
+        } == 0
+        {
+            return Err(last_error());
+        }
+        // SAFETY: all-zero is a valid STARTUPINFOEXW (null pointers, zero integers).
+        let mut si: STARTUPINFOEXW = unsafe { std::mem::zeroed() };
+        si.StartupInfo.cb = size_of::<STARTUPINFOEXW>() as u32;
+        si.StartupInfo.dwFlags = STARTF_USESTDHANDLES;
+        si.StartupInfo.hStdInput = raw(&stdin);
+        si.StartupInfo.hStdOutput = stdout.as_ref().map_or(std::ptr::null_mut(), raw);
+        si.StartupInfo.hStdError = stderr.as_ref().map_or(std::ptr::null_mut(), raw);
+        si.lpAttributeList = list;
+        // SAFETY: all-zero is a valid PROCESS_INFORMATION, filled in by the call.
+        let mut pi: PROCESS_INFORMATION = unsafe { std::mem::zeroed() };
+        // SAFETY: `exe` and `cmdline` are NUL-terminated wide strings (`cmdline` writable, as
+        // CreateProcessW requires), `env` a double-NUL-terminated Unicode block, `si` a valid
+        // STARTUPINFOEXW whose attribute list and handles are live; all outlive the call.
+        let ok = unsafe {
+            CreateProcessW(
+                exe.as_ptr(),
+                cmdline.as_mut_ptr(),
+                std::ptr::null(),
+                std::ptr::null(),
+                1,
+                CREATE_SUSPENDED | CREATE_UNICODE_ENVIRONMENT | EXTENDED_STARTUPINFO_PRESENT,
+                env.as_ptr().cast(),
+                std::ptr::null(),
+                &si.StartupInfo,
+                &mut pi,
+            )
+        };
+        if ok == 0 {
+            return Err(last_error());
+        }
+        Ok(pi)
+    })();
+    // SAFETY: the list was initialised above and is no longer used.
+    unsafe { DeleteProcThreadAttributeList(list) };
+    let pi = spawned?;
+    let process = Arc::new(own(pi.hProcess));
+    let thread = own(pi.hThread);
+    let worker = WorkerProcess {
+        process: Arc::clone(&process),
+        pid: pi.dwProcessId,
+    };
+    // The worker joins the job before its first instruction runs.
+    let joined = job().and_then(|job| {
+        // SAFETY: both handles are live; the process handle has PROCESS_SET_QUOTA and
+        // PROCESS_TERMINATE (full access, as its creator).
+        if unsafe { AssignProcessToJobObject(job, raw(&process)) } == 0 {
+            return Err(last_error());
+        }
+        Ok(())
+    });
+    if let Err(e) = joined {
+        // SAFETY: the live process handle we own, with PROCESS_TERMINATE.
+        unsafe { TerminateProcess(raw(&process), TERMINATED_EXIT) };
+        return Err(io::Error::new(
+            e.kind(),
+            format!("a worker could not join the pool's job object: {e}"),
+        ));
+    }
+    let _ = parent_end.pipes.child.set(process);
+    // SAFETY: the suspended main thread's live handle.
+    if unsafe { ResumeThread(raw(&thread)) } == u32::MAX {
+        let e = last_error();
+        let mut worker = worker;
+        let _ = worker.kill();
+        return Err(e);
+    }
+    Ok(worker)
+}
+
+/// Ends process `pid` with `TerminateProcess` (both signals: Windows has no other way).
+///
+/// Callers guarantee the worker has not been waited for yet: the parent holds its process
+/// handle until then, so `pid` cannot name another process.
+pub(crate) fn signal(pid: u32, _signal: Signal) -> io::Result<()> {
+    // SAFETY: OpenProcess takes plain values; a null result is an error.
+    let h = unsafe { OpenProcess(PROCESS_TERMINATE, 0, pid) };
+    if h.is_null() {
+        return Err(last_error());
+    }
+    let h = own(h);
+    // SAFETY: a live handle with PROCESS_TERMINATE.
+    if unsafe { TerminateProcess(raw(&h), TERMINATED_EXIT) } == 0 {
+        return Err(last_error());
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Identity and worker entry.
+
+/// What identifies the running executable's file: volume serial number, file index, size and
+/// last write time.
+pub(crate) fn exe_identity() -> io::Result<[u64; 5]> {
+    let path = OsString::from_wide(&own_executable()?);
+    let file = std::fs::File::open(path)?;
+    // SAFETY: all-zero is a valid BY_HANDLE_FILE_INFORMATION (integers only).
+    let mut info: BY_HANDLE_FILE_INFORMATION = unsafe { std::mem::zeroed() };
+    // SAFETY: the file handle is live (owned by `file`); the call writes only `info`.
+    if unsafe { GetFileInformationByHandle(file.as_raw_handle() as HANDLE, &mut info) } == 0 {
+        return Err(last_error());
+    }
+    let time = info.ftLastWriteTime;
+    Ok([
+        u64::from(info.dwVolumeSerialNumber),
+        u64::from(info.nFileIndexHigh) << 32 | u64::from(info.nFileIndexLow),
+        u64::from(info.nFileSizeHigh) << 32 | u64::from(info.nFileSizeLow),
+        u64::from(time.dwHighDateTime) << 32 | u64::from(time.dwLowDateTime),
+        0,
+    ])
+}
+
+/// Whether `addr` lies in the executable's own module (not in a DLL).
+pub(crate) fn code_in_executable(addr: usize) -> bool {
+    let mut module = std::ptr::null_mut();
+    // SAFETY: with FROM_ADDRESS the "name" is an address, only compared against the loader's
+    // module ranges; UNCHANGED_REFCOUNT takes no reference; the call writes only `module`.
+    let found = unsafe {
+        GetModuleHandleExW(
+            GET_MODULE_HANDLE_EX_FLAG_FROM_ADDRESS | GET_MODULE_HANDLE_EX_FLAG_UNCHANGED_REFCOUNT,
+            addr as *const u16,
+            &mut module,
+        )
+    } != 0;
+    // SAFETY: a null name asks for the executable's module, no reference taken.
+    found && module == unsafe { GetModuleHandleW(std::ptr::null()) }
+}
+
+/// Windows has no set-user-ID programs.
+pub(super) fn runs_elevated() -> bool {
+    false
+}
+
+pub(super) fn remember_executable() {}
+
+/// The image path of process `process` (a handle with query access).
+fn image_of(process: HANDLE) -> Option<Vec<u16>> {
+    let mut buf = vec![0u16; 32 * 1024];
+    let mut n = buf.len() as u32;
+    // SAFETY: `buf` is valid for `n` units of writing; the handle is live for the call.
+    if unsafe { QueryFullProcessImageNameW(process, PROCESS_NAME_WIN32, buf.as_mut_ptr(), &mut n) }
+        == 0
+    {
+        return None;
+    }
+    buf.truncate(n as usize);
+    Some(buf)
+}
+
+/// The pid of this process's parent, from a process snapshot.
+fn parent_pid() -> Option<u32> {
+    // SAFETY: a snapshot of all processes; the handle is owned below.
+    let snap = unsafe { CreateToolhelp32Snapshot(TH32CS_SNAPPROCESS, 0) };
+    if snap == INVALID_HANDLE_VALUE {
+        return None;
+    }
+    let snap = own(snap);
+    // SAFETY: all-zero is a valid PROCESSENTRY32W; dwSize is set as the API requires.
+    let mut entry: PROCESSENTRY32W = unsafe { std::mem::zeroed() };
+    entry.dwSize = size_of::<PROCESSENTRY32W>() as u32;
+    let me = std::process::id();
+    // SAFETY: the snapshot handle is live; `entry` is a valid, sized PROCESSENTRY32W.
+    let mut more = unsafe { Process32FirstW(raw(&snap), &mut entry) } != 0;
+    while more {
+        if entry.th32ProcessID == me {
+            return Some(entry.th32ParentProcessID);
+        }
+        // SAFETY: as above.
+        more = unsafe { Process32NextW(raw(&snap), &mut entry) } != 0;
+    }
+    None
+}
+
+/// Takes over the channel named by `value` (`pid:read:write`), once proven to come from the
+/// real parent: the process that started this one has that pid and runs the same executable,
+/// and both handles are pipes. The handles are made non-inheritable at once, so no process
+/// this one starts holds them.
+pub(super) fn adopt_inherited(value: &str) -> Result<Stream, String> {
+    let mut parts = value.split(':').map(str::parse::<usize>);
+    let (Some(Ok(pid)), Some(Ok(r)), Some(Ok(w)), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(format!("{value:?} names no channel"));
+    };
+    let parent = parent_pid().ok_or("its parent process cannot be found")?;
+    if u32::try_from(pid).ok() != Some(parent) {
+        return Err(format!(
+            "the channel was made by process {pid}, not by its parent ({parent})"
+        ));
+    }
+    // SAFETY: OpenProcess takes plain values; a null result is an error.
+    let h = unsafe { OpenProcess(PROCESS_QUERY_LIMITED_INFORMATION, 0, parent) };
+    if h.is_null() {
+        return Err(format!("its parent cannot be inspected: {}", last_error()));
+    }
+    let parent_handle = own(h);
+    let theirs = image_of(raw(&parent_handle));
+    let mine = image_of(current_process());
+    if theirs.is_none() || theirs != mine {
+        return Err("its parent runs another executable".into());
+    }
+    let (r, w) = (r as HANDLE, w as HANDLE);
+    for h in [r, w] {
+        // SAFETY: GetFileType only queries the handle; an invalid value yields an error code.
+        if unsafe { GetFileType(h) } != FILE_TYPE_PIPE {
+            return Err("the inherited handles are not pipes".into());
+        }
+        // SAFETY: changes only the inherit flag of a handle this process holds.
+        if unsafe { SetHandleInformation(h, HANDLE_FLAG_INHERIT, 0) } == 0 {
+            return Err(format!("cannot make its channel private: {}", last_error()));
+        }
+    }
+    Ok(Stream::new(Some(own(r)), Some(own(w))))
+}
+
+/// Checked by [`adopt_inherited`] already (Windows has no peer credentials on pipes).
+#[allow(clippy::unnecessary_wraps)]
+pub(super) fn check_peer_is_parent(_socket: &Stream) -> Result<(), String> {
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Shared memory.
+
+/// A view of a file mapping (unmapped when dropped).
+#[derive(Debug)]
+pub(crate) struct Map {
+    ptr: *mut u8,
+    len: usize,
+}
+
+// SAFETY: a `Map` is an address range owned by the value, like memmap2's `MmapRaw`: it hands out
+// raw pointers only, and every access through them is an `unsafe` copy whose own SAFETY comment
+// argues why no other access races with it; unmapping happens once, in `Drop`.
+unsafe impl Send for Map {}
+// SAFETY: as above: shared `&Map` access only yields raw pointers.
+unsafe impl Sync for Map {}
+
+impl Map {
+    pub(crate) fn as_ptr(&self) -> *const u8 {
+        self.ptr
+    }
+
+    pub(crate) fn as_mut_ptr(&self) -> *mut u8 {
+        self.ptr
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+}
+
+impl Drop for Map {
+    fn drop(&mut self) {
+        // SAFETY: `ptr` is the base of a view this value mapped and still owns.
+        unsafe {
+            UnmapViewOfFile(MEMORY_MAPPED_VIEW_ADDRESS {
+                Value: self.ptr.cast(),
+            })
+        };
+    }
+}
+
+/// Maps a view of `len` bytes of the section `h` (all of it if `len` is 0) with `access`; its
+/// length is what the view spans (whole pages).
+fn view(h: &OwnedHandle, access: u32, len: usize) -> io::Result<Map> {
+    // SAFETY: the section handle is live; a failed call returns null.
+    let base = unsafe { MapViewOfFile(raw(h), access, 0, 0, len) };
+    if base.Value.is_null() {
+        return Err(last_error());
+    }
+    // SAFETY: all-zero is a valid MEMORY_BASIC_INFORMATION.
+    let mut info: MEMORY_BASIC_INFORMATION = unsafe { std::mem::zeroed() };
+    // SAFETY: queries the view just mapped; writes only `info`.
+    let got = unsafe {
+        VirtualQuery(
+            base.Value,
+            &mut info,
+            size_of::<MEMORY_BASIC_INFORMATION>(),
+        )
+    };
+    // Owned from here: unmapped on every return below that does not hand it out.
+    let mut map = Map {
+        ptr: base.Value.cast(),
+        len: if got == 0 { len } else { info.RegionSize },
+    };
+    if len != 0 {
+        if map.len < len {
+            return Err(io::Error::other("a view shorter than asked"));
+        }
+        map.len = len;
+    }
+    Ok(map)
+}
+
+fn section(size: usize) -> io::Result<OwnedHandle> {
+    let size = size as u64;
+    // SAFETY: INVALID_HANDLE_VALUE asks for a page-file-backed section; null attributes and
+    // name: unnamed, non-inheritable. A failed call returns null.
+    let h = unsafe {
+        CreateFileMappingW(
+            INVALID_HANDLE_VALUE,
+            std::ptr::null(),
+            PAGE_READWRITE,
+            (size >> 32) as u32,
+            size as u32,
+            std::ptr::null(),
+        )
+    };
+    if h.is_null() {
+        return Err(last_error());
+    }
+    Ok(own(h))
+}
+
+/// A page shared with one worker (its black box): a section both may map read-write.
+pub(crate) fn create_shared_page(size: usize) -> io::Result<OwnedHandle> {
+    section(size)
+}
+
+pub(crate) fn map_shared_page(h: &OwnedHandle, len: usize) -> io::Result<Map> {
+    view(h, FILE_MAP_READ | FILE_MAP_WRITE, len)
+}
+
+pub(crate) fn map_read_only(h: &OwnedHandle, len: usize) -> io::Result<Map> {
+    view(h, FILE_MAP_READ, len)
+}
+
+/// Reads exactly `buf.len()` bytes of the section `h` at `offset`, through a read-only view.
+pub(crate) fn read_at(h: &OwnedHandle, buf: &mut [u8], offset: u64) -> io::Result<()> {
+    let offset = usize::try_from(offset).map_err(io::Error::other)?;
+    let end = offset
+        .checked_add(buf.len())
+        .ok_or_else(|| io::Error::other("a read past the address space"))?;
+    // A view of exactly the bytes up to `end`: the call fails if the section is shorter.
+    let map = view(h, FILE_MAP_READ, end).map_err(|e| {
+        io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            format!("{} bytes at {offset} are past the section's end ({e})", buf.len()),
+        )
+    })?;
+    // SAFETY: the range is inside the live view (checked above), `buf` is private memory; a
+    // section's size never changes, and every byte pattern is a valid `u8`.
+    unsafe { std::ptr::copy_nonoverlapping(map.ptr.add(offset), buf.as_mut_ptr(), buf.len()) };
+    Ok(())
+}
+
+/// A region to lend: a section mapped read-write here, whose only handle (the one returned, to
+/// lend) has `FILE_MAP_READ` access only. Windows has no seals; this is its equivalent of
+/// [`Sealed::Now`]: no process can map it writable but through the view returned here.
+pub(crate) fn create_lendable_region(
+    size: usize,
+    head: &[u8],
+) -> io::Result<(OwnedHandle, Map, Sealed)> {
+    let full = section(size)?;
+    let map = view(&full, FILE_MAP_READ | FILE_MAP_WRITE, size)?;
+    super::copy_in(&map, 0, head);
+    let read_only = duplicate(raw(&full), Some(FILE_MAP_READ), false)?;
+    drop(full);
+    Ok((read_only, map, Sealed::Now))
+}
+
+/// Never reached: regions here are [`Sealed::Now`].
+#[allow(clippy::unnecessary_wraps)]
+pub(crate) fn seal_written(_h: &OwnedHandle, _map: Map) -> io::Result<()> {
+    Ok(())
+}
+
+/// A received region: refused unless it is a section this process can map but only read.
+/// Its size is its view's (whole pages); the key is the same for every region (handles name
+/// no file), so receivers tell regions apart by their tags.
+pub(crate) fn inspect_region(h: &OwnedHandle) -> Result<RegionInfo, String> {
+    let map = view(h, FILE_MAP_READ, 0).map_err(|e| format!("not a shared-memory region: {e}"))?;
+    if view(h, FILE_MAP_WRITE, 0).is_ok() {
+        return Err("the region could be mapped writable by its receiver".into());
+    }
+    Ok(RegionInfo {
+        size: map.len,
+        key: (0, 0),
+    })
+}
+
+/// Sections have no holes a reader could fault in from a file: the region's size.
+pub(crate) fn first_hole(h: &OwnedHandle, _from: u64) -> io::Result<u64> {
+    Ok(view(h, FILE_MAP_READ, 0)?.len as u64)
+}
+
+/// Helpers for the crate's unit tests.
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::OwnedHandle;
+
+    /// A handle that names no section (a pipe's read end).
+    pub(crate) fn not_a_region() -> OwnedHandle {
+        super::pipe().unwrap().0
+    }
+}
