@@ -1,7 +1,7 @@
 //! `wait` and `as_completed`: block on many futures through one registered [`Waiter`], never by
 //! polling. Futures may come from different executors.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::HashSet;
 use std::fmt;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::time::{Duration, Instant};
@@ -44,11 +44,14 @@ impl<T: fmt::Debug> fmt::Debug for WaitResult<T> {
 
 fn dedup<'a, T: 'a>(futures: impl IntoIterator<Item = &'a Future<T>>) -> Vec<Future<T>> {
     let futures = futures.into_iter();
-    let mut seen = HashSet::with_capacity_and_hasher(
-        futures.size_hint().0,
-        BuildHasherDefault::<IdHasher>::default(),
-    );
-    futures.filter(|f| seen.insert(f.id())).cloned().collect()
+    let len = futures.size_hint().0;
+    let mut seen =
+        HashSet::with_capacity_and_hasher(len, BuildHasherDefault::<IdHasher>::default());
+    // Sized once: `filter` hides the length from `collect`, which would grow the vector by
+    // doubling.
+    let mut unique = Vec::with_capacity(len);
+    unique.extend(futures.filter(|f| seen.insert(f.id())).cloned());
+    unique
 }
 
 /// Hashes a future's id (an address) for [`dedup`]: a multiply that spreads the address's
@@ -105,7 +108,8 @@ pub fn wait<'a, T: 'a>(
 ) -> WaitResult<T> {
     let futures = dedup(futures);
     let deadline = deadline_after(timeout);
-    let waiter = Arc::new(Waiter::new());
+    let waiter = Arc::new(Waiter::with_capacity(futures.len()));
+    let mut fired = Vec::with_capacity(futures.len());
     let mut done = vec![false; futures.len()];
     let mut done_count = 0;
     let mut failed = false;
@@ -125,11 +129,11 @@ pub fn wait<'a, T: 'a>(
         if satisfied || futures.is_empty() {
             break;
         }
-        let fired = waiter.wait(deadline);
-        if fired.is_empty() {
+        fired.clear();
+        if !waiter.wait_into(deadline, &mut fired) {
             break;
         }
-        for i in fired {
+        for &i in &fired {
             if !done[i] {
                 done[i] = true;
                 done_count += 1;
@@ -174,14 +178,15 @@ pub fn as_completed<'a, T: 'a>(
     timeout: Option<Duration>,
 ) -> AsCompleted<T> {
     let futures = dedup(futures);
-    let waiter = Arc::new(Waiter::new());
-    let mut ready = VecDeque::new();
+    let waiter = Arc::new(Waiter::with_capacity(futures.len()));
+    let mut ready = Vec::with_capacity(futures.len());
     for (i, f) in futures.iter().enumerate() {
         if f.register(&waiter, i) {
-            ready.push_back(i);
+            ready.push(i);
         }
     }
     AsCompleted {
+        next: 0,
         total: futures.len(),
         remaining: futures.len(),
         slots: futures.into_iter().map(Some).collect(),
@@ -195,7 +200,10 @@ pub fn as_completed<'a, T: 'a>(
 /// The iterator returned by [`as_completed`].
 pub struct AsCompleted<T> {
     slots: Vec<Option<Future<T>>>,
-    ready: VecDeque<usize>,
+    /// Indices of done futures not yet yielded: `ready[next..]`. Swapped with the waiter's
+    /// buffer when used up, so it never grows.
+    ready: Vec<usize>,
+    next: usize,
     waiter: Arc<Waiter>,
     deadline: Option<Instant>,
     remaining: usize,
@@ -219,7 +227,8 @@ impl<T> Iterator for AsCompleted<T> {
             return None;
         }
         loop {
-            while let Some(i) = self.ready.pop_front() {
+            while let Some(&i) = self.ready.get(self.next) {
+                self.next += 1;
                 if let Some(f) = self.slots[i].take() {
                     self.remaining -= 1;
                     return Some(Ok(f));
@@ -229,8 +238,9 @@ impl<T> Iterator for AsCompleted<T> {
                 self.finished = true;
                 return None;
             }
-            let fired = self.waiter.wait(self.deadline);
-            if fired.is_empty() {
+            self.ready.clear();
+            self.next = 0;
+            if !self.waiter.wait_into(self.deadline, &mut self.ready) {
                 self.finished = true;
                 self.unregister_rest();
                 return Some(Err(TimeoutError {
@@ -238,7 +248,6 @@ impl<T> Iterator for AsCompleted<T> {
                     total: self.total,
                 }));
             }
-            self.ready.extend(fired);
         }
     }
 
