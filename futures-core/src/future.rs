@@ -543,6 +543,12 @@ impl<T> Future<T> {
         }
     }
 
+    /// `true` if done, without taking the lock: the outcome is set in the critical section
+    /// that makes the state done, so anyone who then takes the lock sees it done.
+    pub(crate) fn is_done_now(&self) -> bool {
+        self.inner.outcome.get().is_some()
+    }
+
     /// `true` if finished with an error (not cancelled): what `FirstException` waits for.
     pub(crate) fn failed(&self) -> bool {
         self.state() == State::Finished && matches!(self.inner.outcome.get(), Some(Err(_)))

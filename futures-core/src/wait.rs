@@ -178,11 +178,13 @@ pub fn as_completed<'a, T: 'a>(
     timeout: Option<Duration>,
 ) -> AsCompleted<T> {
     let futures = dedup(futures);
-    let waiter = Arc::new(Waiter::with_capacity(futures.len()));
     let mut ready = Vec::with_capacity(futures.len());
+    let mut pending = Vec::with_capacity(futures.len());
     for (i, f) in futures.iter().enumerate() {
-        if f.register(&waiter, i) {
+        if f.is_done_now() {
             ready.push(i);
+        } else {
+            pending.push(i);
         }
     }
     AsCompleted {
@@ -191,20 +193,30 @@ pub fn as_completed<'a, T: 'a>(
         remaining: futures.len(),
         slots: futures.into_iter().map(Some).collect(),
         ready,
-        waiter,
+        pending,
+        waiter: None,
         deadline: deadline_after(timeout),
         finished: false,
     }
 }
 
 /// The iterator returned by [`as_completed`].
+///
+/// It registers its waiter with the futures only when it would otherwise block: until then it
+/// looks at the unfinished ones again (without locking them) each time it has yielded all it
+/// knew done, as long as such a look still finds a good share of them done. Most of a large
+/// batch of short tasks is done by the time it is collected, and a registration (a lock, and
+/// a completion that takes the waiter's lock too) per future was most of `as_completed`'s cost.
 pub struct AsCompleted<T> {
     slots: Vec<Option<Future<T>>>,
     /// Indices of done futures not yet yielded: `ready[next..]`. Swapped with the waiter's
     /// buffer when used up, so it never grows.
     ready: Vec<usize>,
     next: usize,
-    waiter: Arc<Waiter>,
+    /// Indices of futures not done at the last look, while no waiter is registered.
+    pending: Vec<usize>,
+    /// Registered with every future in `pending` once looking stopped paying.
+    waiter: Option<Arc<Waiter>>,
     deadline: Option<Instant>,
     remaining: usize,
     total: usize,
@@ -213,9 +225,40 @@ pub struct AsCompleted<T> {
 
 impl<T> AsCompleted<T> {
     fn unregister_rest(&mut self) {
-        for f in self.slots.iter().flatten() {
-            f.unregister(&self.waiter);
+        if let Some(waiter) = &self.waiter {
+            for f in self.slots.iter().flatten() {
+                f.unregister(waiter);
+            }
         }
+    }
+
+    /// Moves the futures of `pending` that are done now into `ready`; `true` if that was a
+    /// quarter of them or more (then it is worth looking again before registering).
+    fn look_again(&mut self) -> bool {
+        let before = self.pending.len();
+        let (slots, ready) = (&self.slots, &mut self.ready);
+        self.pending.retain(|&i| {
+            let done = slots[i].as_ref().is_some_and(Future::is_done_now);
+            if done {
+                ready.push(i);
+            }
+            !done
+        });
+        let found = before - self.pending.len();
+        found > 0 && found * 4 >= before
+    }
+
+    /// Registers a waiter with every future in `pending`; those done meanwhile go to `ready`.
+    fn register(&mut self) {
+        let waiter = Arc::new(Waiter::with_capacity(self.pending.len()));
+        for i in self.pending.drain(..) {
+            if let Some(f) = &self.slots[i] {
+                if f.register(&waiter, i) {
+                    self.ready.push(i);
+                }
+            }
+        }
+        self.waiter = Some(waiter);
     }
 }
 
@@ -240,7 +283,17 @@ impl<T> Iterator for AsCompleted<T> {
             }
             self.ready.clear();
             self.next = 0;
-            if !self.waiter.wait_into(self.deadline, &mut self.ready) {
+            if self.waiter.is_none() {
+                if self.look_again() {
+                    continue;
+                }
+                self.register();
+                if !self.ready.is_empty() {
+                    continue;
+                }
+            }
+            let waiter = self.waiter.as_ref().expect("registered above");
+            if !waiter.wait_into(self.deadline, &mut self.ready) {
                 self.finished = true;
                 self.unregister_rest();
                 return Some(Err(TimeoutError {
