@@ -43,15 +43,26 @@ impl<T: fmt::Debug> fmt::Debug for WaitResult<T> {
 }
 
 fn dedup<'a, T: 'a>(futures: impl IntoIterator<Item = &'a Future<T>>) -> Vec<Future<T>> {
-    let futures = futures.into_iter();
-    let len = futures.size_hint().0;
-    let mut seen =
-        HashSet::with_capacity_and_hasher(len, BuildHasherDefault::<IdHasher>::default());
-    // Sized once: `filter` hides the length from `collect`, which would grow the vector by
-    // doubling.
-    let mut unique = Vec::with_capacity(len);
-    unique.extend(futures.filter(|f| seen.insert(f.id())).cloned());
+    let mut unique = Vec::new();
+    dedup_each(futures, |_, f| unique.push(f.clone()));
     unique
+}
+
+/// Calls `each(k, f)` for the `k`-th distinct future `f` of `futures`, in order.
+fn dedup_each<'a, T: 'a>(
+    futures: impl IntoIterator<Item = &'a Future<T>>,
+    mut each: impl FnMut(usize, &'a Future<T>),
+) {
+    let futures = futures.into_iter();
+    let mut seen = HashSet::with_capacity_and_hasher(
+        futures.size_hint().0,
+        BuildHasherDefault::<IdHasher>::default(),
+    );
+    for f in futures {
+        if seen.insert(f.id()) {
+            each(seen.len() - 1, f);
+        }
+    }
 }
 
 /// Hashes a future's id (an address) for [`dedup`]: a multiply that spreads the address's
@@ -177,21 +188,26 @@ pub fn as_completed<'a, T: 'a>(
     futures: impl IntoIterator<Item = &'a Future<T>>,
     timeout: Option<Duration>,
 ) -> AsCompleted<T> {
-    let futures = dedup(futures);
-    let mut ready = Vec::with_capacity(futures.len());
-    let mut pending = Vec::with_capacity(futures.len());
-    for (i, f) in futures.iter().enumerate() {
+    let futures = futures.into_iter();
+    let len = futures.size_hint().0;
+    // One pass: each future's state is looked at while its cache lines are at hand (with
+    // thousands of futures, every extra pass over them is a pass of cache misses).
+    let mut slots = Vec::with_capacity(len);
+    let mut ready = Vec::with_capacity(len);
+    let mut pending = Vec::with_capacity(len);
+    dedup_each(futures, |i, f| {
         if f.is_done_now() {
             ready.push(i);
         } else {
             pending.push(i);
         }
-    }
+        slots.push(Some(f.clone()));
+    });
     AsCompleted {
         next: 0,
-        total: futures.len(),
-        remaining: futures.len(),
-        slots: futures.into_iter().map(Some).collect(),
+        total: slots.len(),
+        remaining: slots.len(),
+        slots,
         ready,
         pending,
         waiter: None,
