@@ -1,5 +1,10 @@
 //! `wait` and `as_completed`: block on many futures through one registered [`Waiter`], never by
 //! polling. Futures may come from different executors.
+//!
+//! `wait` registers its waiter with every future not yet done. `as_completed` first takes what
+//! is done (a lock-free look at each future's outcome cell) and registers only when it would
+//! otherwise block; see [`AsCompleted`]. Either way the keys of completed futures collect in
+//! buffers sized once for all the futures, which the waiting side swaps rather than grows.
 
 use std::collections::HashSet;
 use std::fmt;

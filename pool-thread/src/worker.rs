@@ -23,6 +23,9 @@
 //! which tripled the round trip in measurements. After that, and for further spinners at once,
 //! it yields between looks, so that idle workers do not crowd out the threads that submit and
 //! consume (keeping the CPU for all 50 µs cost a third of `map` throughput on 2 CPUs).
+//!
+//! The queue's mutex and each of the three counters sit on cache lines of their own, since one
+//! side writes them on every task and the other reads them on every task.
 
 use std::cell::Cell;
 use std::collections::VecDeque;
