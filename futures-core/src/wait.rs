@@ -48,7 +48,9 @@ impl<T: fmt::Debug> fmt::Debug for WaitResult<T> {
 }
 
 fn dedup<'a, T: 'a>(futures: impl IntoIterator<Item = &'a Future<T>>) -> Vec<Future<T>> {
-    let mut unique = Vec::new();
+    let futures = futures.into_iter();
+    // Sized once, not grown by doubling (each large reallocation is costly with thousands).
+    let mut unique = Vec::with_capacity(futures.size_hint().0);
     dedup_each(futures, |_, f| unique.push(f.clone()));
     unique
 }
