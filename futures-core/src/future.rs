@@ -11,12 +11,20 @@
 //! Completion takes the callbacks, waiters and wakers out under the lock and runs or notifies
 //! them after releasing it, so no user code and no other lock ever runs under `shared`.
 //!
-//! *Release*: when the [`Promise`] is dropped it first drops its `Arc<Inner>` and only then opens
-//! a [`ReleaseGate`] that lives in an `Arc` of its own. [`Future::try_unwrap`] waits at that gate,
-//! so a sole owner (such as the `map` iterator) always finds itself alone and can move the value
-//! out without requiring `T: Clone`. (A flag inside `shared` would not do: the promise could only
-//! set it while still holding its `Arc<Inner>`, leaving a window where `try_unwrap` sees the flag
-//! yet fails `Arc::try_unwrap`.)
+//! *Release*: [`Future::try_unwrap`] moves the value out of a sole owner's future (such as the
+//! `map` iterator's) without requiring `T: Clone`, so it must wait until the [`Promise`] has
+//! dropped its `Arc<Inner>`. `Inner` counts the live `Future` handles (`handles`) apart from the
+//! `Arc`'s own count, so a sole owner can tell that every other strong reference is the promise's.
+//! The promise's drop moves `release` from `HELD` to `GONE` just before it drops its `Arc`:
+//!
+//! * if `try_unwrap` comes first, it allocates a [`ReleaseGate`] (in an `Arc` of its own, so the
+//!   promise can open it after its `Arc<Inner>` is gone), parks it in `shared` and marks `release`
+//!   `WAITING`; the promise's drop finds it there and opens it last;
+//! * if the promise came first (`GONE`), its `Arc` goes within a few instructions: `try_unwrap`
+//!   yields until the strong count says so (or another handle appears).
+//!
+//! No task pays for a gate unless its value is unwrapped while its promise is still held: this
+//! was one of three allocations per submitted task.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -28,7 +36,7 @@ use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use crate::error::{panic_message, InvalidStateError, TaskError};
-use crate::primitive::{Arc, Condvar, Mutex};
+use crate::primitive::{yield_now, Arc, AtomicUsize, Condvar, Mutex, Ordering};
 use crate::waiter::Waiter;
 
 /// The life cycle of a future, as in Python's `concurrent.futures`.
@@ -88,6 +96,8 @@ struct Shared<T> {
     /// Allocated on first need: most futures never get a callback, a second waiter or a waker,
     /// and a million pending ones should not carry three empty vectors each.
     listeners: Option<Box<Listeners<T>>>,
+    /// The gate a `try_unwrap` waits at, while `release` is `WAITING`.
+    gate: Option<Arc<ReleaseGate>>,
 }
 
 struct Listeners<T> {
@@ -113,11 +123,21 @@ pub(crate) struct Inner<T> {
     cond: Condvar,
     /// The error is boxed so a value's cell stays small (`TaskError` is 72 bytes).
     outcome: OnceLock<Result<T, Box<TaskError>>>,
-    release: Arc<ReleaseGate>,
+    /// Live `Future` handles (not the promise): see *Release* above.
+    handles: AtomicUsize,
+    /// `HELD`, `WAITING` (a gate is parked in `shared`) or `GONE`: see *Release* above.
+    release: AtomicUsize,
 }
 
-/// Opened by the promise's `Drop` once its `Arc<Inner>` is gone: after that only user handles
-/// hold the state.
+/// The promise holds its `Arc<Inner>` and nobody waits for it to go.
+const HELD: usize = 0;
+/// A `try_unwrap` parked a [`ReleaseGate`] in `shared.gate` and waits at it.
+const WAITING: usize = 1;
+/// The promise dropped (or is about to drop, within a few instructions) its `Arc<Inner>`.
+const GONE: usize = 2;
+
+/// Opened by the promise's `Drop` once its `Arc<Inner>` is gone, for a `try_unwrap` that came
+/// before it (see *Release* above).
 struct ReleaseGate {
     released: Mutex<bool>,
     cond: Condvar,
@@ -182,9 +202,13 @@ pub struct Promise<T> {
 
 impl<T> Clone for Future<T> {
     fn clone(&self) -> Self {
-        Future {
-            inner: Arc::clone(&self.inner),
-        }
+        Future::from_arc(Arc::clone(&self.inner))
+    }
+}
+
+impl<T> Drop for Future<T> {
+    fn drop(&mut self) {
+        self.inner.handles.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -203,6 +227,12 @@ impl<T> Hash for Future<T> {
 }
 
 impl<T> Future<T> {
+    /// A handle owning `inner`, one of the strong references, counted in `handles`.
+    fn from_arc(inner: Arc<Inner<T>>) -> Self {
+        inner.handles.fetch_add(1, Ordering::SeqCst);
+        Future { inner }
+    }
+
     /// Identity of the shared state, for de-duplication.
     pub(crate) fn id(&self) -> usize {
         Arc::as_ptr(&self.inner) as *const () as usize
@@ -369,14 +399,62 @@ impl<T> Future<T> {
         if let Err(e) = self.outcome() {
             return Ok(Err(e));
         }
-        self.inner.release.wait();
-        match Arc::try_unwrap(self.inner) {
+        if self.inner.handles.load(Ordering::SeqCst) != 1 {
+            return Err(self);
+        }
+        self.wait_for_promise();
+        let inner = Arc::clone(&self.inner);
+        drop(self);
+        match Arc::try_unwrap(inner) {
             Ok(inner) => Ok(inner
                 .outcome
                 .into_inner()
                 .expect("a done future has an outcome")
                 .map_err(|e| *e)),
-            Err(inner) => Err(Future { inner }),
+            Err(inner) => Err(Future::from_arc(inner)),
+        }
+    }
+
+    /// Waits until the promise has dropped its `Arc<Inner>`, or another handle appeared; see
+    /// *Release* in the module docs.
+    fn wait_for_promise(&self) {
+        let gate = {
+            let mut shared = self.inner.shared.lock();
+            if self.inner.release.load(Ordering::SeqCst) == GONE {
+                None
+            } else {
+                let gate = Arc::clone(shared.gate.get_or_insert_with(|| {
+                    Arc::new(ReleaseGate {
+                        released: Mutex::new(false),
+                        cond: Condvar::new(),
+                    })
+                }));
+                // Under the lock the promise's drop takes the gate under, so it finds the gate
+                // parked whenever it sees `WAITING`.
+                match self.inner.release.compare_exchange(
+                    HELD,
+                    WAITING,
+                    Ordering::SeqCst,
+                    Ordering::SeqCst,
+                ) {
+                    Ok(_) | Err(WAITING) => Some(gate),
+                    Err(_) => {
+                        shared.gate = None;
+                        None
+                    }
+                }
+            }
+        };
+        match gate {
+            Some(gate) => gate.wait(),
+            None => {
+                // The promise is between its last look at `release` and dropping its `Arc`.
+                while Arc::strong_count(&self.inner) > 1
+                    && self.inner.handles.load(Ordering::SeqCst) == 1
+                {
+                    yield_now();
+                }
+            }
         }
     }
 
@@ -465,6 +543,12 @@ impl<T> Future<T> {
         }
     }
 
+    /// `true` if done, without taking the lock: the outcome is set in the critical section
+    /// that makes the state done, so anyone who then takes the lock sees it done.
+    pub(crate) fn is_done_now(&self) -> bool {
+        self.inner.outcome.get().is_some()
+    }
+
     /// `true` if finished with an error (not cancelled): what `FirstException` waits for.
     pub(crate) fn failed(&self) -> bool {
         self.state() == State::Finished && matches!(self.inner.outcome.get(), Some(Err(_)))
@@ -516,13 +600,12 @@ impl<T> Promise<T> {
                     state: State::Pending,
                     waiter: None,
                     listeners: None,
+                    gate: None,
                 }),
                 cond: Condvar::new(),
                 outcome: OnceLock::new(),
-                release: Arc::new(ReleaseGate {
-                    released: Mutex::new(false),
-                    cond: Condvar::new(),
-                }),
+                handles: AtomicUsize::new(0),
+                release: AtomicUsize::new(HELD),
             })),
         }
     }
@@ -536,9 +619,7 @@ impl<T> Promise<T> {
     /// A consumer handle to this promise's future.
     #[must_use]
     pub fn future(&self) -> Future<T> {
-        Future {
-            inner: Arc::clone(self.inner()),
-        }
+        Future::from_arc(Arc::clone(self.inner()))
     }
 
     /// Marks the task running. Returns `false` if it was cancelled (then do not run it).
@@ -627,7 +708,10 @@ impl<T> Drop for Promise<T> {
         let Some(inner) = self.inner.take() else {
             return;
         };
-        if !inner.shared.lock().state.is_done() {
+        // The outcome is set in the same critical section that makes the state done: once it
+        // is there, the future is done (or becomes so before anyone can look), and the lock
+        // need not be taken to find out.
+        if inner.outcome.get().is_none() && !inner.shared.lock().state.is_done() {
             let _ = complete(
                 &inner,
                 Err(TaskError::Broken {
@@ -638,10 +722,16 @@ impl<T> Drop for Promise<T> {
                 State::Finished,
             );
         }
-        // Drop our handle before opening the gate, so `try_unwrap` past it finds itself alone.
-        let gate = Arc::clone(&inner.release);
+        // Drop our handle before opening a gate, so `try_unwrap` past it finds itself alone.
+        let gate = if inner.release.swap(GONE, Ordering::SeqCst) == WAITING {
+            inner.shared.lock().gate.take()
+        } else {
+            None
+        };
         drop(inner);
-        gate.open();
+        if let Some(gate) = gate {
+            gate.open();
+        }
     }
 }
 
@@ -696,12 +786,7 @@ fn complete<T>(
         waker.wake();
     }
     if !callbacks.is_empty() {
-        run_callbacks(
-            &Future {
-                inner: Arc::clone(inner),
-            },
-            callbacks,
-        );
+        run_callbacks(&Future::from_arc(Arc::clone(inner)), callbacks);
     }
     Ok(())
 }

@@ -56,8 +56,12 @@
 //!
 //! # Threads and locks
 //!
-//! Each future is one mutex-protected state plus a write-once outcome cell. No user code
-//! (callbacks) and no other lock ever runs while that mutex is held. The mutex and condvars come
+//! Each future is one allocation: a mutex-protected state plus a write-once outcome cell, a
+//! count of its `Future` handles and a word saying whether the promise still holds it (what
+//! `try_unwrap` needs; a gate to wait at is allocated only when it must wait). No user code
+//! (callbacks) and no other lock ever runs while that mutex is held. Whether a future is done
+//! can be read without the lock (its outcome cell is set in the critical section that makes it
+//! done), which `as_completed` and the promise's drop use. The mutex and condvars come
 //! from `parking_lot` through one internal shim, which `--cfg loom` replaces with `loom`'s
 //! model-checked types (`tests/loom.rs`).
 #![warn(missing_docs)]

@@ -1,7 +1,12 @@
 //! `wait` and `as_completed`: block on many futures through one registered [`Waiter`], never by
 //! polling. Futures may come from different executors.
+//!
+//! `wait` registers its waiter with every future not yet done. `as_completed` first takes what
+//! is done (a lock-free look at each future's outcome cell) and registers only when it would
+//! otherwise block; see [`AsCompleted`]. Either way the keys of completed futures collect in
+//! buffers sized once for all the futures, which the waiting side swaps rather than grows.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::HashSet;
 use std::fmt;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::time::{Duration, Instant};
@@ -44,11 +49,27 @@ impl<T: fmt::Debug> fmt::Debug for WaitResult<T> {
 
 fn dedup<'a, T: 'a>(futures: impl IntoIterator<Item = &'a Future<T>>) -> Vec<Future<T>> {
     let futures = futures.into_iter();
+    // Sized once, not grown by doubling (each large reallocation is costly with thousands).
+    let mut unique = Vec::with_capacity(futures.size_hint().0);
+    dedup_each(futures, |_, f| unique.push(f.clone()));
+    unique
+}
+
+/// Calls `each(k, f)` for the `k`-th distinct future `f` of `futures`, in order.
+fn dedup_each<'a, T: 'a>(
+    futures: impl IntoIterator<Item = &'a Future<T>>,
+    mut each: impl FnMut(usize, &'a Future<T>),
+) {
+    let futures = futures.into_iter();
     let mut seen = HashSet::with_capacity_and_hasher(
         futures.size_hint().0,
         BuildHasherDefault::<IdHasher>::default(),
     );
-    futures.filter(|f| seen.insert(f.id())).cloned().collect()
+    for f in futures {
+        if seen.insert(f.id()) {
+            each(seen.len() - 1, f);
+        }
+    }
 }
 
 /// Hashes a future's id (an address) for [`dedup`]: a multiply that spreads the address's
@@ -105,7 +126,8 @@ pub fn wait<'a, T: 'a>(
 ) -> WaitResult<T> {
     let futures = dedup(futures);
     let deadline = deadline_after(timeout);
-    let waiter = Arc::new(Waiter::new());
+    let waiter = Arc::new(Waiter::with_capacity(futures.len()));
+    let mut fired = Vec::with_capacity(futures.len());
     let mut done = vec![false; futures.len()];
     let mut done_count = 0;
     let mut failed = false;
@@ -125,11 +147,11 @@ pub fn wait<'a, T: 'a>(
         if satisfied || futures.is_empty() {
             break;
         }
-        let fired = waiter.wait(deadline);
-        if fired.is_empty() {
+        fired.clear();
+        if !waiter.wait_into(deadline, &mut fired) {
             break;
         }
-        for i in fired {
+        for &i in &fired {
             if !done[i] {
                 done[i] = true;
                 done_count += 1;
@@ -173,30 +195,51 @@ pub fn as_completed<'a, T: 'a>(
     futures: impl IntoIterator<Item = &'a Future<T>>,
     timeout: Option<Duration>,
 ) -> AsCompleted<T> {
-    let futures = dedup(futures);
-    let waiter = Arc::new(Waiter::new());
-    let mut ready = VecDeque::new();
-    for (i, f) in futures.iter().enumerate() {
-        if f.register(&waiter, i) {
-            ready.push_back(i);
+    let futures = futures.into_iter();
+    let len = futures.size_hint().0;
+    // One pass: each future's state is looked at while its cache lines are at hand (with
+    // thousands of futures, every extra pass over them is a pass of cache misses).
+    let mut slots = Vec::with_capacity(len);
+    let mut ready = Vec::with_capacity(len);
+    let mut pending = Vec::with_capacity(len);
+    dedup_each(futures, |i, f| {
+        if f.is_done_now() {
+            ready.push(i);
+        } else {
+            pending.push(i);
         }
-    }
+        slots.push(Some(f.clone()));
+    });
     AsCompleted {
-        total: futures.len(),
-        remaining: futures.len(),
-        slots: futures.into_iter().map(Some).collect(),
+        next: 0,
+        total: slots.len(),
+        remaining: slots.len(),
+        slots,
         ready,
-        waiter,
+        pending,
+        waiter: None,
         deadline: deadline_after(timeout),
         finished: false,
     }
 }
 
 /// The iterator returned by [`as_completed`].
+///
+/// It registers its waiter with the futures only when it would otherwise block: until then it
+/// looks at the unfinished ones again (without locking them) each time it has yielded all it
+/// knew done, as long as such a look still finds a good share of them done. Most of a large
+/// batch of short tasks is done by the time it is collected, and a registration (a lock, and
+/// a completion that takes the waiter's lock too) per future was most of `as_completed`'s cost.
 pub struct AsCompleted<T> {
     slots: Vec<Option<Future<T>>>,
-    ready: VecDeque<usize>,
-    waiter: Arc<Waiter>,
+    /// Indices of done futures not yet yielded: `ready[next..]`. Swapped with the waiter's
+    /// buffer when used up, so it never grows.
+    ready: Vec<usize>,
+    next: usize,
+    /// Indices of futures not done at the last look, while no waiter is registered.
+    pending: Vec<usize>,
+    /// Registered with every future in `pending` once looking stopped paying.
+    waiter: Option<Arc<Waiter>>,
     deadline: Option<Instant>,
     remaining: usize,
     total: usize,
@@ -205,9 +248,40 @@ pub struct AsCompleted<T> {
 
 impl<T> AsCompleted<T> {
     fn unregister_rest(&mut self) {
-        for f in self.slots.iter().flatten() {
-            f.unregister(&self.waiter);
+        if let Some(waiter) = &self.waiter {
+            for f in self.slots.iter().flatten() {
+                f.unregister(waiter);
+            }
         }
+    }
+
+    /// Moves the futures of `pending` that are done now into `ready`; `true` if that was a
+    /// quarter of them or more (then it is worth looking again before registering).
+    fn look_again(&mut self) -> bool {
+        let before = self.pending.len();
+        let (slots, ready) = (&self.slots, &mut self.ready);
+        self.pending.retain(|&i| {
+            let done = slots[i].as_ref().is_some_and(Future::is_done_now);
+            if done {
+                ready.push(i);
+            }
+            !done
+        });
+        let found = before - self.pending.len();
+        found > 0 && found * 4 >= before
+    }
+
+    /// Registers a waiter with every future in `pending`; those done meanwhile go to `ready`.
+    fn register(&mut self) {
+        let waiter = Arc::new(Waiter::with_capacity(self.pending.len()));
+        for i in self.pending.drain(..) {
+            if let Some(f) = &self.slots[i] {
+                if f.register(&waiter, i) {
+                    self.ready.push(i);
+                }
+            }
+        }
+        self.waiter = Some(waiter);
     }
 }
 
@@ -219,7 +293,8 @@ impl<T> Iterator for AsCompleted<T> {
             return None;
         }
         loop {
-            while let Some(i) = self.ready.pop_front() {
+            while let Some(&i) = self.ready.get(self.next) {
+                self.next += 1;
                 if let Some(f) = self.slots[i].take() {
                     self.remaining -= 1;
                     return Some(Ok(f));
@@ -229,8 +304,19 @@ impl<T> Iterator for AsCompleted<T> {
                 self.finished = true;
                 return None;
             }
-            let fired = self.waiter.wait(self.deadline);
-            if fired.is_empty() {
+            self.ready.clear();
+            self.next = 0;
+            if self.waiter.is_none() {
+                if self.look_again() {
+                    continue;
+                }
+                self.register();
+                if !self.ready.is_empty() {
+                    continue;
+                }
+            }
+            let waiter = self.waiter.as_ref().expect("registered above");
+            if !waiter.wait_into(self.deadline, &mut self.ready) {
                 self.finished = true;
                 self.unregister_rest();
                 return Some(Err(TimeoutError {
@@ -238,7 +324,6 @@ impl<T> Iterator for AsCompleted<T> {
                     total: self.total,
                 }));
             }
-            self.ready.extend(fired);
         }
     }
 

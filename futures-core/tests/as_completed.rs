@@ -260,3 +260,50 @@ fn a_huge_timeout_means_no_deadline_not_an_overflow() {
     assert!(yielded[0].as_ref().expect("no timeout") == &f);
     setter.join().unwrap();
 }
+
+#[test]
+fn futures_done_after_the_call_are_found_by_looking_again_then_by_waiting() {
+    // The iterator looks at unfinished futures again (without registering) while that keeps
+    // finding a good share of them done, and registers only when it would block: each path
+    // must yield every future exactly once.
+    let promises: Vec<Promise<u32>> = (0..40).map(|_| Promise::new()).collect();
+    let futures: Vec<Future<u32>> = promises.iter().map(Promise::future).collect();
+    promises[..10].iter().for_each(|p| p.set_result(1).unwrap());
+    let mut it = as_completed(&futures, Some(LONG));
+    let mut yielded = Vec::new();
+    for _ in 0..10 {
+        yielded.push(it.next().expect("more").expect("no timeout"));
+    }
+    // Done after the call: found by looking again.
+    promises[10..30]
+        .iter()
+        .for_each(|p| p.set_result(2).unwrap());
+    for _ in 0..20 {
+        yielded.push(it.next().expect("more").expect("no timeout"));
+    }
+    // Done while the iterator waits: found through the registered waiter.
+    let rest: Vec<Promise<u32>> = promises.into_iter().skip(30).collect();
+    let setter = thread::spawn(move || {
+        thread::sleep(SETTLE);
+        for p in rest {
+            p.set_result(3).unwrap();
+        }
+    });
+    let (it, yielded) = within("as_completed rest", move || {
+        let mut it = it;
+        for _ in 0..10 {
+            yielded.push(it.next().expect("more").expect("no timeout"));
+        }
+        (it, yielded)
+    });
+    let mut it = it;
+    assert!(it.next().is_none());
+    setter.join().unwrap();
+    let mut ids: Vec<_> = yielded
+        .iter()
+        .map(|f| futures.iter().position(|g| g == f))
+        .collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 40, "each future yielded once");
+}
