@@ -87,8 +87,8 @@
 //! [`TaskError::Panicked`]; the thread lives on. A panic that cannot unwind (every panic of a
 //! program built with `panic = "abort"`, or one leaving an `extern "C"` function) cannot reach a
 //! future: it is printed as Rust's default hook prints it and the process aborts, as without cf
-//! (see `examples/panic_abort.rs`). Workers exit when the pool is shut down and the queue is empty,
-//! or when it broke. A `chunksize` batch is one job, run in order on one thread, each item
+//! (see `examples/thread_panic_abort.rs`). Workers exit when the pool is shut down and the queue
+//! is empty, or when it broke. A `chunksize` batch is one job, run in order on one thread, each item
 //! completing its own future. Threads are named `{prefix}_0`, `{prefix}_1`, ... with a default
 //! prefix of `ThreadPoolExecutor-N`, as in Python.
 //!

@@ -1,6 +1,6 @@
 //! A task's panic that will not unwind is printed as Rust's default hook prints it, not swallowed
 //! by the panic capture: in a program built with `panic = "abort"` (a real build of
-//! `examples/panic_abort.rs` with that profile), and under `panic = "unwind"` for the panics the
+//! `examples/thread_panic_abort.rs` with that profile), and under `panic = "unwind"` for the panics the
 //! runtime raises when unwinding cannot go on (a panic leaving an `extern "C"` function, a
 //! destructor panicking while a panic unwinds). Before, all of these died printing only `Aborted`.
 
@@ -56,7 +56,7 @@ fn workspace_target() -> PathBuf {
         .join("target")
 }
 
-/// Builds `examples/panic_abort.rs` with `panic = "abort"` in the dev profile, in a target
+/// Builds `examples/thread_panic_abort.rs` with `panic = "abort"` in the dev profile, in a target
 /// directory of its own (the outer `cargo test` holds the lock of the usual one).
 fn build_abort_fixture() -> PathBuf {
     let target = workspace_target().join("panic-abort-fixture");
@@ -68,7 +68,7 @@ fn build_abort_fixture() -> PathBuf {
             "-p",
             "cf-pool-thread",
             "--example",
-            "panic_abort",
+            "thread_panic_abort",
         ])
         .args(["--config", "profile.dev.panic=\"abort\""])
         .current_dir(env!("CARGO_MANIFEST_DIR"))
@@ -80,7 +80,7 @@ fn build_abort_fixture() -> PathBuf {
         status.success(),
         "building the fixture failed: {status}\n{stderr}"
     );
-    target.join("debug/examples/panic_abort")
+    target.join("debug/examples/thread_panic_abort")
 }
 
 #[test]
@@ -94,7 +94,7 @@ fn panic_abort_build_prints_the_panic_like_the_default_hook() {
     assert_eq!(status.signal(), Some(SIGABRT), "{status}\n{stderr}");
     assert!(
         stderr.contains("thread 'ThreadPoolExecutor-")
-            && stderr.contains("panicked at pool-thread/examples/panic_abort.rs:")
+            && stderr.contains("panicked at pool-thread/examples/thread_panic_abort.rs:")
             && stderr.contains("boom 42")
             && stderr.contains("RUST_BACKTRACE=1"),
         "the default hook's text is missing:\n{stderr}"

@@ -1,8 +1,8 @@
 //! A task's panic in a program built with `panic = "abort"`.
 //!
 //! ```sh
-//! cargo run -p cf-pool-thread --example panic_abort                       # unwind: the future reports it
-//! cargo run -p cf-pool-thread --example panic_abort --config 'profile.dev.panic="abort"'
+//! cargo run -p cf-pool-thread --example thread_panic_abort   # unwind: the future reports it
+//! cargo run -p cf-pool-thread --example thread_panic_abort --config 'profile.dev.panic="abort"'
 //! ```
 //!
 //! With `panic = "unwind"` (Rust's default) the panic is caught and comes back through the future
