@@ -191,6 +191,7 @@ fn code_in_a_shared_library_is_refused_at_submit_and_at_build() {
     // Codes are offsets from one fixed function of the executable: one far from any image, and
     // (on Unix) one that names the C library's `malloc` (a shared library, mapped wherever the
     // loader put it), found from the offset of a function of ours.
+    #[cfg_attr(not(unix), allow(unused_mut))]
     let mut codes = vec![TaskCode::from_raw(i64::MAX / 2)];
     #[cfg(unix)]
     {
