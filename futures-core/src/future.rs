@@ -399,10 +399,12 @@ impl<T> Future<T> {
         if let Err(e) = self.outcome() {
             return Ok(Err(e));
         }
+        // The executor's side first: until it has let go, what looks like another handle may
+        // be one it holds for a moment after completing (a cluster's in-flight record does).
+        self.wait_for_promise();
         if self.inner.handles.load(Ordering::SeqCst) != 1 {
             return Err(self);
         }
-        self.wait_for_promise();
         let inner = Arc::clone(&self.inner);
         drop(self);
         match Arc::try_unwrap(inner) {

@@ -415,6 +415,30 @@ fn try_unwrap_gives_the_handle_back_when_clones_exist() {
 }
 
 #[test]
+fn try_unwrap_waits_for_a_handle_the_executor_drops_with_its_promise() {
+    // An executor may keep a handle of its own until it lets go of the promise (a cluster's
+    // in-flight record holds both): that handle is not the caller's sharing.
+    let p = Promise::new();
+    let f = p.future();
+    let executors_handle = f.clone();
+    let executor = thread::spawn(move || {
+        p.set_result(NotClone("mine".into())).unwrap();
+        thread::sleep(SETTLE);
+        drop(executors_handle);
+        drop(p);
+    });
+    let out = within("try_unwrap", move || {
+        f.try_unwrap().ok().map(|r| r.ok().expect("a value").0)
+    });
+    executor.join().unwrap();
+    assert_eq!(
+        out.as_deref(),
+        Some("mine"),
+        "the executor's handle counted as sharing"
+    );
+}
+
+#[test]
 fn try_unwrap_returns_the_error_of_a_failed_future() {
     let (p, f) = fixture(Kind::Failed);
     drop(p);
