@@ -428,7 +428,9 @@ fn try_unwrap_waits_for_a_handle_the_executor_drops_with_its_promise() {
         drop(p);
     });
     let out = within("try_unwrap", move || {
-        f.try_unwrap().ok().map(|r| r.ok().expect("a value").0)
+        f.try_unwrap()
+            .ok()
+            .map(|r| r.unwrap_or_else(|_| panic!("a value")).0)
     });
     executor.join().unwrap();
     assert_eq!(
