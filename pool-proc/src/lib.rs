@@ -112,10 +112,11 @@
 //! with an explicit handle list and join a Job Object that kills them when the parent ends,
 //! regions are file mappings lent through read-only handles (Windows has no seals), and both
 //! `terminate_workers` and `kill_workers` use `TerminateProcess` (a worker so ended exits with
-//! code 1; one that crashed exits with an NTSTATUS, named in `WorkerDied`'s message). There
-//! is no read timeout on a pipe, so a frame that stops arriving midway is noticed only when
-//! the worker dies. The suite runs under Wine on Linux (`.ci/windows`); it has not run on
-//! Windows itself. On any other target the crate fails to build with a message saying so.
+//! code 1; one that crashed exits with an NTSTATUS, named in `WorkerDied`'s message). As on
+//! Unix, a worker's death is learnt from the process, not its channel: a waiter thread per
+//! worker waits on its process handle and then ends the parent's reads and writes on its
+//! pipes, and it also gives those reads the timeout that pipes lack. The suite runs under Wine
+//! on Linux (`.ci/windows`); it has not run on Windows itself. On any other target the crate fails to build with a message saying so.
 //!
 //! # Architecture
 //!

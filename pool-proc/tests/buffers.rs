@@ -218,10 +218,6 @@ fn verify_and_answer(b: Buffer) -> Result<Buffer, String> {
 /// `WorkerDied`, regions lent to the dead are forgotten without harm, nothing hangs or leaks
 /// (`zz_no_leaks` checks the descriptors at the end).
 #[test]
-#[cfg_attr(
-    windows,
-    ignore = "under Wine 8 this hung in 2 of 6 runs of the file (it and one other test, both times under load); the cause is not found yet"
-)]
 fn buffers_survive_workers_killed_at_random() {
     use std::sync::atomic::{AtomicBool, Ordering};
     let _guard = common::exclusive();
@@ -232,6 +228,15 @@ fn buffers_survive_workers_killed_at_random() {
     let stop = AtomicBool::new(false);
     let mut kills = 0;
     let (values, deaths) = std::thread::scope(|s| {
+        // Stops the killer however this closure ends: a panic here must fail the test, not
+        // leave the scope waiting for the killer for ever.
+        struct StopOnDrop<'a>(&'a AtomicBool);
+        impl Drop for StopOnDrop<'_> {
+            fn drop(&mut self) {
+                self.0.store(true, Ordering::SeqCst);
+            }
+        }
+        let stopper = StopOnDrop(&stop);
         let killer = s.spawn(|| {
             let mut rng = common::Rng::from_env("CF_CHAOS_SEED");
             let mut killed = Vec::new();
@@ -270,7 +275,7 @@ fn buffers_survive_workers_killed_at_random() {
                 Err(e) => panic!("task {seed}: {e:?}"),
             }
         }
-        stop.store(true, Ordering::SeqCst);
+        drop(stopper);
         kills = killer.join().unwrap();
         (values, deaths)
     });
@@ -302,10 +307,6 @@ fn echo_bytes(b: ByteBuf) -> ByteBuf {
 }
 
 #[test]
-#[cfg_attr(
-    windows,
-    ignore = "under Wine 8 this hung in 2 of 6 runs of the file (it and one other test, both times under load); the cause is not found yet"
-)]
 fn byte_strings_placed_in_shared_memory_come_back_intact_and_reuse_regions() {
     let _guard = common::exclusive();
     let snapshot = common::Snapshot::take();

@@ -4,20 +4,25 @@
 //!   carry bytes only, so every write is sent as a *chunk*: an 8-byte header (the chunk's length
 //!   and how many handles travel with it), the handle values, then the bytes. Readers strip the
 //!   headers, so the layers above see the same byte stream as on Unix. Handles travel the way
-//!   `DuplicateHandle` allows: the parent, which holds its workers' process handles, duplicates
-//!   what it sends straight *into* the worker, and pulls what a worker sends *out of* it
-//!   (`DUPLICATE_CLOSE_SOURCE`), so a worker names only handles of its own and never makes the
-//!   parent adopt one it did not receive. A worker (or two ends in one process) sends a copy of
-//!   its handle made in its own process, which the receiver then owns.
+//!   `DuplicateHandle` allows: the sender duplicates each handle straight *into* the peer's
+//!   process (the parent holds its workers' process handles; a worker opens its parent with
+//!   `PROCESS_DUP_HANDLE` when it starts) and sends the new value, which the receiver owns
+//!   once it has checked that it names a handle. Nobody pulls a handle *out of* another
+//!   process: with `DUPLICATE_CLOSE_SOURCE` that needs the source process's cooperation under
+//!   Wine (an APC it must run), and a worker killed at that moment left the parent's reader
+//!   waiting for ever. Two ends in one process duplicate into it.
 //! * **Processes.** A worker is this executable (`GetModuleFileNameW`) with the parent's own
 //!   command line, started suspended by `CreateProcessW` with an explicit handle list
 //!   (`PROC_THREAD_ATTRIBUTE_HANDLE_LIST`): its two pipe ends, `NUL` as stdin and the parent's
 //!   stdout and stderr. Before it runs it joins the parent's Job Object, made with
 //!   `JOB_OBJECT_LIMIT_KILL_ON_JOB_CLOSE` and never closed: when the parent ends, however it
-//!   ends, the system closes the job and kills every worker. A worker's death is seen by its
-//!   reader as the end of its pipe (the worker makes its pipe ends non-inheritable before any
-//!   task runs, so no descendant keeps them open), after which the reader waits for the process
-//!   handle (`WaitForSingleObject`): one wait per worker, no 64-handle limit. Kill and
+//!   ends, the system closes the job and kills every worker. A worker's death is learnt from
+//!   its process handle, not its pipes (which a process that inherited a copy of them could
+//!   keep open): a waiter thread per worker blocks in `WaitForSingleObject` (one wait per
+//!   worker, no 64-handle limit) and, once the worker has exited, ends the parent's reads and
+//!   writes on its channel (`CancelIoEx`; see [`watch`]). Readers then see the end of the
+//!   stream after the bytes already in the pipe, as on Unix after the socket's shutdown. The
+//!   same waiter gives the parent's end a read timeout, which anonymous pipes lack. Kill and
 //!   terminate are both `TerminateProcess` (Windows has no signal a task could catch).
 //! * **Worker entry.** [`WORKER_ENV`](super::WORKER_ENV) holds the parent's pid and the two
 //!   inherited handle values. The worker checks that its real parent (the process snapshot's
@@ -37,14 +42,15 @@ use std::io::{self, Read, Write};
 use std::mem::size_of;
 use std::os::windows::ffi::{OsStrExt, OsStringExt};
 use std::os::windows::io::{AsRawHandle, FromRawHandle, RawHandle};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use cf_executor_api::ExitCause;
 use windows_sys::Win32::Foundation::{
-    DuplicateHandle, GetLastError, SetHandleInformation, DUPLICATE_CLOSE_SOURCE,
-    DUPLICATE_SAME_ACCESS, ERROR_BROKEN_PIPE, ERROR_NO_DATA, GENERIC_READ, HANDLE,
-    HANDLE_FLAG_INHERIT, INVALID_HANDLE_VALUE, WAIT_OBJECT_0,
+    DuplicateHandle, GetHandleInformation, GetLastError, SetHandleInformation,
+    DUPLICATE_SAME_ACCESS, ERROR_BROKEN_PIPE, ERROR_NO_DATA, ERROR_OPERATION_ABORTED, GENERIC_READ,
+    HANDLE, HANDLE_FLAG_INHERIT, INVALID_HANDLE_VALUE, WAIT_OBJECT_0, WAIT_TIMEOUT,
 };
 use windows_sys::Win32::Security::SECURITY_ATTRIBUTES;
 use windows_sys::Win32::Storage::FileSystem::{
@@ -71,14 +77,15 @@ use windows_sys::Win32::System::Memory::{
     CreateFileMappingW, MapViewOfFile, UnmapViewOfFile, VirtualQuery, FILE_MAP_READ,
     FILE_MAP_WRITE, MEMORY_BASIC_INFORMATION, MEMORY_MAPPED_VIEW_ADDRESS, PAGE_READWRITE,
 };
-use windows_sys::Win32::System::Pipes::CreatePipe;
+use windows_sys::Win32::System::Pipes::{CreatePipe, PeekNamedPipe};
+use windows_sys::Win32::System::IO::CancelIoEx;
 use windows_sys::Win32::System::Threading::{
     CreateProcessW, DeleteProcThreadAttributeList, GetCurrentProcess, GetExitCodeProcess,
     InitializeProcThreadAttributeList, OpenProcess, QueryFullProcessImageNameW, ResumeThread,
     TerminateProcess, UpdateProcThreadAttribute, WaitForSingleObject, CREATE_SUSPENDED,
     CREATE_UNICODE_ENVIRONMENT, EXTENDED_STARTUPINFO_PRESENT, INFINITE,
     LPPROC_THREAD_ATTRIBUTE_LIST, PROCESS_INFORMATION, PROCESS_NAME_WIN32,
-    PROCESS_QUERY_LIMITED_INFORMATION, PROCESS_TERMINATE, PROC_THREAD_ATTRIBUTE_HANDLE_LIST,
+    PROCESS_DUP_HANDLE, PROCESS_QUERY_LIMITED_INFORMATION, PROCESS_TERMINATE, PROC_THREAD_ATTRIBUTE_HANDLE_LIST,
     STARTF_USESTDHANDLES, STARTUPINFOEXW,
 };
 
@@ -186,9 +193,61 @@ struct Pipes {
     writing: Mutex<()>,
     /// Bytes left in the chunk being read.
     reading: Mutex<usize>,
-    /// The worker at the other end (the parent's side, once it is started): handles go into
-    /// it and come out of it. Unset: the peer owns what it sends us (see the module docs).
-    child: OnceLock<Arc<OwnedHandle>>,
+    /// The process at the other end, into which this end duplicates the handles it sends: the
+    /// worker, on the parent's end once it is started; the parent, on a worker's end. Unset:
+    /// both ends are in this process.
+    peer_process: OnceLock<Arc<OwnedHandle>>,
+    /// What ends a blocked read or write from outside: the worker's exit, a read timeout.
+    watch: Watch,
+}
+
+/// How a channel's waiter (see [`watch`]) reaches its blocked readers and writers.
+///
+/// Reads and writes are synchronous, so the only way to end one that blocks is to cancel it
+/// (`CancelIoEx` on the pipe handle, which ends this process's pending I/O on it from any
+/// thread). The protocol, with every access `SeqCst`: a reader or writer counts itself in
+/// `inside` *before* it looks at `ended`, and the waiter sets `ended` *before* it looks at
+/// `inside`. So either the reader sees `ended` and does not block, or the waiter sees it inside
+/// and cancels until it has left: a cancel that lands just before the blocking call starts is
+/// repeated. A cancelled read consumed nothing, so no byte is lost.
+#[derive(Debug, Default)]
+struct Watch {
+    /// Whether a waiter watches this channel (only then is a read timeout honoured).
+    watched: AtomicBool,
+    /// The worker has exited: everything it wrote is in the pipe, so a read that would block
+    /// is the end of the stream, and a write goes nowhere.
+    ended: AtomicBool,
+    /// Reads and writes now between their `ended` check and the end of their system call.
+    inside: AtomicUsize,
+    /// The read timeout in milliseconds; 0 for none.
+    timeout_ms: AtomicU64,
+    /// When the read now in progress started ([`now_ms`]); 0 when none is.
+    reading_since: AtomicU64,
+    /// The waiter cancelled the read in progress for its timeout.
+    timed_out: AtomicBool,
+}
+
+/// Counts a reader or writer in [`Watch::inside`] for its life.
+struct Inside<'a>(&'a AtomicUsize);
+
+impl<'a> Inside<'a> {
+    fn enter(count: &'a AtomicUsize) -> Inside<'a> {
+        count.fetch_add(1, Ordering::SeqCst);
+        Inside(count)
+    }
+}
+
+impl Drop for Inside<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Milliseconds on a monotonic clock, never 0.
+fn now_ms() -> u64 {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    let epoch = *EPOCH.get_or_init(Instant::now);
+    u64::try_from(epoch.elapsed().as_millis()).unwrap_or(u64::MAX).max(1)
 }
 
 impl Stream {
@@ -199,7 +258,8 @@ impl Stream {
                 write,
                 writing: Mutex::new(()),
                 reading: Mutex::new(0),
-                child: OnceLock::new(),
+                peer_process: OnceLock::new(),
+                watch: Watch::default(),
             }),
         }
     }
@@ -216,14 +276,22 @@ impl Stream {
         Ok(self.clone())
     }
 
-    /// Anonymous pipes have no read timeout: always `Err` (the reader then blocks until bytes
-    /// or the end of the pipe come).
-    #[allow(clippy::unused_self)]
-    pub(crate) fn set_read_timeout(&self, _timeout: Option<Duration>) -> io::Result<()> {
-        Err(io::Error::new(
-            io::ErrorKind::Unsupported,
-            "anonymous pipes have no read timeout on Windows",
-        ))
+    /// Sets how long a read may block before it fails with `WouldBlock` (as a socket's
+    /// `SO_RCVTIMEO` does). Anonymous pipes have no timeout of their own: the channel's waiter
+    /// (see [`watch`]) cancels a read that has blocked that long, so only a watched channel (the
+    /// parent's end of a worker's) has one, and the read fails between one and two timeouts
+    /// after it started. Elsewhere: `Err(Unsupported)`.
+    pub(crate) fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        let watch = &self.pipes.watch;
+        if !watch.watched.load(Ordering::SeqCst) {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "only the parent's end of a worker's pipes has a read timeout on Windows",
+            ));
+        }
+        let ms = timeout.map_or(0, |t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX).max(1));
+        watch.timeout_ms.store(ms, Ordering::SeqCst);
+        Ok(())
     }
 
     /// Writes one chunk: `bytes` (at most [`CHUNK_MAX`] of them) with `handles` (values as the
@@ -246,8 +314,8 @@ impl Stream {
             .writing
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        write_all(raw(h), &head)?;
-        write_all(raw(h), &bytes[..len])?;
+        self.pipes.write_all(raw(h), &head)?;
+        self.pipes.write_all(raw(h), &bytes[..len])?;
         Ok(len)
     }
 
@@ -273,7 +341,7 @@ impl Stream {
             .unwrap_or_else(PoisonError::into_inner);
         while *left == 0 {
             let mut head = [0u8; 8];
-            if !read_exact_or_end(raw(h), &mut head)? {
+            if !self.pipes.read_exact_or_end(raw(h), &mut head, true)? {
                 return Ok(0);
             }
             let len = u32::from_le_bytes(head[..4].try_into().expect("4 bytes")) as usize;
@@ -285,7 +353,7 @@ impl Stream {
                 ));
             }
             let mut values = vec![0u8; 8 * count];
-            if !read_exact_or_end(raw(h), &mut values)? && count > 0 {
+            if !self.pipes.read_exact_or_end(raw(h), &mut values, false)? && count > 0 {
                 return Err(io::ErrorKind::UnexpectedEof.into());
             }
             let mut bad = None;
@@ -305,7 +373,7 @@ impl Stream {
             *left = len;
         }
         let want = buf.len().min(*left);
-        let got = read_some(raw(h), &mut buf[..want])?;
+        let got = self.pipes.read_some(raw(h), &mut buf[..want], true)?;
         if got == 0 {
             return Err(io::ErrorKind::UnexpectedEof.into());
         }
@@ -313,41 +381,25 @@ impl Stream {
         Ok(got)
     }
 
-    /// A handle value the peer sent, as a handle of this process.
+    /// A handle value the peer sent, as a handle of this process: the peer duplicated it into
+    /// this process for us (see the module docs), so it is ours to own. A value that names no
+    /// handle here is refused.
+    #[allow(clippy::unused_self)]
     fn adopt(&self, value: HANDLE) -> io::Result<OwnedHandle> {
-        match self.pipes.child.get() {
-            Some(child) => {
-                let mut out: HANDLE = std::ptr::null_mut();
-                // SAFETY: `child` is the worker's live process handle (with PROCESS_DUP_HANDLE);
-                // `value` names a handle in the worker, which the worker gave up (it sent a
-                // copy made for the purpose); a value naming nothing makes the call fail. The
-                // new handle is this process's, owned below.
-                let ok = unsafe {
-                    DuplicateHandle(
-                        raw(child),
-                        value,
-                        current_process(),
-                        &mut out,
-                        0,
-                        0,
-                        DUPLICATE_SAME_ACCESS | DUPLICATE_CLOSE_SOURCE,
-                    )
-                };
-                if ok == 0 {
-                    return Err(last_error());
-                }
-                Ok(own(out))
-            }
-            // The peer made this handle for us (the parent duplicated it into this process, or
-            // the other end in this process made a copy for the purpose): ours to own.
-            None => Ok(own(value)),
+        let mut flags = 0u32;
+        // SAFETY: GetHandleInformation only queries `value` and writes `flags`; a value that
+        // names no handle of this process makes it fail.
+        if unsafe { GetHandleInformation(value, &mut flags) } == 0 {
+            return Err(last_error());
         }
+        Ok(own(value))
     }
 
-    /// The value under which the peer will find a copy of `handle`.
+    /// The value under which the peer will find a copy of `handle`, which this duplicates into
+    /// the peer's process.
     fn send_handle(&self, handle: &OwnedHandle) -> io::Result<u64> {
-        let target = match self.pipes.child.get() {
-            Some(child) => raw(child),
+        let target = match self.pipes.peer_process.get() {
+            Some(peer) => raw(peer),
             None => current_process(),
         };
         Ok(duplicate_into(raw(handle), target)? as usize as u64)
@@ -409,34 +461,129 @@ fn pipe() -> io::Result<(OwnedHandle, OwnedHandle)> {
     Ok((own(r), own(w)))
 }
 
-fn write_all(h: HANDLE, mut bytes: &[u8]) -> io::Result<()> {
-    while !bytes.is_empty() {
-        let n = bytes.len().min(u32::MAX as usize) as u32;
-        let mut wrote = 0u32;
-        // SAFETY: `bytes` is valid for `n` bytes of reading; `h` is a live pipe handle borrowed
-        // from its owner for the call; no OVERLAPPED (a synchronous write).
-        let ok = unsafe { WriteFile(h, bytes.as_ptr(), n, &mut wrote, std::ptr::null_mut()) };
-        if ok == 0 {
-            let e = last_error();
-            // SAFETY: GetLastError only reads this thread's error code.
-            let code = unsafe { GetLastError() };
-            if code == ERROR_NO_DATA || code == ERROR_BROKEN_PIPE {
-                return Err(io::Error::new(io::ErrorKind::BrokenPipe, e));
+impl Pipes {
+    /// Writes all of `bytes` to `h` (this channel's write end). Fails with `BrokenPipe` once
+    /// the worker has exited, even if another process still holds the pipe's read end.
+    fn write_all(&self, h: HANDLE, mut bytes: &[u8]) -> io::Result<()> {
+        let watch = &self.watch;
+        while !bytes.is_empty() {
+            let _inside = Inside::enter(&watch.inside);
+            if watch.ended.load(Ordering::SeqCst) {
+                return Err(io::Error::new(
+                    io::ErrorKind::BrokenPipe,
+                    "the process at the other end has exited",
+                ));
             }
-            return Err(e);
+            let n = bytes.len().min(u32::MAX as usize) as u32;
+            let mut wrote = 0u32;
+            // SAFETY: `bytes` is valid for `n` bytes of reading; `h` is a live pipe handle
+            // borrowed from its owner for the call; no OVERLAPPED (a synchronous write).
+            let ok =
+                unsafe { WriteFile(h, bytes.as_ptr(), n, &mut wrote, std::ptr::null_mut()) };
+            if ok == 0 {
+                let e = last_error();
+                // SAFETY: GetLastError only reads this thread's error code.
+                match unsafe { GetLastError() } {
+                    ERROR_NO_DATA | ERROR_BROKEN_PIPE => {
+                        return Err(io::Error::new(io::ErrorKind::BrokenPipe, e));
+                    }
+                    // Cancelled: `ended` decides on the next round (a cancel meant for a read
+                    // is not ours, and what was written before it counts).
+                    ERROR_OPERATION_ABORTED => {}
+                    _ => return Err(e),
+                }
+            }
+            bytes = &bytes[wrote as usize..];
         }
-        bytes = &bytes[wrote as usize..];
+        Ok(())
     }
-    Ok(())
+
+    /// One `ReadFile` on `h` (this channel's read end): bytes read, 0 at the end of the pipe
+    /// (every writer gone) or once the worker has exited and nothing it wrote is left to read.
+    /// With a timeout set and `may_time_out`, `WouldBlock` when none came in time.
+    fn read_some(&self, h: HANDLE, buf: &mut [u8], may_time_out: bool) -> io::Result<usize> {
+        let watch = &self.watch;
+        let n = buf.len().min(u32::MAX as usize) as u32;
+        loop {
+            let _inside = Inside::enter(&watch.inside);
+            if watch.ended.load(Ordering::SeqCst) && available(h)? == 0 {
+                return Ok(0);
+            }
+            watch.timed_out.store(false, Ordering::SeqCst);
+            if may_time_out {
+                watch.reading_since.store(now_ms(), Ordering::SeqCst);
+            }
+            let mut got = 0u32;
+            // SAFETY: `buf` is valid for `n` bytes of writing; `h` is a live pipe handle
+            // borrowed from its owner for the call; no OVERLAPPED (a synchronous read).
+            let ok = unsafe { ReadFile(h, buf.as_mut_ptr(), n, &mut got, std::ptr::null_mut()) };
+            watch.reading_since.store(0, Ordering::SeqCst);
+            if ok != 0 {
+                return Ok(got as usize);
+            }
+            // SAFETY: GetLastError only reads this thread's error code.
+            match unsafe { GetLastError() } {
+                ERROR_BROKEN_PIPE => return Ok(0),
+                // Cancelled, which read nothing: after the worker's exit the loop's head
+                // decides; for the timeout, the caller polls; otherwise read again.
+                ERROR_OPERATION_ABORTED => {
+                    if watch.timed_out.swap(false, Ordering::SeqCst)
+                        && !watch.ended.load(Ordering::SeqCst)
+                    {
+                        return Err(io::Error::new(
+                            io::ErrorKind::WouldBlock,
+                            "nothing arrived within the read timeout",
+                        ));
+                    }
+                }
+                _ => return Err(last_error()),
+            }
+        }
+    }
+
+    /// Fills `buf`: `false` if the pipe ended before its first byte, an error if it ended
+    /// midway. Only a read of its first byte may time out, and only if `may_time_out`: bytes
+    /// already taken would be lost with the error. (A header is written in one call, so its rest follows at once unless
+    /// the sender stopped midway on purpose; such a sender is noticed when it exits.)
+    fn read_exact_or_end(&self, h: HANDLE, buf: &mut [u8], may_time_out: bool) -> io::Result<bool> {
+        let mut at = 0;
+        while at < buf.len() {
+            match self.read_some(h, &mut buf[at..], may_time_out && at == 0)? {
+                0 if at == 0 => return Ok(false),
+                0 => return Err(io::ErrorKind::UnexpectedEof.into()),
+                n => at += n,
+            }
+        }
+        Ok(true)
+    }
+
+    /// Cancels this process's pending reads and writes on both pipes (a pending read consumes
+    /// nothing); a call with none pending does nothing.
+    fn cancel(&self, reads: bool, writes: bool) {
+        let ends = [(reads, &self.read), (writes, &self.write)];
+        for h in ends.iter().filter(|(on, _)| *on).filter_map(|(_, h)| h.as_ref()) {
+            // SAFETY: a live pipe handle of ours; a null OVERLAPPED cancels all of this
+            // process's I/O on it, and the call fails harmlessly when there is none.
+            unsafe { CancelIoEx(raw(h), std::ptr::null()) };
+        }
+    }
 }
 
-/// One `ReadFile`: bytes read, 0 at the end of the pipe (every writer gone).
-fn read_some(h: HANDLE, buf: &mut [u8]) -> io::Result<usize> {
-    let n = buf.len().min(u32::MAX as usize) as u32;
-    let mut got = 0u32;
-    // SAFETY: `buf` is valid for `n` bytes of writing; `h` is a live pipe handle borrowed from
-    // its owner for the call; no OVERLAPPED (a synchronous read).
-    let ok = unsafe { ReadFile(h, buf.as_mut_ptr(), n, &mut got, std::ptr::null_mut()) };
+/// Bytes waiting in the pipe `h` (its read end); 0 if every writer is gone and none are left.
+fn available(h: HANDLE) -> io::Result<u32> {
+    let mut avail = 0u32;
+    // SAFETY: `h` is a live pipe read handle borrowed for the call; with no buffer, the call
+    // writes only `avail`.
+    let ok = unsafe {
+        PeekNamedPipe(
+            h,
+            std::ptr::null_mut(),
+            0,
+            std::ptr::null_mut(),
+            &mut avail,
+            std::ptr::null_mut(),
+        )
+    };
     if ok == 0 {
         // SAFETY: GetLastError only reads this thread's error code.
         if unsafe { GetLastError() } == ERROR_BROKEN_PIPE {
@@ -444,20 +591,60 @@ fn read_some(h: HANDLE, buf: &mut [u8]) -> io::Result<usize> {
         }
         return Err(last_error());
     }
-    Ok(got as usize)
+    Ok(avail)
 }
 
-/// Fills `buf`: `false` if the pipe ended before its first byte, an error if it ended midway.
-fn read_exact_or_end(h: HANDLE, buf: &mut [u8]) -> io::Result<bool> {
-    let mut at = 0;
-    while at < buf.len() {
-        match read_some(h, &mut buf[at..])? {
-            0 if at == 0 => return Ok(false),
-            0 => return Err(io::ErrorKind::UnexpectedEof.into()),
-            n => at += n,
-        }
-    }
-    Ok(true)
+/// The waiter's stack: it only waits and cancels.
+const WAITER_STACK: usize = 64 * 1024;
+
+/// The longest the waiter sleeps between looks at the channel's read timeout.
+const WAITER_TICK_MS: u64 = 1000;
+
+/// Starts the thread that watches `process` for `stream`: once the process has exited, reads
+/// of the channel that would block end the stream (after the bytes it wrote before it died)
+/// and writes fail, whoever else still holds the pipes; meanwhile it cancels a read that
+/// outlives the read timeout. It learns of the exit from the process handle, not the pipe,
+/// which a process that inherited a copy of the worker's pipe ends could keep open for ever.
+/// It ends when the process has exited and no read or write is left inside, or when the
+/// channel is dropped.
+fn watch(process: Arc<OwnedHandle>, stream: &Stream) -> io::Result<std::thread::JoinHandle<()>> {
+    stream.pipes.watch.watched.store(true, Ordering::SeqCst);
+    let pipes = Arc::downgrade(&stream.pipes);
+    std::thread::Builder::new()
+        .name("cf-proc-exit".into())
+        .stack_size(WAITER_STACK)
+        .spawn(move || loop {
+            let tick = match pipes.upgrade() {
+                Some(p) => match p.watch.timeout_ms.load(Ordering::SeqCst) {
+                    0 => WAITER_TICK_MS,
+                    t => t.min(WAITER_TICK_MS),
+                },
+                None => return,
+            };
+            // SAFETY: a wait on the live process handle this thread shares ownership of.
+            let woke = unsafe { WaitForSingleObject(raw(&process), tick as u32) };
+            let Some(p) = pipes.upgrade() else { return };
+            let watch = &p.watch;
+            if woke == WAIT_OBJECT_0 {
+                watch.ended.store(true, Ordering::SeqCst);
+                while watch.inside.load(Ordering::SeqCst) > 0 {
+                    p.cancel(true, true);
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                return;
+            }
+            if woke != WAIT_TIMEOUT {
+                // The wait itself failed: poll, so that the exit is still seen.
+                std::thread::sleep(Duration::from_millis(tick));
+                continue;
+            }
+            let timeout = watch.timeout_ms.load(Ordering::SeqCst);
+            let since = watch.reading_since.load(Ordering::SeqCst);
+            if timeout > 0 && since > 0 && now_ms().saturating_sub(since) >= timeout {
+                watch.timed_out.store(true, Ordering::SeqCst);
+                p.cancel(true, false);
+            }
+        })
 }
 
 /// The doorbell: the parent's write-only end and the read end to send the worker.
@@ -620,11 +807,14 @@ fn worker_environment(value: &str) -> Vec<u16> {
     block
 }
 
-/// A worker process: its process handle, shared with the parent's end of its channel.
+/// A worker process: its process handle, shared with the parent's end of its channel and
+/// with the waiter that ends that channel when the worker exits (see [`watch`]).
 #[derive(Debug)]
 pub(crate) struct WorkerProcess {
     process: Arc<OwnedHandle>,
     pid: u32,
+    /// Joined once the worker has exited.
+    waiter: Option<std::thread::JoinHandle<()>>,
 }
 
 impl WorkerProcess {
@@ -654,6 +844,11 @@ impl WorkerProcess {
         if unsafe { WaitForSingleObject(raw(&self.process), INFINITE) } != WAIT_OBJECT_0 {
             return ExitCause::Unknown;
         }
+        // The waiter has seen the exit too and returns once no read or write is blocked (the
+        // reader, which calls this, has stopped reading).
+        if let Some(waiter) = self.waiter.take() {
+            let _ = waiter.join();
+        }
         let mut code = 0u32;
         // SAFETY: the handle is live and has PROCESS_QUERY_INFORMATION; writes only `code`.
         if unsafe { GetExitCodeProcess(raw(&self.process), &mut code) } == 0 {
@@ -671,7 +866,13 @@ pub(crate) fn spawn_worker(child_end: &Stream, parent_end: &Stream) -> io::Resul
         return Err(io::Error::other("a worker needs both directions of its channel"));
     };
     // Inheritable copies for the child only (listed in its handle list), closed once it has
-    // them.
+    // them. Windows gives a child only the handles in its list; the lock is for where that is
+    // not honoured (Wine was seen not to): two workers started at once would otherwise
+    // inherit each other's pipe ends, and one's end of stream would wait for the other's
+    // exit. It does not cover a process another thread starts with `bInheritHandles` and no
+    // list, which the waiter's watch on the worker's process covers instead (see [`watch`]).
+    static SPAWNING: Mutex<()> = Mutex::new(());
+    let spawning = SPAWNING.lock().unwrap_or_else(PoisonError::into_inner);
     let read = duplicate(raw(child_read), None, true)?;
     let write = duplicate(raw(child_write), None, true)?;
     let stdin = inheritable_null()?;
@@ -763,12 +964,15 @@ pub(crate) fn spawn_worker(child_end: &Stream, parent_end: &Stream) -> io::Resul
     })();
     // SAFETY: the list was initialised above and is no longer used.
     unsafe { DeleteProcThreadAttributeList(list) };
+    drop((read, write, stdin, stdout, stderr));
+    drop(spawning);
     let pi = spawned?;
     let process = Arc::new(own(pi.hProcess));
     let thread = own(pi.hThread);
-    let worker = WorkerProcess {
+    let mut worker = WorkerProcess {
         process: Arc::clone(&process),
         pid: pi.dwProcessId,
+        waiter: None,
     };
     // The worker joins the job before its first instruction runs.
     let joined = job().and_then(|job| {
@@ -787,12 +991,18 @@ pub(crate) fn spawn_worker(child_end: &Stream, parent_end: &Stream) -> io::Resul
             format!("a worker could not join the pool's job object: {e}"),
         ));
     }
-    let _ = parent_end.pipes.child.set(process);
-    // SAFETY: the suspended main thread's live handle.
-    if unsafe { ResumeThread(raw(&thread)) } == u32::MAX {
-        let e = last_error();
-        let mut worker = worker;
+    let _ = parent_end.pipes.peer_process.set(Arc::clone(&process));
+    let started = watch(process, parent_end).and_then(|waiter| {
+        worker.waiter = Some(waiter);
+        // SAFETY: the suspended main thread's live handle.
+        if unsafe { ResumeThread(raw(&thread)) } == u32::MAX {
+            return Err(last_error());
+        }
+        Ok(())
+    });
+    if let Err(e) = started {
         let _ = worker.kill();
+        worker.wait();
         return Err(e);
     }
     Ok(worker)
@@ -918,8 +1128,15 @@ pub(super) fn adopt_inherited(value: &str) -> Result<Stream, String> {
             "the channel was made by process {pid}, not by its parent ({parent})"
         ));
     }
+    // The handle is also where this worker's channel sends handles (see the module docs).
     // SAFETY: OpenProcess takes plain values; a null result is an error.
-    let h = unsafe { OpenProcess(PROCESS_QUERY_LIMITED_INFORMATION, 0, parent) };
+    let h = unsafe {
+        OpenProcess(
+            PROCESS_QUERY_LIMITED_INFORMATION | PROCESS_DUP_HANDLE,
+            0,
+            parent,
+        )
+    };
     if h.is_null() {
         return Err(format!("its parent cannot be inspected: {}", last_error()));
     }
@@ -940,7 +1157,9 @@ pub(super) fn adopt_inherited(value: &str) -> Result<Stream, String> {
             return Err(format!("cannot make its channel private: {}", last_error()));
         }
     }
-    Ok(Stream::new(Some(own(r)), Some(own(w))))
+    let stream = Stream::new(Some(own(r)), Some(own(w)));
+    let _ = stream.pipes.peer_process.set(Arc::new(parent_handle));
+    Ok(stream)
 }
 
 /// Checked by [`adopt_inherited`] already (Windows has no peer credentials on pipes).
@@ -1123,5 +1342,116 @@ pub(crate) mod testing {
     /// A handle that names no section (a pipe's read end).
     pub(crate) fn not_a_region() -> OwnedHandle {
         super::pipe().unwrap().0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::process::{Child, Command, Stdio};
+    use std::sync::mpsc;
+
+    /// Turns a hang into a failure.
+    const LIMIT: Duration = Duration::from_secs(60);
+
+    /// Not a test: the process the waiter tests watch and then kill.
+    #[test]
+    #[ignore = "not a test: the process the waiter tests start, watch and kill"]
+    fn waiter_test_process() {
+        std::thread::sleep(Duration::from_secs(120));
+    }
+
+    /// A process to watch (this test binary, sleeping) and a handle to it for the waiter.
+    fn process_to_watch() -> (Child, Arc<OwnedHandle>) {
+        let child = Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "sys::windows::tests::waiter_test_process", "--ignored"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let handle = duplicate(child.as_raw_handle() as HANDLE, None, false).unwrap();
+        (child, Arc::new(handle))
+    }
+
+    /// Reads `stream` to its end on another thread: what it read, or the error.
+    fn read_to_end(stream: Stream) -> mpsc::Receiver<io::Result<Vec<u8>>> {
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut all = Vec::new();
+            let _ = tx.send((&stream).read_to_end(&mut all).map(|_| all));
+        });
+        rx
+    }
+
+    #[test]
+    fn a_read_ends_when_the_process_exits_though_another_holds_the_pipe_open() {
+        // `theirs` stays open throughout, as a copy of a dead worker's pipe end held by
+        // another process would: only the waiter can end the read.
+        let (ours, theirs) = Stream::pair().unwrap();
+        let (mut child, process) = process_to_watch();
+        let waiter = watch(process, &ours).unwrap();
+        (&theirs).write_all(b"sent before it died").unwrap();
+        let read = read_to_end(ours.clone());
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(read.try_recv().is_err(), "the read ended while the process lived");
+        child.kill().unwrap();
+        let got = read.recv_timeout(LIMIT).expect("the read still blocks");
+        assert_eq!(got.unwrap(), b"sent before it died");
+        // Later reads and writes do not block either.
+        assert_eq!((&ours).read(&mut [0u8; 8]).unwrap(), 0);
+        let e = (&ours).write_all(b"x").unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::BrokenPipe);
+        waiter.join().unwrap();
+        drop(theirs);
+    }
+
+    #[test]
+    fn a_write_blocked_on_a_full_pipe_fails_when_the_process_exits() {
+        // Nobody reads `theirs`, so the write fills the pipe and blocks.
+        let (ours, theirs) = Stream::pair().unwrap();
+        let (mut child, process) = process_to_watch();
+        let _waiter = watch(process, &ours).unwrap();
+        let (tx, rx) = mpsc::channel();
+        let writer = ours.clone();
+        std::thread::spawn(move || {
+            let _ = tx.send((&writer).write_all(&vec![7u8; 4 << 20]));
+        });
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(rx.try_recv().is_err(), "4 MiB fit in the pipe");
+        child.kill().unwrap();
+        let e = rx.recv_timeout(LIMIT).expect("the write still blocks").unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::BrokenPipe, "{e}");
+        drop(theirs);
+    }
+
+    #[test]
+    fn a_watched_read_times_out_and_the_channel_still_works() {
+        let (ours, theirs) = Stream::pair().unwrap();
+        assert_eq!(
+            ours.set_read_timeout(Some(Duration::from_millis(100)))
+                .unwrap_err()
+                .kind(),
+            io::ErrorKind::Unsupported,
+            "an unwatched pipe has no timeout"
+        );
+        let (mut child, process) = process_to_watch();
+        let _waiter = watch(process, &ours).unwrap();
+        ours.set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        let (tx, rx) = mpsc::channel();
+        let reader = ours.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 16];
+            let first = (&reader).read(&mut buf).map_err(|e| e.kind());
+            let _ = tx.send(first.map(|n| buf[..n].to_vec()));
+            let second = (&reader).read(&mut buf).map_err(|e| e.kind());
+            let _ = tx.send(second.map(|n| buf[..n].to_vec()));
+        });
+        let first = rx.recv_timeout(LIMIT).expect("the read never timed out");
+        assert_eq!(first, Err(io::ErrorKind::WouldBlock));
+        (&theirs).write_all(b"late").unwrap();
+        let second = rx.recv_timeout(LIMIT).expect("the second read blocks");
+        assert_eq!(second, Ok(b"late".to_vec()), "a timed-out read lost or garbled bytes");
+        child.kill().unwrap();
     }
 }
