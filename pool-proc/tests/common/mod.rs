@@ -38,7 +38,7 @@ pub const OTHERS_LIMIT: Duration = Duration::from_secs(900);
 pub type Fds = BTreeMap<i32, String>;
 
 /// On Windows the leak checks (which read `/proc`) check nothing, and a worker is ended with
-/// `taskkill /F`: the pool tests there check behaviour, not leaks.
+/// `TerminateProcess`: the pool tests there check behaviour, not leaks.
 #[cfg(windows)]
 mod windows_stubs;
 #[cfg(windows)]
@@ -518,4 +518,126 @@ impl Drop for Ledger {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.path);
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Fault helpers shared by the fault suites (failures, terminate, crash_keeps_results, chaos,
+// last_panic, resilience), and what a worker's death looks like on each platform.
+
+use cf_pool_proc::{Executor, ExitCause, ProcessPoolExecutor, TaskError};
+
+/// Generous: how long a future that must resolve may take (Wine starts processes slowly).
+pub const LIMIT: Duration = Duration::from_secs(120);
+
+/// A pool of `workers` workers, default settings otherwise.
+pub fn pool(workers: usize) -> ProcessPoolExecutor {
+    ProcessPoolExecutor::builder()
+        .max_workers(workers)
+        .build()
+        .expect("build pool")
+}
+
+/// A task: the worker's pid.
+pub fn pid(_: ()) -> u32 {
+    std::process::id()
+}
+
+/// A task: twice its input.
+pub fn double(x: u64) -> u64 {
+    x * 2
+}
+
+/// A task: sleeps `ms`, then returns the worker's pid.
+pub fn sleeps(ms: u64) -> u32 {
+    std::thread::sleep(Duration::from_millis(ms));
+    std::process::id()
+}
+
+/// A task: `std::process::abort()`.
+pub fn aborts(_: ()) -> u32 {
+    std::process::abort()
+}
+
+/// A task: `std::process::exit(code)`.
+pub fn exits(code: i32) -> u32 {
+    std::process::exit(code)
+}
+
+#[allow(unconditional_recursion)]
+fn recurse(depth: u64) -> u64 {
+    let pad = std::hint::black_box([depth; 64]);
+    recurse(pad[3] + 1) + pad[7]
+}
+
+/// A task: recursion without bound, until the worker's stack overflows.
+pub fn overflows(_: ()) -> u64 {
+    recurse(0)
+}
+
+/// The pool still works after a failure: a new task runs and returns the right value.
+pub fn assert_heals(pool: &ProcessPoolExecutor) {
+    let f = pool.submit(double, 21).expect("submit after failure");
+    assert_eq!(f.result_timeout(LIMIT), Ok(&42));
+}
+
+/// The `WorkerDied` a future failed with: `(pid, cause, the error's message)`.
+pub fn died<T: std::fmt::Debug>(result: Result<&T, TaskError>) -> (u32, ExitCause, String) {
+    match result {
+        Err(e @ TaskError::WorkerDied { pid, cause, .. }) => {
+            assert_ne!(pid, std::process::id(), "the parent is not a worker");
+            (pid, cause, e.to_string())
+        }
+        other => panic!("expected WorkerDied, got {other:?}"),
+    }
+}
+
+/// How a worker ended by `std::process::abort()` dies: `SIGABRT` on Unix; on Windows Rust's
+/// `abort` is `__fastfail`, which ends the process with `STATUS_STACK_BUFFER_OVERRUN`.
+pub fn abort_cause() -> ExitCause {
+    #[cfg(unix)]
+    return ExitCause::Signal(libc::SIGABRT);
+    #[cfg(windows)]
+    return ExitCause::Code(0xC000_0409_u32 as i32);
+}
+
+/// The name the message of an abort's `WorkerDied` carries.
+pub const ABORT_NAME: &str = if cfg!(windows) {
+    "STATUS_STACK_BUFFER_OVERRUN"
+} else {
+    "SIGABRT"
+};
+
+/// How a worker ended from outside ([`sigkill_child`], `kill_workers`, a timeout) dies:
+/// `SIGKILL` on Unix; on Windows `TerminateProcess` with exit code 1 (what the pool passes,
+/// and [`sigkill_child`] too).
+pub fn killed_cause() -> ExitCause {
+    #[cfg(unix)]
+    return ExitCause::Signal(libc::SIGKILL);
+    #[cfg(windows)]
+    return ExitCause::Code(1);
+}
+
+/// How a worker ended by `terminate_workers` dies: `SIGTERM` on Unix (a signal a task may
+/// catch); on Windows there is no such signal and terminating is killing.
+pub fn terminated_cause() -> ExitCause {
+    #[cfg(unix)]
+    return ExitCause::Signal(libc::SIGTERM);
+    #[cfg(windows)]
+    return killed_cause();
+}
+
+/// Whether `cause` is what a stack overflow ends a worker with, and the name its message must
+/// carry. On Unix, Rust's guard page handler reports the overflow and then re-raises the
+/// signal (`SIGSEGV`, or `SIGBUS` on macOS); on Windows the process ends with
+/// `STATUS_STACK_OVERFLOW`.
+pub fn is_stack_overflow(cause: ExitCause) -> Option<&'static str> {
+    #[cfg(unix)]
+    let name = [libc::SIGSEGV, libc::SIGBUS]
+        .into_iter()
+        .find(|&s| cause == ExitCause::Signal(s))
+        .and_then(|_| cause.signal_name());
+    #[cfg(windows)]
+    let name =
+        (cause == ExitCause::Code(0xC000_00FD_u32 as i32)).then_some("STATUS_STACK_OVERFLOW");
+    name
 }
