@@ -473,6 +473,10 @@ pub fn mix(x: u64) -> u64 {
 /// A file that tasks in worker processes append their input to, one little-endian `u64` per
 /// execution (an `O_APPEND` write of 8 bytes is atomic), so the parent can count how often each
 /// task actually ran, in whatever process.
+///
+/// On Windows it is a directory with one empty file per execution instead: under Wine two
+/// processes appending at once can overwrite each other's record (the first Wine run of the
+/// chaos tests lost one), and creating a file of a new name cannot lose anything.
 #[derive(Debug)]
 pub struct Ledger {
     pub path: String,
@@ -484,12 +488,21 @@ impl Ledger {
             .join(format!("cf-ledger-{}-{tag}", std::process::id()))
             .to_string_lossy()
             .into_owned();
-        let _ = std::fs::remove_file(&path);
-        std::fs::File::create(&path).expect("create the ledger");
+        #[cfg(unix)]
+        {
+            let _ = std::fs::remove_file(&path);
+            std::fs::File::create(&path).expect("create the ledger");
+        }
+        #[cfg(windows)]
+        {
+            let _ = std::fs::remove_dir_all(&path);
+            std::fs::create_dir(&path).expect("create the ledger");
+        }
         Ledger { path }
     }
 
     /// Called by a task, in a worker: records one execution of task `id`.
+    #[cfg(unix)]
     pub fn record(path: &str, id: u64) {
         use std::io::Write;
         let mut f = std::fs::OpenOptions::new()
@@ -500,23 +513,58 @@ impl Ledger {
             .expect("append to the ledger");
     }
 
+    /// Called by a task, in a worker: records one execution of task `id`.
+    #[cfg(windows)]
+    pub fn record(path: &str, id: u64) {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, Ordering::SeqCst);
+        let name = format!("{id}.{}.{n}", std::process::id());
+        std::fs::File::create_new(std::path::Path::new(path).join(name))
+            .expect("add to the ledger");
+    }
+
     /// How many times each of tasks `0..n` ran.
     pub fn counts(&self, n: usize) -> Vec<u32> {
-        let bytes = std::fs::read(&self.path).expect("read the ledger");
-        assert_eq!(bytes.len() % 8, 0, "a torn ledger record");
         let mut counts = vec![0u32; n];
-        for rec in bytes.chunks_exact(8) {
-            let id = u64::from_le_bytes(rec.try_into().expect("8 bytes")) as usize;
+        for id in self.records() {
+            let id = id as usize;
             assert!(id < n, "ledger names task {id} of {n}");
             counts[id] += 1;
         }
         counts
     }
+
+    #[cfg(unix)]
+    fn records(&self) -> Vec<u64> {
+        let bytes = std::fs::read(&self.path).expect("read the ledger");
+        assert_eq!(bytes.len() % 8, 0, "a torn ledger record");
+        bytes
+            .chunks_exact(8)
+            .map(|rec| u64::from_le_bytes(rec.try_into().expect("8 bytes")))
+            .collect()
+    }
+
+    #[cfg(windows)]
+    fn records(&self) -> Vec<u64> {
+        std::fs::read_dir(&self.path)
+            .expect("read the ledger")
+            .map(|e| {
+                let name = e.expect("a ledger entry").file_name();
+                let name = name.to_string_lossy();
+                let id = name.split('.').next().unwrap_or_default();
+                id.parse()
+                    .unwrap_or_else(|_| panic!("a ledger entry {name:?}"))
+            })
+            .collect()
+    }
 }
 
 impl Drop for Ledger {
     fn drop(&mut self) {
+        #[cfg(unix)]
         let _ = std::fs::remove_file(&self.path);
+        #[cfg(windows)]
+        let _ = std::fs::remove_dir_all(&self.path);
     }
 }
 

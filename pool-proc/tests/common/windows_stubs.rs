@@ -33,8 +33,9 @@ impl Snapshot {
 /// Ends process `pid` the way the pool's `kill_workers` does (`TerminateProcess` with exit
 /// code 1): whether it was ended. `taskkill /F` is not used: Wine's passes exit code 0, real
 /// Windows' 1. A Windows pid is not reused while a handle to its process is open, and the pool
-/// holds one for each worker until it has seen the worker end, so a pid from `worker_pids()`
-/// names our worker or a process that is gone.
+/// holds one for each worker until it has seen the worker end; a pid `worker_pids()` gave a
+/// moment before that may since have been reused, which the Linux version rules out with a
+/// pidfd and this one does not (the tests that use it run in a Wine prefix of their own).
 pub fn sigkill_child(pid: u32) -> bool {
     use windows_sys::Win32::Foundation::CloseHandle;
     use windows_sys::Win32::System::Threading::{OpenProcess, TerminateProcess, PROCESS_TERMINATE};
