@@ -689,3 +689,63 @@ pub fn is_stack_overflow(cause: ExitCause) -> Option<&'static str> {
         (cause == ExitCause::Code(0xC000_00FD_u32 as i32)).then_some("STATUS_STACK_OVERFLOW");
     name
 }
+
+// ---------------------------------------------------------------------------------------------
+// A victim: this test binary re-executed as a parent that the test then kills (parent_killed,
+// orphans).
+
+/// Whether this process is a re-executed victim for `role` (its environment variable is set).
+pub fn is_victim(role: &str) -> bool {
+    std::env::var_os(role).is_some()
+}
+
+/// Starts this test binary again to run only its test named `victim`, with the environment
+/// variable `role` set to `victim` and `envs` added, and waits (up to `limit`) for a line of
+/// its output that contains `marker`: returns the child and the rest of that line after the
+/// marker. If the marker never comes, the child is killed and the test fails.
+pub fn spawn_victim(
+    role: &str,
+    envs: &[(&str, &std::ffi::OsStr)],
+    marker: &str,
+    limit: Duration,
+) -> std::process::Child {
+    let (child, _) = spawn_victim_saying(role, envs, marker, limit);
+    child
+}
+
+/// [`spawn_victim`], also returning the rest of the marker's line.
+pub fn spawn_victim_saying(
+    role: &str,
+    envs: &[(&str, &std::ffi::OsStr)],
+    marker: &str,
+    limit: Duration,
+) -> (std::process::Child, String) {
+    use std::io::{BufRead, BufReader};
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "victim", "--nocapture", "--test-threads=1"])
+        .env(role, "victim")
+        .envs(envs.iter().copied())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start the victim");
+    let stdout = child.stdout.take().expect("the victim's stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let marker_owned = marker.to_owned();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            // libtest prints `test victim ... ` on the same line, before the marker.
+            if let Some((_, rest)) = line.split_once(&marker_owned) {
+                let _ = tx.send(rest.to_owned());
+            }
+        }
+    });
+    match rx.recv_timeout(limit) {
+        Ok(rest) => (child, rest),
+        Err(e) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the victim never said {marker:?} within {limit:?}: {e}");
+        }
+    }
+}
