@@ -42,6 +42,7 @@ pub type Fds = BTreeMap<i32, String>;
 #[cfg(windows)]
 mod windows_stubs;
 #[cfg(windows)]
+#[allow(unused_imports)] // a test file that uses none of them
 pub use windows_stubs::*;
 
 #[cfg(unix)]
