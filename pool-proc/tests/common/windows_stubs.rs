@@ -35,7 +35,8 @@ impl Snapshot {
 /// Windows' 1. A Windows pid is not reused while a handle to its process is open, and the pool
 /// holds one for each worker until it has seen the worker end; a pid `worker_pids()` gave a
 /// moment before that may since have been reused, which the Linux version rules out with a
-/// pidfd and this one does not (the tests that use it run in a Wine prefix of their own).
+/// pidfd and this one does not: a small risk these tests accept (the chaos tests call it on
+/// pids of workers that may just have died).
 pub fn sigkill_child(pid: u32) -> bool {
     use windows_sys::Win32::Foundation::CloseHandle;
     use windows_sys::Win32::System::Threading::{OpenProcess, TerminateProcess, PROCESS_TERMINATE};
