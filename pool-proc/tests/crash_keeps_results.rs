@@ -7,17 +7,18 @@
 //! is when their results would still be waiting to be sent. The crash comes in every form a
 //! task can cause: `abort`, `exit`, `SIGKILL` to itself, a segfault, and a crash a little later
 //! (after the batched results would have been flushed on their own).
-// Unix only for now: it crashes workers with signals (libc).
-#![cfg(unix)]
-#![allow(unsafe_code)] // a task must be able to kill and segfault its worker on purpose
+//
+// On Windows (run under Wine in CI) the same crashes: `abort` (`__fastfail`), `exit`, the
+// worker ending itself with `TerminateProcess`, and an access violation in place of the
+// segfault.
+#![allow(unsafe_code)] // a task must be able to kill and crash its worker on purpose
 
 mod common;
 
 use std::time::Duration;
 
 use cf_pool_proc::{Executor, ExitCause, MapOptions, ProcessPoolExecutor, TaskError};
-
-const LIMIT: Duration = Duration::from_secs(60);
+use common::{abort_cause, killed_cause, LIMIT};
 /// Quick tasks submitted ahead of each crash.
 const AHEAD: u64 = 49;
 
@@ -40,13 +41,27 @@ fn crash(how: Crash) -> u64 {
         Crash::Exit => std::process::exit(7),
         Crash::KillSelf => {
             // SAFETY: kill(2) on our own pid with plain integers.
-            unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+            #[cfg(unix)]
+            unsafe {
+                libc::kill(libc::getpid(), libc::SIGKILL)
+            };
+            // TerminateProcess on ourselves, with exit code 1 (what `kill_workers` passes).
+            #[cfg(windows)]
+            common::sigkill_child(std::process::id());
             unreachable!("SIGKILL cannot be caught")
         }
         Crash::Segfault => {
             // SAFETY: raise(3) with a plain integer; the default action ends the process.
-            unsafe { libc::raise(libc::SIGSEGV) };
-            unreachable!("SIGSEGV's default action ends the process")
+            #[cfg(unix)]
+            unsafe {
+                libc::raise(libc::SIGSEGV)
+            };
+            // SAFETY: none; an access violation on purpose (Windows has no SIGSEGV).
+            #[cfg(windows)]
+            unsafe {
+                std::ptr::null_mut::<u32>().write_volatile(1)
+            };
+            unreachable!("the crash ends the process")
         }
         Crash::AbortLater => {
             std::thread::sleep(Duration::from_millis(20));
@@ -57,10 +72,13 @@ fn crash(how: Crash) -> u64 {
 
 fn expected_cause(how: Crash) -> ExitCause {
     match how {
-        Crash::Abort | Crash::AbortLater => ExitCause::Signal(libc::SIGABRT),
+        Crash::Abort | Crash::AbortLater => abort_cause(),
         Crash::Exit => ExitCause::Code(7),
-        Crash::KillSelf => ExitCause::Signal(libc::SIGKILL),
+        Crash::KillSelf => killed_cause(),
+        #[cfg(unix)]
         Crash::Segfault => ExitCause::Signal(libc::SIGSEGV),
+        #[cfg(windows)]
+        Crash::Segfault => ExitCause::Code(0xC000_0005_u32 as i32), // STATUS_ACCESS_VIOLATION
     }
 }
 

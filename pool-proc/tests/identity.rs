@@ -3,16 +3,22 @@
 //! parent, running the same executable; and never when it runs with elevated privileges
 //! (set-user-ID, set-group-ID, file capabilities). Otherwise it says why and exits with 70
 //! before `main`.
-// Unix only: it forges workers with Unix sockets, set-user-ID bits and `/proc`; the Windows
-// entry checks (parent pid and image, pipe handles) are in sys/windows.rs.
-#![cfg(unix)]
-#![allow(unsafe_code)] // fcntl(2) to hand a descriptor to a child, statvfs(3) for the probe
+//
+// On Windows (run under Wine in CI) the worker variable is `parent pid:read handle:write
+// handle` and the checks differ (sys/windows.rs): the pid must be the real parent's, which must
+// run the same executable, and both handles must be pipes. The forgeries below the Unix ones
+// try each there. Unix only: forging with Unix sockets and descriptors, set-user-ID bits.
+#![cfg_attr(unix, allow(unsafe_code))] // fcntl(2) to hand a descriptor to a child, statvfs(3)
 
 mod common;
 
+#[cfg(unix)]
 use std::os::fd::AsRawFd;
+#[cfg(unix)]
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
+#[cfg(unix)]
+use std::path::Path;
+use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
@@ -22,12 +28,14 @@ const WORKER_ENV: &str = "CF_POOL_PROC_WORKER_FD";
 const REFUSED: i32 = 70;
 const LIMIT: Duration = Duration::from_secs(60);
 
+#[cfg(unix)]
 /// Clears close-on-exec on `fd` so that a child inherits it.
 fn inheritable(fd: &impl AsRawFd) {
     // SAFETY: fcntl(2) on a descriptor the caller owns.
     assert_eq!(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, 0) }, 0);
 }
 
+#[cfg(unix)]
 /// Runs `cmd` with the worker variable naming an inherited socket made by this process, as a
 /// forger would; returns its output (bounded by [`LIMIT`]).
 fn start_as_worker(mut cmd: Command) -> Output {
@@ -69,6 +77,7 @@ fn this_exe() -> PathBuf {
     std::env::current_exe().unwrap()
 }
 
+#[cfg(unix)]
 #[test]
 fn a_socket_whose_peer_is_not_the_parent_gets_no_worker() {
     // The socket is made by this process, but the process that reads it is a child of a shell.
@@ -78,6 +87,7 @@ fn a_socket_whose_peer_is_not_the_parent_gets_no_worker() {
     assert_refused(&out, "not to its parent");
 }
 
+#[cfg(unix)]
 /// A copy of this test binary in a fresh directory, `mode` set.
 fn copy_of_this_exe(name: &str, mode: u32) -> (PathBuf, PathBuf) {
     use std::os::unix::fs::PermissionsExt;
@@ -93,6 +103,7 @@ fn copy_of_this_exe(name: &str, mode: u32) -> (PathBuf, PathBuf) {
 
 /// Linux only: the portable path cannot read another process's executable (see the crate's
 /// platform docs).
+#[cfg(unix)]
 #[test]
 #[cfg(not(feature = "portable-unix"))]
 fn a_parent_running_another_executable_gets_no_worker() {
@@ -104,6 +115,7 @@ fn a_parent_running_another_executable_gets_no_worker() {
     assert_refused(&out, "its parent runs another executable");
 }
 
+#[cfg(unix)]
 #[test]
 fn a_variable_that_names_no_descriptor_gets_no_worker() {
     let closed = if cfg!(feature = "portable-unix") {
@@ -140,6 +152,7 @@ fn the_real_parent_still_gets_its_workers() {
     assert_eq!(f.result_timeout(LIMIT), Ok(&42));
 }
 
+#[cfg(unix)]
 /// Whether `dir` is on a file system that honours set-user-ID bits.
 fn suid_allowed(dir: &Path) -> bool {
     use std::os::unix::ffi::OsStrExt;
@@ -153,6 +166,7 @@ fn suid_allowed(dir: &Path) -> bool {
 
 /// The probe for a set-user-ID program: needs root (to make a set-user-ID-root copy and run it
 /// as another user). Without it, the probe says so and checks nothing.
+#[cfg(unix)]
 #[test]
 fn a_set_user_id_program_never_becomes_a_worker() {
     use std::os::unix::process::CommandExt;
@@ -180,6 +194,60 @@ fn a_set_user_id_program_never_becomes_a_worker() {
         return;
     }
     assert_refused(&out, "elevated privileges");
+}
+
+/// On Windows: a handle value that no process here holds.
+#[cfg(windows)]
+const NO_HANDLE: usize = 0x3FFF_FFFC;
+
+/// On Windows: runs `cmd` with the worker variable set to `value`, as a forger would; returns
+/// its output (bounded by [`LIMIT`]).
+#[cfg(windows)]
+fn start_with(mut cmd: Command, value: String) -> Output {
+    cmd.env(WORKER_ENV, value)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    common::within(LIMIT, "a refused worker", move || cmd.output()).unwrap()
+}
+
+/// On Windows: the variable names this process, but the would-be worker was started by
+/// another one (`cmd.exe`).
+#[cfg(windows)]
+#[test]
+fn a_channel_named_for_a_process_that_is_not_the_parent_gets_no_worker() {
+    let mut cmd = Command::new("cmd");
+    cmd.arg("/c").arg(this_exe()).arg("--list");
+    let value = format!("{}:{NO_HANDLE}:{NO_HANDLE}", std::process::id());
+    let out = start_with(cmd, value);
+    assert_refused(&out, "not by its parent");
+}
+
+/// On Windows: the real parent, but running another executable (a copy of this one).
+#[cfg(windows)]
+#[test]
+fn a_parent_running_another_executable_gets_no_worker() {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("identity-other-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let copy = dir.join(format!("copy{}", std::env::consts::EXE_SUFFIX));
+    std::fs::copy(this_exe(), &copy).unwrap();
+    let value = format!("{}:{NO_HANDLE}:{NO_HANDLE}", std::process::id());
+    let out = start_with(Command::new(&copy), value);
+    let _ = std::fs::remove_dir_all(dir);
+    assert_refused(&out, "its parent runs another executable");
+}
+
+/// On Windows: a value that is no channel, and the real parent naming handles that are not
+/// pipes.
+#[cfg(windows)]
+#[test]
+fn a_variable_that_names_no_channel_gets_no_worker() {
+    let out = start_with(Command::new(this_exe()), "banana".into());
+    assert_refused(&out, "names no channel");
+    let value = format!("{}:{NO_HANDLE}:{NO_HANDLE}", std::process::id());
+    let out = start_with(Command::new(this_exe()), value);
+    assert_refused(&out, "the inherited handles are not pipes");
 }
 
 #[test]

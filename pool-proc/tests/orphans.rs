@@ -3,15 +3,13 @@
 //! The test binary re-executes itself as the "parent" (`victim` test, selected by an
 //! environment variable), reads its worker pids, SIGKILLs it, and watches the workers go.
 //! Reference: rayon-core's `tests/stack_overflow_crash.rs` pattern (re-run the test binary).
-// Unix only: it SIGKILLs the parent and reads `/proc`; on Windows the job object
-// (JOB_OBJECT_LIMIT_KILL_ON_JOB_CLOSE) does this job, not yet tested here.
+// Unix only: it watches the workers by pid in `/proc`. On Windows the job object
+// (JOB_OBJECT_LIMIT_KILL_ON_JOB_CLOSE) does this job; tests/parent_killed.rs checks it there
+// (and everywhere) by watching busy workers' output instead.
 #![cfg(unix)]
-#![allow(unsafe_code)] // kill(2) on the victim
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use cf_pool_proc::{Executor, ProcessPoolExecutor};
@@ -75,38 +73,15 @@ fn alive(pid: u32) -> bool {
 
 #[test]
 fn workers_exit_when_the_parent_is_sigkilled() {
-    if std::env::var(ROLE).is_ok() {
+    if common::is_victim(ROLE) {
         return;
     }
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "victim", "--nocapture", "--test-threads=1"])
-        .env(ROLE, "victim")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            // libtest prints `test victim ... ` on the same line, before our marker.
-            if let Some((_, rest)) = line.split_once("WORKERS ") {
-                let pids: Vec<u32> = rest.split(' ').map(|p| p.parse().unwrap()).collect();
-                let _ = tx.send(pids);
-            }
-        }
-    });
-    let pids = match rx.recv_timeout(Duration::from_secs(60)) {
-        Ok(p) => p,
-        Err(e) => {
-            let _ = child.kill();
-            panic!("victim never reported its workers: {e}");
-        }
-    };
+    let (mut child, said) =
+        common::spawn_victim_saying(ROLE, &[], "WORKERS ", Duration::from_secs(60));
+    let pids: Vec<u32> = said.split(' ').map(|p| p.parse().unwrap()).collect();
     assert_eq!(pids.len(), 2);
     assert!(pids.iter().all(|&p| alive(p)));
-    // SAFETY: kill(2) on our own child, not yet reaped.
-    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGKILL) }, 0);
+    child.kill().expect("SIGKILL the victim"); // Child::kill is SIGKILL on Unix
     let killed_at = Instant::now();
     child.wait().unwrap();
     // Generous bound against hangs; the figure printed is what matters.

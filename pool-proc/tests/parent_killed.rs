@@ -8,9 +8,10 @@
 //! (where a kill-on-close Job Object does this job; on Linux `PR_SET_PDEATHSIG`, on the portable
 //! Unix path a lifeline pipe). `tests/orphans.rs` checks the same on Unix by process id.
 
-use std::io::{BufRead, BufReader, Write};
+mod common;
+
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use cf_pool_proc::{Executor, ProcessPoolExecutor};
@@ -73,33 +74,12 @@ fn victim() {
 
 #[test]
 fn busy_workers_stop_when_the_parent_is_killed() {
-    if std::env::var(ROLE).is_ok() {
+    if common::is_victim(ROLE) {
         return;
     }
     let dir = std::env::temp_dir().join(format!("cf-parent-killed-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "victim", "--nocapture", "--test-threads=1"])
-        .env(ROLE, "victim")
-        .env(DIR, &dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            // libtest prints `test victim ... ` on the same line, before our marker.
-            if line.contains("BEATING") {
-                let _ = tx.send(());
-            }
-        }
-    });
-    if let Err(e) = rx.recv_timeout(LIMIT) {
-        let _ = child.kill();
-        panic!("the victim's workers never started beating: {e}");
-    }
+    let mut child = common::spawn_victim(ROLE, &[(DIR, dir.as_os_str())], "BEATING", LIMIT);
     child.kill().unwrap();
     child.wait().unwrap();
 

@@ -4,8 +4,11 @@
 //!
 //! Reference: CPython `test_process_pool.py` (`test_terminate_workers`, `test_kill_workers`,
 //! `test_killed_child` for the BreakPool policy); pebble's `ProcessPool.schedule(timeout=)`.
-// Unix only for now: it uses signals and Unix process extensions.
-#![cfg(unix)]
+//
+// On Windows (run under Wine in CI) too: there `terminate_workers` and `kill_workers` are both
+// `TerminateProcess` with exit code 1, and an abort is `STATUS_STACK_BUFFER_OVERRUN`.
+
+mod common;
 
 use std::time::{Duration, Instant};
 
@@ -111,7 +114,7 @@ fn a_pool_wide_task_timeout_applies_to_every_submit() {
     ));
 }
 
-fn check_stop(stop: impl Fn(&ProcessPoolExecutor), signal: i32) {
+fn check_stop(stop: impl Fn(&ProcessPoolExecutor), expected: ExitCause) {
     let pool = ProcessPoolExecutor::builder()
         .max_workers(2)
         .build()
@@ -125,7 +128,7 @@ fn check_stop(stop: impl Fn(&ProcessPoolExecutor), signal: i32) {
     stop(&pool);
     assert!(started.elapsed() < LIMIT);
     match running.result_timeout(LIMIT) {
-        Err(TaskError::WorkerDied { cause, .. }) => assert_eq!(cause, ExitCause::Signal(signal)),
+        Err(TaskError::WorkerDied { cause, .. }) => assert_eq!(cause, expected),
         other => panic!("expected WorkerDied, got {other:?}"),
     }
     let split = wait(&queued, Some(LIMIT), ReturnWhen::AllCompleted);
@@ -155,12 +158,15 @@ fn check_stop(stop: impl Fn(&ProcessPoolExecutor), signal: i32) {
 
 #[test]
 fn terminate_workers_stops_running_tasks_with_sigterm() {
-    check_stop(ProcessPoolExecutor::terminate_workers, libc::SIGTERM);
+    check_stop(
+        ProcessPoolExecutor::terminate_workers,
+        common::terminated_cause(),
+    );
 }
 
 #[test]
 fn kill_workers_stops_running_tasks_with_sigkill() {
-    check_stop(ProcessPoolExecutor::kill_workers, libc::SIGKILL);
+    check_stop(ProcessPoolExecutor::kill_workers, common::killed_cause());
 }
 
 fn aborts(_: ()) -> u32 {
@@ -242,7 +248,7 @@ fn workers_that_die_while_starting_fail_their_tasks_and_never_respawn_forever() 
     for f in &futures {
         match f.exception() {
             Some(TaskError::WorkerDied { cause, .. }) => {
-                assert_eq!(cause, ExitCause::Signal(libc::SIGABRT))
+                assert_eq!(cause, common::abort_cause())
             }
             Some(TaskError::Broken { reason }) => assert!(reason.contains("handshake"), "{reason}"),
             other => panic!("expected WorkerDied or Broken, got {other:?}"),

@@ -230,13 +230,9 @@ fn run_race(cfg: &Race) {
     snapshot.assert_restored();
 }
 
+// It once lost a ledger record under Wine (appends from several processes to one file are not
+// atomic there); the ledger is a file per execution on Windows now (tests/common).
 #[test]
-#[cfg_attr(
-    windows,
-    ignore = "under Wine a ledger record goes missing (a task has a value but no record of \
-              running); suspected: appends from several processes to one file are not atomic \
-              in Wine; not investigated on Windows"
-)]
 fn eight_submitters_race_shutdown_with_cancel_futures() {
     run_race(&Race {
         submitters: 8,

@@ -38,10 +38,11 @@ pub const OTHERS_LIMIT: Duration = Duration::from_secs(900);
 pub type Fds = BTreeMap<i32, String>;
 
 /// On Windows the leak checks (which read `/proc`) check nothing, and a worker is ended with
-/// `taskkill /F`: the pool tests there check behaviour, not leaks.
+/// `TerminateProcess`: the pool tests there check behaviour, not leaks.
 #[cfg(windows)]
 mod windows_stubs;
 #[cfg(windows)]
+#[allow(unused_imports)] // a test file that uses none of them
 pub use windows_stubs::*;
 
 #[cfg(unix)]
@@ -473,6 +474,10 @@ pub fn mix(x: u64) -> u64 {
 /// A file that tasks in worker processes append their input to, one little-endian `u64` per
 /// execution (an `O_APPEND` write of 8 bytes is atomic), so the parent can count how often each
 /// task actually ran, in whatever process.
+///
+/// On Windows it is a directory with one empty file per execution instead: under Wine two
+/// processes appending at once can overwrite each other's record (the first Wine run of the
+/// chaos tests lost one), and creating a file of a new name cannot lose anything.
 #[derive(Debug)]
 pub struct Ledger {
     pub path: String,
@@ -484,12 +489,21 @@ impl Ledger {
             .join(format!("cf-ledger-{}-{tag}", std::process::id()))
             .to_string_lossy()
             .into_owned();
-        let _ = std::fs::remove_file(&path);
-        std::fs::File::create(&path).expect("create the ledger");
+        #[cfg(unix)]
+        {
+            let _ = std::fs::remove_file(&path);
+            std::fs::File::create(&path).expect("create the ledger");
+        }
+        #[cfg(windows)]
+        {
+            let _ = std::fs::remove_dir_all(&path);
+            std::fs::create_dir(&path).expect("create the ledger");
+        }
         Ledger { path }
     }
 
     /// Called by a task, in a worker: records one execution of task `id`.
+    #[cfg(unix)]
     pub fn record(path: &str, id: u64) {
         use std::io::Write;
         let mut f = std::fs::OpenOptions::new()
@@ -500,22 +514,239 @@ impl Ledger {
             .expect("append to the ledger");
     }
 
+    /// Called by a task, in a worker: records one execution of task `id`.
+    #[cfg(windows)]
+    pub fn record(path: &str, id: u64) {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, Ordering::SeqCst);
+        let name = format!("{id}.{}.{n}", std::process::id());
+        std::fs::File::create_new(std::path::Path::new(path).join(name))
+            .expect("add to the ledger");
+    }
+
     /// How many times each of tasks `0..n` ran.
     pub fn counts(&self, n: usize) -> Vec<u32> {
-        let bytes = std::fs::read(&self.path).expect("read the ledger");
-        assert_eq!(bytes.len() % 8, 0, "a torn ledger record");
         let mut counts = vec![0u32; n];
-        for rec in bytes.chunks_exact(8) {
-            let id = u64::from_le_bytes(rec.try_into().expect("8 bytes")) as usize;
+        for id in self.records() {
+            let id = id as usize;
             assert!(id < n, "ledger names task {id} of {n}");
             counts[id] += 1;
         }
         counts
     }
+
+    #[cfg(unix)]
+    fn records(&self) -> Vec<u64> {
+        let bytes = std::fs::read(&self.path).expect("read the ledger");
+        assert_eq!(bytes.len() % 8, 0, "a torn ledger record");
+        bytes
+            .chunks_exact(8)
+            .map(|rec| u64::from_le_bytes(rec.try_into().expect("8 bytes")))
+            .collect()
+    }
+
+    #[cfg(windows)]
+    fn records(&self) -> Vec<u64> {
+        std::fs::read_dir(&self.path)
+            .expect("read the ledger")
+            .map(|e| {
+                let name = e.expect("a ledger entry").file_name();
+                let name = name.to_string_lossy();
+                let id = name.split('.').next().unwrap_or_default();
+                id.parse()
+                    .unwrap_or_else(|_| panic!("a ledger entry {name:?}"))
+            })
+            .collect()
+    }
 }
 
 impl Drop for Ledger {
     fn drop(&mut self) {
+        #[cfg(unix)]
         let _ = std::fs::remove_file(&self.path);
+        #[cfg(windows)]
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Fault helpers shared by the fault suites (failures, terminate, crash_keeps_results, chaos,
+// last_panic, resilience), and what a worker's death looks like on each platform.
+
+use cf_pool_proc::{Executor, ExitCause, ProcessPoolExecutor, TaskError};
+
+/// Generous: how long a future that must resolve may take (Wine starts processes slowly).
+pub const LIMIT: Duration = Duration::from_secs(120);
+
+/// A pool of `workers` workers, default settings otherwise.
+pub fn pool(workers: usize) -> ProcessPoolExecutor {
+    ProcessPoolExecutor::builder()
+        .max_workers(workers)
+        .build()
+        .expect("build pool")
+}
+
+/// A task: the worker's pid.
+pub fn pid(_: ()) -> u32 {
+    std::process::id()
+}
+
+/// A task: twice its input.
+pub fn double(x: u64) -> u64 {
+    x * 2
+}
+
+/// A task: sleeps `ms`, then returns the worker's pid.
+pub fn sleeps(ms: u64) -> u32 {
+    std::thread::sleep(Duration::from_millis(ms));
+    std::process::id()
+}
+
+/// A task: `std::process::abort()`.
+pub fn aborts(_: ()) -> u32 {
+    std::process::abort()
+}
+
+/// A task: `std::process::exit(code)`.
+pub fn exits(code: i32) -> u32 {
+    std::process::exit(code)
+}
+
+#[allow(unconditional_recursion)]
+fn recurse(depth: u64) -> u64 {
+    let pad = std::hint::black_box([depth; 64]);
+    recurse(pad[3] + 1) + pad[7]
+}
+
+/// A task: recursion without bound, until the worker's stack overflows.
+pub fn overflows(_: ()) -> u64 {
+    recurse(0)
+}
+
+/// The pool still works after a failure: a new task runs and returns the right value.
+pub fn assert_heals(pool: &ProcessPoolExecutor) {
+    let f = pool.submit(double, 21).expect("submit after failure");
+    assert_eq!(f.result_timeout(LIMIT), Ok(&42));
+}
+
+/// The `WorkerDied` a future failed with: `(pid, cause, the error's message)`.
+pub fn died<T: std::fmt::Debug>(result: Result<&T, TaskError>) -> (u32, ExitCause, String) {
+    match result {
+        Err(e @ TaskError::WorkerDied { pid, cause, .. }) => {
+            assert_ne!(pid, std::process::id(), "the parent is not a worker");
+            (pid, cause, e.to_string())
+        }
+        other => panic!("expected WorkerDied, got {other:?}"),
+    }
+}
+
+/// How a worker ended by `std::process::abort()` dies: `SIGABRT` on Unix; on Windows Rust's
+/// `abort` is `__fastfail`, which ends the process with `STATUS_STACK_BUFFER_OVERRUN`.
+pub fn abort_cause() -> ExitCause {
+    #[cfg(unix)]
+    return ExitCause::Signal(libc::SIGABRT);
+    #[cfg(windows)]
+    return ExitCause::Code(0xC000_0409_u32 as i32);
+}
+
+/// The name the message of an abort's `WorkerDied` carries.
+pub const ABORT_NAME: &str = if cfg!(windows) {
+    "STATUS_STACK_BUFFER_OVERRUN"
+} else {
+    "SIGABRT"
+};
+
+/// How a worker ended from outside ([`sigkill_child`], `kill_workers`, a timeout) dies:
+/// `SIGKILL` on Unix; on Windows `TerminateProcess` with exit code 1 (what the pool passes,
+/// and [`sigkill_child`] too).
+pub fn killed_cause() -> ExitCause {
+    #[cfg(unix)]
+    return ExitCause::Signal(libc::SIGKILL);
+    #[cfg(windows)]
+    return ExitCause::Code(1);
+}
+
+/// How a worker ended by `terminate_workers` dies: `SIGTERM` on Unix (a signal a task may
+/// catch); on Windows there is no such signal and terminating is killing.
+pub fn terminated_cause() -> ExitCause {
+    #[cfg(unix)]
+    return ExitCause::Signal(libc::SIGTERM);
+    #[cfg(windows)]
+    return killed_cause();
+}
+
+/// Whether `cause` is what a stack overflow ends a worker with, and the name its message must
+/// carry. On Unix, Rust's guard page handler reports the overflow and then re-raises the
+/// signal (`SIGSEGV`, or `SIGBUS` on macOS); on Windows the process ends with
+/// `STATUS_STACK_OVERFLOW`.
+pub fn is_stack_overflow(cause: ExitCause) -> Option<&'static str> {
+    #[cfg(unix)]
+    let name = [libc::SIGSEGV, libc::SIGBUS]
+        .into_iter()
+        .find(|&s| cause == ExitCause::Signal(s))
+        .and_then(|_| cause.signal_name());
+    #[cfg(windows)]
+    let name =
+        (cause == ExitCause::Code(0xC000_00FD_u32 as i32)).then_some("STATUS_STACK_OVERFLOW");
+    name
+}
+
+// ---------------------------------------------------------------------------------------------
+// A victim: this test binary re-executed as a parent that the test then kills (parent_killed,
+// orphans).
+
+/// Whether this process is a re-executed victim for `role` (its environment variable is set).
+pub fn is_victim(role: &str) -> bool {
+    std::env::var_os(role).is_some()
+}
+
+/// Starts this test binary again to run only its test named `victim`, with the environment
+/// variable `role` set to `victim` and `envs` added, and waits (up to `limit`) for a line of
+/// its output that contains `marker`: returns the child and the rest of that line after the
+/// marker. If the marker never comes, the child is killed and the test fails.
+pub fn spawn_victim(
+    role: &str,
+    envs: &[(&str, &std::ffi::OsStr)],
+    marker: &str,
+    limit: Duration,
+) -> std::process::Child {
+    let (child, _) = spawn_victim_saying(role, envs, marker, limit);
+    child
+}
+
+/// [`spawn_victim`], also returning the rest of the marker's line.
+pub fn spawn_victim_saying(
+    role: &str,
+    envs: &[(&str, &std::ffi::OsStr)],
+    marker: &str,
+    limit: Duration,
+) -> (std::process::Child, String) {
+    use std::io::{BufRead, BufReader};
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "victim", "--nocapture", "--test-threads=1"])
+        .env(role, "victim")
+        .envs(envs.iter().copied())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start the victim");
+    let stdout = child.stdout.take().expect("the victim's stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let marker_owned = marker.to_owned();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            // libtest prints `test victim ... ` on the same line, before the marker.
+            if let Some((_, rest)) = line.split_once(&marker_owned) {
+                let _ = tx.send(rest.to_owned());
+            }
+        }
+    });
+    match rx.recv_timeout(limit) {
+        Ok(rest) => (child, rest),
+        Err(e) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the victim never said {marker:?} within {limit:?}: {e}");
+        }
     }
 }
