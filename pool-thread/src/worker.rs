@@ -38,7 +38,7 @@ use std::time::{Duration, Instant};
 use cf_executor_api::{call_catching, SubmitError, TaskError};
 use parking_lot::{Condvar, Mutex};
 
-use crate::job::Job;
+use crate::job::Work;
 
 /// A worker thread's initializer, shared by all workers.
 pub(crate) type Initializer = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
@@ -103,7 +103,7 @@ pub(crate) struct Shared {
 }
 
 struct State {
-    queue: VecDeque<Box<dyn Job>>,
+    queue: VecDeque<Work>,
     /// Worker threads that have not exited.
     live: usize,
     /// Worker threads started so far; also the index in the next thread's name.
@@ -168,7 +168,7 @@ impl Shared {
 
     /// Queues `job`, starting a worker if no available one will take it. Never blocks on a
     /// worker.
-    pub(crate) fn enqueue(self: &Arc<Self>, job: Box<dyn Job>) -> Result<(), SubmitError> {
+    pub(crate) fn enqueue(self: &Arc<Self>, job: Work) -> Result<(), SubmitError> {
         let mut st = self.state.lock();
         if let Some(reason) = &st.broken {
             return Err(SubmitError::Broken {
