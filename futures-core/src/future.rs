@@ -799,12 +799,21 @@ fn complete<T>(
     outcome: Result<T, TaskError>,
     to: State,
 ) -> Result<(), InvalidStateError> {
+    complete_boxed(inner, outcome.map_err(Box::new), to)
+}
+
+/// [`complete`] with the error already boxed, as the outcome cell keeps it.
+fn complete_boxed<T>(
+    inner: &Arc<Inner<T>>,
+    outcome: Result<T, Box<TaskError>>,
+    to: State,
+) -> Result<(), InvalidStateError> {
     let mut shared = inner.shared.lock();
     match (shared.state, to) {
         (State::Pending, _) | (State::Running, State::Finished) => {}
         (state, _) => return Err(InvalidStateError { state }),
     }
-    if inner.outcome.set(outcome.map_err(Box::new)).is_err() {
+    if inner.outcome.set(outcome).is_err() {
         unreachable!("outcome is set once, under the lock, before the state becomes done");
     }
     shared.state = to;
@@ -945,8 +954,9 @@ struct Slot<F, T> {
 enum Step<F, T> {
     /// Queued.
     Ready(F),
-    /// Ran (or found cancelled): the outcome to publish, if any.
-    Ran(Option<Result<T, TaskError>>),
+    /// Ran (or found cancelled): the outcome to publish, if any. The error is boxed as in the
+    /// outcome cell, so the allocation is not sized for a 72-byte `TaskError`.
+    Ran(Option<Result<T, Box<TaskError>>>),
 }
 
 /// An [`InlineTask`]'s operations, erased over the call's and the value's types.
@@ -990,7 +1000,7 @@ where
             return;
         };
         if self.set_running() {
-            *step = Step::Ran(Some(call()));
+            *step = Step::Ran(Some(call().map_err(Box::new)));
         }
     }
 
@@ -1005,7 +1015,7 @@ where
         };
         let promise = self.promise();
         match outcome {
-            Some(outcome) => promise.set_outcome(outcome),
+            Some(outcome) => complete_boxed(promise.inner(), outcome, State::Finished),
             None => Ok(()),
         }
     }
