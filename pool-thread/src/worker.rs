@@ -1,7 +1,9 @@
 //! The pool's shared state and the worker loop.
 //!
 //! One mutex guards everything a decision depends on: the queue, how many workers were
-//! started, shutdown and broken flags. The work condvar wakes waiting workers; the exited
+//! started, shutdown and broken flags. The queue holds [`Work`]: a single task is the
+//! `InlineTask` whose allocation is also its future's (so a submit allocates once, and the
+//! worker frees nothing of the submitter's), a batch is boxed. The work condvar wakes waiting workers; the exited
 //! condvar wakes `shutdown(wait)`.
 //!
 //! A new thread is started only when the queue holds more jobs than there are *available*
