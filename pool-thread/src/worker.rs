@@ -205,8 +205,13 @@ impl Shared {
                 );
             }
         }
-        // Spinners take queued jobs by themselves; wake a sleeper only for the excess.
-        if self.spinning.load(Ordering::SeqCst) < st.queue.len() {
+        // Spinners take queued jobs by themselves; wake a sleeper only for the excess. The
+        // sleeper is woken after the lock is released, so that it does not wake only to wait
+        // for the lock this submit still holds; no wake-up is lost, since a worker looks at the
+        // queue under the lock before it sleeps, and the job is in it.
+        let wake = self.spinning.load(Ordering::SeqCst) < st.queue.len();
+        drop(st);
+        if wake {
             self.work.notify_one();
         }
         Ok(())
