@@ -25,6 +25,15 @@
 //!
 //! No task pays for a gate unless its value is unwrapped while its promise is still held: this
 //! was one of three allocations per submitted task.
+//!
+//! *Inline tasks*: `Inner` ends in a tail of any type, which every handle sees as an opaque
+//! `dyn` tail (a fat `Arc`; `()` for a [`Promise::new`]). [`InlineTask::new`] puts the
+//! executor's call there, so a queued task is one allocation instead of a future plus a boxed
+//! job, and the queue holds the same `Arc`, erased to a `dyn Job` that can run the call and
+//! then act as the promise (it becomes a [`Promise`] to publish, abandon or drop, so the
+//! promise's protocol above is the one code path). `try_unwrap` takes the outcome out through
+//! `Arc::get_mut`, which works on an unsized `Inner`. Under loom the tail is `()` and there
+//! are no inline tasks (loom's `Arc` cannot be unsized); the state machine it checks is the same.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -118,7 +127,22 @@ impl<T> Shared<T> {
     }
 }
 
-pub(crate) struct Inner<T> {
+/// What the rest of a future's allocation holds, seen through a [`Future`]: nothing (`()`) for
+/// a [`Promise::new`]'s future, the job itself for an [`InlineTask`]'s. Only the task can name
+/// it; every handle sees just an opaque tail.
+#[cfg(not(loom))]
+type Tail = dyn Opaque;
+/// loom's `Arc` cannot be unsized, and the model checks no [`InlineTask`].
+#[cfg(loom)]
+type Tail = ();
+
+/// Anything that may sit at the end of a shared [`Inner`].
+#[cfg(not(loom))]
+pub(crate) trait Opaque: Send + Sync {}
+#[cfg(not(loom))]
+impl<S: Send + Sync + ?Sized> Opaque for S {}
+
+pub(crate) struct Inner<T, S: ?Sized = Tail> {
     shared: Mutex<Shared<T>>,
     cond: Condvar,
     /// The error is boxed so a value's cell stays small (`TaskError` is 72 bytes).
@@ -127,6 +151,53 @@ pub(crate) struct Inner<T> {
     handles: AtomicUsize,
     /// `HELD`, `WAITING` (a gate is parked in `shared`) or `GONE`: see *Release* above.
     release: AtomicUsize,
+    /// `()`, or an [`InlineTask`]'s job: see *Inline tasks* above.
+    tail: S,
+}
+
+impl<T, S> Inner<T, S> {
+    fn new(tail: S) -> Self {
+        Inner {
+            shared: Mutex::new(Shared {
+                state: State::Pending,
+                waiter: None,
+                listeners: None,
+                gate: None,
+            }),
+            cond: Condvar::new(),
+            outcome: OnceLock::new(),
+            handles: AtomicUsize::new(0),
+            release: AtomicUsize::new(HELD),
+            tail,
+        }
+    }
+}
+
+impl<T, S: ?Sized> Inner<T, S> {
+    /// `Promise::set_running_or_notify_cancel`.
+    fn set_running(&self) -> bool {
+        let mut shared = self.shared.lock();
+        match shared.state {
+            State::Pending => {
+                shared.state = State::Running;
+                true
+            }
+            State::Cancelled => false,
+            other => {
+                log::debug!("set_running_or_notify_cancel on a {other} future");
+                false
+            }
+        }
+    }
+
+    /// `Promise::has_done_callbacks`.
+    fn has_done_callbacks(&self) -> bool {
+        self.shared
+            .lock()
+            .listeners
+            .as_ref()
+            .is_some_and(|l| !l.callbacks.is_empty())
+    }
 }
 
 /// The promise holds its `Arc<Inner>` and nobody waits for it to go.
@@ -405,15 +476,15 @@ impl<T> Future<T> {
         if self.inner.handles.load(Ordering::SeqCst) != 1 {
             return Err(self);
         }
-        let inner = Arc::clone(&self.inner);
+        let mut inner = Arc::clone(&self.inner);
         drop(self);
-        match Arc::try_unwrap(inner) {
-            Ok(inner) => Ok(inner
+        match Arc::get_mut(&mut inner) {
+            Some(sole) => Ok(sole
                 .outcome
-                .into_inner()
+                .take()
                 .expect("a done future has an outcome")
                 .map_err(|e| *e)),
-            Err(inner) => Err(Future::from_arc(inner)),
+            None => Err(Future::from_arc(inner)),
         }
     }
 
@@ -596,20 +667,8 @@ impl<T> Promise<T> {
     /// A new pending promise; get its consumer handle with [`future`](Self::future).
     #[must_use]
     pub fn new() -> Self {
-        Promise {
-            inner: Some(Arc::new(Inner {
-                shared: Mutex::new(Shared {
-                    state: State::Pending,
-                    waiter: None,
-                    listeners: None,
-                    gate: None,
-                }),
-                cond: Condvar::new(),
-                outcome: OnceLock::new(),
-                handles: AtomicUsize::new(0),
-                release: AtomicUsize::new(HELD),
-            })),
-        }
+        let inner: Arc<Inner<T, ()>> = Arc::new(Inner::new(()));
+        Promise { inner: Some(inner) }
     }
 
     fn inner(&self) -> &Arc<Inner<T>> {
@@ -630,18 +689,7 @@ impl<T> Promise<T> {
     /// it twice is an executor bug, never undefined behaviour.
     #[must_use]
     pub fn set_running_or_notify_cancel(&self) -> bool {
-        let mut shared = self.inner().shared.lock();
-        match shared.state {
-            State::Pending => {
-                shared.state = State::Running;
-                true
-            }
-            State::Cancelled => false,
-            other => {
-                log::debug!("set_running_or_notify_cancel on a {other} future");
-                false
-            }
-        }
+        self.inner().set_running()
     }
 
     /// Completes the future with a value.
@@ -696,12 +744,7 @@ impl<T> Promise<T> {
     /// ```
     #[must_use]
     pub fn has_done_callbacks(&self) -> bool {
-        self.inner()
-            .shared
-            .lock()
-            .listeners
-            .as_ref()
-            .is_some_and(|l| !l.callbacks.is_empty())
+        self.inner().has_done_callbacks()
     }
 }
 
@@ -756,12 +799,21 @@ fn complete<T>(
     outcome: Result<T, TaskError>,
     to: State,
 ) -> Result<(), InvalidStateError> {
+    complete_boxed(inner, outcome.map_err(Box::new), to)
+}
+
+/// [`complete`] with the error already boxed, as the outcome cell keeps it.
+fn complete_boxed<T>(
+    inner: &Arc<Inner<T>>,
+    outcome: Result<T, Box<TaskError>>,
+    to: State,
+) -> Result<(), InvalidStateError> {
     let mut shared = inner.shared.lock();
     match (shared.state, to) {
         (State::Pending, _) | (State::Running, State::Finished) => {}
         (state, _) => return Err(InvalidStateError { state }),
     }
-    if inner.outcome.set(outcome.map_err(Box::new)).is_err() {
+    if inner.outcome.set(outcome).is_err() {
         unreachable!("outcome is set once, under the lock, before the state becomes done");
     }
     shared.state = to;
@@ -859,6 +911,209 @@ impl<T: Clone> std::future::Future for Future<T> {
             wakers.push(cx.waker().clone());
         }
         Poll::Pending
+    }
+}
+
+/// A call stored in its own future's allocation: an executor's queue entry that costs no
+/// allocation besides the future's.
+///
+/// [`InlineTask::new`] allocates the future's shared state with the call at its end and hands
+/// back the future plus this task, which is the future's [`Promise`] and its job in one: the
+/// executor queues it, [`run`](Self::run)s it on a worker (the call runs only if the future
+/// was not cancelled), then [`publish`](Self::publish)es the outcome; run and publish are apart
+/// so that a pool can count the worker available in between. Dropped unpublished, it fails the
+/// future with [`TaskError::Broken`], as a promise does.
+///
+/// # Examples
+///
+/// ```
+/// use cf_futures_core::InlineTask;
+///
+/// let (mut task, future) = InlineTask::new(|| Ok(6 * 7));
+/// assert!(!task.has_done_callbacks());
+/// std::thread::spawn(move || {
+///     task.run();
+///     task.publish().unwrap();
+/// });
+/// assert_eq!(future.result(), Ok(&42));
+/// ```
+#[cfg(not(loom))]
+pub struct InlineTask {
+    /// `Some` until it is published, abandoned or dropped.
+    job: Option<Arc<dyn Job>>,
+}
+
+/// The job at the end of an [`InlineTask`]'s allocation. Only the task's owner touches it, so
+/// its lock is never contended; it is there because the allocation is shared.
+#[cfg(not(loom))]
+struct Slot<F, T> {
+    step: parking_lot::Mutex<Step<F, T>>,
+}
+
+#[cfg(not(loom))]
+enum Step<F, T> {
+    /// Queued.
+    Ready(F),
+    /// Ran (or found cancelled): the outcome to publish, if any. The error is boxed as in the
+    /// outcome cell, so the allocation is not sized for a 72-byte `TaskError`.
+    Ran(Option<Result<T, Box<TaskError>>>),
+}
+
+/// An [`InlineTask`]'s operations, erased over the call's and the value's types.
+#[cfg(not(loom))]
+trait Job: Send + Sync {
+    fn run(&self);
+    fn has_done_callbacks(&self) -> bool;
+    fn publish(self: Arc<Self>) -> Result<(), InvalidStateError>;
+    fn abandon(self: Arc<Self>, error: Option<TaskError>);
+    fn release(self: Arc<Self>);
+}
+
+#[cfg(not(loom))]
+impl<T, F> Inner<T, Slot<F, T>>
+where
+    F: FnOnce() -> Result<T, TaskError> + Send + 'static,
+    T: Send + Sync + 'static,
+{
+    /// The promise this task is, as a [`Promise`] (whose drop completes the protocol).
+    fn promise(self: Arc<Self>) -> Promise<T> {
+        Promise { inner: Some(self) }
+    }
+
+    /// Drops the call (and its captures) or a kept outcome now, not when the last handle to
+    /// the future goes: the task will not run or publish.
+    fn clear(&self) {
+        let step = std::mem::replace(&mut *self.tail.step.lock(), Step::Ran(None));
+        drop(step);
+    }
+}
+
+#[cfg(not(loom))]
+impl<T, F> Job for Inner<T, Slot<F, T>>
+where
+    F: FnOnce() -> Result<T, TaskError> + Send + 'static,
+    T: Send + Sync + 'static,
+{
+    fn run(&self) {
+        let mut step = self.tail.step.lock();
+        let Step::Ready(call) = std::mem::replace(&mut *step, Step::Ran(None)) else {
+            return;
+        };
+        if self.set_running() {
+            *step = Step::Ran(Some(call().map_err(Box::new)));
+        }
+    }
+
+    fn has_done_callbacks(&self) -> bool {
+        Inner::has_done_callbacks(self)
+    }
+
+    fn publish(self: Arc<Self>) -> Result<(), InvalidStateError> {
+        let outcome = match std::mem::replace(&mut *self.tail.step.lock(), Step::Ran(None)) {
+            Step::Ran(outcome) => outcome,
+            Step::Ready(_) => None,
+        };
+        let promise = self.promise();
+        match outcome {
+            Some(outcome) => complete_boxed(promise.inner(), outcome, State::Finished),
+            None => Ok(()),
+        }
+    }
+
+    fn abandon(self: Arc<Self>, error: Option<TaskError>) {
+        self.clear();
+        let promise = self.promise();
+        match error {
+            None => {
+                promise.cancel();
+            }
+            Some(error) => {
+                // A future the user already cancelled stays cancelled.
+                let _ = promise.set_error(error);
+            }
+        }
+    }
+
+    fn release(self: Arc<Self>) {
+        self.clear();
+        drop(self.promise());
+    }
+}
+
+#[cfg(not(loom))]
+impl InlineTask {
+    /// A pending future whose allocation also holds `call`, and the task that runs it.
+    ///
+    /// `call` returns the outcome: an executor catches the task's panic inside it.
+    pub fn new<T, F>(call: F) -> (InlineTask, Future<T>)
+    where
+        F: FnOnce() -> Result<T, TaskError> + Send + 'static,
+        T: Send + Sync + 'static,
+    {
+        let inner: Arc<Inner<T, Slot<F, T>>> = Arc::new(Inner::new(Slot {
+            step: parking_lot::Mutex::new(Step::Ready(call)),
+        }));
+        let future = Future::from_arc(Arc::clone(&inner) as Arc<Inner<T>>);
+        (InlineTask { job: Some(inner) }, future)
+    }
+
+    fn job(&self) -> &Arc<dyn Job> {
+        self.job
+            .as_ref()
+            .expect("only publish, abandon and Drop take the job")
+    }
+
+    /// Marks the future running and runs the call, keeping its outcome for
+    /// [`publish`](Self::publish); does nothing if the future was cancelled, or on a second
+    /// call.
+    pub fn run(&mut self) {
+        self.job().run();
+    }
+
+    /// Whether done-callbacks are waiting to run; see [`Promise::has_done_callbacks`].
+    #[must_use]
+    pub fn has_done_callbacks(&self) -> bool {
+        self.job().has_done_callbacks()
+    }
+
+    /// Completes the future with the outcome [`run`](Self::run) kept (nothing if it did not
+    /// run: cancelled), running its done-callbacks on this thread, and lets go of it.
+    ///
+    /// # Errors
+    ///
+    /// [`InvalidStateError`] if the future was already completed by other means.
+    pub fn publish(mut self) -> Result<(), InvalidStateError> {
+        match self.job.take() {
+            Some(job) => job.publish(),
+            None => Ok(()),
+        }
+    }
+
+    /// The task will never run: cancels its future (`None`) or fails it with `error` (a
+    /// cancelled future stays cancelled).
+    pub fn abandon(mut self, error: Option<TaskError>) {
+        if let Some(job) = self.job.take() {
+            job.abandon(error);
+        }
+    }
+}
+
+#[cfg(not(loom))]
+impl Drop for InlineTask {
+    /// As a [`Promise`]'s drop: an unpublished future fails with [`TaskError::Broken`].
+    fn drop(&mut self) {
+        if let Some(job) = self.job.take() {
+            job.release();
+        }
+    }
+}
+
+#[cfg(not(loom))]
+impl fmt::Debug for InlineTask {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("InlineTask")
+            .field("published", &self.job.is_none())
+            .finish()
     }
 }
 

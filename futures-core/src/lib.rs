@@ -58,7 +58,9 @@
 //!
 //! Each future is one allocation: a mutex-protected state plus a write-once outcome cell, a
 //! count of its `Future` handles and a word saying whether the promise still holds it (what
-//! `try_unwrap` needs; a gate to wait at is allocated only when it must wait). No user code
+//! `try_unwrap` needs; a gate to wait at is allocated only when it must wait). An executor
+//! may store the task's call in that same allocation ([`InlineTask`]), so a queued task
+//! costs one allocation. No user code
 //! (callbacks) and no other lock ever runs while that mutex is held. Whether a future is done
 //! can be read without the lock (its outcome cell is set in the critical section that makes it
 //! done), which `as_completed` and the promise's drop use. The mutex and condvars come
@@ -73,5 +75,7 @@ mod wait;
 mod waiter;
 
 pub use error::{panic_message, CodecStage, ExitCause, InvalidStateError, TaskError, TimeoutError};
+#[cfg(not(loom))]
+pub use future::InlineTask;
 pub use future::{Future, Promise, State};
 pub use wait::{as_completed, wait, AsCompleted, ReturnWhen, WaitResult};

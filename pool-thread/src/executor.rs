@@ -3,10 +3,12 @@
 use std::fmt;
 use std::sync::Arc;
 
-use cf_executor_api::{Executor, Future, Payload, Promise, SubmitError, Task};
+use cf_executor_api::{
+    call_catching, Executor, Future, InlineTask, Payload, Promise, SubmitError, Task,
+};
 
 use crate::builder::ThreadPoolBuilder;
-use crate::job::{Batch, Call};
+use crate::job::{Batch, Work};
 use crate::worker::Shared;
 
 /// A pool of threads running submitted tasks: Python's `concurrent.futures.ThreadPoolExecutor`.
@@ -115,9 +117,8 @@ impl ThreadPoolExecutor {
         F: FnOnce() -> R + Send + 'static,
         R: Send + Sync + 'static,
     {
-        let promise = Promise::new();
-        let future = promise.future();
-        self.shared.enqueue(Box::new(Call::new(f, promise)))?;
+        let (task, future) = InlineTask::new(move || call_catching(f));
+        self.shared.enqueue(Work::Call(task))?;
         Ok(future)
     }
 
@@ -184,7 +185,8 @@ impl Executor for ThreadPoolExecutor {
         let items: Vec<(A, Promise<R>)> = args.into_iter().map(|a| (a, Promise::new())).collect();
         let futures = items.iter().map(|(_, p)| p.future()).collect();
         if !items.is_empty() {
-            self.shared.enqueue(Box::new(Batch::new(f, items)))?;
+            self.shared
+                .enqueue(Work::Batch(Box::new(Batch::new(f, items))))?;
         }
         Ok(futures)
     }

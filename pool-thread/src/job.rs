@@ -1,5 +1,5 @@
-//! What sits in the work queue: one task ([`Call`]) or one batch ([`Batch`]), type-erased as
-//! [`Job`].
+//! What sits in the work queue ([`Work`]): one task, stored in its own future's allocation
+//! ([`InlineTask`], so a submit allocates once), or one batch ([`Batch`], boxed as a [`Job`]).
 //!
 //! Running a job is split in two so that the worker can count itself available *between*
 //! computing the outcome and publishing it. A caller that reads a result and submits again
@@ -7,7 +7,53 @@
 //! "3 sequential tasks run on 1 thread" deterministic rather than the race it is in CPython,
 //! where the worker releases its idle token only after the result is visible.
 
-use cf_executor_api::{call_catching, Promise, TaskError};
+use cf_executor_api::{call_catching, InlineTask, Promise, TaskError};
+
+/// One queued unit of work.
+pub(crate) enum Work {
+    /// `spawn`/`submit`: the call lives in its future's allocation.
+    Call(InlineTask),
+    /// `submit_batch` (`map` with a `chunksize`).
+    Batch(Box<dyn Job>),
+}
+
+impl Work {
+    /// Runs the user's code (skipping cancelled items); keeps the last outcome for `publish`.
+    pub(crate) fn run(&mut self) {
+        match self {
+            Work::Call(task) => task.run(),
+            Work::Batch(job) => job.run(),
+        }
+    }
+
+    /// Whether publishing will run done-callbacks on this thread.
+    pub(crate) fn has_callbacks(&self) -> bool {
+        match self {
+            Work::Call(task) => task.has_done_callbacks(),
+            Work::Batch(job) => job.has_callbacks(),
+        }
+    }
+
+    /// Completes the future(s) `run` left unpublished.
+    pub(crate) fn publish(self) {
+        match self {
+            Work::Call(task) => {
+                if let Err(e) = task.publish() {
+                    internal_double_completion(&e);
+                }
+            }
+            Work::Batch(job) => job.publish(),
+        }
+    }
+
+    /// The work will never run: cancel its futures (`None`) or fail them with `error`.
+    pub(crate) fn abandon(self, error: Option<TaskError>) {
+        match self {
+            Work::Call(task) => task.abandon(error),
+            Work::Batch(job) => job.abandon(error),
+        }
+    }
+}
 
 /// A unit of queued work, with its promise(s).
 pub(crate) trait Job: Send {
@@ -19,53 +65,6 @@ pub(crate) trait Job: Send {
     fn publish(self: Box<Self>);
     /// The job will never run: cancel its futures (`None`) or fail them with `error`.
     fn abandon(self: Box<Self>, error: Option<TaskError>);
-}
-
-/// One closure and its promise.
-pub(crate) struct Call<C, R> {
-    call: Option<C>,
-    promise: Promise<R>,
-    outcome: Option<Result<R, TaskError>>,
-}
-
-impl<C, R> Call<C, R> {
-    pub(crate) fn new(call: C, promise: Promise<R>) -> Self {
-        Call {
-            call: Some(call),
-            promise,
-            outcome: None,
-        }
-    }
-}
-
-impl<C, R> Job for Call<C, R>
-where
-    C: FnOnce() -> R + Send,
-    R: Send + Sync,
-{
-    fn run(&mut self) {
-        let Some(call) = self.call.take() else {
-            return;
-        };
-        if self.promise.set_running_or_notify_cancel() {
-            self.outcome = Some(call_catching(call));
-        }
-    }
-
-    fn has_callbacks(&self) -> bool {
-        self.promise.has_done_callbacks()
-    }
-
-    fn publish(self: Box<Self>) {
-        let this = *self;
-        if let Some(outcome) = this.outcome {
-            settle(&this.promise, outcome);
-        }
-    }
-
-    fn abandon(self: Box<Self>, error: Option<TaskError>) {
-        abandon_one(&self.promise, error);
-    }
 }
 
 /// One task function over several arguments, run in order, each with its own promise.
@@ -132,9 +131,13 @@ where
 
 fn settle<R>(promise: &Promise<R>, outcome: Result<R, TaskError>) {
     if let Err(e) = promise.set_outcome(outcome) {
-        // Only this pool completes a running future, so this is a bug, not a user error.
-        log::error!("internal: a worker completed a task twice: {e}; please report this");
+        internal_double_completion(&e);
     }
+}
+
+/// Only this pool completes a running future, so this is a bug, not a user error.
+fn internal_double_completion(e: &dyn std::fmt::Display) {
+    log::error!("internal: a worker completed a task twice: {e}; please report this");
 }
 
 fn abandon_one<R>(promise: &Promise<R>, error: Option<TaskError>) {

@@ -69,7 +69,10 @@
 //! # Threads, queue and idle count
 //!
 //! The pool is one queue of jobs and a set of worker threads, all behind one mutex. `submit`
-//! (and `spawn`, `map`, `submit_batch`) only pushes a job and never blocks on a worker. Threads
+//! (and `spawn`, `map`, `submit_batch`) only pushes a job and never blocks on a worker. A
+//! `submit` or `spawn` allocates once: its call is stored in its future's own allocation
+//! ([`cf_executor_api::InlineTask`]), and the queue holds that; a `chunksize` batch is one
+//! boxed job. Threads
 //! start on demand: a submit starts a new thread only if the queue now holds more jobs than
 //! there are *available* workers (idle, starting, or just finishing a task) and fewer than
 //! `max_workers` threads exist; otherwise an idle worker is woken. This is CPython 3.9's idle

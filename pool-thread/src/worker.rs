@@ -1,7 +1,9 @@
 //! The pool's shared state and the worker loop.
 //!
 //! One mutex guards everything a decision depends on: the queue, how many workers were
-//! started, shutdown and broken flags. The work condvar wakes waiting workers; the exited
+//! started, shutdown and broken flags. The queue holds [`Work`]: a single task is the
+//! `InlineTask` whose allocation is also its future's (so a submit allocates once, and the
+//! worker frees nothing of the submitter's), a batch is boxed. The work condvar wakes waiting workers; the exited
 //! condvar wakes `shutdown(wait)`.
 //!
 //! A new thread is started only when the queue holds more jobs than there are *available*
@@ -38,7 +40,7 @@ use std::time::{Duration, Instant};
 use cf_executor_api::{call_catching, SubmitError, TaskError};
 use parking_lot::{Condvar, Mutex};
 
-use crate::job::Job;
+use crate::job::Work;
 
 /// A worker thread's initializer, shared by all workers.
 pub(crate) type Initializer = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
@@ -103,7 +105,7 @@ pub(crate) struct Shared {
 }
 
 struct State {
-    queue: VecDeque<Box<dyn Job>>,
+    queue: VecDeque<Work>,
     /// Worker threads that have not exited.
     live: usize,
     /// Worker threads started so far; also the index in the next thread's name.
@@ -168,7 +170,7 @@ impl Shared {
 
     /// Queues `job`, starting a worker if no available one will take it. Never blocks on a
     /// worker.
-    pub(crate) fn enqueue(self: &Arc<Self>, job: Box<dyn Job>) -> Result<(), SubmitError> {
+    pub(crate) fn enqueue(self: &Arc<Self>, job: Work) -> Result<(), SubmitError> {
         let mut st = self.state.lock();
         if let Some(reason) = &st.broken {
             return Err(SubmitError::Broken {
@@ -203,8 +205,13 @@ impl Shared {
                 );
             }
         }
-        // Spinners take queued jobs by themselves; wake a sleeper only for the excess.
-        if self.spinning.load(Ordering::SeqCst) < st.queue.len() {
+        // Spinners take queued jobs by themselves; wake a sleeper only for the excess. The
+        // sleeper is woken after the lock is released, so that it does not wake only to wait
+        // for the lock this submit still holds; no wake-up is lost, since a worker looks at the
+        // queue under the lock before it sleeps, and the job is in it.
+        let wake = self.spinning.load(Ordering::SeqCst) < st.queue.len();
+        drop(st);
+        if wake {
             self.work.notify_one();
         }
         Ok(())
