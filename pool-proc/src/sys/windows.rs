@@ -1401,7 +1401,12 @@ mod tests {
         assert_eq!((&ours).read(&mut [0u8; 8]).unwrap(), 0);
         let e = (&ours).write_all(b"x").unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::BrokenPipe);
-        waiter.join().unwrap();
+        // The waiter itself ends once nobody is inside (joined off-thread: a hang fails).
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(waiter.join().is_ok());
+        });
+        assert!(rx.recv_timeout(LIMIT).expect("the waiter never ended"));
         drop(theirs);
     }
 
