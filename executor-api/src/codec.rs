@@ -173,10 +173,8 @@ pub fn decode<'de, T: Deserialize<'de>>(
     buffers: Vec<Buffer>,
 ) -> Result<T, Error> {
     attached(buffers, || {
-        let mut deserializer = postcard::Deserializer::from_bytes(bytes);
-        T::deserialize(De {
-            inner: &mut deserializer,
-        })
+        let mut rest = bytes;
+        T::deserialize(De { rest: &mut rest })
     })
 }
 
@@ -540,14 +538,35 @@ impl ser::SerializeStructVariant for Compound<'_> {
 
 type PostcardDe<'de> = postcard::Deserializer<'de, postcard::de_flavors::Slice<'de>>;
 
+/// Where the decoder is: the bytes not read yet.
+///
+/// The decoder keeps this cursor itself rather than postcard's deserializer, for one reason:
+/// a sequence of `u8` (a plain `Vec<u8>`) is read one byte per visitor call, and a cursor that
+/// [`Access`] holds by value stays in registers through the visitor's loop. Behind a reference
+/// it is stored and reloaded around every byte, because the byte the visitor writes into its
+/// `Vec` might, as far as the compiler knows, be the cursor itself (that halved decoding speed).
+type Rest<'de> = &'de [u8];
+
 struct De<'a, 'de> {
-    inner: &'a mut PostcardDe<'de>,
+    rest: &'a mut Rest<'de>,
 }
 
 impl<'de> De<'_, 'de> {
+    /// Runs postcard's deserializer on the bytes not read yet, and moves past what it read.
+    #[inline]
+    fn postcard<R>(
+        &mut self,
+        read: impl FnOnce(&mut PostcardDe<'de>) -> postcard::Result<R>,
+    ) -> Result<R, Error> {
+        let mut inner = PostcardDe::from_bytes(self.rest);
+        let value = read(&mut inner)?;
+        *self.rest = inner.finalize()?;
+        Ok(value)
+    }
+
     /// A length or variant index, as postcard writes them (a LEB128 varint).
     fn varint(&mut self) -> Result<u64, Error> {
-        Ok(u64::deserialize(&mut *self.inner)?)
+        self.postcard(|inner| u64::deserialize(inner))
     }
 
     #[inline]
@@ -556,18 +575,27 @@ impl<'de> De<'_, 'de> {
         usize::try_from(len).map_err(|_| de::Error::custom(format!("length {len} is too large")))
     }
 
-    #[inline]
-    fn tag(&mut self) -> Result<u8, Error> {
-        Ok(u8::deserialize(&mut *self.inner)?)
+    #[inline(always)]
+    fn byte(&mut self) -> Result<u8, Error> {
+        let (&byte, rest) = self
+            .rest
+            .split_first()
+            .ok_or(postcard::Error::DeserializeUnexpectedEnd)?;
+        *self.rest = rest;
+        Ok(byte)
     }
 
     /// A byte string: inline, or the attached buffer its index names.
     fn bytes<V: Visitor<'de>>(mut self, visitor: V, borrowed: bool) -> Result<V::Value, Error> {
-        match self.tag()? {
-            INLINE if borrowed => Ok(de::Deserializer::deserialize_bytes(self.inner, visitor)?),
-            INLINE => Ok(de::Deserializer::deserialize_byte_buf(self.inner, visitor)?),
+        match self.byte()? {
+            INLINE if borrowed => {
+                self.postcard(|inner| de::Deserializer::deserialize_bytes(inner, visitor))
+            }
+            INLINE => {
+                self.postcard(|inner| de::Deserializer::deserialize_byte_buf(inner, visitor))
+            }
             ATTACHED => {
-                let index = u32::deserialize(&mut *self.inner)?;
+                let index = self.postcard(|inner| u32::deserialize(inner))?;
                 let buffer = attachment(index).map_err(<Error as de::Error>::custom)?;
                 visitor.visit_byte_buf(buffer.into_vec())
             }
@@ -580,10 +608,7 @@ impl<'de> De<'_, 'de> {
 
     #[inline]
     fn seq<V: Visitor<'de>>(self, len: usize, visitor: V) -> Result<V::Value, Error> {
-        visitor.visit_seq(Access {
-            inner: self.inner,
-            len,
-        })
+        visitor.visit_seq(Access::new(self.rest, len))
     }
 }
 
@@ -591,8 +616,8 @@ macro_rules! forward_de {
     ($($method:ident),* $(,)?) => {
         $(
             #[inline]
-            fn $method<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
-                Ok(de::Deserializer::$method(self.inner, visitor)?)
+            fn $method<V: Visitor<'de>>(mut self, visitor: V) -> Result<V::Value, Error> {
+                self.postcard(|inner| de::Deserializer::$method(inner, visitor))
             }
         )*
     };
@@ -604,9 +629,14 @@ impl<'de> de::Deserializer<'de> for De<'_, 'de> {
     forward_de! {
         deserialize_any, deserialize_bool,
         deserialize_i8, deserialize_i16, deserialize_i32, deserialize_i64, deserialize_i128,
-        deserialize_u8, deserialize_u16, deserialize_u32, deserialize_u64, deserialize_u128,
+        deserialize_u16, deserialize_u32, deserialize_u64, deserialize_u128,
         deserialize_f32, deserialize_f64, deserialize_char, deserialize_str, deserialize_string,
         deserialize_identifier, deserialize_ignored_any,
+    }
+
+    #[inline(always)]
+    fn deserialize_u8<V: Visitor<'de>>(mut self, visitor: V) -> Result<V::Value, Error> {
+        visitor.visit_u8(self.byte()?)
     }
 
     #[inline]
@@ -621,7 +651,7 @@ impl<'de> de::Deserializer<'de> for De<'_, 'de> {
 
     #[inline]
     fn deserialize_option<V: Visitor<'de>>(mut self, visitor: V) -> Result<V::Value, Error> {
-        match self.tag()? {
+        match self.byte()? {
             0 => visitor.visit_none(),
             1 => visitor.visit_some(self),
             _ => Err(postcard::Error::DeserializeBadOption.into()),
@@ -675,10 +705,7 @@ impl<'de> de::Deserializer<'de> for De<'_, 'de> {
     #[inline]
     fn deserialize_map<V: Visitor<'de>>(mut self, visitor: V) -> Result<V::Value, Error> {
         let len = self.len()?;
-        visitor.visit_map(Access {
-            inner: self.inner,
-            len,
-        })
+        visitor.visit_map(Access::new(self.rest, len))
     }
 
     #[inline]
@@ -708,17 +735,37 @@ impl<'de> de::Deserializer<'de> for De<'_, 'de> {
 }
 
 /// The elements of a sequence, tuple or struct, or the entries of a map: `len` more to read.
+///
+/// It holds its own copy of the cursor (see [`Rest`]) and hands it back to the decoder it came
+/// from when it is dropped, however the visitor ends: done, failed or unwinding.
 struct Access<'a, 'de> {
-    inner: &'a mut PostcardDe<'de>,
+    rest: Rest<'de>,
     len: usize,
+    back: &'a mut Rest<'de>,
 }
 
-impl<'de> Access<'_, 'de> {
+impl<'a, 'de> Access<'a, 'de> {
+    #[inline]
+    fn new(back: &'a mut Rest<'de>, len: usize) -> Self {
+        Access {
+            rest: *back,
+            len,
+            back,
+        }
+    }
+
     #[inline]
     fn next<T: DeserializeSeed<'de>>(&mut self, seed: T) -> Result<T::Value, Error> {
         seed.deserialize(De {
-            inner: &mut *self.inner,
+            rest: &mut self.rest,
         })
+    }
+}
+
+impl Drop for Access<'_, '_> {
+    #[inline]
+    fn drop(&mut self) {
+        *self.back = self.rest;
     }
 }
 
@@ -774,8 +821,8 @@ impl<'a, 'de> de::EnumAccess<'de> for De<'a, 'de> {
     type Variant = Self;
 
     #[inline]
-    fn variant_seed<V: DeserializeSeed<'de>>(self, seed: V) -> Result<(V::Value, Self), Error> {
-        let index = u32::deserialize(&mut *self.inner)?;
+    fn variant_seed<V: DeserializeSeed<'de>>(mut self, seed: V) -> Result<(V::Value, Self), Error> {
+        let index = self.postcard(|inner| u32::deserialize(inner))?;
         let value = seed.deserialize(IntoDeserializer::<Error>::into_deserializer(index))?;
         Ok((value, self))
     }

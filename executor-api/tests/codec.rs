@@ -156,6 +156,54 @@ fn without_byte_strings_the_encoding_is_postcards() {
     assert_eq!(bytes, postcard::to_allocvec(&value).unwrap());
 }
 
+/// Without byte strings the codec reads postcard's encoding too: every kind of value, nested,
+/// and a large plain `Vec<u8>` (read one element at a time through the decoder's own cursor).
+#[test]
+fn without_byte_strings_postcards_encoding_decodes() {
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    struct Plain {
+        flag: bool,
+        small: (i8, i16, i32, i64, i128, u16, u32, u64, u128),
+        floats: (f32, f64),
+        letter: char,
+        text: String,
+        a: Vec<(u64, Option<String>)>,
+        b: BTreeMap<u8, Vec<i32>>,
+        c: Option<Option<u8>>,
+        d: Vec<Shape>,
+        e: [u16; 3],
+        unit: Unit,
+        big: Vec<u8>,
+        wide: Vec<u16>,
+        last: u8,
+    }
+    let value = Plain {
+        flag: true,
+        small: (-1, -300, i32::MIN, i64::MAX, i128::MIN, 65_535, 1 << 31, u64::MAX, 7),
+        floats: (f32::MIN_POSITIVE, -0.5),
+        letter: '→',
+        text: "text".into(),
+        a: vec![(1, Some("x".into())), (u64::MAX, None)],
+        b: [(1, vec![-1, 2]), (200, vec![])].into(),
+        c: Some(Some(4)),
+        d: vec![Shape::Empty, Shape::Empty],
+        e: [1, 300, 65535],
+        unit: Unit,
+        big: pattern(11, 1 << 20),
+        wide: (0..1000).collect(),
+        last: 42,
+    };
+    let plain = postcard::to_allocvec(&value).unwrap();
+    let back: Plain = codec::decode(&plain, Vec::new()).unwrap();
+    assert_eq!(back, value);
+    let (bytes, buffers) = codec::encode(&value, POLICY).unwrap();
+    assert_eq!(bytes, plain);
+    assert_eq!(codec::decode::<Plain>(&bytes, buffers).unwrap(), value);
+    // Cut inside the large sequence: an error, not a panic or a short vector.
+    let cut = &plain[..plain.len() / 2];
+    assert!(codec::decode::<Plain>(cut, Vec::new()).is_err());
+}
+
 #[test]
 fn sizes_around_the_threshold() {
     for len in [0, 1, 63, 64, 65, 4096] {

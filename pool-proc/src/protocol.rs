@@ -238,6 +238,9 @@ impl FrameBuf {
     }
     pub(crate) fn bytes(&mut self, b: &[u8]) -> &mut Self {
         let len = u32::try_from(b.len()).expect("payload sizes are checked before framing");
+        // Room for the records that usually follow a payload as well (its attachments, the
+        // next task's header), so that they do not make a large frame grow and copy itself.
+        self.buf.reserve(4 + b.len() + 256);
         self.u32(len);
         self.buf.extend_from_slice(b);
         self
@@ -397,22 +400,19 @@ pub(crate) fn read_frame(
             format!("frame of {len} bytes is outside 1..={max}"),
         ));
     }
+    // Room for the whole body at once when it is not larger than `UPFRONT`: one allocation, no
+    // copies as it grows. Reserved, not touched: pages become resident only as bytes arrive.
+    // Beyond that the room doubles as bytes actually arrive, so a lying length costs at most
+    // `UPFRONT` of address space, or twice what was really sent. Fallibly: a peer may announce
+    // gigabytes, and the reader must fail (the parent then kills that worker), not abort.
     let mut body = Vec::new();
+    reserve_body(&mut body, len.min(UPFRONT), len, 0)?;
     let mut filled = 0;
     while filled < len {
         if filled == body.len() {
-            // Exactly: `resize` alone would round the capacity up to twice what is asked. And
-            // fallibly: a peer may send gigabytes under a length it never completes, and the
-            // reader must fail (the parent then kills that worker), not abort its process.
+            // The initialized part grows by doubling too, so a lying length is not zeroed.
             let grown = (body.len() * 2).max(64 * 1024).min(len);
-            body.try_reserve_exact(grown - body.len()).map_err(|_| {
-                io::Error::new(
-                    io::ErrorKind::OutOfMemory,
-                    format!(
-                        "no memory for the {grown} bytes a frame of {len} bytes needs after                          {filled} bytes of it"
-                    ),
-                )
-            })?;
+            reserve_body(&mut body, grown, len, filled)?;
             body.resize(grown, 0);
         }
         match r.read(&mut body[filled..]) {
@@ -446,6 +446,23 @@ fn waited(
         },
         _ => Err(e),
     }
+}
+
+/// The most of a frame's announced length [`read_frame`] reserves before the bytes arrive.
+const UPFRONT: usize = 64 << 20;
+
+/// Makes room in `body` for `want` bytes in all, or says why there is none.
+fn reserve_body(body: &mut Vec<u8>, want: usize, len: usize, filled: usize) -> io::Result<()> {
+    let more = want.saturating_sub(body.len());
+    body.try_reserve_exact(more).map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::OutOfMemory,
+            format!(
+                "no memory for the {want} bytes a frame of {len} bytes needs after {filled} \
+                 bytes of it"
+            ),
+        )
+    })
 }
 
 pub(crate) fn write_frame(w: &mut impl Write, frame: &[u8]) -> io::Result<()> {
