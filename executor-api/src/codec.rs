@@ -591,9 +591,7 @@ impl<'de> De<'_, 'de> {
             INLINE if borrowed => {
                 self.postcard(|inner| de::Deserializer::deserialize_bytes(inner, visitor))
             }
-            INLINE => {
-                self.postcard(|inner| de::Deserializer::deserialize_byte_buf(inner, visitor))
-            }
+            INLINE => self.postcard(|inner| de::Deserializer::deserialize_byte_buf(inner, visitor)),
             ATTACHED => {
                 let index = self.postcard(|inner| u32::deserialize(inner))?;
                 let buffer = attachment(index).map_err(<Error as de::Error>::custom)?;
@@ -747,11 +745,8 @@ struct Access<'a, 'de> {
 impl<'a, 'de> Access<'a, 'de> {
     #[inline]
     fn new(back: &'a mut Rest<'de>, len: usize) -> Self {
-        Access {
-            rest: *back,
-            len,
-            back,
-        }
+        let rest: Rest<'de> = *back;
+        Access { rest, len, back }
     }
 
     #[inline]

@@ -179,7 +179,17 @@ fn without_byte_strings_postcards_encoding_decodes() {
     }
     let value = Plain {
         flag: true,
-        small: (-1, -300, i32::MIN, i64::MAX, i128::MIN, 65_535, 1 << 31, u64::MAX, 7),
+        small: (
+            -1,
+            -300,
+            i32::MIN,
+            i64::MAX,
+            i128::MIN,
+            65_535,
+            1 << 31,
+            u64::MAX,
+            7,
+        ),
         floats: (f32::MIN_POSITIVE, -0.5),
         letter: '→',
         text: "text".into(),

@@ -222,12 +222,12 @@
 //!
 //! A task's `log` calls (`log::warn!` and the rest) reach your process's logger, as they do on
 //! the thread pool: each worker forwards its records over its socket, and the parent logs them
-//! with their level, target, file and line, the message prefixed with `[worker {pid}] `. A
-//! worker takes your `log::max_level()` when it starts, so a level your logger disabled costs a
-//! task nothing but a comparison. An `initializer` that installs its own logger in the worker
-//! keeps it (then nothing is forwarded); forwarding starts once the initializer has returned,
-//! so the initializer's own records are not forwarded (its `Err` message is). See
-//! `docs/diagnostics.md`.
+//! with their level, target, module path, file and line, the message prefixed with
+//! `[worker {pid}] `. A worker takes your `log::max_level()` when it starts, so a level your
+//! logger disabled costs a task nothing but a comparison. An `initializer` that installs its own
+//! logger in the worker keeps it (then nothing is forwarded); forwarding starts once the
+//! initializer has returned, so the initializer's own records are not forwarded (its `Err`
+//! message is). See `docs/diagnostics.md`.
 //!
 //! # Threat model
 //!

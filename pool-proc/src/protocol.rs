@@ -19,7 +19,8 @@
 //!                    InitFailed { identity | initializer, message }
 //!                    Results { [ { id u64, nanos u64, ok u8, bytes, attachments } ... ], released }
 //!                    Returned [ { id u64, payload bytes } ... ]
-//!                    Log { level u8, line u32, target bytes, message bytes, file bytes }
+//!                    Log { level u8, line u32, target bytes, message bytes, file bytes,
+//!                          module_path bytes }
 //! attachments        count u32, then per buffer:
 //!                      0 len u64 lend u64 (a region, lent under that number) | 1 message bytes (failed)
 //! released           count u32, then lend u64 per region the sender of the frame is done with
@@ -297,6 +298,7 @@ pub(crate) struct LogRecord<'a> {
     pub(crate) message: &'a str,
     pub(crate) file: Option<&'a str>,
     pub(crate) line: Option<u32>,
+    pub(crate) module_path: Option<&'a str>,
 }
 
 pub(crate) fn log_record(r: &LogRecord<'_>) -> Vec<u8> {
@@ -305,7 +307,8 @@ pub(crate) fn log_record(r: &LogRecord<'_>) -> Vec<u8> {
         .u32(r.line.unwrap_or(0))
         .bytes(r.target.as_bytes())
         .bytes(r.message.as_bytes())
-        .bytes(r.file.unwrap_or("").as_bytes());
+        .bytes(r.file.unwrap_or("").as_bytes())
+        .bytes(r.module_path.unwrap_or("").as_bytes());
     f.finish()
 }
 
@@ -620,14 +623,19 @@ pub(crate) enum WorkerMessage<'a> {
     },
     /// Tasks given back unstarted after a `Reclaim`: ids and payloads.
     Returned(Vec<(u64, &'a [u8])>),
-    /// A record of the worker's `log` calls (text that is not UTF-8 is replaced).
-    Log {
-        level: log::Level,
-        target: String,
-        message: String,
-        file: Option<String>,
-        line: Option<u32>,
-    },
+    /// A record of the worker's `log` calls.
+    Log(LogMessage),
+}
+
+/// A worker's `log` record as the parent receives it (text that is not UTF-8 is replaced).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct LogMessage {
+    pub(crate) level: log::Level,
+    pub(crate) target: String,
+    pub(crate) message: String,
+    pub(crate) file: Option<String>,
+    pub(crate) line: Option<u32>,
+    pub(crate) module_path: Option<String>,
 }
 
 /// The records of a `Results` frame, as received: checked once, decoded again on each
@@ -700,13 +708,16 @@ pub(crate) fn decode_worker_message(body: &[u8]) -> Result<WorkerMessage<'_>, Pr
             let target = text(r.bytes()?);
             let message = text(r.bytes()?);
             let file = r.bytes()?;
-            WorkerMessage::Log {
+            let module_path = r.bytes()?;
+            let named = |b: &[u8]| (!b.is_empty()).then(|| text(b));
+            WorkerMessage::Log(LogMessage {
                 level,
                 target,
                 message,
-                file: (!file.is_empty()).then(|| text(file)),
+                file: named(file),
                 line: (line != 0).then_some(line),
-            }
+                module_path: named(module_path),
+            })
         }
         other => return Err(ProtocolError(format!("a worker may not send {other:?}"))),
     };

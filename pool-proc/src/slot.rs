@@ -704,23 +704,24 @@ fn pid_of(pool: &Pool, id: usize) -> u32 {
         .unwrap_or(0)
 }
 
-/// Hands a worker's `log` record to this process's logger: same level, target, file and line,
-/// the message prefixed with the worker's pid. Subject to the logger's filter as a record of
-/// this process would be (the worker sent only records up to the level in force when it
-/// started).
-fn forward_log(
-    pid: u32,
-    level: log::Level,
-    target: &str,
-    message: &str,
-    file: Option<&str>,
-    line: Option<u32>,
-) {
-    if level > log::max_level() {
+/// Hands a worker's `log` record to this process's logger: same level, target, module path,
+/// file and line, the message prefixed with the worker's pid. Subject to the logger's filter as
+/// a record of this process would be (the worker sent only records up to the level in force
+/// when it started).
+fn forward_log(pid: u32, record: &protocol::LogMessage) {
+    let protocol::LogMessage {
+        level,
+        target,
+        message,
+        file,
+        line,
+        module_path,
+    } = record;
+    if *level > log::max_level() {
         return;
     }
     let logger = log::logger();
-    let metadata = log::Metadata::builder().level(level).target(target).build();
+    let metadata = log::Metadata::builder().level(*level).target(target).build();
     if !logger.enabled(&metadata) {
         return;
     }
@@ -728,8 +729,9 @@ fn forward_log(
         &log::Record::builder()
             .metadata(metadata)
             .args(format_args!("[worker {pid}] {message}"))
-            .file(file)
-            .line(line)
+            .file(file.as_deref())
+            .line(*line)
+            .module_path(module_path.as_deref())
             .build(),
     );
 }
@@ -754,21 +756,8 @@ fn handle_frame(
             return Ok(None);
         }
         WorkerMessage::InitFailed { why, message } => return Ok(Some((why, message))),
-        WorkerMessage::Log {
-            level,
-            target,
-            message,
-            file,
-            line,
-        } => {
-            forward_log(
-                pid_of(pool, id),
-                level,
-                &target,
-                &message,
-                file.as_deref(),
-                line,
-            );
+        WorkerMessage::Log(record) => {
+            forward_log(pid_of(pool, id), &record);
             return Ok(None);
         }
         WorkerMessage::Returned(tasks) => {

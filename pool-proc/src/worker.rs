@@ -393,6 +393,7 @@ impl log::Log for Forward {
             message: &message,
             file: record.file(),
             line: record.line(),
+            module_path: record.module_path(),
         });
         self.outbox.try_send(&frame);
         FORWARDING.with(|f| f.set(false));

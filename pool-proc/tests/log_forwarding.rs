@@ -1,6 +1,7 @@
-//! `log` records of process-pool tasks reach the parent's logger: level, target, message, file
-//! and line, the worker's pid in the message; levels the parent's logger has disabled are
-//! disabled in the worker too (its `log::max_level()` is the parent's, so they cost nothing).
+//! `log` records of process-pool tasks reach the parent's logger: level, target, message,
+//! module path, file and line, the worker's pid in the message; levels the parent's logger has
+//! disabled are disabled in the worker too (its `log::max_level()` is the parent's, so they cost
+//! nothing).
 //!
 //! Its own test binary: a logger is global to a process. Workers re-execute this binary but
 //! never run the test harness, so the capturing logger below exists only in the parent.
@@ -19,6 +20,7 @@ struct Captured {
     message: String,
     file: Option<String>,
     line: Option<u32>,
+    module_path: Option<String>,
 }
 
 struct Capture(Mutex<Vec<Captured>>);
@@ -34,6 +36,7 @@ impl log::Log for Capture {
             message: record.args().to_string(),
             file: record.file().map(str::to_owned),
             line: record.line(),
+            module_path: record.module_path().map(str::to_owned),
         });
     }
     fn flush(&self) {}
@@ -114,6 +117,8 @@ fn task_logs_reach_the_parents_logger_with_its_level() {
             );
             assert_eq!(c.file.as_deref(), Some(file!()));
             assert!(c.line.is_some());
+            // The module the call is in, whatever target it names.
+            assert_eq!(c.module_path.as_deref(), Some(module_path!()));
         }
         assert_eq!(found[0].target, "cf_test::tasks");
         assert_eq!(found[1].target, module_path!());
