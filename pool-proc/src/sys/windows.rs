@@ -607,11 +607,15 @@ const WAITER_TICK_MS: u64 = 1000;
 /// which a process that inherited a copy of the worker's pipe ends could keep open for ever.
 /// It ends when the process has exited and no read or write is left inside, or when the
 /// channel is dropped.
-fn watch(process: Arc<OwnedHandle>, stream: &Stream) -> io::Result<std::thread::JoinHandle<()>> {
+fn watch(
+    process: Arc<OwnedHandle>,
+    pid: u32,
+    stream: &Stream,
+) -> io::Result<std::thread::JoinHandle<()>> {
     stream.pipes.watch.watched.store(true, Ordering::SeqCst);
     let pipes = Arc::downgrade(&stream.pipes);
     std::thread::Builder::new()
-        .name("cf-proc-exit".into())
+        .name(format!("cf-proc-exit-{pid}"))
         .stack_size(WAITER_STACK)
         .spawn(move || loop {
             let tick = match pipes.upgrade() {
@@ -992,7 +996,7 @@ pub(crate) fn spawn_worker(child_end: &Stream, parent_end: &Stream) -> io::Resul
         ));
     }
     let _ = parent_end.pipes.peer_process.set(Arc::clone(&process));
-    let started = watch(process, parent_end).and_then(|waiter| {
+    let started = watch(process, worker.pid, parent_end).and_then(|waiter| {
         worker.waiter = Some(waiter);
         // SAFETY: the suspended main thread's live handle.
         if unsafe { ResumeThread(raw(&thread)) } == u32::MAX {
@@ -1389,7 +1393,7 @@ mod tests {
         // another process would: only the waiter can end the read.
         let (ours, theirs) = Stream::pair().unwrap();
         let (mut child, process) = process_to_watch();
-        let waiter = watch(process, &ours).unwrap();
+        let waiter = watch(process, child.id(), &ours).unwrap();
         (&theirs).write_all(b"sent before it died").unwrap();
         let read = read_to_end(ours.clone());
         std::thread::sleep(Duration::from_millis(200));
@@ -1415,7 +1419,7 @@ mod tests {
         // Nobody reads `theirs`, so the write fills the pipe and blocks.
         let (ours, theirs) = Stream::pair().unwrap();
         let (mut child, process) = process_to_watch();
-        let _waiter = watch(process, &ours).unwrap();
+        let _waiter = watch(process, child.id(), &ours).unwrap();
         let (tx, rx) = mpsc::channel();
         let writer = ours.clone();
         std::thread::spawn(move || {
@@ -1440,7 +1444,7 @@ mod tests {
             "an unwatched pipe has no timeout"
         );
         let (mut child, process) = process_to_watch();
-        let _waiter = watch(process, &ours).unwrap();
+        let _waiter = watch(process, child.id(), &ours).unwrap();
         ours.set_read_timeout(Some(Duration::from_millis(100)))
             .unwrap();
         let (tx, rx) = mpsc::channel();
