@@ -207,19 +207,32 @@ pub(crate) struct ResultFrame<'a> {
     pub(crate) attached: Attachments<'a>,
 }
 
-/// Builds one frame in memory; `finish` patches the length prefix.
+/// Payloads at least this long are not copied into their frame: they are sent from where they
+/// are, between the frame's other bytes (see [`FrameBuf::payload`]).
+pub(crate) const SPLICE_MIN: usize = 64 * 1024;
+
+/// Builds one frame; `finish` patches the length prefix.
 #[derive(Debug)]
-pub(crate) struct FrameBuf {
+pub(crate) struct FrameBuf<'a> {
     buf: Vec<u8>,
+    /// Payloads sent in place: each goes at its offset of `buf`, before the bytes written after
+    /// it, in order.
+    spliced: Vec<(usize, &'a [u8])>,
+    /// Their total length.
+    spliced_len: usize,
 }
 
-impl FrameBuf {
+impl<'a> FrameBuf<'a> {
     pub(crate) fn new(kind: Kind) -> Self {
         let mut buf = Vec::with_capacity(64);
         buf.extend_from_slice(&MAGIC.to_le_bytes());
         buf.extend_from_slice(&[0; 4]);
         buf.push(kind as u8);
-        FrameBuf { buf }
+        FrameBuf {
+            buf,
+            spliced: Vec::new(),
+            spliced_len: 0,
+        }
     }
     pub(crate) fn u32(&mut self, v: u32) -> &mut Self {
         self.buf.extend_from_slice(&v.to_le_bytes());
@@ -237,26 +250,79 @@ impl FrameBuf {
         self.buf.push(v);
         self
     }
+    /// A length, then the bytes, copied into the frame.
     pub(crate) fn bytes(&mut self, b: &[u8]) -> &mut Self {
         let len = u32::try_from(b.len()).expect("payload sizes are checked before framing");
-        // Room for the records that usually follow a payload as well (its attachments, the
-        // next task's header), so that they do not make a large frame grow and copy itself.
-        self.buf.reserve(4 + b.len() + 256);
         self.u32(len);
         self.buf.extend_from_slice(b);
         self
     }
-    pub(crate) fn len(&self) -> usize {
-        self.buf.len()
+    /// As [`bytes`](Self::bytes), but bytes of [`SPLICE_MIN`] or more are not copied: the frame
+    /// keeps a reference and [`finish_parts`](Self::finish_parts) hands them to the sender in
+    /// place. Copying a 16 MiB payload into a fresh frame cost as much as the socket's own
+    /// copies of it.
+    pub(crate) fn payload(&mut self, b: &'a [u8]) -> &mut Self {
+        if b.len() < SPLICE_MIN {
+            return self.bytes(b);
+        }
+        let len = u32::try_from(b.len()).expect("payload sizes are checked before framing");
+        self.u32(len);
+        self.spliced.push((self.buf.len(), b));
+        self.spliced_len += b.len();
+        self
     }
-    /// The bytes written from `start` on (e.g. the record just pushed).
+    /// The frame's length so far, payloads sent in place included.
+    pub(crate) fn len(&self) -> usize {
+        self.buf.len() + self.spliced_len
+    }
+    /// The bytes written from `start` on (e.g. the record just pushed), in a frame that has no
+    /// payload sent in place.
     pub(crate) fn since(&self, start: usize) -> &[u8] {
+        debug_assert!(self.spliced.is_empty(), "a spliced frame has no contiguous bytes");
         &self.buf[start..]
     }
-    pub(crate) fn finish(mut self) -> Vec<u8> {
-        let body = u32::try_from(self.buf.len() - HEADER).expect("frame sizes are checked");
+    /// The frame in one buffer (payloads sent in place are copied in).
+    pub(crate) fn finish(self) -> Vec<u8> {
+        self.finish_parts().to_vec()
+    }
+    /// The frame as its parts, with the length prefix patched.
+    pub(crate) fn finish_parts(mut self) -> Frame<'a> {
+        let body = u32::try_from(self.len() - HEADER).expect("frame sizes are checked");
         self.buf[4..HEADER].copy_from_slice(&body.to_le_bytes());
-        self.buf
+        Frame {
+            buf: self.buf,
+            spliced: self.spliced,
+        }
+    }
+}
+
+/// A finished frame: its own bytes, with payloads to send in place between them.
+#[derive(Debug)]
+pub(crate) struct Frame<'a> {
+    buf: Vec<u8>,
+    spliced: Vec<(usize, &'a [u8])>,
+}
+
+impl Frame<'_> {
+    /// The frame's bytes, in order, as slices to write one after another.
+    pub(crate) fn parts(&self) -> Vec<&[u8]> {
+        let mut parts = Vec::with_capacity(2 * self.spliced.len() + 1);
+        let mut at = 0;
+        for &(offset, payload) in &self.spliced {
+            parts.push(&self.buf[at..offset]);
+            parts.push(payload);
+            at = offset;
+        }
+        parts.push(&self.buf[at..]);
+        parts.retain(|p| !p.is_empty());
+        parts
+    }
+    /// The frame in one buffer.
+    pub(crate) fn to_vec(&self) -> Vec<u8> {
+        if self.spliced.is_empty() {
+            return self.buf.clone();
+        }
+        self.parts().concat()
     }
 }
 
@@ -333,19 +399,26 @@ pub(crate) fn init_failed(why: StartFailure, message: &str) -> Vec<u8> {
     f.finish()
 }
 
-/// Appends one task to a `Tasks` frame under construction (count is patched by the caller).
-pub(crate) fn push_task(f: &mut FrameBuf, t: &TaskFrame<'_>) {
-    f.u64(t.id).i64(t.fn_offset).bytes(t.payload);
+/// Appends one task to a `Tasks` frame under construction (count is patched by the caller); a
+/// large payload is sent in place (see [`FrameBuf::payload`]).
+pub(crate) fn push_task<'a>(f: &mut FrameBuf<'a>, t: &TaskFrame<'a>) {
+    f.u64(t.id).i64(t.fn_offset).payload(t.payload);
     push_attachments(f, &t.attached);
 }
 
-/// Appends one result to a `Results` frame under construction.
-pub(crate) fn push_result(f: &mut FrameBuf, r: &ResultFrame<'_>) {
+/// Appends one result to a `Results` frame under construction, its bytes copied in.
+pub(crate) fn push_result(f: &mut FrameBuf<'_>, r: &ResultFrame<'_>) {
     f.u64(r.id).u64(r.nanos).u8(u8::from(r.ok)).bytes(r.bytes);
     push_attachments(f, &r.attached);
 }
 
-fn push_attachments(f: &mut FrameBuf, attached: &Attachments<'_>) {
+/// [`push_result`], with a large result's bytes sent in place (see [`FrameBuf::payload`]).
+pub(crate) fn push_result_in_place<'a>(f: &mut FrameBuf<'a>, r: &ResultFrame<'a>) {
+    f.u64(r.id).u64(r.nanos).u8(u8::from(r.ok)).payload(r.bytes);
+    push_attachments(f, &r.attached);
+}
+
+fn push_attachments(f: &mut FrameBuf<'_>, attached: &Attachments<'_>) {
     f.u32(u32::try_from(attached.len()).expect("attachments are capped by the policy"));
     for a in attached.iter() {
         match a {
@@ -357,7 +430,7 @@ fn push_attachments(f: &mut FrameBuf, attached: &Attachments<'_>) {
 
 /// Appends the lends of regions this side is done with: at the start of a `Tasks` frame's
 /// body, at the end of a `Results` frame's.
-pub(crate) fn push_released(f: &mut FrameBuf, lends: &[u64]) {
+pub(crate) fn push_released(f: &mut FrameBuf<'_>, lends: &[u64]) {
     f.u32(u32::try_from(lends.len()).expect("lends are bounded by what was lent"));
     for &lend in lends {
         f.u64(lend);
@@ -403,19 +476,23 @@ pub(crate) fn read_frame(
             format!("frame of {len} bytes is outside 1..={max}"),
         ));
     }
-    // Room for the whole body at once when it is not larger than `UPFRONT`: one allocation, no
-    // copies as it grows. Reserved, not touched: pages become resident only as bytes arrive.
-    // Beyond that the room doubles as bytes actually arrive, so a lying length costs at most
-    // `UPFRONT` of address space, or twice what was really sent. Fallibly: a peer may announce
-    // gigabytes, and the reader must fail (the parent then kills that worker), not abort.
     let mut body = Vec::new();
-    reserve_body(&mut body, len.min(UPFRONT), len, 0)?;
     let mut filled = 0;
     while filled < len {
         if filled == body.len() {
-            // The initialized part grows by doubling too, so a lying length is not zeroed.
+            // Exactly: `resize` alone would round the capacity up to twice what is asked. And
+            // fallibly: a peer may send gigabytes under a length it never completes, and the
+            // reader must fail (the parent then kills that worker), not abort its process.
             let grown = (body.len() * 2).max(64 * 1024).min(len);
-            reserve_body(&mut body, grown, len, filled)?;
+            body.try_reserve_exact(grown - body.len()).map_err(|_| {
+                io::Error::new(
+                    io::ErrorKind::OutOfMemory,
+                    format!(
+                        "no memory for the {grown} bytes a frame of {len} bytes needs after \
+                         {filled} bytes of it"
+                    ),
+                )
+            })?;
             body.resize(grown, 0);
         }
         match r.read(&mut body[filled..]) {
@@ -449,23 +526,6 @@ fn waited(
         },
         _ => Err(e),
     }
-}
-
-/// The most of a frame's announced length [`read_frame`] reserves before the bytes arrive.
-const UPFRONT: usize = 64 << 20;
-
-/// Makes room in `body` for `want` bytes in all, or says why there is none.
-fn reserve_body(body: &mut Vec<u8>, want: usize, len: usize, filled: usize) -> io::Result<()> {
-    let more = want.saturating_sub(body.len());
-    body.try_reserve_exact(more).map_err(|_| {
-        io::Error::new(
-            io::ErrorKind::OutOfMemory,
-            format!(
-                "no memory for the {want} bytes a frame of {len} bytes needs after {filled} \
-                 bytes of it"
-            ),
-        )
-    })
 }
 
 pub(crate) fn write_frame(w: &mut impl Write, frame: &[u8]) -> io::Result<()> {
@@ -797,6 +857,54 @@ mod tests {
                 "cut at {cut} decoded"
             );
         }
+    }
+
+    /// Payloads of `SPLICE_MIN` or more are sent in place: the parts, written one after
+    /// another, are exactly the frame a copying build makes, and it reads back.
+    #[test]
+    fn spliced_payloads_make_the_same_frame() {
+        let big: Vec<u8> = (0..SPLICE_MIN + 3).map(|i| (i % 251) as u8).collect();
+        let small = vec![7u8; SPLICE_MIN - 1];
+        let task = |id, payload| TaskFrame {
+            id,
+            fn_offset: -8,
+            payload,
+            attached: Attachments::List(vec![Attachment::Descriptor { len: 1, lend: 2 }]),
+        };
+        let build = |copied: bool| {
+            let mut f = FrameBuf::new(Kind::Tasks);
+            push_released(&mut f, &[42]);
+            f.u32(3);
+            for (id, payload) in [(1, &big[..]), (2, &small[..]), (3, &big[..])] {
+                if copied {
+                    f.u64(id).i64(-8).bytes(payload);
+                    push_attachments(&mut f, &task(id, payload).attached);
+                } else {
+                    push_task(&mut f, &task(id, payload));
+                }
+            }
+            f
+        };
+        let spliced = build(false);
+        let len = spliced.len();
+        let frame = spliced.finish_parts();
+        let parts = frame.parts();
+        // Head, big, between, big, tail: the small payload was copied.
+        assert_eq!(parts.len(), 5);
+        assert_eq!(parts[1].as_ptr(), big.as_ptr(), "sent from where it is");
+        let joined = parts.concat();
+        assert_eq!(joined.len(), len);
+        assert_eq!(joined, build(true).finish());
+        assert_eq!(frame.to_vec(), joined);
+        let body = read_frame(&mut &joined[..], MAX_FRAME, None).unwrap().unwrap();
+        let (_, mut r) = Reader::new(&body).unwrap();
+        assert_eq!(r.released().unwrap().iter().collect::<Vec<_>>(), [42]);
+        assert_eq!(r.count(TASK_RECORD_MIN).unwrap(), 3);
+        for (id, payload) in [(1, &big[..]), (2, &small[..]), (3, &big[..])] {
+            let t = r.task().unwrap();
+            assert_eq!((t.id, t.payload), (id, payload));
+        }
+        r.end().unwrap();
     }
 
     #[test]

@@ -736,19 +736,31 @@ impl Wire {
         busy: bool,
         urgent: bool,
     ) -> Result<(), SendError> {
+        self.send_parts(&[frame], fds, busy, urgent)
+    }
+
+    /// [`send`](Self::send) for a frame given as its parts, written one after another.
+    pub(crate) fn send_parts(
+        &mut self,
+        parts: &[&[u8]],
+        fds: &[OwnedHandle],
+        busy: bool,
+        urgent: bool,
+    ) -> Result<(), SendError> {
+        let len: usize = parts.iter().map(|p| p.len()).sum();
         if !busy {
             self.unrung = 0;
         }
-        let early = busy && !urgent && self.unrung + frame.len() > RING_BYTES;
+        let early = busy && !urgent && self.unrung + len > RING_BYTES;
         if early {
             self.ring(self.frames + 1)?;
         }
-        send_frame(&self.sock, frame, fds)?;
+        send_parts(&self.sock, parts, fds)?;
         self.frames += 1;
         if urgent {
             self.ring(self.frames)?;
         } else if busy && !early {
-            self.unrung += frame.len();
+            self.unrung += len;
         }
         Ok(())
     }
@@ -787,20 +799,37 @@ pub(crate) fn send_frame(
     frame: &[u8],
     fds: &[OwnedHandle],
 ) -> Result<(), SendError> {
+    send_parts(sock, &[frame], fds)
+}
+
+/// Sends a frame given as its parts, written one after another, with `fds` attached to its
+/// first bytes. The caller holds the socket's writer lock, so no other frame comes between.
+pub(crate) fn send_parts(
+    sock: &Stream,
+    parts: &[&[u8]],
+    fds: &[OwnedHandle],
+) -> Result<(), SendError> {
+    let Some((&first, rest)) = parts.split_first() else {
+        return Ok(());
+    };
     let sent = if fds.is_empty() {
         loop {
-            match (&mut &*sock).write(frame) {
+            match (&mut &*sock).write(first) {
                 Ok(n) => break n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(SendError::Refused(e)),
             }
         }
     } else {
-        sys::send_with_fds(sock, frame, fds).map_err(SendError::Refused)?
+        sys::send_with_fds(sock, first, fds).map_err(SendError::Refused)?
     };
     (&mut &*sock)
-        .write_all(&frame[sent..])
-        .map_err(SendError::Broken)
+        .write_all(&first[sent..])
+        .map_err(SendError::Broken)?;
+    for part in rest {
+        (&mut &*sock).write_all(part).map_err(SendError::Broken)?;
+    }
+    Ok(())
 }
 
 /// The receiving half of a worker socket: reads bytes with `recvmsg` and keeps the

@@ -338,53 +338,60 @@ pub(crate) fn send_tasks(writer: &Writer, jobs: Vec<Sending>, busy: bool) -> io:
     let released = peer.take_owed();
     let mut fds = Vec::new();
     let mut lent = Vec::new();
-    let frame = frame_tasks(&jobs, &released, |attached, messages| {
+    let mut messages = Vec::new();
+    let frame = frame_tasks(&jobs, &released, &mut messages, |attached, messages| {
         let exported = shm::export_all(peer, attached, &mut fds, messages);
         lent.extend(exported.iter().filter_map(shm::AttachOut::lend));
         exported
     });
     let mut wire = writer.lock();
-    match wire.send(&frame, &fds, busy, false) {
+    match wire.send_parts(&frame.parts(), &fds, busy, false) {
         Err(shm::SendError::Refused(e)) if !fds.is_empty() => {
             // Never sent: those regions are idle again.
             drop(fds);
             peer.unlend(lent);
             let why = format!("the kernel refused to pass its shared-memory descriptor ({e})");
             log::warn!("cf-pool-proc: {why}; failing the frame's tasks that carry buffers");
-            let frame = frame_tasks(&jobs, &released, |attached, messages| {
+            let mut messages = Vec::new();
+            let frame = frame_tasks(&jobs, &released, &mut messages, |attached, messages| {
                 messages.push(why.clone());
                 vec![shm::AttachOut::Failed(messages.len() - 1); attached.len()]
             });
-            Ok(wire.send(&frame, &[], busy, false)?)
+            Ok(wire.send_parts(&frame.parts(), &[], busy, false)?)
         }
         other => Ok(other?),
     }
 }
 
 /// A `Tasks` frame for `jobs`, handing back the worker's regions lent as `released`, with
-/// `export` deciding each job's attachment records.
-fn frame_tasks(
-    jobs: &[Sending],
+/// `export` deciding each job's attachment records (and writing into `messages` why those it
+/// could not export failed). Large payloads are sent from the jobs, in place.
+fn frame_tasks<'a>(
+    jobs: &'a [Sending],
     released: &[u64],
+    messages: &'a mut Vec<String>,
     mut export: impl FnMut(&[Buffer], &mut Vec<String>) -> Vec<shm::AttachOut>,
-) -> Vec<u8> {
+) -> protocol::Frame<'a> {
+    let exported: Vec<_> = jobs
+        .iter()
+        .map(|job| export(job.attached.as_slice(), messages))
+        .collect();
+    let messages: &'a [String] = messages;
     let mut frame = FrameBuf::new(Kind::Tasks);
     protocol::push_released(&mut frame, released);
     frame.u32(u32::try_from(jobs.len()).expect("window is small"));
-    let mut messages = Vec::new();
-    for job in jobs {
-        let exported = export(job.attached.as_slice(), &mut messages);
+    for (job, exported) in jobs.iter().zip(&exported) {
         protocol::push_task(
             &mut frame,
             &protocol::TaskFrame {
                 id: job.id,
                 fn_offset: job.fn_offset,
                 payload: &job.payload,
-                attached: exported.iter().map(|a| a.record(&messages)).collect(),
+                attached: exported.iter().map(|a| a.record(messages)).collect(),
             },
         );
     }
-    frame.finish()
+    frame.finish_parts()
 }
 
 /// Blocks until this slot should send something; `None` when the slot is finished.

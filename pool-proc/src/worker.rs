@@ -79,7 +79,7 @@ fn exit(code: i32) -> ! {
 }
 
 struct Batch {
-    frame: FrameBuf,
+    frame: FrameBuf<'static>,
     count: u32,
     /// Descriptors of the attached buffers, in record order.
     fds: Vec<OwnedHandle>,
@@ -133,6 +133,12 @@ impl Outbox {
     /// this process, see [`crate::blackbox`]) or, if it does not fit there or carries
     /// descriptors, sent.
     fn push(&self, result: &ResultFrame<'_>, fds: Vec<OwnedHandle>) {
+        if result.bytes.len() >= protocol::SPLICE_MIN {
+            // Far too large for the black box, so it would be sent at once anyway: in a frame
+            // of its own, its bytes written from where they are rather than copied into it.
+            self.send_alone(result, fds);
+            return;
+        }
         if !fds.is_empty() && self.batch.lock().fds.len() + fds.len() > shm::FRAME_FDS {
             // Only this thread adds descriptors, so after the flush there is room.
             self.flush();
@@ -183,19 +189,27 @@ impl Outbox {
         };
         let (frame, fds) = full.into_frame(&self.peer.take_owed());
         if let Err(e) = shm::send_frame(&socket, &frame, &fds) {
-            let e = io::Error::from(e);
-            if e.kind() != io::ErrorKind::BrokenPipe {
-                eprintln!(
-                    "cf-pool-proc worker {}: cannot send results ({e}); exiting",
-                    std::process::id()
-                );
-            }
-            exit(70);
+            cannot_send_results(e);
         }
         // Everything recorded has been sent, unless results came in meanwhile (then they stay
         // recorded, with the sent ones, until a flush that leaves nothing behind).
         if self.batch.lock().count == 0 {
             self.blackbox.lock().clear();
+        }
+    }
+
+    /// Sends `result` in a `Results` frame of its own, after the results buffered before it,
+    /// with its bytes sent in place. Fatal on failure, as [`flush`](Self::flush).
+    fn send_alone(&self, result: &ResultFrame<'_>, fds: Vec<OwnedHandle>) {
+        self.flush();
+        let socket = self.socket.lock();
+        // Only this thread pushes results, so none came in since the flush.
+        let mut frame = FrameBuf::new(Kind::Results);
+        frame.u32(1);
+        protocol::push_result_in_place(&mut frame, result);
+        protocol::push_released(&mut frame, &self.peer.take_owed());
+        if let Err(e) = shm::send_parts(&socket, &frame.finish_parts().parts(), &fds) {
+            cannot_send_results(e);
         }
     }
 
@@ -252,6 +266,19 @@ impl Outbox {
         let _guard = self.batch.lock();
         self.wake.notify_all();
     }
+}
+
+/// Ends the worker after results could not be sent: they are gone, and the parent would wait
+/// for them forever, so it must learn that this worker died (usually the parent is gone).
+fn cannot_send_results(e: shm::SendError) -> ! {
+    let e = io::Error::from(e);
+    if e.kind() != io::ErrorKind::BrokenPipe {
+        eprintln!(
+            "cf-pool-proc worker {}: cannot send results ({e}); exiting",
+            std::process::id()
+        );
+    }
+    exit(70)
 }
 
 fn serve(socket: Stream) -> io::Result<()> {

@@ -57,7 +57,21 @@ fn start_as_worker(mut cmd: Command) -> Output {
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let out = common::within(LIMIT, "a refused worker", move || cmd.output());
+    let out = common::within(LIMIT, "a refused worker", move || {
+        // A copy of this executable was just written, and a child another test thread forked
+        // meanwhile may hold it open for writing until its own exec: retry while the kernel
+        // says the file is busy (ETXTBSY).
+        let mut tries = 0;
+        loop {
+            match cmd.output() {
+                Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy && tries < 100 => {
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                other => break other,
+            }
+        }
+    });
     drop((ours, theirs, lifeline));
     out.unwrap()
 }
