@@ -281,9 +281,10 @@ impl<'a> FrameBuf<'a> {
         debug_assert!(self.spliced.is_empty(), "a spliced frame has no contiguous bytes");
         &self.buf[start..]
     }
-    /// The frame in one buffer (payloads sent in place are copied in).
+    /// The frame in one buffer (payloads sent in place are copied in; without them, the
+    /// buffer the frame was written in, as it is).
     pub(crate) fn finish(self) -> Vec<u8> {
-        self.finish_parts().to_vec()
+        self.finish_parts().into_vec()
     }
     /// The frame as its parts, with the length prefix patched.
     pub(crate) fn finish_parts(mut self) -> Frame<'a> {
@@ -317,10 +318,10 @@ impl Frame<'_> {
         parts.retain(|p| !p.is_empty());
         parts
     }
-    /// The frame in one buffer.
-    pub(crate) fn to_vec(&self) -> Vec<u8> {
+    /// The frame in one buffer: its own when nothing is sent in place, else a new one.
+    pub(crate) fn into_vec(self) -> Vec<u8> {
         if self.spliced.is_empty() {
-            return self.buf.clone();
+            return self.buf;
         }
         self.parts().concat()
     }
@@ -859,6 +860,19 @@ mod tests {
         }
     }
 
+    /// A frame with nothing sent in place is handed over in the buffer it was written in: a
+    /// worker's results batch is one such frame per flush, and a copy of it was pure cost.
+    #[test]
+    fn a_frame_without_spliced_payloads_is_not_copied() {
+        let mut f = FrameBuf::new(Kind::Results);
+        f.u32(0).bytes(&[1; 100]);
+        let frame = f.finish_parts();
+        let written_at = frame.buf.as_ptr();
+        let bytes = frame.into_vec();
+        assert_eq!(bytes.as_ptr(), written_at, "the same buffer");
+        assert_eq!(bytes.len(), HEADER + 1 + 4 + 4 + 100, "header, kind, u32, length, bytes");
+    }
+
     /// Payloads of `SPLICE_MIN` or more are sent in place: the parts, written one after
     /// another, are exactly the frame a copying build makes, and it reads back.
     #[test]
@@ -895,7 +909,7 @@ mod tests {
         let joined = parts.concat();
         assert_eq!(joined.len(), len);
         assert_eq!(joined, build(true).finish());
-        assert_eq!(frame.to_vec(), joined);
+        assert_eq!(frame.into_vec(), joined);
         let body = read_frame(&mut &joined[..], MAX_FRAME, None).unwrap().unwrap();
         let (_, mut r) = Reader::new(&body).unwrap();
         assert_eq!(r.released().unwrap().iter().collect::<Vec<_>>(), [42]);
