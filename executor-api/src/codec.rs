@@ -13,7 +13,8 @@
 //! each index becomes the bytes again, handed to the type's visitor as an owned `Vec<u8>`, which
 //! `ByteBuf`, `bytes::Bytes` and `Vec<u8>` fields take without another copy when the transport
 //! delivered the buffer as a `Vec` (and with one copy, the one an owned type needs, when it
-//! delivered a view of its own memory).
+//! delivered a view of its own memory: the transport's own copy if it decodes with
+//! [`decode_copying`]).
 //!
 //! So a large byte string anywhere in a payload moves at memory speed with no change to user
 //! code. A plain `Vec<u8>` without `serde_bytes` is a sequence to serde, serialized one `u8` at
@@ -40,6 +41,7 @@
 //! assert_eq!(back, value);
 //! ```
 
+use std::cell::Cell;
 use std::fmt;
 
 use postcard::ser_flavors::Flavor;
@@ -176,6 +178,62 @@ pub fn decode<'de, T: Deserialize<'de>>(
         let mut rest = bytes;
         T::deserialize(De { rest: &mut rest })
     })
+}
+
+/// How a transport copies an attached byte string into the `Vec` its receiving type takes as
+/// its own, when the buffer is a view of the transport's memory (see [`decode_copying`]).
+pub type CopyOut = fn(&[u8]) -> Vec<u8>;
+
+thread_local! {
+    /// Set while [`decode_copying`] runs.
+    static COPY_OUT: Cell<CopyOut> = const { Cell::new(copy_plainly) };
+}
+
+fn copy_plainly(bytes: &[u8]) -> Vec<u8> {
+    bytes.to_vec()
+}
+
+/// [`decode`], with the transport's own copy for the byte strings that arrived as views of its
+/// memory: `copy_out` makes the `Vec` that `ByteBuf`, `Bytes` and `serde_bytes` fields take
+/// (a process pool: memory it asks the kernel to back with huge pages, so that filling a fresh
+/// 16 MiB does not cost four thousand page faults). A buffer delivered as a `Vec` is handed over
+/// as it is, without `copy_out`.
+///
+/// ```
+/// use cf_executor_api::{codec, AttachPolicy, Buffer};
+/// use serde_bytes::ByteBuf;
+///
+/// let policy = AttachPolicy { min_len: 1024, max_count: 8 };
+/// let value = ByteBuf::from(vec![3u8; 4096]);
+/// let (bytes, buffers) = codec::encode(&value, policy).unwrap();
+/// // What a receiver holds: views of memory of its own, not `Vec`s.
+/// let views: Vec<Buffer> =
+///     buffers.iter().map(|b| Buffer::from_owner(Box::<[u8]>::from(&b[..]))).collect();
+/// fn copy(bytes: &[u8]) -> Vec<u8> {
+///     let mut v = Vec::with_capacity(bytes.len());
+///     v.extend_from_slice(bytes);
+///     v
+/// }
+/// assert_eq!(codec::decode_copying::<ByteBuf>(&bytes, views, copy).unwrap(), value);
+/// ```
+///
+/// # Errors
+///
+/// As [`decode`].
+pub fn decode_copying<'de, T: Deserialize<'de>>(
+    bytes: &'de [u8],
+    buffers: Vec<Buffer>,
+    copy_out: CopyOut,
+) -> Result<T, Error> {
+    /// Puts the previous copy back however the decode ends (nesting, unwinding).
+    struct Restore(CopyOut);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            COPY_OUT.with(|c| c.set(self.0));
+        }
+    }
+    let _restore = Restore(COPY_OUT.with(|c| c.replace(copy_out)));
+    decode(bytes, buffers)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -595,7 +653,10 @@ impl<'de> De<'_, 'de> {
             ATTACHED => {
                 let index = self.postcard(|inner| u32::deserialize(inner))?;
                 let buffer = attachment(index).map_err(<Error as de::Error>::custom)?;
-                visitor.visit_byte_buf(buffer.into_vec())
+                let bytes = buffer
+                    .try_into_owner::<Vec<u8>>()
+                    .unwrap_or_else(|view| COPY_OUT.with(Cell::get)(&view));
+                visitor.visit_byte_buf(bytes)
             }
             tag => Err(de::Error::custom(format!(
                 "a byte string starts with tag {tag}, which is neither inline ({INLINE}) nor \

@@ -266,6 +266,58 @@ fn an_attached_vec_is_handed_over_without_a_copy() {
     assert_eq!(back, value);
 }
 
+/// With `decode_copying`, a buffer delivered as a view of the transport's memory becomes its
+/// `ByteBuf` through the transport's copy, once per byte string; one delivered as a `Vec` is
+/// still handed over as it is. Afterwards (and after a panic inside) plain `decode` copies
+/// plainly again.
+#[test]
+fn decode_copying_copies_views_with_the_transports_copy() {
+    use std::cell::Cell;
+    thread_local! {
+        static COPIES: Cell<usize> = const { Cell::new(0) };
+    }
+    fn counting(bytes: &[u8]) -> Vec<u8> {
+        COPIES.with(|c| c.set(c.get() + 1));
+        bytes.to_vec()
+    }
+    fn panicking(_: &[u8]) -> Vec<u8> {
+        panic!("the transport's copy panicked")
+    }
+    let value = (
+        ByteBuf::from(pattern(1, 1000)),
+        ByteBuf::from(pattern(2, 2000)),
+    );
+    let (bytes, buffers) = codec::encode(&value, POLICY).unwrap();
+    assert_eq!(buffers.len(), 2);
+    let views = || -> Vec<Buffer> {
+        buffers
+            .iter()
+            .map(|b| Buffer::from_owner(Box::<[u8]>::from(&b[..])))
+            .collect()
+    };
+
+    let back: (ByteBuf, ByteBuf) = codec::decode_copying(&bytes, views(), counting).unwrap();
+    assert_eq!(back, value);
+    assert_eq!(COPIES.with(Cell::get), 2, "one copy per viewed byte string");
+
+    let vecs: Vec<Buffer> = buffers.iter().map(|b| Buffer::from(b.to_vec())).collect();
+    let back: (ByteBuf, ByteBuf) = codec::decode_copying(&bytes, vecs, counting).unwrap();
+    assert_eq!(back, value);
+    assert_eq!(
+        COPIES.with(Cell::get),
+        2,
+        "a Vec is handed over, not copied"
+    );
+
+    let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        codec::decode_copying::<(ByteBuf, ByteBuf)>(&bytes, views(), panicking)
+    }));
+    assert!(panicked.is_err());
+    let back: (ByteBuf, ByteBuf) = codec::decode(&bytes, views()).unwrap();
+    assert_eq!(back, value, "plain decode copies plainly after the panic");
+    assert_eq!(COPIES.with(Cell::get), 2);
+}
+
 #[test]
 fn encode_reports_postcards_refusals() {
     struct UnknownLength;

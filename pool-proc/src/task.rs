@@ -62,7 +62,9 @@ where
     R: Payload,
 {
     let buffers = buffers.map_err(|why| codec(CodecStage::SerializeArgument, why))?;
-    let arg: A = match catch_unwind(AssertUnwindSafe(|| codec::decode(input, buffers))) {
+    let arg: A = match catch_unwind(AssertUnwindSafe(|| {
+        codec::decode_copying(input, buffers, sys::copy_to_vec)
+    })) {
         Ok(Ok(a)) => a,
         Ok(Err(e)) => return Err(codec(CodecStage::DeserializeArgument, e.to_string())),
         Err(p) => {

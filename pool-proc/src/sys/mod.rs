@@ -403,6 +403,56 @@ pub(crate) fn copy_in(map: &Map, offset: usize, bytes: &[u8]) {
     }
 }
 
+/// Large copies into fresh memory ask for huge pages from this size on (two huge pages' worth:
+/// below it, a 2 MiB-aligned stretch inside the allocation is too short to matter).
+pub(crate) const HUGE_PAGES_MIN: usize = 4 << 20;
+
+/// Asks the kernel to back the 2 MiB-aligned stretch of `spare` with huge pages (Linux's
+/// `MADV_HUGEPAGE`; elsewhere, and below [`HUGE_PAGES_MIN`], nothing). `spare` is memory about
+/// to be written whole, the spare capacity of a new `Vec`.
+///
+/// Why: a fresh 16 MiB takes 4096 page faults as it is first written, and on a virtual machine
+/// they cost more than the copy (measured here: 16 ms to fill a fresh 16 MiB against 3 ms for
+/// the same copy into memory already faulted in, 4 ms with huge pages). The advice changes how
+/// the pages are backed, never what they hold; with transparent huge pages off
+/// (`/sys/kernel/mm/transparent_hugepage/enabled` = `never`) it does nothing, and an error is
+/// ignored (the copy is right either way).
+pub(crate) fn advise_huge_pages(spare: &mut [std::mem::MaybeUninit<u8>]) {
+    if spare.len() < HUGE_PAGES_MIN {
+        return;
+    }
+    #[cfg(target_os = "linux")]
+    {
+        const HUGE: usize = 2 << 20;
+        let start = spare.as_mut_ptr() as usize;
+        let first = start.next_multiple_of(HUGE);
+        let end = (start + spare.len()) / HUGE * HUGE;
+        if end > first {
+            // SAFETY: `first..end` lies inside `spare`, memory this process owns and nothing
+            // else refers to (a new `Vec`'s spare capacity), and is page-aligned (2 MiB-aligned).
+            // `MADV_HUGEPAGE` only marks the range as eligible for huge pages: it never changes
+            // or discards the bytes, unlike the advices that do (`MADV_DONTNEED`, `MADV_FREE`).
+            let _ = unsafe {
+                rustix::mm::madvise(
+                    first as *mut std::ffi::c_void,
+                    end - first,
+                    rustix::mm::Advice::LinuxHugepage,
+                )
+            };
+        }
+    }
+}
+
+/// A new `Vec` holding a copy of `bytes`, in memory advised as [`advise_huge_pages`] says: how
+/// a worker turns an attached byte string it reads in place into the `Vec` a `ByteBuf` takes
+/// (`cf_executor_api::codec::decode_copying`).
+pub(crate) fn copy_to_vec(bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(bytes.len());
+    advise_huge_pages(out.spare_capacity_mut());
+    out.extend_from_slice(bytes);
+    out
+}
+
 /// Copies `len` bytes out of `map` at `offset` into a new `Vec`; `Err` if the range is
 /// outside the mapping or the memory cannot be allocated (never a panic or an abort: the
 /// length comes from another process).
@@ -420,6 +470,7 @@ pub(crate) fn copy_out(
     let mut out = Vec::new();
     out.try_reserve_exact(len)
         .map_err(|e| format!("cannot allocate {len} bytes for an attached buffer ({e})"))?;
+    advise_huge_pages(out.spare_capacity_mut());
     // SAFETY: the source range is inside the live mapping (checked above) and cannot be
     // truncated under us (the receiver checked with `inspect_region` that its size cannot
     // change before mapping). The destination is `out`'s spare capacity, at least `len` bytes,
@@ -748,5 +799,116 @@ mod tests {
         static DATA: u8 = 0;
         assert!(!code_in_executable(&raw const DATA as usize));
         assert!(!code_in_executable(usize::MAX - 7));
+    }
+}
+
+#[cfg(test)]
+mod huge_page_tests {
+    use super::*;
+
+    /// The copy is exact at every size around the threshold, advised or not.
+    #[test]
+    fn copies_to_a_vec_are_exact_around_the_huge_page_threshold() {
+        for len in [0, 1, HUGE_PAGES_MIN - 1, HUGE_PAGES_MIN, HUGE_PAGES_MIN + 4099] {
+            let bytes: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+            let copy = copy_to_vec(&bytes);
+            assert_eq!(copy.len(), len);
+            assert!(copy == bytes, "a {len}-byte copy differs");
+        }
+    }
+
+    /// `(start, end, flags)` of the mapping that holds `addr`, from `/proc/self/smaps`.
+    #[cfg(target_os = "linux")]
+    fn mapping_of(addr: usize) -> (usize, usize, Vec<String>) {
+        let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+        let mut current = None;
+        for line in smaps.lines() {
+            let range = line.split_once(' ').and_then(|(r, _)| r.split_once('-'));
+            if let Some((lo, hi)) = range {
+                if let (Ok(lo), Ok(hi)) =
+                    (usize::from_str_radix(lo, 16), usize::from_str_radix(hi, 16))
+                {
+                    current = Some((lo, hi));
+                    continue;
+                }
+            }
+            if let (Some(flags), Some((lo, hi))) = (line.strip_prefix("VmFlags:"), current) {
+                if (lo..hi).contains(&addr) {
+                    return (lo, hi, flags.split_whitespace().map(str::to_owned).collect());
+                }
+            }
+        }
+        panic!("no mapping holds {addr:#x}");
+    }
+
+    #[cfg(target_os = "linux")]
+    fn thp_present() -> bool {
+        let present = std::path::Path::new("/sys/kernel/mm/transparent_hugepage").exists();
+        if !present {
+            eprintln!("skipped: this kernel has no transparent huge pages");
+        }
+        present
+    }
+
+    /// The advice covers exactly the 2 MiB-aligned stretch of the slice it is given: in a fresh
+    /// anonymous mapping, that stretch becomes a mapping of its own marked `hg` (huge pages
+    /// advised), and the pages around it, inside the mapping but outside the stretch, are not.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn the_advice_covers_the_aligned_stretch_of_its_slice_and_nothing_else() {
+        const HUGE: usize = 2 << 20;
+        if !thp_present() {
+            return;
+        }
+        let mut map = memmap2::MmapMut::map_anon(8 * HUGE).unwrap();
+        let base = map.as_ptr() as usize;
+        let (from, to) = (HUGE / 2 + 123, 7 * HUGE);
+        // SAFETY: `MaybeUninit<u8>` has `u8`'s layout, and the slice borrows `map` mutably.
+        let spare = unsafe {
+            std::slice::from_raw_parts_mut(
+                map.as_mut_ptr().add(from).cast::<std::mem::MaybeUninit<u8>>(),
+                to - from,
+            )
+        };
+        advise_huge_pages(spare);
+        let first = (base + from).next_multiple_of(HUGE);
+        let end = (base + to) / HUGE * HUGE;
+        assert!(end - first >= 2 * HUGE);
+        let (lo, hi, flags) = mapping_of(first);
+        assert!(flags.iter().any(|f| f == "hg"), "not advised: {flags:?}");
+        assert_eq!((lo, hi), (first, end), "the advised stretch");
+        for outside in [first - 4096, end] {
+            let (_, _, flags) = mapping_of(outside);
+            assert!(!flags.iter().any(|f| f == "hg"), "{outside:#x} was advised too");
+        }
+        // Below the threshold no advice is given, though the slice holds a whole aligned 2 MiB.
+        let mut map = memmap2::MmapMut::map_anon(4 * HUGE).unwrap();
+        let base = map.as_ptr() as usize;
+        let at = base.next_multiple_of(HUGE) - base;
+        // SAFETY: as above; `at + HUGE_PAGES_MIN - 1` is within the 8 MiB mapping.
+        let small = unsafe {
+            std::slice::from_raw_parts_mut(
+                map.as_mut_ptr().add(at).cast::<std::mem::MaybeUninit<u8>>(),
+                HUGE_PAGES_MIN - 1,
+            )
+        };
+        advise_huge_pages(small);
+        let (_, _, flags) = mapping_of(base + at);
+        assert!(!flags.iter().any(|f| f == "hg"), "a short slice was advised");
+    }
+
+    /// A large copy's own pages are advised.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_large_copy_is_advised_huge_pages() {
+        if !thp_present() {
+            return;
+        }
+        let len = 3 * HUGE_PAGES_MIN;
+        let copy = copy_to_vec(&vec![7u8; len]);
+        let first = (copy.as_ptr() as usize).next_multiple_of(2 << 20);
+        let (_, _, flags) = mapping_of(first);
+        assert!(flags.iter().any(|f| f == "hg"), "not advised: {flags:?}");
+        assert!(copy.iter().all(|&b| b == 7));
     }
 }
