@@ -171,10 +171,29 @@ fn a_worker_dying_with_a_lent_region_costs_nothing_else() {
     }
 }
 
-/// Regions are reused: 200 round trips after the warm-up add at most one descriptor, where a
+/// Regions are reused: after 20 round trips, 200 more add at most one descriptor, where a
 /// region per task would add 200. Not exactly none: once, on a machine loaded by a benchmark,
 /// the count came out one higher than after the warm-up (the cause was not found; the message
-/// now lists what appeared). One worker, so that no second worker's socket and regions count.
+/// lists what appeared).
+fn assert_regions_reused(round_trips: impl Fn(u64)) {
+    round_trips(20);
+    let warm = common::open_fds();
+    round_trips(200);
+    let after = common::open_fds();
+    let added: Vec<_> = after
+        .iter()
+        .filter(|(fd, _)| !warm.contains_key(fd))
+        .collect();
+    assert!(
+        after.len() <= warm.len() + 1,
+        "regions are reused, not created per task: {} descriptors after the warm-up, {} after \
+         200 more round trips; new: {added:?}",
+        warm.len(),
+        after.len()
+    );
+}
+
+/// One worker, so that no second worker's socket and regions count.
 #[test]
 fn descriptors_stay_flat_once_regions_are_warm() {
     let _guard = common::exclusive();
@@ -191,18 +210,7 @@ fn descriptors_stay_flat_once_regions_are_warm() {
                 assert_eq!(back.result_timeout(LIMIT).unwrap(), &b);
             }
         };
-        round_trips(20);
-        let warm = common::open_fds();
-        round_trips(200);
-        let after = common::open_fds();
-        let added: Vec<_> = after.iter().filter(|(fd, _)| !warm.contains_key(fd)).collect();
-        assert!(
-            after.len() <= warm.len() + 1,
-            "regions are reused, not created per task: {} descriptors after the warm-up, {} after \
-             200 more round trips; new: {added:?}",
-            warm.len(),
-            after.len()
-        );
+        assert_regions_reused(round_trips);
     }
     // Everything, regions included, goes with the pool.
     snapshot.assert_restored();
@@ -354,18 +362,7 @@ fn byte_strings_placed_in_shared_memory_come_back_intact_and_reuse_regions() {
                 assert_eq!(back.result_timeout(LIMIT).unwrap(), &b);
             }
         };
-        round_trips(20);
-        let warm = common::open_fds();
-        round_trips(200);
-        let after = common::open_fds();
-        let added: Vec<_> = after.iter().filter(|(fd, _)| !warm.contains_key(fd)).collect();
-        assert!(
-            after.len() <= warm.len() + 1,
-            "regions are reused, not created per task: {} descriptors after the warm-up, {} after \
-             200 more round trips; new: {added:?}",
-            warm.len(),
-            after.len()
-        );
+        assert_regions_reused(round_trips);
     }
     snapshot.assert_restored();
 }
