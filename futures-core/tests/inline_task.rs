@@ -99,3 +99,53 @@ fn a_task_error_outcome_is_the_future_error() {
     assert_eq!(future.exception(), Some(TaskError::Cancelled));
     assert_eq!(future.state(), State::Finished);
 }
+
+#[test]
+fn run_and_publish_readies_once_and_publishes() {
+    let (task, future) = InlineTask::new(|| Ok(5_u32));
+    let mut readied = 0;
+    // `ready` runs under the future's lock: it must not look at the future.
+    task.run_and_publish(&mut || readied += 1).unwrap();
+    assert_eq!(readied, 1);
+    assert_eq!(future.result(), Ok(&5));
+    assert_eq!(future.try_unwrap().ok(), Some(Ok(5)));
+}
+
+#[test]
+fn run_and_publish_readies_after_the_done_callbacks() {
+    let (task, future) = InlineTask::new(|| Ok(5_u32));
+    let called = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&called);
+    future.add_done_callback(move |_| flag.store(true, Ordering::SeqCst));
+    let mut seen = Vec::new();
+    task.run_and_publish(&mut || seen.push(called.load(Ordering::SeqCst)))
+        .unwrap();
+    assert_eq!(seen, [true], "called once, after the callback ran");
+    assert_eq!(future.result(), Ok(&5));
+}
+
+#[test]
+fn run_and_publish_readies_a_cancelled_task_without_running_it() {
+    let ran = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&ran);
+    let (task, future) = InlineTask::new(move || {
+        flag.store(true, Ordering::SeqCst);
+        Ok(())
+    });
+    assert!(future.cancel());
+    let mut readied = 0;
+    task.run_and_publish(&mut || readied += 1).unwrap();
+    assert_eq!(readied, 1);
+    assert!(!ran.load(Ordering::SeqCst));
+    assert_eq!(future.result(), Err(TaskError::Cancelled));
+}
+
+#[test]
+fn run_and_publish_after_run_publishes_what_run_kept() {
+    let (mut task, future) = InlineTask::new(|| Ok(String::from("kept")));
+    task.run();
+    let mut readied = 0;
+    task.run_and_publish(&mut || readied += 1).unwrap();
+    assert_eq!(readied, 1);
+    assert_eq!(future.result(), Ok(&String::from("kept")));
+}

@@ -34,6 +34,28 @@ impl Work {
         }
     }
 
+    /// Runs the work and completes its future(s), calling `ready` once in between: before
+    /// the last outcome becomes visible, or after its done-callbacks ran if it has any.
+    pub(crate) fn run_and_publish(self, ready: &mut dyn FnMut()) {
+        match self {
+            Work::Call(task) => {
+                if let Err(e) = task.run_and_publish(ready) {
+                    internal_double_completion(&e);
+                }
+            }
+            mut work @ Work::Batch(_) => {
+                work.run();
+                if work.has_callbacks() {
+                    work.publish();
+                    ready();
+                } else {
+                    ready();
+                    work.publish();
+                }
+            }
+        }
+    }
+
     /// Completes the future(s) `run` left unpublished.
     pub(crate) fn publish(self) {
         match self {

@@ -12,6 +12,9 @@
 //! finishing a task can count itself available without taking the lock (one lock round trip
 //! per task fewer); it only ever goes down under the lock, when a worker takes a job, so a
 //! submitter holding the lock never sees a worker as available that will not take its job.
+//! Once all `max_workers` threads are started no submit reads the count any more (it is read
+//! only to decide whether to start one), so from then on a worker takes it down after
+//! releasing the lock, and a submit does not take the cache miss of reading it.
 //!
 //! A worker that finds the queue empty may become a *spinner*: it watches an atomic mirror of
 //! the queue length, without the lock, for up to [`SPIN_FOR`] before it sleeps on the condvar.
@@ -20,7 +23,10 @@
 //! machine) on both sides. At most one worker per CPU spins ([`max_spinners`]), none when the
 //! process has one CPU (`taskset -c 0`: the spinner would only delay the submitter); the others
 //! sleep at once. A submit wakes a sleeping worker only when the queue holds more jobs than
-//! there are spinners to take them. The first spinner keeps its CPU for [`SPIN_KEEP_CPU`]: on
+//! there are spinners to take them; sleepers are counted under the lock, so while none sleeps
+//! (a busy pool) a submit reads neither the spinner count nor the condvar. A worker that
+//! finishes a task and sees the queue's mirror at zero goes straight to spinning rather than
+//! taking the lock only to find the queue empty. The first spinner keeps its CPU for [`SPIN_KEEP_CPU`]: on
 //! a busy machine `sched_yield` can hand the CPU to another process for a whole time slice,
 //! which tripled the round trip in measurements. After that, and for further spinners at once,
 //! it yields between looks, so that idle workers do not crowd out the threads that submit and
@@ -110,6 +116,9 @@ struct State {
     live: usize,
     /// Worker threads started so far; also the index in the next thread's name.
     started: usize,
+    /// Workers waiting on the work condvar (counted under this lock before they wait, so a
+    /// submit that finds none need not look at the spinners or wake anyone).
+    sleeping: usize,
     /// Handles of threads not yet joined.
     handles: Vec<JoinHandle<()>>,
     shutdown: bool,
@@ -137,6 +146,7 @@ impl Shared {
                 queue: VecDeque::new(),
                 live: 0,
                 started: 0,
+                sleeping: 0,
                 handles: Vec::new(),
                 shutdown: false,
                 broken: None,
@@ -183,8 +193,10 @@ impl Shared {
         st.queue.push_back(job);
         self.queued.store(st.queue.len(), Ordering::Release);
         // SeqCst pairs with the worker's increment before it publishes a result: whoever saw
-        // that result and submits again sees the worker available.
-        if self.available.load(Ordering::SeqCst) < st.queue.len() && st.started < self.max_workers {
+        // that result and submits again sees the worker available. Once every worker is
+        // started (the steady state) the counter is not read at all: the workers write it on
+        // every task, and reading it was a cache miss on every submit.
+        if st.started < self.max_workers && self.available.load(Ordering::SeqCst) < st.queue.len() {
             if let Err(e) = self.start_worker(&mut st) {
                 if st.live == 0 {
                     // No thread will ever take this job: refuse it rather than hang.
@@ -205,11 +217,13 @@ impl Shared {
                 );
             }
         }
-        // Spinners take queued jobs by themselves; wake a sleeper only for the excess. The
-        // sleeper is woken after the lock is released, so that it does not wake only to wait
-        // for the lock this submit still holds; no wake-up is lost, since a worker looks at the
-        // queue under the lock before it sleeps, and the job is in it.
-        let wake = self.spinning.load(Ordering::SeqCst) < st.queue.len();
+        // Spinners take queued jobs by themselves; wake a sleeper only for the excess, and look
+        // at the spinners (a counter the workers write as they go idle) only if someone sleeps.
+        // The sleeper is woken after the lock is released, so that it does not wake only to
+        // wait for the lock this submit still holds; no wake-up is lost, since a worker looks at
+        // the queue and counts itself sleeping under the lock before it sleeps, and the job is
+        // in the queue.
+        let wake = st.sleeping > 0 && self.spinning.load(Ordering::SeqCst) < st.queue.len();
         drop(st);
         if wake {
             self.work.notify_one();
@@ -354,38 +368,47 @@ fn worker_main(shared: &Shared) {
     }
     let mut st = shared.state.lock();
     loop {
-        if let Some(mut job) = st.queue.pop_front() {
+        if let Some(job) = st.queue.pop_front() {
             shared.queued.store(st.queue.len(), Ordering::Release);
-            shared.available.fetch_sub(1, Ordering::SeqCst);
             guard.busy = true;
-            drop(st);
-            job.run();
-            if job.has_callbacks() {
-                // Callbacks run on this thread: it is not available until they return, so a
-                // callback that submits work and waits for it gets another thread (as in
-                // CPython, whose idle semaphore is released after the callbacks).
-                job.publish();
-                shared.available.fetch_add(1, Ordering::SeqCst);
-                guard.busy = false;
+            if st.started < shared.max_workers {
+                // A submit may start a worker: it must not count this one available.
+                shared.available.fetch_sub(1, Ordering::SeqCst);
+                drop(st);
             } else {
-                // Available again before the result is visible: see `job`.
-                shared.available.fetch_add(1, Ordering::SeqCst);
-                guard.busy = false;
-                job.publish();
+                // Every worker is started, so no submit looks at the count any more: it need
+                // not change under the lock (which the submitter waits for meanwhile).
+                drop(st);
+                shared.available.fetch_sub(1, Ordering::SeqCst);
             }
-            st = shared.state.lock();
-            continue;
+            // Available again before the result is visible (see `job`), but only after the
+            // done-callbacks, which run on this thread: a callback that submits work and
+            // waits for it gets another thread (as in CPython, whose idle semaphore is
+            // released after the callbacks).
+            job.run_and_publish(&mut || {
+                shared.available.fetch_add(1, Ordering::SeqCst);
+            });
+            guard.busy = false;
+            if shared.queued.load(Ordering::Acquire) > 0 {
+                st = shared.state.lock();
+                continue;
+            }
+            // Nothing queued: watch for work without taking the lock, which the submitter
+            // needs for every job (shutdown is noticed under the lock below).
+        } else {
+            if st.shutdown || st.broken.is_some() {
+                break;
+            }
+            drop(st);
         }
-        if st.shutdown || st.broken.is_some() {
-            break;
-        }
-        drop(st);
         let found = spin_for_work(shared);
         // `spin_for_work` no longer counts this worker as a spinner: from here on a submit
         // wakes it, and the queue is re-checked under the lock before it sleeps.
         st = shared.state.lock();
         if !found && st.queue.is_empty() && !st.shutdown && st.broken.is_none() {
+            st.sleeping += 1;
             shared.work.wait(&mut st);
+            st.sleeping -= 1;
         }
     }
     drop(st);
