@@ -609,25 +609,23 @@ fn requeue(pool: &Pool, id: usize, tasks: &[(u64, &[u8])]) -> Result<(), protoco
     let slot = state
         .slot_mut(id)
         .ok_or_else(|| protocol::ProtocolError("tasks returned to a removed slot".into()))?;
-    slot.reclaim = Reclaim::None;
-    slot.gave_back = true;
-    let mut jobs = Vec::with_capacity(tasks.len());
-    for &(task, payload) in tasks {
-        let entry = slot.in_flight.remove(&task).ok_or_else(|| {
-            protocol::ProtocolError(format!(
-                "returned task {task}, which this worker does not hold"
-            ))
-        })?;
-        jobs.push(Job {
-            id: task,
+    let given = slot.give_back(tasks.iter().map(|&(task, _)| task)).map_err(|task| {
+        protocol::ProtocolError(format!(
+            "returned task {task}, which this worker does not hold"
+        ))
+    })?;
+    let jobs: Vec<Job> = given
+        .into_iter()
+        .zip(tasks)
+        .map(|((id, entry), &(_, payload))| Job {
+            id,
             fn_offset: entry.fn_offset,
             payload: payload.to_vec(),
             attached: entry.attached,
             completion: Box::new(Started(entry.completion)),
             timeout: entry.deadline.map(|(_, limit)| limit),
-        });
-    }
-    slot.sent -= jobs.len() as u64;
+        })
+        .collect();
     log::trace!(
         "cf-pool-proc: worker slot {id} gave back {} unstarted task(s)",
         jobs.len()

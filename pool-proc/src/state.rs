@@ -238,8 +238,8 @@ pub(crate) struct SlotState {
     pub(crate) progress: Option<Instant>,
     /// Taking back its unstarted tasks for an idle worker.
     pub(crate) reclaim: Reclaim,
-    /// It gave tasks back (or had none to give) since its last result: while busy it takes
-    /// no more work, which would only wait behind the same long task.
+    /// It answered `Reclaim` since its last result and still holds a task (the long one):
+    /// it takes no more work, which would only wait behind that task, and is not asked again.
     pub(crate) gave_back: bool,
 }
 
@@ -318,6 +318,33 @@ impl SlotState {
         Some(due.max(now))
     }
 
+    /// The worker answered `Reclaim` by giving back `ids` unstarted: their entries, in that
+    /// order. The id of one it does not hold is the error, and then every entry stays (the
+    /// worker broke the protocol; its death fails what it held). The answer ends the request, and
+    /// the worker counts as stuck behind its long task only if it still holds a task. It
+    /// may hold none: its task thread had not read the frame with the tasks yet when the
+    /// receiver answered (so it gave back everything), or its results crossed the request
+    /// (so it had nothing to give). Such a worker is idle, not stuck: marked stuck, it would
+    /// take the next work it is sent and could not be asked to give it back, so a task
+    /// waiting behind a long one there would wait for ever.
+    pub(crate) fn give_back(
+        &mut self,
+        ids: impl IntoIterator<Item = u64>,
+    ) -> Result<Vec<(u64, InFlight)>, u64> {
+        self.reclaim = Reclaim::None;
+        let mut entries = Vec::new();
+        for id in ids {
+            let Some(entry) = self.in_flight.remove(&id) else {
+                self.in_flight.extend(entries);
+                return Err(id);
+            };
+            entries.push((id, entry));
+        }
+        self.sent -= entries.len() as u64;
+        self.gave_back = !self.in_flight.is_empty();
+        Ok(entries)
+    }
+
     /// Busy with a task that has run for [`RECLAIM_AFTER`] without a result (or that made
     /// it give work back): more work sent now would wait behind that task.
     pub(crate) fn stuck(&self, now: Instant) -> bool {
@@ -333,5 +360,116 @@ impl SlotState {
             None => x,
             Some(prev) => 0.8 * prev + 0.2 * x,
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A completion that only counts as started.
+    struct Nothing;
+
+    impl Completion for Nothing {
+        fn start(&self) -> bool {
+            true
+        }
+        fn cancel(&self) -> bool {
+            false
+        }
+        fn has_callbacks(&self) -> bool {
+            false
+        }
+        fn finish(self: Box<Self>, _: bool, _: &[u8], _: Result<Vec<Buffer>, String>) {}
+        fn fail(self: Box<Self>, _: TaskError) {}
+    }
+
+    /// A slot that was sent tasks `ids` (while it held none) at `at`.
+    fn holding(ids: impl IntoIterator<Item = u64>, at: Instant) -> SlotState {
+        let mut slot = SlotState {
+            ready: true,
+            progress: Some(at),
+            ..SlotState::default()
+        };
+        for id in ids {
+            slot.in_flight.insert(
+                id,
+                InFlight {
+                    completion: Box::new(Nothing),
+                    fn_offset: 0,
+                    attached: Attached::default(),
+                    deadline: None,
+                },
+            );
+            slot.sent += 1;
+        }
+        slot
+    }
+
+    /// Sends `ids` to `slot` as the feeder does when it holds none.
+    fn send(slot: &mut SlotState, ids: impl IntoIterator<Item = u64>, at: Instant) {
+        let fresh = holding(ids, at);
+        slot.sent += fresh.sent;
+        slot.in_flight.extend(fresh.in_flight);
+        slot.progress = Some(at);
+    }
+
+    fn later(t: Instant) -> Instant {
+        t + RECLAIM_AFTER * 2
+    }
+
+    #[test]
+    fn a_worker_that_keeps_its_long_task_is_stuck_and_not_asked_again() {
+        let t0 = Instant::now();
+        let mut slot = holding(0..5, t0);
+        assert!(slot.stranding(later(t0)).is_some_and(|due| due <= later(t0)));
+        slot.reclaim = Reclaim::Sent;
+        let given = slot.give_back(1..5).unwrap();
+        assert_eq!(given.iter().map(|(id, _)| *id).collect::<Vec<_>>(), [1, 2, 3, 4]);
+        assert_eq!((slot.reclaim, slot.sent, slot.in_flight.len()), (Reclaim::None, 1, 1));
+        assert!(slot.stuck(later(t0)), "still running task 0");
+        assert_eq!(slot.stranding(later(t0)), None);
+    }
+
+    /// The receiver answered before the task thread read the tasks: all came back. Sent new
+    /// work, the worker must be asked again when that work strands; marked stuck, it never
+    /// was, and a task waiting behind a long one there waited for ever.
+    #[test]
+    fn a_worker_that_gave_back_everything_can_be_asked_again() {
+        let t0 = Instant::now();
+        let mut slot = holding(0..5, t0);
+        slot.reclaim = Reclaim::Sent;
+        assert_eq!(slot.give_back(0..5).unwrap().len(), 5);
+        assert!(!slot.stuck(later(t0)));
+        let t1 = later(t0);
+        send(&mut slot, 0..3, t1);
+        assert!(!slot.stuck(t1), "just sent");
+        assert!(slot.stuck(later(t1)), "its first task ran long");
+        assert!(
+            slot.stranding(later(t1)).is_some_and(|due| due <= later(t1)),
+            "its other tasks can be taken back"
+        );
+    }
+
+    /// Its results crossed the request: nothing to give, nothing held.
+    #[test]
+    fn a_worker_that_had_nothing_to_give_can_be_asked_again() {
+        let t0 = Instant::now();
+        let mut slot = holding(0..2, t0);
+        slot.reclaim = Reclaim::Sent;
+        slot.in_flight.clear();
+        assert!(slot.give_back([]).unwrap().is_empty());
+        let t1 = later(t0);
+        send(&mut slot, 10..14, t1);
+        assert!(slot.stranding(later(t1)).is_some_and(|due| due <= later(t1)));
+    }
+
+    /// An id the worker does not hold is a protocol error, and nothing is taken out.
+    #[test]
+    fn giving_back_a_task_not_held_keeps_every_entry() {
+        let t0 = Instant::now();
+        let mut slot = holding(0..3, t0);
+        assert_eq!(slot.give_back([1, 2, 7]).err(), Some(7));
+        assert_eq!((slot.in_flight.len(), slot.sent), (3, 3));
     }
 }
