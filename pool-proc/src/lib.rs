@@ -176,7 +176,9 @@
 //!   that goes idle takes those back (`Reclaim`: the busy worker returns the tasks it has not
 //!   started, and they go to the front of the queue), so tasks never wait behind a long one
 //!   while a worker idles, and a task that waits for one submitted after it cannot deadlock
-//!   the pool. `map(chunksize)` batches explicitly.
+//!   the pool. The busy worker then takes no more work until its long task ends; one that
+//!   gave back everything (it had not started the tasks yet) or nothing (they had finished
+//!   meanwhile) is idle, and is treated so. `map(chunksize)` batches explicitly.
 //! * **The reader thread** of each worker only reads: it completes futures and runs their
 //!   callbacks. Neither thread holds the pool lock during I/O or user code. While a reader runs
 //!   callbacks its worker takes no new work, so a callback may submit and wait for the result,
