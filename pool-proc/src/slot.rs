@@ -609,11 +609,9 @@ fn requeue(pool: &Pool, id: usize, tasks: &[(u64, &[u8])]) -> Result<(), protoco
     let slot = state
         .slot_mut(id)
         .ok_or_else(|| protocol::ProtocolError("tasks returned to a removed slot".into()))?;
-    let given = slot.give_back(tasks.iter().map(|&(task, _)| task)).map_err(|task| {
-        protocol::ProtocolError(format!(
-            "returned task {task}, which this worker does not hold"
-        ))
-    })?;
+    let given = slot
+        .give_back(tasks.iter().map(|&(task, _)| task))
+        .map_err(protocol::ProtocolError)?;
     let jobs: Vec<Job> = given
         .into_iter()
         .zip(tasks)

@@ -319,8 +319,9 @@ impl SlotState {
     }
 
     /// The worker answered `Reclaim` by giving back `ids` unstarted: their entries, in that
-    /// order. The id of one it does not hold is the error, and then every entry stays (the
-    /// worker broke the protocol; its death fails what it held). The answer ends the request, and
+    /// order. An answer nobody asked for, or the id of a task it does not hold, is the error
+    /// (the worker broke the protocol; its death fails what it held), and then every entry
+    /// stays. The answer ends the request, and
     /// the worker counts as stuck behind its long task only if it still holds a task. It
     /// may hold none: its task thread had not read the frame with the tasks yet when the
     /// receiver answered (so it gave back everything), or its results crossed the request
@@ -330,13 +331,16 @@ impl SlotState {
     pub(crate) fn give_back(
         &mut self,
         ids: impl IntoIterator<Item = u64>,
-    ) -> Result<Vec<(u64, InFlight)>, u64> {
+    ) -> Result<Vec<(u64, InFlight)>, String> {
+        if self.reclaim != Reclaim::Sent {
+            return Err("tasks given back, but none were asked for".into());
+        }
         self.reclaim = Reclaim::None;
         let mut entries = Vec::new();
         for id in ids {
             let Some(entry) = self.in_flight.remove(&id) else {
                 self.in_flight.extend(entries);
-                return Err(id);
+                return Err(format!("returned task {id}, which this worker does not hold"));
             };
             entries.push((id, entry));
         }
@@ -464,12 +468,27 @@ mod tests {
         assert!(slot.stranding(later(t1)).is_some_and(|due| due <= later(t1)));
     }
 
-    /// An id the worker does not hold is a protocol error, and nothing is taken out.
+    /// An id the worker does not hold, or an answer nobody asked for, is a protocol error,
+    /// and nothing is taken out.
     #[test]
     fn giving_back_a_task_not_held_keeps_every_entry() {
         let t0 = Instant::now();
         let mut slot = holding(0..3, t0);
-        assert_eq!(slot.give_back([1, 2, 7]).err(), Some(7));
+        slot.reclaim = Reclaim::Sent;
+        let err = slot.give_back([1, 2, 7]).err().expect("task 7 is not held");
+        assert!(err.contains("task 7"), "{err}");
         assert_eq!((slot.in_flight.len(), slot.sent), (3, 3));
+    }
+
+    #[test]
+    fn giving_back_unasked_is_refused() {
+        let t0 = Instant::now();
+        for reclaim in [Reclaim::None, Reclaim::Wanted] {
+            let mut slot = holding(0..3, t0);
+            slot.reclaim = reclaim;
+            let err = slot.give_back([1]).err().expect("nobody asked");
+            assert!(err.contains("asked"), "{err}");
+            assert_eq!((slot.in_flight.len(), slot.sent, slot.gave_back), (3, 3, false));
+        }
     }
 }

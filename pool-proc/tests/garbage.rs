@@ -165,6 +165,8 @@ enum Garbage {
     TasksFrame,
     /// A well-formed result for a task this worker does not hold.
     ForeignResult,
+    /// A `Returned` frame (tasks given back unstarted) that no `Reclaim` asked for.
+    UnaskedReturned,
     /// A trailing byte after a valid `Ready`.
     TrailingByte,
     /// Text, as from a stray `write` to the wrong descriptor: its first four bytes read as a
@@ -181,6 +183,8 @@ impl Garbage {
             Garbage::ZeroLength => [&b"cfP\x01"[..], &[0, 0, 0, 0]].concat(),
             Garbage::TasksFrame => frame(&[2, 0, 0, 0, 0]),
             Garbage::ForeignResult => results(&[(u64::MAX, 1, true, &[0])]),
+            // Kind 8 with no task: well formed, and harmless but for being unasked.
+            Garbage::UnaskedReturned => frame(&[8, 0, 0, 0, 0]),
             Garbage::TrailingByte => {
                 let mut f = ready(1);
                 f[0] += 1;
@@ -342,6 +346,11 @@ fn tasks_frame_from_a_worker() {
 #[test]
 fn result_for_a_task_the_worker_does_not_hold() {
     garbage_kills_only_its_worker(Garbage::ForeignResult);
+}
+
+#[test]
+fn tasks_given_back_unasked() {
+    garbage_kills_only_its_worker(Garbage::UnaskedReturned);
 }
 
 #[test]
