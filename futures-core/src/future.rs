@@ -285,7 +285,7 @@ pub struct Promise<T> {
 
 impl<T> Clone for Future<T> {
     fn clone(&self) -> Self {
-        Future::from_arc(Arc::clone(&self.inner))
+        self.clone_counted().0
     }
 }
 
@@ -312,12 +312,26 @@ impl<T> Hash for Future<T> {
 impl<T> Future<T> {
     /// A handle owning `inner`, one of the strong references, counted in `handles`.
     fn from_arc(inner: Arc<Inner<T>>) -> Self {
-        if inner.handles.fetch_add(1, Ordering::SeqCst) > u32::MAX / 2 {
+        Self::from_arc_counted(inner).0
+    }
+
+    /// [`from_arc`](Self::from_arc), and how many handles the future has right after (the new
+    /// one included).
+    fn from_arc_counted(inner: Arc<Inner<T>>) -> (Self, u32) {
+        let before = inner.handles.fetch_add(1, Ordering::SeqCst);
+        if before > u32::MAX / 2 {
             // Two billion handles to one future (32 GiB of them) can only be a leak in a loop;
             // the count must not wrap (`try_unwrap` trusts it), so stop as `Arc` does.
             std::process::abort();
         }
-        Future { inner }
+        (Future { inner }, before + 1)
+    }
+
+    /// A clone, and how many handles the future has right after it (the clone included). Other
+    /// threads may add or drop handles at any time, so the count is exact only about handles
+    /// the caller holds or borrows: it is at least their number.
+    pub(crate) fn clone_counted(&self) -> (Self, u32) {
+        Self::from_arc_counted(Arc::clone(&self.inner))
     }
 
     /// Identity of the shared state, for de-duplication.

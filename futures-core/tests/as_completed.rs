@@ -307,3 +307,53 @@ fn futures_done_after_the_call_are_found_by_looking_again_then_by_waiting() {
     ids.dedup();
     assert_eq!(ids.len(), 40, "each future yielded once");
 }
+
+/// The same future by other handles, not only the same handle again: each future once.
+#[test]
+fn repeats_by_other_handles_are_yielded_once() {
+    let promises: Vec<Promise<u32>> = (0..3).map(|_| Promise::new()).collect();
+    for (i, p) in promises.iter().enumerate() {
+        p.set_result(i as u32).unwrap();
+    }
+    let fs: Vec<Future<u32>> = [0, 1, 0, 2, 1, 0]
+        .iter()
+        .map(|&i| promises[i].future())
+        .collect();
+    let yielded: Vec<u32> = as_completed(&fs, Some(LONG))
+        .map(|r| *r.expect("no timeout").result().expect("a value"))
+        .collect();
+    assert_eq!(yielded, [0, 1, 2]);
+}
+
+/// A repeat that comes after many distinct futures, each held in one place only, is still
+/// found: whatever the pool does to avoid a set of all of them must not miss it.
+#[test]
+fn a_late_repeat_of_an_early_future_is_yielded_once() {
+    let promises: Vec<Promise<usize>> = (0..200).map(|_| Promise::new()).collect();
+    let futures: Vec<Future<usize>> = promises.iter().map(Promise::future).collect();
+    for (i, p) in promises.iter().enumerate() {
+        p.set_result(i).unwrap();
+    }
+    for repeat in [0, 99, 199] {
+        let input = futures.iter().chain(std::iter::once(&futures[repeat]));
+        let mut yielded: Vec<usize> = as_completed(input, Some(LONG))
+            .map(|r| *r.expect("no timeout").result().expect("a value"))
+            .collect();
+        yielded.sort_unstable();
+        assert_eq!(yielded, (0..200).collect::<Vec<_>>(), "repeat of #{repeat}");
+    }
+}
+
+/// Futures the caller also keeps elsewhere (in another list, as map keys) are not taken for
+/// repeats.
+#[test]
+fn futures_held_elsewhere_too_are_all_yielded() {
+    let promises: Vec<Promise<usize>> = (0..50).map(|_| Promise::new()).collect();
+    let futures: Vec<Future<usize>> = promises.iter().map(Promise::future).collect();
+    let elsewhere: Vec<Future<usize>> = futures.iter().step_by(2).cloned().collect();
+    for (i, p) in promises.iter().enumerate() {
+        p.set_result(i).unwrap();
+    }
+    assert_eq!(as_completed(&futures, Some(LONG)).count(), 50);
+    assert_eq!(elsewhere.len(), 25);
+}

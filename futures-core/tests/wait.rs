@@ -360,3 +360,16 @@ fn a_huge_timeout_means_no_deadline_not_an_overflow() {
     assert_same(&split.done, &[&f], "done");
     setter.join().unwrap();
 }
+
+/// The same future by another handle, and a repeat after many distinct futures, count once.
+#[test]
+fn repeats_by_other_handles_and_late_repeats_count_once() {
+    let promises: Vec<Promise<usize>> = (0..100).map(|_| Promise::new()).collect();
+    let futures: Vec<Future<usize>> = promises.iter().map(Promise::future).collect();
+    promises[7].set_result(7).unwrap();
+    let again = promises[7].future();
+    let input = futures.iter().chain([&futures[0], &again, &futures[99]]);
+    let split = wait(input, Some(Duration::ZERO), ReturnWhen::AllCompleted);
+    assert_eq!(split.done, vec![again.clone()]);
+    assert_eq!(split.not_done.len(), 99);
+}
