@@ -32,6 +32,19 @@
 //! it yields between looks, so that idle workers do not crowd out the threads that submit and
 //! consume (keeping the CPU for all 50 µs cost a third of `map` throughput on 2 CPUs).
 //!
+//! Once every worker is started and none sleeps, a worker that takes a job from a long queue
+//! also takes up to [`BATCH_MAX`] more (at most `1 / (2 × workers)` of what is queued) into its own
+//! [`Backlog`], and runs them before it comes back: the queue's mutex is then taken once per
+//! batch instead of once per job, by a submitter and workers that would otherwise pass its cache
+//! line back and forth on every task. A backlog is never stranded behind a long task: a worker
+//! that finds the queue empty takes half of another's backlog (under the queue's lock, which
+//! also keeps a worker from sleeping while any backlog holds a job, and a backlog from filling
+//! while any worker sleeps), and every [`STUCK_CHECK`]-th job it takes from the queue, a worker
+//! takes the whole backlog of any worker that started no job since its previous look. Backlogs
+//! hold the oldest jobs, so a single worker still runs jobs in submission order; `shutdown`
+//! with `cancel_futures` and a broken pool empty them along with the queue. The lock order is
+//! the queue's, then a backlog's; an owner takes only its own backlog's lock.
+//!
 //! The queue's mutex and each of the three counters sit on cache lines of their own, since one
 //! side writes them on every task and the other reads them on every task.
 
@@ -64,6 +77,10 @@ static NEXT_POOL_ID: AtomicUsize = AtomicUsize::new(1);
 const SPIN_FOR: Duration = Duration::from_micros(50);
 /// How long the first spinner keeps its CPU before it starts yielding between looks.
 const SPIN_KEEP_CPU: Duration = Duration::from_micros(10);
+/// The most jobs a worker takes into its backlog at once.
+const BATCH_MAX: usize = 16;
+/// How often (in jobs taken from the queue) a worker looks for a backlog whose owner is stuck.
+const STUCK_CHECK: u32 = 64;
 
 /// How many workers of one pool may spin at once: one per CPU, and none when the process has a
 /// single CPU (a spinner could only keep the thread that submits from running).
@@ -85,6 +102,55 @@ impl<T> std::ops::Deref for Line<T> {
     type Target = T;
     fn deref(&self) -> &T {
         &self.0
+    }
+}
+
+/// Jobs one worker took from the queue in one go, to run in order before it takes more (see the
+/// module docs), with what other workers read without its lock.
+#[repr(align(64))]
+struct Backlog {
+    jobs: Mutex<VecDeque<Work>>,
+    /// `jobs.len()`, stored under `jobs`' lock whenever it changes.
+    len: AtomicUsize,
+    /// Jobs the owner has started so far (only the owner writes it): a count that has not moved
+    /// between two looks means the owner is still in the same job.
+    started: AtomicUsize,
+}
+
+impl Backlog {
+    fn new() -> Self {
+        Backlog {
+            jobs: Mutex::new(VecDeque::new()),
+            len: AtomicUsize::new(0),
+            started: AtomicUsize::new(0),
+        }
+    }
+
+    /// Moves `n` jobs from the front of `from` to the back of this backlog.
+    fn take_from(&self, from: &mut VecDeque<Work>, n: usize) {
+        let mut jobs = self.jobs.lock();
+        jobs.extend(from.drain(..n));
+        self.len.store(jobs.len(), Ordering::Relaxed);
+    }
+
+    /// The front half (rounded up) of this backlog, or all of it.
+    fn give(&self, all: bool) -> VecDeque<Work> {
+        let mut jobs = self.jobs.lock();
+        let n = if all {
+            jobs.len()
+        } else {
+            jobs.len().div_ceil(2)
+        };
+        let given: VecDeque<Work> = jobs.drain(..n).collect();
+        self.len.store(jobs.len(), Ordering::Relaxed);
+        given
+    }
+
+    fn pop(&self) -> Option<Work> {
+        let mut jobs = self.jobs.lock();
+        let job = jobs.pop_front();
+        self.len.store(jobs.len(), Ordering::Relaxed);
+        job
     }
 }
 
@@ -121,8 +187,70 @@ struct State {
     sleeping: usize,
     /// Handles of threads not yet joined.
     handles: Vec<JoinHandle<()>>,
+    /// Every started worker's backlog, by the worker's index.
+    backlogs: Vec<Arc<Backlog>>,
     shutdown: bool,
     broken: Option<String>,
+}
+
+impl State {
+    /// Jobs in the workers' backlogs.
+    fn backlogged(&self) -> usize {
+        self.backlogs
+            .iter()
+            .map(|b| b.len.load(Ordering::Relaxed))
+            .sum()
+    }
+
+    /// Takes every job not started: the queue's and the backlogs', oldest first.
+    fn drain_all(&mut self) -> Vec<Work> {
+        let mut all: Vec<Work> = Vec::new();
+        for backlog in &self.backlogs {
+            all.extend(backlog.give(true));
+        }
+        all.extend(self.queue.drain(..));
+        all
+    }
+
+    /// Moves jobs from other workers' backlogs into `me`'s: half of the first non-empty one
+    /// (`stuck` is `None`), or all of each whose owner started no job since `stuck` last saw it
+    /// (`stuck` holds what this worker saw of each at its previous look). `true` if it moved any.
+    fn take_backlog(&self, me: usize, stuck: Option<&mut Vec<usize>>) -> bool {
+        let own = &self.backlogs[me];
+        let others = (1..self.backlogs.len()).map(|k| (me + k) % self.backlogs.len());
+        match stuck {
+            None => {
+                for i in others {
+                    let other = &self.backlogs[i];
+                    if other.len.load(Ordering::Relaxed) > 0 {
+                        let mut jobs = other.give(false);
+                        if !jobs.is_empty() {
+                            let n = jobs.len();
+                            own.take_from(&mut jobs, n);
+                            return true;
+                        }
+                    }
+                }
+                false
+            }
+            Some(seen) => {
+                seen.resize(self.backlogs.len(), usize::MAX);
+                let mut moved = false;
+                for i in others {
+                    let other = &self.backlogs[i];
+                    let started = other.started.load(Ordering::Relaxed);
+                    if started == seen[i] && other.len.load(Ordering::Relaxed) > 0 {
+                        let mut jobs = other.give(true);
+                        let n = jobs.len();
+                        own.take_from(&mut jobs, n);
+                        moved |= n > 0;
+                    }
+                    seen[i] = started;
+                }
+                moved
+            }
+        }
+    }
 }
 
 /// A snapshot for `Debug`.
@@ -148,6 +276,7 @@ impl Shared {
                 started: 0,
                 sleeping: 0,
                 handles: Vec::new(),
+                backlogs: Vec::new(),
                 shutdown: false,
                 broken: None,
             })),
@@ -168,7 +297,7 @@ impl Shared {
         Snapshot {
             started: st.started,
             available: self.available.load(Ordering::SeqCst),
-            queued: st.queue.len(),
+            queued: st.queue.len() + st.backlogged(),
             shutdown: st.shutdown,
             broken: st.broken.clone(),
         }
@@ -234,9 +363,13 @@ impl Shared {
     fn start_worker(self: &Arc<Self>, st: &mut State) -> io::Result<()> {
         let name = format!("{}_{}", self.prefix, st.started);
         let shared = Arc::clone(self);
+        let backlog = Arc::new(Backlog::new());
+        let own = Arc::clone(&backlog);
+        let index = st.started;
         let handle = thread::Builder::new()
             .name(name)
-            .spawn(move || worker_main(&shared))?;
+            .spawn(move || worker_main(&shared, index, &own))?;
+        st.backlogs.push(backlog);
         log::debug!(
             "started worker thread {}_{} ({} of at most {})",
             self.prefix,
@@ -258,7 +391,7 @@ impl Shared {
             let mut st = self.state.lock();
             st.shutdown = true;
             let cancelled: Vec<_> = if cancel_futures {
-                st.queue.drain(..).collect()
+                st.drain_all()
             } else {
                 Vec::new()
             };
@@ -308,7 +441,7 @@ impl Shared {
             let mut st = self.state.lock();
             let reason = st.broken.get_or_insert(reason).clone();
             self.work.notify_all();
-            let drained = st.queue.drain(..).collect::<Vec<_>>();
+            let drained = st.drain_all();
             self.queued.store(0, Ordering::Release);
             (reason, drained)
         };
@@ -338,7 +471,7 @@ impl Drop for ExitGuard<'_> {
     }
 }
 
-fn worker_main(shared: &Shared) {
+fn worker_main(shared: &Shared, me: usize, backlog: &Backlog) {
     CURRENT_POOL.with(|c| c.set(shared.id));
     let mut guard = ExitGuard {
         shared,
@@ -366,29 +499,40 @@ fn worker_main(shared: &Shared) {
             return;
         }
     }
+    // What this worker saw of the others' started-job counts at its last look for a stuck one.
+    let mut seen = Vec::new();
+    let mut taken: u32 = 0;
     let mut st = shared.state.lock();
     loop {
         if let Some(job) = st.queue.pop_front() {
+            let all_started = st.started >= shared.max_workers;
+            if all_started {
+                taken = taken.wrapping_add(1);
+                if taken % STUCK_CHECK == 0 {
+                    st.take_backlog(me, Some(&mut seen));
+                }
+                if st.sleeping == 0 {
+                    let n = (st.queue.len() / (2 * st.live.max(1))).min(BATCH_MAX);
+                    if n > 0 {
+                        backlog.take_from(&mut st.queue, n);
+                    }
+                }
+            }
             shared.queued.store(st.queue.len(), Ordering::Release);
             guard.busy = true;
-            if st.started < shared.max_workers {
-                // A submit may start a worker: it must not count this one available.
-                shared.available.fetch_sub(1, Ordering::SeqCst);
-                drop(st);
-            } else {
+            if all_started {
                 // Every worker is started, so no submit looks at the count any more: it need
                 // not change under the lock (which the submitter waits for meanwhile).
                 drop(st);
                 shared.available.fetch_sub(1, Ordering::SeqCst);
+            } else {
+                // A submit may start a worker: it must not count this one available.
+                shared.available.fetch_sub(1, Ordering::SeqCst);
+                drop(st);
             }
-            // Available again before the result is visible (see `job`), but only after the
-            // done-callbacks, which run on this thread: a callback that submits work and
-            // waits for it gets another thread (as in CPython, whose idle semaphore is
-            // released after the callbacks).
-            job.run_and_publish(&mut || {
-                shared.available.fetch_add(1, Ordering::SeqCst);
-            });
+            run_counted(shared, backlog, job);
             guard.busy = false;
+            run_backlog(shared, backlog, &mut guard);
             if shared.queued.load(Ordering::Acquire) > 0 {
                 st = shared.state.lock();
                 continue;
@@ -396,6 +540,12 @@ fn worker_main(shared: &Shared) {
             // Nothing queued: watch for work without taking the lock, which the submitter
             // needs for every job (shutdown is noticed under the lock below).
         } else {
+            if st.take_backlog(me, None) {
+                drop(st);
+                run_backlog(shared, backlog, &mut guard);
+                st = shared.state.lock();
+                continue;
+            }
             if st.shutdown || st.broken.is_some() {
                 break;
             }
@@ -403,15 +553,48 @@ fn worker_main(shared: &Shared) {
         }
         let found = spin_for_work(shared);
         // `spin_for_work` no longer counts this worker as a spinner: from here on a submit
-        // wakes it, and the queue is re-checked under the lock before it sleeps.
+        // wakes it, and the queue is re-checked under the lock before it sleeps. So are the
+        // backlogs: a worker does not sleep while another's backlog holds a job.
         st = shared.state.lock();
-        if !found && st.queue.is_empty() && !st.shutdown && st.broken.is_none() {
+        if !found
+            && st.queue.is_empty()
+            && st.backlogged() == 0
+            && !st.shutdown
+            && st.broken.is_none()
+        {
             st.sleeping += 1;
             shared.work.wait(&mut st);
             st.sleeping -= 1;
         }
     }
     drop(st);
+}
+
+/// Runs `job`, counting it as started (for [`State::take_backlog`]'s look for a stuck worker);
+/// the worker counts itself available again before the outcome is visible (see `job`), but
+/// only after the done-callbacks, which run on this thread: a callback that submits work and
+/// waits for it gets another thread (as in CPython, whose idle semaphore is released after the
+/// callbacks).
+fn run_counted(shared: &Shared, backlog: &Backlog, job: Work) {
+    let started = backlog.started.load(Ordering::Relaxed);
+    backlog
+        .started
+        .store(started.wrapping_add(1), Ordering::Relaxed);
+    job.run_and_publish(&mut || {
+        shared.available.fetch_add(1, Ordering::SeqCst);
+    });
+}
+
+/// Runs this worker's backlog, oldest first, until it is empty (others may take from it
+/// meanwhile). Backlogs fill only once every worker is started, so the available count is
+/// not read and changes outside the lock.
+fn run_backlog(shared: &Shared, backlog: &Backlog, guard: &mut ExitGuard<'_>) {
+    while let Some(job) = backlog.pop() {
+        guard.busy = true;
+        shared.available.fetch_sub(1, Ordering::SeqCst);
+        run_counted(shared, backlog, job);
+        guard.busy = false;
+    }
 }
 
 /// Watches the queue for up to [`SPIN_FOR`] without the lock, if no more than
