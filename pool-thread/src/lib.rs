@@ -82,18 +82,16 @@
 //! whoever reads that result and submits again always finds it available.
 //!
 //! Each worker runs the initializer once, then loops: take the next job, run it, repeat. Once all
-//! `max_workers` threads run and none is asleep, a worker that finds a long queue takes a few
-//! jobs at a time (at most 16, and at most `1 / (2 × workers)` of what is queued) into a backlog of
-//! its own, so the queue's lock, which every submit takes, changes hands once per few jobs
-//! rather than once per job. Jobs in a backlog never wait behind a long task while another
-//! worker could run them: a worker that runs out of work takes half of another's backlog (and
-//! does not sleep while any backlog holds a job), and a worker kept busy by the queue takes the
-//! whole backlog of one that started no job while it took 64 from the queue. A pool with
-//! one worker still runs jobs in submission order, and `shutdown(cancel_futures = true)`
-//! cancels backlogged jobs too. When the queue is empty, up to one worker per CPU (none if the process has only one) watches it for up to
-//! 50 µs (spinning, then yielding its CPU) before sleeping on a condvar, so a burst of submits, or
-//! a submit right after the previous result was read, finds a worker awake instead of paying a
-//! futex wake-up on both sides; an idle pool is idle again 50 µs after its last task. A task's
+//! `max_workers` threads run, a worker that finds no job moved out of the queue moves the whole
+//! queue out at once (an O(1) swap), and the workers take jobs from there, oldest first, under
+//! a lock of their own: the queue's lock, which every submit takes, then changes hands once per
+//! refill rather than once per job. Jobs still start in submission order, as in CPython, so a
+//! task that waits for earlier tasks never waits behind one that is blocked while a worker is
+//! free, and `shutdown(cancel_futures = true)` cancels jobs moved out of the queue too. When no
+//! job is left, up to one worker per CPU (none if the process has only one) watches for one for
+//! up to 50 µs (spinning, then yielding its CPU) before sleeping on a condvar, so a burst of
+//! submits, or a submit right after the previous result was read, finds a worker awake instead
+//! of paying a futex wake-up on both sides; an idle pool is idle again 50 µs after its last task. A task's
 //! panic is caught with [`cf_executor_api::call_catching`] and becomes that future's
 //! [`TaskError::Panicked`]; the thread lives on. A panic that cannot unwind (every panic of a
 //! program built with `panic = "abort"`, or one leaving an `extern "C"` function) cannot reach a

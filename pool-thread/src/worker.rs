@@ -32,26 +32,25 @@
 //! it yields between looks, so that idle workers do not crowd out the threads that submit and
 //! consume (keeping the CPU for all 50 µs cost a third of `map` throughput on 2 CPUs).
 //!
-//! Once every worker is started and none sleeps, a worker that takes a job from a long queue
-//! also takes up to [`BATCH_MAX`] more (at most `1 / (2 × workers)` of what is queued) into its own
-//! [`Backlog`], and runs them before it comes back: the queue's mutex is then taken once per
-//! batch instead of once per job, by a submitter and workers that would otherwise pass its cache
-//! line back and forth on every task. A backlog is never stranded behind a long task: a worker
-//! that finds the queue empty takes half of another's backlog (under the queue's lock, which
-//! also keeps a worker from sleeping while any backlog holds a job, and a backlog from filling
-//! while any worker sleeps), and every [`STUCK_CHECK`]-th job it takes from the queue, a worker
-//! takes the whole backlog of any worker that started no job since its previous look. Backlogs
-//! hold the oldest jobs, so a single worker still runs jobs in submission order; `shutdown`
-//! with `cancel_futures` and a broken pool empty them along with the queue. The lock order is
-//! the queue's, then a backlog's; an owner takes only its own backlog's lock.
+//! Once every worker is started, the workers no longer take jobs from the queue one by one:
+//! a worker that finds the [`Head`] empty moves the whole queue into it at once (the two
+//! `VecDeque`s are swapped under both locks), and workers take jobs from the head, oldest first,
+//! under the head's own lock. The submitter then shares the queue's lock with the workers once
+//! per refill instead of once per job (on 2 CPUs, that lock's cache line changing hands three
+//! times per task was the largest single cost of a burst of small tasks), and the workers still
+//! start jobs strictly in submission order, as CPython's do: the head holds the oldest jobs, it
+//! is refilled only when empty, and any free worker takes its next job. Before every worker is
+//! started, workers pop the queue under its lock, as the available count requires. The lock
+//! order is the head's, then the queue's; nothing takes the head's lock while holding the
+//! queue's.
 //!
-//! The queue's mutex and each of the three counters sit on cache lines of their own, since one
-//! side writes them on every task and the other reads them on every task.
+//! The queue's mutex, the head and each of the three counters sit on cache lines of their own,
+//! since one side writes them on every task and the other reads them on every task.
 
 use std::cell::Cell;
 use std::collections::VecDeque;
 use std::io;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -77,10 +76,6 @@ static NEXT_POOL_ID: AtomicUsize = AtomicUsize::new(1);
 const SPIN_FOR: Duration = Duration::from_micros(50);
 /// How long the first spinner keeps its CPU before it starts yielding between looks.
 const SPIN_KEEP_CPU: Duration = Duration::from_micros(10);
-/// The most jobs a worker takes into its backlog at once.
-const BATCH_MAX: usize = 16;
-/// How often (in jobs taken from the queue) a worker looks for a backlog whose owner is stuck.
-const STUCK_CHECK: u32 = 64;
 
 /// How many workers of one pool may spin at once: one per CPU, and none when the process has a
 /// single CPU (a spinner could only keep the thread that submits from running).
@@ -105,57 +100,24 @@ impl<T> std::ops::Deref for Line<T> {
     }
 }
 
-/// Jobs one worker took from the queue in one go, to run in order before it takes more (see the
-/// module docs), with what other workers read without its lock.
-#[repr(align(64))]
-struct Backlog {
+/// Jobs moved out of the queue in one go, taken by the workers one at a time, oldest first (see
+/// the module docs).
+struct Head {
     jobs: Mutex<VecDeque<Work>>,
-    /// `jobs.len()`, stored under `jobs`' lock whenever it changes.
+    /// `jobs.len()`, stored under `jobs`' lock whenever it changes; it only grows under the
+    /// queue's lock too, so a worker that reads it as zero under the queue's lock may sleep.
     len: AtomicUsize,
-    /// Jobs the owner has started so far (only the owner writes it): a count that has not moved
-    /// between two looks means the owner is still in the same job.
-    started: AtomicUsize,
-}
-
-impl Backlog {
-    fn new() -> Self {
-        Backlog {
-            jobs: Mutex::new(VecDeque::new()),
-            len: AtomicUsize::new(0),
-            started: AtomicUsize::new(0),
-        }
-    }
-
-    /// Moves `n` jobs from the front of `from` to the back of this backlog.
-    fn take_from(&self, from: &mut VecDeque<Work>, n: usize) {
-        let mut jobs = self.jobs.lock();
-        jobs.extend(from.drain(..n));
-        self.len.store(jobs.len(), Ordering::Relaxed);
-    }
-
-    /// The front half (rounded up) of this backlog, or all of it.
-    fn give(&self, all: bool) -> VecDeque<Work> {
-        let mut jobs = self.jobs.lock();
-        let n = if all {
-            jobs.len()
-        } else {
-            jobs.len().div_ceil(2)
-        };
-        let given: VecDeque<Work> = jobs.drain(..n).collect();
-        self.len.store(jobs.len(), Ordering::Relaxed);
-        given
-    }
-
-    fn pop(&self) -> Option<Work> {
-        let mut jobs = self.jobs.lock();
-        let job = jobs.pop_front();
-        self.len.store(jobs.len(), Ordering::Relaxed);
-        job
-    }
 }
 
 pub(crate) struct Shared {
     state: Line<Mutex<State>>,
+    head: Line<Head>,
+    /// Set (under the queue's lock) once `max_workers` threads were started: from then on jobs
+    /// are taken from the head.
+    all_started: AtomicBool,
+    /// `shutdown || broken`, stored under the queue's lock: an idle worker looks at it before it
+    /// takes the lock to see whether it should exit.
+    closing: AtomicBool,
     /// Workers wait here for work (or shutdown).
     work: Condvar,
     /// `shutdown(wait)` waits here for the workers to exit.
@@ -187,70 +149,8 @@ struct State {
     sleeping: usize,
     /// Handles of threads not yet joined.
     handles: Vec<JoinHandle<()>>,
-    /// Every started worker's backlog, by the worker's index.
-    backlogs: Vec<Arc<Backlog>>,
     shutdown: bool,
     broken: Option<String>,
-}
-
-impl State {
-    /// Jobs in the workers' backlogs.
-    fn backlogged(&self) -> usize {
-        self.backlogs
-            .iter()
-            .map(|b| b.len.load(Ordering::Relaxed))
-            .sum()
-    }
-
-    /// Takes every job not started: the queue's and the backlogs', oldest first.
-    fn drain_all(&mut self) -> Vec<Work> {
-        let mut all: Vec<Work> = Vec::new();
-        for backlog in &self.backlogs {
-            all.extend(backlog.give(true));
-        }
-        all.extend(self.queue.drain(..));
-        all
-    }
-
-    /// Moves jobs from other workers' backlogs into `me`'s: half of the first non-empty one
-    /// (`stuck` is `None`), or all of each whose owner started no job since `stuck` last saw it
-    /// (`stuck` holds what this worker saw of each at its previous look). `true` if it moved any.
-    fn take_backlog(&self, me: usize, stuck: Option<&mut Vec<usize>>) -> bool {
-        let own = &self.backlogs[me];
-        let others = (1..self.backlogs.len()).map(|k| (me + k) % self.backlogs.len());
-        match stuck {
-            None => {
-                for i in others {
-                    let other = &self.backlogs[i];
-                    if other.len.load(Ordering::Relaxed) > 0 {
-                        let mut jobs = other.give(false);
-                        if !jobs.is_empty() {
-                            let n = jobs.len();
-                            own.take_from(&mut jobs, n);
-                            return true;
-                        }
-                    }
-                }
-                false
-            }
-            Some(seen) => {
-                seen.resize(self.backlogs.len(), usize::MAX);
-                let mut moved = false;
-                for i in others {
-                    let other = &self.backlogs[i];
-                    let started = other.started.load(Ordering::Relaxed);
-                    if started == seen[i] && other.len.load(Ordering::Relaxed) > 0 {
-                        let mut jobs = other.give(true);
-                        let n = jobs.len();
-                        own.take_from(&mut jobs, n);
-                        moved |= n > 0;
-                    }
-                    seen[i] = started;
-                }
-                moved
-            }
-        }
-    }
 }
 
 /// A snapshot for `Debug`.
@@ -276,10 +176,15 @@ impl Shared {
                 started: 0,
                 sleeping: 0,
                 handles: Vec::new(),
-                backlogs: Vec::new(),
                 shutdown: false,
                 broken: None,
             })),
+            head: Line(Head {
+                jobs: Mutex::new(VecDeque::new()),
+                len: AtomicUsize::new(0),
+            }),
+            all_started: AtomicBool::new(false),
+            closing: AtomicBool::new(false),
             work: Condvar::new(),
             exited: Condvar::new(),
             available: Line(AtomicUsize::new(0)),
@@ -297,7 +202,7 @@ impl Shared {
         Snapshot {
             started: st.started,
             available: self.available.load(Ordering::SeqCst),
-            queued: st.queue.len() + st.backlogged(),
+            queued: st.queue.len() + self.head.len.load(Ordering::Acquire),
             shutdown: st.shutdown,
             broken: st.broken.clone(),
         }
@@ -363,13 +268,9 @@ impl Shared {
     fn start_worker(self: &Arc<Self>, st: &mut State) -> io::Result<()> {
         let name = format!("{}_{}", self.prefix, st.started);
         let shared = Arc::clone(self);
-        let backlog = Arc::new(Backlog::new());
-        let own = Arc::clone(&backlog);
-        let index = st.started;
         let handle = thread::Builder::new()
             .name(name)
-            .spawn(move || worker_main(&shared, index, &own))?;
-        st.backlogs.push(backlog);
+            .spawn(move || worker_main(&shared))?;
         log::debug!(
             "started worker thread {}_{} ({} of at most {})",
             self.prefix,
@@ -382,18 +283,23 @@ impl Shared {
         st.live += 1;
         self.available.fetch_add(1, Ordering::SeqCst);
         st.handles.push(handle);
+        if st.started >= self.max_workers {
+            self.all_started.store(true, Ordering::Release);
+        }
         Ok(())
     }
 
     /// Stops taking work; see `Executor::shutdown`.
     pub(crate) fn shutdown(&self, wait: bool, cancel_futures: bool) {
         let (cancelled, handles) = {
+            // The head's lock first (the lock order), only if its jobs are to go.
+            let mut head = cancel_futures.then(|| self.head.jobs.lock());
             let mut st = self.state.lock();
             st.shutdown = true;
-            let cancelled: Vec<_> = if cancel_futures {
-                st.drain_all()
-            } else {
-                Vec::new()
+            self.closing.store(true, Ordering::Release);
+            let cancelled: Vec<_> = match &mut head {
+                Some(head) => self.drain(head, &mut st),
+                None => Vec::new(),
             };
             self.queued.store(st.queue.len(), Ordering::Release);
             self.work.notify_all();
@@ -435,14 +341,68 @@ impl Shared {
         }
     }
 
+    /// Takes every job not started, oldest first: the head's, then the queue's.
+    fn drain(&self, head: &mut VecDeque<Work>, st: &mut State) -> Vec<Work> {
+        let mut all: Vec<Work> = head.drain(..).collect();
+        self.head.len.store(0, Ordering::Release);
+        all.extend(st.queue.drain(..));
+        self.queued.store(0, Ordering::Release);
+        all
+    }
+
+    /// The next job to run, counting this worker not available; `None` if there is none. Once
+    /// every worker is started it comes from the head, which is refilled with the whole queue
+    /// when empty; before, from the queue, under its lock (see the module docs). Nothing is
+    /// locked when both look empty (an idle worker watches them without the lock).
+    fn next_job(&self) -> Option<Work> {
+        let queued = self.queued.load(Ordering::Acquire);
+        if self.all_started.load(Ordering::Acquire) {
+            if queued == 0 && self.head.len.load(Ordering::Acquire) == 0 {
+                return None;
+            }
+            let mut head = self.head.jobs.lock();
+            if head.is_empty() && self.queued.load(Ordering::Acquire) > 0 {
+                let mut st = self.state.lock();
+                std::mem::swap(&mut *head, &mut st.queue);
+                self.queued.store(0, Ordering::Release);
+            }
+            let job = head.pop_front();
+            self.head.len.store(head.len(), Ordering::Release);
+            drop(head);
+            // Every worker is started, so no submit looks at the count any more: it need not
+            // change under a lock.
+            if job.is_some() {
+                self.available.fetch_sub(1, Ordering::SeqCst);
+            }
+            job
+        } else {
+            if queued == 0 {
+                return None;
+            }
+            let mut st = self.state.lock();
+            let job = st.queue.pop_front()?;
+            self.queued.store(st.queue.len(), Ordering::Release);
+            // A submit may start a worker: it must not count this one available.
+            self.available.fetch_sub(1, Ordering::SeqCst);
+            Some(job)
+        }
+    }
+
+    /// Whether a job waits in the queue or the head (the head's count is exact under the
+    /// queue's lock, which every growth of the head holds).
+    fn has_work(&self, st: &State) -> bool {
+        !st.queue.is_empty() || self.head.len.load(Ordering::Acquire) > 0
+    }
+
     /// The initializer failed: break the pool and fail everything queued with `reason`.
     fn break_pool(&self, reason: String) {
         let (reason, drained) = {
+            let mut head = self.head.jobs.lock();
             let mut st = self.state.lock();
             let reason = st.broken.get_or_insert(reason).clone();
+            self.closing.store(true, Ordering::Release);
             self.work.notify_all();
-            let drained = st.drain_all();
-            self.queued.store(0, Ordering::Release);
+            let drained = self.drain(&mut head, &mut st);
             (reason, drained)
         };
         log::error!("thread pool {} is broken: {reason}", self.prefix);
@@ -471,7 +431,7 @@ impl Drop for ExitGuard<'_> {
     }
 }
 
-fn worker_main(shared: &Shared, me: usize, backlog: &Backlog) {
+fn worker_main(shared: &Shared) {
     CURRENT_POOL.with(|c| c.set(shared.id));
     let mut guard = ExitGuard {
         shared,
@@ -499,101 +459,37 @@ fn worker_main(shared: &Shared, me: usize, backlog: &Backlog) {
             return;
         }
     }
-    // What this worker saw of the others' started-job counts at its last look for a stuck one.
-    let mut seen = Vec::new();
-    let mut taken: u32 = 0;
-    let mut st = shared.state.lock();
     loop {
-        if let Some(job) = st.queue.pop_front() {
-            let all_started = st.started >= shared.max_workers;
-            if all_started {
-                taken = taken.wrapping_add(1);
-                if taken % STUCK_CHECK == 0 {
-                    st.take_backlog(me, Some(&mut seen));
-                }
-                if st.sleeping == 0 {
-                    let n = (st.queue.len() / (2 * st.live.max(1))).min(BATCH_MAX);
-                    if n > 0 {
-                        backlog.take_from(&mut st.queue, n);
-                    }
-                }
-            }
-            shared.queued.store(st.queue.len(), Ordering::Release);
+        if let Some(job) = shared.next_job() {
             guard.busy = true;
-            if all_started {
-                // Every worker is started, so no submit looks at the count any more: it need
-                // not change under the lock (which the submitter waits for meanwhile).
-                drop(st);
-                shared.available.fetch_sub(1, Ordering::SeqCst);
-            } else {
-                // A submit may start a worker: it must not count this one available.
-                shared.available.fetch_sub(1, Ordering::SeqCst);
-                drop(st);
-            }
-            run_counted(shared, backlog, job);
+            // Available again before the result is visible (see `job`), but only after the
+            // done-callbacks, which run on this thread: a callback that submits work and
+            // waits for it gets another thread (as in CPython, whose idle semaphore is
+            // released after the callbacks).
+            job.run_and_publish(&mut || {
+                shared.available.fetch_add(1, Ordering::SeqCst);
+            });
             guard.busy = false;
-            run_backlog(shared, backlog, &mut guard);
-            if shared.queued.load(Ordering::Acquire) > 0 {
-                st = shared.state.lock();
-                continue;
-            }
-            // Nothing queued: watch for work without taking the lock, which the submitter
-            // needs for every job (shutdown is noticed under the lock below).
-        } else {
-            if st.take_backlog(me, None) {
-                drop(st);
-                run_backlog(shared, backlog, &mut guard);
-                st = shared.state.lock();
-                continue;
-            }
-            if st.shutdown || st.broken.is_some() {
+            continue;
+        }
+        // Nothing to take: exit if the pool is closing and nothing is left, else watch for
+        // work without taking the lock, which the submitter needs for every job.
+        if shared.closing.load(Ordering::Acquire) {
+            let st = shared.state.lock();
+            if !shared.has_work(&st) {
                 break;
             }
-            drop(st);
+            continue;
         }
         let found = spin_for_work(shared);
         // `spin_for_work` no longer counts this worker as a spinner: from here on a submit
-        // wakes it, and the queue is re-checked under the lock before it sleeps. So are the
-        // backlogs: a worker does not sleep while another's backlog holds a job.
-        st = shared.state.lock();
-        if !found
-            && st.queue.is_empty()
-            && st.backlogged() == 0
-            && !st.shutdown
-            && st.broken.is_none()
-        {
+        // wakes it, and the queue and the head are re-checked under the lock before it sleeps.
+        let mut st = shared.state.lock();
+        if !found && !shared.has_work(&st) && !st.shutdown && st.broken.is_none() {
             st.sleeping += 1;
             shared.work.wait(&mut st);
             st.sleeping -= 1;
         }
-    }
-    drop(st);
-}
-
-/// Runs `job`, counting it as started (for [`State::take_backlog`]'s look for a stuck worker);
-/// the worker counts itself available again before the outcome is visible (see `job`), but
-/// only after the done-callbacks, which run on this thread: a callback that submits work and
-/// waits for it gets another thread (as in CPython, whose idle semaphore is released after the
-/// callbacks).
-fn run_counted(shared: &Shared, backlog: &Backlog, job: Work) {
-    let started = backlog.started.load(Ordering::Relaxed);
-    backlog
-        .started
-        .store(started.wrapping_add(1), Ordering::Relaxed);
-    job.run_and_publish(&mut || {
-        shared.available.fetch_add(1, Ordering::SeqCst);
-    });
-}
-
-/// Runs this worker's backlog, oldest first, until it is empty (others may take from it
-/// meanwhile). Backlogs fill only once every worker is started, so the available count is
-/// not read and changes outside the lock.
-fn run_backlog(shared: &Shared, backlog: &Backlog, guard: &mut ExitGuard<'_>) {
-    while let Some(job) = backlog.pop() {
-        guard.busy = true;
-        shared.available.fetch_sub(1, Ordering::SeqCst);
-        run_counted(shared, backlog, job);
-        guard.busy = false;
     }
 }
 
@@ -621,7 +517,8 @@ fn spin_for_work(shared: &Shared) -> bool {
     let mut round: u32 = 0;
     let mut polite = false;
     let found = loop {
-        if shared.queued.load(Ordering::Acquire) > 0 {
+        if shared.queued.load(Ordering::Acquire) > 0 || shared.head.len.load(Ordering::Acquire) > 0
+        {
             break true;
         }
         round = round.wrapping_add(1);
