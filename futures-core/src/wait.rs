@@ -51,7 +51,7 @@ fn dedup<'a, T: 'a>(futures: impl IntoIterator<Item = &'a Future<T>>) -> Vec<Fut
     let futures = futures.into_iter();
     // Sized once, not grown by doubling (each large reallocation is costly with thousands).
     let mut unique: Vec<Future<T>> = Vec::with_capacity(futures.size_hint().0);
-    let mut distinct = Distinct::default();
+    let mut distinct = Distinct::new(unique.capacity());
     for f in futures {
         if let Some(f) = distinct.clone_if_new(f, || unique.iter().map(Future::id)) {
             unique.push(f);
@@ -63,24 +63,33 @@ fn dedup<'a, T: 'a>(futures: impl IntoIterator<Item = &'a Future<T>>) -> Vec<Fut
 /// Picks the distinct futures of an input, in order, keeping a set of those seen only once it
 /// could matter.
 ///
-/// A clone made from a borrowed handle leaves the future with at least two handles, that one
-/// and the clone. If it has exactly two, no other handle exists anywhere, so no later item of
-/// the input can be the same future by another handle; and if a later item is the same handle
-/// again, the clone already made keeps that future at three or more when it comes. So while
-/// every clone finds exactly two, every future so far is distinct, and the set is built (from
-/// the futures kept so far) only when one finds more: a repeat, or a future the caller also
-/// keeps elsewhere (say as a map's key). A batch of futures just submitted and collected in
+/// Right after a clone, the future has at least two handles: the borrowed one (alive for the
+/// whole call) and the clone. Had an earlier item of this call been the same future, by this
+/// handle or another, the clone kept from it would be a third; so a count of exactly two proves
+/// the item new, whatever other threads do (they can add handles, and drop only their own).
+/// The set is therefore built only at the first clone that finds more than two (a repeat, or a
+/// future the caller also keeps elsewhere, say as a map's key), from the futures kept so far,
+/// and every later item goes through it. A batch of futures just submitted and collected in
 /// one list never needs it. For 20 000 futures the set is about 300 KiB, built on every call.
 /// Submitting 20 000 no-op tasks to a 2-thread pool and collecting them, 40 rounds alternating
-/// with and without the set in one small program, four times: skipping it took 22 to 27 % off
-/// a round (the allocator gave the set's memory back and faulted it in again every round),
-/// and 0 to 11 % with glibc's trimming turned off.
-#[derive(Default)]
+/// with and without the set in one small program, four times (while the pool still took jobs
+/// in per-worker batches, an earlier version of its queue): skipping it took 22 to 27 % off a
+/// round (the allocator gave the set's memory back and faulted it in again every round), and 0
+/// to 11 % with glibc's trimming turned off.
 struct Distinct {
     seen: Option<HashSet<usize, BuildHasherDefault<IdHasher>>>,
+    /// How many items the input says it has: the set's size if it is built.
+    expected: usize,
 }
 
 impl Distinct {
+    fn new(expected: usize) -> Self {
+        Distinct {
+            seen: None,
+            expected,
+        }
+    }
+
     /// A clone of `f`, unless an earlier item was the same future. `kept` lists the ids of the
     /// futures kept so far; it is called at most once, when the set is built.
     fn clone_if_new<T, I: Iterator<Item = usize>>(
@@ -90,7 +99,10 @@ impl Distinct {
     ) -> Option<Future<T>> {
         let (clone, handles) = f.clone_counted();
         if self.seen.is_none() && handles > 2 {
-            self.seen = Some(kept().collect());
+            let mut seen =
+                HashSet::with_capacity_and_hasher(self.expected, BuildHasherDefault::default());
+            seen.extend(kept());
+            self.seen = Some(seen);
         }
         let repeat = self
             .seen
@@ -230,7 +242,7 @@ pub fn as_completed<'a, T: 'a>(
     let mut slots = Vec::with_capacity(len);
     let mut ready = Vec::with_capacity(len);
     let mut pending = Vec::with_capacity(len);
-    let mut distinct = Distinct::default();
+    let mut distinct = Distinct::new(len);
     for f in futures {
         let kept = || slots.iter().flatten().map(Future::id);
         let Some(f) = distinct.clone_if_new(f, kept) else {
