@@ -365,6 +365,9 @@ impl Shared {
                 let mut st = self.state.lock();
                 std::mem::swap(&mut *head, &mut st.queue);
                 self.queued.store(0, Ordering::Release);
+                // Before the queue's lock goes: a worker deciding under it whether to sleep
+                // must see these jobs (the pop below only lowers the count).
+                self.head.len.store(head.len(), Ordering::Release);
             }
             let job = head.pop_front();
             self.head.len.store(head.len(), Ordering::Release);
