@@ -102,6 +102,28 @@ pub struct Target {
     pub met: Option<bool>,
 }
 
+impl Target {
+    /// A ratio `v` with its goal: met when `ok(v)`, not measured when `v` is `None`.
+    fn ratio(name: &str, goal: &str, v: Option<f64>, ok: fn(f64) -> bool) -> Self {
+        Target {
+            name: name.into(),
+            goal: goal.into(),
+            measured: v.map_or("n/a".into(), |v| format!("{v:.2}x")),
+            met: v.map(ok),
+        }
+    }
+
+    /// A ratio shown for context, with no goal.
+    fn context(name: impl Into<String>, v: Option<f64>) -> Self {
+        Target {
+            name: name.into(),
+            goal: "—".into(),
+            measured: v.map_or("n/a".into(), |v| format!("{v:.2}x")),
+            met: None,
+        }
+    }
+}
+
 /// The resident memory of a pool's idle worker processes.
 #[derive(Debug, Clone)]
 pub struct Memory {
@@ -163,127 +185,97 @@ impl Report {
     /// The issue's targets, each evaluated on this run.
     #[must_use]
     pub fn targets(&self, cores: usize) -> Vec<Target> {
-        let mut t = Vec::new();
-        let mut ratio = |name: &str, goal: &str, v: Option<f64>, ok: fn(f64) -> bool| {
-            t.push(Target {
-                name: name.into(),
-                goal: goal.into(),
-                measured: v.map_or("n/a".into(), |v| format!("{v:.2}x")),
-                met: v.map(ok),
-            });
-        };
-        ratio(
-            "process round trip vs socketpair ping-pong",
-            "<= 1.5x",
-            self.ratio("round_trip", "cf-proc", "socketpair"),
-            |v| v <= 1.5,
-        );
-        ratio(
-            "process round trip vs CPython process pool",
-            "<= 0.25x",
-            self.ratio("round_trip", "cf-proc", "py-proc"),
-            |v| v <= 0.25,
-        );
-        ratio(
-            "process submit throughput vs CPython process pool",
-            ">= 30x",
-            self.ratio("submit_throughput", "cf-proc", "py-proc"),
-            |v| v >= 30.0,
-        );
-        ratio(
-            "process map, chunksize 256, vs CPython process pool",
-            ">= 5x",
-            self.ratio("map_c256", "cf-proc", "py-proc"),
-            |v| v >= 5.0,
-        );
-        // A plain `Vec<u8>` is serialized element by element: its goal is procspawn's figure
-        // (below), and how it stands against memory speed is shown without one.
-        t.push(Target {
-            name: "context: 16 MiB echo (Vec<u8>, the default) vs memcpy bandwidth (no goal; \
-                   its goal is procspawn's figure, below)"
-                .into(),
-            goal: "—".into(),
-            measured: self
-                .ratio("echo_16MiB", "cf-proc", "memcpy")
-                .map_or("n/a".into(), |v| format!("{v:.2}x")),
-            met: None,
-        });
-        let mut ratio = |name: &str, goal: &str, v: Option<f64>, ok: fn(f64) -> bool| {
-            t.push(Target {
-                name: name.into(),
-                goal: goal.into(),
-                measured: v.map_or("n/a".into(), |v| format!("{v:.2}x")),
-                met: v.map(ok),
-            });
-        };
+        let mut t = vec![
+            Target::ratio(
+                "process round trip vs socketpair ping-pong",
+                "<= 1.5x",
+                self.ratio("round_trip", "cf-proc", "socketpair"),
+                |v| v <= 1.5,
+            ),
+            Target::ratio(
+                "process round trip vs CPython process pool",
+                "<= 0.25x",
+                self.ratio("round_trip", "cf-proc", "py-proc"),
+                |v| v <= 0.25,
+            ),
+            Target::ratio(
+                "process submit throughput vs CPython process pool",
+                ">= 30x",
+                self.ratio("submit_throughput", "cf-proc", "py-proc"),
+                |v| v >= 30.0,
+            ),
+            Target::ratio(
+                "process map, chunksize 256, vs CPython process pool",
+                ">= 5x",
+                self.ratio("map_c256", "cf-proc", "py-proc"),
+                |v| v >= 5.0,
+            ),
+            // A plain `Vec<u8>` is serialized element by element: its goal is procspawn's figure
+            // (below), and how it stands against memory speed is shown without one.
+            Target::context(
+                "context: 16 MiB echo (Vec<u8>, the default) vs memcpy bandwidth (no goal; its goal \
+                 is procspawn's figure, below)",
+                self.ratio("echo_16MiB", "cf-proc", "memcpy"),
+            ),
+        ];
         for (contender, what) in [
             ("cf-proc+ByteBuf", "serde_bytes::ByteBuf"),
             ("cf-proc+Buffer", "cf Buffer, shared memory"),
         ] {
-            ratio(
+            t.push(Target::ratio(
                 &format!("16 MiB echo ({what}) vs memcpy bandwidth"),
                 ">= 0.30x",
                 self.ratio("echo_16MiB", contender, "memcpy"),
                 |v| v >= 0.30,
-            );
+            ));
         }
-        ratio(
+        t.push(Target::ratio(
             "16 MiB echo (serde_bytes::ByteBuf) vs procspawn (Vec<u8>)",
             ">= 3x",
             self.ratio("echo_16MiB", "cf-proc+ByteBuf", "procspawn"),
             |v| v >= 3.0,
-        );
-        ratio(
+        ));
+        t.push(Target::ratio(
             "16 MiB echo (Vec<u8>, the default) vs procspawn (Vec<u8>)",
             ">= 1x",
             self.ratio("echo_16MiB", "cf-proc", "procspawn"),
             |v| v >= 1.0,
-        );
-        ratio(
+        ));
+        t.push(Target::ratio(
             "process pool start + first result + shutdown vs CPython process pool",
             "<= 0.3x",
             self.ratio("startup", "cf-proc", "py-proc"),
             |v| v <= 0.3,
-        );
+        ));
         let wide = format!("cpu_w{cores}");
         for pool in ["cf-proc", "cf-thread"] {
-            ratio(
+            t.push(Target::ratio(
                 &format!("CPU-bound speedup, {cores} workers, {pool}"),
                 ">= 1.9x",
                 self.value(&wide, pool),
                 |v| v >= 1.9,
-            );
+            ));
         }
         let ceiling = self.value(&wide, "ideal-split");
-        t.push(Target {
-            name: format!(
+        t.push(Target::context(
+            format!(
                 "context: what the machine gave this run ({cores} plain threads, an equal share \
                  of the tasks each)"
             ),
-            goal: "—".into(),
-            measured: ceiling.map_or("n/a".into(), |v| format!("{v:.2}x")),
-            met: None,
-        });
-        let mut ratio = |name: &str, goal: &str, v: Option<f64>, ok: fn(f64) -> bool| {
-            t.push(Target {
-                name: name.into(),
-                goal: goal.into(),
-                measured: v.map_or("n/a".into(), |v| format!("{v:.2}x")),
-                met: v.map(ok),
-            });
-        };
-        ratio(
+            ceiling,
+        ));
+        t.push(Target::ratio(
             "thread round trip vs rayon spawn + channel",
             "<= 1.0x",
             self.ratio("round_trip", "cf-thread", "rayon"),
             |v| v <= 1.0,
-        );
-        ratio(
+        ));
+        t.push(Target::ratio(
             "thread submit throughput vs rayon spawn + channel",
             ">= 1.5x",
             self.ratio("submit_throughput", "cf-thread", "rayon"),
             |v| v >= 1.5,
-        );
+        ));
         let rate = self.value("submit_throughput", "cf-thread");
         t.push(Target {
             name: "thread submit throughput".into(),

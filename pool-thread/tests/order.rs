@@ -141,16 +141,7 @@ fn shutdown_cancels_jobs_moved_out_of_the_queue() {
     let pool = pool(1);
     let (gate, _held) = hold_workers(&pool, 1);
     // Runs next, with the jobs after it moved out of the queue along with it.
-    let second_gate = OpenOnDrop(Latch::new());
-    let running = Arc::new(AtomicBool::new(false));
-    let second = {
-        let (latch, running) = (second_gate.0.clone(), Arc::clone(&running));
-        pool.spawn(move || {
-            running.store(true, Ordering::SeqCst);
-            latch.wait();
-        })
-        .unwrap()
-    };
+    let (second, second_gate, running) = gated_task(&pool);
     let ran = Arc::new(Mutex::new(Vec::new()));
     let rest: Vec<Future<()>> = (0..100)
         .map(|i| {
@@ -175,6 +166,52 @@ fn shutdown_cancels_jobs_moved_out_of_the_queue() {
     assert_eq!(*ran.lock().unwrap(), Vec::<i32>::new());
 }
 
+/// A task that sets the returned flag when it runs, then waits at a latch opened when the
+/// returned guard drops.
+fn gated_task(pool: &ThreadPoolExecutor) -> (Future<()>, OpenOnDrop, Arc<AtomicBool>) {
+    let gate = OpenOnDrop(Latch::new());
+    let running = Arc::new(AtomicBool::new(false));
+    let task = {
+        let (latch, running) = (gate.0.clone(), Arc::clone(&running));
+        pool.spawn(move || {
+            running.store(true, Ordering::SeqCst);
+            latch.wait();
+        })
+        .unwrap()
+    };
+    (task, gate, running)
+}
+
+/// L of the scenarios below: a task that waits (at most [`LIMIT`]) for the task K sent on the
+/// returned channel.
+fn waits_for_k(pool: &ThreadPoolExecutor) -> (Future<Result<(), String>>, KSender) {
+    let (k_tx, k_rx) = mpsc::channel::<Future<Result<(), String>>>();
+    let l = pool
+        .spawn(move || -> Result<(), String> {
+            let k = k_rx.recv_timeout(LIMIT).map_err(|e| e.to_string())?;
+            match k.result_timeout(LIMIT) {
+                Ok(Ok(())) => Ok(()),
+                other => Err(format!("K: {other:?}")),
+            }
+        })
+        .unwrap();
+    (l, k_tx)
+}
+
+/// Where [`waits_for_k`]'s task learns K.
+type KSender = mpsc::Sender<Future<Result<(), String>>>;
+
+/// K: a task that waits (at most [`LIMIT`]) for `j`.
+fn waits_for(pool: &ThreadPoolExecutor, j: &Future<()>) -> Future<Result<(), String>> {
+    let j = j.clone();
+    pool.spawn(move || {
+        j.result_timeout(LIMIT)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    })
+    .unwrap()
+}
+
 /// Two waiters with the jobs they wait for between them: each worker takes the oldest job, so
 /// the second waiter starts only after every job it waits for has started.
 #[test]
@@ -197,26 +234,9 @@ fn two_waiters_with_their_jobs_between_them() {
 fn a_task_waiting_for_an_earlier_one_never_waits_behind_a_blocked_worker() {
     let pool = pool(2);
     let (gate, _held) = hold_workers(&pool, 2);
-    let (k_tx, k_rx) = mpsc::channel::<Future<Result<(), String>>>();
-    let l = pool
-        .spawn(move || -> Result<(), String> {
-            let k = k_rx.recv_timeout(LIMIT).map_err(|e| e.to_string())?;
-            match k.result_timeout(LIMIT) {
-                Ok(Ok(())) => Ok(()),
-                other => Err(format!("K: {other:?}")),
-            }
-        })
-        .unwrap();
+    let (l, k_tx) = waits_for_k(&pool);
     let j = pool.spawn(|| ()).unwrap();
-    let k = {
-        let j = j.clone();
-        pool.spawn(move || {
-            j.result_timeout(LIMIT)
-                .map(|_| ())
-                .map_err(|e| e.to_string())
-        })
-        .unwrap()
-    };
+    let k = waits_for(&pool, &j);
     let fill: Vec<Future<()>> = (0..4).map(|_| pool.spawn(|| ()).unwrap()).collect();
     k_tx.send(k.clone()).unwrap();
     drop(gate);
@@ -250,16 +270,7 @@ fn a_broken_pool_fails_jobs_moved_out_of_the_queue() {
     };
     // Worker 0 runs `first`; submitting `second` starts worker 1, whose initializer waits.
     let (gate, _held) = hold_workers(&pool, 1);
-    let second_gate = OpenOnDrop(Latch::new());
-    let running = Arc::new(AtomicBool::new(false));
-    let second = {
-        let (latch, running) = (second_gate.0.clone(), Arc::clone(&running));
-        pool.spawn(move || {
-            running.store(true, Ordering::SeqCst);
-            latch.wait();
-        })
-        .unwrap()
-    };
+    let (second, second_gate, running) = gated_task(&pool);
     wait_until("worker 1 runs its initializer", || {
         calls.load(Ordering::SeqCst) == 2
     });
@@ -301,38 +312,12 @@ fn a_broken_pool_fails_jobs_moved_out_of_the_queue() {
 fn a_job_submitted_later_starts_after_older_ones_moved_out_of_the_queue() {
     let pool = pool(2);
     let (gate, _held) = hold_workers(&pool, 2);
-    let (k_tx, k_rx) = mpsc::channel::<Future<Result<(), String>>>();
-    let l = pool
-        .spawn(move || -> Result<(), String> {
-            let k = k_rx.recv_timeout(LIMIT).map_err(|e| e.to_string())?;
-            match k.result_timeout(LIMIT) {
-                Ok(Ok(())) => Ok(()),
-                other => Err(format!("K: {other:?}")),
-            }
-        })
-        .unwrap();
-    let g_gate = OpenOnDrop(Latch::new());
-    let g_running = Arc::new(AtomicBool::new(false));
-    let g = {
-        let (latch, running) = (g_gate.0.clone(), Arc::clone(&g_running));
-        pool.spawn(move || {
-            running.store(true, Ordering::SeqCst);
-            latch.wait();
-        })
-        .unwrap()
-    };
+    let (l, k_tx) = waits_for_k(&pool);
+    let (g, g_gate, g_running) = gated_task(&pool);
     let j = pool.spawn(|| ()).unwrap();
     drop(gate);
     wait_until("G runs", || g_running.load(Ordering::SeqCst));
-    let k = {
-        let j = j.clone();
-        pool.spawn(move || {
-            j.result_timeout(LIMIT)
-                .map(|_| ())
-                .map_err(|e| e.to_string())
-        })
-        .unwrap()
-    };
+    let k = waits_for(&pool, &j);
     k_tx.send(k.clone()).unwrap();
     drop(g_gate);
     assert_eq!(l.result_timeout(LIMIT), Ok(&Ok(())));
