@@ -68,7 +68,8 @@
 //!
 //! # Threads, queue and idle count
 //!
-//! The pool is one queue of jobs and a set of worker threads, all behind one mutex. `submit`
+//! The pool is one queue of jobs and a set of worker threads, behind one mutex (and, once every
+//! thread runs, a second one for the jobs moved out of the queue; see below). `submit`
 //! (and `spawn`, `map`, `submit_batch`) only pushes a job and never blocks on a worker. A
 //! `submit` or `spawn` allocates once: its call is stored in its future's own allocation
 //! ([`cf_executor_api::InlineTask`]), and the queue holds that; a `chunksize` batch is one
@@ -76,7 +77,8 @@
 //! start on demand: a submit starts a new thread only if the queue now holds more jobs than
 //! there are *available* workers (idle, starting, or just finishing a task) and fewer than
 //! `max_workers` threads exist; otherwise an idle worker is woken. This is CPython 3.9's idle
-//! semaphore, counted exactly (the count only goes down under the lock). So 60 blocking tasks
+//! semaphore, counted exactly (while a thread may still start, the count only goes down under
+//! the lock). So 60 blocking tasks
 //! on a pool of 4 start exactly 4 threads, and tasks submitted one after another, each awaited,
 //! all run on one thread. A worker counts itself available before it publishes a result, so
 //! whoever reads that result and submits again always finds it available.

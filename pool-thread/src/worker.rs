@@ -1,7 +1,8 @@
 //! The pool's shared state and the worker loop.
 //!
-//! One mutex guards everything a decision depends on: the queue, how many workers were
-//! started, shutdown and broken flags. The queue holds [`Work`]: a single task is the
+//! One mutex guards the queue and everything a decision depends on: how many workers were
+//! started and sleep, shutdown and broken flags; a second one guards the [`Head`], where jobs
+//! moved out of the queue wait (see below). The queue holds [`Work`]: a single task is the
 //! `InlineTask` whose allocation is also its future's (so a submit allocates once, and the
 //! worker frees nothing of the submitter's), a batch is boxed. The work condvar wakes waiting workers; the exited
 //! condvar wakes `shutdown(wait)`.
@@ -10,20 +11,22 @@
 //! workers (not running a task) to take them, and fewer than `max_workers` threads exist:
 //! CPython 3.9's idle semaphore, kept exact. The available count is an atomic so that a worker
 //! finishing a task can count itself available without taking the lock (one lock round trip
-//! per task fewer); it only ever goes down under the lock, when a worker takes a job, so a
-//! submitter holding the lock never sees a worker as available that will not take its job.
-//! Once all `max_workers` threads are started no submit reads the count any more (it is read
-//! only to decide whether to start one), so from then on a worker takes it down after
-//! releasing the lock, and a submit does not take the cache miss of reading it.
+//! per task fewer); while a thread may still start, it only goes down under the lock, when a
+//! worker takes a job, so a submitter holding the lock never sees a worker as available that
+//! will not take its job. Once all `max_workers` threads are started no submit reads the count
+//! any more (it is read only to decide whether to start one), so from then on a worker takes it
+//! down after releasing the lock, and a submit does not take the cache miss of reading it.
 //!
-//! A worker that finds the queue empty may become a *spinner*: it watches an atomic mirror of
-//! the queue length, without the lock, for up to [`SPIN_FOR`] before it sleeps on the condvar.
+//! A worker that finds no job may become a *spinner*: it watches atomic mirrors of the queue's
+//! and the head's lengths, without a lock, for up to [`SPIN_FOR`] before it sleeps on the
+//! condvar.
 //! Work submitted in a burst, or a task submitted right after the previous result was read, is
 //! then picked up without a futex wake-up, which costs several microseconds (more on a virtual
 //! machine) on both sides. At most one worker per CPU spins ([`max_spinners`]), none when the
 //! process has one CPU (`taskset -c 0`: the spinner would only delay the submitter); the others
-//! sleep at once. A submit wakes a sleeping worker only when the queue holds more jobs than
-//! there are spinners to take them; sleepers are counted under the lock, so while none sleeps
+//! sleep at once. A submit wakes a sleeping worker only when the queue and the head together
+//! hold more jobs than there are spinners to take them (a spinner may take an older job from
+//! the head, so the queue's length alone would undercount); sleepers are counted under the lock, so while none sleeps
 //! (a busy pool) a submit reads neither the spinner count nor the condvar. A worker that
 //! finishes a task and sees the queue's mirror at zero goes straight to spinning rather than
 //! taking the lock only to find the queue empty. The first spinner keeps its CPU for [`SPIN_KEEP_CPU`]: on
@@ -123,14 +126,15 @@ pub(crate) struct Shared {
     /// `shutdown(wait)` waits here for the workers to exit.
     exited: Condvar,
     /// Workers not running a task: starting, waiting for work, or about to take the next job.
-    /// Decremented only under the `state` lock (see the module docs).
+    /// Decremented only under the `state` lock while a thread may still start (see the module
+    /// docs).
     available: Line<AtomicUsize>,
     /// `state.queue.len()`, stored under the lock after every change: what spinning workers
     /// watch.
     queued: Line<AtomicUsize>,
     /// Workers spinning for work right now (at most [`max_spinners`]). A spinner re-checks the
-    /// queue under the lock after it stops counting itself here, so a submit that saw it
-    /// counted need not wake anyone.
+    /// queue and the head under the lock after it stops counting itself here, so a submit that
+    /// saw it counted need not wake anyone for one of the jobs waiting.
     spinning: Line<AtomicUsize>,
     pub(crate) max_workers: usize,
     pub(crate) prefix: String,
@@ -255,9 +259,14 @@ impl Shared {
         // at the spinners (a counter the workers write as they go idle) only if someone sleeps.
         // The sleeper is woken after the lock is released, so that it does not wake only to
         // wait for the lock this submit still holds; no wake-up is lost, since a worker looks at
-        // the queue and counts itself sleeping under the lock before it sleeps, and the job is
-        // in the queue.
-        let wake = st.sleeping > 0 && self.spinning.load(Ordering::SeqCst) < st.queue.len();
+        // the queue and the head and counts itself sleeping under the lock before it sleeps, and
+        // the job is in the queue. The head counts too: a spinner may take one of its older
+        // jobs instead of this one. (Its count only grows under this lock, so it is never too
+        // low here; at worst a sleeper is woken for nothing.)
+        let wake = st.sleeping > 0 && {
+            let waiting = st.queue.len() + self.head.len.load(Ordering::Acquire);
+            self.spinning.load(Ordering::SeqCst) < waiting
+        };
         drop(st);
         if wake {
             self.work.notify_one();
@@ -383,6 +392,12 @@ impl Shared {
                 return None;
             }
             let mut st = self.state.lock();
+            if st.started >= self.max_workers {
+                // The last thread started since the look above: jobs may wait in the head
+                // already, older than the queue's, so take the head's way.
+                drop(st);
+                return self.next_job();
+            }
             let job = st.queue.pop_front()?;
             self.queued.store(st.queue.len(), Ordering::Release);
             // A submit may start a worker: it must not count this one available.

@@ -325,3 +325,37 @@ fn a_job_submitted_later_starts_after_older_ones_moved_out_of_the_queue() {
     assert_eq!(j.result_timeout(LIMIT), Ok(&()));
     assert_eq!(g.result_timeout(LIMIT), Ok(&()));
 }
+
+/// Rounds of three tasks that all wait for each other, on three workers: each round needs
+/// every worker awake, so a submit that leaves a worker asleep while a job waits (one a
+/// spinner could not take because it took an older job instead) shows as a round that never
+/// completes. A stress test: it fails only when that interleaving happens.
+#[test]
+fn every_party_of_a_three_task_rendezvous_starts() {
+    let pool = pool(3);
+    let rounds = if cfg!(miri) { 3 } else { 300 };
+    for round in 0..rounds {
+        let arrived = Arc::new((Mutex::new(0usize), std::sync::Condvar::new()));
+        let parties: Vec<Future<Result<(), String>>> = (0..3)
+            .map(|_| {
+                let arrived = Arc::clone(&arrived);
+                pool.spawn(move || {
+                    let (count, all_in) = &*arrived;
+                    let mut n = count.lock().unwrap();
+                    *n += 1;
+                    all_in.notify_all();
+                    let (n, timeout) = all_in.wait_timeout_while(n, LIMIT, |n| *n < 3).unwrap();
+                    if timeout.timed_out() {
+                        Err(format!("only {} of 3 parties started", *n))
+                    } else {
+                        Ok(())
+                    }
+                })
+                .unwrap()
+            })
+            .collect();
+        for p in &parties {
+            assert_eq!(p.result_timeout(LIMIT), Ok(&Ok(())), "round {round}");
+        }
+    }
+}
