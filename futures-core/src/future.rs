@@ -46,6 +46,7 @@ use std::time::{Duration, Instant};
 
 use crate::error::{panic_message, InvalidStateError, TaskError};
 use crate::primitive::{yield_now, Arc, AtomicU32, Condvar, Mutex, Ordering};
+use crate::spin;
 use crate::waiter::Waiter;
 
 /// The life cycle of a future, as in Python's `concurrent.futures`.
@@ -592,49 +593,14 @@ impl<T> Future<T> {
         }
     }
 
-    /// Looks for completion without sleeping, when [`spin_policy`] says spinning can help: 127
-    /// spin hints in growing rounds, then yields for up to 20 µs (crossbeam's backoff, bounded in
-    /// time). `true` once the outcome is set.
+    /// Looks for completion without sleeping, as [`spin::until`] decides; `true` once the
+    /// outcome is set.
     ///
     /// The outcome is set under the lock that a done state is read under, and the state
     /// becomes done in that same critical section, so a caller that sees the outcome here and
     /// then asks for the state (taking the lock) sees it done.
-    #[cfg(not(loom))]
     fn spin_until_done(&self) -> bool {
-        const ROUNDS: u32 = 7;
-        const YIELD_FOR: Duration = Duration::from_micros(20);
-        let done = || self.inner.outcome.get().is_some();
-        if done() {
-            return true;
-        }
-        if !spin_policy::should_spin() {
-            return false;
-        }
-        for round in 0..ROUNDS {
-            for _ in 0..1u32 << round {
-                std::hint::spin_loop();
-            }
-            if done() {
-                spin_policy::record(true);
-                return true;
-            }
-        }
-        let start = Instant::now();
-        while start.elapsed() < YIELD_FOR {
-            std::thread::yield_now();
-            if done() {
-                spin_policy::record(true);
-                return true;
-            }
-        }
-        spin_policy::record(false);
-        false
-    }
-
-    /// Under loom every step is modelled; a spin adds nothing there but states.
-    #[cfg(loom)]
-    fn spin_until_done(&self) -> bool {
-        false
+        spin::until(|| self.inner.outcome.get().is_some())
     }
 
     /// The outcome of a done future.
@@ -1249,92 +1215,6 @@ impl fmt::Debug for InlineTask {
         f.debug_struct("InlineTask")
             .field("published", &self.job.is_none())
             .finish()
-    }
-}
-
-/// Whether an untimed wait looks for completion before it sleeps: only when spinning can help.
-///
-/// A spin finds the outcome early only if the thread that completes the future runs meanwhile on
-/// another CPU. With one CPU for this process (`taskset -c 0`, a one-CPU quota; read once, from
-/// `available_parallelism`, which honours the affinity mask and cgroup quotas) spinning can only
-/// delay that thread, so waits sleep at once. With more CPUs, a busy machine may still leave no
-/// CPU for the producer: each thread adapts to how its own spins went, as adaptive mutexes do.
-/// A spin that found the outcome restores its full credit; one that ran out costs a credit; with
-/// none left the thread sleeps at once, and probes again with one spin every [`PROBE_EVERY`]th
-/// wait (so a thread that waits for long tasks, where spinning never pays, wastes one short spin
-/// in 16 waits at most).
-#[cfg(not(loom))]
-mod spin_policy {
-    use std::cell::Cell;
-    use std::sync::OnceLock;
-
-    /// Failed spins in a row before a thread stops spinning.
-    const CREDIT: u8 = 4;
-    /// With no credit left, one wait in this many spins anyway, to notice when spinning pays
-    /// again.
-    pub(super) const PROBE_EVERY: u8 = 16;
-
-    thread_local! {
-        /// (credit, waits since the credit ran out)
-        static STATE: Cell<(u8, u8)> = const { Cell::new((CREDIT, 0)) };
-    }
-
-    /// Whether another CPU can run the producer while this thread spins; decided once.
-    fn several_cpus() -> bool {
-        static SEVERAL: OnceLock<bool> = OnceLock::new();
-        *SEVERAL.get_or_init(|| std::thread::available_parallelism().is_ok_and(|n| n.get() > 1))
-    }
-
-    /// Whether this wait should spin before it sleeps.
-    pub(super) fn should_spin() -> bool {
-        several_cpus()
-            && STATE
-                .try_with(|state| match state.get() {
-                    (0, skipped) if skipped + 1 < PROBE_EVERY => {
-                        state.set((0, skipped + 1));
-                        false
-                    }
-                    _ => true,
-                })
-                .unwrap_or(false)
-    }
-
-    /// How the spin went: `found` if it saw the outcome.
-    pub(super) fn record(found: bool) {
-        let _ = STATE.try_with(|state| {
-            let (credit, _) = state.get();
-            state.set(if found {
-                (CREDIT, 0)
-            } else {
-                (credit.saturating_sub(1), 0)
-            });
-        });
-    }
-
-    #[cfg(test)]
-    mod tests {
-        use super::*;
-
-        #[test]
-        fn failed_spins_stop_spinning_and_probes_resume_it() {
-            if !several_cpus() {
-                // One CPU: never spin, whatever the history.
-                record(true);
-                assert!(!should_spin());
-                return;
-            }
-            assert!(should_spin(), "a fresh thread spins");
-            for _ in 0..CREDIT {
-                assert!(should_spin());
-                record(false);
-            }
-            let spins: Vec<bool> = (0..PROBE_EVERY).map(|_| should_spin()).collect();
-            assert_eq!(spins.iter().filter(|s| **s).count(), 1, "{spins:?}");
-            assert_eq!(spins.last(), Some(&true), "the probe comes last: {spins:?}");
-            // The probe found the outcome: spinning is back.
-            record(true);
-            assert!(should_spin() && should_spin());
-        }
     }
 }
 

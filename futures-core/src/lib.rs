@@ -71,6 +71,7 @@
 mod error;
 mod future;
 mod primitive;
+mod spin;
 mod wait;
 mod waiter;
 

@@ -7,14 +7,27 @@
 //! allocates after the start however many futures complete: with thousands of futures, the
 //! growth of these buffers (each large reallocation making the allocator sweep its caches)
 //! cost more than the rest of `as_completed`.
+//!
+//! A wait that finds no key looks again without sleeping for a few microseconds first, as
+//! [`spin::until`] decides, before it sleeps on the condvar. While a pool works through a batch
+//! of short tasks, keys come every few hundred nanoseconds: sleeping between them cost a futex
+//! wake-up on the completing worker and a switch on the waiting side for every few keys (about
+//! 320 of each per round of 20 000 no-op tasks on 2 CPUs, nearly every futex call the round
+//! made).
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use crate::primitive::{Condvar, Mutex};
+use crate::primitive::{AtomicBool, Condvar, Mutex, Ordering};
+use crate::spin;
+
+/// A wait whose deadline is nearer than this sleeps at once rather than spin first.
+const SPIN_IF_DEADLINE_AFTER: Duration = Duration::from_millis(1);
 
 #[derive(Debug)]
 pub(crate) struct Waiter {
     fired: Mutex<Vec<usize>>,
+    /// Whether `fired` holds a key; written under its lock, read without it by a spinning wait.
+    any: AtomicBool,
     cond: Condvar,
 }
 
@@ -23,20 +36,30 @@ impl Waiter {
     pub(crate) fn with_capacity(keys: usize) -> Self {
         Waiter {
             fired: Mutex::new(Vec::with_capacity(keys)),
+            any: AtomicBool::new(false),
             cond: Condvar::new(),
         }
     }
 
     pub(crate) fn fire(&self, key: usize) {
-        self.fired.lock().push(key);
+        let mut fired = self.fired.lock();
+        fired.push(key);
+        self.any.store(true, Ordering::Release);
+        drop(fired);
         self.cond.notify_one();
     }
 
     /// Blocks until at least one key fired, or `deadline`; then swaps the keys fired so far
     /// into `out`, which must be empty (it becomes the waiter's next buffer). Returns `false`
-    /// (and leaves `out` empty) only on timeout.
+    /// (and leaves `out` empty) only on timeout. Looks without sleeping first (see the module
+    /// docs), unless the deadline is near.
     pub(crate) fn wait_into(&self, deadline: Option<Instant>, out: &mut Vec<usize>) -> bool {
         debug_assert!(out.is_empty());
+        let far = deadline
+            .is_none_or(|d| d.saturating_duration_since(Instant::now()) > SPIN_IF_DEADLINE_AFTER);
+        if far {
+            spin::until(|| self.any.load(Ordering::Acquire));
+        }
         let mut fired = self.fired.lock();
         while fired.is_empty() {
             match deadline {
@@ -49,6 +72,7 @@ impl Waiter {
             }
         }
         std::mem::swap(&mut *fired, out);
+        self.any.store(false, Ordering::Relaxed);
         !out.is_empty()
     }
 }
