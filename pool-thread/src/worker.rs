@@ -14,8 +14,10 @@
 //! per task fewer); while a thread may still start, it only goes down under the lock, when a
 //! worker takes a job, so a submitter holding the lock never sees a worker as available that
 //! will not take its job. Once all `max_workers` threads are started no submit reads the count
-//! any more (it is read only to decide whether to start one), so from then on a worker takes it
-//! down after releasing the lock, and a submit does not take the cache miss of reading it.
+//! any more (it is read only to decide whether to start one), so from then on the workers leave
+//! it alone: both workers wrote that one cache line twice per task, and on 2 CPUs moving it back
+//! and forth cost about 7 % of a burst of no-op tasks. Each worker also keeps a busy flag on a
+//! line of its own, which only `Debug` reads (as the number of workers not running a task).
 //!
 //! A worker that finds no job may become a *spinner*: it watches atomic mirrors of the queue's
 //! and the head's lengths, without a lock, for up to [`SPIN_FOR`] before it sleeps on the
@@ -126,8 +128,8 @@ pub(crate) struct Shared {
     /// `shutdown(wait)` waits here for the workers to exit.
     exited: Condvar,
     /// Workers not running a task: starting, waiting for work, or about to take the next job.
-    /// Decremented only under the `state` lock while a thread may still start (see the module
-    /// docs).
+    /// Kept only while a thread may still start, and decremented only under the `state` lock
+    /// (see the module docs); once every worker is started, nothing reads or writes it.
     available: Line<AtomicUsize>,
     /// `state.queue.len()`, stored under the lock after every change: what spinning workers
     /// watch.
@@ -153,6 +155,8 @@ struct State {
     sleeping: usize,
     /// Handles of threads not yet joined.
     handles: Vec<JoinHandle<()>>,
+    /// Each started worker's busy flag (running a task), for `Debug`.
+    busy: Vec<Arc<Line<AtomicBool>>>,
     shutdown: bool,
     broken: Option<String>,
 }
@@ -180,6 +184,7 @@ impl Shared {
                 started: 0,
                 sleeping: 0,
                 handles: Vec::new(),
+                busy: Vec::new(),
                 shutdown: false,
                 broken: None,
             })),
@@ -203,9 +208,10 @@ impl Shared {
 
     pub(crate) fn snapshot(&self) -> Snapshot {
         let st = self.state.lock();
+        let busy = st.busy.iter().filter(|b| b.load(Ordering::Relaxed)).count();
         Snapshot {
             started: st.started,
-            available: self.available.load(Ordering::SeqCst),
+            available: st.live.saturating_sub(busy),
             queued: st.queue.len() + self.head.len.load(Ordering::Acquire),
             shutdown: st.shutdown,
             broken: st.broken.clone(),
@@ -277,9 +283,11 @@ impl Shared {
     fn start_worker(self: &Arc<Self>, st: &mut State) -> io::Result<()> {
         let name = format!("{}_{}", self.prefix, st.started);
         let shared = Arc::clone(self);
+        let busy = Arc::new(Line(AtomicBool::new(false)));
+        let flag = Arc::clone(&busy);
         let handle = thread::Builder::new()
             .name(name)
-            .spawn(move || worker_main(&shared))?;
+            .spawn(move || worker_main(&shared, &flag))?;
         log::debug!(
             "started worker thread {}_{} ({} of at most {})",
             self.prefix,
@@ -292,6 +300,7 @@ impl Shared {
         st.live += 1;
         self.available.fetch_add(1, Ordering::SeqCst);
         st.handles.push(handle);
+        st.busy.push(busy);
         if st.started >= self.max_workers {
             self.all_started.store(true, Ordering::Release);
         }
@@ -359,14 +368,18 @@ impl Shared {
         all
     }
 
-    /// The next job to run, counting this worker not available; `None` if there is none. Once
-    /// every worker is started it comes from the head, which is refilled with the whole queue
-    /// when empty; before, from the queue, under its lock (see the module docs). Nothing is
-    /// locked when both look empty (an idle worker watches them without the lock).
-    fn next_job(&self) -> Option<Work> {
-        let queued = self.queued.load(Ordering::Acquire);
+    /// The next job to run, and whether this worker counted itself not available for it (it
+    /// must count itself available again when done); `None` if there is none. Once every
+    /// worker is started it comes from the head, which is refilled with the whole queue when
+    /// empty, and the count is left alone; before, from the queue, under its lock (see the
+    /// module docs). Nothing is locked when both look empty (an idle worker watches them
+    /// without the lock). The head's count is looked at first: while it holds jobs, the queue's,
+    /// which the submitter writes on every submit, need not be read.
+    fn next_job(&self) -> Option<(Work, bool)> {
         if self.all_started.load(Ordering::Acquire) {
-            if queued == 0 && self.head.len.load(Ordering::Acquire) == 0 {
+            if self.head.len.load(Ordering::Acquire) == 0
+                && self.queued.load(Ordering::Acquire) == 0
+            {
                 return None;
             }
             let mut head = self.head.jobs.lock();
@@ -381,14 +394,10 @@ impl Shared {
             let job = head.pop_front();
             self.head.len.store(head.len(), Ordering::Release);
             drop(head);
-            // Every worker is started, so no submit looks at the count any more: it need not
-            // change under a lock.
-            if job.is_some() {
-                self.available.fetch_sub(1, Ordering::SeqCst);
-            }
-            job
+            // Every worker is started, so no submit looks at the count any more.
+            job.map(|job| (job, false))
         } else {
-            if queued == 0 {
+            if self.queued.load(Ordering::Acquire) == 0 {
                 return None;
             }
             let mut st = self.state.lock();
@@ -402,7 +411,7 @@ impl Shared {
             self.queued.store(st.queue.len(), Ordering::Release);
             // A submit may start a worker: it must not count this one available.
             self.available.fetch_sub(1, Ordering::SeqCst);
-            Some(job)
+            Some((job, true))
         }
     }
 
@@ -435,25 +444,30 @@ impl Shared {
 /// Keeps `live`/`available` right however the worker ends, and wakes `shutdown(wait)`.
 struct ExitGuard<'a> {
     shared: &'a Shared,
-    busy: bool,
+    busy: &'a AtomicBool,
+    /// Whether this worker counts itself not available (it took a job while a thread could
+    /// still start, and has not finished it).
+    counted_out: bool,
 }
 
 impl Drop for ExitGuard<'_> {
     fn drop(&mut self) {
         let mut st = self.shared.state.lock();
         st.live -= 1;
-        if !self.busy {
+        self.busy.store(false, Ordering::Relaxed);
+        if !self.counted_out {
             self.shared.available.fetch_sub(1, Ordering::SeqCst);
         }
         self.shared.exited.notify_all();
     }
 }
 
-fn worker_main(shared: &Shared) {
+fn worker_main(shared: &Shared, busy: &AtomicBool) {
     CURRENT_POOL.with(|c| c.set(shared.id));
     let mut guard = ExitGuard {
         shared,
-        busy: false,
+        busy,
+        counted_out: false,
     };
     if let Some(init) = &shared.initializer {
         let name = thread::current().name().unwrap_or("?").to_owned();
@@ -478,16 +492,20 @@ fn worker_main(shared: &Shared) {
         }
     }
     loop {
-        if let Some(job) = shared.next_job() {
-            guard.busy = true;
+        if let Some((job, counted_out)) = shared.next_job() {
+            guard.counted_out = counted_out;
+            busy.store(true, Ordering::Relaxed);
             // Available again before the result is visible (see `job`), but only after the
             // done-callbacks, which run on this thread: a callback that submits work and
             // waits for it gets another thread (as in CPython, whose idle semaphore is
             // released after the callbacks).
             job.run_and_publish(&mut || {
-                shared.available.fetch_add(1, Ordering::SeqCst);
+                busy.store(false, Ordering::Relaxed);
+                if counted_out {
+                    shared.available.fetch_add(1, Ordering::SeqCst);
+                }
             });
-            guard.busy = false;
+            guard.counted_out = false;
             continue;
         }
         // Nothing to take: exit if the pool is closing and nothing is left, else watch for

@@ -40,3 +40,46 @@ fn debug_shows_settings_and_state() {
     );
     assert!(text.contains("shutdown: false"), "{text}");
 }
+
+#[test]
+fn debug_counts_the_workers_running_a_task() {
+    use std::sync::mpsc;
+    use std::time::Duration;
+    const LIMIT: Duration = Duration::from_secs(30);
+
+    let pool = ThreadPoolExecutor::builder()
+        .max_workers(2)
+        .build()
+        .unwrap();
+    let (started_tx, started) = mpsc::channel();
+    let (release_tx, release) = mpsc::channel::<()>();
+    let release = std::sync::Arc::new(std::sync::Mutex::new(release));
+    let blocked: Vec<_> = (0..3)
+        .map(|_| {
+            let (started_tx, release) = (started_tx.clone(), release.clone());
+            pool.spawn(move || {
+                started_tx.send(()).unwrap();
+                let _ = release.lock().unwrap().recv_timeout(LIMIT);
+            })
+            .unwrap()
+        })
+        .collect();
+    // Two run (every thread is started), the third waits for one of them.
+    for _ in 0..2 {
+        started.recv_timeout(LIMIT).expect("a task started");
+    }
+    let text = format!("{pool:?}");
+    assert!(
+        text.contains("threads: 2") && text.contains("available: 0"),
+        "{text}"
+    );
+    for _ in 0..3 {
+        release_tx.send(()).unwrap();
+    }
+    for f in &blocked {
+        f.result_timeout(LIMIT).expect("released");
+    }
+    // A worker counts itself available before its result is visible.
+    let text = format!("{pool:?}");
+    assert!(text.contains("available: 2"), "{text}");
+}
