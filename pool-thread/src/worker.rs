@@ -4,8 +4,8 @@
 //! started and sleep, shutdown and broken flags; a second one guards the [`Head`], where jobs
 //! moved out of the queue wait (see below). The queue holds [`Work`]: a single task is the
 //! `InlineTask` whose allocation is also its future's (so a submit allocates once, and the
-//! worker frees nothing of the submitter's), a batch is boxed. The work condvar wakes waiting workers; the exited
-//! condvar wakes `shutdown(wait)`.
+//! worker frees nothing of the submitter's), a batch is boxed. The work condvar wakes waiting
+//! workers; the exited condvar wakes `shutdown(wait)`.
 //!
 //! A new thread is started only when the queue holds more jobs than there are *available*
 //! workers (not running a task) to take them, and fewer than `max_workers` threads exist:
@@ -16,26 +16,25 @@
 //! will not take its job. Once all `max_workers` threads are started no submit reads the count
 //! any more (it is read only to decide whether to start one), so from then on the workers leave
 //! it alone: both workers wrote that one cache line twice per task, and on 2 CPUs moving it back
-//! and forth cost about 7 % of a burst of no-op tasks. Each worker also keeps a busy flag on a
+//! and forth cost about 8 % of a burst of no-op tasks. Each worker also keeps a busy flag on a
 //! line of its own, which only `Debug` reads (as the number of workers not running a task).
 //!
 //! A worker that finds no job may become a *spinner*: it watches atomic mirrors of the queue's
 //! and the head's lengths, without a lock, for up to [`SPIN_FOR`] before it sleeps on the
-//! condvar.
-//! Work submitted in a burst, or a task submitted right after the previous result was read, is
-//! then picked up without a futex wake-up, which costs several microseconds (more on a virtual
-//! machine) on both sides. At most one worker per CPU spins ([`max_spinners`]), none when the
-//! process has one CPU (`taskset -c 0`: the spinner would only delay the submitter); the others
-//! sleep at once. A submit wakes a sleeping worker only when the queue and the head together
-//! hold more jobs than there are spinners to take them (a spinner may take an older job from
-//! the head, so the queue's length alone would undercount); sleepers are counted under the lock, so while none sleeps
-//! (a busy pool) a submit reads neither the spinner count nor the condvar. A worker that
-//! finishes a task and sees the queue's mirror at zero goes straight to spinning rather than
-//! taking the lock only to find the queue empty. The first spinner keeps its CPU for [`SPIN_KEEP_CPU`]: on
-//! a busy machine `sched_yield` can hand the CPU to another process for a whole time slice,
-//! which tripled the round trip in measurements. After that, and for further spinners at once,
-//! it yields between looks, so that idle workers do not crowd out the threads that submit and
-//! consume (keeping the CPU for all 50 µs cost a third of `map` throughput on 2 CPUs).
+//! condvar; a worker that finds both at zero spins without taking either lock. Work submitted
+//! in a burst, or a task submitted right after the previous result was read, is then picked up
+//! without a futex wake-up, which costs several microseconds (more on a virtual machine) on
+//! both sides. At most one worker per CPU spins ([`max_spinners`]), none when the process has
+//! one CPU (`taskset -c 0`: the spinner would only delay the submitter); the others sleep at
+//! once. A submit wakes a sleeping worker only when the queue and the head together hold more
+//! jobs than there are spinners to take them (a spinner may take an older job from the head,
+//! so the queue's length alone would undercount); sleepers are counted under the lock, so
+//! while none sleeps (a busy pool) a submit reads neither the spinner count nor the condvar.
+//! The first spinner keeps its CPU for [`SPIN_KEEP_CPU`]: on a busy machine `sched_yield` can
+//! hand the CPU to another process for a whole time slice, which tripled the round trip in
+//! measurements. After that, and for further spinners at once, it yields between looks, so
+//! that idle workers do not crowd out the threads that submit and consume (keeping the CPU for
+//! all 50 µs cost a third of `map` throughput on 2 CPUs).
 //!
 //! Once every worker is started, the workers no longer take jobs from the queue one by one:
 //! a worker that finds the [`Head`] empty moves the whole queue into it at once (the two
