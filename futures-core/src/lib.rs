@@ -66,6 +66,17 @@
 //! done), which `as_completed` and the promise's drop use. The mutex and condvars come
 //! from `parking_lot` through one internal shim, which `--cfg loom` replaces with `loom`'s
 //! model-checked types (`tests/loom.rs`).
+//!
+//! # Waiting without sleeping first
+//!
+//! A thread that sleeps until a future is done costs a futex wake-up on both sides, several
+//! microseconds (more on a virtual machine). So an untimed `result()`, and every wait of
+//! [`wait`] and [`as_completed`] whose deadline is not within a millisecond, first looks again
+//! without sleeping for up to about 20 µs (a few spin hints, then yielding its CPU), when that
+//! can help: never when the process has a single CPU (the thread that would complete the
+//! future needs that CPU), and less and less often on a thread whose recent looks found
+//! nothing (a failed look costs a credit; with none left, one wait in 16 looks, to notice when
+//! looking pays again).
 #![warn(missing_docs)]
 
 mod error;

@@ -81,7 +81,8 @@
 //! the lock). So 60 blocking tasks
 //! on a pool of 4 start exactly 4 threads, and tasks submitted one after another, each awaited,
 //! all run on one thread. A worker counts itself available before it publishes a result, so
-//! whoever reads that result and submits again always finds it available.
+//! whoever reads that result and submits again always finds it available. (Once all
+//! `max_workers` threads run, no submit needs the count, and the workers stop keeping it.)
 //!
 //! Each worker runs the initializer once, then loops: take the next job, run it, repeat. Once all
 //! `max_workers` threads run, a worker that finds no job moved out of the queue moves the whole
