@@ -50,7 +50,7 @@ impl Pool {
             return None;
         }
         let (id, writer) = self.idle_worker(state)?;
-        let jobs = slot::take_jobs(state, id, 1)?;
+        let jobs = slot::take_jobs(self, state, id, 1)?;
         Some((id, writer, jobs))
     }
 
@@ -102,9 +102,15 @@ impl Pool {
         let Some(since) = state.terminated else {
             return;
         };
-        let deadline = since + self.config.shutdown_grace;
-        while !state.slots.is_empty() && Instant::now() < deadline {
-            self.work.wait_until(&mut state, deadline);
+        // A grace too long for the clock (`Duration::MAX`, say) waits for as long as it takes.
+        let deadline = since.checked_add(self.config.shutdown_grace);
+        while !state.slots.is_empty() && deadline.is_none_or(|d| Instant::now() < d) {
+            match deadline {
+                Some(d) => {
+                    self.work.wait_until(&mut state, d);
+                }
+                None => self.work.wait(&mut state),
+            }
         }
         if !state.slots.is_empty() {
             log::warn!(

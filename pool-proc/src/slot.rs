@@ -432,7 +432,7 @@ fn next_batch(pool: &Pool, id: usize) -> Option<Batch> {
             if busy {
                 n = n.min(queued - idle);
             }
-            if let Some(jobs) = take_jobs(&mut state, id, n) {
+            if let Some(jobs) = take_jobs(pool, &mut state, id, n) {
                 return Some(Batch::Tasks { jobs, busy });
             }
             continue;
@@ -491,8 +491,15 @@ fn take_back_stranded(state: &mut PoolState, idle: usize, now: Instant) -> (bool
 /// [`send_tasks`]. A job with a time limit travels alone, to an otherwise empty worker, so its
 /// clock starts when it starts and killing the worker on expiry stops nothing else. A frame
 /// carries at most [`shm::FRAME_FDS`] attached buffers. `None` if every job taken had been
-/// cancelled meanwhile, or the next job needs an empty worker.
-pub(crate) fn take_jobs(state: &mut PoolState, id: usize, n: usize) -> Option<Vec<Sending>> {
+/// cancelled meanwhile, or the next job needs an empty worker. A job with a time limit gets its
+/// deadline here, when it leaves for the worker, and the watchdog is told (it may be sleeping
+/// until a later deadline, or for its idle second).
+pub(crate) fn take_jobs(
+    pool: &Pool,
+    state: &mut PoolState,
+    id: usize,
+    n: usize,
+) -> Option<Vec<Sending>> {
     let empty = state.slot_mut(id)?.in_flight.is_empty();
     let mut taken: Vec<Job> = Vec::with_capacity(n);
     let mut fds = 0;
@@ -526,7 +533,13 @@ pub(crate) fn take_jobs(state: &mut PoolState, id: usize, n: usize) -> Option<Ve
         slot.progress = Some(now);
     }
     let mut sending = Vec::with_capacity(taken.len());
+    let mut timed = false;
     for job in taken {
+        // A limit too long for the clock (`Duration::MAX`, say) is no limit.
+        let deadline = job
+            .timeout
+            .and_then(|t| now.checked_add(t).map(|at| (at, t)));
+        timed |= deadline.is_some();
         sending.push(Sending {
             id: job.id,
             fn_offset: job.fn_offset,
@@ -539,9 +552,12 @@ pub(crate) fn take_jobs(state: &mut PoolState, id: usize, n: usize) -> Option<Ve
                 completion: job.completion,
                 fn_offset: job.fn_offset,
                 attached: job.attached,
-                deadline: job.timeout.map(|t| (now + t, t)),
+                deadline,
             },
         );
+    }
+    if timed {
+        pool.timer.notify_all();
     }
     Some(sending)
 }

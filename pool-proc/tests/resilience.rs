@@ -114,6 +114,37 @@ fn a_pool_wide_task_timeout_applies_to_every_submit() {
     ));
 }
 
+/// A limit too long for the clock (`Duration::MAX`, or any that overflows `Instant`) is no
+/// limit: the task runs and returns, nothing in the pool panics, and its worker lives on.
+#[test]
+fn a_limit_too_long_for_the_clock_is_no_limit() {
+    let pool = ProcessPoolExecutor::builder()
+        .max_workers(1)
+        .build()
+        .unwrap();
+    let endless = [
+        Duration::MAX,
+        Duration::from_secs(u64::MAX),
+        Duration::from_secs(u64::MAX / 2),
+    ];
+    for limit in endless {
+        let f = pool.submit_with_timeout(pid, (), limit).unwrap();
+        assert!(f.result_timeout(LIMIT).is_ok(), "limit {limit:?}: {f:?}");
+    }
+    // The same worker served them all, and still does.
+    let first = *pool.submit(pid, ()).unwrap().result_timeout(LIMIT).unwrap();
+    let f = pool.submit_with_timeout(pid, (), Duration::MAX).unwrap();
+    assert_eq!(f.result_timeout(LIMIT), Ok(&first));
+
+    let pool = ProcessPoolExecutor::builder()
+        .max_workers(1)
+        .task_timeout(Duration::MAX)
+        .build()
+        .unwrap();
+    let f = pool.submit(pid, ()).unwrap();
+    assert!(f.result_timeout(LIMIT).is_ok(), "{f:?}");
+}
+
 fn check_stop(stop: impl Fn(&ProcessPoolExecutor), expected: ExitCause) {
     let pool = ProcessPoolExecutor::builder()
         .max_workers(2)

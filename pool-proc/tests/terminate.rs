@@ -32,6 +32,12 @@ fn stubborn(ready: String) -> u32 {
     0
 }
 
+/// Sleeps `secs` seconds: a task that ends when told to (`SIGTERM` ends it).
+fn sleep_secs(secs: u64) -> u32 {
+    std::thread::sleep(Duration::from_secs(secs));
+    0
+}
+
 /// Runs `f` on a helper thread; fails the test if it does not return within [`LIMIT`].
 fn returns<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
     let (tx, rx) = mpsc::channel();
@@ -123,4 +129,30 @@ fn kill_workers_returns_and_drop_reaps() {
 #[test]
 fn zz_no_leaks() {
     common::assert_clean_at_end();
+}
+
+/// A grace too long for the clock waits for the workers as long as they take, without a panic
+/// (here they end at once: the task honours `SIGTERM`).
+#[test]
+fn a_grace_too_long_for_the_clock_waits_without_a_panic() {
+    let pool = ProcessPoolExecutor::builder()
+        .max_workers(1)
+        .shutdown_grace(Duration::MAX)
+        .build()
+        .unwrap();
+    let f = pool.submit(sleep_secs, 600).unwrap();
+    let start = Instant::now();
+    while !f.running() {
+        assert!(start.elapsed() < LIMIT, "the task never started");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    pool.terminate_workers();
+    returns(
+        "drop after terminate_workers with a grace of Duration::MAX",
+        move || drop(pool),
+    );
+    assert!(matches!(
+        f.result_timeout(LIMIT),
+        Err(TaskError::WorkerDied { .. })
+    ));
 }
