@@ -264,7 +264,8 @@ impl ProcessPoolBuilder {
 
     /// Runs `init` once in each worker before its first task. If it returns `Err` or panics,
     /// the pool is broken: queued futures fail with [`TaskError::Broken`] naming the reason and
-    /// later `submit`s are refused.
+    /// later `submit`s are refused. So is it if it ends its process instead of returning
+    /// (`exit`, `abort`, a crash): the reason then names the worker's exit code or signal.
     ///
     /// Like a task, it must be a plain `fn` (or a closure that captures nothing): it is named
     /// across the process boundary by address.
@@ -288,7 +289,7 @@ impl ProcessPoolBuilder {
 
     /// A time limit for every task (see
     /// [`submit_with_timeout`](ProcessPoolExecutor::submit_with_timeout)); `Duration::ZERO` is
-    /// an error at `build`.
+    /// an error at `build`, and one too long for the clock (`Duration::MAX`) is no limit.
     #[must_use]
     pub fn task_timeout(mut self, limit: Duration) -> Self {
         self.task_timeout = Some(limit);
@@ -305,7 +306,8 @@ impl ProcessPoolBuilder {
     /// How long, after [`terminate_workers`](ProcessPoolExecutor::terminate_workers), a later
     /// `shutdown(wait = true)` or `drop` waits for the workers to end before it kills those that
     /// still run with `SIGKILL` (default [`DEFAULT_SHUTDOWN_GRACE`], 5 s). A task may catch or
-    /// ignore `SIGTERM`; it cannot keep the pool's end waiting longer than this.
+    /// ignore `SIGTERM`; it cannot keep the pool's end waiting longer than this. A grace too
+    /// long for the clock (`Duration::MAX`) waits for as long as the workers take.
     #[must_use]
     pub fn shutdown_grace(mut self, grace: Duration) -> Self {
         self.shutdown_grace = Some(grace);
@@ -434,7 +436,9 @@ impl ProcessPoolExecutor {
     /// Like [`submit`](Executor::submit), with a time limit: if the task runs longer than
     /// `limit`, the worker running it is killed (the only way to stop arbitrary code) and
     /// replaced, and the future fails with [`TaskError::Timeout`] naming the killed pid. Other
-    /// tasks are unaffected: a timed task runs alone in its worker.
+    /// tasks are unaffected: a timed task runs alone in its worker. The limit counts from when
+    /// the task is sent to its worker; a limit too long for the clock (`Duration::MAX`) is no
+    /// limit.
     ///
     /// # Errors
     ///

@@ -80,6 +80,10 @@ impl Pool {
             let orphans: Vec<_> = slot.in_flight.drain().collect();
             let timed_out = slot.timed_out;
             let unexpected = !orphans.is_empty() || cause != ExitCause::Code(0);
+            // Ended before saying `Ready`, which a worker says right after its initializer (and
+            // before it runs any task), and not because the pool stopped it or a limit ran out.
+            let died_starting =
+                !slot.ready && init_failure.is_none() && !state.shutdown && timed_out.is_none();
             let mut queued = VecDeque::new();
             // Only a death that made no progress counts: one that held tasks failed them, so the
             // queue drains; one that held nothing leaves the queue as it was and would respawn
@@ -103,6 +107,17 @@ impl Pool {
                     }
                     StartFailure::Identity => format!("worker {pid} refused to start: {message}"),
                 };
+                log::error!("cf-pool-proc: {reason}; the pool is broken");
+                state.broken.get_or_insert(reason);
+            } else if died_starting && self.config.hello.init_offset != 0 {
+                // With an initializer, that is almost surely the initializer ending the process
+                // (exit, abort, a crash) instead of returning: every worker would do the same,
+                // one task at a time, and its tasks never ran. Python breaks the pool too.
+                let reason = format!(
+                    "worker {pid} {cause} before it was ready, while starting or running the \
+                     initializer; an initializer must return Ok(()) or Err(message), not end \
+                     its process"
+                );
                 log::error!("cf-pool-proc: {reason}; the pool is broken");
                 state.broken.get_or_insert(reason);
             } else if unexpected && timed_out.is_none() {
@@ -604,7 +619,13 @@ fn reader(
         }
     };
     if let Some(why) = &trouble {
-        log::error!("cf-pool-proc: worker {pid} sent a bad frame ({why}); killing it");
+        if broke_protocol {
+            log::error!("cf-pool-proc: worker {pid} sent a bad frame ({why}); killing it");
+        } else {
+            // Its end of the connection went away mid-frame or with our frames unread (a
+            // worker that ends resets the connection): it is ending, not misbehaving.
+            log::debug!("cf-pool-proc: worker {pid}'s connection ended ({why})");
+        }
         let _ = child.kill();
     }
     if let Some(slot) = pool.state.lock().slot_mut(id) {

@@ -218,6 +218,42 @@ fn panicking_initializer_breaks_the_pool_too() {
     }
 }
 
+fn init_exits() -> Result<(), String> {
+    std::process::exit(3)
+}
+
+/// An initializer that ends its process instead of returning (here `exit`; `abort` in
+/// resilience.rs) breaks the pool as one that fails does, with a reason naming the initializer:
+/// its tasks never ran, so they do not fail as tasks that crashed their worker, and the pool
+/// does not start a worker per task.
+#[test]
+fn an_initializer_that_ends_its_process_breaks_the_pool() {
+    let pool = ProcessPoolExecutor::builder()
+        .max_workers(2)
+        .initializer(init_exits)
+        .build()
+        .unwrap();
+    let futures: Vec<_> = (0..20)
+        .map_while(|_| pool.submit(read_init, ()).ok())
+        .collect();
+    assert!(
+        !futures.is_empty(),
+        "the first submit comes before any worker"
+    );
+    for f in &futures {
+        match f.result_timeout(LIMIT) {
+            Err(TaskError::Broken { reason }) => {
+                assert!(reason.contains("initializer"), "{reason}")
+            }
+            other => panic!("expected Broken naming the initializer, got {other:?}"),
+        }
+    }
+    match pool.submit(read_init, ()) {
+        Err(SubmitError::Broken { reason }) => assert!(reason.contains("initializer")),
+        other => panic!("expected a Broken refusal, got {other:?}"),
+    }
+}
+
 #[test]
 fn drop_waits_for_work_and_reaps_every_worker() {
     let pool = ProcessPoolExecutor::builder()
