@@ -70,13 +70,14 @@
 //! # Waiting without sleeping first
 //!
 //! A thread that sleeps until a future is done costs a futex wake-up on both sides, several
-//! microseconds (more on a virtual machine). So an untimed `result()`, and every wait of
-//! [`wait`] and [`as_completed`] whose deadline is not within a millisecond, first looks again
-//! without sleeping for up to about 20 µs (a few spin hints, then yielding its CPU), when that
-//! can help: never when the process has a single CPU (the thread that would complete the
-//! future needs that CPU), and less and less often on a thread whose recent looks found
-//! nothing (a failed look costs a credit; with none left, one wait in 16 looks, to notice when
-//! looking pays again).
+//! microseconds (more on a virtual machine). So an untimed wait (`result()`, and [`wait`] and
+//! [`as_completed`] without a timeout) first looks again without sleeping for about 20 µs (a few
+//! spin hints, then yielding its CPU between looks), when that can help: never when the process
+//! has a single CPU (the thread that would complete the future needs that CPU), and less and
+//! less often on a thread whose recent looks found nothing (a failed look costs a credit; with
+//! none left, one wait in 16 looks, to notice when looking pays again). When other threads are
+//! runnable, one yield can last a whole time slice, so the look can last milliseconds; a timed
+//! wait therefore never looks first, and sleeps at once.
 #![warn(missing_docs)]
 
 mod error;

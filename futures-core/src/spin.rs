@@ -79,9 +79,11 @@ fn record(found: bool) {
 }
 
 /// `true` as soon as `happened` is, looking without sleeping while this thread's policy says
-/// spinning can help: [`ROUNDS`] rounds of spin hints, then yields for up to [`YIELD_FOR`]
-/// (crossbeam's backoff, bounded in time). `false` if it did not happen meanwhile; the caller
-/// then sleeps.
+/// spinning can help: [`ROUNDS`] rounds of spin hints, then yields between looks until
+/// [`YIELD_FOR`] has passed (crossbeam's backoff, bounded in time). A yield can hand the CPU to
+/// another runnable thread for a whole time slice, so on a busy machine this can last
+/// milliseconds: only untimed waits call it. `false` if it did not happen meanwhile; the
+/// caller then sleeps.
 #[cfg(not(loom))]
 pub(crate) fn until(happened: impl Fn() -> bool) -> bool {
     if happened() {

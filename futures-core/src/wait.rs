@@ -1,6 +1,6 @@
 //! `wait` and `as_completed`: block on many futures through one registered [`Waiter`], never by
-//! polling them (a wait looks at the waiter for a few microseconds before it sleeps: see
-//! `Waiter`). Futures may come from different executors.
+//! polling them (an untimed wait looks at the waiter for a few microseconds before it sleeps:
+//! see `Waiter`). Futures may come from different executors.
 //!
 //! `wait` registers its waiter with every future not yet done. `as_completed` first takes what
 //! is done (a lock-free look at each future's outcome cell) and registers only when it would

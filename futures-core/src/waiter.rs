@@ -8,20 +8,19 @@
 //! growth of these buffers (each large reallocation making the allocator sweep its caches)
 //! cost more than the rest of `as_completed`.
 //!
-//! A wait that finds no key looks again without sleeping for a few microseconds first, as
-//! [`spin::until`] decides, before it sleeps on the condvar. While a pool works through a batch
+//! An untimed wait that finds no key looks again without sleeping for a few microseconds first,
+//! as [`spin::until`] decides, before it sleeps on the condvar. A timed one sleeps at once, as
+//! `Future::result_timeout` does: a look yields its CPU, and when other threads are runnable one
+//! yield can last a whole time slice (milliseconds), which a short timeout must not overrun. While a pool works through a batch
 //! of short tasks, keys come every few hundred nanoseconds: sleeping between them cost a futex
 //! wake-up on the completing worker and a switch on the waiting side for every few keys (about
 //! 320 of each per round of 20 000 no-op tasks on 2 CPUs, nearly every futex call the round
 //! made).
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use crate::primitive::{AtomicBool, Condvar, Mutex, Ordering};
 use crate::spin;
-
-/// A wait whose deadline is nearer than this sleeps at once rather than spin first.
-const SPIN_IF_DEADLINE_AFTER: Duration = Duration::from_millis(1);
 
 #[derive(Debug)]
 pub(crate) struct Waiter {
@@ -51,13 +50,11 @@ impl Waiter {
 
     /// Blocks until at least one key fired, or `deadline`; then swaps the keys fired so far
     /// into `out`, which must be empty (it becomes the waiter's next buffer). Returns `false`
-    /// (and leaves `out` empty) only on timeout. Looks without sleeping first (see the module
-    /// docs), unless the deadline is near.
+    /// (and leaves `out` empty) only on timeout. Without a deadline, looks without sleeping
+    /// first (see the module docs).
     pub(crate) fn wait_into(&self, deadline: Option<Instant>, out: &mut Vec<usize>) -> bool {
         debug_assert!(out.is_empty());
-        let far = deadline
-            .is_none_or(|d| d.saturating_duration_since(Instant::now()) > SPIN_IF_DEADLINE_AFTER);
-        if far {
+        if deadline.is_none() {
             spin::until(|| self.any.load(Ordering::Acquire));
         }
         let mut fired = self.fired.lock();
