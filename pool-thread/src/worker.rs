@@ -207,11 +207,14 @@ impl Shared {
 
     pub(crate) fn snapshot(&self) -> Snapshot {
         let st = self.state.lock();
+        // The head's count before the busy flags: a worker sets its flag before it stores the
+        // count its pop lowered, so a job that left the head is seen in one or the other.
+        let queued = st.queue.len() + self.head.len.load(Ordering::Acquire);
         let busy = st.busy.iter().filter(|b| b.load(Ordering::Relaxed)).count();
         Snapshot {
             started: st.started,
             available: st.live.saturating_sub(busy),
-            queued: st.queue.len() + self.head.len.load(Ordering::Acquire),
+            queued,
             shutdown: st.shutdown,
             broken: st.broken.clone(),
         }
@@ -373,8 +376,10 @@ impl Shared {
     /// empty, and the count is left alone; before, from the queue, under its lock (see the
     /// module docs). Nothing is locked when both look empty (an idle worker watches them
     /// without the lock). The head's count is looked at first: while it holds jobs, the queue's,
-    /// which the submitter writes on every submit, need not be read.
-    fn next_job(&self) -> Option<(Work, bool)> {
+    /// which the submitter writes on every submit, need not be read. `busy` (this worker's flag)
+    /// is set before the lock the job was taken under is released, so `Debug` never sees the
+    /// job in neither place (exactly so under the queue's lock, which `Debug` takes).
+    fn next_job(&self, busy: &AtomicBool) -> Option<(Work, bool)> {
         if self.all_started.load(Ordering::Acquire) {
             if self.head.len.load(Ordering::Acquire) == 0
                 && self.queued.load(Ordering::Acquire) == 0
@@ -391,6 +396,9 @@ impl Shared {
                 self.head.len.store(head.len(), Ordering::Release);
             }
             let job = head.pop_front();
+            if job.is_some() {
+                busy.store(true, Ordering::Relaxed);
+            }
             self.head.len.store(head.len(), Ordering::Release);
             drop(head);
             // Every worker is started, so no submit looks at the count any more.
@@ -404,9 +412,10 @@ impl Shared {
                 // The last thread started since the look above: jobs may wait in the head
                 // already, older than the queue's, so take the head's way.
                 drop(st);
-                return self.next_job();
+                return self.next_job(busy);
             }
             let job = st.queue.pop_front()?;
+            busy.store(true, Ordering::Relaxed);
             self.queued.store(st.queue.len(), Ordering::Release);
             // A submit may start a worker: it must not count this one available.
             self.available.fetch_sub(1, Ordering::SeqCst);
@@ -491,9 +500,8 @@ fn worker_main(shared: &Shared, busy: &AtomicBool) {
         }
     }
     loop {
-        if let Some((job, counted_out)) = shared.next_job() {
+        if let Some((job, counted_out)) = shared.next_job(busy) {
             guard.counted_out = counted_out;
-            busy.store(true, Ordering::Relaxed);
             // Available again before the result is visible (see `job`), but only after the
             // done-callbacks, which run on this thread: a callback that submits work and
             // waits for it gets another thread (as in CPython, whose idle semaphore is
