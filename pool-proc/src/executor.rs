@@ -343,7 +343,8 @@ impl ProcessPoolBuilder {
                 name: "worker entry",
                 message: "cf-pool-proc's worker entry point did not run in this executable \
                           (its static constructor was not linked); call \
-                          `cf_pool_proc::init()` as the first line of `main`"
+                          `cf_pool_proc::init()` (or `concurrent_futures::init()`) as the first \
+                          line of `main`"
                     .into(),
             });
         }
