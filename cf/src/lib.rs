@@ -99,14 +99,6 @@ use std::fmt;
 use std::str::FromStr;
 
 pub use cf_executor_api::*;
-/// The process pool's worker entry, for the rare executable whose platform or linker dropped
-/// its static constructor: `ProcessPoolBuilder::build` says when, and then this goes first in
-/// `main` (`cf_pool_proc::init`, re-exported so a user of this crate alone can call it).
-/// Harmless otherwise.
-///
-/// ```
-/// concurrent_futures::init();
-/// ```
 #[cfg(all(
     feature = "process",
     any(
@@ -116,17 +108,7 @@ pub use cf_executor_api::*;
         windows
     )
 ))]
-pub use cf_pool_proc::init;
-#[cfg(all(
-    feature = "process",
-    any(
-        target_os = "linux",
-        target_os = "macos",
-        target_os = "freebsd",
-        windows
-    )
-))]
-pub use cf_pool_proc::{ProcessPoolBuilder, ProcessPoolExecutor, WorkerDeath};
+pub use cf_pool_proc::{init, ProcessPoolBuilder, ProcessPoolExecutor, WorkerDeath};
 #[cfg(feature = "thread")]
 pub use cf_pool_thread::{ThreadPoolBuilder, ThreadPoolExecutor};
 

@@ -159,20 +159,15 @@ fn initializer_state_is_visible_to_tasks() {
     );
 }
 
-#[test]
-fn failing_initializer_breaks_the_pool_with_its_reason() {
-    let pool = ProcessPoolExecutor::builder()
-        .max_workers(2)
-        .initializer(init_fails)
-        .build()
-        .unwrap();
-    // The first worker may fail its initializer before all five submits: from then on
-    // `submit` itself refuses, which is the other correct outcome.
-    let futures: Vec<_> = (0..5)
+/// Submits until the pool refuses (a worker may break it before all `n` submits: then `submit`
+/// itself refuses, the other correct outcome), and checks that every future, and the refusal,
+/// is `Broken` with a reason that contains `needle` and names the initializer.
+fn assert_broken_by_initializer(pool: &ProcessPoolExecutor, n: usize, needle: &str) {
+    let futures: Vec<_> = (0..n)
         .map_while(|_| match pool.submit(read_init, ()) {
             Ok(f) => Some(f),
             Err(SubmitError::Broken { reason }) => {
-                assert!(reason.contains("no database today"), "{reason}");
+                assert!(reason.contains(needle), "{reason}");
                 None
             }
             Err(other) => panic!("unexpected refusal {other:?}"),
@@ -184,9 +179,7 @@ fn failing_initializer_breaks_the_pool_with_its_reason() {
     );
     for f in &futures {
         match f.result_timeout(LIMIT) {
-            Err(TaskError::Broken { reason }) => {
-                assert!(reason.contains("no database today"), "{reason}")
-            }
+            Err(TaskError::Broken { reason }) => assert!(reason.contains(needle), "{reason}"),
             other => panic!("expected Broken, got {other:?}"),
         }
     }
@@ -194,6 +187,16 @@ fn failing_initializer_breaks_the_pool_with_its_reason() {
         Err(SubmitError::Broken { reason }) => assert!(reason.contains("initializer")),
         other => panic!("expected a Broken refusal, got {other:?}"),
     }
+}
+
+#[test]
+fn failing_initializer_breaks_the_pool_with_its_reason() {
+    let pool = ProcessPoolExecutor::builder()
+        .max_workers(2)
+        .initializer(init_fails)
+        .build()
+        .unwrap();
+    assert_broken_by_initializer(&pool, 5, "no database today");
 }
 
 fn init_panics() -> Result<(), String> {
@@ -233,25 +236,7 @@ fn an_initializer_that_ends_its_process_breaks_the_pool() {
         .initializer(init_exits)
         .build()
         .unwrap();
-    let futures: Vec<_> = (0..20)
-        .map_while(|_| pool.submit(read_init, ()).ok())
-        .collect();
-    assert!(
-        !futures.is_empty(),
-        "the first submit comes before any worker"
-    );
-    for f in &futures {
-        match f.result_timeout(LIMIT) {
-            Err(TaskError::Broken { reason }) => {
-                assert!(reason.contains("initializer"), "{reason}")
-            }
-            other => panic!("expected Broken naming the initializer, got {other:?}"),
-        }
-    }
-    match pool.submit(read_init, ()) {
-        Err(SubmitError::Broken { reason }) => assert!(reason.contains("initializer")),
-        other => panic!("expected a Broken refusal, got {other:?}"),
-    }
+    assert_broken_by_initializer(&pool, 20, "initializer");
 }
 
 #[test]
