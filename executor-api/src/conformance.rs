@@ -459,8 +459,19 @@ pub fn map_timeout_cancels_the_rest<E: Executor + 'static>(make: impl Fn(Config)
     let mut it = ex
         .map(gated_if, inputs, MapOptions::new().timeout(MAP_TIMEOUT))
         .expect("map");
-    assert!(matches!(it.next(), Some(Ok(_))), "first fast item");
-    assert!(matches!(it.next(), Some(Ok(_))), "second fast item");
+    let t0 = std::time::Instant::now();
+    let a = it.next();
+    assert!(
+        matches!(a, Some(Ok(_))),
+        "first fast item: {a:?} after {:?}",
+        t0.elapsed()
+    );
+    let b = it.next();
+    assert!(
+        matches!(b, Some(Ok(_))),
+        "second fast item: {b:?} after {:?}",
+        t0.elapsed()
+    );
     match it.next() {
         Some(Err(TaskError::Timeout { after, .. })) => assert_eq!(after, MAP_TIMEOUT),
         other => panic!("expected the map timeout, got {other:?}"),

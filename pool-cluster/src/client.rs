@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_nats::header::HeaderMap;
-use async_nats::jetstream::kv;
+use async_nats::jetstream::{self, kv};
 use cf_executor_api::{CodecStage, Payload, Promise, TaskError};
 use cf_pool_proc::transport::{decode_result, Encoded};
 use futures_util::StreamExt;
@@ -118,9 +118,19 @@ impl Shared {
     /// Publishes one task, retrying (same message id, so the server drops duplicates) until
     /// the server has it or nobody waits for it any more.
     pub(crate) async fn publish(self: Arc<Self>, out: Outgoing) {
+        let Some(payload) = self.message(&out).await else {
+            return;
+        };
+        let first = self.send(&out, payload.clone()).await;
+        self.settle(out, payload, first).await;
+    }
+
+    /// The task's message, its argument carried (uploaded to the object store first if it is
+    /// large); `None` once nobody waits for the task any more.
+    pub(crate) async fn message(&self, out: &Outgoing) -> Option<bytes::Bytes> {
         let carried = loop {
             if !self.state.lock().pending.contains_key(&out.task) {
-                return;
+                return None;
             }
             match self
                 .stores
@@ -149,28 +159,54 @@ impl Shared {
             max_deliveries: self.max_deliveries,
             argument: carried,
         };
-        let payload = to_bytes(&message);
-        let subject = self.names.task_subject(&self.build);
+        Some(to_bytes(&message))
+    }
+
+    /// Sends the task's message once, with its message id (the server drops a repeat). When
+    /// this returns the message is queued on the connection, which keeps the order of sends;
+    /// the server's ack is still to come.
+    pub(crate) async fn send(
+        &self,
+        out: &Outgoing,
+        payload: bytes::Bytes,
+    ) -> Result<jetstream::context::PublishAckFuture, String> {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "Nats-Msg-Id",
+            format!("{}.{}", self.client, out.task).as_str(),
+        );
+        self.stores
+            .js
+            .publish_with_headers(self.names.task_subject(&self.build), headers, payload)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    /// Waits for the server's ack of the `first` send, sending again until the server has the
+    /// task or nobody waits for it any more.
+    pub(crate) async fn settle(
+        self: Arc<Self>,
+        out: Outgoing,
+        payload: bytes::Bytes,
+        first: Result<jetstream::context::PublishAckFuture, String>,
+    ) {
         let mut delay = Duration::from_millis(50);
+        let mut sent = Some(first);
         loop {
-            if !self.state.lock().pending.contains_key(&out.task) {
-                return;
-            }
-            let mut headers = HeaderMap::new();
-            headers.insert(
-                "Nats-Msg-Id",
-                format!("{}.{}", self.client, out.task).as_str(),
-            );
-            let sent = match self
-                .stores
-                .js
-                .publish_with_headers(subject.clone(), headers, payload.clone())
-                .await
-            {
-                Ok(ack) => ack.await.map(drop).map_err(|e| e.to_string()),
-                Err(e) => Err(e.to_string()),
+            let attempt = match sent.take() {
+                Some(attempt) => attempt,
+                None => {
+                    if !self.state.lock().pending.contains_key(&out.task) {
+                        return;
+                    }
+                    self.send(&out, payload.clone()).await
+                }
             };
-            match sent {
+            let acked = match attempt {
+                Ok(ack) => ack.await.map(drop).map_err(|e| e.to_string()),
+                Err(e) => Err(e),
+            };
+            match acked {
                 Ok(()) => return,
                 Err(e) => {
                     log::debug!("cf-pool-cluster: publishing task {} failed: {e}", out.task);

@@ -52,6 +52,10 @@
 //!
 //! # Semantics
 //!
+//! * **Tasks reach the server in submission order**, and nodes take them from its queue in that
+//!   order, so tasks start in about the order they were submitted, as on the other pools (a
+//!   large one, uploaded to the object store first, may be overtaken by small ones submitted
+//!   after it). Which node takes which task is the server's choice.
 //! * **Delivery is at least once.** A task is acked only after its outcome is recorded. A node
 //!   that dies (or loses the server) mid-task stops sending progress acks; after the ack
 //!   deadline ([`ClusterBuilder::ack_wait`], default 30 s) the server delivers the task to
@@ -332,15 +336,26 @@ impl ClusterBuilder {
             // would share the bandwidth and every one of them would arrive late.
             let uploads = Arc::new(tokio::sync::Semaphore::new(2));
             while let Some(out) = rx.recv().await {
-                let permit = if wire::is_large(&out.argument) {
-                    Some(Arc::clone(&uploads).acquire_owned().await.ok())
-                } else {
-                    None
-                };
                 let publisher = Arc::clone(&publisher);
+                if wire::is_large(&out.argument) {
+                    let permit = Arc::clone(&uploads).acquire_owned().await.ok();
+                    tokio::spawn(async move {
+                        publisher.publish(out).await;
+                        drop(permit);
+                    });
+                    continue;
+                }
+                // A small task is sent here, one after the other, so the server queues the
+                // tasks in submission order (the connection keeps the order of sends), as the
+                // other pools start them; only the wait for the server's ack, and any retry,
+                // runs on its own. Sent from tasks of their own, they reached the server in
+                // any order, and a batch's first tasks could wait behind later ones.
+                let Some(payload) = publisher.message(&out).await else {
+                    continue;
+                };
+                let first = publisher.send(&out, payload.clone()).await;
                 tokio::spawn(async move {
-                    publisher.publish(out).await;
-                    drop(permit);
+                    publisher.settle(out, payload, first).await;
                 });
             }
         });

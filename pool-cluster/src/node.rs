@@ -248,6 +248,8 @@ async fn serve(settings: NodeBuilder, names: Names, build: String, name: String)
     tokio::spawn(heartbeat(Arc::clone(&node)));
     tokio::spawn(watch_clients(Arc::clone(&node)));
     let slots = Arc::new(Semaphore::new(settings.workers));
+    // Said once, when the first consumer is open: from then on this node takes tasks.
+    let mut taking = false;
     loop {
         let mut consumer = match node.stores.consumer(&node.names, &node.build, None).await {
             Ok(c) => c,
@@ -257,6 +259,10 @@ async fn serve(settings: NodeBuilder, names: Names, build: String, name: String)
                 continue;
             }
         };
+        if !taking {
+            taking = true;
+            log::info!("cf-pool-cluster node {}: taking tasks", node.name);
+        }
         let mut ack_wait = consumer.cached_info().config.ack_wait;
         let mut refreshed = std::time::Instant::now();
         loop {

@@ -90,3 +90,35 @@ fn a_crashing_task_kills_one_worker_and_the_node_goes_on() {
         "the same node runs the next task"
     );
 }
+
+/// Tasks started so far in this worker process.
+static STARTED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Which task this worker started it as (0 for its first): with one node of one worker, every
+/// task of the test runs in one process, one after the other.
+fn start_rank(_: u64) -> u64 {
+    STARTED.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+}
+
+/// Tasks reach the server in submission order, so one worker starts them in that order, as the
+/// thread and process pools do. (Each was published from a task of its own and reached the
+/// server in any order; a batch's first tasks could then wait behind later ones.)
+#[test]
+fn one_worker_starts_tasks_in_submission_order() {
+    let Some(cluster) = Cluster::start(&[1], |b| b) else {
+        return;
+    };
+    for round in 0..5 {
+        let futures: Vec<_> = (0..100)
+            .map(|i| cluster.executor.submit(start_rank, i).unwrap())
+            .collect();
+        let ranks: Vec<u64> = futures
+            .iter()
+            .map(|f| *f.result_timeout(LIMIT).unwrap())
+            .collect();
+        assert!(
+            ranks.windows(2).all(|w| w[0] < w[1]),
+            "round {round}: tasks started in the order {ranks:?}"
+        );
+    }
+}

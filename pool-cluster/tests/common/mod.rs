@@ -279,7 +279,7 @@ impl Cluster {
     ) -> Option<Cluster> {
         let server = Server::start()?;
         let pool = "test".to_owned();
-        let nodes = workers
+        let nodes: Vec<Node> = workers
             .iter()
             .map(|&n| Node::start(&server.url(), &pool, n, None))
             .collect();
@@ -290,6 +290,11 @@ impl Cluster {
         )
         .build()
         .expect("build the cluster executor");
+        // Every node takes tasks before the scenario starts, so a scenario's own deadlines (a 5 s
+        // map timeout) count from a ready cluster, not from processes still starting.
+        for node in &nodes {
+            node.wait_log("taking tasks");
+        }
         Some(Cluster {
             executor,
             nodes,
