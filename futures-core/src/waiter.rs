@@ -9,13 +9,13 @@
 //! cost more than the rest of `as_completed`.
 //!
 //! An untimed wait that finds no key looks again without sleeping for a few microseconds first,
-//! as [`spin::until`] decides, before it sleeps on the condvar. A timed one sleeps at once, as
-//! `Future::result_timeout` does: a look yields its CPU, and when other threads are runnable one
-//! yield can last a whole time slice (milliseconds), which a short timeout must not overrun. While a pool works through a batch
-//! of short tasks, keys come every few hundred nanoseconds: sleeping between them cost a futex
-//! wake-up on the completing worker and a switch on the waiting side for every few keys (about
-//! 320 of each per round of 20 000 no-op tasks on 2 CPUs, nearly every futex call the round
-//! made).
+//! as [`spin::until`] decides, before it sleeps on the condvar. While a pool works through a
+//! batch of short tasks, keys come every few hundred nanoseconds: sleeping between them cost a
+//! futex wake-up on the completing worker and a switch on the waiting side for every few keys
+//! (about 320 of each per round of 20 000 no-op tasks on 2 CPUs, nearly every futex call the
+//! round made). A timed wait sleeps at once, as `Future::result_timeout` does: a look yields its
+//! CPU, and when other threads are runnable one yield can last a whole time slice
+//! (milliseconds), which a short timeout must not overrun.
 
 use std::time::Instant;
 

@@ -191,29 +191,22 @@ impl Shared {
         first: Result<jetstream::context::PublishAckFuture, String>,
     ) {
         let mut delay = Duration::from_millis(50);
-        let mut sent = Some(first);
+        let mut attempt = first;
         loop {
-            let attempt = match sent.take() {
-                Some(attempt) => attempt,
-                None => {
-                    if !self.state.lock().pending.contains_key(&out.task) {
-                        return;
-                    }
-                    self.send(&out, payload.clone()).await
-                }
-            };
             let acked = match attempt {
                 Ok(ack) => ack.await.map(drop).map_err(|e| e.to_string()),
                 Err(e) => Err(e),
             };
-            match acked {
-                Ok(()) => return,
-                Err(e) => {
-                    log::debug!("cf-pool-cluster: publishing task {} failed: {e}", out.task);
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(1));
-                }
+            let Err(e) = acked else {
+                return;
+            };
+            log::debug!("cf-pool-cluster: publishing task {} failed: {e}", out.task);
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(1));
+            if !self.state.lock().pending.contains_key(&out.task) {
+                return;
             }
+            attempt = self.send(&out, payload.clone()).await;
         }
     }
 

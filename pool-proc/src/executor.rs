@@ -104,8 +104,9 @@ impl Pool {
         };
         // A grace too long for the clock (`Duration::MAX`, say) waits for as long as it takes.
         let deadline = since.checked_add(self.config.shutdown_grace);
-        while !state.slots.is_empty() && deadline.is_none_or(|d| Instant::now() < d) {
+        while !state.slots.is_empty() {
             match deadline {
+                Some(d) if Instant::now() >= d => break,
                 Some(d) => {
                     self.work.wait_until(&mut state, d);
                 }
