@@ -76,9 +76,10 @@ pub enum TaskError {
     ///
     /// Match it with `..`: `TaskError::WorkerDied { pid, cause, .. }`.
     #[error(
-        "worker process {pid} died while holding this task ({cause}){}; the pool replaced the \
-         worker. A task that crashes its process (abort, segfault, exit, stack overflow, \
-         out of memory, kill from outside) must be fixed or retried",
+        "worker process {pid} died while holding this task ({cause}){}. Unless the pool's \
+         workers were stopped on purpose (terminate_workers, kill_workers, a signal from \
+         outside), the task ended its process (abort, segfault, exit, stack overflow, out of \
+         memory) and must be fixed or retried; a pool that is not shut down replaces the worker",
         last_panic.as_ref().map(|p| format!(" after a panic that could not unwind: {p}")).unwrap_or_default()
     )]
     WorkerDied {
