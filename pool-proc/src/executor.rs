@@ -439,8 +439,9 @@ impl ProcessPoolExecutor {
     /// `limit`, the worker running it is killed (the only way to stop arbitrary code) and
     /// replaced, and the future fails with [`TaskError::Timeout`] naming the killed pid. Other
     /// tasks are unaffected: a timed task runs alone in its worker. The limit counts from when
-    /// the task is sent to its worker; a limit too long for the clock (`Duration::MAX`) is no
-    /// limit.
+    /// the task is sent to its worker, which is never a worker still starting: the process's
+    /// start and the [`initializer`](ProcessPoolBuilder::initializer) do not count against it.
+    /// A limit too long for the clock (`Duration::MAX`) is no limit.
     ///
     /// # Errors
     ///

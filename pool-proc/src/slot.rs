@@ -437,8 +437,17 @@ fn next_batch(pool: &Pool, id: usize) -> Option<Batch> {
             slot.window().saturating_sub(slot.in_flight.len())
         };
         let ready = slot.ready;
+        // A task with a time limit waits for a worker that is ready (started, its initializer
+        // run): its clock starts when it is sent, and must not count the process's start or
+        // the initializer's work.
+        let startable = ready || !front_timed;
         // A busy worker takes work only if the idle ones cannot absorb it all.
-        if !retiring && queued > 0 && room > 0 && (!busy || (queued > idle && !front_timed)) {
+        if !retiring
+            && queued > 0
+            && room > 0
+            && startable
+            && (!busy || (queued > idle && !front_timed))
+        {
             let fair = queued.div_ceil(active);
             let mut n = room.min(fair).max(1);
             if let Some(m) = max_tasks {
@@ -508,14 +517,18 @@ fn take_back_stranded(state: &mut PoolState, idle: usize, now: Instant) -> (bool
 /// carries at most [`shm::FRAME_FDS`] attached buffers. `None` if every job taken had been
 /// cancelled meanwhile, or the next job needs an empty worker. A job with a time limit gets its
 /// deadline here, when it leaves for the worker, and the watchdog is told (it may be sleeping
-/// until a later deadline, or for its idle second).
+/// until a later deadline, or for its idle second). A worker still starting (not yet `Ready`)
+/// gets no timed job, so the process's start and the initializer do not count against a limit.
 pub(crate) fn take_jobs(
     pool: &Pool,
     state: &mut PoolState,
     id: usize,
     n: usize,
 ) -> Option<Vec<Sending>> {
-    let empty = state.slot_mut(id)?.in_flight.is_empty();
+    let slot = state.slot_mut(id)?;
+    // A timed job goes only to a worker that is empty and ready (see [`next_batch`]).
+    let alone_ok = slot.in_flight.is_empty() && slot.ready;
+    let empty = slot.in_flight.is_empty();
     let mut taken: Vec<Job> = Vec::with_capacity(n);
     let mut fds = 0;
     while taken.len() < n {
@@ -524,7 +537,7 @@ pub(crate) fn take_jobs(
         };
         let attached = job.attached.as_slice().len();
         let over_fds = !taken.is_empty() && fds + attached > shm::FRAME_FDS;
-        if over_fds || (job.timeout.is_some() && !(taken.is_empty() && empty)) {
+        if over_fds || (job.timeout.is_some() && !(taken.is_empty() && alone_ok)) {
             state.queue.push_front(job);
             break;
         }

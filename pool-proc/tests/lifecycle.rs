@@ -299,3 +299,35 @@ fn zero_workers_and_zero_task_limit_are_build_errors() {
 fn zz_no_leaks() {
     common::assert_clean_at_end();
 }
+
+fn init_slowly() -> Result<(), String> {
+    std::thread::sleep(Duration::from_millis(1500));
+    Ok(())
+}
+
+fn quick(x: u64) -> u64 {
+    x + 1
+}
+
+/// A task's time limit counts its own run, not its worker's start: with an initializer that
+/// takes longer than the limit, timed tasks wait for a ready worker and then finish in time.
+/// (Sent to a worker still in its initializer, each was killed there as overrunning.)
+#[test]
+fn a_slow_initializer_does_not_count_against_a_task_limit() {
+    let pool = ProcessPoolExecutor::builder()
+        .max_workers(2)
+        .initializer(init_slowly)
+        .task_timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let timed: Vec<_> = (0..4)
+        .map(|i| {
+            pool.submit_with_timeout(quick, i, Duration::from_millis(500))
+                .unwrap()
+        })
+        .collect();
+    let default_limit: Vec<_> = (10..14).map(|i| pool.submit(quick, i).unwrap()).collect();
+    for (i, f) in (0..4).zip(&timed).chain((10..14).zip(&default_limit)) {
+        assert_eq!(f.result_timeout(LIMIT), Ok(&(i + 1)));
+    }
+}
