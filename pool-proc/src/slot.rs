@@ -96,8 +96,7 @@ impl Pool {
                          (the last, {pid}, {cause}); something in this executable kills a fresh \
                          process, e.g. a static constructor"
                     );
-                    log::error!("cf-pool-proc: {reason}; the pool is broken");
-                    state.broken = Some(reason);
+                    state.break_once(reason);
                 }
             }
             if let Some((why, message)) = init_failure {
@@ -107,8 +106,7 @@ impl Pool {
                     }
                     StartFailure::Identity => format!("worker {pid} refused to start: {message}"),
                 };
-                log::error!("cf-pool-proc: {reason}; the pool is broken");
-                state.broken.get_or_insert(reason);
+                state.break_once(reason);
             } else if died_starting && self.config.hello.init_offset != 0 {
                 // With an initializer, that is almost surely the initializer ending the process
                 // (exit, abort, a crash) instead of returning: every worker would do the same,
@@ -118,8 +116,7 @@ impl Pool {
                      initializer; an initializer must return Ok(()) or Err(message), not end \
                      its process"
                 );
-                log::error!("cf-pool-proc: {reason}; the pool is broken");
-                state.broken.get_or_insert(reason);
+                state.break_once(reason);
             } else if unexpected && timed_out.is_none() {
                 log::warn!(
                     "cf-pool-proc: worker {pid} {cause} holding {} task(s){}{}",
@@ -142,8 +139,7 @@ impl Pool {
                         "worker process {pid} {cause}, and the pool is set to \
                          WorkerDeath::BreakPool"
                     );
-                    log::error!("cf-pool-proc: {reason}; the pool is broken");
-                    state.broken = Some(reason);
+                    state.break_once(reason);
                     for (_, other) in &state.slots {
                         if let (false, Some(p)) = (other.reaping, other.pid) {
                             let _ = sys::signal(p, sys::Signal::Kill);

@@ -101,6 +101,18 @@ pub(crate) struct PoolState {
 pub(crate) const STARTUP_DEATHS_LIMIT: u32 = 10;
 
 impl PoolState {
+    /// Breaks the pool with `reason` and logs it once: a pool broken already keeps its first
+    /// reason (every worker of a pool whose initializer fails fails the same way, and one
+    /// error in the log says it), and the later ones are logged at debug level.
+    pub(crate) fn break_once(&mut self, reason: String) {
+        if self.broken.is_none() {
+            log::error!("cf-pool-proc: {reason}; the pool is broken");
+            self.broken = Some(reason);
+        } else {
+            log::debug!("cf-pool-proc: {reason} (the pool was broken already)");
+        }
+    }
+
     /// Some worker holds more than one task (so some may be unstarted).
     pub(crate) fn any_holding_several(&self) -> bool {
         self.slots.iter().any(|(_, s)| s.in_flight.len() > 1)
@@ -142,8 +154,7 @@ impl Pool {
     /// With no worker left to run the queue, fail it and refuse new work.
     pub(crate) fn break_if_no_workers(&self, state: &mut PoolState, reason: &str) {
         if state.live_slots() == 0 && !state.queue.is_empty() {
-            log::error!("cf-pool-proc: {reason}; the pool is broken");
-            state.broken = Some(reason.to_owned());
+            state.break_once(reason.to_owned());
         }
     }
 

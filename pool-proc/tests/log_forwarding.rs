@@ -132,3 +132,39 @@ fn task_logs_reach_the_parents_logger_with_its_level() {
         "disabled levels are not forwarded: {all:?}"
     );
 }
+
+fn init_fails() -> Result<(), String> {
+    Err("the ledger database is down".into())
+}
+
+fn nothing(_: ()) {}
+
+/// Every worker of a pool whose initializer fails fails the same way; the log says once that
+/// the pool is broken, not once per worker.
+#[test]
+fn a_failing_initializer_is_logged_as_an_error_once() {
+    capture();
+    let pool = ProcessPoolExecutor::builder()
+        .max_workers(4)
+        .initializer(init_fails)
+        .build()
+        .unwrap();
+    let futures: Vec<_> = (0..8)
+        .map_while(|_| pool.submit(nothing, ()).ok())
+        .collect();
+    for f in &futures {
+        assert!(f.result_timeout(LIMIT).is_err());
+    }
+    // Shutting down waits for every worker, so each has reported its failure by now.
+    drop(pool);
+    let all = capture().0.lock().unwrap().clone();
+    let errors: Vec<_> = all
+        .iter()
+        .filter(|c| c.level == log::Level::Error && c.message.contains("the ledger database"))
+        .collect();
+    assert_eq!(errors.len(), 1, "{errors:#?}");
+    assert!(
+        errors[0].message.contains("the pool is broken"),
+        "{errors:?}"
+    );
+}

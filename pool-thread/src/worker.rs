@@ -431,19 +431,26 @@ impl Shared {
 
     /// The initializer failed: break the pool and fail everything queued with `reason`.
     fn break_pool(&self, reason: String) {
-        let (reason, drained) = {
+        let (first, kept, drained) = {
             let mut head = self.head.jobs.lock();
             let mut st = self.state.lock();
-            let reason = st.broken.get_or_insert(reason).clone();
+            let first = st.broken.is_none();
+            let kept = st.broken.get_or_insert_with(|| reason.clone()).clone();
             self.closing.store(true, Ordering::Release);
             self.work.notify_all();
             let drained = self.drain(&mut head, &mut st);
-            (reason, drained)
+            (first, kept, drained)
         };
-        log::error!("thread pool {} is broken: {reason}", self.prefix);
+        // Every worker's initializer fails alike: the pool keeps the first reason and logs it
+        // as an error, the others only at debug level.
+        if first {
+            log::error!("thread pool {} is broken: {reason}", self.prefix);
+        } else {
+            log::debug!("thread pool {}: {reason} (broken already)", self.prefix);
+        }
         for job in drained {
             job.abandon(Some(TaskError::Broken {
-                reason: reason.clone(),
+                reason: kept.clone(),
             }));
         }
     }
