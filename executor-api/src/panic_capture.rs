@@ -22,7 +22,7 @@ use std::cell::Cell;
 use std::panic::{self, AssertUnwindSafe, PanicHookInfo};
 use std::sync::{Once, PoisonError, RwLock};
 
-use cf_futures_core::{panic_message, TaskError};
+use cf_futures_core::{drop_panic_payload, panic_message, TaskError};
 
 /// What the hook saw of a panic it intercepted.
 struct Record {
@@ -242,6 +242,9 @@ pub fn call_catching<R>(f: impl FnOnce() -> R) -> Result<R, TaskError> {
             .map_or((None, None), |r| {
                 (r.location, Some(r.backtrace.to_string()))
             });
-        TaskError::from_panic(payload.as_ref(), location, backtrace)
+        let error = TaskError::from_panic(payload.as_ref(), location, backtrace);
+        // A payload whose destructor panics must not unwind out of the caller (a worker).
+        drop_panic_payload(payload);
+        error
     })
 }

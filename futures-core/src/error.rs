@@ -268,6 +268,32 @@ pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     }
 }
 
+/// Drops a caught panic's payload without letting a panic in the payload's own destructor
+/// unwind further: a task may panic with any value (`std::panic::panic_any`), and one whose
+/// `Drop` panics would otherwise unwind out of the code that caught the first panic (a worker
+/// thread's loop, say). The destructor's panic is caught, and its payload forgotten rather
+/// than dropped (it could panic again); it is reported as any panic is, by the panic hook.
+///
+/// # Examples
+///
+/// ```
+/// struct Bomb;
+/// impl Drop for Bomb {
+///     fn drop(&mut self) {
+///         panic!("dropped a bomb");
+///     }
+/// }
+///
+/// let payload = std::panic::catch_unwind(|| std::panic::panic_any(Bomb)).unwrap_err();
+/// cf_futures_core::drop_panic_payload(payload); // does not panic
+/// ```
+pub fn drop_panic_payload(payload: Box<dyn std::any::Any + Send>) {
+    let dropped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(payload)));
+    if let Err(again) = dropped {
+        std::mem::forget(again);
+    }
+}
+
 /// How a worker process ended.
 ///
 /// # Examples

@@ -44,7 +44,7 @@ use std::sync::OnceLock;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use crate::error::{panic_message, InvalidStateError, TaskError};
+use crate::error::{drop_panic_payload, panic_message, InvalidStateError, TaskError};
 use crate::primitive::{yield_now, Arc, AtomicU32, Condvar, Mutex, Ordering};
 use crate::spin;
 use crate::waiter::Waiter;
@@ -897,6 +897,7 @@ fn run_callbacks<T>(future: &Future<T>, callbacks: Vec<Callback<T>>) {
                 future.state(),
                 queue.len()
             );
+            drop_panic_payload(payload);
         }
     }
 }
@@ -1048,16 +1049,21 @@ where
     }
 
     fn run_and_publish(self: Arc<Self>, ready: &mut dyn FnMut()) -> Result<(), InvalidStateError> {
-        let step = std::mem::replace(&mut *self.tail.step.lock(), Step::Ran(None));
+        // Should anything unwind out of here (the drop of a cancelled call's captures, say: an
+        // executor's call catches the task's own panics), the guard drops the task as a
+        // promise, which fails a future left running with `Broken`, so no waiter hangs.
+        let guard = PromiseOnUnwind(Some(self));
+        let this = guard.0.as_ref().expect("taken only below");
+        let step = std::mem::replace(&mut *this.tail.step.lock(), Step::Ran(None));
         let mut ready = Some(ready);
         let outcome = match step {
-            Step::Ready(call) if self.set_running() => Some(call().map_err(Box::new)),
+            Step::Ready(call) if this.set_running() => Some(call().map_err(Box::new)),
             // Cancelled before it started.
             Step::Ready(_) => None,
             // `run` ran it: publish what it kept.
             Step::Ran(outcome) => outcome,
         };
-        let promise = self.promise();
+        let promise = guard.into_promise();
         match outcome {
             Some(outcome) => complete_then(promise.inner(), outcome, State::Finished, &mut ready),
             None => {
@@ -1102,6 +1108,38 @@ where
     fn release(self: Arc<Self>) {
         self.clear();
         drop(self.promise());
+    }
+}
+
+/// An inline task being run: dropped as its [`Promise`] if the run unwinds (see
+/// [`InlineTask::run_and_publish`]).
+#[cfg(not(loom))]
+struct PromiseOnUnwind<T, F>(Option<Arc<Inner<T, Slot<F, T>>>>)
+where
+    F: FnOnce() -> Result<T, TaskError> + Send + 'static,
+    T: Send + Sync + 'static;
+
+#[cfg(not(loom))]
+impl<T, F> PromiseOnUnwind<T, F>
+where
+    F: FnOnce() -> Result<T, TaskError> + Send + 'static,
+    T: Send + Sync + 'static,
+{
+    fn into_promise(mut self) -> Promise<T> {
+        self.0.take().expect("taken once").promise()
+    }
+}
+
+#[cfg(not(loom))]
+impl<T, F> Drop for PromiseOnUnwind<T, F>
+where
+    F: FnOnce() -> Result<T, TaskError> + Send + 'static,
+    T: Send + Sync + 'static,
+{
+    fn drop(&mut self) {
+        if let Some(task) = self.0.take() {
+            drop(task.promise());
+        }
     }
 }
 

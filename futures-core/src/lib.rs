@@ -87,7 +87,10 @@ mod spin;
 mod wait;
 mod waiter;
 
-pub use error::{panic_message, CodecStage, ExitCause, InvalidStateError, TaskError, TimeoutError};
+pub use error::{
+    drop_panic_payload, panic_message, CodecStage, ExitCause, InvalidStateError, TaskError,
+    TimeoutError,
+};
 #[cfg(not(loom))]
 pub use future::InlineTask;
 pub use future::{Future, Promise, State};

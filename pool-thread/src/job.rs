@@ -7,7 +7,11 @@
 //! "3 sequential tasks run on 1 thread" deterministic rather than the race it is in CPython,
 //! where the worker releases its idle token only after the result is visible.
 
-use cf_executor_api::{call_catching, InlineTask, Promise, TaskError};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use cf_executor_api::{
+    call_catching, drop_panic_payload, panic_message, InlineTask, Promise, TaskError,
+};
 
 /// One queued unit of work.
 pub(crate) enum Work {
@@ -116,8 +120,16 @@ where
         let items = std::mem::take(&mut self.items);
         let count = items.len();
         for (i, (arg, promise)) in items.into_iter().enumerate() {
-            // A cancelled item is skipped; the others still run.
+            // A cancelled item is skipped; the others still run, even if the destructor of its
+            // unused argument panics.
             if !promise.set_running_or_notify_cancel() {
+                if let Err(payload) = catch_unwind(AssertUnwindSafe(move || drop(arg))) {
+                    log::error!(
+                        "the argument of a cancelled batch item panicked when dropped: {}",
+                        panic_message(payload.as_ref())
+                    );
+                    drop_panic_payload(payload);
+                }
                 continue;
             }
             let f = self.f;

@@ -54,12 +54,13 @@
 use std::cell::Cell;
 use std::collections::VecDeque;
 use std::io;
+use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use cf_executor_api::{call_catching, SubmitError, TaskError};
+use cf_executor_api::{call_catching, drop_panic_payload, panic_message, SubmitError, TaskError};
 use parking_lot::{Condvar, Mutex};
 
 use crate::job::Work;
@@ -513,12 +514,32 @@ fn worker_main(shared: &Shared, busy: &AtomicBool) {
             // done-callbacks, which run on this thread: a callback that submits work and
             // waits for it gets another thread (as in CPython, whose idle semaphore is
             // released after the callbacks).
-            job.run_and_publish(&mut || {
+            let readied = Cell::new(false);
+            let ready = || {
+                readied.set(true);
                 busy.store(false, Ordering::Relaxed);
                 if counted_out {
                     shared.available.fetch_add(1, Ordering::SeqCst);
                 }
-            });
+            };
+            // The task's own panic is caught inside its call; what can still unwind is a
+            // destructor of the user's (a cancelled call's captures, a value dropped with its
+            // future). Its futures were failed on the way out; the worker goes on.
+            let run = panic::catch_unwind(AssertUnwindSafe(|| {
+                job.run_and_publish(&mut || ready());
+            }));
+            if let Err(payload) = run {
+                if !readied.get() {
+                    ready();
+                }
+                log::error!(
+                    "a panic escaped a task on worker thread {} (a destructor of its closure, \
+                     argument or value panicked): {}; its future failed, the worker goes on",
+                    thread::current().name().unwrap_or("?"),
+                    panic_message(payload.as_ref())
+                );
+                drop_panic_payload(payload);
+            }
             guard.counted_out = false;
             continue;
         }
