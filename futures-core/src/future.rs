@@ -38,6 +38,7 @@
 use std::collections::VecDeque;
 use std::fmt;
 use std::hash::{Hash, Hasher};
+use std::num::NonZeroU64;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
 use std::sync::OnceLock;
@@ -111,7 +112,11 @@ struct Shared<T> {
 struct Listeners<T> {
     callbacks: Vec<Callback<T>>,
     waiters: Vec<(Arc<Waiter>, usize)>,
-    wakers: Vec<Waker>,
+    /// One per handle being awaited, under the key the handle keeps (see [`Future`]'s
+    /// `std::future::Future` impl).
+    wakers: Vec<(NonZeroU64, Waker)>,
+    /// The last waker key handed out.
+    waker_keys: u64,
     /// The gate a `try_unwrap` waits at, while `release` is `WAITING`. It is parked only once
     /// the future is done (after completion took the listeners out), so completion never
     /// finds one. Kept here, not in [`Shared`], to keep the future's allocation small (see
@@ -126,6 +131,7 @@ impl<T> Shared<T> {
                 callbacks: Vec::new(),
                 waiters: Vec::new(),
                 wakers: Vec::new(),
+                waker_keys: 0,
                 gate: None,
             })
         })
@@ -262,6 +268,9 @@ impl ReleaseGate {
 /// ```
 pub struct Future<T> {
     inner: Arc<Inner<T>>,
+    /// The key of the waker this handle left with the future when it was last polled (awaited)
+    /// and not ready; its drop takes that waker back (see the `std::future::Future` impl).
+    waker: Option<NonZeroU64>,
 }
 
 /// The producer side of a [`Future`]: what an executor holds to report progress and outcome.
@@ -292,6 +301,15 @@ impl<T> Clone for Future<T> {
 
 impl<T> Drop for Future<T> {
     fn drop(&mut self) {
+        if let Some(key) = self.waker {
+            // An await given up (a timeout, a `select!` branch not taken): its waker, and the
+            // task it keeps alive, go with it.
+            let waker = self.inner.shared.lock().listeners.as_mut().and_then(|l| {
+                let at = l.wakers.iter().position(|(k, _)| *k == key)?;
+                Some(l.wakers.swap_remove(at))
+            });
+            drop(waker);
+        }
         self.inner.handles.fetch_sub(1, Ordering::SeqCst);
     }
 }
@@ -325,7 +343,7 @@ impl<T> Future<T> {
             // the count must not wrap (`try_unwrap` trusts it), so stop as `Arc` does.
             std::process::abort();
         }
-        (Future { inner }, before + 1)
+        (Future { inner, waker: None }, before + 1)
     }
 
     /// A clone, and how many handles the future has right after it (the clone included). Other
@@ -870,6 +888,7 @@ fn complete_inner<T>(
         waiters,
         wakers,
         gate,
+        ..
     } = *listeners;
     debug_assert!(
         gate.is_none(),
@@ -878,7 +897,7 @@ fn complete_inner<T>(
     for (waiter, key) in waiters {
         waiter.fire(key);
     }
-    for waker in wakers {
+    for (_, waker) in wakers {
         waker.wake();
     }
     if !callbacks.is_empty() {
@@ -929,6 +948,11 @@ impl<T> fmt::Debug for Promise<T> {
 /// Awaiting a `Future` yields a clone of its outcome; the pool's threads never block the
 /// async runtime.
 ///
+/// Each awaited handle leaves one waker with the future while it is pending (the latest task
+/// that polled it), and takes it back when dropped: an await given up (a `tokio::time::timeout`
+/// that fired, a `select!` branch not taken) leaves nothing behind, however often it happens
+/// before the task completes.
+///
 /// # Examples
 ///
 /// ```
@@ -944,15 +968,34 @@ impl<T: Clone> std::future::Future for Future<T> {
     type Output = Result<T, TaskError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut shared = self.inner.shared.lock();
+        let this = self.get_mut();
+        let mut shared = this.inner.shared.lock();
         if shared.state.is_done() {
             drop(shared);
-            return Poll::Ready(self.outcome().cloned());
+            // Completion took the wakers: this handle left none behind.
+            this.waker = None;
+            return Poll::Ready(this.outcome().cloned());
         }
-        let wakers = &mut shared.listeners().wakers;
-        if !wakers.iter().any(|w| w.will_wake(cx.waker())) {
-            wakers.push(cx.waker().clone());
-        }
+        // Each awaited handle keeps one waker with the future, replaced when the handle is
+        // polled from another task, and taken back when the handle is dropped: an await given
+        // up leaves nothing behind.
+        let listeners = shared.listeners();
+        let mine = this
+            .waker
+            .and_then(|key| listeners.wakers.iter_mut().find(|(k, _)| *k == key));
+        let stale = match mine {
+            Some((_, waker)) if waker.will_wake(cx.waker()) => None,
+            Some((_, waker)) => Some(std::mem::replace(waker, cx.waker().clone())),
+            None => {
+                listeners.waker_keys += 1;
+                let key = NonZeroU64::new(listeners.waker_keys).expect("counts up from 1");
+                listeners.wakers.push((key, cx.waker().clone()));
+                this.waker = Some(key);
+                None
+            }
+        };
+        drop(shared);
+        drop(stale);
         Poll::Pending
     }
 }
