@@ -257,8 +257,8 @@ pub trait Executor: Send + Sync {
         A: Payload,
         R: Payload + Sync;
 
-    /// Schedules `f` over `args` as one unit (one message for a process pool); one future per
-    /// item, each completed on its own. `map` uses it for `chunksize`.
+    /// Schedules `f` over `args` as one unit (one message for a process pool, one job for a
+    /// thread pool); one future per item, each completed on its own.
     ///
     /// # Errors
     ///
@@ -274,7 +274,9 @@ pub trait Executor: Send + Sync {
 
     /// Schedules `f` over `args` as one task (one message for a process pool) whose result is
     /// the list of per-item outcomes: a panic in one item fails that item only. `map` uses it
-    /// for `chunksize > 1`, as Python's process pool does.
+    /// for `chunksize > 1` on every executor, as Python's process pool does: the chunk's
+    /// results come back together, so a `map` timeout that runs out during a chunk fails the
+    /// whole chunk.
     ///
     /// The default submits a closure that captures only `f`; for a fn item or a non-capturing
     /// closure that is still a zero-sized task, so it crosses process boundaries too.

@@ -25,7 +25,11 @@ use crate::SubmitError;
 pub struct MapOptions {
     /// Overall time limit, measured from the `map` call. `None` waits forever.
     pub timeout: Option<Duration>,
-    /// Items per task: a process pool sends a chunk as one message. At least 1.
+    /// Items per task, at least 1. A chunk is one task on every executor (one message for a
+    /// process pool) whose results come back together, as in Python's process pool: an item is
+    /// yielded once its whole chunk is done, and a `timeout` that runs out during a chunk
+    /// fails the chunk, items that finished included. Python's thread pool ignores
+    /// `chunksize`; use 1 (the default) for the same behaviour.
     pub chunksize: usize,
     /// With `Some(n)`, at most `n` chunks are submitted ahead of the consumer and the input is
     /// pulled lazily, so infinite iterators work. `None` submits every input at the call.

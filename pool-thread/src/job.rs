@@ -17,7 +17,7 @@ use cf_executor_api::{
 pub(crate) enum Work {
     /// `spawn`/`submit`: the call lives in its future's allocation.
     Call(InlineTask),
-    /// `submit_batch` (`map` with a `chunksize`).
+    /// `submit_batch`.
     Batch(Box<dyn Job>),
 }
 
