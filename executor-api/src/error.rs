@@ -32,10 +32,30 @@ pub enum SubmitError {
 }
 
 impl From<SubmitError> for TaskError {
-    /// A submit refused in the middle of a lazy `map` surfaces as this item's error.
+    /// A submit refused in the middle of a lazy `map` surfaces as this item's error: a shut
+    /// down executor's as [`TaskError::Cancelled`] (the item never started, as if
+    /// `shutdown(cancel_futures)` had cancelled it), a broken one's as [`TaskError::Broken`]
+    /// with the same reason.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use cf_executor_api::{SubmitError, TaskError};
+    ///
+    /// assert_eq!(TaskError::from(SubmitError::Shutdown), TaskError::Cancelled);
+    /// let broken = SubmitError::Broken { reason: "the initializer failed".into() };
+    /// assert_eq!(
+    ///     TaskError::from(broken).to_string(),
+    ///     "executor is broken: the initializer failed; create a new executor"
+    /// );
+    /// ```
     fn from(e: SubmitError) -> Self {
-        TaskError::Broken {
-            reason: e.to_string(),
+        match e {
+            SubmitError::Shutdown => TaskError::Cancelled,
+            SubmitError::Broken { reason } => TaskError::Broken { reason },
+            other @ SubmitError::InvalidArgument { .. } => TaskError::Broken {
+                reason: other.to_string(),
+            },
         }
     }
 }

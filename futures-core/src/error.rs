@@ -57,8 +57,12 @@ pub enum TaskError {
         /// The backtrace of the thread that panicked, as text, when captured (as `location`).
         backtrace: Option<String>,
     },
-    /// The future was cancelled before it started.
-    #[error("task was cancelled before it started (by Future::cancel, a dropped map iterator or shutdown(cancel_futures))")]
+    /// The future was cancelled before it started; also the item of a lazy `map` (one with a
+    /// `buffersize`) that the executor, shut down meanwhile, no longer took.
+    #[error(
+        "task was cancelled before it started (by Future::cancel, a dropped map iterator, \
+         shutdown(cancel_futures), or a shutdown before a lazy map could submit it)"
+    )]
     Cancelled,
     /// No result in time.
     ///

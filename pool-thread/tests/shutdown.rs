@@ -219,3 +219,26 @@ fn count_run(x: u64) -> u64 {
     MAP_RUNS.fetch_add(1, Ordering::SeqCst);
     x
 }
+
+fn double(x: u64) -> u64 {
+    x * 2
+}
+
+/// A lazy `map` (with a `buffersize`) over an endless input, shut down while it is consumed:
+/// the items already submitted still arrive, then one `Cancelled` for the item the executor no
+/// longer took (as if `shutdown(cancel_futures)` had cancelled it; the pool is not broken), and
+/// the iteration ends.
+#[test]
+fn a_lazy_map_shut_down_midway_yields_what_was_submitted_then_cancelled() {
+    let pool = pool(2);
+    let mut results = pool
+        .map(double, 0.., MapOptions::new().buffersize(2))
+        .unwrap();
+    assert_eq!(results.next(), Some(Ok(0)));
+    pool.shutdown(false, false);
+    let rest: Vec<_> = results.by_ref().take(10).collect();
+    assert_eq!(rest, [Ok(2), Ok(4), Err(TaskError::Cancelled)]);
+    assert_eq!(results.next(), None);
+    let error = rest[2].clone().unwrap_err().to_string();
+    assert!(error.contains("shutdown before a lazy map"), "{error}");
+}
