@@ -162,7 +162,9 @@ pub const DEFAULT_CLUSTER_URL: &str = "nats://127.0.0.1:4222";
 
 /// Which kind of pool: the run-time choice behind a [`Pool`].
 ///
-/// Parses from and displays as its [`name`](Backend::name).
+/// Parses from and displays as its [`name`](Backend::name), exactly (`thread`, not `Thread`).
+/// A name this build does not have is an [`UnknownBackend`] that lists the ones it has, and
+/// says which cargo feature adds a backend of cf the build lacks.
 ///
 /// # Examples
 ///
@@ -330,7 +332,22 @@ impl fmt::Display for UnknownBackend {
             "unknown backend {:?}; this build has: {}",
             self.0,
             known.join(", ")
-        )
+        )?;
+        // A backend of cf that this build lacks: say what would add it.
+        let missing = [
+            ("process", "Linux, macOS, FreeBSD and Windows"),
+            ("thread", "every platform"),
+            ("cluster", "Linux, macOS, FreeBSD and Windows"),
+        ]
+        .into_iter()
+        .find(|(name, _)| self.0 == *name);
+        if let Some((name, platforms)) = missing {
+            write!(
+                f,
+                " (`{name}` needs concurrent-futures' cargo feature `{name}`, on {platforms})"
+            )?;
+        }
+        Ok(())
     }
 }
 

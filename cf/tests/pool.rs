@@ -48,6 +48,12 @@ fn every_backend_parses_from_its_name_and_builds() {
         e.contains("\"Thread\"") && e.contains("process, thread"),
         "{e}"
     );
+    assert!(!e.contains("feature"), "{e}");
+    #[cfg(not(feature = "cluster"))]
+    {
+        let e = "cluster".parse::<Backend>().unwrap_err().to_string();
+        assert!(e.contains("cargo feature `cluster`"), "{e}");
+    }
 }
 
 #[test]
