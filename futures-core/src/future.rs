@@ -501,6 +501,9 @@ impl<T> Future<T> {
     /// its side first, so a sole owner always gets the value; `T` need not be `Clone`. A failed
     /// or cancelled future yields (a clone of) its error whether or not other handles exist.
     ///
+    /// The wait is for the [`Promise`] to be dropped, not only completed: a promise you hold
+    /// yourself must be dropped before this is called on the same thread, or it waits forever.
+    ///
     /// # Errors
     ///
     /// `Err(self)` when another handle to the same task is alive and the task has a value.
