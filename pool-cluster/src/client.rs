@@ -480,13 +480,15 @@ impl Shared {
             },
             self.names.pool
         );
+        if failed.is_empty() {
+            // Tasks wait for a node, none of them long enough yet to fail: looked at again on
+            // the next tick, and said once when some do fail.
+            return;
+        }
         log::error!(
             "cf-pool-cluster: failing {} pending task(s): {reason}",
             failed.len()
         );
-        if failed.is_empty() {
-            return;
-        }
         let n = failed.len();
         for (task, pending) in failed {
             // The node that claimed it, if one did before going away.

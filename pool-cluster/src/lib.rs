@@ -126,7 +126,9 @@ mod client;
 pub mod node;
 mod wire;
 
+use std::cell::Cell;
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -250,6 +252,7 @@ impl ClusterBuilder {
     /// reached within the connect timeout or has no JetStream.
     pub fn build(self) -> Result<ClusterExecutor, BuildError> {
         let invalid = |name: &'static str, message: String| BuildError::Invalid { name, message };
+        check_server_url(&self.url).map_err(|m| invalid("url", m))?;
         let names = Names::new(&self.pool).map_err(|m| invalid("pool", m))?;
         if self.max_workers == Some(0) {
             return Err(BuildError::ZeroWorkers);
@@ -273,41 +276,45 @@ impl ClusterBuilder {
             ));
         }
         let build = build_id().map_err(BuildError::Io)?.to_owned();
+        let runtime_id = NEXT_RUNTIME.fetch_add(1, Ordering::Relaxed);
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("cf-cluster-client")
+            .on_thread_start(move || CLIENT_RUNTIME.with(|r| r.set(runtime_id)))
             .enable_all()
             .build()
             .map_err(|e| BuildError::Io(format!("cannot start the client's runtime: {e}")))?;
         let client_id = nuid::next().to_string();
         let url = self.url.clone();
-        let stores = runtime.block_on(async {
-            let connect = async_nats::ConnectOptions::new()
-                .name(format!("cf client {client_id}"))
-                .connection_timeout(self.connect_timeout)
-                .event_callback(|event| async move {
-                    log::info!("cf-pool-cluster: connection {event}");
-                })
-                .connect(url.as_str());
-            let client = tokio::time::timeout(self.connect_timeout, connect)
-                .await
-                .map_err(|_| format!("no answer within {:?}", self.connect_timeout))?
-                .map_err(|e| e.to_string())?;
-            let version = client.server_info().version;
-            let js = async_nats::jetstream::new(client);
-            let stores = Stores::open(js, &names, self.result_ttl)
-                .await
-                .map_err(|e| {
-                    format!(
-                        "cannot open the pool's stream and buckets: {e}{}",
-                        too_old(&version)
-                    )
-                })?;
-            stores
-                .consumer(&names, &build, Some(self.ack_wait))
-                .await
-                .map_err(|e| format!("cannot create the task consumer: {e}"))?;
-            Ok::<_, String>(stores)
+        let stores = off_any_runtime(|| {
+            runtime.block_on(async {
+                let connect = async_nats::ConnectOptions::new()
+                    .name(format!("cf client {client_id}"))
+                    .connection_timeout(self.connect_timeout)
+                    .event_callback(|event| async move {
+                        log::info!("cf-pool-cluster: connection {event}");
+                    })
+                    .connect(url.as_str());
+                let client = tokio::time::timeout(self.connect_timeout, connect)
+                    .await
+                    .map_err(|_| format!("no answer within {:?}", self.connect_timeout))?
+                    .map_err(|e| e.to_string())?;
+                let version = client.server_info().version;
+                let js = async_nats::jetstream::new(client);
+                let stores = Stores::open(js, &names, self.result_ttl)
+                    .await
+                    .map_err(|e| {
+                        format!(
+                            "cannot open the pool's stream and buckets: {e}{}",
+                            too_old(&version)
+                        )
+                    })?;
+                stores
+                    .consumer(&names, &build, Some(self.ack_wait))
+                    .await
+                    .map_err(|e| format!("cannot create the task consumer: {e}"))?;
+                Ok::<_, String>(stores)
+            })
         });
         let stores = stores.map_err(|e| {
             BuildError::Io(format!(
@@ -362,10 +369,27 @@ impl ClusterBuilder {
         Ok(ClusterExecutor {
             shared,
             runtime: Some(runtime),
+            runtime_id,
             max_workers: self.max_workers.unwrap_or_else(cpu_count),
             task_timeout: self.task_timeout,
         })
     }
+}
+
+/// Whether `url` is the address of a NATS server (`nats://host:port`, `tls://`, `ws://`,
+/// `wss://`, or a bare `host:port`), as the client and a node check it before connecting: a
+/// malformed one would never connect, and a node would retry it forever as if the server were
+/// down.
+pub(crate) fn check_server_url(url: &str) -> Result<(), String> {
+    let addr: async_nats::ServerAddr = url.parse().map_err(|e| {
+        format!("{url:?} is not a NATS server address ({e}); give nats://host:port")
+    })?;
+    if addr.host().is_empty() {
+        return Err(format!(
+            "{url:?} is not a NATS server address (no host); give nats://host:port"
+        ));
+    }
+    Ok(())
 }
 
 /// A hint when the server is older than the client library supports.
@@ -395,6 +419,8 @@ fn too_old(version: &str) -> String {
 pub struct ClusterExecutor {
     shared: Arc<Shared>,
     runtime: Option<tokio::runtime::Runtime>,
+    /// Which client runtime is this executor's: see [`CLIENT_RUNTIME`].
+    runtime_id: u64,
     max_workers: usize,
     task_timeout: Option<Duration>,
 }
@@ -599,10 +625,10 @@ impl Executor for ClusterExecutor {
 
     fn shutdown(&self, wait: bool, cancel_futures: bool) {
         self.shared.state.lock().shutdown = true;
-        let on_runtime = tokio::runtime::Handle::try_current().is_ok();
-        if on_runtime {
+        if self.on_own_runtime() {
             // A done-callback on the client's own runtime: waiting here would stop the very
-            // threads that complete the futures.
+            // threads that complete the futures. (Any other thread waits, a thread of some
+            // other tokio runtime included.)
             log::debug!("cf-pool-cluster: shutdown from the client's runtime; not waiting");
             return;
         }
@@ -623,18 +649,76 @@ impl Executor for ClusterExecutor {
 }
 
 impl Drop for ClusterExecutor {
-    /// The `with`-block exit: shut down and wait for the submitted work.
+    /// The `with`-block exit: shut down and wait for the submitted work (not when dropped by
+    /// one of its own done-callbacks: see below).
     fn drop(&mut self) {
         self.shutdown(true, false);
         if let Some(runtime) = self.runtime.take() {
             let registry = self.shared.stores.registry.clone();
             let key = format!("c.{}", self.shared.client);
-            let _ = runtime.block_on(async {
-                tokio::time::timeout(Duration::from_secs(2), registry.delete(key)).await
+            off_any_runtime(move || {
+                let _ = runtime.block_on(async {
+                    tokio::time::timeout(Duration::from_secs(2), registry.delete(key)).await
+                });
+                runtime.shutdown_timeout(Duration::from_secs(1));
             });
-            runtime.shutdown_timeout(Duration::from_secs(1));
+        }
+        // Dropped on its own runtime, it did not wait: nothing will complete the futures still
+        // pending now that the runtime is gone, so they fail rather than wait forever.
+        let left: Vec<_> = {
+            let mut state = self.shared.state.lock();
+            let left: Vec<_> = state.pending.drain().collect();
+            state.completing += left.len();
+            left
+        };
+        if !left.is_empty() {
+            let n = left.len();
+            log::warn!(
+                "cf-pool-cluster: the executor was dropped by one of its own done-callbacks with \
+                 {n} task(s) unfinished; they fail"
+            );
+            for (_, pending) in left {
+                pending.completion.finish(Err(TaskError::Broken {
+                    reason: "the executor was dropped by one of its own done-callbacks before \
+                             this task finished"
+                        .into(),
+                }));
+            }
+            self.shared.completed(n);
         }
     }
+}
+
+thread_local! {
+    /// On a client runtime's threads, which client's (`ClusterExecutor::runtime_id`); 0
+    /// elsewhere. A done-callback runs there, and must not wait for the futures that only those
+    /// threads complete; a thread of any other tokio runtime may.
+    static CLIENT_RUNTIME: Cell<u64> = const { Cell::new(0) };
+}
+
+static NEXT_RUNTIME: AtomicU64 = AtomicU64::new(1);
+
+impl ClusterExecutor {
+    fn on_own_runtime(&self) -> bool {
+        CLIENT_RUNTIME.with(Cell::get) == self.runtime_id
+    }
+}
+
+/// Runs `f`, which blocks on the client's runtime (`block_on`, shutting it down), on a thread
+/// of its own if this thread is inside a tokio runtime, where tokio forbids both (it panics:
+/// "Cannot start a runtime from within a runtime"): a client built or dropped in async code.
+fn off_any_runtime<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    if tokio::runtime::Handle::try_current().is_err() {
+        return f();
+    }
+    std::thread::scope(|scope| {
+        std::thread::Builder::new()
+            .name("cf-cluster-blocking".into())
+            .spawn_scoped(scope, f)
+            .expect("a thread to block on the client's runtime")
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })
 }
 
 impl fmt::Debug for ClusterExecutor {

@@ -156,11 +156,15 @@ impl NodeBuilder {
     ///
     /// # Errors
     ///
-    /// Bad settings, no build identity, or no async runtime.
+    /// Bad settings (no worker, a URL that is not a NATS server address, a bad pool name), no
+    /// build identity, or no async runtime.
     pub fn run(self) -> Result<(), String> {
         if self.workers == 0 {
             return Err("a node needs at least 1 worker".into());
         }
+        // An address that cannot be parsed never connects: say so now, rather than retry it
+        // forever as if the server were down.
+        crate::check_server_url(&self.url)?;
         let names = Names::new(&self.pool)?;
         let mut build = build_id()?.to_owned();
         if let Ok(suffix) = std::env::var(TEST_BUILD_SUFFIX_ENV) {

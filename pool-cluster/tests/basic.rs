@@ -122,3 +122,96 @@ fn one_worker_starts_tasks_in_submission_order() {
         );
     }
 }
+
+/// A node given an address that is not a NATS server's stops at once with an error saying so,
+/// as the client's `build` does, instead of retrying it forever as if the server were down.
+/// Needs no server.
+#[test]
+fn a_node_with_a_malformed_url_refuses_to_start() {
+    for url in ["http://127.0.0.1:4222", "::garbage::", "", "nats://"] {
+        let (tx, rx) = std::sync::mpsc::channel();
+        // On its own thread: a node that did start would serve forever.
+        std::thread::spawn(move || {
+            let _ = tx.send(
+                cf_pool_cluster::node::NodeBuilder::new(url)
+                    .workers(1)
+                    .run(),
+            );
+        });
+        let e = rx
+            .recv_timeout(LIMIT)
+            .unwrap_or_else(|_| panic!("a node for {url:?} did not stop within {LIMIT:?}"))
+            .unwrap_err();
+        assert!(e.contains("not a NATS server address"), "{url:?}: {e}");
+        let e = match cf_pool_cluster::ClusterExecutor::builder(url).build() {
+            Err(e) => e.to_string(),
+            Ok(_) => panic!("a client for {url:?} was built"),
+        };
+        assert!(e.contains("not a NATS server address"), "{url:?}: {e}");
+    }
+}
+
+fn nap(ms: u64) -> u64 {
+    std::thread::sleep(std::time::Duration::from_millis(ms));
+    ms
+}
+
+/// A client built, used and dropped in async code: its runtime is blocked on from a thread of
+/// its own there (tokio panics at a `block_on` inside a runtime).
+#[test]
+fn an_executor_is_built_awaited_and_dropped_in_async_code() {
+    let Some(cluster) = Cluster::start(&[1], |b| b) else {
+        return;
+    };
+    let (url, pool) = (cluster.server.url(), cluster.pool.clone());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let got = rt.block_on(async move {
+        let executor = cf_pool_cluster::ClusterExecutor::builder(&url)
+            .pool(&pool)
+            .build()
+            .expect("built in async code");
+        let f = executor.submit(square, 6).unwrap();
+        let got = tokio::time::timeout(LIMIT, f).await.expect("in time");
+        drop(executor);
+        got
+    });
+    assert_eq!(got, Ok(36));
+}
+
+/// Dropped on a thread of some other tokio runtime (here its blocking pool), the executor still
+/// waits for its tasks, as anywhere else; it skips the wait only on its own runtime's threads.
+/// It used to take any tokio thread for its own, and its futures then never completed.
+#[test]
+fn dropped_on_another_runtimes_thread_the_executor_waits_for_its_tasks() {
+    let Some(cluster) = Cluster::start(&[2], |b| b) else {
+        return;
+    };
+    let common::Cluster {
+        executor,
+        nodes,
+        server,
+        ..
+    } = cluster;
+    let futures: Vec<_> = (0..4).map(|_| executor.submit(nap, 300).unwrap()).collect();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        tokio::task::spawn_blocking(move || drop(executor))
+            .await
+            .unwrap();
+    });
+    for f in &futures {
+        assert!(
+            f.done(),
+            "the drop returned before its task was done: {f:?}"
+        );
+        assert_eq!(f.result_timeout(LIMIT), Ok(&300));
+    }
+    drop((nodes, server));
+}
