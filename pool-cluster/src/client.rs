@@ -13,6 +13,10 @@ use futures_util::StreamExt;
 use parking_lot::{Condvar, Mutex};
 use tokio::sync::mpsc;
 
+/// How many times a connected server may refuse to store a task's argument before the task
+/// fails (see [`Shared::message`]).
+const UPLOAD_REFUSALS: u32 = 3;
+
 use crate::wire::{
     claim_key, from_bytes, to_bytes, Carried, Claim, ClientInfo, Names, NodeInfo, Outcome, Stores,
     TaskMsg,
@@ -128,6 +132,11 @@ impl Shared {
     /// The task's message, its argument carried (uploaded to the object store first if it is
     /// large); `None` once nobody waits for the task any more.
     pub(crate) async fn message(&self, out: &Outgoing) -> Option<bytes::Bytes> {
+        // Refusals by a connected server (a full JetStream store, say): the task fails after
+        // a few, rather than upload again and again, each attempt leaving what it uploaded
+        // until `result_ttl` and the publisher stuck on it. While the connection is down the
+        // server is away, not refusing: those attempts do not count.
+        let mut refused = 0;
         let carried = loop {
             if !self.state.lock().pending.contains_key(&out.task) {
                 return None;
@@ -143,6 +152,15 @@ impl Shared {
                 Ok(c) => break c,
                 Err(e) => {
                     log::debug!("cf-pool-cluster: cannot store task {}: {e}", out.task);
+                    if self.stores.js.client().connection_state()
+                        == async_nats::connection::State::Connected
+                    {
+                        refused += 1;
+                    }
+                    if refused >= UPLOAD_REFUSALS {
+                        self.fail_upload(out, &e.to_string());
+                        return None;
+                    }
                     tokio::time::sleep(Duration::from_millis(250)).await;
                 }
             }
@@ -160,6 +178,25 @@ impl Shared {
             argument: carried,
         };
         Some(to_bytes(&message))
+    }
+
+    /// Fails a task whose argument the server refused to store [`UPLOAD_REFUSALS`] times.
+    fn fail_upload(&self, out: &Outgoing, why: &str) {
+        let Some(pending) = self.take(out.task) else {
+            return;
+        };
+        let size = crate::wire::size(&out.argument);
+        let message = format!(
+            "the server refused to store this task's argument ({size} bytes) {UPLOAD_REFUSALS} \
+             times: {why}; its JetStream storage may be full (max_file_store), and what the \
+             attempts uploaded stays there until the pool's result_ttl"
+        );
+        log::error!("cf-pool-cluster: task {} fails: {message}", out.task);
+        pending.completion.finish(Err(TaskError::Codec {
+            stage: CodecStage::SerializeArgument,
+            message,
+        }));
+        self.completed(1);
     }
 
     /// Sends the task's message once, with its message id (the server drops a repeat). When

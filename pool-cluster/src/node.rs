@@ -529,13 +529,19 @@ impl Node {
         )
         .await;
         progress.abort();
-        for _ in 0..10 {
-            if message.double_ack().await.is_ok() {
-                return;
+        // The result is recorded: this worker slot is free now, whatever the ack does. The ack
+        // is retried on its own (each try may wait for the server's answer for seconds, after a
+        // server restart for every try), so the node goes on taking tasks meanwhile.
+        tokio::spawn(async move {
+            for _ in 0..10 {
+                if message.double_ack().await.is_ok() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
             }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        // Not acked: the task is delivered again, and the next node sees its result recorded.
+            // Not acked: the task is delivered again, and the next node sees its result
+            // recorded.
+        });
     }
 
     /// Claims the task for this node: `Ok(false)` if it was cancelled (or another node holds
@@ -660,7 +666,10 @@ impl Node {
 
     /// Records an outcome; the first recorded wins. Retries while the server is away: the
     /// result exists only here until it is recorded.
-    async fn record(&self, key: &str, outcome: Outcome) {
+    async fn record(&self, key: &str, mut outcome: Outcome) {
+        if let Err(error) = &mut outcome.result {
+            bound_error_text(error);
+        }
         let bytes = to_bytes(&outcome);
         let mut delay = Duration::from_millis(50);
         loop {
@@ -677,5 +686,46 @@ impl Node {
                 }
             }
         }
+    }
+}
+
+/// The longest text an error keeps in each of its fields on its way to the client.
+const ERROR_TEXT_MAX: usize = 32 * 1024;
+
+/// Cuts the text of an error (a panic's message and backtrace, say) to [`ERROR_TEXT_MAX`] per
+/// field, saying how much was cut: the outcome travels inline, and a message larger than the
+/// server takes (1 MiB by default) would be refused forever, the result never recorded and
+/// the worker slot never freed.
+fn bound_error_text(error: &mut TaskError) {
+    fn cut(text: &mut String) {
+        if text.len() <= ERROR_TEXT_MAX {
+            return;
+        }
+        let mut end = ERROR_TEXT_MAX;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        let dropped = text.len() - end;
+        text.truncate(end);
+        text.push_str(&format!(
+            "... [{dropped} more bytes cut by the cluster node: an error travels in one message]"
+        ));
+    }
+    match error {
+        TaskError::Panicked {
+            message,
+            location,
+            backtrace,
+        } => {
+            cut(message);
+            location
+                .iter_mut()
+                .chain(backtrace.iter_mut())
+                .for_each(cut);
+        }
+        TaskError::WorkerDied { last_panic, .. } => last_panic.iter_mut().for_each(cut),
+        TaskError::Broken { reason } | TaskError::NodeFailed { reason, .. } => cut(reason),
+        TaskError::Codec { message, .. } => cut(message),
+        _ => {}
     }
 }

@@ -93,7 +93,12 @@ pub(crate) fn result_key(client: &str, task: u64) -> String {
 
 /// Whether [`Stores::carry`] puts `payload` in the object store.
 pub(crate) fn is_large(payload: &Encoded) -> bool {
-    payload.bytes.len() + payload.buffers.iter().map(|b| b.len()).sum::<usize>() > INLINE_MAX
+    size(payload) > INLINE_MAX
+}
+
+/// The bytes `payload` carries, its attached buffers included.
+pub(crate) fn size(payload: &Encoded) -> usize {
+    payload.bytes.len() + payload.buffers.iter().map(|b| b.len()).sum::<usize>()
 }
 
 /// A payload as carried: inline, or the name of an object-store entry holding it.

@@ -215,3 +215,69 @@ fn dropped_on_another_runtimes_thread_the_executor_waits_for_its_tasks() {
     }
     drop((nodes, server));
 }
+
+fn big_panic(n: usize) -> u64 {
+    panic!("{}", "x".repeat(n))
+}
+
+/// A task error larger than the server takes in one message (a panic with a 1.1 MB message)
+/// reaches the client cut short, and the node's worker goes on: it was refused forever, its
+/// result never recorded and its worker slot never freed.
+#[test]
+fn an_error_larger_than_a_message_arrives_cut_short_and_the_node_goes_on() {
+    let Some(cluster) = Cluster::start(&[1], |b| b) else {
+        return;
+    };
+    let f = cluster.executor.submit(big_panic, 1_100_000).unwrap();
+    match f.result_timeout(LIMIT) {
+        Err(TaskError::Panicked { message, .. }) => {
+            assert!(message.starts_with("xxxx"), "{}", &message[..100]);
+            assert!(message.len() < 64 * 1024, "{} bytes", message.len());
+            assert!(
+                message.contains("more bytes cut"),
+                "{}",
+                &message[message.len() - 200..]
+            );
+        }
+        other => panic!("expected the task's panic, got {:.300?}", other),
+    }
+    let g = cluster.executor.submit(square, 3).unwrap();
+    assert_eq!(g.result_timeout(LIMIT), Ok(&9));
+}
+
+fn length(b: cf_pool_cluster::Buffer) -> usize {
+    b.len()
+}
+
+/// An argument the server refuses to store (its JetStream store is smaller than the argument)
+/// fails its task with a clear error after a few refusals, instead of being uploaded again
+/// forever while every other task waits; once what the attempts uploaded has expired (the
+/// pool's `result_ttl`), the pool runs tasks again.
+#[test]
+fn an_argument_the_server_cannot_store_fails_its_task_and_the_pool_recovers() {
+    let Some(server) = common::Server::start_with(Some("jetstream { max_file_store: 64MB }"))
+    else {
+        return;
+    };
+    // The client first: the pool's buckets take its `result_ttl` when they are created.
+    let executor = cf_pool_cluster::ClusterExecutor::builder(&server.url())
+        .pool("test")
+        .node_timeout(LIMIT)
+        .result_ttl(std::time::Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let node = common::Node::start(&server.url(), "test", 1, None);
+    node.wait_log("taking tasks");
+    let big = cf_pool_cluster::Buffer::from(vec![7u8; 100 << 20]);
+    let f = executor.submit(length, big).unwrap();
+    match f.result_timeout(LIMIT) {
+        Err(TaskError::Codec { message, .. }) => {
+            assert!(message.contains("refused to store"), "{message}");
+        }
+        other => panic!("expected a refused upload, got {other:?}"),
+    }
+    let g = executor.submit(square, 4).unwrap();
+    assert_eq!(g.result_timeout(LIMIT), Ok(&16));
+    drop(executor);
+    drop((node, server));
+}

@@ -86,12 +86,20 @@ pub struct Server {
     pub port: u16,
     store: PathBuf,
     child: Option<Child>,
+    /// A configuration file (`-c`), for a server with limits.
+    config: Option<PathBuf>,
 }
 
 impl Server {
     /// Starts a server, or `None` (after saying why) when there is no server binary and
     /// `CF_NATS_REQUIRED` is not set.
     pub fn start() -> Option<Server> {
+        Self::start_with(None)
+    }
+
+    /// A server with this configuration file text (e.g. `jetstream { max_file_store: 64MB }`),
+    /// or `None` as [`start`](Self::start) says.
+    pub fn start_with(config: Option<&str>) -> Option<Server> {
         let binary = match server_binary() {
             Ok(binary) => binary,
             Err(why) => {
@@ -115,11 +123,17 @@ impl Server {
             nanos()
         ));
         std::fs::create_dir_all(&store).expect("create the server's store directory");
+        let config = config.map(|text| {
+            let path = store.join("server.conf");
+            std::fs::write(&path, text).expect("write the server's configuration");
+            path
+        });
         let mut server = Server {
             binary,
             port,
             store,
             child: None,
+            config,
         };
         server.restart();
         Some(server)
@@ -141,7 +155,11 @@ impl Server {
     pub fn restart(&mut self) {
         self.stop();
         let log = std::fs::File::create(self.store.join("server.log")).expect("server log");
-        let child = Command::new(&self.binary)
+        let mut command = Command::new(&self.binary);
+        if let Some(config) = &self.config {
+            command.arg("-c").arg(config);
+        }
+        let child = command
             .args([
                 "-js",
                 "-a",
