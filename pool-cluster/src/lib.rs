@@ -82,7 +82,11 @@
 //! * **`map`** is the trait's: `chunksize` sends one task per chunk, `buffersize` bounds the
 //!   chunks in flight.
 //! * **Large payloads** (arguments and results over 256 KiB, [`Buffer`]s included) travel
-//!   through the object store, in chunks; smaller ones in the message.
+//!   through the object store, in chunks; smaller ones in the message. An argument the server
+//!   refuses to store three times while connected (its JetStream store is full, say) fails its
+//!   task with [`TaskError::Codec`] saying so; what the attempts uploaded stays on the server
+//!   until [`ClusterBuilder::result_ttl`]. An error travels in the message: a node cuts each of
+//!   its texts (a panic's message, its backtrace) to 32 KiB, saying how much it cut.
 //! * **Losing the server**: the client and nodes reconnect on their own. Tasks submitted
 //!   meanwhile are published when the server is back; results recorded meanwhile are read then.
 //!   Futures survive; work goes on. Stream and buckets are file-backed, so a server restarted
@@ -100,7 +104,15 @@
 //!   false)`. Nodes are not stopped: they serve other clients.
 //!
 //! * **Callbacks** of these futures run on the client's runtime threads; `shutdown(wait)`
-//!   called from one does not wait (it would stop the threads that complete the futures).
+//!   called from one does not wait (it would stop the threads that complete the futures), and
+//!   an executor dropped by one fails the tasks it has not finished. Any other thread waits,
+//!   the threads of another tokio runtime included.
+//! * **Async code**: the futures are awaitable, and a client may be built and dropped inside a
+//!   tokio runtime (it blocks on its own runtime from a thread of its own there); `build`,
+//!   `shutdown(wait)` and `Drop` still block the calling thread, so call them from
+//!   `spawn_blocking` in async code that must not stall.
+//! * **Server addresses** are checked before connecting, by the client's `build` and by a node:
+//!   an address that is not a NATS server's (`http://...`, an empty one) is an error at once.
 //!
 //! Errors name the node where one is concerned: [`TaskError::NodeFailed`] is a failure of a
 //! node (or of having none), with the node's name (`host:pid:id`) and the deliveries where
