@@ -298,6 +298,35 @@ pub fn drop_panic_payload(payload: Box<dyn std::any::Any + Send>) {
     }
 }
 
+/// Drops `value`, catching a panic from its destructor (a user's type dropped by an executor:
+/// a cancelled task's captures, an unused argument, a value nobody kept a future for) and
+/// logging it as an error naming `what`: an executor goes on with its other tasks rather than
+/// unwind out of its worker or its `shutdown`. The panic is also reported by the panic hook,
+/// as any panic is.
+///
+/// # Examples
+///
+/// ```
+/// struct Bomb;
+/// impl Drop for Bomb {
+///     fn drop(&mut self) {
+///         panic!("dropped a bomb");
+///     }
+/// }
+///
+/// cf_futures_core::drop_logging_panic(Bomb, "a cancelled task's closure"); // does not panic
+/// ```
+pub fn drop_logging_panic<V>(value: V, what: &str) {
+    let dropped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(value)));
+    if let Err(payload) = dropped {
+        log::error!(
+            "dropping {what} panicked: {}; the executor goes on",
+            panic_message(payload.as_ref())
+        );
+        drop_panic_payload(payload);
+    }
+}
+
 /// How a worker process ended.
 ///
 /// # Examples

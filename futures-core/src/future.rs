@@ -45,7 +45,9 @@ use std::sync::OnceLock;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use crate::error::{drop_panic_payload, panic_message, InvalidStateError, TaskError};
+use crate::error::{
+    drop_logging_panic, drop_panic_payload, panic_message, InvalidStateError, TaskError,
+};
 use crate::primitive::{yield_now, Arc, AtomicU32, Condvar, Mutex, Ordering};
 use crate::spin;
 use crate::waiter::Waiter;
@@ -1071,10 +1073,11 @@ where
     }
 
     /// Drops the call (and its captures) or a kept outcome now, not when the last handle to
-    /// the future goes: the task will not run or publish.
+    /// the future goes: the task will not run or publish. A panic in their destructors is
+    /// caught and logged, so the future is still completed (cancelled, or failed) after.
     fn clear(&self) {
         let step = std::mem::replace(&mut *self.tail.step.lock(), Step::Ran(None));
-        drop(step);
+        drop_logging_panic(step, "a task that will not run (its closure's captures)");
     }
 }
 

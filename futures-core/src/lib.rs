@@ -88,8 +88,8 @@ mod wait;
 mod waiter;
 
 pub use error::{
-    drop_panic_payload, panic_message, CodecStage, ExitCause, InvalidStateError, TaskError,
-    TimeoutError,
+    drop_logging_panic, drop_panic_payload, panic_message, CodecStage, ExitCause,
+    InvalidStateError, TaskError, TimeoutError,
 };
 #[cfg(not(loom))]
 pub use future::InlineTask;

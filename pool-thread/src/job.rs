@@ -7,11 +7,7 @@
 //! "3 sequential tasks run on 1 thread" deterministic rather than the race it is in CPython,
 //! where the worker releases its idle token only after the result is visible.
 
-use std::panic::{catch_unwind, AssertUnwindSafe};
-
-use cf_executor_api::{
-    call_catching, drop_panic_payload, panic_message, InlineTask, Promise, TaskError,
-};
+use cf_executor_api::{call_catching, drop_logging_panic, InlineTask, Promise, TaskError};
 
 /// One queued unit of work.
 pub(crate) enum Work {
@@ -123,13 +119,7 @@ where
             // A cancelled item is skipped; the others still run, even if the destructor of its
             // unused argument panics.
             if !promise.set_running_or_notify_cancel() {
-                if let Err(payload) = catch_unwind(AssertUnwindSafe(move || drop(arg))) {
-                    log::error!(
-                        "the argument of a cancelled batch item panicked when dropped: {}",
-                        panic_message(payload.as_ref())
-                    );
-                    drop_panic_payload(payload);
-                }
+                drop_logging_panic(arg, "the argument of a cancelled batch item");
                 continue;
             }
             let f = self.f;
@@ -138,8 +128,11 @@ where
                 self.last = Some((promise, outcome));
             } else {
                 // Published (and the promise dropped) at once, so a `map` consumer reading
-                // this item does not wait for the rest of the batch.
+                // this item does not wait for the rest of the batch. Nobody may hold the
+                // future any more: the value then goes with the promise, and a panic in its
+                // destructor must not stop the rest of the batch.
                 settle(&promise, outcome);
+                drop_logging_panic(promise, "the result of a batch item nobody kept");
             }
         }
     }
@@ -157,8 +150,12 @@ where
     }
 
     fn abandon(self: Box<Self>, error: Option<TaskError>) {
+        // Every future first, then the arguments, whose destructors may panic.
         for (_, promise) in &self.items {
             abandon_one(promise, error.clone());
+        }
+        for (arg, _) in self.items {
+            drop_logging_panic(arg, "the argument of a batch item that will not run");
         }
     }
 }

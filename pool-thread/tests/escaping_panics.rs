@@ -161,3 +161,72 @@ fn defuse(armed: Armed) -> u32 {
     std::mem::forget(armed);
     n
 }
+
+#[test]
+#[cfg_attr(miri, ignore = "unwinds through a destructor; nothing here is unsafe")]
+fn shutdown_cancelling_tasks_whose_captures_panic_when_dropped_cancels_them_all() {
+    let pool = one_worker();
+    let exploded = Arc::new(AtomicUsize::new(0));
+    let latch = Latch::new();
+    let _open = OpenOnDrop(latch.clone());
+    let gate = latch.clone();
+    let blocker = pool.spawn(move || gate.wait()).unwrap();
+    let queued: Vec<_> = (0..3)
+        .map(|_| {
+            let guard = bomb(&exploded);
+            pool.spawn(move || {
+                let mut guard = guard;
+                guard.armed = false;
+            })
+            .unwrap()
+        })
+        .collect();
+    let batch = pool.submit_batch(defuse, vec![Armed(1), Armed(2)]).unwrap();
+    common::wait_until("the blocker runs", || blocker.state() == State::Running);
+    // Returns (the destructors' panics are caught and logged), and cancels every queued task.
+    pool.shutdown(false, true);
+    latch.open();
+    blocker.result_timeout(LIMIT).unwrap();
+    for f in &queued {
+        assert_eq!(f.state(), State::Cancelled);
+    }
+    for f in &batch {
+        assert_eq!(f.state(), State::Cancelled);
+    }
+    assert_eq!(exploded.load(Ordering::SeqCst), 3);
+}
+
+/// Made by a batch; panics when dropped.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Loud(u32);
+
+impl Drop for Loud {
+    fn drop(&mut self) {
+        if self.0 == 0 && !std::thread::panicking() {
+            panic!("result {} dropped", self.0);
+        }
+    }
+}
+
+fn loud(n: u32) -> Loud {
+    Loud(n)
+}
+
+#[test]
+#[cfg_attr(miri, ignore = "unwinds through a destructor; nothing here is unsafe")]
+fn a_batch_result_whose_destructor_panics_on_the_worker_fails_no_other_item() {
+    let pool = one_worker();
+    let latch = Latch::new();
+    let _open = OpenOnDrop(latch.clone());
+    let gate = latch.clone();
+    let blocker = pool.spawn(move || gate.wait()).unwrap();
+    let mut futures = pool.submit_batch(loud, vec![0, 1, 2]).unwrap();
+    // Nobody keeps item 0's future: the worker drops its value, which panics.
+    drop(futures.remove(0));
+    latch.open();
+    blocker.result_timeout(LIMIT).unwrap();
+    for (f, n) in futures.iter().zip([1, 2]) {
+        assert_eq!(f.result_timeout(LIMIT).map(|v| v.0), Ok(n));
+    }
+    assert_worker_lives(&pool);
+}
