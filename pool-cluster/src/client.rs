@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 
 /// How many times a connected server may refuse to store a task's argument before the task
 /// fails (see [`Shared::message`]).
-const UPLOAD_REFUSALS: u32 = 3;
+const UPLOAD_REFUSALS: u32 = 5;
 
 use crate::wire::{
     claim_key, from_bytes, to_bytes, Carried, Claim, ClientInfo, Names, NodeInfo, Outcome, Stores,
@@ -135,8 +135,11 @@ impl Shared {
         // Refusals by a connected server (a full JetStream store, say): the task fails after
         // a few, rather than upload again and again, each attempt leaving what it uploaded
         // until `result_ttl` and the publisher stuck on it. While the connection is down the
-        // server is away, not refusing: those attempts do not count.
+        // server is away, not refusing: those attempts do not count. The pause between
+        // attempts doubles (about 8 s in all before the task fails), so a server that has just
+        // restarted and still recovers its streams is not taken for a full one.
         let mut refused = 0;
+        let mut pause = Duration::from_millis(250);
         let carried = loop {
             if !self.state.lock().pending.contains_key(&out.task) {
                 return None;
@@ -161,7 +164,8 @@ impl Shared {
                         self.fail_upload(out, &e.to_string());
                         return None;
                     }
-                    tokio::time::sleep(Duration::from_millis(250)).await;
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(4));
                 }
             }
         };

@@ -83,8 +83,8 @@
 //!   chunks in flight.
 //! * **Large payloads** (arguments and results over 256 KiB, [`Buffer`]s included) travel
 //!   through the object store, in chunks; smaller ones in the message. An argument the server
-//!   refuses to store three times while connected (its JetStream store is full, say) fails its
-//!   task with [`TaskError::Codec`] saying so; what the attempts uploaded stays on the server
+//!   refuses to store five times while connected, over about 8 s (its JetStream store is full,
+//!   say), fails its task with [`TaskError::Codec`] saying so; what the attempts uploaded stays on the server
 //!   until [`ClusterBuilder::result_ttl`]. An error travels in the message: a node cuts each of
 //!   its texts (a panic's message, its backtrace) to 32 KiB, saying how much it cut.
 //! * **Losing the server**: the client and nodes reconnect on their own. Tasks submitted

@@ -43,6 +43,13 @@ use crate::wire::{
     Stores, HEARTBEAT,
 };
 
+/// How long the server holds a node's request for tasks open when it has none.
+const FETCH_EXPIRES: Duration = Duration::from_secs(1);
+
+/// How much longer than [`FETCH_EXPIRES`] a node waits for the server to end a request for
+/// tasks before it asks again.
+const FETCH_SLACK: Duration = Duration::from_secs(4);
+
 /// The longest gap between two progress acks of a running task, whatever the deadline.
 const PROGRESS_AT_LEAST: Duration = Duration::from_millis(250);
 
@@ -290,7 +297,7 @@ async fn serve(settings: NodeBuilder, names: Names, build: String, name: String)
             let batch = consumer
                 .fetch()
                 .max_messages(free)
-                .expires(Duration::from_secs(1))
+                .expires(FETCH_EXPIRES)
                 .messages()
                 .await;
             let mut batch = match batch {
@@ -302,7 +309,19 @@ async fn serve(settings: NodeBuilder, names: Names, build: String, name: String)
                 }
             };
             let mut failed = false;
-            while let Some(message) = batch.next().await {
+            loop {
+                // Bounded on this side too: a pull request lost while the server restarted is
+                // answered by nobody, and the node would wait for it forever instead of asking
+                // again.
+                let Ok(next) =
+                    tokio::time::timeout(FETCH_EXPIRES + FETCH_SLACK, batch.next()).await
+                else {
+                    log::debug!("cf-pool-cluster node: a fetch got no answer; asking again");
+                    break;
+                };
+                let Some(message) = next else {
+                    break;
+                };
                 match message {
                     Ok(message) => {
                         let permit = Arc::clone(&slots)
