@@ -52,15 +52,45 @@ fn assert_worker_lives(pool: &ThreadPoolExecutor) {
     });
 }
 
+/// The pool's one worker, held by a task waiting at a latch, so that what is submitted next
+/// stays queued; the latch opens on drop too, so a failed assertion never leaves it waiting.
+struct Held {
+    latch: Latch,
+    _open: OpenOnDrop,
+    blocker: cf_pool_thread::Future<()>,
+}
+
+impl Held {
+    fn on(pool: &ThreadPoolExecutor) -> Held {
+        let latch = Latch::new();
+        let gate = latch.clone();
+        Held {
+            _open: OpenOnDrop(latch.clone()),
+            blocker: pool.spawn(move || gate.wait()).unwrap(),
+            latch,
+        }
+    }
+
+    /// Waits until the holding task runs (it may still be queued right after `on`).
+    fn wait_running(&self) {
+        common::wait_until("the holding task runs", || {
+            self.blocker.state() == State::Running
+        });
+    }
+
+    /// Lets the holding task finish, and waits for it.
+    fn release(self) {
+        self.latch.open();
+        self.blocker.result_timeout(LIMIT).unwrap();
+    }
+}
+
 #[test]
 #[cfg_attr(miri, ignore = "unwinds through a destructor; nothing here is unsafe")]
 fn a_cancelled_task_whose_captures_panic_when_dropped_leaves_the_worker_alive() {
     let pool = one_worker();
     let exploded = Arc::new(AtomicUsize::new(0));
-    let latch = Latch::new();
-    let _open = OpenOnDrop(latch.clone());
-    let gate = latch.clone();
-    let blocker = pool.spawn(move || gate.wait()).unwrap();
+    let held = Held::on(&pool);
     let guard = bomb(&exploded);
     let cancelled = pool
         .spawn(move || {
@@ -70,8 +100,7 @@ fn a_cancelled_task_whose_captures_panic_when_dropped_leaves_the_worker_alive() 
         })
         .unwrap();
     assert!(cancelled.cancel());
-    latch.open();
-    blocker.result_timeout(LIMIT).unwrap();
+    held.release();
     assert_worker_lives(&pool);
     assert_eq!(
         exploded.load(Ordering::SeqCst),
@@ -126,16 +155,12 @@ fn a_value_whose_destructor_panics_on_the_worker_leaves_the_worker_alive() {
 #[cfg_attr(miri, ignore = "unwinds through a destructor; nothing here is unsafe")]
 fn a_batch_item_cancelled_with_an_argument_that_panics_when_dropped_fails_no_other_item() {
     let pool = one_worker();
-    let latch = Latch::new();
-    let _open = OpenOnDrop(latch.clone());
-    let gate = latch.clone();
-    let blocker = pool.spawn(move || gate.wait()).unwrap();
+    let held = Held::on(&pool);
     let futures = pool
         .submit_batch(defuse, vec![Armed(1), Armed(2), Armed(3)])
         .unwrap();
     assert!(futures[1].cancel());
-    latch.open();
-    blocker.result_timeout(LIMIT).unwrap();
+    held.release();
     assert_eq!(futures[0].result_timeout(LIMIT), Ok(&1));
     assert_eq!(futures[1].state(), State::Cancelled);
     // The rest of the batch still runs.
@@ -167,10 +192,7 @@ fn defuse(armed: Armed) -> u32 {
 fn shutdown_cancelling_tasks_whose_captures_panic_when_dropped_cancels_them_all() {
     let pool = one_worker();
     let exploded = Arc::new(AtomicUsize::new(0));
-    let latch = Latch::new();
-    let _open = OpenOnDrop(latch.clone());
-    let gate = latch.clone();
-    let blocker = pool.spawn(move || gate.wait()).unwrap();
+    let held = Held::on(&pool);
     let queued: Vec<_> = (0..3)
         .map(|_| {
             let guard = bomb(&exploded);
@@ -182,11 +204,10 @@ fn shutdown_cancelling_tasks_whose_captures_panic_when_dropped_cancels_them_all(
         })
         .collect();
     let batch = pool.submit_batch(defuse, vec![Armed(1), Armed(2)]).unwrap();
-    common::wait_until("the blocker runs", || blocker.state() == State::Running);
+    held.wait_running();
     // Returns (the destructors' panics are caught and logged), and cancels every queued task.
     pool.shutdown(false, true);
-    latch.open();
-    blocker.result_timeout(LIMIT).unwrap();
+    held.release();
     for f in &queued {
         assert_eq!(f.state(), State::Cancelled);
     }
@@ -216,15 +237,11 @@ fn loud(n: u32) -> Loud {
 #[cfg_attr(miri, ignore = "unwinds through a destructor; nothing here is unsafe")]
 fn a_batch_result_whose_destructor_panics_on_the_worker_fails_no_other_item() {
     let pool = one_worker();
-    let latch = Latch::new();
-    let _open = OpenOnDrop(latch.clone());
-    let gate = latch.clone();
-    let blocker = pool.spawn(move || gate.wait()).unwrap();
+    let held = Held::on(&pool);
     let mut futures = pool.submit_batch(loud, vec![0, 1, 2]).unwrap();
     // Nobody keeps item 0's future: the worker drops its value, which panics.
     drop(futures.remove(0));
-    latch.open();
-    blocker.result_timeout(LIMIT).unwrap();
+    held.release();
     for (f, n) in futures.iter().zip([1, 2]) {
         assert_eq!(f.result_timeout(LIMIT).map(|v| v.0), Ok(n));
     }
