@@ -275,8 +275,9 @@ pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
 /// Drops a caught panic's payload without letting a panic in the payload's own destructor
 /// unwind further: a task may panic with any value (`std::panic::panic_any`), and one whose
 /// `Drop` panics would otherwise unwind out of the code that caught the first panic (a worker
-/// thread's loop, say). The destructor's panic is caught, and its payload forgotten rather
-/// than dropped (it could panic again); it is reported as any panic is, by the panic hook.
+/// thread's loop, say). The destructor's panic is caught (it is reported as any panic is, by
+/// the panic hook), and its own payload dropped the same way; a chain of payloads that keep
+/// panicking is forgotten after a few, rather than followed forever.
 ///
 /// # Examples
 ///
@@ -292,10 +293,14 @@ pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
 /// cf_futures_core::drop_panic_payload(payload); // does not panic
 /// ```
 pub fn drop_panic_payload(payload: Box<dyn std::any::Any + Send>) {
-    let dropped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(payload)));
-    if let Err(again) = dropped {
-        std::mem::forget(again);
+    let mut payload = payload;
+    for _ in 0..8 {
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(payload))) {
+            Ok(()) => return,
+            Err(again) => payload = again,
+        }
     }
+    std::mem::forget(payload);
 }
 
 /// Drops `value`, catching a panic from its destructor (a user's type dropped by an executor:
