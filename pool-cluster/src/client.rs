@@ -13,6 +13,10 @@ use futures_util::StreamExt;
 use parking_lot::{Condvar, Mutex};
 use tokio::sync::mpsc;
 
+/// How long after reconnecting the client waits for heartbeats before the time without a
+/// node counts again (see [`Shared::check_alive`]).
+const RECONNECT_CATCH_UP: Duration = Duration::from_secs(5);
+
 /// How many times a connected server may refuse to store a task's argument before the task
 /// fails (see [`Shared::message`]).
 const UPLOAD_REFUSALS: u32 = 5;
@@ -468,8 +472,11 @@ impl Shared {
     ) {
         if self.stores.js.client().connection_state() != async_nats::connection::State::Connected {
             // Cut off from the server, the client cannot see heartbeats: that is no evidence
-            // that the nodes are gone. The timeout counts only while connected.
-            *last_seen = Instant::now();
+            // that the nodes are gone. The timeout counts only while connected, and only once
+            // the client had a moment to see heartbeats again (its watch of the registry
+            // resumes after the connection does: under load that took over 3 s, and a short
+            // node_timeout failed tasks the live nodes were about to run).
+            *last_seen = Instant::now() + RECONNECT_CATCH_UP;
             return;
         }
         let fresh = |seen: &Instant| seen.elapsed() < self.node_timeout;

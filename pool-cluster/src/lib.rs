@@ -94,8 +94,9 @@
 //! * **No node of this build**: a task for which no node of this build has been alive during
 //!   the last [`ClusterBuilder::node_timeout`] (default 30 s) of its wait fails with
 //!   [`TaskError::NodeFailed`] saying so and listing the nodes of other builds the client sees
-//!   (time without a connection to the server does not count: it says nothing of the nodes); a
-//!   cancel claim makes sure no node started later runs it. The executor stays usable for
+//!   (time without a connection to the server does not count, since it says nothing of the
+//!   nodes, nor the first 5 s after reconnecting, while the client catches up with the
+//!   heartbeats); a cancel claim makes sure no node started later runs it. The executor stays usable for
 //!   when nodes come.
 //! * **An initializer** ([`ClusterBuilder::initializer`]) runs in every worker of every node;
 //!   if it fails, the node reports [`TaskError::Broken`] and the executor is broken, as the
