@@ -30,6 +30,12 @@
 //! jobs than there are spinners to take them (a spinner may take an older job from the head,
 //! so the queue's length alone would undercount); sleepers are counted under the lock, so
 //! while none sleeps (a busy pool) a submit reads neither the spinner count nor the condvar.
+//! A sleeper a submit notified counts as a spinner until it has woken: it will take a job,
+//! and it may not run for a while (the scheduler can leave it queued behind a busy worker on
+//! the same CPU). Counted as a sleeper still, it made every submit meanwhile read the head's
+//! count and the spinner count, lines the workers write on every job, and notify again; on 2
+//! CPUs that ping-pong slowed both sides so much that a burst of no-op tasks took twice as
+//! long in about half of the rounds.
 //! The first spinner keeps its CPU for [`SPIN_KEEP_CPU`]: on a busy machine `sched_yield` can
 //! hand the CPU to another process for a whole time slice, which tripled the round trip in
 //! measurements. After that, and for further spinners at once, it yields between looks, so
@@ -153,6 +159,9 @@ struct State {
     /// Workers waiting on the work condvar (counted under this lock before they wait, so a
     /// submit that finds none need not look at the spinners or wake anyone).
     sleeping: usize,
+    /// Sleepers a submit notified that have not woken yet: they will take jobs, so a submit
+    /// counts them as spinners and does not notify again for them.
+    woken: usize,
     /// Handles of threads not yet joined.
     handles: Vec<JoinHandle<()>>,
     /// Each started worker's busy flag (running a task), for `Debug`.
@@ -183,6 +192,7 @@ impl Shared {
                 live: 0,
                 started: 0,
                 sleeping: 0,
+                woken: 0,
                 handles: Vec::new(),
                 busy: Vec::new(),
                 shutdown: false,
@@ -272,10 +282,13 @@ impl Shared {
         // the job is in the queue. The head counts too: a spinner may take one of its older
         // jobs instead of this one. (Its count only grows under this lock, so it is never too
         // low here; at worst a sleeper is woken for nothing.)
-        let wake = st.sleeping > 0 && {
+        let wake = st.sleeping > st.woken && {
             let waiting = st.queue.len() + self.head.len.load(Ordering::Acquire);
-            self.spinning.load(Ordering::SeqCst) < waiting
+            self.spinning.load(Ordering::SeqCst) + st.woken < waiting
         };
+        if wake {
+            st.woken += 1;
+        }
         drop(st);
         if wake {
             self.work.notify_one();
@@ -323,6 +336,7 @@ impl Shared {
                 None => Vec::new(),
             };
             self.queued.store(st.queue.len(), Ordering::Release);
+            st.woken = st.sleeping;
             self.work.notify_all();
             let handles = if wait {
                 std::mem::take(&mut st.handles)
@@ -438,6 +452,7 @@ impl Shared {
             let first = st.broken.is_none();
             let kept = st.broken.get_or_insert_with(|| reason.clone()).clone();
             self.closing.store(true, Ordering::Release);
+            st.woken = st.sleeping;
             self.work.notify_all();
             let drained = self.drain(&mut head, &mut st);
             (first, kept, drained)
@@ -560,6 +575,7 @@ fn worker_main(shared: &Shared, busy: &AtomicBool) {
             st.sleeping += 1;
             shared.work.wait(&mut st);
             st.sleeping -= 1;
+            st.woken = st.woken.saturating_sub(1);
         }
     }
 }
@@ -608,4 +624,56 @@ fn spin_for_work(shared: &Shared) -> bool {
     };
     shared.spinning.fetch_sub(1, Ordering::SeqCst);
     found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cf_executor_api::InlineTask;
+
+    fn job() -> Work {
+        Work::Call(InlineTask::new(|| Ok::<u8, TaskError>(1)).0)
+    }
+
+    /// A pool whose one worker is asleep and, once notified, does not get to run: what a
+    /// notified worker looks like while its CPU is busy. No thread is started.
+    fn pool_with_a_sleeper_that_does_not_run() -> Arc<Shared> {
+        let shared = Shared::new(1, "t".into(), None);
+        {
+            let mut st = shared.state.lock();
+            st.started = 1;
+            st.live = 1;
+            st.sleeping = 1;
+        }
+        shared.all_started.store(true, Ordering::Release);
+        shared
+    }
+
+    #[test]
+    fn a_notified_sleeper_is_not_notified_again_before_it_wakes() {
+        let shared = pool_with_a_sleeper_that_does_not_run();
+        shared.enqueue(job()).unwrap();
+        assert_eq!(
+            shared.state.lock().woken,
+            1,
+            "the first job notifies the sleeper"
+        );
+        for _ in 0..3 {
+            shared.enqueue(job()).unwrap();
+        }
+        let st = shared.state.lock();
+        assert_eq!(
+            (st.sleeping, st.woken, st.queue.len()),
+            (1, 1, 4),
+            "later jobs must not notify the same sleeper again"
+        );
+    }
+
+    #[test]
+    fn shutdown_counts_every_sleeper_notified() {
+        let shared = pool_with_a_sleeper_that_does_not_run();
+        shared.shutdown(false, true);
+        let st = shared.state.lock();
+        assert_eq!((st.sleeping, st.woken), (1, 1));
+    }
 }
