@@ -32,8 +32,12 @@
 //! job, and the queue holds the same `Arc`, erased to a `dyn Job` that can run the call and
 //! then act as the promise (it becomes a [`Promise`] to publish, abandon or drop, so the
 //! promise's protocol above is the one code path). `try_unwrap` takes the outcome out through
-//! `Arc::get_mut`, which works on an unsized `Inner`. Under loom the tail is `()` and there
-//! are no inline tasks (loom's `Arc` cannot be unsized); the state machine it checks is the same.
+//! `Arc::get_mut`, which works on an unsized `Inner`. The tail sits under the future's own
+//! mutex, at the end of [`Shared`]: a worker takes the call out and marks the future running
+//! in one critical section, and the allocation needs no lock of the call's own (which cost two
+//! more atomic operations per task on the worker). The call runs with the lock released. An
+//! inline task's future is made with its one handle already counted. Under loom the tail is `()` and there are no
+//! inline tasks (loom's `Arc` cannot be unsized); the state machine it checks is the same.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -100,7 +104,8 @@ impl fmt::Display for State {
 
 type Callback<T> = Box<dyn FnOnce(&Future<T>) + Send + 'static>;
 
-struct Shared<T> {
+/// What the future's mutex guards: its state and listeners, and the tail (see [`Inner`]).
+struct Shared<T, S: ?Sized = Tail> {
     state: State,
     /// The first registered waiter, kept inline: `as_completed` and `wait` register one per
     /// future, and two allocations (the box and its vector) per future were most of their
@@ -109,6 +114,10 @@ struct Shared<T> {
     /// Allocated on first need: most futures never get a callback, a second waiter, a waker or
     /// a gate, and a million pending ones should not carry three empty vectors each.
     listeners: Option<Box<Listeners<T>>>,
+    /// `()`, or an [`InlineTask`]'s call and then its outcome: see *Inline tasks* above. Under
+    /// the future's own lock, so that a worker takes the call and marks the future running in
+    /// one critical section.
+    tail: S,
 }
 
 struct Listeners<T> {
@@ -126,7 +135,23 @@ struct Listeners<T> {
     gate: Option<Arc<ReleaseGate>>,
 }
 
-impl<T> Shared<T> {
+impl<T, S: ?Sized> Shared<T, S> {
+    /// `Pending -> Running`: `true` if the task may run now; `false` if it was cancelled (or,
+    /// with a debug log, if it already ran: an executor bug, never undefined behaviour).
+    fn start(&mut self) -> bool {
+        match self.state {
+            State::Pending => {
+                self.state = State::Running;
+                true
+            }
+            State::Cancelled => false,
+            other => {
+                log::debug!("set_running_or_notify_cancel on a {other} future");
+                false
+            }
+        }
+    }
+
     fn listeners(&mut self) -> &mut Listeners<T> {
         self.listeners.get_or_insert_with(|| {
             Box::new(Listeners {
@@ -149,22 +174,22 @@ type Tail = dyn Opaque;
 #[cfg(loom)]
 type Tail = ();
 
-/// Anything that may sit at the end of a shared [`Inner`].
+/// Anything that may sit at the end of a shared [`Inner`]: only `Send`, since it is reached
+/// only under the future's lock.
 #[cfg(not(loom))]
-pub(crate) trait Opaque: Send + Sync {}
+pub(crate) trait Opaque: Send {}
 #[cfg(not(loom))]
-impl<S: Send + Sync + ?Sized> Opaque for S {}
+impl<S: Send + ?Sized> Opaque for S {}
 
 /// A task's whole shared state, in one allocation with the `Arc`'s two counts.
 ///
-/// For a task that takes and returns a word, the allocation is 120 bytes, so 128 with glibc's
+/// For a task that takes and returns a word, the allocation is 112 bytes, so 128 with glibc's
 /// header: the largest block glibc keeps in its *fastbins* when freed, which it hands back out
 /// in a few instructions, where a larger block is merged with its free neighbours on every
 /// free and split off again on every allocation. It was 136 bytes (a 144-byte block); the two
 /// counters below are `u32`s and the try_unwrap gate moved to the listeners to get under the
 /// line. (Measured on the submit-throughput workload: see the commit that did it.)
 pub(crate) struct Inner<T, S: ?Sized = Tail> {
-    shared: Mutex<Shared<T>>,
     cond: Condvar,
     /// The error is boxed so a value's cell stays small (`TaskError` is 72 bytes).
     outcome: OnceLock<Result<T, Box<TaskError>>>,
@@ -173,23 +198,24 @@ pub(crate) struct Inner<T, S: ?Sized = Tail> {
     handles: AtomicU32,
     /// `HELD`, `WAITING` (a gate is parked with the listeners) or `GONE`: see *Release* above.
     release: AtomicU32,
-    /// `()`, or an [`InlineTask`]'s job: see *Inline tasks* above.
-    tail: S,
+    /// Last, since it ends in the tail, whose size only the task knows.
+    shared: Mutex<Shared<T, S>>,
 }
 
 impl<T, S> Inner<T, S> {
-    fn new(tail: S) -> Self {
+    /// A pending future's state, with `handles` live `Future` handles to come.
+    fn new(tail: S, handles: u32) -> Self {
         Inner {
+            cond: Condvar::new(),
+            outcome: OnceLock::new(),
+            handles: AtomicU32::new(handles),
+            release: AtomicU32::new(HELD),
             shared: Mutex::new(Shared {
                 state: State::Pending,
                 waiter: None,
                 listeners: None,
+                tail,
             }),
-            cond: Condvar::new(),
-            outcome: OnceLock::new(),
-            handles: AtomicU32::new(0),
-            release: AtomicU32::new(HELD),
-            tail,
         }
     }
 }
@@ -197,18 +223,7 @@ impl<T, S> Inner<T, S> {
 impl<T, S: ?Sized> Inner<T, S> {
     /// `Promise::set_running_or_notify_cancel`.
     fn set_running(&self) -> bool {
-        let mut shared = self.shared.lock();
-        match shared.state {
-            State::Pending => {
-                shared.state = State::Running;
-                true
-            }
-            State::Cancelled => false,
-            other => {
-                log::debug!("set_running_or_notify_cancel on a {other} future");
-                false
-            }
-        }
+        self.shared.lock().start()
     }
 
     /// `Promise::has_done_callbacks`.
@@ -686,7 +701,7 @@ impl<T> Promise<T> {
     /// A new pending promise; get its consumer handle with [`future`](Self::future).
     #[must_use]
     pub fn new() -> Self {
-        let inner: Arc<Inner<T, ()>> = Arc::new(Inner::new(()));
+        let inner: Arc<Inner<T, ()>> = Arc::new(Inner::new((), 0));
         Promise { inner: Some(inner) }
     }
 
@@ -1034,13 +1049,9 @@ pub struct InlineTask {
     job: Option<Arc<dyn Job>>,
 }
 
-/// The job at the end of an [`InlineTask`]'s allocation. Only the task's owner touches it, so
-/// its lock is never contended; it is there because the allocation is shared.
-#[cfg(not(loom))]
-struct Slot<F, T> {
-    step: parking_lot::Mutex<Step<F, T>>,
-}
-
+/// The job at the end of an [`InlineTask`]'s allocation, under the future's lock (see
+/// [`Shared`]). Only the task's owner takes the call out or puts an outcome in; taken, the
+/// call runs with the lock released.
 #[cfg(not(loom))]
 enum Step<F, T> {
     /// Queued.
@@ -1062,7 +1073,7 @@ trait Job: Send + Sync {
 }
 
 #[cfg(not(loom))]
-impl<T, F> Inner<T, Slot<F, T>>
+impl<T, F> Inner<T, Step<F, T>>
 where
     F: FnOnce() -> Result<T, TaskError> + Send + 'static,
     T: Send + Sync + 'static,
@@ -1076,25 +1087,44 @@ where
     /// the future goes: the task will not run or publish. A panic in their destructors is
     /// caught and logged, so the future is still completed (cancelled, or failed) after.
     fn clear(&self) {
-        let step = std::mem::replace(&mut *self.tail.step.lock(), Step::Ran(None));
+        let step = self.take_step();
         drop_logging_panic(step, "a task that will not run (its closure's captures)");
+    }
+
+    /// Takes the step out, leaving `Ran(None)`.
+    fn take_step(&self) -> Step<F, T> {
+        std::mem::replace(&mut self.shared.lock().tail, Step::Ran(None))
+    }
+
+    /// Takes the step out and, if it is the call, marks the future running in the same
+    /// critical section: the call is to run if the flag is `true`, and to be dropped (with the
+    /// lock released, like every value of the user's) if the future was cancelled.
+    fn take_step_starting(&self) -> (Step<F, T>, bool) {
+        let mut shared = self.shared.lock();
+        let step = std::mem::replace(&mut shared.tail, Step::Ran(None));
+        let start = matches!(step, Step::Ready(_)) && shared.start();
+        (step, start)
     }
 }
 
 #[cfg(not(loom))]
-impl<T, F> Job for Inner<T, Slot<F, T>>
+impl<T, F> Job for Inner<T, Step<F, T>>
 where
     F: FnOnce() -> Result<T, TaskError> + Send + 'static,
     T: Send + Sync + 'static,
 {
     fn run(&self) {
-        let mut step = self.tail.step.lock();
-        let Step::Ready(call) = std::mem::replace(&mut *step, Step::Ran(None)) else {
-            return;
+        let kept = match self.take_step_starting() {
+            (Step::Ready(call), true) => Step::Ran(Some(call().map_err(Box::new))),
+            // Cancelled: the call goes, nothing is kept.
+            (Step::Ready(call), false) => {
+                drop(call);
+                return;
+            }
+            // A second `run`: keep what the first one kept.
+            (ran @ Step::Ran(_), _) => ran,
         };
-        if self.set_running() {
-            *step = Step::Ran(Some(call().map_err(Box::new)));
-        }
+        self.shared.lock().tail = kept;
     }
 
     fn run_and_publish(self: Arc<Self>, ready: &mut dyn FnMut()) -> Result<(), InvalidStateError> {
@@ -1103,14 +1133,13 @@ where
         // promise, which fails a future left running with `Broken`, so no waiter hangs.
         let guard = PromiseOnUnwind(Some(self));
         let this = guard.0.as_ref().expect("taken only below");
-        let step = std::mem::replace(&mut *this.tail.step.lock(), Step::Ran(None));
         let mut ready = Some(ready);
-        let outcome = match step {
-            Step::Ready(call) if this.set_running() => Some(call().map_err(Box::new)),
+        let outcome = match this.take_step_starting() {
+            (Step::Ready(call), true) => Some(call().map_err(Box::new)),
             // Cancelled before it started.
-            Step::Ready(_) => None,
+            (Step::Ready(_), false) => None,
             // `run` ran it: publish what it kept.
-            Step::Ran(outcome) => outcome,
+            (Step::Ran(outcome), _) => outcome,
         };
         let promise = guard.into_promise();
         match outcome {
@@ -1129,7 +1158,7 @@ where
     }
 
     fn publish(self: Arc<Self>) -> Result<(), InvalidStateError> {
-        let outcome = match std::mem::replace(&mut *self.tail.step.lock(), Step::Ran(None)) {
+        let outcome = match self.take_step() {
             Step::Ran(outcome) => outcome,
             Step::Ready(_) => None,
         };
@@ -1163,7 +1192,7 @@ where
 /// An inline task being run: dropped as its [`Promise`] if the run unwinds (see
 /// [`InlineTask::run_and_publish`]).
 #[cfg(not(loom))]
-struct PromiseOnUnwind<T, F>(Option<Arc<Inner<T, Slot<F, T>>>>)
+struct PromiseOnUnwind<T, F>(Option<Arc<Inner<T, Step<F, T>>>>)
 where
     F: FnOnce() -> Result<T, TaskError> + Send + 'static,
     T: Send + Sync + 'static;
@@ -1202,10 +1231,12 @@ impl InlineTask {
         F: FnOnce() -> Result<T, TaskError> + Send + 'static,
         T: Send + Sync + 'static,
     {
-        let inner: Arc<Inner<T, Slot<F, T>>> = Arc::new(Inner::new(Slot {
-            step: parking_lot::Mutex::new(Step::Ready(call)),
-        }));
-        let future = Future::from_arc(Arc::clone(&inner) as Arc<Inner<T>>);
+        // Made with its one handle counted, so the handle costs no atomic add of its own.
+        let inner: Arc<Inner<T, Step<F, T>>> = Arc::new(Inner::new(Step::Ready(call), 1));
+        let future = Future {
+            inner: Arc::clone(&inner) as Arc<Inner<T>>,
+            waker: None,
+        };
         (InlineTask { job: Some(inner) }, future)
     }
 
@@ -1229,9 +1260,9 @@ impl InlineTask {
     /// outcome finds the worker available, but not while callbacks (which may submit and wait)
     /// still run on it. Before the outcome, `ready` runs while the future's lock is held
     /// (which is how it comes first at no cost): it must not call anything on this future,
-    /// which would deadlock. One lock of the future fewer than [`run`](Self::run),
-    /// [`has_done_callbacks`](Self::has_done_callbacks) and [`publish`](Self::publish), and the
-    /// call's own slot is locked once, not twice.
+    /// which would deadlock. It locks the future twice (to start the call, and to publish),
+    /// where [`run`](Self::run), [`has_done_callbacks`](Self::has_done_callbacks) and
+    /// [`publish`](Self::publish) lock it five times.
     ///
     /// # Errors
     ///
@@ -1318,9 +1349,7 @@ mod size_tests {
         }
         let arg = 7_u64;
         let call = move || -> Result<u64, TaskError> { Ok(arg) };
-        let inner = Inner::<u64, Slot<_, u64>>::new(Slot {
-            step: parking_lot::Mutex::new(Step::Ready(call)),
-        });
+        let inner = Inner::<u64, Step<_, u64>>::new(Step::Ready(call), 1);
         assert!(
             2 * std::mem::size_of::<usize>() + size_of_val(&inner) <= 120,
             "a word task's allocation grew to {} bytes",

@@ -3,6 +3,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use cf_futures_core::{InlineTask, State, TaskError};
 
@@ -19,6 +20,15 @@ fn runs_then_publishes_the_outcome() {
     task.publish().unwrap();
     assert_eq!(future.result(), Ok(&String::from("done")));
     assert_eq!(future.try_unwrap().ok(), Some(Ok(String::from("done"))));
+}
+
+#[test]
+fn a_second_run_keeps_the_first_outcome_for_publish() {
+    let (mut task, future) = InlineTask::new(|| Ok(7_u8));
+    task.run();
+    task.run();
+    task.publish().unwrap();
+    assert_eq!(future.result_timeout(Duration::from_secs(10)), Ok(&7));
 }
 
 #[test]
