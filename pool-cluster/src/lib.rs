@@ -105,8 +105,10 @@
 //!   false)`. Nodes are not stopped: they serve other clients.
 //!
 //! * **Callbacks** of these futures run on the client's runtime threads; `shutdown(wait)`
-//!   called from one does not wait (it would stop the threads that complete the futures), and
-//!   an executor dropped by one fails the tasks it has not finished. Any other thread waits,
+//!   called from one does not wait (it would stop the threads that complete the futures), its
+//!   `cancel_futures` cancels the unstarted tasks in the background (each needs a claim on the
+//!   server first; they are cancelled moments after it returns), and an executor dropped by
+//!   one fails the tasks it has not finished. Any other thread waits,
 //!   the threads of another tokio runtime included.
 //! * **Async code**: the futures are awaitable, and a client may be built and dropped inside a
 //!   tokio runtime (it blocks on its own runtime from a thread of its own there); `build`,
@@ -577,6 +579,9 @@ impl ClusterExecutor {
     }
 
     /// Cancels the tasks no node has claimed: each gets a cancel claim on the server first.
+    /// Waits (up to 30 s) for the claims, except on the client's own runtime (a done-callback),
+    /// where waiting would stop the threads that make them: the claims are then made, and the
+    /// won ones cancelled, in the background.
     fn cancel_unstarted(&self) {
         let candidates: Vec<u64> = self
             .shared
@@ -591,38 +596,55 @@ impl ClusterExecutor {
             return;
         }
         let shared = Arc::clone(&self.shared);
-        let (tx, rx) = std::sync::mpsc::channel();
-        self.handle().spawn(async move {
+        let claim_all = async move {
             let claims = candidates.into_iter().map(|task| {
                 let shared = Arc::clone(&shared);
                 async move { (task, shared.cancel_remote(task).await) }
             });
-            let _ = tx.send(futures_util::future::join_all(claims).await);
+            let claims = futures_util::future::join_all(claims).await;
+            // Applied whoever waits: a won claim means no node will run the task, so its
+            // future must be cancelled even after the wait below gave up.
+            cancel_claimed(&shared, claims);
+        };
+        if self.on_own_runtime() {
+            self.handle().spawn(claim_all);
+            return;
+        }
+        let (tx, rx) = std::sync::mpsc::channel();
+        self.handle().spawn(async move {
+            claim_all.await;
+            let _ = tx.send(());
         });
         // Bounded: cancel_remote gives up on an unreachable server by itself, this is a guard.
-        let Ok(claims) = rx.recv_timeout(Duration::from_secs(30)) else {
-            log::warn!("cf-pool-cluster: cancelling unstarted tasks took too long; left running");
-            return;
-        };
-        for (task, won) in claims {
-            if !won {
-                continue;
-            }
-            let mut state = self.shared.state.lock();
-            // Cancelling runs the future's callbacks, which take the task out of `pending`
-            // (`Shared::cancelled`): not under this lock.
-            let Some(p) = state.pending.remove(&task) else {
-                continue;
-            };
-            state.completing += 1;
-            drop(state);
-            if !p.completion.cancel() {
-                // Started meanwhile: it goes on waiting for its result.
-                let mut state = self.shared.state.lock();
-                state.pending.insert(task, p);
-            }
-            self.shared.completed(1);
+        if rx.recv_timeout(Duration::from_secs(30)).is_err() {
+            log::warn!(
+                "cf-pool-cluster: cancelling unstarted tasks took over 30 s; not waiting for it"
+            );
         }
+    }
+}
+
+/// Cancels the futures of the tasks whose cancel claim won (`(task, won)`), unless one started
+/// meanwhile.
+fn cancel_claimed(shared: &Shared, claims: Vec<(u64, bool)>) {
+    for (task, won) in claims {
+        if !won {
+            continue;
+        }
+        let mut state = shared.state.lock();
+        // Cancelling runs the future's callbacks, which take the task out of `pending`
+        // (`Shared::cancelled`): not under this lock.
+        let Some(p) = state.pending.remove(&task) else {
+            continue;
+        };
+        state.completing += 1;
+        drop(state);
+        if !p.completion.cancel() {
+            // Started meanwhile: it goes on waiting for its result.
+            let mut state = shared.state.lock();
+            state.pending.insert(task, p);
+        }
+        shared.completed(1);
     }
 }
 
@@ -638,15 +660,15 @@ impl Executor for ClusterExecutor {
 
     fn shutdown(&self, wait: bool, cancel_futures: bool) {
         self.shared.state.lock().shutdown = true;
+        if cancel_futures {
+            self.cancel_unstarted();
+        }
         if self.on_own_runtime() {
             // A done-callback on the client's own runtime: waiting here would stop the very
             // threads that complete the futures. (Any other thread waits, a thread of some
             // other tokio runtime included.)
             log::debug!("cf-pool-cluster: shutdown from the client's runtime; not waiting");
             return;
-        }
-        if cancel_futures {
-            self.cancel_unstarted();
         }
         if wait {
             let mut state = self.shared.state.lock();

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cf_pool_cluster::{Executor, Future, TaskError};
+use cf_pool_cluster::{ClusterExecutor, Executor, Future, TaskError};
 use common::{Cluster, Node, LIMIT};
 
 #[test]
@@ -99,6 +99,11 @@ fn triple(x: u64) -> u64 {
 
 fn slow_triple(x: u64) -> u64 {
     std::thread::sleep(Duration::from_millis(5));
+    x * 3
+}
+
+fn sleepy_triple(x: u64) -> u64 {
+    std::thread::sleep(Duration::from_millis(500));
     x * 3
 }
 
@@ -356,4 +361,53 @@ fn long_tasks_are_not_redelivered_while_their_node_lives() {
             "task {i} ran once"
         );
     }
+}
+
+#[test]
+fn shutdown_cancelling_from_a_done_callback_cancels_the_unstarted_tasks() {
+    let Some(cluster) = Cluster::start(&[1], |b| b) else {
+        return;
+    };
+    // An executor of its own, shared with its callback (which holds it weakly, so the test's
+    // handle is the one that drops it).
+    let executor = Arc::new(
+        ClusterExecutor::builder(&cluster.server.url())
+            .pool(&cluster.pool)
+            .node_timeout(LIMIT)
+            .build()
+            .expect("build the cluster executor"),
+    );
+    let dir = Dir::new("cancel-from-callback");
+    let first = executor.submit(held, (dir.path(), 0)).unwrap();
+    dir.wait_markers("run-0-", 1);
+    // The node's one worker is busy: these wait on the server, unclaimed.
+    let queued: Vec<_> = (1..=4)
+        .map(|x| executor.submit(sleepy_triple, x).unwrap())
+        .collect();
+    let weak = Arc::downgrade(&executor);
+    first.add_done_callback(move |_| {
+        if let Some(executor) = weak.upgrade() {
+            executor.shutdown(false, true);
+        }
+    });
+    dir.release();
+    assert_eq!(first.result_timeout(LIMIT), Ok(&cluster.nodes[0].pid()));
+    // The node may take the next task before the callback's cancel claims reach the server,
+    // and it runs for half a second: the others must be cancelled.
+    let mut cancelled = 0;
+    for (f, x) in queued.iter().zip(1..) {
+        match f.result_timeout(LIMIT) {
+            Ok(v) => assert_eq!(*v, x * 3),
+            Err(TaskError::Cancelled) => cancelled += 1,
+            Err(e) => panic!("task {x} neither ran nor was cancelled: {e}"),
+        }
+    }
+    assert!(
+        cancelled >= 3,
+        "shutdown(cancel_futures) from a done-callback cancelled {cancelled} of the 4 queued tasks"
+    );
+    assert!(matches!(
+        executor.submit(triple, 1),
+        Err(cf_pool_cluster::SubmitError::Shutdown)
+    ));
 }
