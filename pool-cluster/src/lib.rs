@@ -688,6 +688,9 @@ impl Drop for ClusterExecutor {
     /// one of its own done-callbacks: see below).
     fn drop(&mut self) {
         self.shutdown(true, false);
+        // Dropped by one of its own callbacks, this thread is one of the runtime's: waiting
+        // for the runtime's threads to stop would wait for this one, the whole timeout.
+        let own = self.on_own_runtime();
         if let Some(runtime) = self.runtime.take() {
             let registry = self.shared.stores.registry.clone();
             let key = format!("c.{}", self.shared.client);
@@ -695,7 +698,11 @@ impl Drop for ClusterExecutor {
                 let _ = runtime.block_on(async {
                     tokio::time::timeout(Duration::from_secs(2), registry.delete(key)).await
                 });
-                runtime.shutdown_timeout(Duration::from_secs(1));
+                if own {
+                    runtime.shutdown_background();
+                } else {
+                    runtime.shutdown_timeout(Duration::from_secs(1));
+                }
             });
         }
         // Dropped on its own runtime, it did not wait: nothing will complete the futures still

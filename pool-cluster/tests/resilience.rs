@@ -411,3 +411,41 @@ fn shutdown_cancelling_from_a_done_callback_cancels_the_unstarted_tasks() {
         Err(cf_pool_cluster::SubmitError::Shutdown)
     ));
 }
+
+#[test]
+fn an_executor_dropped_by_its_own_done_callback_fails_what_it_leaves() {
+    let Some(cluster) = Cluster::start(&[1], |b| b) else {
+        return;
+    };
+    let executor = ClusterExecutor::builder(&cluster.server.url())
+        .pool(&cluster.pool)
+        .node_timeout(LIMIT)
+        .build()
+        .expect("build the cluster executor");
+    let dir = Dir::new("drop-from-callback");
+    let first = executor.submit(held, (dir.path(), 0)).unwrap();
+    dir.wait_markers("run-0-", 1);
+    let left = executor.submit(sleepy_triple, 1).unwrap();
+    // The callback holds the only handle to the executor and drops it, on the client's own
+    // runtime thread.
+    let slot = Arc::new(parking_lot::Mutex::new(Some(executor)));
+    let in_callback = Arc::clone(&slot);
+    let (dropped_tx, dropped_rx) = std::sync::mpsc::channel();
+    first.add_done_callback(move |_| {
+        drop(in_callback.lock().take());
+        let _ = dropped_tx.send(());
+    });
+    dir.release();
+    assert_eq!(first.result_timeout(LIMIT), Ok(&cluster.nodes[0].pid()));
+    dropped_rx
+        .recv_timeout(LIMIT)
+        .expect("the callback's drop of the executor returned");
+    assert!(slot.lock().is_none());
+    match left.result_timeout(LIMIT) {
+        Err(TaskError::Broken { reason }) => assert!(
+            reason.contains("dropped by one of its own done-callbacks"),
+            "{reason}"
+        ),
+        other => panic!("the task the executor left: {other:?}"),
+    }
+}
