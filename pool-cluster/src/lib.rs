@@ -152,7 +152,7 @@ use cf_pool_proc::transport::{build_id, encode_argument, initializer_code, task_
 use parking_lot::{Condvar, Mutex};
 
 use crate::client::{Outgoing, Pending, Shared};
-use crate::wire::{Names, Stores};
+use crate::wire::{Names, Stores, HEARTBEAT};
 
 /// The default ack deadline: how long a silent node keeps a task before it is redelivered.
 pub const DEFAULT_ACK_WAIT: Duration = Duration::from_secs(30);
@@ -204,8 +204,8 @@ impl ClusterBuilder {
         self
     }
 
-    /// The ack deadline (default 30 s): a task whose node stops answering is delivered again
-    /// this long after its last sign of life. It is a setting of the build's consumer on the
+    /// The ack deadline (default 30 s, at least 1 s): a task whose node stops answering is
+    /// delivered again this long after its last sign of life. It is a setting of the build's consumer on the
     /// server, shared by every client of the build: `build` sets it (the last client built
     /// wins), and nodes follow it within a second.
     #[must_use]
@@ -222,7 +222,7 @@ impl ClusterBuilder {
     }
 
     /// Pending futures fail when no node of this build has been alive for this long (default
-    /// 30 s).
+    /// 30 s, at least 3 s: nodes announce themselves every second).
     #[must_use]
     pub fn node_timeout(mut self, d: Duration) -> Self {
         self.node_timeout = d;
@@ -275,14 +275,31 @@ impl ClusterBuilder {
         if self.max_deliveries == 0 {
             return Err(invalid("max_deliveries", "must be at least 1".into()));
         }
-        for (name, d) in [
-            ("ack_wait", self.ack_wait),
-            ("node_timeout", self.node_timeout),
-            ("result_ttl", self.result_ttl),
-        ] {
-            if d.is_zero() {
-                return Err(invalid(name, "must be longer than zero".into()));
-            }
+        if self.result_ttl.is_zero() {
+            return Err(invalid("result_ttl", "must be longer than zero".into()));
+        }
+        // Shorter deadlines than these fail or repeat tasks that are fine: a node acks a
+        // running task's progress every third of `ack_wait` (at most every 50 ms, and the acks
+        // travel through the server), and announces itself every `HEARTBEAT`.
+        if self.ack_wait < MIN_ACK_WAIT {
+            return Err(invalid(
+                "ack_wait",
+                format!(
+                    "{:?} is too short: at least {MIN_ACK_WAIT:?}, or tasks still running are \
+                     delivered again (nodes ack their progress every third of it)",
+                    self.ack_wait
+                ),
+            ));
+        }
+        if self.node_timeout < MIN_NODE_TIMEOUT {
+            return Err(invalid(
+                "node_timeout",
+                format!(
+                    "{:?} is too short: at least {MIN_NODE_TIMEOUT:?}, three of the nodes' \
+                     heartbeats (every {HEARTBEAT:?}), or tasks fail while their nodes are alive",
+                    self.node_timeout
+                ),
+            ));
         }
         if self.task_timeout.is_some_and(|d| d.is_zero()) {
             return Err(invalid(
@@ -730,6 +747,11 @@ impl Drop for ClusterExecutor {
         }
     }
 }
+
+/// The shortest [`ClusterBuilder::ack_wait`] accepted.
+const MIN_ACK_WAIT: Duration = Duration::from_secs(1);
+/// The shortest [`ClusterBuilder::node_timeout`] accepted: three heartbeats.
+const MIN_NODE_TIMEOUT: Duration = HEARTBEAT.saturating_mul(3);
 
 thread_local! {
     /// On a client runtime's threads, which client's (`ClusterExecutor::runtime_id`); 0
