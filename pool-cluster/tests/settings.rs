@@ -44,30 +44,33 @@ fn zero_durations_and_deliveries_are_refused_by_name() {
     );
 }
 
-#[test]
-fn an_ack_deadline_shorter_than_the_nodes_progress_acks_is_refused() {
-    for short in [
-        Duration::from_nanos(1),
-        Duration::from_millis(100),
-        Duration::from_millis(999),
-    ] {
-        let (name, message) = refused(builder().ack_wait(short));
-        assert_eq!(name, "ack_wait");
-        assert!(message.contains("at least 1s"), "{message}");
+/// Each of `shorts` given to `set` is refused as too short, naming the setting and the minimum.
+fn refused_below(
+    set: fn(ClusterBuilder, Duration) -> ClusterBuilder,
+    setting: &str,
+    minimum: &str,
+    shorts: [Duration; 3],
+) {
+    for short in shorts {
+        let (name, message) = refused(set(builder(), short));
+        assert_eq!(name, setting);
+        assert!(
+            message.contains(&format!("at least {minimum}")),
+            "{message}"
+        );
     }
 }
 
 #[test]
+fn an_ack_deadline_shorter_than_the_nodes_progress_acks_is_refused() {
+    let shorts = [1, 100_000_000, 999_000_000].map(Duration::from_nanos);
+    refused_below(ClusterBuilder::ack_wait, "ack_wait", "1s", shorts);
+}
+
+#[test]
 fn a_node_timeout_shorter_than_three_heartbeats_is_refused() {
-    for short in [
-        Duration::from_nanos(1),
-        Duration::from_millis(500),
-        Duration::from_millis(2999),
-    ] {
-        let (name, message) = refused(builder().node_timeout(short));
-        assert_eq!(name, "node_timeout");
-        assert!(message.contains("at least 3s"), "{message}");
-    }
+    let shorts = [1, 500_000_000, 2_999_000_000].map(Duration::from_nanos);
+    refused_below(ClusterBuilder::node_timeout, "node_timeout", "3s", shorts);
 }
 
 #[test]
