@@ -214,18 +214,31 @@ impl Pool {
         }
         self.end_terminated_workers();
         loop {
-            let feeders = std::mem::take(&mut self.state.lock().feeders);
+            let feeders = {
+                let mut state = self.state.lock();
+                let feeders = std::mem::take(&mut state.feeders);
+                state.joining += feeders.len();
+                feeders
+            };
             if feeders.is_empty() {
                 break;
             }
             for handle in feeders {
-                if handle.thread().id() == me {
-                    continue;
-                }
-                if handle.join().is_err() {
+                if handle.thread().id() != me && handle.join().is_err() {
                     log::error!("cf-pool-proc: a feeder thread panicked");
                 }
+                let mut state = self.state.lock();
+                state.joining -= 1;
+                if state.joining == 0 {
+                    self.joined.notify_all();
+                }
             }
+        }
+        // Another thread's `shutdown(wait)` may be joining feeders it took: every caller
+        // waits until the work is done, as in Python.
+        let mut state = self.state.lock();
+        while state.joining > 0 {
+            self.joined.wait(&mut state);
         }
     }
 }
@@ -371,6 +384,7 @@ impl ProcessPoolBuilder {
                 state: Mutex::new(PoolState::default()),
                 work: Condvar::new(),
                 timer: Condvar::new(),
+                joined: Condvar::new(),
                 config: Config {
                     max_workers,
                     max_tasks_per_child: self.max_tasks_per_child,

@@ -88,6 +88,9 @@ pub(crate) struct PoolState {
     pub(crate) terminated: Option<Instant>,
     pub(crate) broken: Option<String>,
     pub(crate) feeders: Vec<JoinHandle<()>>,
+    /// Feeder handles a `shutdown(wait)` took out of `feeders` and has not joined yet: another
+    /// caller of `shutdown(wait)` waits for them too (see [`Pool::joined`]).
+    pub(crate) joining: usize,
     pub(crate) watchdog: bool,
     /// Workers in a row that died before their handshake holding nothing: a binary whose
     /// workers cannot start must break the pool, not respawn forever.
@@ -147,6 +150,9 @@ pub(crate) struct Pool {
     pub(crate) work: Condvar,
     /// The watchdog waits here for the next deadline or a new timed task.
     pub(crate) timer: Condvar,
+    /// Signalled when `joining` drops to zero: every `shutdown(wait)` returns only once every
+    /// feeder is joined, whichever caller joined it.
+    pub(crate) joined: Condvar,
     pub(crate) config: Config,
 }
 

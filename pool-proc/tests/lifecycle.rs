@@ -336,3 +336,42 @@ fn a_slow_initializer_does_not_count_against_a_task_limit() {
         assert_eq!(f.result_timeout(LIMIT), Ok(&(i + 1)));
     }
 }
+
+fn sleep_ms(ms: u64) -> u64 {
+    std::thread::sleep(Duration::from_millis(ms));
+    ms
+}
+
+/// Two threads call `shutdown(wait=true)` while tasks run: in Python both block until the work
+/// is done. The second used to return at once, finding the feeders already taken by the first.
+#[test]
+fn every_concurrent_shutdown_wait_waits_for_the_work() {
+    common::within(LIMIT * 2, "two shutdowns", || {
+        let pool = std::sync::Arc::new(
+            ProcessPoolExecutor::builder()
+                .max_workers(2)
+                .build()
+                .unwrap(),
+        );
+        let futures: Vec<_> = (0..4)
+            .map(|_| pool.submit(sleep_ms, 1500).unwrap())
+            .collect();
+        std::thread::sleep(Duration::from_millis(200));
+        let first = {
+            let pool = std::sync::Arc::clone(&pool);
+            std::thread::spawn(move || pool.shutdown(true, false))
+        };
+        // Most likely inside the first one's wait by now (it only makes the test weaker if not).
+        std::thread::sleep(Duration::from_millis(200));
+        pool.shutdown(true, false);
+        let done = futures.iter().filter(|f| f.done()).count();
+        first.join().unwrap();
+        assert_eq!(
+            done, 4,
+            "shutdown(wait=true) returned while tasks were still running"
+        );
+        for f in &futures {
+            assert_eq!(f.result_timeout(LIMIT), Ok(&1500));
+        }
+    });
+}
