@@ -405,6 +405,15 @@ impl log::Log for Forward {
         if !self.enabled(record.metadata()) || FORWARDING.with(|f| f.replace(true)) {
             return;
         }
+        /// Clears the flag however this call ends: a `Display` that panics while the message
+        /// is formatted must not silence this thread's logging for good.
+        struct Done;
+        impl Drop for Done {
+            fn drop(&mut self) {
+                FORWARDING.with(|f| f.set(false));
+            }
+        }
+        let _done = Done;
         let mut message = record.args().to_string();
         if message.len() > LOG_MESSAGE_MAX {
             let mut cut = LOG_MESSAGE_MAX;
@@ -423,7 +432,6 @@ impl log::Log for Forward {
             module_path: record.module_path(),
         });
         self.outbox.try_send(&frame);
-        FORWARDING.with(|f| f.set(false));
     }
 
     fn flush(&self) {}

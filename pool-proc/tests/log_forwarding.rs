@@ -168,3 +168,48 @@ fn a_failing_initializer_is_logged_as_an_error_once() {
         "{errors:?}"
     );
 }
+
+struct PanickingDisplay;
+
+impl std::fmt::Display for PanickingDisplay {
+    fn fmt(&self, _: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        panic!("this Display panics")
+    }
+}
+
+/// Logs a record whose formatting panics (the task fails with `Panicked`), and returns its pid.
+fn log_unformattable(_: ()) -> u32 {
+    log::warn!("never formatted: {}", PanickingDisplay);
+    std::process::id()
+}
+
+fn log_tagged(tag: u32) -> u32 {
+    log::warn!("after the panic {tag}");
+    std::process::id()
+}
+
+#[test]
+fn a_record_whose_display_panics_does_not_silence_the_worker() {
+    capture();
+    let pool = ProcessPoolExecutor::builder()
+        .max_workers(1)
+        .build()
+        .unwrap();
+    let future = pool.submit(log_unformattable, ()).unwrap();
+    let failed = future.result_timeout(LIMIT);
+    assert!(
+        matches!(failed, Err(cf_pool_proc::TaskError::Panicked { .. })),
+        "{failed:?}"
+    );
+    let pid = |tag| {
+        *pool
+            .submit(log_tagged, tag)
+            .unwrap()
+            .result_timeout(LIMIT)
+            .unwrap()
+    };
+    let (first, second) = (pid(1), pid(2));
+    assert_eq!(first, second, "one worker throughout");
+    wait_for("after the panic 1", 1);
+    wait_for("after the panic 2", 1);
+}
