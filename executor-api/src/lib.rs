@@ -84,9 +84,9 @@ use serde::Serialize;
 
 pub use buffer::{attached, attaching, AttachPolicy, Buffer};
 pub use cf_futures_core::{
-    as_completed, drop_logging_panic, drop_panic_payload, panic_message, wait, AsCompleted,
-    CodecStage, ExitCause, Future, InlineTask, InvalidStateError, Promise, ReturnWhen, State,
-    TaskError, TimeoutError, WaitResult,
+    as_completed, drop_logging_panic, drop_panic_payload, log_guarded, panic_message, wait,
+    AsCompleted, CodecStage, ExitCause, Future, InlineTask, InvalidStateError, Promise, ReturnWhen,
+    State, TaskError, TimeoutError, WaitResult,
 };
 pub use error::{BuildError, SubmitError};
 pub use map::{Map, MapOptions};

@@ -324,10 +324,32 @@ pub fn drop_panic_payload(payload: Box<dyn std::any::Any + Send>) {
 pub fn drop_logging_panic<V>(value: V, what: &str) {
     let dropped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(value)));
     if let Err(payload) = dropped {
-        log::error!(
-            "dropping {what} panicked: {}; the executor goes on",
-            panic_message(payload.as_ref())
-        );
+        log_guarded(|| {
+            log::error!(
+                "dropping {what} panicked: {}; the executor goes on",
+                panic_message(payload.as_ref())
+            );
+        });
+        drop_panic_payload(payload);
+    }
+}
+
+/// Runs `log`, a call of the `log` crate's macros made on an executor's own thread, so that an
+/// application logger that panics (one that writes to a closed pipe, say) cannot unwind that
+/// thread: a pool thread that dies leaves the futures it serves pending forever. Python's
+/// logging handlers likewise swallow their own errors. The panic is not reported further
+/// (the logger is what failed); the panic hook has printed it, as it prints any panic.
+///
+/// For executor backends; user code need not call it.
+///
+/// # Examples
+///
+/// ```
+/// cf_futures_core::log_guarded(|| log::warn!("a worker was replaced"));
+/// ```
+#[doc(hidden)]
+pub fn log_guarded(log: impl FnOnce()) {
+    if let Err(payload) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(log)) {
         drop_panic_payload(payload);
     }
 }

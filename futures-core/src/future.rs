@@ -146,7 +146,7 @@ impl<T, S: ?Sized> Shared<T, S> {
             }
             State::Cancelled => false,
             other => {
-                log::debug!("set_running_or_notify_cancel on a {other} future");
+                guarded!(debug!("set_running_or_notify_cancel on a {other} future"));
                 false
             }
         }
@@ -930,12 +930,12 @@ fn run_callbacks<T>(future: &Future<T>, callbacks: Vec<Callback<T>>) {
     let mut queue: VecDeque<_> = callbacks.into();
     while let Some(cb) = queue.pop_front() {
         if let Err(payload) = catch_unwind(AssertUnwindSafe(|| cb(future))) {
-            log::error!(
+            guarded!(error!(
                 "a done callback panicked: {}; the future is {}; the remaining {} callback(s) still run",
                 panic_message(payload.as_ref()),
                 future.state(),
                 queue.len()
-            );
+            ));
             drop_panic_payload(payload);
         }
     }

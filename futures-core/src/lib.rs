@@ -80,6 +80,14 @@
 //! wait therefore never looks first, and sleeps at once.
 #![warn(missing_docs)]
 
+/// A `log` macro call (`guarded!(error!("..."))`) that an application logger which panics
+/// cannot unwind out of: see [`log_guarded`].
+macro_rules! guarded {
+    ($level:ident!($($arg:tt)*)) => {
+        $crate::log_guarded(|| ::log::$level!($($arg)*))
+    };
+}
+
 mod error;
 mod future;
 mod primitive;
@@ -88,7 +96,7 @@ mod wait;
 mod waiter;
 
 pub use error::{
-    drop_logging_panic, drop_panic_payload, panic_message, CodecStage, ExitCause,
+    drop_logging_panic, drop_panic_payload, log_guarded, panic_message, CodecStage, ExitCause,
     InvalidStateError, TaskError, TimeoutError,
 };
 #[cfg(not(loom))]

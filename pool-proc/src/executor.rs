@@ -114,12 +114,12 @@ impl Pool {
             }
         }
         if !state.slots.is_empty() {
-            log::warn!(
+            guarded!(warn!(
                 "cf-pool-proc: {} worker(s) still running {:?} after terminate_workers; killing \
                  them",
                 state.slots.len(),
                 self.config.shutdown_grace
-            );
+            ));
             Self::signal_all(&state, sys::Signal::Kill);
         }
     }
@@ -174,7 +174,7 @@ impl Pool {
             // the socket buffer and this write does not wait for the worker; and its task
             // thread reads it.
             if let Err(e) = slot::send_tasks(&writer, jobs, false) {
-                log::debug!("cf-pool-proc: direct send failed: {e}; its reader handles it");
+                guarded!(debug!("cf-pool-proc: direct send failed: {e}; its reader handles it"));
                 self.kill_worker(id);
             }
         }
@@ -209,7 +209,7 @@ impl Pool {
         if self.state.lock().own_threads.contains(&me) {
             // A done-callback on a reader thread: the threads finish on their own once the
             // workers drain; waiting here would wait for this very thread.
-            log::debug!("cf-pool-proc: shutdown(wait) from the pool's own thread; not waiting");
+            guarded!(debug!("cf-pool-proc: shutdown(wait) from the pool's own thread; not waiting"));
             return;
         }
         self.end_terminated_workers();
@@ -225,7 +225,7 @@ impl Pool {
             }
             for handle in feeders {
                 if handle.thread().id() != me && handle.join().is_err() {
-                    log::error!("cf-pool-proc: a feeder thread panicked");
+                    guarded!(error!("cf-pool-proc: a feeder thread panicked"));
                 }
                 let mut state = self.state.lock();
                 state.joining -= 1;

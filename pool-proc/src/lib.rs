@@ -269,6 +269,16 @@ compile_error!(
      The thread pool, cf-pool-thread, builds everywhere."
 );
 
+/// A `log` macro call (`guarded!(warn!("..."))`) that a logger which panics cannot unwind out
+/// of: most of the pool's calls run on its own threads (readers, feeders, the watchdog), and a
+/// thread of the pool that dies leaves the futures it serves pending and `shutdown` waiting
+/// (see `cf_executor_api::log_guarded`).
+macro_rules! guarded {
+    ($level:ident!($($arg:tt)*)) => {
+        ::cf_executor_api::log_guarded(|| ::log::$level!($($arg)*))
+    };
+}
+
 /// Declares the items that exist only on the supported platforms (on any other, the one
 /// `compile_error!` above is the whole build output).
 macro_rules! supported {

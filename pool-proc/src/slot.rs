@@ -118,7 +118,7 @@ impl Pool {
                 );
                 state.break_once(reason);
             } else if unexpected && timed_out.is_none() {
-                log::warn!(
+                guarded!(warn!(
                     "cf-pool-proc: worker {pid} {cause} holding {} task(s){}{}",
                     orphans.len(),
                     if state.shutdown {
@@ -130,7 +130,7 @@ impl Pool {
                         .as_deref()
                         .map(|p| format!("; its last words: {p}"))
                         .unwrap_or_default()
-                );
+                ));
                 if self.config.on_worker_death == WorkerDeath::BreakPool
                     && state.broken.is_none()
                     && !state.shutdown
@@ -164,11 +164,11 @@ impl Pool {
                 let before = state.next_slot;
                 self.spawn_as_needed(&mut state);
                 if state.next_slot != before {
-                    log::info!(
+                    guarded!(info!(
                         "cf-pool-proc: worker {pid} ended ({cause}); started a replacement for \
                          {} queued task(s)",
                         state.queue.len()
-                    );
+                    ));
                 }
             }
             self.work.notify_all();
@@ -201,7 +201,7 @@ fn reap_finished_threads(state: &mut PoolState) {
     state.feeders = running;
     for handle in ended {
         if handle.join().is_err() {
-            log::error!("cf-pool-proc: a feeder thread panicked");
+            guarded!(error!("cf-pool-proc: a feeder thread panicked"));
         }
     }
 }
@@ -234,10 +234,10 @@ fn feed(pool: &Arc<Pool>, id: usize) {
             Batch::Tasks { jobs, busy } => (jobs, busy),
             Batch::Reclaim => {
                 if let Err(e) = out.lock().send(&protocol::reclaim(), &[], true, true) {
-                    log::debug!(
+                    guarded!(debug!(
                         "cf-pool-proc: write to worker slot {id} failed: {}",
                         io::Error::from(e)
-                    );
+                    ));
                     pool.kill_worker(id);
                     break;
                 }
@@ -250,7 +250,7 @@ fn feed(pool: &Arc<Pool>, id: usize) {
         };
         if let Err(e) = send_tasks(&out, jobs, busy) {
             // Usually the worker is gone; if not, it is now, so the reader fails what it held.
-            log::debug!("cf-pool-proc: write to worker slot {id} failed: {e}");
+            guarded!(debug!("cf-pool-proc: write to worker slot {id} failed: {e}"));
             pool.kill_worker(id);
             break;
         }
@@ -298,7 +298,7 @@ fn launch(pool: &Arc<Pool>, id: usize) -> io::Result<(JoinHandle<()>, Writer)> {
     if let Some(slot) = pool.state.lock().slot_mut(id) {
         slot.pid = Some(pid);
     }
-    log::debug!("cf-pool-proc: started worker {pid} in slot {id}");
+    guarded!(debug!("cf-pool-proc: started worker {pid} in slot {id}"));
     hand_over
         .send(child)
         .expect("the reader waits for its child");
@@ -311,10 +311,10 @@ fn launch(pool: &Arc<Pool>, id: usize) -> io::Result<(JoinHandle<()>, Writer)> {
     });
     let fds = [blackbox_fd, worker_doorbell];
     if let Err(e) = shm::send_frame(&out, &hello, &fds) {
-        log::debug!(
+        guarded!(debug!(
             "cf-pool-proc: worker {pid} died before its handshake: {}",
             io::Error::from(e)
-        );
+        ));
     }
     let out: Writer = Arc::new(shm::Link::new(out, doorbell, peer));
     if let Some(slot) = pool.state.lock().slot_mut(id) {
@@ -362,7 +362,7 @@ pub(crate) fn send_tasks(writer: &Writer, jobs: Vec<Sending>, busy: bool) -> io:
             drop(fds);
             peer.unlend(lent);
             let why = format!("the kernel refused to pass its shared-memory descriptor ({e})");
-            log::warn!("cf-pool-proc: {why}; failing the frame's tasks that carry buffers");
+            guarded!(warn!("cf-pool-proc: {why}; failing the frame's tasks that carry buffers"));
             let mut messages = Vec::new();
             let frame = frame_tasks(&jobs, &released, &mut messages, |attached, messages| {
                 messages.push(why.clone());
@@ -492,11 +492,11 @@ fn take_back_stranded(state: &mut PoolState, idle: usize, now: Instant) -> (bool
         }
         match slot.stranding(now) {
             Some(due) if due <= now => {
-                log::trace!(
+                guarded!(trace!(
                     "cf-pool-proc: worker slot {i} ran one task for {RECLAIM_AFTER:?} with {} \
                      more waiting behind it; taking them back for an idle worker",
                     slot.in_flight.len() - 1
-                );
+                ));
                 slot.reclaim = Reclaim::Wanted;
                 asked = true;
             }
@@ -598,7 +598,7 @@ fn reader(
     let pid = child.pid();
     // The timeout only lets the reader notice a frame that stops arriving midway.
     if let Err(e) = stream.set_read_timeout(Some(READ_POLL)) {
-        log::debug!("cf-pool-proc: no read timeout for worker {pid}: {e}");
+        guarded!(debug!("cf-pool-proc: no read timeout for worker {pid}: {e}"));
     }
     let mut input = BufReader::with_capacity(256 * 1024, FdStream::new(stream, false, peer));
     let mut init_failure: Option<(StartFailure, String)> = None;
@@ -629,11 +629,11 @@ fn reader(
     };
     if let Some(why) = &trouble {
         if broke_protocol {
-            log::error!("cf-pool-proc: worker {pid} sent a bad frame ({why}); killing it");
+            guarded!(error!("cf-pool-proc: worker {pid} sent a bad frame ({why}); killing it"));
         } else {
             // Its end of the connection went away mid-frame or with our frames unread (a
             // worker that ends resets the connection): it is ending, not misbehaving.
-            log::debug!("cf-pool-proc: worker {pid}'s connection ended ({why})");
+            guarded!(debug!("cf-pool-proc: worker {pid}'s connection ended ({why})"));
         }
         let _ = child.kill();
     }
@@ -670,10 +670,10 @@ fn requeue(pool: &Pool, id: usize, tasks: &[(u64, &[u8])]) -> Result<(), protoco
             timeout: entry.deadline.map(|(_, limit)| limit),
         })
         .collect();
-    log::trace!(
+    guarded!(trace!(
         "cf-pool-proc: worker slot {id} gave back {} unstarted task(s)",
         jobs.len()
-    );
+    ));
     for job in jobs.into_iter().rev() {
         state.queue.push_front(job);
     }
@@ -717,7 +717,7 @@ fn recover_results(pool: &Pool, id: usize, pid: u32, blackbox: &blackbox::Reader
         Ok(WorkerMessage::Results { records, .. }) => records,
         Ok(_) => return,
         Err(e) => {
-            log::warn!("cf-pool-proc: worker {pid} left an unreadable black box ({e})");
+            guarded!(warn!("cf-pool-proc: worker {pid} left an unreadable black box ({e})"));
             return;
         }
     };
@@ -733,11 +733,11 @@ fn recover_results(pool: &Pool, id: usize, pid: u32, blackbox: &blackbox::Reader
             .collect()
     };
     if !recovered.is_empty() {
-        log::debug!(
+        guarded!(debug!(
             "cf-pool-proc: worker {pid} died with {} result(s) not yet sent; completed them \
              from its black box",
             recovered.len()
-        );
+        ));
     }
     for (entry, rec) in recovered {
         entry.completion.finish(rec.ok, rec.bytes, Ok(Vec::new()));
@@ -769,20 +769,23 @@ fn forward_log(pid: u32, record: &protocol::LogMessage) {
     if *level > log::max_level() {
         return;
     }
-    let logger = log::logger();
-    let metadata = log::Metadata::builder().level(*level).target(target).build();
-    if !logger.enabled(&metadata) {
-        return;
-    }
-    logger.log(
-        &log::Record::builder()
-            .metadata(metadata)
-            .args(format_args!("[worker {pid}] {message}"))
-            .file(file.as_deref())
-            .line(*line)
-            .module_path(module_path.as_deref())
-            .build(),
-    );
+    // On the reader thread: a logger that panics must not end it (see `guarded!`).
+    cf_executor_api::log_guarded(|| {
+        let logger = log::logger();
+        let metadata = log::Metadata::builder().level(*level).target(target).build();
+        if !logger.enabled(&metadata) {
+            return;
+        }
+        logger.log(
+            &log::Record::builder()
+                .metadata(metadata)
+                .args(format_args!("[worker {pid}] {message}"))
+                .file(file.as_deref())
+                .line(*line)
+                .module_path(module_path.as_deref())
+                .build(),
+        );
+    });
 }
 
 /// Handles one frame from a worker. `Ok(Some(..))` reports a worker that could not start.
@@ -794,7 +797,7 @@ fn handle_frame(
 ) -> Result<Option<(StartFailure, String)>, protocol::ProtocolError> {
     let records = match protocol::decode_worker_message(body)? {
         WorkerMessage::Ready { pid } => {
-            log::trace!("cf-pool-proc: worker {pid} ready");
+            guarded!(trace!("cf-pool-proc: worker {pid} ready"));
             let mut state = pool.state.lock();
             state.startup_deaths = 0;
             if let Some(slot) = state.slot_mut(id) {

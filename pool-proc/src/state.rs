@@ -109,10 +109,10 @@ impl PoolState {
     /// error in the log says it), and the later ones are logged at debug level.
     pub(crate) fn break_once(&mut self, reason: String) {
         if self.broken.is_none() {
-            log::error!("cf-pool-proc: {reason}; the pool is broken");
+            guarded!(error!("cf-pool-proc: {reason}; the pool is broken"));
             self.broken = Some(reason);
         } else {
-            log::debug!("cf-pool-proc: {reason} (the pool was broken already)");
+            guarded!(debug!("cf-pool-proc: {reason} (the pool was broken already)"));
         }
     }
 
@@ -166,7 +166,7 @@ impl Pool {
 
     pub(crate) fn slot_failed_to_start(self: &Arc<Self>, id: usize, error: &std::io::Error) {
         let reason = format!("could not start a worker process: {error}");
-        log::error!("cf-pool-proc: {reason}");
+        guarded!(error!("cf-pool-proc: {reason}"));
         let failed = {
             let mut state = self.state.lock();
             state.slots.retain(|(i, _)| *i != id);

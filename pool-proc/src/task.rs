@@ -158,7 +158,7 @@ impl<R: Payload + Sync> Completion for Promise<R> {
             )
         };
         if let Err(e) = self.set_outcome(outcome) {
-            log::debug!("result for a task that is already {}", e.state);
+            guarded!(debug!("result for a task that is already {}", e.state));
         }
     }
 

@@ -37,9 +37,9 @@ impl Pool {
                     continue;
                 }
                 if let Some(pid) = slot.pid {
-                    log::warn!(
+                    guarded!(warn!(
                         "cf-pool-proc: task ran past its {limit:?} limit; killing worker {pid}"
-                    );
+                    ));
                     slot.timed_out = Some((task, limit));
                     let _ = sys::signal(pid, sys::Signal::Kill);
                 }
@@ -62,7 +62,7 @@ impl Pool {
                 state.watchdog = true;
                 state.feeders.push(handle);
             }
-            Err(e) => log::error!("cf-pool-proc: cannot start the timeout watchdog: {e}"),
+            Err(e) => guarded!(error!("cf-pool-proc: cannot start the timeout watchdog: {e}")),
         }
     }
 }

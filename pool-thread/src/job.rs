@@ -168,7 +168,9 @@ fn settle<R>(promise: &Promise<R>, outcome: Result<R, TaskError>) {
 
 /// Only this pool completes a running future, so this is a bug, not a user error.
 fn internal_double_completion(e: &dyn std::fmt::Display) {
-    log::error!("internal: a worker completed a task twice: {e}; please report this");
+    guarded!(error!(
+        "internal: a worker completed a task twice: {e}; please report this"
+    ));
 }
 
 fn abandon_one<R>(promise: &Promise<R>, error: Option<TaskError>) {

@@ -122,6 +122,15 @@
 //!   and 7 times with 256, as with 1.
 #![warn(missing_docs)]
 
+/// A `log` macro call (`guarded!(warn!("..."))`) that an application logger which panics
+/// cannot unwind out of: most of the pool's calls run on its worker threads, and a worker that
+/// dies is never replaced (see `cf_executor_api::log_guarded`).
+macro_rules! guarded {
+    ($level:ident!($($arg:tt)*)) => {
+        ::cf_executor_api::log_guarded(|| ::log::$level!($($arg)*))
+    };
+}
+
 mod builder;
 mod executor;
 mod job;

@@ -267,11 +267,11 @@ impl Shared {
                         ),
                     });
                 }
-                log::warn!(
+                guarded!(warn!(
                     "could not start another worker thread ({e}); the task waits for one of \
                      the {} running workers",
                     st.live
-                );
+                ));
             }
         }
         // Spinners take queued jobs by themselves; wake a sleeper only for the excess, and look
@@ -304,13 +304,13 @@ impl Shared {
         let handle = thread::Builder::new()
             .name(name)
             .spawn(move || worker_main(&shared, &flag))?;
-        log::debug!(
+        guarded!(debug!(
             "started worker thread {}_{} ({} of at most {})",
             self.prefix,
             st.started,
             st.started + 1,
             self.max_workers
-        );
+        ));
         // The new thread blocks on our lock until these are consistent.
         st.started += 1;
         st.live += 1;
@@ -355,7 +355,9 @@ impl Shared {
         // A task may shut down (or drop) its own pool: do not wait for this very thread.
         let own = usize::from(CURRENT_POOL.with(Cell::get) == self.id);
         if own == 1 {
-            log::debug!("shutdown(wait) called from a worker of this pool; not waiting for it");
+            guarded!(debug!(
+                "shutdown(wait) called from a worker of this pool; not waiting for it"
+            ));
         }
         {
             let mut st = self.state.lock();
@@ -369,9 +371,9 @@ impl Shared {
                 continue;
             }
             if handle.join().is_err() {
-                log::error!(
+                guarded!(error!(
                     "internal: a worker thread panicked outside a task; please report this"
-                );
+                ));
             }
         }
     }
@@ -460,9 +462,12 @@ impl Shared {
         // Every worker's initializer fails alike: the pool keeps the first reason and logs it
         // as an error, the others only at debug level.
         if first {
-            log::error!("thread pool {} is broken: {reason}", self.prefix);
+            guarded!(error!("thread pool {} is broken: {reason}", self.prefix));
         } else {
-            log::debug!("thread pool {}: {reason} (broken already)", self.prefix);
+            guarded!(debug!(
+                "thread pool {}: {reason} (broken already)",
+                self.prefix
+            ));
         }
         for job in drained {
             job.abandon(Some(TaskError::Broken {
@@ -547,12 +552,12 @@ fn worker_main(shared: &Shared, busy: &AtomicBool) {
                 if !readied.get() {
                     ready();
                 }
-                log::error!(
+                guarded!(error!(
                     "a panic escaped a task on worker thread {} (a destructor of its closure, \
                      argument or value panicked): {}; its future failed, the worker goes on",
                     thread::current().name().unwrap_or("?"),
                     panic_message(payload.as_ref())
-                );
+                ));
                 drop_panic_payload(payload);
             }
             guard.counted_out = false;
