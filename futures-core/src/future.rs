@@ -116,7 +116,8 @@ struct Shared<T, S: ?Sized = Tail> {
     listeners: Option<Box<Listeners<T>>>,
     /// `()`, or an [`InlineTask`]'s call and then its outcome: see *Inline tasks* above. Under
     /// the future's own lock, so that a worker takes the call and marks the future running in
-    /// one critical section.
+    /// one critical section. (Under loom it is `()` and never read.)
+    #[cfg_attr(loom, allow(dead_code))]
     tail: S,
 }
 
