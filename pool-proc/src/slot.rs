@@ -507,10 +507,27 @@ fn take_back_stranded(state: &mut PoolState, idle: usize, now: Instant) -> (bool
     (asked, next)
 }
 
+/// The most payload bytes a `Tasks` frame of several jobs carries: a frame's length is a `u32`
+/// ([`MAX_FRAME`]), and each payload alone may be nearly that ([`crate::task::MAX_PAYLOAD`]),
+/// so a batch of large arguments goes in several frames.
+const FRAME_PAYLOAD_BUDGET: usize = 1 << 30;
+// Room in a frame for the records around the payloads.
+const _: () = assert!(FRAME_PAYLOAD_BUDGET < MAX_FRAME / 2);
+
+/// Whether a job with `attached` buffers and a `payload`-byte argument joins a `Tasks` frame
+/// that holds `taken` jobs so far, with `fds` buffers and `bytes` payload bytes among them. The
+/// first job always does: its payload fits a frame on its own (checked at submit).
+fn fits_frame(taken: usize, fds: usize, bytes: usize, attached: usize, payload: usize) -> bool {
+    taken == 0
+        || (fds + attached <= shm::FRAME_FDS
+            && bytes.saturating_add(payload) <= FRAME_PAYLOAD_BUDGET)
+}
+
 /// Moves up to `n` startable jobs from the queue into slot `id`'s window, for
 /// [`send_tasks`]. A job with a time limit travels alone, to an otherwise empty worker, so its
 /// clock starts when it starts and killing the worker on expiry stops nothing else. A frame
-/// carries at most [`shm::FRAME_FDS`] attached buffers. `None` if every job taken had been
+/// carries at most [`shm::FRAME_FDS`] attached buffers and, beyond its first job,
+/// [`FRAME_PAYLOAD_BUDGET`] payload bytes. `None` if every job taken had been
 /// cancelled meanwhile, or the next job needs an empty worker. A job with a time limit gets its
 /// deadline here, when it leaves for the worker, and the watchdog is told (it may be sleeping
 /// until a later deadline, or for its idle second). A worker still starting (not yet `Ready`)
@@ -526,18 +543,19 @@ pub(crate) fn take_jobs(
     let alone_ok = slot.in_flight.is_empty() && slot.ready;
     let empty = slot.in_flight.is_empty();
     let mut taken: Vec<Job> = Vec::with_capacity(n);
-    let mut fds = 0;
+    let (mut fds, mut bytes) = (0, 0);
     while taken.len() < n {
         let Some(job) = state.queue.pop_front() else {
             break;
         };
         let attached = job.attached.as_slice().len();
-        let over_fds = !taken.is_empty() && fds + attached > shm::FRAME_FDS;
-        if over_fds || (job.timeout.is_some() && !(taken.is_empty() && alone_ok)) {
+        let fits = fits_frame(taken.len(), fds, bytes, attached, job.payload.len());
+        if !fits || (job.timeout.is_some() && !(taken.is_empty() && alone_ok)) {
             state.queue.push_front(job);
             break;
         }
         fds += attached;
+        bytes += job.payload.len();
         if !job.completion.start() {
             continue;
         }
@@ -887,4 +905,30 @@ fn handle_frame(
         }
     }
     Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::task::MAX_PAYLOAD;
+
+    #[test]
+    fn a_first_job_always_fits_a_frame() {
+        assert!(fits_frame(0, 0, 0, shm::FRAME_FDS + 1, MAX_PAYLOAD));
+    }
+
+    #[test]
+    fn jobs_whose_payloads_would_overflow_a_frame_wait_for_the_next() {
+        // Two arguments of 2 GiB each: together past a frame's `u32` length.
+        let two_gib = 2 << 30;
+        assert!(!fits_frame(1, 0, two_gib, 0, two_gib));
+        assert!(!fits_frame(1, 0, FRAME_PAYLOAD_BUDGET, 0, 1));
+        assert!(fits_frame(1, 0, FRAME_PAYLOAD_BUDGET - 1, 0, 1));
+    }
+
+    #[test]
+    fn buffers_past_a_frames_descriptors_wait_for_the_next() {
+        assert!(fits_frame(1, shm::FRAME_FDS - 1, 0, 1, 0));
+        assert!(!fits_frame(1, shm::FRAME_FDS, 0, 1, 0));
+    }
 }
