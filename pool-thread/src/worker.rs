@@ -162,6 +162,9 @@ struct State {
     /// Sleepers a submit notified that have not woken yet: they will take jobs, so a submit
     /// counts them as spinners and does not notify again for them.
     woken: usize,
+    /// Workers whose task is inside `shutdown(wait)` of this pool: they wait for the other
+    /// workers, not for each other.
+    workers_in_shutdown: usize,
     /// Handles of threads not yet joined.
     handles: Vec<JoinHandle<()>>,
     /// Each started worker's busy flag (running a task), for `Debug`.
@@ -193,6 +196,7 @@ impl Shared {
                 started: 0,
                 sleeping: 0,
                 woken: 0,
+                workers_in_shutdown: 0,
                 handles: Vec::new(),
                 busy: Vec::new(),
                 shutdown: false,
@@ -352,17 +356,27 @@ impl Shared {
         if !wait {
             return;
         }
-        // A task may shut down (or drop) its own pool: do not wait for this very thread.
-        let own = usize::from(CURRENT_POOL.with(Cell::get) == self.id);
-        if own == 1 {
+        // A task may shut down (or drop) its own pool: do not wait for this very thread, nor
+        // for another worker whose task is in this same wait (two tasks shutting down at once
+        // would each wait for the other forever). Any other caller waits for every worker.
+        let own = CURRENT_POOL.with(Cell::get) == self.id;
+        if own {
             guarded!(debug!(
                 "shutdown(wait) called from a worker of this pool; not waiting for it"
             ));
         }
         {
             let mut st = self.state.lock();
-            while st.live > own {
+            if own {
+                st.workers_in_shutdown += 1;
+                // Another worker's wait may have been for this one only.
+                self.exited.notify_all();
+            }
+            while st.live > if own { st.workers_in_shutdown } else { 0 } {
                 self.exited.wait(&mut st);
+            }
+            if own {
+                st.workers_in_shutdown -= 1;
             }
         }
         let me = thread::current().id();

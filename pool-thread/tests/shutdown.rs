@@ -175,6 +175,37 @@ fn a_task_may_shut_down_its_own_pool_without_deadlock() {
 }
 
 #[test]
+fn two_tasks_shutting_down_their_pool_at_once_do_not_wait_for_each_other() {
+    let pool = Arc::new(pool(2));
+    let barrier = Arc::new(std::sync::Barrier::new(2));
+    let futures: Vec<_> = (0..2)
+        .map(|i| {
+            let (inner, barrier) = (Arc::clone(&pool), Arc::clone(&barrier));
+            pool.spawn(move || {
+                // Both tasks run (two workers) before either shuts down.
+                barrier.wait();
+                inner.shutdown(true, false);
+                i
+            })
+            .unwrap()
+        })
+        .collect();
+    for (f, i) in futures.iter().zip(0..) {
+        assert_eq!(f.result_timeout(LIMIT), Ok(&i), "task {i}");
+    }
+    // A caller outside the pool still waits for both workers to end.
+    let (tx, rx) = mpsc::channel();
+    let outer = Arc::clone(&pool);
+    std::thread::spawn(move || {
+        outer.shutdown(true, false);
+        let _ = tx.send(());
+    });
+    rx.recv_timeout(LIMIT)
+        .expect("the outside shutdown(wait) returned");
+    assert_eq!(pool.worker_threads(), 2);
+}
+
+#[test]
 fn the_last_handle_dropped_inside_a_task_does_not_deadlock() {
     let pool = Arc::new(pool(2));
     let inner = Arc::clone(&pool);
