@@ -521,6 +521,9 @@ impl<T> Future<T> {
     ///
     /// The wait is for the [`Promise`] to be dropped, not only completed: a promise you hold
     /// yourself must be dropped before this is called on the same thread, or it waits forever.
+    /// Called from one of this future's own done-callbacks, while its completion still holds
+    /// the promise, it gives the handle back at once (the callback's `&Future` is another
+    /// handle anyway).
     ///
     /// # Errors
     ///
@@ -539,6 +542,11 @@ impl<T> Future<T> {
         self.wait_done(None);
         if let Err(e) = self.outcome() {
             return Ok(Err(e));
+        }
+        // Inside one of this future's own done-callbacks the promise is held until they return
+        // (and the callback's `&Future` is another handle): give this one back, not wait.
+        if Completing::running(self.id()) {
+            return Err(self);
         }
         // The executor's side first: until it has let go, what looks like another handle may
         // be one it holds for a moment after completing (a cluster's in-flight record does).
@@ -922,9 +930,61 @@ fn complete_inner<T>(
         waker.wake();
     }
     if !callbacks.is_empty() {
-        run_callbacks(&Future::from_arc(Arc::clone(inner)), callbacks);
+        let future = Future::from_arc(Arc::clone(inner));
+        let _completing = Completing::enter(future.id());
+        run_callbacks(&future, callbacks);
     }
     Ok(())
+}
+
+#[cfg(not(loom))]
+thread_local! {
+    /// The future (its id) whose completion runs its done-callbacks on this thread, 0 if none:
+    /// its promise cannot be released before they return (see [`Future::try_unwrap`]).
+    static COMPLETING: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Marks this thread as running the done-callbacks of a completion, until dropped (restoring
+/// the mark of a completion it runs inside, for a callback that completes another future).
+struct Completing {
+    #[cfg(not(loom))]
+    previous: usize,
+}
+
+impl Completing {
+    fn enter(id: usize) -> Self {
+        #[cfg(not(loom))]
+        {
+            Completing {
+                previous: COMPLETING.with(|c| c.replace(id)),
+            }
+        }
+        #[cfg(loom)]
+        {
+            let _ = id;
+            Completing {}
+        }
+    }
+
+    /// Whether this thread is running the done-callbacks of the completion of future `id`.
+    fn running(id: usize) -> bool {
+        #[cfg(not(loom))]
+        {
+            COMPLETING.try_with(std::cell::Cell::get) == Ok(id)
+        }
+        #[cfg(loom)]
+        {
+            let _ = id;
+            false
+        }
+    }
+}
+
+impl Drop for Completing {
+    fn drop(&mut self) {
+        #[cfg(not(loom))]
+        let _ = COMPLETING.try_with(|c| c.set(self.previous));
+    }
 }
 
 fn run_callbacks<T>(future: &Future<T>, callbacks: Vec<Callback<T>>) {

@@ -258,3 +258,24 @@ fn callbacks_racing_completion_run_exactly_once() {
         }
     });
 }
+
+/// `try_unwrap` inside one of the future's own done-callbacks: the completion holds the promise
+/// until the callbacks return, so waiting for it would wait forever (and wedge the thread that
+/// completes the future: a pool's worker). It gives the handle back instead.
+#[test]
+fn try_unwrap_in_the_futures_own_callback_gives_the_handle_back() {
+    let promise = Promise::<String>::new();
+    let future = promise.future();
+    let mine = future.clone();
+    let (tx, rx) = std::sync::mpsc::channel();
+    future.add_done_callback(move |_| {
+        let _ = tx.send(mine.try_unwrap().map_err(|back| back.done()));
+    });
+    drop(future);
+    let setter = std::thread::spawn(move || promise.set_result("v".into()).unwrap());
+    let got = rx
+        .recv_timeout(std::time::Duration::from_secs(30))
+        .expect("try_unwrap returned inside the callback");
+    assert_eq!(got, Err(true), "the handle comes back, done");
+    setter.join().unwrap();
+}
