@@ -212,6 +212,14 @@ pub fn wait<'a, T: 'a>(
 /// Yields each of `futures` as it becomes done: those already done first, then in completion
 /// order. Duplicates are yielded once.
 ///
+/// The order is that of completion as each call of `next` finds it: futures that finished
+/// while the caller was busy between two calls come in the order they appear in `futures`,
+/// not necessarily the order they finished in (Python's `as_completed` has its waiter record
+/// the order of every completion after its first `next`; this iterator registers one only
+/// when it would otherwise block, which is most of its cost saved on a large batch). No
+/// future is yielded before one that was already done when `next` was called, and none is
+/// yielded twice or missed.
+///
 /// With a `timeout` (measured from this call) the iterator yields one
 /// `Err(TimeoutError)` naming how many futures are unfinished, then ends. A yielded future is no
 /// longer referenced by the iterator.
