@@ -79,7 +79,14 @@ impl Pool {
             slot.dead = true;
             let orphans: Vec<_> = slot.in_flight.drain().collect();
             let timed_out = slot.timed_out;
-            let unexpected = !orphans.is_empty() || cause != ExitCause::Code(0);
+            // A worker that held nothing and was due to end (it ran its `max_tasks_per_child`,
+            // or the pool is shutting down) ended as asked, even when its exit status cannot
+            // be read: with `SIGCHLD` ignored (as daemons set it) the kernel reaps children
+            // itself, and every status is unknown.
+            let due_to_end = slot.retiring(self.config.max_tasks_per_child) || state.shutdown;
+            let clean = cause == ExitCause::Code(0)
+                || (cause == ExitCause::Unknown && orphans.is_empty() && due_to_end);
+            let unexpected = !orphans.is_empty() || !clean;
             // Ended before saying `Ready`, which a worker says right after its initializer (and
             // before it runs any task), and not because the pool stopped it or a limit ran out.
             let died_starting =
