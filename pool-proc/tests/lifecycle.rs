@@ -30,6 +30,15 @@ fn wait_for_file(path: String) -> u32 {
     std::process::id()
 }
 
+/// Writes its file when dropped: releases the tasks waiting in [`wait_for_file`].
+struct Release(PathBuf);
+
+impl Drop for Release {
+    fn drop(&mut self) {
+        let _ = std::fs::write(&self.0, b"go");
+    }
+}
+
 fn release_file(tag: &str) -> PathBuf {
     let p = std::env::temp_dir().join(format!("cf-lifecycle-{}-{tag}", std::process::id()));
     let _ = std::fs::remove_file(&p);
@@ -56,17 +65,28 @@ fn saturation_starts_exactly_max_workers_processes() {
         .build()
         .unwrap();
     let file = release_file("saturation");
+    // Written however the test ends: an assertion below must fail as itself, not as the pool's
+    // drop waiting for 60 tasks that each wait up to a minute for this file.
+    let release = Release(file.clone());
     let path = file.to_string_lossy().into_owned();
     let futures: Vec<_> = (0..60)
         .map(|_| pool.submit(wait_for_file, path.clone()).unwrap())
         .collect();
     let deadline = Instant::now() + LIMIT;
-    while futures.iter().filter(|f| f.running()).count() < 4 {
-        assert!(Instant::now() < deadline);
+    loop {
+        let running = futures.iter().filter(|f| f.running()).count();
+        if running >= 4 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {running} of 4 tasks running after {LIMIT:?}; workers {:?}",
+            pool.worker_pids()
+        );
         std::thread::sleep(Duration::from_millis(2));
     }
     assert_eq!(pool.worker_pids().len(), 4);
-    std::fs::write(&file, b"go").unwrap();
+    drop(release);
     let pids: HashSet<u32> = futures
         .iter()
         .map(|f| *f.result_timeout(LIMIT).unwrap())
