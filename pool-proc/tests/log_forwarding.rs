@@ -63,7 +63,9 @@ fn chatty(tag: u32) -> (u32, String) {
     (std::process::id(), log::max_level().to_string())
 }
 
-/// Waits until the captured records include `n` that contain `needle`.
+/// Waits until the captured records include `n` that end with `needle`. (Ending, not
+/// containing: the tests of this file run at once and share the logger, and a needle such as
+/// `" 101"` is also inside another test's `"[worker 1016] ..."`, Wine's pids being small.)
 fn wait_for(needle: &str, n: usize) -> Vec<Captured> {
     let start = Instant::now();
     loop {
@@ -72,7 +74,7 @@ fn wait_for(needle: &str, n: usize) -> Vec<Captured> {
             .lock()
             .unwrap()
             .iter()
-            .filter(|c| c.message.contains(needle))
+            .filter(|c| c.message.ends_with(needle))
             .cloned()
             .collect();
         if found.len() >= n {
