@@ -24,12 +24,13 @@ const SECTIONS: [(&str, &str); 7] = [
 ];
 
 /// Contenders that are not peers: the machine's limits, drawn grey.
-const LIMITS: [&str; 6] = [
+const LIMITS: [&str; 7] = [
     "socketpair",
     "shm-futex",
     "shm-spin",
     "thread-pingpong",
     "memcpy",
+    "copy-chain",
     "ideal-split",
 ];
 

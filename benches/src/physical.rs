@@ -1,6 +1,7 @@
 //! The machine's limits, measured in the same run as the pools: a Unix socketpair ping-pong
 //! between two processes (what any process pool must pay per round trip), a ping-pong between
-//! two threads over channels (the same for a thread pool), and `memcpy`.
+//! two threads over channels (the same for a thread pool), `memcpy`, and the four copies a
+//! byte-string echo needs ([`copy_chain`]).
 //!
 //! The ping-pong partner is this very executable re-executed with [`HELPER_ENV`] set; it finds
 //! its end of the socketpair on its standard input, so no descriptor juggling (and no `unsafe`)
@@ -196,6 +197,31 @@ impl Drop for ThreadPingPong {
             let _ = h.join();
         }
     }
+}
+
+/// `iters` rounds of the four copies a byte-string echo through a process pool cannot do
+/// without, in this one thread, between buffers allocated (and faulted in) beforehand: no
+/// process, no socket, no wake-up, no fresh memory. Per round, `src`'s bytes go into a first
+/// buffer (the parent's shared-memory region), from it into a second (the worker's
+/// `ByteBuf`), a third (the worker's region) and a fourth (the parent's result).
+///
+/// Serde hands a serializer a borrowed slice that may be a temporary, so a sender must copy
+/// it while serializing; and a receiver's `ByteBuf` owns a `Vec` from the global allocator,
+/// which no shared mapping can be. So each direction costs two copies, whatever the transport:
+/// this is the best a `ByteBuf` echo can do, next to the single warm [`memcpy`].
+#[must_use]
+pub fn copy_chain(src: &[u8], iters: u64) -> Duration {
+    let mut bufs: Vec<Vec<u8>> = (1..=4u8).map(|i| vec![i; src.len()]).collect();
+    let start = Instant::now();
+    for _ in 0..iters {
+        bufs[0].copy_from_slice(black_box(src));
+        for k in 1..bufs.len() {
+            let (done, next) = bufs.split_at_mut(k);
+            next[0].copy_from_slice(black_box(&done[k - 1]));
+        }
+        black_box(&mut bufs);
+    }
+    start.elapsed()
 }
 
 /// `iters` copies of `src` into a buffer allocated (and faulted in) beforehand: the memory

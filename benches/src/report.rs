@@ -229,6 +229,11 @@ impl Report {
                 |v| v >= 0.30,
             ));
         }
+        t.push(Target::context(
+            "context: 16 MiB echo (serde_bytes::ByteBuf) vs its four copies, in one thread into \
+             warm buffers (no goal; the best any transport can do is 1.0x)",
+            self.ratio("echo_16MiB", "cf-proc+ByteBuf", "copy-chain"),
+        ));
         t.push(Target::ratio(
             "16 MiB echo (serde_bytes::ByteBuf) vs procspawn (Vec<u8>)",
             ">= 3x",

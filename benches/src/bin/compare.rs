@@ -515,6 +515,8 @@ fn measure_steady_state(bench: &mut Bench, cores: usize) {
                     .detail("the bytes there and back between two processes"),
                 contender("memcpy", len as u64, |n| physical::memcpy(&src, n))
                     .detail("one copy into a warm buffer"),
+                contender("copy-chain", moved, |n| physical::copy_chain(&src, n))
+                    .detail("the four copies of a byte-string echo, warm buffers, one thread"),
             ],
         );
     }
