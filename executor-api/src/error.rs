@@ -21,6 +21,18 @@ pub enum SubmitError {
         /// Why the executor broke.
         reason: String,
     },
+    /// No worker could be started to take the task, and none is running: the operating
+    /// system refused a thread (too many threads, out of memory). The task was not queued.
+    /// The executor is not broken: a later `submit` tries again.
+    #[error(
+        "cannot submit: could not start a worker to run the task: {reason}; the task was not \
+         queued. The executor is not broken: submit again once the cause is gone (too many \
+         threads or processes: end some or raise `ulimit -u`)"
+    )]
+    WorkerStartFailed {
+        /// What the operating system said.
+        reason: String,
+    },
     /// An argument is out of range, e.g. `chunksize = 0`.
     #[error("invalid argument `{name}`: {message}")]
     InvalidArgument {
@@ -35,7 +47,8 @@ impl From<SubmitError> for TaskError {
     /// A submit refused in the middle of a lazy `map` surfaces as this item's error: a shut
     /// down executor's as [`TaskError::Cancelled`] (the item never started, as if
     /// `shutdown(cancel_futures)` had cancelled it), a broken one's as [`TaskError::Broken`]
-    /// with the same reason.
+    /// with the same reason, a worker that could not start as
+    /// [`TaskError::WorkerStartFailed`].
     ///
     /// # Examples
     ///
@@ -53,6 +66,7 @@ impl From<SubmitError> for TaskError {
         match e {
             SubmitError::Shutdown => TaskError::Cancelled,
             SubmitError::Broken { reason } => TaskError::Broken { reason },
+            SubmitError::WorkerStartFailed { reason } => TaskError::WorkerStartFailed { reason },
             other @ SubmitError::InvalidArgument { .. } => TaskError::Broken {
                 reason: other.to_string(),
             },

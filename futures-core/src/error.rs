@@ -103,6 +103,24 @@ pub enum TaskError {
         /// Why, e.g. the initializer's failure.
         reason: String,
     },
+    /// No worker could be started to run the task, and none was running to take it: the
+    /// operating system refused what a worker needs (a process, a thread, a descriptor: too
+    /// many open files, too many processes, out of memory). The task did not run. Python's
+    /// process pool raises this `OSError` from `submit`.
+    ///
+    /// Unlike [`Broken`](TaskError::Broken), the executor is not broken: a later task starts
+    /// a worker again, and runs once the cause is gone. Match it with `..`:
+    /// `TaskError::WorkerStartFailed { reason, .. }`.
+    #[error(
+        "could not start a worker to run this task: {reason}; the task did not run. The \
+         executor is not broken: later tasks start a worker again once the cause is gone (too \
+         many open files: close some or raise the limit, `ulimit -n`; too many processes or \
+         threads: end some or raise `ulimit -u`)"
+    )]
+    WorkerStartFailed {
+        /// What the operating system said, e.g. `Too many open files (os error 24)`.
+        reason: String,
+    },
     /// A cluster could not get the task run by a node: a node took it and stopped answering too
     /// many times (it died, or lost the server past the ack deadline), no node of the
     /// program's build was alive, or the node could not start the task. The analog of Dask's
@@ -145,6 +163,7 @@ impl TaskError {
             TaskError::Timeout { .. } => "Timeout",
             TaskError::WorkerDied { .. } => "WorkerDied",
             TaskError::Broken { .. } => "Broken",
+            TaskError::WorkerStartFailed { .. } => "WorkerStartFailed",
             TaskError::NodeFailed { .. } => "NodeFailed",
             TaskError::Codec { .. } => "Codec",
         }

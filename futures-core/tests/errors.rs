@@ -123,6 +123,9 @@ fn debug_without_a_backtrace_is_one_line() {
             deliveries: Some(3),
             reason: "it stopped answering".into(),
         },
+        TaskError::WorkerStartFailed {
+            reason: "Too many open files (os error 24)".into(),
+        },
     ] {
         let text = format!("{error:?}");
         assert!(!text.contains('\n'), "{text}");

@@ -133,6 +133,7 @@ impl Pool {
     ) -> Result<(), SubmitError> {
         let mut rejected = Vec::new();
         let direct;
+        let mut stranded = None;
         {
             let mut state = self.state.lock();
             if let Some(reason) = &state.broken {
@@ -165,9 +166,12 @@ impl Pool {
             }
             direct = self.direct_send(&mut state);
             if direct.is_none() {
-                self.spawn_as_needed(&mut state);
+                stranded = self.spawn_as_needed(&mut state);
                 self.work.notify_all();
             }
+        }
+        if let Some(stranded) = stranded {
+            stranded.fail();
         }
         if let Some((id, writer, jobs)) = direct {
             // The worker is idle: it has read everything sent to it, so a small frame fits in

@@ -217,6 +217,14 @@
 //! a panic out of an `extern "C"` function), and then the worker prints it as Rust does, writes
 //! it to its black box, and aborts: the `WorkerDied` then carries it as `last_panic`.
 //!
+//! A worker the system will not start (no descriptor left for its socket, too many processes
+//! or threads) fails only the tasks that no running worker can take, with
+//! [`TaskError::WorkerStartFailed`] saying what the system refused. The pool is not broken: the
+//! next `submit` starts a worker again, and runs once the cause is gone. Python raises the
+//! same `OSError` from `submit`; cf's `submit` never waits for a worker, so the future carries
+//! it. Workers that start and then die before their handshake are another matter: ten in a
+//! row break the pool, since something in the executable kills every fresh process.
+//!
 //! Workers never outlive the parent: an idle worker sees its socket close and exits; a busy one
 //! gets `SIGKILL` from `PR_SET_PDEATHSIG` (on Linux) or from its lifeline watchdog (on the
 //! portable path). Every child is reaped.

@@ -27,7 +27,7 @@ use crate::blackbox;
 use crate::protocol::{self, FrameBuf, Kind, StartFailure, WorkerMessage, MAX_FRAME};
 use crate::shm::{self, FdStream};
 use crate::state::{
-    Attached, InFlight, Job, Pool, PoolState, Reclaim, SlotState, WorkerDeath, Writer,
+    Attached, InFlight, Job, Pool, PoolState, Reclaim, SlotState, Stranded, WorkerDeath, Writer,
     RECLAIM_AFTER, STARTUP_DEATHS_LIMIT,
 };
 use crate::sys::{self, Stream, WorkerProcess};
@@ -39,8 +39,11 @@ const READ_POLL: Duration = Duration::from_secs(1);
 const FRAME_STALL: Duration = Duration::from_secs(10);
 
 impl Pool {
-    /// Starts workers while queued work exceeds idle capacity, up to `max_workers`.
-    pub(crate) fn spawn_as_needed(self: &Arc<Self>, state: &mut PoolState) {
+    /// Starts workers while queued work exceeds idle capacity, up to `max_workers`. If a
+    /// worker's thread cannot be started and no worker is left, returns the queue to fail
+    /// once the lock is released (see [`Stranded`]).
+    #[must_use = "the stranded tasks must be failed once the lock is released"]
+    pub(crate) fn spawn_as_needed(self: &Arc<Self>, state: &mut PoolState) -> Option<Stranded> {
         let max_tasks = self.config.max_tasks_per_child;
         while state.broken.is_none()
             && state.queue.len() > state.idle_slots(max_tasks)
@@ -54,12 +57,13 @@ impl Pool {
                 Ok(handle) => state.feeders.push(handle),
                 Err(e) => {
                     state.slots.retain(|(i, _)| *i != id);
-                    let reason = format!("could not start a feeder thread: {e}");
-                    self.break_if_no_workers(state, &reason);
-                    return;
+                    return state.strand_if_no_workers(format!(
+                        "could not start the thread that starts a worker process: {e}"
+                    ));
                 }
             }
         }
+        None
     }
     /// The reader of slot `id` saw its worker end and reaped it.
     pub(crate) fn worker_ended(
@@ -70,6 +74,7 @@ impl Pool {
         init_failure: Option<(StartFailure, String)>,
         last_panic: Option<String>,
     ) {
+        let mut stranded = None;
         let (orphans, queued, error, timed_out) = {
             let mut state = self.state.lock();
             let Some(pos) = state.slots.iter().position(|(i, _)| *i == id) else {
@@ -169,7 +174,7 @@ impl Pool {
             };
             if state.broken.is_none() {
                 let before = state.next_slot;
-                self.spawn_as_needed(&mut state);
+                stranded = self.spawn_as_needed(&mut state);
                 if state.next_slot != before {
                     guarded!(info!(
                         "cf-pool-proc: worker {pid} ended ({cause}); started a replacement for \
@@ -194,6 +199,9 @@ impl Pool {
         }
         for job in queued {
             job.completion.fail(error.clone());
+        }
+        if let Some(stranded) = stranded {
+            stranded.fail();
         }
     }
 }

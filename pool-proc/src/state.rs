@@ -100,6 +100,27 @@ pub(crate) struct PoolState {
     pub(crate) own_threads: HashSet<ThreadId>,
 }
 
+/// Queued tasks that no worker will run: a worker could not be started (the system refused a
+/// process, a thread or a descriptor) and none is left. They fail with
+/// [`TaskError::WorkerStartFailed`], outside the pool's lock; the pool is not broken, since the
+/// cause may pass (descriptors closed, processes ended), and a later `submit` tries again.
+/// Keeping them queued instead would hang them for as long as the cause lasts, for good if it
+/// never passes.
+pub(crate) struct Stranded {
+    reason: String,
+    jobs: VecDeque<Job>,
+}
+
+impl Stranded {
+    pub(crate) fn fail(self) {
+        for job in self.jobs {
+            job.completion.fail(TaskError::WorkerStartFailed {
+                reason: self.reason.clone(),
+            });
+        }
+    }
+}
+
 /// Workers dying before their handshake this many times in a row break the pool.
 pub(crate) const STARTUP_DEATHS_LIMIT: u32 = 10;
 
@@ -114,6 +135,29 @@ impl PoolState {
         } else {
             guarded!(debug!("cf-pool-proc: {reason} (the pool was broken already)"));
         }
+    }
+
+    /// A worker could not be started (`reason`): it is logged, and if no worker is left to
+    /// run the queue, the queue is taken out to fail (see [`Stranded`]). The pool is not
+    /// broken: the next `submit` tries to start a worker again.
+    #[must_use = "the stranded tasks must be failed once the lock is released"]
+    pub(crate) fn strand_if_no_workers(&mut self, reason: String) -> Option<Stranded> {
+        if self.live_slots() > 0 || self.queue.is_empty() {
+            guarded!(warn!(
+                "cf-pool-proc: {reason}; {} other worker(s) run the queue",
+                self.live_slots()
+            ));
+            return None;
+        }
+        guarded!(error!(
+            "cf-pool-proc: {reason}; no worker is left to run the {} queued task(s), which \
+             fail; the next submit tries again",
+            self.queue.len()
+        ));
+        Some(Stranded {
+            reason,
+            jobs: std::mem::take(&mut self.queue),
+        })
     }
 
     /// Some worker holds more than one task (so some may be unstarted).
@@ -157,31 +201,18 @@ pub(crate) struct Pool {
 }
 
 impl Pool {
-    /// With no worker left to run the queue, fail it and refuse new work.
-    pub(crate) fn break_if_no_workers(&self, state: &mut PoolState, reason: &str) {
-        if state.live_slots() == 0 && !state.queue.is_empty() {
-            state.break_once(reason.to_owned());
-        }
-    }
-
+    /// A worker could not be started (`reason`): the pool's slot `id`, registered for it, is
+    /// forgotten, and the tasks handed back (see [`Stranded`]) if no worker is left to run
+    /// them.
     pub(crate) fn slot_failed_to_start(self: &Arc<Self>, id: usize, error: &std::io::Error) {
-        let reason = format!("could not start a worker process: {error}");
-        guarded!(error!("cf-pool-proc: {reason}"));
-        let failed = {
+        let stranded = {
             let mut state = self.state.lock();
             state.slots.retain(|(i, _)| *i != id);
-            self.break_if_no_workers(&mut state, &reason);
             self.work.notify_all();
-            if state.broken.is_some() {
-                std::mem::take(&mut state.queue)
-            } else {
-                VecDeque::new()
-            }
+            state.strand_if_no_workers(format!("could not start a worker process: {error}"))
         };
-        for job in failed {
-            job.completion.fail(TaskError::Broken {
-                reason: reason.clone(),
-            });
+        if let Some(stranded) = stranded {
+            stranded.fail();
         }
     }
 

@@ -265,10 +265,8 @@ impl Shared {
                     self.queued.store(st.queue.len(), Ordering::Release);
                     drop(st);
                     drop(job);
-                    return Err(SubmitError::Broken {
-                        reason: format!(
-                            "could not start a worker thread ({e}); the task was not queued"
-                        ),
+                    return Err(SubmitError::WorkerStartFailed {
+                        reason: format!("could not start a worker thread: {e}"),
                     });
                 }
                 guarded!(warn!(

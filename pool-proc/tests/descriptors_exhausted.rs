@@ -1,0 +1,126 @@
+//! The parent runs out of file descriptors: a worker cannot be started. The tasks that had no
+//! worker to run them fail, saying why; the pool is not broken, and once descriptors are
+//! available again it starts workers and runs tasks as before. A binary of its own: the
+//! descriptor limit is process-wide.
+#![cfg(unix)]
+#![allow(unsafe_code)] // the test lowers and restores RLIMIT_NOFILE
+
+mod common;
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use cf_pool_proc::{Executor, ProcessPoolExecutor, TaskError};
+use common::within;
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+fn double(x: u64) -> u64 {
+    x * 2
+}
+
+/// The limit is the process's: one test at a time changes it.
+static LIMIT_LOCK: Mutex<()> = Mutex::new(());
+
+/// The lowest descriptor number not in use: with the soft limit there, no new descriptor can
+/// be made (a new one takes the lowest free number, which must be below the limit).
+fn lowest_free_descriptor() -> u64 {
+    // SAFETY: duplicates standard input onto the lowest free number and closes that copy at
+    // once; no other descriptor is touched.
+    let fd = unsafe { libc::dup(0) };
+    assert!(fd >= 0, "dup: {}", std::io::Error::last_os_error());
+    // SAFETY: `fd` is the duplicate made above, owned by nothing else.
+    unsafe { libc::close(fd) };
+    fd as u64
+}
+
+fn set_soft_limit(soft: u64) -> u64 {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: reads this process's descriptor limit into a local.
+    assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) }, 0);
+    let old = lim.rlim_cur;
+    lim.rlim_cur = soft;
+    // SAFETY: sets this process's soft descriptor limit, within the hard one.
+    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) }, 0);
+    old
+}
+
+#[test]
+fn a_pool_that_cannot_start_a_worker_fails_those_tasks_and_recovers() {
+    let _one_at_a_time = LIMIT_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    within(
+        LIMIT * 2,
+        "descriptors exhausted, then available again",
+        || {
+            let pool = ProcessPoolExecutor::builder()
+                .max_workers(2)
+                .build()
+                .unwrap();
+            // No descriptor left: the worker's socket cannot be made.
+            let old = set_soft_limit(lowest_free_descriptor());
+            let futures: Vec<_> = (0..3).map(|x| pool.submit(double, x).unwrap()).collect();
+            let errors: Vec<_> = futures
+                .iter()
+                .map(|f| f.result_timeout(LIMIT).unwrap_err().clone())
+                .collect();
+            set_soft_limit(old);
+            for e in &errors {
+                let TaskError::WorkerStartFailed { reason, .. } = e else {
+                    panic!("expected WorkerStartFailed, got {e:?}");
+                };
+                assert!(reason.contains("os error 24"), "{reason}");
+                assert!(e.to_string().contains("not broken"), "{e}");
+            }
+            // Descriptors are there again: the same pool starts workers and runs tasks.
+            let futures: Vec<_> = (0..4).map(|x| pool.submit(double, x).unwrap()).collect();
+            for (x, f) in futures.iter().enumerate() {
+                assert_eq!(f.result_timeout(LIMIT), Ok(&(2 * x as u64)), "task {x}");
+            }
+        },
+    );
+}
+
+#[test]
+fn a_retired_worker_that_cannot_be_replaced_does_not_break_the_pool() {
+    let _one_at_a_time = LIMIT_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    within(
+        LIMIT * 2,
+        "a replacement refused while descriptors are exhausted",
+        || {
+            let pool = ProcessPoolExecutor::builder()
+                .max_workers(1)
+                .max_tasks_per_child(1)
+                .build()
+                .unwrap();
+            assert_eq!(
+                pool.submit(double, 1).unwrap().result_timeout(LIMIT),
+                Ok(&2)
+            );
+            // The worker retires after its task; wait until it is gone.
+            let deadline = Instant::now() + LIMIT;
+            while !pool.worker_pids().is_empty() {
+                assert!(Instant::now() < deadline, "the retired worker never ended");
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            // Its replacement cannot start.
+            let old = set_soft_limit(lowest_free_descriptor());
+            let outcome = pool
+                .submit(double, 2)
+                .unwrap()
+                .result_timeout(LIMIT)
+                .cloned();
+            set_soft_limit(old);
+            assert!(
+                matches!(outcome, Err(TaskError::WorkerStartFailed { .. })),
+                "{outcome:?}"
+            );
+            assert_eq!(
+                pool.submit(double, 3).unwrap().result_timeout(LIMIT),
+                Ok(&6)
+            );
+        },
+    );
+}
