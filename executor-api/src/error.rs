@@ -21,13 +21,15 @@ pub enum SubmitError {
         /// Why the executor broke.
         reason: String,
     },
-    /// No worker could be started to take the task, and none is running: the operating
-    /// system refused a thread (too many threads, out of memory). The task was not queued.
-    /// The executor is not broken: a later `submit` tries again.
+    /// A thread the task needs could not be started, and the task was not queued: the
+    /// operating system refused it (too many threads, out of memory). On the thread pool, a
+    /// worker when none is running; on the process pool, the watchdog that enforces time
+    /// limits, for a task that has one. The executor is not broken: a later `submit` tries
+    /// again.
     #[error(
-        "cannot submit: could not start a worker to run the task: {reason}; the task was not \
-         queued. The executor is not broken: submit again once the cause is gone (too many \
-         threads or processes: end some or raise `ulimit -u`)"
+        "cannot submit: {reason}; the task was not queued. The executor is not broken: submit \
+         again once the cause is gone (too many threads or processes: end some or raise \
+         `ulimit -u`)"
     )]
     WorkerStartFailed {
         /// What the operating system said.

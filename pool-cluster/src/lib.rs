@@ -119,7 +119,9 @@
 //!
 //! Errors name the node where one is concerned: [`TaskError::NodeFailed`] is a failure of a
 //! node (or of having none), with the node's name (`host:pid:id`) and the deliveries where
-//! known; a node that cannot start its process pool fails the task it took that way too. The
+//! known; a node that cannot start its process pool, or a worker process in it (the machine
+//! is out of descriptors, processes or memory), fails the task it took that way too, naming
+//! what the machine refused, and takes tasks again once the cause is gone. The
 //! pids of [`TaskError::WorkerDied`] and [`TaskError::Timeout`] are pids on the node that ran
 //! the task; those variants have no field for a node, so the client logs such failures with
 //! the node's name (`warn` level).

@@ -653,6 +653,17 @@ impl Node {
         if broken {
             self.drop_pool(init, &pool);
         }
+        // This machine refused a worker process (descriptors, processes, memory): a failure of
+        // this node, not of the task's code or of the client.
+        if let Err(TaskError::WorkerStartFailed { reason }) = outcome {
+            return (
+                Err(node_failed(format!(
+                    "its process pool could not start a worker ({reason}); look at the node \
+                     machine's limits (open files, processes, memory)"
+                ))),
+                false,
+            );
+        }
         (outcome, broken)
     }
 
@@ -743,7 +754,9 @@ fn bound_error_text(error: &mut TaskError) {
                 .for_each(cut);
         }
         TaskError::WorkerDied { last_panic, .. } => last_panic.iter_mut().for_each(cut),
-        TaskError::Broken { reason } | TaskError::NodeFailed { reason, .. } => cut(reason),
+        TaskError::Broken { reason }
+        | TaskError::NodeFailed { reason, .. }
+        | TaskError::WorkerStartFailed { reason } => cut(reason),
         TaskError::Codec { message, .. } => cut(message),
         _ => {}
     }

@@ -144,6 +144,15 @@ impl Pool {
             if state.shutdown {
                 return Err(SubmitError::Shutdown);
             }
+            if timeout.is_some() {
+                if let Err(e) = self.start_watchdog(&mut state) {
+                    return Err(SubmitError::WorkerStartFailed {
+                        reason: format!(
+                            "could not start the thread that enforces task time limits: {e}"
+                        ),
+                    });
+                }
+            }
             for (payload, completion) in items {
                 match payload {
                     Ok((payload, attached)) => {
@@ -160,9 +169,6 @@ impl Pool {
                     }
                     Err(e) => rejected.push((completion, e)),
                 }
-            }
-            if timeout.is_some() {
-                self.start_watchdog(&mut state);
             }
             direct = self.direct_send(&mut state);
             if direct.is_none() {

@@ -49,20 +49,18 @@ impl Pool {
         }
     }
 
-    pub(crate) fn start_watchdog(self: &Arc<Self>, state: &mut PoolState) {
+    /// Starts the watchdog if it is not running. A pool whose watchdog cannot start must not
+    /// take a timed task: its limit would never be enforced.
+    pub(crate) fn start_watchdog(self: &Arc<Self>, state: &mut PoolState) -> std::io::Result<()> {
         if state.watchdog {
-            return;
+            return Ok(());
         }
         let pool = Arc::clone(self);
-        match std::thread::Builder::new()
+        let handle = std::thread::Builder::new()
             .name("cf-proc-watchdog".into())
-            .spawn(move || pool.watchdog())
-        {
-            Ok(handle) => {
-                state.watchdog = true;
-                state.feeders.push(handle);
-            }
-            Err(e) => guarded!(error!("cf-pool-proc: cannot start the timeout watchdog: {e}")),
-        }
+            .spawn(move || pool.watchdog())?;
+        state.watchdog = true;
+        state.feeders.push(handle);
+        Ok(())
     }
 }

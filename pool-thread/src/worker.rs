@@ -266,7 +266,7 @@ impl Shared {
                     drop(st);
                     drop(job);
                     return Err(SubmitError::WorkerStartFailed {
-                        reason: format!("could not start a worker thread: {e}"),
+                        reason: format!("could not start a worker thread to run the task: {e}"),
                     });
                 }
                 guarded!(warn!(

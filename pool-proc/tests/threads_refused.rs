@@ -1,0 +1,157 @@
+//! The system refuses the pool a thread (too many processes or threads for the user): the
+//! tasks that needed it fail or are refused saying so, the pool is not broken, and it works
+//! again once threads are available. A binary of its own: the limit is the process's.
+#![cfg(target_os = "linux")]
+#![allow(unsafe_code)] // the test lowers RLIMIT_NPROC and, as root, changes the thread's uid
+
+mod common;
+
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use cf_pool_proc::{Executor, ProcessPoolExecutor, SubmitError, TaskError};
+use common::within;
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+fn double(x: u64) -> u64 {
+    x * 2
+}
+
+fn spin_forever(_: ()) -> u64 {
+    loop {
+        std::hint::spin_loop();
+    }
+}
+
+/// While alive, the calling thread cannot start threads or processes: `RLIMIT_NPROC` is 1, and
+/// if it runs as root (whom the limit does not bind), this thread alone, not the process, runs
+/// as user 65534 (the raw system call changes only the calling thread's ids; the saved id stays
+/// 0, to come back).
+struct NoNewThreads {
+    old: libc::rlimit,
+    as_root: bool,
+    _one_at_a_time: MutexGuard<'static, ()>,
+}
+
+/// The limit is the process's: one test at a time changes it.
+static LIMIT_LOCK: Mutex<()> = Mutex::new(());
+
+impl NoNewThreads {
+    fn new() -> Self {
+        let one_at_a_time = LIMIT_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        let mut old = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: reads this process's limit into a local.
+        assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NPROC, &mut old) }, 0);
+        let one = libc::rlimit {
+            rlim_cur: 1,
+            rlim_max: old.rlim_max,
+        };
+        // SAFETY: sets this process's soft limit from a local, within the hard one.
+        assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NPROC, &one) }, 0);
+        // SAFETY: reads the calling thread's effective uid.
+        let as_root = unsafe { libc::geteuid() } == 0;
+        if as_root {
+            // SAFETY: changes the calling thread's real and effective uid; the saved uid stays
+            // 0, so `drop` can change them back.
+            let rc = unsafe { libc::syscall(libc::SYS_setresuid, 65534, 65534, 0) };
+            assert_eq!(rc, 0, "setresuid: {}", std::io::Error::last_os_error());
+        }
+        let refused = std::thread::Builder::new().spawn(|| ()).map(|h| h.join());
+        assert!(refused.is_err(), "a thread could still be started");
+        NoNewThreads {
+            old,
+            as_root,
+            _one_at_a_time: one_at_a_time,
+        }
+    }
+}
+
+impl Drop for NoNewThreads {
+    fn drop(&mut self) {
+        if self.as_root {
+            // SAFETY: back to uid 0, which the saved uid allows.
+            let rc = unsafe { libc::syscall(libc::SYS_setresuid, 0, 0, 0) };
+            assert_eq!(rc, 0, "setresuid: {}", std::io::Error::last_os_error());
+        }
+        // SAFETY: restores this process's limit from a local.
+        assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NPROC, &self.old) }, 0);
+    }
+}
+
+#[test]
+fn a_refused_thread_fails_the_tasks_it_was_for_and_the_pool_recovers() {
+    within(LIMIT * 2, "threads refused, then available again", || {
+        let pool = ProcessPoolExecutor::builder()
+            .max_workers(2)
+            .build()
+            .unwrap();
+        // Each worker has a thread of the pool's that starts it.
+        let refused = NoNewThreads::new();
+        let futures: Vec<_> = (0..3).map(|x| pool.submit(double, x).unwrap()).collect();
+        let errors: Vec<_> = futures
+            .iter()
+            .map(|f| f.result_timeout(LIMIT).unwrap_err().clone())
+            .collect();
+        drop(refused);
+        for e in &errors {
+            let TaskError::WorkerStartFailed { reason, .. } = e else {
+                panic!("expected WorkerStartFailed, got {e:?}");
+            };
+            assert!(reason.contains("os error 11"), "{reason}");
+        }
+        let futures: Vec<_> = (0..4).map(|x| pool.submit(double, x).unwrap()).collect();
+        for (x, f) in futures.iter().enumerate() {
+            assert_eq!(f.result_timeout(LIMIT), Ok(&(2 * x as u64)), "task {x}");
+        }
+    });
+}
+
+#[test]
+fn a_time_limit_that_cannot_be_enforced_is_refused_at_submit() {
+    within(
+        LIMIT * 2,
+        "the watchdog refused, then available again",
+        || {
+            let pool = ProcessPoolExecutor::builder()
+                .max_workers(1)
+                .build()
+                .unwrap();
+            assert_eq!(
+                pool.submit(double, 1).unwrap().result_timeout(LIMIT),
+                Ok(&2)
+            );
+            let refused = NoNewThreads::new();
+            let outcome = pool.submit_with_timeout(spin_forever, (), Duration::from_millis(200));
+            drop(refused);
+            match outcome {
+                Err(SubmitError::WorkerStartFailed { reason }) => {
+                    assert!(reason.contains("time limits"), "{reason}");
+                }
+                other => panic!("expected WorkerStartFailed, got {other:?}"),
+            }
+            // With threads again, the limit is enforced.
+            let f = pool
+                .submit_with_timeout(spin_forever, (), Duration::from_millis(200))
+                .unwrap();
+            let e = f.result_timeout(LIMIT).unwrap_err();
+            assert!(
+                matches!(
+                    e,
+                    TaskError::Timeout {
+                        killed_worker: Some(_),
+                        ..
+                    }
+                ),
+                "{e:?}"
+            );
+            assert_eq!(
+                pool.submit(double, 3).unwrap().result_timeout(LIMIT),
+                Ok(&6)
+            );
+        },
+    );
+}

@@ -1,0 +1,96 @@
+//! The system refuses the pool a thread (too many processes or threads for the user) while no
+//! worker runs: `submit` says so and does not queue the task; the pool is not broken, and works
+//! again once threads are available. A binary of its own: the limit is the process's.
+#![cfg(all(target_os = "linux", not(miri)))]
+#![allow(unsafe_code)] // the test lowers RLIMIT_NPROC and, as root, changes the thread's uid
+
+mod common;
+
+use std::sync::{Mutex, MutexGuard};
+
+use cf_pool_thread::{Executor, SubmitError, ThreadPoolExecutor};
+use common::LIMIT;
+
+fn double(x: u64) -> u64 {
+    x * 2
+}
+
+/// While alive, the calling thread cannot start threads or processes: `RLIMIT_NPROC` is 1, and
+/// if it runs as root (whom the limit does not bind), this thread alone, not the process, runs
+/// as user 65534 (the raw system call changes only the calling thread's ids; the saved id stays
+/// 0, to come back).
+struct NoNewThreads {
+    old: libc::rlimit,
+    as_root: bool,
+    _one_at_a_time: MutexGuard<'static, ()>,
+}
+
+/// The limit is the process's: one test at a time changes it.
+static LIMIT_LOCK: Mutex<()> = Mutex::new(());
+
+impl NoNewThreads {
+    fn new() -> Self {
+        let one_at_a_time = LIMIT_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        let mut old = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: reads this process's limit into a local.
+        assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NPROC, &mut old) }, 0);
+        let one = libc::rlimit {
+            rlim_cur: 1,
+            rlim_max: old.rlim_max,
+        };
+        // SAFETY: sets this process's soft limit from a local, within the hard one.
+        assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NPROC, &one) }, 0);
+        // SAFETY: reads the calling thread's effective uid.
+        let as_root = unsafe { libc::geteuid() } == 0;
+        if as_root {
+            // SAFETY: changes the calling thread's real and effective uid; the saved uid stays
+            // 0, so `drop` can change them back.
+            let rc = unsafe { libc::syscall(libc::SYS_setresuid, 65534, 65534, 0) };
+            assert_eq!(rc, 0, "setresuid: {}", std::io::Error::last_os_error());
+        }
+        let refused = std::thread::Builder::new().spawn(|| ()).map(|h| h.join());
+        assert!(refused.is_err(), "a thread could still be started");
+        NoNewThreads {
+            old,
+            as_root,
+            _one_at_a_time: one_at_a_time,
+        }
+    }
+}
+
+impl Drop for NoNewThreads {
+    fn drop(&mut self) {
+        if self.as_root {
+            // SAFETY: back to uid 0, which the saved uid allows.
+            let rc = unsafe { libc::syscall(libc::SYS_setresuid, 0, 0, 0) };
+            assert_eq!(rc, 0, "setresuid: {}", std::io::Error::last_os_error());
+        }
+        // SAFETY: restores this process's limit from a local.
+        assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NPROC, &self.old) }, 0);
+    }
+}
+
+#[test]
+fn a_refused_worker_thread_refuses_the_submit_and_the_pool_recovers() {
+    let pool = ThreadPoolExecutor::builder()
+        .max_workers(2)
+        .build()
+        .unwrap();
+    let refused = NoNewThreads::new();
+    let outcome = pool.submit(double, 1).map(|_| ());
+    drop(refused);
+    match outcome {
+        Err(e @ SubmitError::WorkerStartFailed { .. }) => {
+            assert!(e.to_string().contains("os error 11"), "{e}");
+            assert!(e.to_string().contains("not broken"), "{e}");
+        }
+        other => panic!("expected WorkerStartFailed, got {other:?}"),
+    }
+    let futures: Vec<_> = (0..4).map(|x| pool.submit(double, x).unwrap()).collect();
+    for (x, f) in futures.iter().enumerate() {
+        assert_eq!(f.result_timeout(LIMIT), Ok(&(2 * x as u64)), "task {x}");
+    }
+}
