@@ -141,11 +141,10 @@ pub enum TaskError {
         /// What happened and what to do, e.g. which nodes of other builds were seen.
         reason: String,
     },
-    /// An argument or result could not be serialized or deserialized.
-    #[error(
-        "could not {stage}: {message}; check that the type's Serialize and Deserialize agree \
-         and do not need self-describing formats (no serde(untagged), no deserialize_any)"
-    )]
+    /// An argument or result could not be serialized or deserialized, or its bytes could not be
+    /// moved (a large buffer the system refused shared memory or a descriptor for: the message
+    /// then ends with the system's error, `(os error N)`).
+    #[error("{}", codec_message(*stage, message))]
     Codec {
         /// Which of the four crossings failed.
         stage: CodecStage,
@@ -212,6 +211,20 @@ fn timeout_message(after: Duration, killed_worker: Option<u32>) -> String {
             "no result within {after:?}; the task is still pending or running; wait longer, \
              or cancel() it"
         ),
+    }
+}
+
+/// A codec failure, with a hint at the usual cause when the message is the value's (a message
+/// that names an operating system error is about the transport, not the type).
+fn codec_message(stage: CodecStage, message: &str) -> String {
+    if message.contains("(os error ") {
+        format!("could not {stage}: {message}")
+    } else {
+        format!(
+            "could not {stage}: {message}; check that the type's Serialize and Deserialize \
+             agree and do not need self-describing formats (no serde(untagged), no \
+             deserialize_any)"
+        )
     }
 }
 

@@ -1,6 +1,6 @@
 //! How `TaskError` reads: its `Display` for each case a user meets.
 
-use cf_futures_core::{ExitCause, TaskError};
+use cf_futures_core::{CodecStage, ExitCause, TaskError};
 
 #[test]
 fn worker_died_names_the_last_panic_when_there_was_one() {
@@ -181,4 +181,27 @@ fn node_failed_names_the_node_and_says_the_executor_lives_on() {
          broken: later tasks still run on live nodes of this build"
     );
     assert!(!nobody.to_string().contains("create a new executor"));
+}
+
+/// A codec failure points at the type's serde impls, unless the system refused something (the
+/// message ends with an operating system error): then the type is not the problem.
+#[test]
+fn codec_errors_blame_the_type_only_when_the_system_did_not_refuse() {
+    let by_type = TaskError::Codec {
+        stage: CodecStage::DeserializeArgument,
+        message: "invalid value".into(),
+    };
+    assert!(
+        by_type
+            .to_string()
+            .contains("Serialize and Deserialize agree"),
+        "{by_type}"
+    );
+    let by_system = TaskError::Codec {
+        stage: CodecStage::SerializeArgument,
+        message: "a buffer could not be placed: Too many open files (os error 24)".into(),
+    };
+    let text = by_system.to_string();
+    assert!(!text.contains("Serialize and Deserialize"), "{text}");
+    assert!(text.ends_with("(os error 24)"), "{text}");
 }

@@ -632,8 +632,14 @@ pub(crate) fn export_all(
                     }
                 }
                 Err(e) => {
+                    let hint = if e.raw_os_error().is_some() {
+                        "; the system refused it, not the value (too many open files: close \
+                         some or raise `ulimit -n`)"
+                    } else {
+                        ""
+                    };
                     messages.push(format!(
-                        "a {len}-byte Buffer could not be placed in shared memory: {e}"
+                        "a {len}-byte Buffer could not be placed in shared memory: {e}{hint}"
                     ));
                     AttachOut::Failed(messages.len() - 1)
                 }

@@ -10,7 +10,7 @@ mod common;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use cf_pool_proc::{Executor, ProcessPoolExecutor, TaskError};
+use cf_pool_proc::{Buffer, Executor, ProcessPoolExecutor, TaskError};
 use common::within;
 
 const LIMIT: Duration = Duration::from_secs(60);
@@ -121,6 +121,53 @@ fn a_retired_worker_that_cannot_be_replaced_does_not_break_the_pool() {
                 pool.submit(double, 3).unwrap().result_timeout(LIMIT),
                 Ok(&6)
             );
+        },
+    );
+}
+
+fn length(b: Buffer) -> usize {
+    b.len()
+}
+
+#[test]
+fn a_large_buffer_that_cannot_get_a_descriptor_fails_its_task_naming_the_system() {
+    let _one_at_a_time = LIMIT_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    within(
+        LIMIT * 2,
+        "a buffer sent while descriptors are exhausted",
+        || {
+            let pool = ProcessPoolExecutor::builder()
+                .max_workers(1)
+                .build()
+                .unwrap();
+            assert_eq!(
+                pool.submit(double, 1).unwrap().result_timeout(LIMIT),
+                Ok(&2)
+            );
+            let old = set_soft_limit(lowest_free_descriptor());
+            let outcome = pool
+                .submit(length, Buffer::from(vec![7u8; 1 << 20]))
+                .unwrap()
+                .result_timeout(LIMIT)
+                .cloned();
+            set_soft_limit(old);
+            let Err(e @ TaskError::Codec { .. }) = &outcome else {
+                panic!("expected a Codec error, got {outcome:?}");
+            };
+            let text = e.to_string();
+            assert!(
+                text.contains("os error 24") && text.contains("ulimit -n"),
+                "{text}"
+            );
+            assert!(
+                !text.contains("Serialize and Deserialize"),
+                "blames the type: {text}"
+            );
+            // Only that task failed: the worker and the pool go on.
+            let f = pool
+                .submit(length, Buffer::from(vec![7u8; 1 << 20]))
+                .unwrap();
+            assert_eq!(f.result_timeout(LIMIT), Ok(&(1 << 20)));
         },
     );
 }
