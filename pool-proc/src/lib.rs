@@ -223,7 +223,10 @@
 //! next `submit` starts a worker again, and runs once the cause is gone. Python raises the
 //! same `OSError` from `submit`; cf's `submit` never waits for a worker, so the future carries
 //! it. Workers that start and then die before their handshake are another matter: ten in a
-//! row break the pool, since something in the executable kills every fresh process.
+//! row break the pool, since something in the executable kills every fresh process. A large
+//! [`Buffer`] whose shared memory or descriptor the system refuses, on either side, fails only
+//! its task, with a [`TaskError::Codec`] that says what the system refused; the worker lives
+//! on.
 //!
 //! Workers never outlive the parent: an idle worker sees its socket close and exits; a busy one
 //! gets `SIGKILL` from `PR_SET_PDEATHSIG` (on Linux) or from its lifeline watchdog (on the

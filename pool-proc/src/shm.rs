@@ -79,7 +79,10 @@
 //! descriptors in flight, over [`ATTACHED_MAX`]) is sent as an [`Attachment::Failed`] record
 //! with the reason; the receiving side fails that one task with a `Codec` error that says so,
 //! and nothing else is affected. A receiver that cannot accept descriptors (it is out of them)
-//! loses them in transit; that is a broken connection, and the worker is replaced.
+//! loses them in transit: the kernel drops them and says so, and the records of that frame
+//! past the descriptors that did arrive fail their tasks the same way, with the reason, while
+//! their regions are handed back unread. A frame's descriptors are those that arrived by its
+//! end, so a loss never makes one frame take another's.
 
 use std::collections::VecDeque;
 use std::io::{self, BufReader, Read, Write};
@@ -850,6 +853,12 @@ pub(crate) struct FdStream {
     arrived: VecDeque<u64>,
     /// Bytes read from the socket so far.
     received: u64,
+    /// For each read that lost descriptors (the kernel dropped those this process could not
+    /// take, see `sys::Received`): where it ended, as in `arrived`, and why. Its frame's
+    /// records past the descriptors that did arrive fail their task, not the connection.
+    lost: VecDeque<(u64, String)>,
+    /// Where the frame being handled ends in the stream (see [`begin_frame`]).
+    frame_end: u64,
     inbound: Inbound,
     peer: Arc<Peer>,
 }
@@ -864,6 +873,8 @@ impl FdStream {
             fds: VecDeque::new(),
             arrived: VecDeque::new(),
             received: 0,
+            lost: VecDeque::new(),
+            frame_end: 0,
             inbound: Inbound {
                 in_place,
                 ..Inbound::default()
@@ -899,10 +910,18 @@ impl FdStream {
         for record in records.iter() {
             match record {
                 Attachment::Descriptor { len, lend } => {
-                    let fd = self.fds.pop_front().ok_or_else(|| {
-                        "a frame names a descriptor that did not arrive".to_string()
-                    })?;
-                    self.arrived.pop_front();
+                    let fd = match self.next_fd() {
+                        Next::Fd(fd) => fd,
+                        Next::Lost(why) => {
+                            // Its region stays the peer's: hand it back unread.
+                            self.peer.owe(lend);
+                            failure.get_or_insert(why);
+                            continue;
+                        }
+                        Next::Missing => {
+                            return Err("a frame names a descriptor that did not arrive".into())
+                        }
+                    };
                     let len = usize::try_from(len).map_err(|_| format!("length {len}"))?;
                     match self.inbound.import(&self.peer, fd, len, lend)? {
                         Ok(buffer) => buffers.push(buffer),
@@ -923,6 +942,15 @@ impl FdStream {
     }
 }
 
+/// What the frame being handled has for its next descriptor record.
+enum Next {
+    Fd(OwnedHandle),
+    /// The kernel dropped it on the way (this process could not take it): why.
+    Lost(String),
+    /// It never was sent: a protocol violation.
+    Missing,
+}
+
 impl FdStream {
     /// The next descriptor that arrived, for a frame that carries one outside any attachment
     /// record (the handshake carries the worker's black box, see [`crate::blackbox`]).
@@ -930,6 +958,33 @@ impl FdStream {
         self.arrived.pop_front();
         self.fds.pop_front()
     }
+
+    /// The next descriptor of the frame being handled. Without a loss, the next that arrived
+    /// (a frame whose descriptors were not all sent is the peer's error, which the frame's end
+    /// catches). After a loss, the descriptors a frame has are those that arrived by its end;
+    /// past them, the frame lost the rest if a lossy read came by its end.
+    fn next_fd(&mut self) -> Next {
+        let own = |at: &u64| *at <= self.frame_end;
+        if self.lost.is_empty() || self.arrived.front().is_some_and(own) {
+            self.arrived.pop_front();
+            return self.fds.pop_front().map_or(Next::Missing, Next::Fd);
+        }
+        match self.lost.front() {
+            Some((at, why)) if own(at) => Next::Lost(format!(
+                "a buffer was lost in transit: this process could not take the descriptor it \
+                 came with ({why}); close descriptors or raise `ulimit -n`"
+            )),
+            _ => Next::Missing,
+        }
+    }
+}
+
+/// Called once a frame has been read from `input`, before it is handled: notes where it ends,
+/// which tells its descriptors from those of the frames after it.
+pub(crate) fn begin_frame(input: &mut BufReader<FdStream>) {
+    let buffered = input.buffer().len() as u64;
+    let stream = input.get_mut();
+    stream.frame_end = stream.received - buffered;
 }
 
 /// Called once a frame read from `input` is handled: closes the descriptors that came with it
@@ -945,6 +1000,8 @@ pub(crate) fn end_of_frame(input: &mut BufReader<FdStream>) -> Result<(), String
         drop(stream.fds.pop_front());
         stray += 1;
     }
+    let lossy = stream.lost.iter().take_while(|(at, _)| *at <= handled).count();
+    stream.lost.drain(..lossy);
     if stray > 0 {
         return Err(format!(
             "{stray} descriptors came with a frame that named none of them"
@@ -956,8 +1013,15 @@ pub(crate) fn end_of_frame(input: &mut BufReader<FdStream>) -> Result<(), String
 impl Read for FdStream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let before = self.fds.len();
-        let got = sys::recv_with_fds(&self.sock, buf, &mut self.fds)?;
+        let sys::Received { bytes: got, lost } = sys::recv_with_fds(&self.sock, buf, &mut self.fds)?;
         self.received += got as u64;
+        if let Some(why) = lost {
+            guarded!(warn!(
+                "cf-pool-proc: descriptors sent by a peer were lost in transit ({why}); the \
+                 buffers they carried fail their tasks"
+            ));
+            self.lost.push_back((self.received, why.to_string()));
+        }
         let came = self.fds.len() - before;
         self.arrived
             .extend(std::iter::repeat_n(self.received, came));
@@ -1372,6 +1436,39 @@ mod tests {
         );
         input.get_mut().fds.pop_front();
         input.get_mut().arrived.pop_front();
+        end_of_frame(&mut input).unwrap();
+    }
+
+    #[test]
+    fn a_frame_that_lost_descriptors_fails_those_records_and_keeps_the_next_frames() {
+        let (a, b) = Stream::pair().unwrap();
+        // Frames 1 and 2 each carry one descriptor; frame 1 names two, one of which the
+        // kernel dropped on the way (as when this process is out of descriptors).
+        send_frame(&a, b"one", &[sys::testing::not_a_region()]).unwrap();
+        send_frame(&a, b"two", &[sys::testing::not_a_region()]).unwrap();
+        let mut input = BufReader::new(FdStream::new(b, false, Arc::default()));
+        let mut got = [0u8; 3];
+        input.read_exact(&mut got).unwrap();
+        let frame1_fd_at = input.get_ref().arrived[0];
+        input
+            .get_mut()
+            .lost
+            .push_back((frame1_fd_at, "Too many open files (os error 24)".into()));
+        begin_frame(&mut input);
+        assert!(matches!(input.get_mut().next_fd(), Next::Fd(_)));
+        match input.get_mut().next_fd() {
+            Next::Lost(why) => assert!(why.contains("os error 24"), "{why}"),
+            _ => panic!("the second record's descriptor was lost"),
+        }
+        // Frame 2's descriptor, if the read reached it, is not taken for frame 1.
+        assert!(matches!(input.get_mut().next_fd(), Next::Lost(_)));
+        end_of_frame(&mut input).unwrap();
+        assert!(input.get_ref().lost.is_empty(), "the loss ends with its frame");
+        input.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"two");
+        begin_frame(&mut input);
+        assert!(matches!(input.get_mut().next_fd(), Next::Fd(_)));
+        assert!(matches!(input.get_mut().next_fd(), Next::Missing));
         end_of_frame(&mut input).unwrap();
     }
 

@@ -651,6 +651,7 @@ fn reader(
                 break Some(e.to_string());
             }
         };
+        shm::begin_frame(&mut input);
         match handle_frame(pool, id, &body, input.get_mut()) {
             Ok(Some(failure)) => init_failure = Some(failure),
             Ok(None) => {}

@@ -581,6 +581,7 @@ impl Inbox {
             Err(e) => return self.finish(End::Failed(e)),
         };
         input.frames += 1;
+        shm::begin_frame(&mut input.reader);
         let kind = match Reader::new(&body) {
             Ok((kind, _)) => kind,
             Err(e) => return self.finish(End::Failed(io::Error::other(e))),

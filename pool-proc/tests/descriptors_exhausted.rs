@@ -24,17 +24,17 @@ static LIMIT_LOCK: Mutex<()> = Mutex::new(());
 
 /// The lowest descriptor number not in use: with the soft limit there, no new descriptor can
 /// be made (a new one takes the lowest free number, which must be below the limit).
-fn lowest_free_descriptor() -> u64 {
+fn lowest_free_descriptor() -> libc::rlim_t {
     // SAFETY: duplicates standard input onto the lowest free number and closes that copy at
     // once; no other descriptor is touched.
     let fd = unsafe { libc::dup(0) };
     assert!(fd >= 0, "dup: {}", std::io::Error::last_os_error());
     // SAFETY: `fd` is the duplicate made above, owned by nothing else.
     unsafe { libc::close(fd) };
-    fd as u64
+    fd as libc::rlim_t
 }
 
-fn set_soft_limit(soft: u64) -> u64 {
+fn set_soft_limit(soft: libc::rlim_t) -> libc::rlim_t {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
@@ -168,6 +168,63 @@ fn a_large_buffer_that_cannot_get_a_descriptor_fails_its_task_naming_the_system(
                 .submit(length, Buffer::from(vec![7u8; 1 << 20]))
                 .unwrap();
             assert_eq!(f.result_timeout(LIMIT), Ok(&(1 << 20)));
+        },
+    );
+}
+
+fn big(len: usize) -> Buffer {
+    Buffer::from(vec![3u8; len])
+}
+
+fn worker_pid(_: ()) -> u32 {
+    std::process::id()
+}
+
+#[test]
+fn a_large_result_the_parent_cannot_take_fails_its_task_and_keeps_the_worker() {
+    let _one_at_a_time = LIMIT_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    within(
+        LIMIT * 2,
+        "a buffer received while descriptors are exhausted",
+        || {
+            let pool = ProcessPoolExecutor::builder()
+                .max_workers(1)
+                .build()
+                .unwrap();
+            let pid = *pool
+                .submit(worker_pid, ())
+                .unwrap()
+                .result_timeout(LIMIT)
+                .unwrap();
+            // The worker sends its result's region with a descriptor the parent cannot take.
+            let old = set_soft_limit(lowest_free_descriptor());
+            let outcome = pool
+                .submit(big, 1 << 20)
+                .unwrap()
+                .result_timeout(LIMIT)
+                .map(|b| b.len());
+            set_soft_limit(old);
+            let Err(e @ TaskError::Codec { .. }) = &outcome else {
+                panic!("expected a Codec error, got {outcome:?}");
+            };
+            let text = e.to_string();
+            assert!(
+                text.contains("lost in transit") && text.contains("ulimit -n"),
+                "{text}"
+            );
+            assert!(
+                !text.contains("Serialize and Deserialize"),
+                "blames the type: {text}"
+            );
+            // The worker did nothing wrong: it lives on, and its region was handed back.
+            for _ in 0..3 {
+                let f = pool.submit(big, 1 << 20).unwrap();
+                assert_eq!(f.result_timeout(LIMIT).map(|b| b.len()), Ok(1 << 20));
+            }
+            assert_eq!(
+                pool.submit(worker_pid, ()).unwrap().result_timeout(LIMIT),
+                Ok(&pid)
+            );
         },
     );
 }

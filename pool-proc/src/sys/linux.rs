@@ -18,7 +18,7 @@ use rustix::net::{
     SendAncillaryMessage, SendFlags,
 };
 
-use super::{posix, RegionInfo, Sealed, FDS_PER_MESSAGE};
+use super::{posix, Received, RegionInfo, Sealed, FDS_PER_MESSAGE};
 
 /// Identifies the running executable: device, inode, size and modification time of the image
 /// behind `/proc/self/exe`.
@@ -167,12 +167,13 @@ pub(crate) fn send_with_fds(sock: &UnixStream, bytes: &[u8], fds: &[OwnedFd]) ->
 }
 
 /// Receives into `buf` with one `recvmsg`, appending the descriptors that arrive (already
-/// close-on-exec) to `fds`. `Err` if descriptors were lost in transit. Retries on `EINTR`.
+/// close-on-exec) to `fds`. Descriptors lost in
+/// transit are reported in [`Received::lost`], with the bytes that came. Retries on `EINTR`.
 pub(crate) fn recv_with_fds(
     sock: &UnixStream,
     buf: &mut [u8],
     fds: &mut VecDeque<OwnedFd>,
-) -> io::Result<usize> {
+) -> io::Result<Received> {
     let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(FDS_PER_MESSAGE))];
     let mut control = RecvAncillaryBuffer::new(&mut space);
     let got = loop {
@@ -192,14 +193,13 @@ pub(crate) fn recv_with_fds(
             fds.extend(received);
         }
     }
-    if got.flags.contains(ReturnFlags::CTRUNC) {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            "descriptors sent with a frame were lost in transit (is this process out of \
-             descriptors? raise `ulimit -n`)",
-        ));
-    }
-    Ok(got.bytes)
+    Ok(Received {
+        bytes: got.bytes,
+        lost: got
+            .flags
+            .contains(ReturnFlags::CTRUNC)
+            .then(|| posix::why_descriptors_were_lost(sock)),
+    })
 }
 
 // ---------------------------------------------------------------------------------------------

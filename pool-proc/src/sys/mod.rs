@@ -57,7 +57,9 @@
 //!   maps the same memory; the two views that hand out references ([`Leased`], [`Written`])
 //!   say why no process writes the bytes while they are borrowed.
 //! * **Descriptor passing** ([`send_with_fds`], [`recv_with_fds`]): descriptors travel in a
-//!   message's ancillary data and arrive close-on-exec; a send never raises `SIGPIPE`.
+//!   message's ancillary data and arrive close-on-exec; a send never raises `SIGPIPE`; a
+//!   receive says when the kernel dropped descriptors this process could not take
+//!   ([`Received::lost`]), and why if it can tell, without losing the bytes.
 //! * **Processes** ([`WorkerProcess`], [`signal`], [`ignore_sigpipe`]): a worker is this
 //!   executable started again with only its socket inherited, dies with the thread that
 //!   started it or with the parent, and is signalled only while it has not been reaped.
@@ -124,6 +126,15 @@ pub(crate) use std::os::fd::OwnedFd as OwnedHandle;
 /// `set_read_timeout`, and `From<OwnedHandle>` for a received doorbell.
 #[cfg(unix)]
 pub(crate) use std::os::unix::net::UnixStream as Stream;
+
+/// What one [`recv_with_fds`] brought: how many bytes, and, if descriptors sent with them did
+/// not all arrive (the kernel drops those this process cannot take, most often because it is
+/// out of descriptors), why, as far as can be told.
+#[derive(Debug)]
+pub(crate) struct Received {
+    pub(crate) bytes: usize,
+    pub(crate) lost: Option<std::io::Error>,
+}
 
 /// A one-way stream for the parent to ring a worker with: the parent's end (which refuses
 /// whatever a worker writes there, rather than buffering it), and the worker's end, to send

@@ -27,6 +27,19 @@ pub(super) fn worker_command(program: &Path, env: String) -> Command {
     cmd
 }
 
+/// Why descriptors sent over `sock` were dropped by the kernel (a `recvmsg` that reported
+/// `MSG_CTRUNC`): the error of making a descriptor now, most often `EMFILE`, or a plain
+/// statement when one can be made again (the shortage passed).
+pub(super) fn why_descriptors_were_lost(sock: &impl std::os::fd::AsFd) -> io::Error {
+    match rustix::io::fcntl_dupfd_cloexec(sock, 0) {
+        Err(e) => io::Error::from(e),
+        Ok(probe) => {
+            drop(probe);
+            io::Error::other("the kernel dropped them (a descriptor can be made again now)")
+        }
+    }
+}
+
 /// One past the highest descriptor number this process may have open (its `RLIMIT_NOFILE`),
 /// for the fallback of [`close_on_exec_from`].
 pub(super) fn open_max() -> libc::c_int {

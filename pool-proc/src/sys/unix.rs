@@ -57,7 +57,7 @@ use rustix::net::{
     SendAncillaryMessage, SendFlags,
 };
 
-use super::{posix, RegionInfo, Sealed, FDS_PER_MESSAGE};
+use super::{posix, Received, RegionInfo, Sealed, FDS_PER_MESSAGE};
 
 /// The executable this process was started from and its identity, read before `main`.
 static EXE: OnceLock<Result<(PathBuf, [u64; 5]), String>> = OnceLock::new();
@@ -227,13 +227,13 @@ pub(crate) fn send_with_fds(sock: &UnixStream, bytes: &[u8], fds: &[OwnedFd]) ->
 }
 
 /// Receives into `buf` with one `recvmsg`, appending the descriptors that arrive to `fds`
-/// after setting each close-on-exec. `Err` if descriptors were lost in transit. Retries on
-/// `EINTR`.
+/// after setting each close-on-exec. Descriptors lost in
+/// transit are reported in [`Received::lost`], with the bytes that came. Retries on `EINTR`.
 pub(crate) fn recv_with_fds(
     sock: &UnixStream,
     buf: &mut [u8],
     fds: &mut VecDeque<OwnedFd>,
-) -> io::Result<usize> {
+) -> io::Result<Received> {
     let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(FDS_PER_MESSAGE))];
     let mut control = RecvAncillaryBuffer::new(&mut space);
     let got = loop {
@@ -262,14 +262,13 @@ pub(crate) fn recv_with_fds(
     if let Some(e) = failed {
         return Err(e);
     }
-    if got.flags.contains(ReturnFlags::CTRUNC) {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            "descriptors sent with a frame were lost in transit (is this process out of \
-             descriptors? raise `ulimit -n`)",
-        ));
-    }
-    Ok(got.bytes)
+    Ok(Received {
+        bytes: got.bytes,
+        lost: got
+            .flags
+            .contains(ReturnFlags::CTRUNC)
+            .then(|| posix::why_descriptors_were_lost(sock)),
+    })
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -91,7 +91,7 @@ use windows_sys::Win32::System::Threading::{
 
 pub(crate) use std::os::windows::io::OwnedHandle;
 
-use super::{RegionInfo, Sealed, Signal, FDS_PER_MESSAGE, WORKER_ENV};
+use super::{Received, RegionInfo, Sealed, Signal, FDS_PER_MESSAGE, WORKER_ENV};
 
 /// The exit code `TerminateProcess` gives a worker the pool stops (Windows has no signals;
 /// `1` is what CPython's `Popen.terminate` uses too).
@@ -683,8 +683,9 @@ pub(crate) fn recv_with_fds(
     sock: &Stream,
     buf: &mut [u8],
     fds: &mut VecDeque<OwnedHandle>,
-) -> io::Result<usize> {
-    sock.read_chunk(buf, |h| fds.push_back(h))
+) -> io::Result<Received> {
+    let bytes = sock.read_chunk(buf, |h| fds.push_back(h))?;
+    Ok(Received { bytes, lost: None })
 }
 
 /// Windows has no `SIGPIPE`: a write to a closed pipe fails with an error.
