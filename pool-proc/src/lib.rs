@@ -178,7 +178,12 @@
 //!   while a worker idles, and a task that waits for one submitted after it cannot deadlock
 //!   the pool. The busy worker then takes no more work until its long task ends; one that
 //!   gave back everything (it had not started the tasks yet) or nothing (they had finished
-//!   meanwhile) is idle, and is treated so. `map(chunksize)` batches explicitly.
+//!   meanwhile) is idle, and is treated so. `map(chunksize)` batches explicitly. Taking tasks
+//!   back needs the busy worker's answer (only it knows which it started), so a worker that
+//!   cannot answer (stopped with `SIGSTOP`, or frozen by a debugger) keeps its unstarted
+//!   tasks, up to a window's worth, until it runs again or dies (a task's time limit kills
+//!   it; its unstarted tasks then fail as any dead worker's do). Python's pool, which hands
+//!   each idle worker one task at a time, strands fewer.
 //! * **The reader thread** of each worker only reads: it completes futures and runs their
 //!   callbacks. Neither thread holds the pool lock during I/O or user code. While a reader runs
 //!   callbacks its worker takes no new work, so a callback may submit and wait for the result,
