@@ -201,9 +201,8 @@ pub(crate) struct Pool {
 }
 
 impl Pool {
-    /// A worker could not be started (`reason`): the pool's slot `id`, registered for it, is
-    /// forgotten, and the tasks handed back (see [`Stranded`]) if no worker is left to run
-    /// them.
+    /// A worker could not be started (`error`): the pool's slot `id`, registered for it, is
+    /// forgotten, and the queue fails (see [`Stranded`]) if no worker is left to run it.
     pub(crate) fn slot_failed_to_start(self: &Arc<Self>, id: usize, error: &std::io::Error) {
         let stranded = {
             let mut state = self.state.lock();
