@@ -22,8 +22,8 @@ const RECONNECT_CATCH_UP: Duration = Duration::from_secs(5);
 const UPLOAD_REFUSALS: u32 = 5;
 
 use crate::wire::{
-    claim_key, from_bytes, to_bytes, Carried, Claim, ClientInfo, Names, NodeInfo, Outcome, Stores,
-    TaskMsg,
+    claim_key, from_bytes, result_key, to_bytes, Carried, Claim, ClientInfo, Names, NodeInfo,
+    Outcome, Stores, TaskMsg,
 };
 
 /// A waiting future, with its result type erased.
@@ -309,6 +309,10 @@ impl Shared {
                 }
             }
             "r" => {
+                // This client's own mark of a result it read (see below).
+                if entry.value.is_empty() {
+                    return;
+                }
                 let outcome = match from_bytes::<Outcome>(&entry.value, "result") {
                     Ok(o) => o,
                     Err(e) => Outcome {
@@ -367,9 +371,15 @@ impl Shared {
                     };
                     pending.completion.finish(result);
                     shared.completed(1);
-                    // Read: the payloads need not wait for the bucket's age limit. A duplicate
-                    // run that still needs the argument fails its fetch, and its result is
-                    // refused anyway (the first is recorded).
+                    // Read: the record and the payloads need not wait for the bucket's age
+                    // limit (under load they would fill the server's store within the hour).
+                    // The record becomes an empty mark, which keeps the key, so a duplicate run
+                    // still cannot record a second outcome; a duplicate that still needs the
+                    // argument fails its fetch, and its result is refused anyway.
+                    let key = result_key(&shared.client, task);
+                    if let Err(e) = shared.stores.state.put(key, bytes::Bytes::new()).await {
+                        log::debug!("cf-pool-cluster: cannot clear the result of task {task}: {e}");
+                    }
                     for name in blobs {
                         if let Err(e) = shared.stores.blobs.delete(name.as_str()).await {
                             log::debug!("cf-pool-cluster: cannot delete payload {name}: {e}");
