@@ -82,7 +82,9 @@
 //! * **`map`** is the trait's: `chunksize` sends one task per chunk, `buffersize` bounds the
 //!   chunks in flight.
 //! * **Large payloads** (arguments and results over 256 KiB, [`Buffer`]s included) travel
-//!   through the object store, in chunks; smaller ones in the message. An argument the server
+//!   through the object store, in chunks; smaller ones in the message. On a server whose
+//!   message limit (`max_payload`) is lower than the default 1 MiB, the inline limit, the
+//!   chunks and a node's error texts shrink to fit it. An argument the server
 //!   refuses to store five times while connected, over about 8 s (its JetStream store is full,
 //!   say), fails its task with [`TaskError::Codec`] saying so; what the attempts uploaded stays on the server
 //!   until [`ClusterBuilder::result_ttl`]. An error travels in the message: a node cuts each of
@@ -378,7 +380,7 @@ impl ClusterBuilder {
             let uploads = Arc::new(tokio::sync::Semaphore::new(2));
             while let Some(out) = rx.recv().await {
                 let publisher = Arc::clone(&publisher);
-                if wire::is_large(&out.argument) {
+                if publisher.stores.is_large(&out.argument) {
                     let permit = Arc::clone(&uploads).acquire_owned().await.ok();
                     tokio::spawn(async move {
                         publisher.publish(out).await;
@@ -556,7 +558,7 @@ impl ClusterExecutor {
                     completion: Box::new(promise),
                     node: None,
                     submitted: std::time::Instant::now(),
-                    large_argument: wire::is_large(&argument),
+                    large_argument: self.shared.stores.is_large(&argument),
                 },
             );
             task

@@ -698,7 +698,8 @@ impl Node {
     /// result exists only here until it is recorded.
     async fn record(&self, key: &str, mut outcome: Outcome) {
         if let Err(error) = &mut outcome.result {
-            bound_error_text(error);
+            // Three texts at most (a panic's message, location and backtrace) in one record.
+            bound_error_text(error, ERROR_TEXT_MAX.min(self.stores.limits().0 / 4));
         }
         let bytes = to_bytes(&outcome);
         let mut delay = Duration::from_millis(50);
@@ -722,16 +723,16 @@ impl Node {
 /// The longest text an error keeps in each of its fields on its way to the client.
 const ERROR_TEXT_MAX: usize = 32 * 1024;
 
-/// Cuts the text of an error (a panic's message and backtrace, say) to [`ERROR_TEXT_MAX`] per
-/// field, saying how much was cut: the outcome travels inline, and a message larger than the
-/// server takes (1 MiB by default) would be refused forever, the result never recorded and
-/// the worker slot never freed.
-fn bound_error_text(error: &mut TaskError) {
-    fn cut(text: &mut String) {
-        if text.len() <= ERROR_TEXT_MAX {
+/// Cuts the text of an error (a panic's message and backtrace, say) to `max` bytes per field
+/// ([`ERROR_TEXT_MAX`], less on a server with a low message limit), saying how much was cut:
+/// the outcome travels inline, and a message larger than the server takes (1 MiB by default)
+/// would be refused forever, the result never recorded and the worker slot never freed.
+fn bound_error_text(error: &mut TaskError, max: usize) {
+    let cut = |text: &mut String| {
+        if text.len() <= max {
             return;
         }
-        let mut end = ERROR_TEXT_MAX;
+        let mut end = max;
         while !text.is_char_boundary(end) {
             end -= 1;
         }
@@ -740,7 +741,7 @@ fn bound_error_text(error: &mut TaskError) {
         text.push_str(&format!(
             "... [{dropped} more bytes cut by the cluster node: an error travels in one message]"
         ));
-    }
+    };
     match error {
         TaskError::Panicked {
             message,

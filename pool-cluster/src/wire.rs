@@ -12,11 +12,15 @@ use serde::{Deserialize, Serialize};
 use tokio::io::AsyncReadExt;
 
 /// Payloads (argument or result, buffers included) larger than this go through the object
-/// store instead of the message itself (the server's default message limit is 1 MiB).
+/// store instead of the message itself (the server's default message limit is 1 MiB), or
+/// less on a server whose limit is lower (see [`Stores::limits`]).
 pub(crate) const INLINE_MAX: usize = 256 * 1024;
 
-/// The chunk size of payloads in the object store.
+/// The chunk size of payloads in the object store, at most (see [`Stores::limits`]).
 const BLOB_CHUNK: usize = 768 * 1024;
+
+/// Room a message keeps beside its payload or chunk: the record around it, the headers.
+const ENVELOPE: usize = 4 * 1024;
 
 /// How often a node writes its registry entry.
 pub(crate) const HEARTBEAT: Duration = Duration::from_secs(1);
@@ -89,11 +93,6 @@ pub(crate) fn claim_key(client: &str, task: u64) -> String {
 
 pub(crate) fn result_key(client: &str, task: u64) -> String {
     format!("{client}.r.{task}")
-}
-
-/// Whether [`Stores::carry`] puts `payload` in the object store.
-pub(crate) fn is_large(payload: &Encoded) -> bool {
-    size(payload) > INLINE_MAX
 }
 
 /// The bytes `payload` carries, its attached buffers included.
@@ -317,9 +316,28 @@ impl Stores {
         }
     }
 
+    /// The largest payload carried inline, and the object store's chunk size, for the server
+    /// connected to: its message limit (`max_payload`, 1 MiB by default) bounds both. A server
+    /// configured lower than the defaults here needs smaller ones: a message over its limit
+    /// is refused, and a refused record would be retried forever.
+    pub(crate) fn limits(&self) -> (usize, usize) {
+        let max_payload = self.js.client().server_info().max_payload;
+        let room = max_payload
+            .saturating_sub(ENVELOPE)
+            .max(max_payload / 2)
+            .max(1);
+        (INLINE_MAX.min(room), BLOB_CHUNK.min(room))
+    }
+
+    /// Whether [`Stores::carry`] puts `payload` in the object store.
+    pub(crate) fn is_large(&self, payload: &Encoded) -> bool {
+        size(payload) > self.limits().0
+    }
+
     /// Carries `payload` inline, or through the object store under `name` when large.
     pub(crate) async fn carry(&self, name: String, payload: Encoded) -> Result<Carried, BoxError> {
-        let large = is_large(&payload);
+        let (inline_max, chunk) = self.limits();
+        let large = size(&payload) > inline_max;
         let wire = Wire::from_encoded(payload);
         if !large {
             return Ok(Carried::Inline(wire));
@@ -329,7 +347,7 @@ impl Stores {
             name: name.clone(),
             // The library's default (128 KiB) costs a round trip per chunk; a chunk must stay
             // under the server's message limit (1 MiB by default).
-            chunk_size: Some(BLOB_CHUNK),
+            chunk_size: Some(chunk),
             ..Default::default()
         };
         self.blobs.put(meta, &mut bytes.as_slice()).await?;

@@ -315,3 +315,46 @@ fn results_read_by_the_client_do_not_fill_the_servers_store() {
     drop(executor);
     drop((node, server));
 }
+
+fn echo_bytes(b: serde_bytes::ByteBuf) -> serde_bytes::ByteBuf {
+    b
+}
+
+/// A server whose message limit (`max_payload`) is below the payloads cf would send inline,
+/// or below its object-store chunks: arguments, results and errors are sized to it, so they
+/// arrive instead of being refused forever (the future pending, the node's worker slot lost).
+#[test]
+fn payloads_fit_a_server_with_a_small_message_limit() {
+    let Some(server) = common::Server::start_with(Some("max_payload: 65536")) else {
+        return;
+    };
+    let executor = cf_pool_cluster::ClusterExecutor::builder(&server.url())
+        .pool("test")
+        .node_timeout(LIMIT)
+        .build()
+        .unwrap();
+    let node = common::Node::start(&server.url(), "test", 1, None);
+    node.wait_log("taking tasks");
+    // A result, an argument, and both, over the limit; then over the default chunk size.
+    let f = executor.submit(bytes_of, 100_000).unwrap();
+    assert_eq!(f.result_timeout(LIMIT).map(|b| b.len()), Ok(100_000));
+    for n in [100_000, 1 << 20] {
+        let arg = serde_bytes::ByteBuf::from(vec![5u8; n]);
+        let f = executor.submit(echo_bytes, arg.clone()).unwrap();
+        assert_eq!(f.result_timeout(LIMIT), Ok(&arg), "{n} bytes");
+    }
+    // An error larger than a message arrives cut to fit.
+    let f = executor.submit(big_panic, 200_000).unwrap();
+    match f.result_timeout(LIMIT) {
+        Err(TaskError::Panicked { message, .. }) => {
+            assert!(message.len() < 64 * 1024, "{} bytes", message.len());
+            assert!(message.contains("more bytes cut"), "{}", &message[..100]);
+        }
+        other => panic!("expected the task's panic, got {:.300?}", other),
+    }
+    // The node's only worker slot is free.
+    let g = executor.submit(square, 3).unwrap();
+    assert_eq!(g.result_timeout(LIMIT), Ok(&9));
+    drop(executor);
+    drop((node, server));
+}
