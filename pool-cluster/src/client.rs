@@ -391,31 +391,38 @@ impl Shared {
         }
     }
 
-    /// Tries to cancel task `task` on the cluster: `true` if the cancel claim came first (no
-    /// node will run it), `false` if a node claimed it already. A server that cannot be reached
-    /// counts as `true`: the future is cancelled and a late result is ignored.
+    /// Cancels task `task` on the cluster: `true` if the cancel claim came first (no node
+    /// will run it), `false` if a node claimed it already. A server that cannot be reached is
+    /// tried again (every second at most) until it can: callers that must not wait that long
+    /// run this in the background or bound their wait.
     pub(crate) async fn cancel_remote(&self, task: u64) -> bool {
         let key = claim_key(&self.client, task);
-        match self
-            .stores
-            .state
-            .create(&key, to_bytes(&Claim::Cancelled))
-            .await
-        {
-            Ok(_) => true,
-            Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
-                matches!(
-                    self.stores
-                        .state
-                        .get(key.as_str())
-                        .await
-                        .map(|v| v.map(|b| from_bytes::<Claim>(&b, "claim").ok())),
-                    Ok(Some(Some(Claim::Cancelled)))
-                )
-            }
-            Err(e) => {
-                log::debug!("cf-pool-cluster: cannot record the cancel of task {task}: {e}");
-                true
+        let mut delay = Duration::from_millis(100);
+        loop {
+            match self
+                .stores
+                .state
+                .create(&key, to_bytes(&Claim::Cancelled))
+                .await
+            {
+                Ok(_) => return true,
+                Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
+                    return matches!(
+                        self.stores
+                            .state
+                            .get(key.as_str())
+                            .await
+                            .map(|v| v.map(|b| from_bytes::<Claim>(&b, "claim").ok())),
+                        Ok(Some(Some(Claim::Cancelled)))
+                    );
+                }
+                Err(e) => {
+                    log::debug!(
+                        "cf-pool-cluster: cannot record the cancel of task {task} yet: {e}"
+                    );
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(1));
+                }
             }
         }
     }
@@ -438,6 +445,7 @@ impl Shared {
         });
         let mut alive: HashMap<String, (NodeInfo, Instant)> = HashMap::new();
         let mut last_seen = Instant::now();
+        let mut offline_since = None;
         let mut announced = false;
         loop {
             if !announced {
@@ -453,7 +461,7 @@ impl Shared {
                 Err(e) => {
                     log::debug!("cf-pool-cluster: cannot watch nodes: {e}");
                     tokio::time::sleep(Duration::from_millis(500)).await;
-                    self.check_alive(&alive, &mut last_seen);
+                    self.check_alive(&alive, &mut last_seen, &mut offline_since);
                     continue;
                 }
             };
@@ -469,7 +477,7 @@ impl Shared {
                         Some(Ok(_)) => {}
                         _ => break,
                     },
-                    _ = tick.tick() => self.check_alive(&alive, &mut last_seen),
+                    _ = tick.tick() => self.check_alive(&alive, &mut last_seen, &mut offline_since),
                 }
             }
         }
@@ -479,6 +487,7 @@ impl Shared {
         self: &Arc<Self>,
         nodes: &HashMap<String, (NodeInfo, Instant)>,
         last_seen: &mut Instant,
+        offline_since: &mut Option<Instant>,
     ) {
         if self.stores.js.client().connection_state() != async_nats::connection::State::Connected {
             // Cut off from the server, the client cannot see heartbeats: that is no evidence
@@ -487,8 +496,24 @@ impl Shared {
             // resumes after the connection does: under load that took over 3 s, and a short
             // node_timeout failed tasks the live nodes were about to run).
             *last_seen = Instant::now() + RECONNECT_CATCH_UP;
+            let offline = *offline_since.get_or_insert_with(Instant::now);
+            // Except once the executor is shut down: then its owner waits for the end
+            // (`shutdown(wait)`, a drop), and a server that never comes back must not make
+            // that wait last for ever.
+            if offline.elapsed() >= self.node_timeout && self.state.lock().shutdown {
+                self.fail_pending(
+                    &format!(
+                        "the executor was shut down while cut off from the server, and has not \
+                         reached it for {:?} (node_timeout); what became of the task is \
+                         unknown: it may have run",
+                        self.node_timeout
+                    ),
+                    Duration::ZERO,
+                );
+            }
             return;
         }
+        *offline_since = None;
         let fresh = |seen: &Instant| seen.elapsed() < self.node_timeout;
         if nodes
             .values()
@@ -500,24 +525,6 @@ impl Shared {
         if last_seen.elapsed() < self.node_timeout {
             return;
         }
-        let failed: Vec<(u64, Pending)> = {
-            let mut state = self.state.lock();
-            if state.pending.is_empty() {
-                return;
-            }
-            let overdue: Vec<u64> = state
-                .pending
-                .iter()
-                .filter(|(_, p)| p.submitted.elapsed() >= self.node_timeout)
-                .map(|(task, _)| *task)
-                .collect();
-            let failed: Vec<_> = overdue
-                .into_iter()
-                .filter_map(|task| state.pending.remove(&task).map(|p| (task, p)))
-                .collect();
-            state.completing += failed.len();
-            failed
-        };
         let others: Vec<String> = nodes
             .values()
             .filter(|(_, seen)| fresh(seen))
@@ -538,6 +545,27 @@ impl Shared {
             },
             self.names.pool
         );
+        self.fail_pending(&reason, self.node_timeout);
+    }
+
+    /// Fails the pending tasks submitted at least `age` ago with `reason`, and makes sure no
+    /// node runs them later.
+    fn fail_pending(self: &Arc<Self>, reason: &str, age: Duration) {
+        let failed: Vec<(u64, Pending)> = {
+            let mut state = self.state.lock();
+            let overdue: Vec<u64> = state
+                .pending
+                .iter()
+                .filter(|(_, p)| p.submitted.elapsed() >= age)
+                .map(|(task, _)| *task)
+                .collect();
+            let failed: Vec<_> = overdue
+                .into_iter()
+                .filter_map(|task| state.pending.remove(&task).map(|p| (task, p)))
+                .collect();
+            state.completing += failed.len();
+            failed
+        };
         if failed.is_empty() {
             // Tasks wait for a node, none of them long enough yet to fail: looked at again on
             // the next tick, and said once when some do fail.
@@ -553,7 +581,7 @@ impl Shared {
             pending.completion.finish(Err(TaskError::NodeFailed {
                 node: pending.node.clone(),
                 deliveries: None,
-                reason: reason.clone(),
+                reason: reason.to_owned(),
             }));
             // A node started later must not run it: nobody waits for it any more.
             let shared = Arc::clone(self);

@@ -104,7 +104,15 @@
 //!   if it fails, the node reports [`TaskError::Broken`] and the executor is broken, as the
 //!   local pools are.
 //! * **`shutdown(wait, cancel_futures)`** as for the other pools; `Drop` is `shutdown(true,
-//!   false)`. Nodes are not stopped: they serve other clients.
+//!   false)`. Nodes are not stopped: they serve other clients. `cancel_futures` waits for the
+//!   cancel claims at most 2 s; from a server that does not take them by then (cut off,
+//!   overloaded), it cancels the futures anyway and makes the claims when the server takes them
+//!   (a node that took a task meanwhile runs it; its result is ignored). A shut-down executor cut off from its server for `node_timeout` fails
+//!   what is still pending with [`TaskError::NodeFailed`] saying so, so `shutdown(wait)` and a
+//!   drop end even if the server never comes back (while not shut down, futures wait for the
+//!   server as long as it takes, and a task that never ends keeps `shutdown(wait)` waiting, as
+//!   in Python). Tasks of a client that died stay queued and run; nobody collects their
+//!   results, which expire with `result_ttl` (Dask releases a departed client's tasks).
 //!
 //! * **Callbacks** of these futures run on the client's runtime threads; `shutdown(wait)`
 //!   called from one does not wait (it would stop the threads that complete the futures), its
@@ -602,7 +610,9 @@ impl ClusterExecutor {
     /// Cancels the tasks no node has claimed: each gets a cancel claim on the server first.
     /// Waits (up to 30 s) for the claims, except on the client's own runtime (a done-callback),
     /// where waiting would stop the threads that make them: the claims are then made, and the
-    /// won ones cancelled, in the background.
+    /// won ones cancelled, in the background. A server that does not answer within
+    /// [`CLAIM_WAIT`] is not waited for: the futures are cancelled then, and the claims made
+    /// once the server takes them.
     fn cancel_unstarted(&self) {
         let candidates: Vec<u64> = self
             .shared
@@ -617,15 +627,18 @@ impl ClusterExecutor {
             return;
         }
         let shared = Arc::clone(&self.shared);
-        let claim_all = async move {
-            let claims = candidates.into_iter().map(|task| {
-                let shared = Arc::clone(&shared);
-                async move { (task, shared.cancel_remote(task).await) }
-            });
-            let claims = futures_util::future::join_all(claims).await;
-            // Applied whoever waits: a won claim means no node will run the task, so its
-            // future must be cancelled even after the wait below gave up.
-            cancel_claimed(&shared, claims);
+        let waiting = candidates.clone();
+        let claim_all = {
+            async move {
+                let claims = candidates.into_iter().map(|task| {
+                    let shared = Arc::clone(&shared);
+                    async move { (task, shared.cancel_remote(task).await) }
+                });
+                let claims = futures_util::future::join_all(claims).await;
+                // Applied whoever waits: a won claim means no node will run the task, so its
+                // future must be cancelled even after the wait below gave up.
+                cancel_claimed(&shared, claims);
+            }
         };
         if self.on_own_runtime() {
             self.handle().spawn(claim_all);
@@ -636,10 +649,20 @@ impl ClusterExecutor {
             claim_all.await;
             let _ = tx.send(());
         });
-        // Bounded: cancel_remote gives up on an unreachable server by itself, this is a guard.
-        if rx.recv_timeout(Duration::from_secs(30)).is_err() {
+        // A server that answers takes the claims in milliseconds. One that does not (cut off,
+        // overloaded) is not waited for: the futures are cancelled now, as Python's are, and
+        // the claims go on in the background until the server takes them (a node that took a
+        // task meanwhile runs it, and its result is ignored, as after a `Future::cancel` that
+        // raced a claim).
+        if rx.recv_timeout(CLAIM_WAIT).is_err() {
             log::warn!(
-                "cf-pool-cluster: cancelling unstarted tasks took over 30 s; not waiting for it"
+                "cf-pool-cluster: the server did not take the cancel claims within \
+                 {CLAIM_WAIT:?}; the unstarted futures are cancelled now, and the claims are \
+                 made when it does"
+            );
+            cancel_claimed(
+                &self.shared,
+                waiting.into_iter().map(|t| (t, true)).collect(),
             );
         }
     }
@@ -751,6 +774,9 @@ impl Drop for ClusterExecutor {
         }
     }
 }
+
+/// How long `shutdown(cancel_futures)` waits for the server to take its cancel claims.
+const CLAIM_WAIT: Duration = Duration::from_secs(2);
 
 /// The shortest [`ClusterBuilder::ack_wait`] accepted.
 const MIN_ACK_WAIT: Duration = Duration::from_secs(1);

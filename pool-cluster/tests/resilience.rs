@@ -449,3 +449,81 @@ fn an_executor_dropped_by_its_own_done_callback_fails_what_it_leaves() {
         other => panic!("the task the executor left: {other:?}"),
     }
 }
+
+/// A shut-down executor whose server is gone for good does not wait for ever: `shutdown(wait)`
+/// (and a drop) fail what is still pending once the client has been cut off for `node_timeout`,
+/// and say so. Before, the wait never ended.
+#[test]
+fn shutdown_wait_ends_when_the_server_is_gone_for_good() {
+    let Some(cluster) = Cluster::start(&[1], |b| b.node_timeout(Duration::from_secs(3))) else {
+        return;
+    };
+    let Cluster {
+        executor,
+        nodes: _nodes,
+        mut server,
+        ..
+    } = cluster;
+    let executor = Arc::new(executor);
+    let dir = Dir::new("server-gone");
+    let f = executor.submit(held, (dir.path(), 0)).unwrap();
+    dir.wait_markers("run-0-", 1);
+    server.stop();
+    let (tx, rx) = std::sync::mpsc::channel();
+    // On a thread of its own, so that a wait that never ends fails the test instead.
+    std::thread::spawn(move || {
+        executor.shutdown(true, false);
+        let _ = tx.send(());
+    });
+    rx.recv_timeout(LIMIT)
+        .expect("shutdown(wait) returned although the server never came back");
+    let e = f
+        .exception_timeout(Duration::ZERO)
+        .expect("done once shutdown returned")
+        .expect("failed");
+    let TaskError::NodeFailed { reason, .. } = &e else {
+        panic!("expected NodeFailed, got {e:?}");
+    };
+    assert!(reason.contains("cut off from the server"), "{e}");
+    dir.release();
+}
+
+/// `shutdown(cancel_futures)` cut off from the server cancels the unstarted tasks and returns
+/// (it gives the server 2 s to take the cancel claims, where it waited about 15 s for claims
+/// the server could not take; no test here asserts a duration). The running task is not
+/// cancelled.
+#[test]
+fn cancel_futures_cut_off_from_the_server_cancels_the_unstarted_tasks() {
+    let Some(cluster) = Cluster::start(&[1], |b| b.node_timeout(Duration::from_secs(3))) else {
+        return;
+    };
+    let Cluster {
+        executor,
+        nodes: _nodes,
+        mut server,
+        ..
+    } = cluster;
+    let executor = Arc::new(executor);
+    let dir = Dir::new("cancel-offline");
+    let running = executor.submit(held, (dir.path(), 0)).unwrap();
+    dir.wait_markers("run-0-", 1);
+    let queued: Vec<_> = (1..4)
+        .map(|i| executor.submit(held, (dir.path(), i)).unwrap())
+        .collect();
+    server.stop();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let started = Instant::now();
+    let shut = Arc::clone(&executor);
+    std::thread::spawn(move || {
+        shut.shutdown(false, true);
+        let _ = tx.send(started.elapsed());
+    });
+    let took = rx
+        .recv_timeout(LIMIT)
+        .expect("shutdown(false, true) returned");
+    for f in &queued {
+        assert!(f.cancelled(), "{:?} after {took:?}", f.state());
+    }
+    assert!(!running.cancelled());
+    dir.release();
+}
