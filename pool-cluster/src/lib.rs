@@ -140,7 +140,12 @@
 //!
 //! Whoever can publish to a pool's task subjects can run any code of the nodes' executable (a
 //! task is a code offset), as with Dask, where whoever reaches the scheduler can run code. Run
-//! the server on a private network, or with NATS accounts and credentials.
+//! the server on a private network, or make it ask for a user and password or a token (its
+//! `authorization` block) and give them in the address the client and every node use:
+//! `nats://user:password@host:port` or `nats://token@host:port` (percent-encode reserved
+//! characters, e.g. a space as `%20`). Logs and errors show such an address with the password
+//! or token masked. Credentials files (`.creds`, JWT and nkeys), client certificates and TLS
+//! settings have no option yet.
 //!
 //! # Server
 //!
@@ -279,7 +284,7 @@ impl ClusterBuilder {
     /// reached within the connect timeout or has no JetStream.
     pub fn build(self) -> Result<ClusterExecutor, BuildError> {
         let invalid = |name: &'static str, message: String| BuildError::Invalid { name, message };
-        check_server_url(&self.url).map_err(|m| invalid("url", m))?;
+        let server = ServerUrl::parse(&self.url).map_err(|m| invalid("url", m))?;
         let names = Names::new(&self.pool).map_err(|m| invalid("pool", m))?;
         if self.max_workers == Some(0) {
             return Err(BuildError::ZeroWorkers);
@@ -329,16 +334,15 @@ impl ClusterBuilder {
             .build()
             .map_err(|e| BuildError::Io(format!("cannot start the client's runtime: {e}")))?;
         let client_id = nuid::next().to_string();
-        let url = self.url.clone();
+        let url = server.clone();
         let stores = off_any_runtime(|| {
             runtime.block_on(async {
-                let connect = async_nats::ConnectOptions::new()
+                let connect = url
+                    .authenticate(async_nats::ConnectOptions::new())
                     .name(format!("cf client {client_id}"))
                     .connection_timeout(self.connect_timeout)
-                    .event_callback(|event| async move {
-                        log::info!("cf-pool-cluster: connection {event}");
-                    })
-                    .connect(url.as_str());
+                    .event_callback(|event| async move { log_connection_event("", &event) })
+                    .connect(url.connect());
                 let client = tokio::time::timeout(self.connect_timeout, connect)
                     .await
                     .map_err(|_| format!("no answer within {:?}", self.connect_timeout))?
@@ -362,8 +366,13 @@ impl ClusterBuilder {
         });
         let stores = stores.map_err(|e| {
             BuildError::Io(format!(
-                "cannot use the NATS server at {}: {e} (is `nats-server -js` running there?)",
-                self.url
+                "cannot use the NATS server at {server}: {e}{}",
+                if e.contains("authorization") {
+                    " (give the credentials the server wants in the address: \
+                     nats://user:password@host:port or nats://token@host:port)"
+                } else {
+                    " (is `nats-server -js` running there?)"
+                }
             ))
         })?;
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Outgoing>();
@@ -420,20 +429,123 @@ impl ClusterBuilder {
     }
 }
 
-/// Whether `url` is the address of a NATS server (`nats://host:port`, `tls://`, `ws://`,
-/// `wss://`, or a bare `host:port`), as the client and a node check it before connecting: a
-/// malformed one would never connect, and a node would retry it forever as if the server were
-/// down.
-pub(crate) fn check_server_url(url: &str) -> Result<(), String> {
-    let addr: async_nats::ServerAddr = url.parse().map_err(|e| {
-        format!("{url:?} is not a NATS server address ({e}); give nats://host:port")
-    })?;
-    if addr.host().is_empty() {
-        return Err(format!(
-            "{url:?} is not a NATS server address (no host); give nats://host:port"
-        ));
+/// A NATS server address as the client and a node use it: where to connect, the credentials
+/// it carried (`nats://user:password@host:port`, or `nats://token@host:port`, as other NATS
+/// clients take them; percent-encoded where they hold reserved characters), and how to show it
+/// (credentials masked) in logs and errors.
+#[derive(Clone)]
+pub(crate) struct ServerUrl {
+    connect: String,
+    shown: String,
+    auth: Option<(String, Option<String>)>,
+}
+
+impl ServerUrl {
+    /// Checks `url` is the address of a NATS server (`nats://host:port`, `tls://`, `ws://`,
+    /// `wss://`, or a bare `host:port`) before connecting: a malformed one would never connect,
+    /// and a node would retry it forever as if the server were down.
+    pub(crate) fn parse(url: &str) -> Result<ServerUrl, String> {
+        let addr: async_nats::ServerAddr = url.parse().map_err(|e| {
+            format!(
+                "{:?} is not a NATS server address ({e}); give nats://host:port",
+                mask(url)
+            )
+        })?;
+        if addr.host().is_empty() {
+            return Err(format!(
+                "{:?} is not a NATS server address (no host); give nats://host:port",
+                mask(url)
+            ));
+        }
+        let user = addr.username().map(percent_decode);
+        let password = addr.password().map(percent_decode);
+        let mut bare = addr.into_inner();
+        // Neither fails on a URL with a host.
+        let _ = bare.set_username("");
+        let _ = bare.set_password(None);
+        let connect = bare.to_string();
+        let shown = match (&user, &password) {
+            (Some(user), Some(_)) => connect.replacen("://", &format!("://{user}:***@"), 1),
+            (Some(_), None) => connect.replacen("://", "://***@", 1),
+            _ => connect.clone(),
+        };
+        Ok(ServerUrl {
+            connect,
+            shown,
+            auth: user.map(|u| (u, password)),
+        })
     }
-    Ok(())
+
+    /// `options` with this address's credentials, if it carried any.
+    pub(crate) fn authenticate(
+        &self,
+        options: async_nats::ConnectOptions,
+    ) -> async_nats::ConnectOptions {
+        match self.auth.clone() {
+            Some((user, Some(password))) => options.user_and_password(user, password),
+            Some((token, None)) => options.token(token),
+            None => options,
+        }
+    }
+
+    /// Where to connect: the address without its credentials.
+    pub(crate) fn connect(&self) -> &str {
+        &self.connect
+    }
+}
+
+impl std::fmt::Display for ServerUrl {
+    /// The address with its password or token masked.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.shown)
+    }
+}
+
+/// `url` with whatever sits between `://` and an `@` masked, for a message about an address
+/// that does not parse.
+fn mask(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(start), Some(at)) if at > start + 3 => {
+            format!("{}***{}", &url[..start + 3], &url[at..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// `%XX` escapes decoded (what a URL's user and password hold); anything else as it is.
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match (
+            bytes[i],
+            bytes.get(i + 1).copied().and_then(hex),
+            bytes.get(i + 2).copied().and_then(hex),
+        ) {
+            (b'%', Some(hi), Some(lo)) => {
+                out.push((hi * 16 + lo) as u8);
+                i += 3;
+            }
+            (b, _, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Logs an event of a connection to the server: errors (a refused authorization, say) as
+/// warnings, the rest (connected, disconnected) as information.
+pub(crate) fn log_connection_event(who: &str, event: &async_nats::Event) {
+    match event {
+        async_nats::Event::ServerError(_) | async_nats::Event::ClientError(_) => {
+            log::warn!("cf-pool-cluster{who}: connection {event}");
+        }
+        _ => log::info!("cf-pool-cluster{who}: connection {event}"),
+    }
 }
 
 /// A hint when the server is older than the client library supports.

@@ -171,7 +171,7 @@ impl NodeBuilder {
         }
         // An address that cannot be parsed never connects: say so now, rather than retry it
         // forever as if the server were down.
-        crate::check_server_url(&self.url)?;
+        let server = crate::ServerUrl::parse(&self.url)?;
         let names = Names::new(&self.pool)?;
         let mut build = build_id()?.to_owned();
         if let Ok(suffix) = std::env::var(TEST_BUILD_SUFFIX_ENV) {
@@ -189,7 +189,7 @@ impl NodeBuilder {
             .build()
             .map_err(|e| format!("cannot start the node's async runtime: {e}"))?;
         let name = node_name();
-        runtime.block_on(serve(self, names, build, name));
+        runtime.block_on(serve(self, server, names, build, name));
         Ok(())
     }
 }
@@ -212,23 +212,25 @@ struct Node {
     pools: Mutex<HashMap<Option<i64>, Arc<ProcessPoolExecutor>>>,
 }
 
-async fn serve(settings: NodeBuilder, names: Names, build: String, name: String) {
+async fn serve(
+    settings: NodeBuilder,
+    server: crate::ServerUrl,
+    names: Names,
+    build: String,
+    name: String,
+) {
     let client = loop {
-        match async_nats::ConnectOptions::new()
+        match server
+            .authenticate(async_nats::ConnectOptions::new())
             .name(format!("cf node {name}"))
             .retry_on_initial_connect()
-            .event_callback(|event| async move {
-                log::info!("cf-pool-cluster node: connection {event}");
-            })
-            .connect(settings.url.as_str())
+            .event_callback(|event| async move { crate::log_connection_event(" node", &event) })
+            .connect(server.connect())
             .await
         {
             Ok(client) => break client,
             Err(e) => {
-                log::warn!(
-                    "cf-pool-cluster node: cannot connect to {}: {e}",
-                    settings.url
-                );
+                log::warn!("cf-pool-cluster node: cannot connect to {server}: {e}");
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
         }
