@@ -114,7 +114,20 @@
 //!   in Python). Tasks of a client that died stay queued and run; nobody collects their
 //!   results, which expire with `result_ttl` (Dask releases a departed client's tasks).
 //!
-//! * **Callbacks** of these futures run on the client's runtime threads; `shutdown(wait)`
+//! * **Limits of `result_ttl`**: claims and results, and large arguments, expire after it. A
+//!   task still queued that long has lost them: if it was cancelled, a node may run it anyway
+//!   (its result is ignored); a large argument fails the task with a `Codec` error that the
+//!   object is not found; a task that failed for want of a node may run on a node started
+//!   that much later; a client offline that long may miss a result and wait for it. Set
+//!   `result_ttl` above the longest backlog and the longest outage you expect.
+//! * **A server restarted without its store** (a container with no volume) has lost the
+//!   pool's stream and buckets, and the clients and nodes connected before do not create them
+//!   again: their tasks fail after `node_timeout`. Build new clients and restart the nodes, or
+//!   give the server a persistent store (`-sd`).
+//! * **Callbacks** of these futures run on the client's runtime threads (two); a done-callback
+//!   that blocks or runs long delays the completion of the client's other futures meanwhile
+//!   (Python's process pool completes futures on one thread too): keep callbacks short, or
+//!   hand their work to a thread of your own. `shutdown(wait)`
 //!   called from one does not wait (it would stop the threads that complete the futures), its
 //!   `cancel_futures` cancels the unstarted tasks in the background (each needs a claim on the
 //!   server first; they are cancelled moments after it returns), and an executor dropped by
