@@ -249,25 +249,41 @@ fn length(b: cf_pool_cluster::Buffer) -> usize {
     b.len()
 }
 
+/// A server started with `config`, a client built by `configure` (first: the pool's buckets
+/// take its `result_ttl` when they are created), and a one-worker node taking tasks. Dropped in
+/// that order.
+fn on_server(
+    config: &str,
+    configure: impl FnOnce(cf_pool_cluster::ClusterBuilder) -> cf_pool_cluster::ClusterBuilder,
+) -> Option<(
+    cf_pool_cluster::ClusterExecutor,
+    common::Node,
+    common::Server,
+)> {
+    let server = common::Server::start_with(Some(config))?;
+    let executor = configure(
+        cf_pool_cluster::ClusterExecutor::builder(&server.url())
+            .pool("test")
+            .node_timeout(LIMIT),
+    )
+    .build()
+    .unwrap();
+    let node = common::Node::start(&server.url(), "test", 1, None);
+    node.wait_log("taking tasks");
+    Some((executor, node, server))
+}
+
 /// An argument the server refuses to store (its JetStream store is smaller than the argument)
 /// fails its task with a clear error after a few refusals, instead of being uploaded again
 /// forever while every other task waits; once what the attempts uploaded has expired (the
 /// pool's `result_ttl`), the pool runs tasks again.
 #[test]
 fn an_argument_the_server_cannot_store_fails_its_task_and_the_pool_recovers() {
-    let Some(server) = common::Server::start_with(Some("jetstream { max_file_store: 64MB }"))
-    else {
+    let Some((executor, node, server)) = on_server("jetstream { max_file_store: 64MB }", |b| {
+        b.result_ttl(std::time::Duration::from_secs(5))
+    }) else {
         return;
     };
-    // The client first: the pool's buckets take its `result_ttl` when they are created.
-    let executor = cf_pool_cluster::ClusterExecutor::builder(&server.url())
-        .pool("test")
-        .node_timeout(LIMIT)
-        .result_ttl(std::time::Duration::from_secs(5))
-        .build()
-        .unwrap();
-    let node = common::Node::start(&server.url(), "test", 1, None);
-    node.wait_log("taking tasks");
     let big = cf_pool_cluster::Buffer::from(vec![7u8; 100 << 20]);
     let f = executor.submit(length, big).unwrap();
     match f.result_timeout(LIMIT) {
@@ -291,17 +307,10 @@ fn bytes_of(n: usize) -> serde_bytes::ByteBuf {
 /// through (kept for the hour, they filled a 64 MB store after about 330 results of 200 KB).
 #[test]
 fn results_read_by_the_client_do_not_fill_the_servers_store() {
-    let Some(server) = common::Server::start_with(Some("jetstream { max_file_store: 64MB }"))
+    let Some((executor, node, server)) = on_server("jetstream { max_file_store: 64MB }", |b| b)
     else {
         return;
     };
-    let executor = cf_pool_cluster::ClusterExecutor::builder(&server.url())
-        .pool("test")
-        .node_timeout(LIMIT)
-        .build()
-        .unwrap();
-    let node = common::Node::start(&server.url(), "test", 2, None);
-    node.wait_log("taking tasks");
     // 1 000 results of 200 KB (200 MB, inline records): three times the store.
     for batch in 0..20 {
         let futures: Vec<_> = (0..50)
@@ -325,16 +334,9 @@ fn echo_bytes(b: serde_bytes::ByteBuf) -> serde_bytes::ByteBuf {
 /// arrive instead of being refused forever (the future pending, the node's worker slot lost).
 #[test]
 fn payloads_fit_a_server_with_a_small_message_limit() {
-    let Some(server) = common::Server::start_with(Some("max_payload: 65536")) else {
+    let Some((executor, node, server)) = on_server("max_payload: 65536", |b| b) else {
         return;
     };
-    let executor = cf_pool_cluster::ClusterExecutor::builder(&server.url())
-        .pool("test")
-        .node_timeout(LIMIT)
-        .build()
-        .unwrap();
-    let node = common::Node::start(&server.url(), "test", 1, None);
-    node.wait_log("taking tasks");
     // A result, an argument, and both, over the limit; then over the default chunk size.
     let f = executor.submit(bytes_of, 100_000).unwrap();
     assert_eq!(f.result_timeout(LIMIT).map(|b| b.len()), Ok(100_000));

@@ -450,34 +450,67 @@ fn an_executor_dropped_by_its_own_done_callback_fails_what_it_leaves() {
     }
 }
 
+/// A one-node cluster (`node_timeout` 3 s) running a held task (`run-0-`), its server stopped
+/// once `queue` more held tasks are submitted behind it: the executor (shared, so that a
+/// thread can wait on it), the running task's future, the queued ones, and what must live
+/// until the test ends.
+struct CutOff {
+    executor: Arc<ClusterExecutor>,
+    running: Future<u32>,
+    queued: Vec<Future<u32>>,
+    dir: Dir,
+    _rest: (common::Server, Vec<Node>),
+}
+
+fn cut_off(name: &str, queue: u32) -> Option<CutOff> {
+    let cluster = Cluster::start(&[1], |b| b.node_timeout(Duration::from_secs(3)))?;
+    let Cluster {
+        executor,
+        nodes,
+        mut server,
+        ..
+    } = cluster;
+    let executor = Arc::new(executor);
+    let dir = Dir::new(name);
+    let running = executor.submit(held, (dir.path(), 0)).unwrap();
+    dir.wait_markers("run-0-", 1);
+    let queued = (1..=queue)
+        .map(|i| executor.submit(held, (dir.path(), i)).unwrap())
+        .collect();
+    server.stop();
+    Some(CutOff {
+        executor,
+        running,
+        queued,
+        dir,
+        _rest: (server, nodes),
+    })
+}
+
+/// Runs `call` on the executor on a thread of its own, so that a call that never returns
+/// fails the test instead of hanging it.
+fn returns(executor: &Arc<ClusterExecutor>, call: fn(&ClusterExecutor), what: &str) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let executor = Arc::clone(executor);
+    std::thread::spawn(move || {
+        call(&executor);
+        let _ = tx.send(());
+    });
+    rx.recv_timeout(LIMIT)
+        .unwrap_or_else(|_| panic!("{what} did not return"));
+}
+
 /// A shut-down executor whose server is gone for good does not wait for ever: `shutdown(wait)`
 /// (and a drop) fail what is still pending once the client has been cut off for `node_timeout`,
 /// and say so. Before, the wait never ended.
 #[test]
 fn shutdown_wait_ends_when_the_server_is_gone_for_good() {
-    let Some(cluster) = Cluster::start(&[1], |b| b.node_timeout(Duration::from_secs(3))) else {
+    let Some(cut) = cut_off("server-gone", 0) else {
         return;
     };
-    let Cluster {
-        executor,
-        nodes: _nodes,
-        mut server,
-        ..
-    } = cluster;
-    let executor = Arc::new(executor);
-    let dir = Dir::new("server-gone");
-    let f = executor.submit(held, (dir.path(), 0)).unwrap();
-    dir.wait_markers("run-0-", 1);
-    server.stop();
-    let (tx, rx) = std::sync::mpsc::channel();
-    // On a thread of its own, so that a wait that never ends fails the test instead.
-    std::thread::spawn(move || {
-        executor.shutdown(true, false);
-        let _ = tx.send(());
-    });
-    rx.recv_timeout(LIMIT)
-        .expect("shutdown(wait) returned although the server never came back");
-    let e = f
+    returns(&cut.executor, |e| e.shutdown(true, false), "shutdown(wait)");
+    let e = cut
+        .running
         .exception_timeout(Duration::ZERO)
         .expect("done once shutdown returned")
         .expect("failed");
@@ -485,7 +518,7 @@ fn shutdown_wait_ends_when_the_server_is_gone_for_good() {
         panic!("expected NodeFailed, got {e:?}");
     };
     assert!(reason.contains("cut off from the server"), "{e}");
-    dir.release();
+    cut.dir.release();
 }
 
 /// `shutdown(cancel_futures)` cut off from the server cancels the unstarted tasks and returns
@@ -494,36 +527,17 @@ fn shutdown_wait_ends_when_the_server_is_gone_for_good() {
 /// cancelled.
 #[test]
 fn cancel_futures_cut_off_from_the_server_cancels_the_unstarted_tasks() {
-    let Some(cluster) = Cluster::start(&[1], |b| b.node_timeout(Duration::from_secs(3))) else {
+    let Some(cut) = cut_off("cancel-offline", 3) else {
         return;
     };
-    let Cluster {
-        executor,
-        nodes: _nodes,
-        mut server,
-        ..
-    } = cluster;
-    let executor = Arc::new(executor);
-    let dir = Dir::new("cancel-offline");
-    let running = executor.submit(held, (dir.path(), 0)).unwrap();
-    dir.wait_markers("run-0-", 1);
-    let queued: Vec<_> = (1..4)
-        .map(|i| executor.submit(held, (dir.path(), i)).unwrap())
-        .collect();
-    server.stop();
-    let (tx, rx) = std::sync::mpsc::channel();
-    let started = Instant::now();
-    let shut = Arc::clone(&executor);
-    std::thread::spawn(move || {
-        shut.shutdown(false, true);
-        let _ = tx.send(started.elapsed());
-    });
-    let took = rx
-        .recv_timeout(LIMIT)
-        .expect("shutdown(false, true) returned");
-    for f in &queued {
-        assert!(f.cancelled(), "{:?} after {took:?}", f.state());
+    returns(
+        &cut.executor,
+        |e| e.shutdown(false, true),
+        "shutdown(false, true)",
+    );
+    for f in &cut.queued {
+        assert!(f.cancelled(), "{:?}", f.state());
     }
-    assert!(!running.cancelled());
-    dir.release();
+    assert!(!cut.running.cancelled());
+    cut.dir.release();
 }

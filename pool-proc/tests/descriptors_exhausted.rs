@@ -11,13 +11,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use cf_pool_proc::{Buffer, Executor, ProcessPoolExecutor, TaskError};
-use common::within;
-
-const LIMIT: Duration = Duration::from_secs(60);
-
-fn double(x: u64) -> u64 {
-    x * 2
-}
+use common::{double, refused_then_recovered, within, LIMIT};
 
 /// The limit is the process's: one test at a time changes it.
 static LIMIT_LOCK: Mutex<()> = Mutex::new(());
@@ -48,6 +42,21 @@ fn set_soft_limit(soft: libc::rlim_t) -> libc::rlim_t {
     old
 }
 
+/// While alive, this process cannot make a new descriptor.
+struct NoNewDescriptors(libc::rlim_t);
+
+impl NoNewDescriptors {
+    fn new() -> Self {
+        NoNewDescriptors(set_soft_limit(lowest_free_descriptor()))
+    }
+}
+
+impl Drop for NoNewDescriptors {
+    fn drop(&mut self) {
+        set_soft_limit(self.0);
+    }
+}
+
 #[test]
 fn a_pool_that_cannot_start_a_worker_fails_those_tasks_and_recovers() {
     let _one_at_a_time = LIMIT_LOCK.lock().unwrap_or_else(|e| e.into_inner());
@@ -60,24 +69,12 @@ fn a_pool_that_cannot_start_a_worker_fails_those_tasks_and_recovers() {
                 .build()
                 .unwrap();
             // No descriptor left: the worker's socket cannot be made.
-            let old = set_soft_limit(lowest_free_descriptor());
-            let futures: Vec<_> = (0..3).map(|x| pool.submit(double, x).unwrap()).collect();
-            let errors: Vec<_> = futures
-                .iter()
-                .map(|f| f.result_timeout(LIMIT).unwrap_err().clone())
-                .collect();
-            set_soft_limit(old);
-            for e in &errors {
-                let TaskError::WorkerStartFailed { reason, .. } = e else {
+            for e in refused_then_recovered(&pool, NoNewDescriptors::new()) {
+                let TaskError::WorkerStartFailed { reason, .. } = &e else {
                     panic!("expected WorkerStartFailed, got {e:?}");
                 };
                 assert!(reason.contains("os error 24"), "{reason}");
                 assert!(e.to_string().contains("not broken"), "{e}");
-            }
-            // Descriptors are there again: the same pool starts workers and runs tasks.
-            let futures: Vec<_> = (0..4).map(|x| pool.submit(double, x).unwrap()).collect();
-            for (x, f) in futures.iter().enumerate() {
-                assert_eq!(f.result_timeout(LIMIT), Ok(&(2 * x as u64)), "task {x}");
             }
         },
     );
@@ -106,13 +103,13 @@ fn a_retired_worker_that_cannot_be_replaced_does_not_break_the_pool() {
                 std::thread::sleep(Duration::from_millis(5));
             }
             // Its replacement cannot start.
-            let old = set_soft_limit(lowest_free_descriptor());
+            let refused = NoNewDescriptors::new();
             let outcome = pool
                 .submit(double, 2)
                 .unwrap()
                 .result_timeout(LIMIT)
                 .cloned();
-            set_soft_limit(old);
+            drop(refused);
             assert!(
                 matches!(outcome, Err(TaskError::WorkerStartFailed { .. })),
                 "{outcome:?}"
@@ -144,13 +141,13 @@ fn a_large_buffer_that_cannot_get_a_descriptor_fails_its_task_naming_the_system(
                 pool.submit(double, 1).unwrap().result_timeout(LIMIT),
                 Ok(&2)
             );
-            let old = set_soft_limit(lowest_free_descriptor());
+            let refused = NoNewDescriptors::new();
             let outcome = pool
                 .submit(length, Buffer::from(vec![7u8; 1 << 20]))
                 .unwrap()
                 .result_timeout(LIMIT)
                 .cloned();
-            set_soft_limit(old);
+            drop(refused);
             let Err(e @ TaskError::Codec { .. }) = &outcome else {
                 panic!("expected a Codec error, got {outcome:?}");
             };
@@ -197,13 +194,13 @@ fn a_large_result_the_parent_cannot_take_fails_its_task_and_keeps_the_worker() {
                 .result_timeout(LIMIT)
                 .unwrap();
             // The worker sends its result's region with a descriptor the parent cannot take.
-            let old = set_soft_limit(lowest_free_descriptor());
+            let refused = NoNewDescriptors::new();
             let outcome = pool
                 .submit(big, 1 << 20)
                 .unwrap()
                 .result_timeout(LIMIT)
                 .map(|b| b.len());
-            set_soft_limit(old);
+            drop(refused);
             let Err(e @ TaskError::Codec { .. }) = &outcome else {
                 panic!("expected a Codec error, got {outcome:?}");
             };

@@ -10,13 +10,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use cf_pool_proc::{Executor, ProcessPoolExecutor, SubmitError, TaskError};
-use common::within;
-
-const LIMIT: Duration = Duration::from_secs(60);
-
-fn double(x: u64) -> u64 {
-    x * 2
-}
+use common::{double, refused_then_recovered, within, LIMIT};
 
 fn spin_forever(_: ()) -> u64 {
     loop {
@@ -90,22 +84,11 @@ fn a_refused_thread_fails_the_tasks_it_was_for_and_the_pool_recovers() {
             .build()
             .unwrap();
         // Each worker has a thread of the pool's that starts it.
-        let refused = NoNewThreads::new();
-        let futures: Vec<_> = (0..3).map(|x| pool.submit(double, x).unwrap()).collect();
-        let errors: Vec<_> = futures
-            .iter()
-            .map(|f| f.result_timeout(LIMIT).unwrap_err().clone())
-            .collect();
-        drop(refused);
-        for e in &errors {
-            let TaskError::WorkerStartFailed { reason, .. } = e else {
+        for e in refused_then_recovered(&pool, NoNewThreads::new()) {
+            let TaskError::WorkerStartFailed { reason, .. } = &e else {
                 panic!("expected WorkerStartFailed, got {e:?}");
             };
             assert!(reason.contains("os error 11"), "{reason}");
-        }
-        let futures: Vec<_> = (0..4).map(|x| pool.submit(double, x).unwrap()).collect();
-        for (x, f) in futures.iter().enumerate() {
-            assert_eq!(f.result_timeout(LIMIT), Ok(&(2 * x as u64)), "task {x}");
         }
     });
 }

@@ -193,13 +193,11 @@ pub(crate) fn recv_with_fds(
             fds.extend(received);
         }
     }
-    Ok(Received {
-        bytes: got.bytes,
-        lost: got
-            .flags
-            .contains(ReturnFlags::CTRUNC)
-            .then(|| posix::why_descriptors_were_lost(sock)),
-    })
+    Ok(posix::received(
+        sock,
+        got.bytes,
+        got.flags.contains(ReturnFlags::CTRUNC),
+    ))
 }
 
 // ---------------------------------------------------------------------------------------------

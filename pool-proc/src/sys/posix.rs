@@ -8,7 +8,7 @@ use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use super::{Signal, WORKER_ENV};
+use super::{Received, Signal, WORKER_ENV};
 
 /// The command that starts a worker: `program` (this executable) with the parent's command
 /// line (`argv[0]` included), [`WORKER_ENV`] set to `env`, stdin from `/dev/null` and the
@@ -27,17 +27,18 @@ pub(super) fn worker_command(program: &Path, env: String) -> Command {
     cmd
 }
 
-/// Why descriptors sent over `sock` were dropped by the kernel (a `recvmsg` that reported
-/// `MSG_CTRUNC`): the error of making a descriptor now, most often `EMFILE`, or a plain
-/// statement when one can be made again (the shortage passed).
-pub(super) fn why_descriptors_were_lost(sock: &impl std::os::fd::AsFd) -> io::Error {
-    match rustix::io::fcntl_dupfd_cloexec(sock, 0) {
+/// What a `recvmsg` on `sock` brought: `bytes`, and, if the kernel dropped descriptors sent
+/// with them (`truncated`: `MSG_CTRUNC`), why: the error of making a descriptor now, most
+/// often `EMFILE`, or a plain statement when one can be made again (the shortage passed).
+pub(super) fn received(sock: &impl std::os::fd::AsFd, bytes: usize, truncated: bool) -> Received {
+    let lost = truncated.then(|| match rustix::io::fcntl_dupfd_cloexec(sock, 0) {
         Err(e) => io::Error::from(e),
         Ok(probe) => {
             drop(probe);
             io::Error::other("the kernel dropped them (a descriptor can be made again now)")
         }
-    }
+    });
+    Received { bytes, lost }
 }
 
 /// One past the highest descriptor number this process may have open (its `RLIMIT_NOFILE`),

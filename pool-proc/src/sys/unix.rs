@@ -262,13 +262,11 @@ pub(crate) fn recv_with_fds(
     if let Some(e) = failed {
         return Err(e);
     }
-    Ok(Received {
-        bytes: got.bytes,
-        lost: got
-            .flags
-            .contains(ReturnFlags::CTRUNC)
-            .then(|| posix::why_descriptors_were_lost(sock)),
-    })
+    Ok(posix::received(
+        sock,
+        got.bytes,
+        got.flags.contains(ReturnFlags::CTRUNC),
+    ))
 }
 
 // ---------------------------------------------------------------------------------------------

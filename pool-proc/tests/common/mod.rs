@@ -596,6 +596,23 @@ pub fn double(x: u64) -> u64 {
     x * 2
 }
 
+/// The errors of three tasks submitted to `pool` while `refused` lives (a guard under which the
+/// system refuses the pool a worker: no descriptors, no threads), after which the same pool
+/// must run tasks again.
+pub fn refused_then_recovered<G>(pool: &ProcessPoolExecutor, refused: G) -> Vec<TaskError> {
+    let futures: Vec<_> = (0..3).map(|x| pool.submit(double, x).unwrap()).collect();
+    let errors = futures
+        .iter()
+        .map(|f| f.result_timeout(LIMIT).unwrap_err().clone())
+        .collect();
+    drop(refused);
+    let futures: Vec<_> = (0..4).map(|x| pool.submit(double, x).unwrap()).collect();
+    for (x, f) in futures.iter().enumerate() {
+        assert_eq!(f.result_timeout(LIMIT), Ok(&(2 * x as u64)), "task {x}");
+    }
+    errors
+}
+
 /// A task: sleeps `ms`, then returns the worker's pid.
 pub fn sleeps(ms: u64) -> u32 {
     std::thread::sleep(Duration::from_millis(ms));
