@@ -143,7 +143,7 @@ pub enum TaskError {
     },
     /// An argument or result could not be serialized or deserialized, or its bytes could not be
     /// moved (a large buffer the system refused shared memory or a descriptor for: the message
-    /// then ends with the system's error, `(os error N)`).
+    /// then says "the system refused" or names the system's error, `(os error N)`).
     #[error("{}", codec_message(*stage, message))]
     Codec {
         /// Which of the four crossings failed.
@@ -215,9 +215,10 @@ fn timeout_message(after: Duration, killed_worker: Option<u32>) -> String {
 }
 
 /// A codec failure, with a hint at the usual cause when the message is the value's (a message
-/// that names an operating system error is about the transport, not the type).
+/// that names an operating system error, or says the system refused something, is about the
+/// transport, not the type).
 fn codec_message(stage: CodecStage, message: &str) -> String {
-    if message.contains("(os error ") {
+    if message.contains("(os error ") || message.contains("the system refused") {
         format!("could not {stage}: {message}")
     } else {
         format!(

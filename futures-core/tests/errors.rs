@@ -204,4 +204,13 @@ fn codec_errors_blame_the_type_only_when_the_system_did_not_refuse() {
     let text = by_system.to_string();
     assert!(!text.contains("Serialize and Deserialize"), "{text}");
     assert!(text.ends_with("(os error 24)"), "{text}");
+    // Refused, though the system's error is no longer known.
+    let refused = TaskError::Codec {
+        stage: CodecStage::DeserializeResult,
+        message: "a buffer was lost in transit: the system refused this process the descriptor \
+                  it came with (a descriptor can be made again now)"
+            .into(),
+    };
+    let text = refused.to_string();
+    assert!(!text.contains("Serialize and Deserialize"), "{text}");
 }

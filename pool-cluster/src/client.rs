@@ -17,6 +17,9 @@ use tokio::sync::mpsc;
 /// node counts again (see [`Shared::check_alive`]).
 const RECONNECT_CATCH_UP: Duration = Duration::from_secs(5);
 
+/// How many times a connected server may refuse a cancel claim before it is given up on.
+const CLAIM_REFUSALS: u32 = 5;
+
 /// How many times a connected server may refuse to store a task's argument before the task
 /// fails (see [`Shared::message`]).
 const UPLOAD_REFUSALS: u32 = 5;
@@ -392,12 +395,15 @@ impl Shared {
     }
 
     /// Cancels task `task` on the cluster: `true` if the cancel claim came first (no node
-    /// will run it), `false` if a node claimed it already. A server that cannot be reached is
-    /// tried again (every second at most) until it can: callers that must not wait that long
-    /// run this in the background or bound their wait.
+    /// will run it), `false` if a node claimed it already. While the server cannot be reached
+    /// the claim is tried again (every second at most) until it can: callers that must not
+    /// wait that long run this in the background or bound their wait. A connected server that
+    /// refuses it [`CLAIM_REFUSALS`] times (a full store, say) is given up on: `true`, the
+    /// future is cancelled, and a node that runs the task anyway has its result ignored.
     pub(crate) async fn cancel_remote(&self, task: u64) -> bool {
         let key = claim_key(&self.client, task);
         let mut delay = Duration::from_millis(100);
+        let mut refused = 0;
         loop {
             match self
                 .stores
@@ -420,6 +426,14 @@ impl Shared {
                     log::debug!(
                         "cf-pool-cluster: cannot record the cancel of task {task} yet: {e}"
                     );
+                    if self.stores.js.client().connection_state()
+                        == async_nats::connection::State::Connected
+                    {
+                        refused += 1;
+                        if refused >= CLAIM_REFUSALS {
+                            return true;
+                        }
+                    }
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(Duration::from_secs(1));
                 }

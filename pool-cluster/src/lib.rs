@@ -205,7 +205,7 @@ pub const DEFAULT_RESULT_TTL: Duration = Duration::from_secs(3600);
 /// ```
 #[derive(Debug, Clone)]
 pub struct ClusterBuilder {
-    url: String,
+    url: Address,
     pool: String,
     max_workers: Option<usize>,
     ack_wait: Duration,
@@ -297,7 +297,7 @@ impl ClusterBuilder {
     /// reached within the connect timeout or has no JetStream.
     pub fn build(self) -> Result<ClusterExecutor, BuildError> {
         let invalid = |name: &'static str, message: String| BuildError::Invalid { name, message };
-        let server = ServerUrl::parse(&self.url).map_err(|m| invalid("url", m))?;
+        let server = ServerUrl::parse(&self.url.0).map_err(|m| invalid("url", m))?;
         let names = Names::new(&self.pool).map_err(|m| invalid("pool", m))?;
         if self.max_workers == Some(0) {
             return Err(BuildError::ZeroWorkers);
@@ -470,6 +470,15 @@ impl ServerUrl {
                 mask(url)
             ));
         }
+        if url.contains('@') && addr.username().is_none() {
+            // An `@` the URL parser did not take for the end of credentials: they hold a
+            // reserved character, and the rest would be taken for a host (and shown).
+            return Err(format!(
+                "{:?}: the credentials in this address hold a character that ends them early \
+                 (`#`, `/` or `?`); percent-encode it (`%23`, `%2F`, `%3F`)",
+                mask(url)
+            ));
+        }
         let user = addr.username().map(percent_decode);
         let password = addr.password().map(percent_decode);
         let mut bare = addr.into_inner();
@@ -514,14 +523,23 @@ impl std::fmt::Display for ServerUrl {
     }
 }
 
-/// `url` with whatever sits between `://` and an `@` masked, for a message about an address
-/// that does not parse.
-fn mask(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(start), Some(at)) if at > start + 3 => {
-            format!("{}***{}", &url[..start + 3], &url[at..])
-        }
+/// `url` with whatever sits between its scheme (if any) and its last `@` masked, for a message
+/// about an address that does not parse, or a builder's `Debug`.
+pub(crate) fn mask(url: &str) -> String {
+    let start = url.find("://").map_or(0, |i| i + 3);
+    match url.rfind('@') {
+        Some(at) if at >= start => format!("{}***{}", &url[..start], &url[at..]),
         _ => url.to_owned(),
+    }
+}
+
+/// A server address as a builder keeps it: its `Debug` masks the credentials it may hold.
+#[derive(Clone)]
+pub(crate) struct Address(pub(crate) String);
+
+impl std::fmt::Debug for Address {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", mask(&self.0))
     }
 }
 
@@ -599,7 +617,7 @@ impl ClusterExecutor {
     #[must_use]
     pub fn builder(url: &str) -> ClusterBuilder {
         ClusterBuilder {
-            url: url.to_owned(),
+            url: Address(url.to_owned()),
             pool: "cf".to_owned(),
             max_workers: None,
             ack_wait: DEFAULT_ACK_WAIT,
@@ -785,10 +803,32 @@ impl ClusterExecutor {
                  {CLAIM_WAIT:?}; the unstarted futures are cancelled now, and the claims are \
                  made when it does"
             );
-            cancel_claimed(
-                &self.shared,
-                waiting.into_iter().map(|t| (t, true)).collect(),
-            );
+            cancel_unclaimed(&self.shared, waiting);
+        }
+    }
+}
+
+/// Cancels the futures of `tasks` that no node is known to have claimed, without waiting for a
+/// claim of this client's own: a node that claims one meanwhile runs it, and its result is
+/// ignored. Each is taken out of `pending` only if the client has not seen a node's claim, so
+/// its future was not started, and cancelling it cannot fail and have to put it back (a
+/// result arriving while it was out would be lost).
+fn cancel_unclaimed(shared: &Shared, tasks: Vec<u64>) {
+    for task in tasks {
+        let pending = {
+            let mut state = shared.state.lock();
+            match state.pending.get(&task) {
+                Some(p) if p.node.is_none() => {
+                    state.completing += 1;
+                    state.pending.remove(&task)
+                }
+                _ => None,
+            }
+        };
+        if let Some(p) = pending {
+            // Outside the lock: cancelling runs the future's callbacks.
+            p.completion.cancel();
+            shared.completed(1);
         }
     }
 }

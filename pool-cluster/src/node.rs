@@ -127,7 +127,7 @@ pub fn run(url: &str, workers: usize) -> Result<(), String> {
 /// ```
 #[derive(Debug, Clone)]
 pub struct NodeBuilder {
-    url: String,
+    url: crate::Address,
     workers: usize,
     pool: String,
 }
@@ -138,7 +138,7 @@ impl NodeBuilder {
     #[must_use]
     pub fn new(url: &str) -> Self {
         NodeBuilder {
-            url: url.to_owned(),
+            url: crate::Address(url.to_owned()),
             workers: cf_executor_api::cpu_count(),
             pool: "cf".to_owned(),
         }
@@ -171,7 +171,7 @@ impl NodeBuilder {
         }
         // An address that cannot be parsed never connects: say so now, rather than retry it
         // forever as if the server were down.
-        let server = crate::ServerUrl::parse(&self.url)?;
+        let server = crate::ServerUrl::parse(&self.url.0)?;
         let names = Names::new(&self.pool)?;
         let mut build = build_id()?.to_owned();
         if let Ok(suffix) = std::env::var(TEST_BUILD_SUFFIX_ENV) {

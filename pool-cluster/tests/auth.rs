@@ -77,3 +77,42 @@ fn token_in_the_address() {
         "s3cret",
     );
 }
+
+/// An address with credentials that is refused before connecting (here a port out of range,
+/// with and without a scheme) does not show them, nor does a builder's `Debug`.
+#[test]
+fn a_refused_address_and_a_builder_do_not_show_the_secret() {
+    for url in [
+        "alice:s3cret@127.0.0.1:99999",
+        "nats://alice:s3cret@127.0.0.1:99999",
+    ] {
+        let e = ClusterExecutor::builder(url)
+            .build()
+            .map(|_| ())
+            .unwrap_err()
+            .to_string();
+        assert!(!e.contains("s3cret"), "shows the password: {e}");
+    }
+    let url = "nats://alice:s3cret@127.0.0.1:4222";
+    let client = format!("{:?}", ClusterExecutor::builder(url));
+    let node = format!("{:?}", cf_pool_cluster::node::NodeBuilder::new(url));
+    assert!(!client.contains("s3cret"), "{client}");
+    assert!(!node.contains("s3cret"), "{node}");
+}
+
+/// A token holding a reserved character (`#`) that is not percent-encoded would end the
+/// credentials early and make the rest a host: it is refused, saying what to do, without
+/// showing the token.
+#[test]
+fn credentials_cut_short_by_a_reserved_character_are_refused() {
+    let e = ClusterExecutor::builder("nats://tok#en@127.0.0.1:1")
+        .build()
+        .map(|_| ())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("percent-encode"), "{e}");
+    assert!(
+        !e.contains("tok#en") && !e.contains("en@"),
+        "shows the token: {e}"
+    );
+}

@@ -635,9 +635,11 @@ pub(crate) fn export_all(
                     }
                 }
                 Err(e) => {
-                    let hint = if e.raw_os_error().is_some() {
-                        "; the system refused it, not the value (too many open files: close \
-                         some or raise `ulimit -n`)"
+                    let hint = if sys::out_of_descriptors(&e) {
+                        "; the system refused it, not the value: close descriptors or raise \
+                         `ulimit -n`"
+                    } else if e.raw_os_error().is_some() {
+                        "; the system refused it, not the value"
                     } else {
                         ""
                     };
@@ -971,8 +973,8 @@ impl FdStream {
         }
         match self.lost.front() {
             Some((at, why)) if own(at) => Next::Lost(format!(
-                "a buffer was lost in transit: this process could not take the descriptor it \
-                 came with ({why}); close descriptors or raise `ulimit -n`"
+                "a buffer was lost in transit: the system refused this process the descriptor \
+                 it came with ({why}); close descriptors or raise `ulimit -n`"
             )),
             _ => Next::Missing,
         }

@@ -127,6 +127,16 @@ pub(crate) use std::os::fd::OwnedFd as OwnedHandle;
 #[cfg(unix)]
 pub(crate) use std::os::unix::net::UnixStream as Stream;
 
+/// Whether `e` says this process (or the system) has no descriptor or handle left to give.
+pub(crate) fn out_of_descriptors(e: &std::io::Error) -> bool {
+    #[cfg(unix)]
+    let codes = [libc::EMFILE, libc::ENFILE];
+    // ERROR_TOO_MANY_OPEN_FILES.
+    #[cfg(windows)]
+    let codes = [4];
+    e.raw_os_error().is_some_and(|code| codes.contains(&code))
+}
+
 /// What one [`recv_with_fds`] brought: how many bytes, and, if descriptors sent with them did
 /// not all arrive (the kernel drops those this process cannot take, most often because it is
 /// out of descriptors), why, as far as can be told.
