@@ -70,6 +70,8 @@ pub(crate) struct Outgoing {
     pub(crate) code: i64,
     pub(crate) limit: Option<Duration>,
     pub(crate) argument: Encoded,
+    /// It travels through the object store ([`Stores::is_large`], decided once at submit).
+    pub(crate) large: bool,
 }
 
 #[derive(Default)]
@@ -156,6 +158,7 @@ impl Shared {
                 .carry(
                     format!("{}.{}.argument", self.client, out.task),
                     out.argument.clone(),
+                    out.large,
                 )
                 .await
             {

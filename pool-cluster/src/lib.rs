@@ -410,7 +410,7 @@ impl ClusterBuilder {
             let uploads = Arc::new(tokio::sync::Semaphore::new(2));
             while let Some(out) = rx.recv().await {
                 let publisher = Arc::clone(&publisher);
-                if publisher.stores.is_large(&out.argument) {
+                if out.large {
                     let permit = Arc::clone(&uploads).acquire_owned().await.ok();
                     tokio::spawn(async move {
                         publisher.publish(out).await;
@@ -691,6 +691,8 @@ impl ClusterExecutor {
                 return Ok(future);
             }
         };
+        // Decided once: the upload and the deletion after the result follow this answer.
+        let large = self.shared.stores.is_large(&argument);
         let task = {
             let mut state = self.shared.state.lock();
             if let Some(reason) = &state.broken {
@@ -709,7 +711,7 @@ impl ClusterExecutor {
                     completion: Box::new(promise),
                     node: None,
                     submitted: std::time::Instant::now(),
-                    large_argument: self.shared.stores.is_large(&argument),
+                    large_argument: large,
                 },
             );
             task
@@ -726,6 +728,7 @@ impl ClusterExecutor {
             code,
             limit: limit.or(self.task_timeout),
             argument,
+            large,
         });
         Ok(future)
     }

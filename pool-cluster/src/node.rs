@@ -530,14 +530,16 @@ impl Node {
         let (result_value, breaks_executor) =
             self.run(code, init, limit_ms, argument, delivery).await;
         let carried = match result_value {
-            Ok(encoded) => self
-                .stores
-                .carry(format!("{client}.{id}.result"), encoded)
-                .await
-                .map_err(|e| TaskError::Codec {
-                    stage: CodecStage::SerializeResult,
-                    message: format!("cannot store the result on the server: {e}"),
-                }),
+            Ok(encoded) => {
+                let large = self.stores.is_large(&encoded);
+                self.stores
+                    .carry(format!("{client}.{id}.result"), encoded, large)
+                    .await
+                    .map_err(|e| TaskError::Codec {
+                        stage: CodecStage::SerializeResult,
+                        message: format!("cannot store the result on the server: {e}"),
+                    })
+            }
             Err(e) => Err(e),
         };
         self.record(

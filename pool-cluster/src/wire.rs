@@ -334,14 +334,20 @@ impl Stores {
         size(payload) > self.limits().0
     }
 
-    /// Carries `payload` inline, or through the object store under `name` when large.
-    pub(crate) async fn carry(&self, name: String, payload: Encoded) -> Result<Carried, BoxError> {
-        let (inline_max, chunk) = self.limits();
-        let large = size(&payload) > inline_max;
+    /// Carries `payload` inline, or through the object store under `name` when `large` (as
+    /// [`Stores::is_large`] said once for it: whoever decides keeps the same answer, for the
+    /// upload and for deleting the object later).
+    pub(crate) async fn carry(
+        &self,
+        name: String,
+        payload: Encoded,
+        large: bool,
+    ) -> Result<Carried, BoxError> {
         let wire = Wire::from_encoded(payload);
         if !large {
             return Ok(Carried::Inline(wire));
         }
+        let (_, chunk) = self.limits();
         let bytes = postcard::to_allocvec(&wire)?;
         let meta = object_store::ObjectMetadata {
             name: name.clone(),

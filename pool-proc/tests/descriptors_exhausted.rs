@@ -69,13 +69,7 @@ fn a_pool_that_cannot_start_a_worker_fails_those_tasks_and_recovers() {
                 .build()
                 .unwrap();
             // No descriptor left: the worker's socket cannot be made.
-            for e in refused_then_recovered(&pool, NoNewDescriptors::new()) {
-                let TaskError::WorkerStartFailed { reason, .. } = &e else {
-                    panic!("expected WorkerStartFailed, got {e:?}");
-                };
-                assert!(reason.contains("os error 24"), "{reason}");
-                assert!(e.to_string().contains("not broken"), "{e}");
-            }
+            refused_then_recovered(&pool, NoNewDescriptors::new(), "os error 24");
         },
     );
 }

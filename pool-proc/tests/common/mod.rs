@@ -596,21 +596,28 @@ pub fn double(x: u64) -> u64 {
     x * 2
 }
 
-/// The errors of three tasks submitted to `pool` while `refused` lives (a guard under which the
-/// system refuses the pool a worker: no descriptors, no threads), after which the same pool
-/// must run tasks again.
-pub fn refused_then_recovered<G>(pool: &ProcessPoolExecutor, refused: G) -> Vec<TaskError> {
+/// Three tasks submitted to `pool` while `refused` lives (a guard under which the system
+/// refuses the pool a worker: no descriptors, no threads) fail with `WorkerStartFailed`, whose
+/// reason names `errno` (`os error 24`, say) and which says the pool is not broken; after
+/// `refused` is dropped, the same pool runs tasks again.
+pub fn refused_then_recovered<G>(pool: &ProcessPoolExecutor, refused: G, errno: &str) {
     let futures: Vec<_> = (0..3).map(|x| pool.submit(double, x).unwrap()).collect();
-    let errors = futures
+    let errors: Vec<_> = futures
         .iter()
         .map(|f| f.result_timeout(LIMIT).unwrap_err().clone())
         .collect();
     drop(refused);
+    for e in &errors {
+        let TaskError::WorkerStartFailed { reason, .. } = e else {
+            panic!("expected WorkerStartFailed, got {e:?}");
+        };
+        assert!(reason.contains(errno), "{reason}");
+        assert!(e.to_string().contains("not broken"), "{e}");
+    }
     let futures: Vec<_> = (0..4).map(|x| pool.submit(double, x).unwrap()).collect();
     for (x, f) in futures.iter().enumerate() {
         assert_eq!(f.result_timeout(LIMIT), Ok(&(2 * x as u64)), "task {x}");
     }
-    errors
 }
 
 /// A task: sleeps `ms`, then returns the worker's pid.
