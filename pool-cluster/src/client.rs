@@ -60,8 +60,9 @@ pub(crate) struct Pending {
     pub(crate) node: Option<String>,
     /// When it was submitted: it fails for want of a node only `node_timeout` after that.
     pub(crate) submitted: Instant,
-    /// Its argument travels through the object store (deleted once the result is read).
-    pub(crate) large_argument: bool,
+    /// The task as it was published, kept until its result is read: a server that lost its
+    /// store has lost the task too, and it is published again ([`Shared::renew`]).
+    pub(crate) outgoing: Arc<Outgoing>,
 }
 
 /// A task on its way to the server.
@@ -104,7 +105,13 @@ pub(crate) struct Shared {
     pub(crate) state: Mutex<State>,
     /// Signalled when `pending` becomes empty.
     pub(crate) idle: Condvar,
-    pub(crate) outgoing: mpsc::UnboundedSender<Outgoing>,
+    pub(crate) outgoing: mpsc::UnboundedSender<Arc<Outgoing>>,
+    /// The ack deadline this client set on its build's consumer, set again if the server
+    /// loses it.
+    pub(crate) ack_wait: Duration,
+    /// Bumped when the server has lost the pool's stream and buckets ([`Stores::keep`]): the
+    /// watches start again from the new, empty, buckets.
+    pub(crate) lost: tokio::sync::watch::Receiver<u64>,
 }
 
 impl Shared {
@@ -130,7 +137,7 @@ impl Shared {
 
     /// Publishes one task, retrying (same message id, so the server drops duplicates) until
     /// the server has it or nobody waits for it any more.
-    pub(crate) async fn publish(self: Arc<Self>, out: Outgoing) {
+    pub(crate) async fn publish(self: Arc<Self>, out: Arc<Outgoing>) {
         let Some(payload) = self.message(&out).await else {
             return;
         };
@@ -237,7 +244,7 @@ impl Shared {
     /// task or nobody waits for it any more.
     pub(crate) async fn settle(
         self: Arc<Self>,
-        out: Outgoing,
+        out: Arc<Outgoing>,
         payload: bytes::Bytes,
         first: Result<jetstream::context::PublishAckFuture, String>,
     ) {
@@ -261,12 +268,54 @@ impl Shared {
         }
     }
 
+    /// Redoes, each time the server has lost the pool's stream and buckets, what they held for
+    /// this client: the build's consumer, with this client's ack deadline, and every task
+    /// still waited for, published again in submission order (a large argument uploaded
+    /// again). Queued tasks were lost with the stream; running ones lost their claim and
+    /// would be lost if their node died, so they run again too, as after any redelivery
+    /// (a result is still recorded once, and the first one wins).
+    pub(crate) async fn renew(self: Arc<Self>) {
+        let mut lost = self.lost.clone();
+        while lost.changed().await.is_ok() {
+            let mut delay = Duration::from_millis(250);
+            while let Err(e) = self
+                .stores
+                .consumer(&self.names, &self.build, Some(self.ack_wait))
+                .await
+            {
+                log::debug!("cf-pool-cluster: cannot create the task consumer again yet: {e}");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(2));
+            }
+            let mut again: Vec<Arc<Outgoing>> = self
+                .state
+                .lock()
+                .pending
+                .values()
+                .map(|p| Arc::clone(&p.outgoing))
+                .collect();
+            again.sort_unstable_by_key(|out| out.task);
+            if !again.is_empty() {
+                log::warn!(
+                    "cf-pool-cluster: publishing {} unfinished task(s) again",
+                    again.len()
+                );
+            }
+            for out in again {
+                // The publisher drops the repeat of a task the server has (the message id).
+                let _ = self.outgoing.send(out);
+            }
+        }
+    }
+
     /// Follows this client's claims and results, for the executor's whole life. A watch that
     /// fails (the server went away) is opened again, with history, so nothing recorded in the
     /// meantime is missed; entries for tasks no longer pending are ignored.
     pub(crate) async fn watch_results(self: Arc<Self>) {
         let filter = format!("{}.>", self.client);
+        let mut lost = self.lost.clone();
         loop {
+            lost.mark_unchanged();
             // With history from the start too: a result recorded before this watch exists (a
             // fast task submitted right after `build`) is delivered, not missed.
             let mut watch = match self.stores.state.watch_with_history(&filter).await {
@@ -277,13 +326,19 @@ impl Shared {
                     continue;
                 }
             };
-            while let Some(entry) = watch.next().await {
-                match entry {
-                    Ok(entry) => Arc::clone(&self).on_entry(entry),
-                    Err(e) => {
-                        log::debug!("cf-pool-cluster: result watch failed: {e}");
-                        break;
-                    }
+            loop {
+                tokio::select! {
+                    entry = watch.next() => match entry {
+                        Some(Ok(entry)) => Arc::clone(&self).on_entry(entry),
+                        Some(Err(e)) => {
+                            log::debug!("cf-pool-cluster: result watch failed: {e}");
+                            break;
+                        }
+                        None => break,
+                    },
+                    // The bucket this watch followed is gone: what nodes record from now on
+                    // goes to a new one, whose entries the watch's position knows nothing of.
+                    Ok(()) = lost.changed() => break,
                 }
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -360,7 +415,7 @@ impl Shared {
                 let shared = Arc::clone(&self);
                 tokio::spawn(async move {
                     let mut blobs = Vec::new();
-                    if pending.large_argument {
+                    if pending.outgoing.large {
                         blobs.push(format!("{}.{task}.argument", shared.client));
                     }
                     let result = match outcome.result {
@@ -464,7 +519,12 @@ impl Shared {
         let mut last_seen = Instant::now();
         let mut offline_since = None;
         let mut announced = false;
+        let mut lost = self.lost.clone();
         loop {
+            if lost.has_changed().unwrap_or(false) {
+                lost.mark_unchanged();
+                announced = false;
+            }
             if !announced {
                 announced = self
                     .stores
@@ -494,6 +554,10 @@ impl Shared {
                         Some(Ok(_)) => {}
                         _ => break,
                     },
+                    Ok(()) = lost.changed() => {
+                        announced = false;
+                        break;
+                    }
                     _ = tick.tick() => self.check_alive(&alive, &mut last_seen, &mut offline_since),
                 }
             }

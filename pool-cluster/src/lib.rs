@@ -121,9 +121,19 @@
 //!   that much later; a client offline that long may miss a result and wait for it. Set
 //!   `result_ttl` above the longest backlog and the longest outage you expect.
 //! * **A server restarted without its store** (a container with no volume) has lost the
-//!   pool's stream and buckets, and the clients and nodes connected before do not create them
-//!   again: their tasks fail after `node_timeout`. Build new clients and restart the nodes, or
-//!   give the server a persistent store (`-sd`).
+//!   pool's stream and buckets, with the tasks queued, the claims and the results not yet
+//!   read. Clients and nodes check every 2 s that the stream they opened is still the
+//!   server's (by its creation time); the first to see it gone creates the stream and buckets
+//!   again. Each client then publishes every task it still waits for again, in submission
+//!   order (large arguments uploaded again) and watches the new buckets; nodes open their
+//!   consumer again. So nothing is lost, but a task that was running when the server went
+//!   may run twice (its first result recorded wins, as after any redelivery), and buckets
+//!   created again by a node keep records for the default `result_ttl` (1 h). A task
+//!   cancelled before the loss stays cancelled. To publish a task again, the client keeps its
+//!   encoded argument until its result is read (Python's process pool, too, keeps each work
+//!   item, arguments included, until it is done): what is in flight costs its arguments' size in the client's memory
+//!   (`map`'s `buffersize` bounds it). Give the server a persistent store (`-sd`) all the
+//!   same: a restart then costs nothing.
 //! * **Callbacks** of these futures run on the client's runtime threads (two); a done-callback
 //!   that blocks or runs long delays the completion of the client's other futures meanwhile
 //!   (Python's process pool completes futures on one thread too): keep callbacks short, or
@@ -388,7 +398,8 @@ impl ClusterBuilder {
                 }
             ))
         })?;
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Outgoing>();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Arc<Outgoing>>();
+        let (lost_tx, lost) = tokio::sync::watch::channel(0);
         let shared = Arc::new(Shared {
             names,
             client: client_id,
@@ -400,7 +411,16 @@ impl ClusterBuilder {
             state: Mutex::new(client::State::default()),
             idle: Condvar::new(),
             outgoing: tx,
+            ack_wait: self.ack_wait,
+            lost,
         });
+        runtime.spawn(
+            shared
+                .stores
+                .clone()
+                .keep(shared.names.clone(), self.result_ttl, lost_tx),
+        );
+        runtime.spawn(Arc::clone(&shared).renew());
         runtime.spawn(Arc::clone(&shared).watch_results());
         runtime.spawn(Arc::clone(&shared).watch_nodes());
         let publisher = Arc::clone(&shared);
@@ -693,7 +713,7 @@ impl ClusterExecutor {
         };
         // Decided once: the upload and the deletion after the result follow this answer.
         let large = self.shared.stores.is_large(&argument);
-        let task = {
+        let (task, outgoing) = {
             let mut state = self.shared.state.lock();
             if let Some(reason) = &state.broken {
                 return Err(SubmitError::Broken {
@@ -705,16 +725,23 @@ impl ClusterExecutor {
             }
             let task = state.next_task;
             state.next_task += 1;
+            let outgoing = Arc::new(Outgoing {
+                task,
+                code,
+                limit: limit.or(self.task_timeout),
+                argument,
+                large,
+            });
             state.pending.insert(
                 task,
                 Pending {
                     completion: Box::new(promise),
                     node: None,
                     submitted: std::time::Instant::now(),
-                    large_argument: large,
+                    outgoing: Arc::clone(&outgoing),
                 },
             );
-            task
+            (task, outgoing)
         };
         let shared = Arc::clone(&self.shared);
         let handle = self.handle().clone();
@@ -723,13 +750,7 @@ impl ClusterExecutor {
                 handle.spawn(shared.cancelled(task));
             }
         });
-        let _ = self.shared.outgoing.send(Outgoing {
-            task,
-            code,
-            limit: limit.or(self.task_timeout),
-            argument,
-            large,
-        });
+        let _ = self.shared.outgoing.send(outgoing);
         Ok(future)
     }
 

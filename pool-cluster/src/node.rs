@@ -258,12 +258,21 @@ async fn serve(
         workers: settings.workers,
         pools: Mutex::new(HashMap::new()),
     });
+    // A server restarted without its store comes back without the pool's stream and
+    // buckets: they are created again, and the consumer opened again (below).
+    let (lost_tx, mut lost) = tokio::sync::watch::channel(0);
+    tokio::spawn(
+        node.stores
+            .clone()
+            .keep(node.names.clone(), crate::DEFAULT_RESULT_TTL, lost_tx),
+    );
     tokio::spawn(heartbeat(Arc::clone(&node)));
-    tokio::spawn(watch_clients(Arc::clone(&node)));
+    tokio::spawn(watch_clients(Arc::clone(&node), lost.clone()));
     let slots = Arc::new(Semaphore::new(settings.workers));
     // Said once, when the first consumer is open: from then on this node takes tasks.
     let mut taking = false;
     loop {
+        lost.mark_unchanged();
         let mut consumer = match node.stores.consumer(&node.names, &node.build, None).await {
             Ok(c) => c,
             Err(e) => {
@@ -279,6 +288,9 @@ async fn serve(
         let mut ack_wait = consumer.cached_info().config.ack_wait;
         let mut refreshed = std::time::Instant::now();
         loop {
+            if lost.has_changed().unwrap_or(false) {
+                break;
+            }
             // A client may change the ack deadline (ClusterBuilder::ack_wait): follow it, so
             // progress acks come often enough.
             if refreshed.elapsed() >= Duration::from_secs(1) {
@@ -343,7 +355,9 @@ async fn serve(
                 }
             }
             if failed {
+                // Open the consumer again: the server may have lost it (and its stream).
                 tokio::time::sleep(Duration::from_millis(250)).await;
+                break;
             }
         }
     }
@@ -367,9 +381,10 @@ async fn heartbeat(node: Arc<Node>) {
 }
 
 /// Logs, once per client, that a client of another build will not have its tasks run here.
-async fn watch_clients(node: Arc<Node>) {
+async fn watch_clients(node: Arc<Node>, mut lost: tokio::sync::watch::Receiver<u64>) {
     let mut told = HashSet::new();
     loop {
+        lost.mark_unchanged();
         let mut watch = match node.stores.registry.watch_with_history("c.*").await {
             Ok(w) => w,
             Err(e) => {
@@ -378,7 +393,15 @@ async fn watch_clients(node: Arc<Node>) {
                 continue;
             }
         };
-        while let Some(Ok(entry)) = watch.next().await {
+        loop {
+            let entry = tokio::select! {
+                entry = watch.next() => entry,
+                // The registry was created again: this watch's position means nothing there.
+                Ok(()) = lost.changed() => break,
+            };
+            let Some(Ok(entry)) = entry else {
+                break;
+            };
             if entry.operation != kv::Operation::Put {
                 continue;
             }

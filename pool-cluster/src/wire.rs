@@ -28,6 +28,10 @@ pub(crate) const HEARTBEAT: Duration = Duration::from_secs(1);
 /// How long the server keeps a registry entry that is no longer refreshed.
 const REGISTRY_AGE: Duration = Duration::from_secs(60);
 
+/// How often a client and a node check that the server still has the pool's stream (see
+/// [`Stores::keep`]).
+const STORE_CHECK: Duration = Duration::from_secs(2);
+
 /// The names one pool uses on the server. `pool` is checked by [`Names::new`].
 #[derive(Debug, Clone)]
 pub(crate) struct Names {
@@ -278,6 +282,55 @@ impl Stores {
         })
     }
 
+    /// Checks every [`STORE_CHECK`] that the server still has the stream this `Stores` was
+    /// opened on, for as long as `lost` has a receiver. A server restarted without its store
+    /// (a container with no volume) has lost the stream, the buckets and the object store;
+    /// then this creates them again (the handles here name them, so they serve again as they
+    /// are) and bumps `lost`, so its owner can redo what the server forgot: a client publishes
+    /// its unfinished tasks again and watches anew, a node opens its consumer again.
+    ///
+    /// The stream's creation time tells the stream opened here from one created again by
+    /// another client or node, which comes up empty too. Only the server's word that the
+    /// stream is not there counts: an unanswered request or a server still recovering its
+    /// streams says nothing, and creating the stream then would hide the one it recovers.
+    pub(crate) async fn keep(
+        self,
+        names: Names,
+        result_ttl: Duration,
+        lost: tokio::sync::watch::Sender<u64>,
+    ) {
+        let mut known = self.stream.cached_info().created;
+        loop {
+            tokio::time::sleep(STORE_CHECK).await;
+            if lost.is_closed() {
+                return;
+            }
+            match self.js.get_stream(names.stream()).await {
+                Ok(stream) if stream.cached_info().created == known => continue,
+                Ok(_) => {}
+                Err(e) if is_not_found(&e) => {}
+                Err(e) => {
+                    log::debug!("cf-pool-cluster: cannot check the pool's stream: {e}");
+                    continue;
+                }
+            }
+            match Stores::open(self.js.clone(), &names, result_ttl).await {
+                Ok(renewed) => {
+                    log::warn!(
+                        "cf-pool-cluster: the server lost pool {}'s stream and buckets (restarted                          without its store?); they are created again, and what they held is                          being redone",
+                        names.pool
+                    );
+                    known = renewed.stream.cached_info().created;
+                    lost.send_modify(|generation| *generation += 1);
+                }
+                Err(e) => log::warn!(
+                    "cf-pool-cluster: the server lost pool {}'s stream; cannot create it again                      yet: {e}",
+                    names.pool
+                ),
+            }
+        }
+    }
+
     /// The consumer the nodes of `build` pull from, created if missing. With `ack_wait`
     /// (a client's setting), an existing consumer with another deadline is updated to it;
     /// without (a node), the consumer is taken as it is, or created with the default.
@@ -388,6 +441,15 @@ impl Stores {
         };
         Ok(wire.into_encoded())
     }
+}
+
+/// The server answered that the stream does not exist.
+fn is_not_found(e: &jetstream::context::GetStreamError) -> bool {
+    matches!(
+        e.kind(),
+        jetstream::context::GetStreamErrorKind::JetStream(e)
+            if e.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND
+    )
 }
 
 async fn open_kv(js: &jetstream::Context, config: kv::Config) -> Result<kv::Store, BoxError> {

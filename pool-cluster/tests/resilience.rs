@@ -218,6 +218,76 @@ fn server_restart_mid_run_loses_nothing() {
     }
     let after = cluster.executor.submit(triple, 1000).unwrap();
     assert_eq!(after.result_timeout(LIMIT), Ok(&3000));
+    // A server that kept its store is not taken for one that lost it (which would publish
+    // every unfinished task again).
+    for node in &cluster.nodes {
+        assert!(!node.log().contains("server lost pool"), "{}", node.log());
+    }
+}
+
+#[test]
+fn server_restarted_without_its_store_loses_nothing() {
+    let Some(mut cluster) = Cluster::start(&[2, 2], |b| b) else {
+        return;
+    };
+    let before: Vec<_> = (0..300)
+        .map(|i| cluster.executor.submit(slow_triple, i).unwrap())
+        .collect();
+    let start = Instant::now();
+    while before.iter().filter(|f| f.done()).count() < 20 {
+        assert!(start.elapsed() < LIMIT, "no progress before the restart");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // Arguments over the inline limit travel through the object store, which is lost too.
+    let large: Vec<_> = (0..4u8)
+        .map(|i| {
+            cluster
+                .executor
+                .submit(byte_sum, vec![i; 300 * 1024])
+                .unwrap()
+        })
+        .collect();
+    cluster.server.stop();
+    let during: Vec<_> = (300..400)
+        .map(|i| cluster.executor.submit(slow_triple, i).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    // The queue, the claims, the results recorded and the node registry are all gone: what
+    // was queued or running is published again, by the client that waits for it.
+    cluster.server.restart_empty();
+    for (i, f) in (0..).zip(before.iter().chain(&during)) {
+        assert_eq!(f.result_timeout(LIMIT), Ok(&(i * 3)), "task {i}");
+    }
+    for (i, f) in (0..).zip(&large) {
+        assert_eq!(
+            f.result_timeout(LIMIT),
+            Ok(&(i * 300 * 1024)),
+            "large task {i}"
+        );
+    }
+    let after = cluster.executor.submit(triple, 1000).unwrap();
+    assert_eq!(after.result_timeout(LIMIT), Ok(&3000));
+    assert!(
+        cluster
+            .nodes
+            .iter()
+            .any(|n| n.log().contains("server lost pool")),
+        "no node noticed the loss"
+    );
+    // A client built after the loss works with the nodes that saw it.
+    let late = ClusterExecutor::builder(&cluster.server.url())
+        .pool(&cluster.pool)
+        .node_timeout(LIMIT)
+        .build()
+        .unwrap();
+    assert_eq!(
+        late.submit(triple, 7).unwrap().result_timeout(LIMIT),
+        Ok(&21)
+    );
+}
+
+fn byte_sum(bytes: Vec<u8>) -> u64 {
+    bytes.iter().map(|&b| u64::from(b)).sum()
 }
 
 /// Writes `ran-{i}`: proof that a task ran at all.

@@ -151,6 +151,14 @@ impl Server {
         }
     }
 
+    /// Starts the server again on the same port with an empty store, as a server in a
+    /// container without a volume comes back: every stream and bucket is gone.
+    pub fn restart_empty(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(self.store.join("jetstream"));
+        self.restart();
+    }
+
     /// Starts the server again on the same port and store, and waits until it listens.
     pub fn restart(&mut self) {
         self.stop();
