@@ -471,14 +471,24 @@ impl Shared {
             {
                 Ok(_) => return true,
                 Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
-                    return matches!(
-                        self.stores
-                            .state
-                            .get(key.as_str())
-                            .await
-                            .map(|v| v.map(|b| from_bytes::<Claim>(&b, "claim").ok())),
-                        Ok(Some(Some(Claim::Cancelled)))
-                    );
+                    let Ok(Some(entry)) = self.stores.state.entry(key.as_str()).await else {
+                        return false;
+                    };
+                    match from_bytes::<Claim>(&entry.value, "claim") {
+                        Ok(Claim::Cancelled) => return true,
+                        // Given back by a node that could not run it: waiting for another
+                        // node, as unstarted as before its first claim. A node that claims it
+                        // meanwhile changes the revision, and this update fails.
+                        Ok(Claim::Refused { .. }) => {
+                            return self
+                                .stores
+                                .state
+                                .update(key.as_str(), to_bytes(&Claim::Cancelled), entry.revision)
+                                .await
+                                .is_ok();
+                        }
+                        _ => return false,
+                    }
                 }
                 Err(e) => {
                     log::debug!(

@@ -152,9 +152,11 @@
 //!
 //! Errors name the node where one is concerned: [`TaskError::NodeFailed`] is a failure of a
 //! node (or of having none), with the node's name (`host:pid:id`) and the deliveries where
-//! known; a node that cannot start its process pool, or a worker process in it (the machine
-//! is out of descriptors, processes or memory), fails the task it took that way too, naming
-//! what the machine refused, and takes tasks again once the cause is gone. The
+//! known. A node that cannot start its process pool, or a worker process in it (the machine
+//! is out of descriptors, processes or memory), gives the task back to the server for another
+//! node (after a second), pauses 2 s before it takes another in its place, and takes tasks
+//! again once the cause is gone; such deliveries count towards `max_deliveries`, and a task
+//! no node could run by then fails with `NodeFailed` naming what the last machine refused. The
 //! pids of [`TaskError::WorkerDied`] and [`TaskError::Timeout`] are pids on the node that ran
 //! the task; those variants have no field for a node, so the client logs such failures with
 //! the node's name (`warn` level).

@@ -53,6 +53,13 @@ const FETCH_SLACK: Duration = Duration::from_secs(4);
 /// The longest gap between two progress acks of a running task, whatever the deadline.
 const PROGRESS_AT_LEAST: Duration = Duration::from_millis(250);
 
+/// How long a task a node gave back waits on the server before it is delivered again.
+const GIVE_BACK_DELAY: Duration = Duration::from_secs(1);
+
+/// How long a node that gave a task back waits before it takes another in its place: longer
+/// than [`GIVE_BACK_DELAY`], so another node has the first chance at that task.
+const GIVE_BACK_PAUSE: Duration = Duration::from_secs(2);
+
 /// The environment variable [`run_if_requested`] looks at: the server URL.
 pub const NODE_ENV: &str = "CF_CLUSTER_NODE";
 /// Worker processes of a node started by [`run_if_requested`] (default: the CPU count).
@@ -473,19 +480,32 @@ impl Node {
         }
         if delivery > task.max_deliveries {
             let last = match self.stores.state.get(claim.as_str()).await {
-                Ok(Some(bytes)) => match from_bytes::<Claim>(&bytes, "claim") {
-                    Ok(Claim::Node { node, .. }) => Some(node),
-                    _ => None,
-                },
+                Ok(Some(bytes)) => from_bytes::<Claim>(&bytes, "claim").ok(),
                 _ => None,
             };
-            let reason = format!(
-                "no node finished it within max_deliveries ({}): the node that took it last \
-                 stopped answering (it died, or lost the server for longer than the ack \
-                 deadline), and the task is not run again; if the task itself brings its node \
-                 down, fix the task, otherwise raise max_deliveries",
-                task.max_deliveries
-            );
+            let (last, reason) = match last {
+                Some(Claim::Refused { node, reason, .. }) => (
+                    Some(node),
+                    format!(
+                        "no node could run it within max_deliveries ({}); the last one to \
+                         take it gave it back: {reason}",
+                        task.max_deliveries
+                    ),
+                ),
+                last => (
+                    match last {
+                        Some(Claim::Node { node, .. }) => Some(node),
+                        _ => None,
+                    },
+                    format!(
+                        "no node finished it within max_deliveries ({}): the node that took it \
+                         last stopped answering (it died, or lost the server for longer than \
+                         the ack deadline), and the task is not run again; if the task itself \
+                         brings its node down, fix the task, otherwise raise max_deliveries",
+                        task.max_deliveries
+                    ),
+                ),
+            };
             log::warn!(
                 "cf-pool-cluster node {}: task {} of client {} fails: it was delivered {} times, \
                  last to node {}: {reason}",
@@ -550,8 +570,14 @@ impl Node {
             argument,
             ..
         } = task;
-        let (result_value, breaks_executor) =
-            self.run(code, init, limit_ms, argument, delivery).await;
+        let (result_value, breaks_executor) = match self.run(code, init, limit_ms, argument).await {
+            Ok(ran) => ran,
+            Err(reason) => {
+                progress.abort();
+                self.give_back(message, &claim, delivery, reason).await;
+                return;
+            }
+        };
         let carried = match result_value {
             Ok(encoded) => {
                 let large = self.stores.is_large(&encoded);
@@ -590,6 +616,36 @@ impl Node {
         });
     }
 
+    /// Gives a task this node could not run back to the server, for another node (or this
+    /// one, once the cause is gone): the claim says why, in case it was the last delivery
+    /// allowed, and this node waits [`GIVE_BACK_PAUSE`] before it takes another task in its
+    /// place, so a node that cannot run anything does not take every task as it comes.
+    async fn give_back(
+        &self,
+        message: jetstream::Message,
+        claim: &str,
+        delivery: u32,
+        reason: String,
+    ) {
+        log::warn!(
+            "cf-pool-cluster node {}: giving back a task it cannot run: {reason}",
+            self.name
+        );
+        let refused = to_bytes(&Claim::Refused {
+            node: self.name.clone(),
+            delivery,
+            reason,
+        });
+        if let Err(e) = self.stores.state.put(claim, refused).await {
+            log::debug!("cf-pool-cluster node: cannot record giving back {claim}: {e}");
+        }
+        if let Err(e) = message.ack_with(AckKind::Nak(Some(GIVE_BACK_DELAY))).await {
+            // Delivered again after the ack deadline instead.
+            log::debug!("cf-pool-cluster node: cannot give back {claim}: {e}");
+        }
+        tokio::time::sleep(GIVE_BACK_PAUSE).await;
+    }
+
     /// Claims the task for this node: `Ok(false)` if it was cancelled (or another node holds
     /// this very delivery).
     async fn claim(&self, key: &str, delivery: u32) -> Result<bool, BoxError> {
@@ -609,8 +665,12 @@ impl Node {
             Claim::Cancelled => Ok(false),
             Claim::Node {
                 delivery: earlier, ..
+            }
+            | Claim::Refused {
+                delivery: earlier, ..
             } if earlier < delivery => {
-                // A redelivery: the earlier node died or went silent; take over.
+                // A redelivery: the earlier node died, went silent or gave the task back;
+                // take over.
                 Ok(self
                     .stores
                     .state
@@ -618,53 +678,43 @@ impl Node {
                     .await
                     .is_ok())
             }
-            Claim::Node { .. } => Ok(false),
+            Claim::Node { .. } | Claim::Refused { .. } => Ok(false),
         }
     }
 
     /// Runs the task on the local pool for its initializer: the encoded result, or the error,
     /// and whether the error means the local pool is broken (which breaks the client too: the
-    /// initializer fails the same way on every node of this build). A failure of this node
-    /// alone ([`TaskError::NodeFailed`]) does not break the client.
+    /// initializer fails the same way on every node of this build). `Err` says why this node
+    /// could not run it at all (its machine refused it a process pool or a worker), which is
+    /// no failure of the task: another node may run it ([`Node::give_back`]).
     async fn run(
         &self,
         code: i64,
         init: Option<i64>,
         limit_ms: Option<u64>,
         argument: crate::wire::Carried,
-        delivery: u32,
-    ) -> (Result<Encoded, TaskError>, bool) {
-        let node_failed = |reason: String| TaskError::NodeFailed {
-            node: Some(self.name.clone()),
-            deliveries: Some(delivery),
-            reason,
-        };
+    ) -> Result<(Result<Encoded, TaskError>, bool), String> {
         let argument = match self
             .stores
             .fetch(argument, CodecStage::DeserializeArgument)
             .await
         {
             Ok(a) => a,
-            Err(e) => return (Err(e), false),
+            Err(e) => return Ok((Err(e), false)),
         };
-        let pool = match self.pool(init) {
-            Ok(pool) => pool,
-            Err(reason) => return (Err(node_failed(reason)), false),
-        };
+        let pool = self.pool(init)?;
         let limit = limit_ms.map(Duration::from_millis);
         let future = match pool.submit_encoded(TaskCode::from_raw(code), argument, limit) {
             Ok(f) => f,
             Err(SubmitError::Broken { reason }) => {
                 self.drop_pool(init, &pool);
-                return (Err(TaskError::Broken { reason }), true);
+                return Ok((Err(TaskError::Broken { reason }), true));
             }
             Err(e) => {
-                return (
-                    Err(node_failed(format!(
-                        "its process pool refused the task ({e}); look at the node's log"
-                    ))),
-                    false,
-                )
+                return Err(format!(
+                    "node {}: its process pool refused the task ({e})",
+                    self.name
+                ))
             }
         };
         let (tx, rx) = tokio::sync::oneshot::channel();
@@ -683,15 +733,13 @@ impl Node {
         // This machine refused a worker process (descriptors, processes, memory): a failure of
         // this node, not of the task's code or of the client.
         if let Err(TaskError::WorkerStartFailed { reason }) = outcome {
-            return (
-                Err(node_failed(format!(
-                    "its process pool could not start a worker ({reason}); look at the node \
-                     machine's limits (open files, processes, memory)"
-                ))),
-                false,
-            );
+            return Err(format!(
+                "node {}: its process pool could not start a worker ({reason}); look at the \
+                 node machine's limits (open files, processes, memory)",
+                self.name
+            ));
         }
-        (outcome, broken)
+        Ok((outcome, broken))
     }
 
     fn pool(&self, init: Option<i64>) -> Result<Arc<ProcessPoolExecutor>, String> {
@@ -705,8 +753,9 @@ impl Node {
         }
         let pool = Arc::new(builder.build().map_err(|e| {
             format!(
-                "it cannot start its process pool ({e}); look at the node machine's limits \
-                 (processes, open files, memory)"
+                "node {}: it cannot start its process pool ({e}); look at the node machine's \
+                 limits (processes, open files, memory)",
+                self.name
             )
         })?);
         pools.insert(init, Arc::clone(&pool));

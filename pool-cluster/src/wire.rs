@@ -164,8 +164,18 @@ pub(crate) struct TaskMsg {
 /// Who runs a task (or that it was cancelled first): the first `create` of the claim key wins.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) enum Claim {
-    Node { node: String, delivery: u32 },
+    Node {
+        node: String,
+        delivery: u32,
+    },
     Cancelled,
+    /// The node that claimed this delivery could not run it (its machine refused it a worker
+    /// process, say) and gave it back to the server for another node.
+    Refused {
+        node: String,
+        delivery: u32,
+        reason: String,
+    },
 }
 
 /// A task's outcome, recorded once under its result key.

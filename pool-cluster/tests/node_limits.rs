@@ -1,6 +1,7 @@
 //! A node whose machine refuses it a worker process (here: no descriptor left for the worker's
-//! socket) fails the task as a failure of that node, `NodeFailed`, naming the cause; the client
-//! is not broken, and the node runs tasks again once the cause is gone.
+//! socket) gives the task back for another node; when no node can run it within
+//! `max_deliveries`, it fails as a failure of the node, `NodeFailed`, naming the cause. The
+//! client is not broken, and the node runs tasks again once the cause is gone.
 #![cfg(target_os = "linux")]
 #![allow(unsafe_code)] // the test sets a node's descriptor limit with prlimit
 
@@ -86,8 +87,29 @@ fn a_node_that_cannot_start_a_worker_fails_the_task_as_its_own_failure() {
         panic!("expected NodeFailed naming the node, got {outcome:?}");
     };
     assert!(reason.contains("could not start a worker"), "{e}");
+    assert!(reason.contains("no node could run it"), "{e}");
     assert!(reason.contains("os error 24"), "{e}");
     // Neither the client nor the node is broken: with descriptors again, the task runs.
     let f = cluster.executor.submit(triple, 2).unwrap();
     assert_eq!(f.result_timeout(LIMIT), Ok(&6));
+}
+
+#[test]
+fn a_task_a_node_cannot_start_runs_on_another_node() {
+    // Deliveries to spare: this node may take a task back more than once before the second
+    // node has started.
+    let Some(mut cluster) = Cluster::start(&[1], |b| b.max_deliveries(20)) else {
+        return;
+    };
+    let node = cluster.nodes[0].pid();
+    let old = set_soft_limit(node, lowest_free_descriptor(node));
+    let futures: Vec<_> = (0..4)
+        .map(|i| cluster.executor.submit(triple, i).unwrap())
+        .collect();
+    cluster.nodes[0].wait_log("giving back a task it cannot run");
+    cluster.add_node(1);
+    for (i, f) in (0..).zip(&futures) {
+        assert_eq!(f.result_timeout(LIMIT), Ok(&(i * 3)), "task {i}");
+    }
+    set_soft_limit(node, old);
 }
