@@ -410,6 +410,13 @@ impl Shared {
                     );
                 }
                 let Some(pending) = self.take(task) else {
+                    // Nobody waits for it (cancelled after a node took it, or failed here for
+                    // want of a node): no need to keep it until the bucket's age limit.
+                    let mut blobs = vec![format!("{}.{task}.argument", self.client)];
+                    if let Ok(Carried::Blob(name)) = outcome.result {
+                        blobs.push(name);
+                    }
+                    tokio::spawn(async move { self.forget(task, blobs).await });
                     return;
                 };
                 let shared = Arc::clone(&self);
@@ -432,23 +439,27 @@ impl Shared {
                     };
                     pending.completion.finish(result);
                     shared.completed(1);
-                    // Read: the record and the payloads need not wait for the bucket's age
-                    // limit (under load they would fill the server's store within the hour).
-                    // The record becomes an empty mark, which keeps the key, so a duplicate run
-                    // still cannot record a second outcome; a duplicate that still needs the
-                    // argument fails its fetch, and its result is refused anyway.
-                    let key = result_key(&shared.client, task);
-                    if let Err(e) = shared.stores.state.put(key, bytes::Bytes::new()).await {
-                        log::debug!("cf-pool-cluster: cannot clear the result of task {task}: {e}");
-                    }
-                    for name in blobs {
-                        if let Err(e) = shared.stores.blobs.delete(name.as_str()).await {
-                            log::debug!("cf-pool-cluster: cannot delete payload {name}: {e}");
-                        }
-                    }
+                    shared.forget(task, blobs).await;
                 });
             }
             _ => {}
+        }
+    }
+
+    /// Clears the outcome of a task read (or that nobody waits for) and deletes its payloads
+    /// in the object store: they need not wait for the bucket's age limit (under load they
+    /// would fill the server's store within the hour). The record becomes an empty mark, which
+    /// keeps the key, so a duplicate run still cannot record a second outcome; a duplicate
+    /// that still needs the argument fails its fetch, and its result is refused anyway.
+    async fn forget(&self, task: u64, blobs: Vec<String>) {
+        let key = result_key(&self.client, task);
+        if let Err(e) = self.stores.state.put(key, bytes::Bytes::new()).await {
+            log::debug!("cf-pool-cluster: cannot clear the result of task {task}: {e}");
+        }
+        for name in blobs {
+            if let Err(e) = self.stores.blobs.delete(name.as_str()).await {
+                log::debug!("cf-pool-cluster: cannot delete payload {name}: {e}");
+            }
         }
     }
 
@@ -511,9 +522,17 @@ impl Shared {
 
     /// A future was cancelled by its user: make sure no node starts it.
     pub(crate) async fn cancelled(self: Arc<Self>, task: u64) {
-        if self.take(task).is_some() {
-            self.completed(1);
-            let _ = self.cancel_remote(task).await;
+        let Some(pending) = self.take(task) else {
+            return;
+        };
+        self.completed(1);
+        // No node will run it: its argument in the object store is not needed any more. (If a
+        // node took it first, its argument goes with its outcome, which nobody reads.)
+        if self.cancel_remote(task).await && pending.outgoing.large {
+            let name = format!("{}.{task}.argument", self.client);
+            if let Err(e) = self.stores.blobs.delete(name.as_str()).await {
+                log::debug!("cf-pool-cluster: cannot delete payload {name}: {e}");
+            }
         }
     }
 

@@ -65,6 +65,10 @@
 //!   which fails if a duplicate run recorded one first; the client completes each future
 //!   exactly once. Records are kept for [`ClusterBuilder::result_ttl`] (default 1 h); a duplicate
 //!   finishing later than that is not recognised (its result is still ignored by the client).
+//!   Payloads are not kept that long: once the client has read an outcome (or sees one nobody
+//!   waits for, of a task cancelled after a node took it), the record is cut to an empty mark
+//!   and the task's payloads in the object store are deleted; a task cancelled before any
+//!   node took it has its large argument deleted at once.
 //! * **Maximum deliveries**: a task delivered more than [`ClusterBuilder::max_deliveries`] times
 //!   (default 3) fails with [`TaskError::NodeFailed`] naming the node that took it last and the
 //!   deliveries, instead of running again (a task that kills its whole node would otherwise take

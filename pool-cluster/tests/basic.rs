@@ -360,3 +360,63 @@ fn payloads_fit_a_server_with_a_small_message_limit() {
     drop(executor);
     drop((node, server));
 }
+
+/// Bytes the server's JetStream holds, in every stream of its account.
+fn stored_bytes(url: &str) -> u64 {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let client = async_nats::connect(url).await.expect("connect");
+        let js = async_nats::jetstream::new(client);
+        js.query_account().await.expect("account info").storage
+    })
+}
+
+/// Waits (at most [`LIMIT`]) until `done` holds for what the server stores.
+fn wait_stored(url: &str, what: &str, done: impl Fn(u64) -> bool) {
+    let start = std::time::Instant::now();
+    loop {
+        let stored = stored_bytes(url);
+        if done(stored) {
+            return;
+        }
+        assert!(
+            start.elapsed() < LIMIT,
+            "{what}: the server stores {stored} bytes"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+/// A task cancelled before any node took it leaves nothing of its large argument on the
+/// server: the argument is deleted at once, not kept until the pool's `result_ttl` (1 h).
+#[test]
+fn a_cancelled_task_leaves_no_argument_on_the_server() {
+    let Some((executor, node, server)) = on_server("", |b| b) else {
+        return;
+    };
+    // The node's only worker is busy: the next task stays queued on the server.
+    let busy = executor.submit(nap, 2_000).unwrap();
+    let start = std::time::Instant::now();
+    while !busy.running() {
+        assert!(start.elapsed() < LIMIT, "the first task never started");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let big = executor
+        .submit(echo_bytes, serde_bytes::ByteBuf::from(vec![7u8; 20 << 20]))
+        .unwrap();
+    wait_stored(
+        &server.url(),
+        "the argument never reached the server",
+        |n| n >= 20 << 20,
+    );
+    assert!(big.cancel(), "a queued task is cancelled");
+    wait_stored(&server.url(), "the cancelled task's argument stayed", |n| {
+        n < 10 << 20
+    });
+    assert_eq!(busy.result_timeout(LIMIT), Ok(&2_000));
+    drop(executor);
+    drop((node, server));
+}
