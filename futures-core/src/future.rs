@@ -49,9 +49,7 @@ use std::sync::OnceLock;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use crate::error::{
-    drop_logging_panic, drop_panic_payload, panic_message, InvalidStateError, TaskError,
-};
+use crate::error::{drop_panic_payload, panic_message, InvalidStateError, TaskError};
 use crate::primitive::{yield_now, Arc, AtomicU32, Condvar, Mutex, Ordering};
 use crate::spin;
 use crate::waiter::Waiter;
@@ -1149,7 +1147,7 @@ where
     /// caught and logged, so the future is still completed (cancelled, or failed) after.
     fn clear(&self) {
         let step = self.take_step();
-        drop_logging_panic(step, "a task that will not run (its closure's captures)");
+        crate::error::drop_logging_panic(step, "a task that will not run (its closure's captures)");
     }
 
     /// Takes the step out, leaving `Ran(None)`.
