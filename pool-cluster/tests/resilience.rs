@@ -193,11 +193,11 @@ fn too_many_deliveries_fail_naming_the_node() {
     assert_eq!(g.result_timeout(LIMIT), Ok(&15));
 }
 
-#[test]
-fn server_restart_mid_run_loses_nothing() {
-    let Some(mut cluster) = Cluster::start(&[2, 2], |b| b) else {
-        return;
-    };
+/// Tasks queued, running, with large arguments, and submitted while the server is away, with
+/// the server restarted on its store or on an empty one (`empty`): every one completes with
+/// its result, and so does one submitted after.
+fn restart_mid_run(empty: bool) -> Option<Cluster> {
+    let mut cluster = Cluster::start(&[2, 2], |b| b)?;
     let before: Vec<_> = (0..300)
         .map(|i| cluster.executor.submit(slow_triple, i).unwrap())
         .collect();
@@ -206,39 +206,7 @@ fn server_restart_mid_run_loses_nothing() {
         assert!(start.elapsed() < LIMIT, "no progress before the restart");
         std::thread::sleep(Duration::from_millis(5));
     }
-    cluster.server.stop();
-    // Submitting while the server is away works: the tasks are published when it is back.
-    let during: Vec<_> = (300..400)
-        .map(|i| cluster.executor.submit(slow_triple, i).unwrap())
-        .collect();
-    std::thread::sleep(Duration::from_millis(500));
-    cluster.server.restart();
-    for (i, f) in (0..).zip(before.iter().chain(&during)) {
-        assert_eq!(f.result_timeout(LIMIT), Ok(&(i * 3)), "task {i}");
-    }
-    let after = cluster.executor.submit(triple, 1000).unwrap();
-    assert_eq!(after.result_timeout(LIMIT), Ok(&3000));
-    // A server that kept its store is not taken for one that lost it (which would publish
-    // every unfinished task again).
-    for node in &cluster.nodes {
-        assert!(!node.log().contains("server lost pool"), "{}", node.log());
-    }
-}
-
-#[test]
-fn server_restarted_without_its_store_loses_nothing() {
-    let Some(mut cluster) = Cluster::start(&[2, 2], |b| b) else {
-        return;
-    };
-    let before: Vec<_> = (0..300)
-        .map(|i| cluster.executor.submit(slow_triple, i).unwrap())
-        .collect();
-    let start = Instant::now();
-    while before.iter().filter(|f| f.done()).count() < 20 {
-        assert!(start.elapsed() < LIMIT, "no progress before the restart");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    // Arguments over the inline limit travel through the object store, which is lost too.
+    // Arguments over the inline limit travel through the object store.
     let large: Vec<_> = (0..4u8)
         .map(|i| {
             cluster
@@ -248,13 +216,18 @@ fn server_restarted_without_its_store_loses_nothing() {
         })
         .collect();
     cluster.server.stop();
+    // Submitting while the server is away works: the tasks are published when it is back.
     let during: Vec<_> = (300..400)
         .map(|i| cluster.executor.submit(slow_triple, i).unwrap())
         .collect();
     std::thread::sleep(Duration::from_millis(500));
-    // The queue, the claims, the results recorded and the node registry are all gone: what
-    // was queued or running is published again, by the client that waits for it.
-    cluster.server.restart_empty();
+    if empty {
+        // The queue, the claims, the results recorded and the node registry are all gone:
+        // what was queued or running is published again, by the client that waits for it.
+        cluster.server.restart_empty();
+    } else {
+        cluster.server.restart();
+    }
     for (i, f) in (0..).zip(before.iter().chain(&during)) {
         assert_eq!(f.result_timeout(LIMIT), Ok(&(i * 3)), "task {i}");
     }
@@ -267,6 +240,26 @@ fn server_restarted_without_its_store_loses_nothing() {
     }
     let after = cluster.executor.submit(triple, 1000).unwrap();
     assert_eq!(after.result_timeout(LIMIT), Ok(&3000));
+    Some(cluster)
+}
+
+#[test]
+fn server_restart_mid_run_loses_nothing() {
+    let Some(cluster) = restart_mid_run(false) else {
+        return;
+    };
+    // A server that kept its store is not taken for one that lost it (which would publish
+    // every unfinished task again).
+    for node in &cluster.nodes {
+        assert!(!node.log().contains("server lost pool"), "{}", node.log());
+    }
+}
+
+#[test]
+fn server_restarted_without_its_store_loses_nothing() {
+    let Some(cluster) = restart_mid_run(true) else {
+        return;
+    };
     assert!(
         cluster
             .nodes
