@@ -21,7 +21,9 @@
 //!   ([`map_drop_cancels_unstarted`]); without `buffersize` every input is submitted at once
 //!   ([`map_without_buffersize_submits_everything`]); with it, output stays ordered, an infinite
 //!   input works, and exactly `buffersize` inputs are taken ahead ([`map_buffersize_ordered`],
-//!   [`map_buffersize_infinite_input`], [`map_buffersize_bounds_lookahead`]); `chunksize = 0`
+//!   [`map_buffersize_infinite_input`], [`map_buffersize_bounds_lookahead`]), and an input that
+//!   panics ends the map, cancelling what is in flight ([`map_input_panic_ends_the_map`]);
+//!   `chunksize = 0`
 //!   and `buffersize = 0` are refused before anything runs ([`map_invalid_arguments`]);
 //!   batched items complete one by one, a failing item failing only itself
 //!   ([`submit_batch_items_complete_individually`]).
@@ -39,7 +41,9 @@
 //!   reason ([`failing_initializer_breaks_executor`]).
 //! * **Failures**: a panicking task fails its own future with `Panicked` and its message, and
 //!   the worker lives on ([`panic_becomes_panicked`]); its location and backtrace are those of
-//!   the panic that failed it, never of one a task caught itself ([`panic_after_caught_panic`]).
+//!   the panic that failed it, never of one a task caught itself ([`panic_after_caught_panic`]);
+//!   an async waker that panics when its future completes is contained, the done-callbacks
+//!   still run and the executor goes on ([`panicking_waker_is_contained`]).
 //! * **Bulk bytes** (not in Python; pickle protocol 5's out-of-band buffers are the nearest):
 //!   [`Buffer`] payloads of every size arrive intact both ways ([`buffers_round_trip`]), and so
 //!   do byte strings as serde writes them (`serde_bytes`), which a process pool also sends out
@@ -151,6 +155,7 @@ macro_rules! conformance_tests {
             map_buffersize_ordered,
             map_buffersize_infinite_input,
             map_buffersize_bounds_lookahead,
+            map_input_panic_ends_the_map,
             map_invalid_arguments,
             map_empty_input,
             map_without_buffersize_submits_everything,
@@ -168,6 +173,7 @@ macro_rules! conformance_tests {
             failing_initializer_breaks_executor,
             panic_becomes_panicked,
             panic_after_caught_panic,
+            panicking_waker_is_contained,
             generic_function,
             buffers_round_trip,
             byte_strings_round_trip,
@@ -532,6 +538,33 @@ pub fn map_buffersize_infinite_input<E: Executor + 'static>(make: impl Fn(Config
             .collect();
         assert_eq!(got, Ok(expected.clone()), "buffersize {buffersize}");
     }
+}
+
+/// An input iterator that panics while the map takes more of it ends the map: the panic
+/// reaches the caller, what is in flight is cancelled, and the map yields nothing after.
+/// (3.14 `executor.py`: the `buffersize` generator, which takes the next input before it
+/// yields each result and ends when the input raises.)
+pub fn map_input_panic_ends_the_map<E: Executor + 'static>(make: impl Fn(Config) -> E) {
+    let ex = make(Config::new(2));
+    let inputs = (0..).inspect(|&i: &i64| assert!(i != 5, "the input fails at 5"));
+    let mut it = ex
+        .map(square, inputs, limited().buffersize(2))
+        .expect("map");
+    let mut got = Vec::new();
+    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        for r in it.by_ref() {
+            got.push(r);
+        }
+    }));
+    let payload = caught.expect_err("the input's panic reaches the caller");
+    assert_eq!(
+        crate::panic_message(payload.as_ref()),
+        "the input fails at 5"
+    );
+    // Each result is yielded after the next input is taken: the fourth never is.
+    assert_eq!(got, [Ok(0), Ok(1), Ok(4)]);
+    assert_eq!(it.next(), None, "the map ended");
+    assert_eq!(it.next(), None, "the map stays ended");
 }
 
 /// The call consumes exactly `buffersize` inputs (chunks) before the first `next()`, and one
@@ -1029,6 +1062,47 @@ pub fn panic_after_caught_panic<E: Executor + 'static>(make: impl Fn(Config) -> 
             other => panic!("expected Panicked, got {other:?}"),
         }
     }
+}
+
+struct PanickingWaker;
+
+impl std::task::Wake for PanickingWaker {
+    fn wake(self: Arc<Self>) {
+        panic!("this waker's executor is gone");
+    }
+}
+
+/// An async runtime's waker that panics when its future completes (its executor gone, say)
+/// is contained: the future completes, its done-callbacks run, and the executor goes on and
+/// drops. (Not in Python, which has no wakers; it logs a done-callback's exception the same
+/// way.)
+pub fn panicking_waker_is_contained<E: Executor + 'static>(make: impl Fn(Config) -> E) {
+    use std::future::Future as _;
+    let ex = make(Config::new(1));
+    let gate = Gate::new("panicking_waker");
+    let mut f = ex.submit(gated, gate.arg(0)).expect("submit");
+    let waker = std::task::Waker::from(Arc::new(PanickingWaker));
+    let polled = std::pin::Pin::new(&mut f).poll(&mut std::task::Context::from_waker(&waker));
+    assert!(polled.is_pending(), "the gated task is still running");
+    let (tx, rx) = mpsc::channel();
+    f.add_done_callback(move |_| {
+        let _ = tx.send(());
+    });
+    gate.release();
+    rx.recv_timeout(LIMIT)
+        .expect("the done callback did not run after the waker panicked");
+    assert!(f.result_timeout(LIMIT).is_ok(), "{f:?}");
+    let g = ex
+        .submit(square, 7)
+        .expect("submit after the waker panicked");
+    assert_eq!(g.result_timeout(LIMIT), Ok(&49));
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        drop(ex);
+        let _ = tx.send(());
+    });
+    rx.recv_timeout(LIMIT)
+        .expect("dropping the executor did not return");
 }
 
 /// A library function generic over `E: Executor` runs on the backend.

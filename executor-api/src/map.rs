@@ -2,6 +2,7 @@
 
 use std::collections::VecDeque;
 use std::fmt;
+use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::time::{Duration, Instant};
 
 use cf_futures_core::{Future, TaskError};
@@ -164,7 +165,17 @@ impl<'a, R> Map<'a, R> {
             return;
         };
         while self.pending.len() < self.capacity {
-            match refill() {
+            // The input iterator is the caller's code. If it panics, the map ends, as a Python
+            // `map` ends when its input raises: what is in flight is cancelled, and the panic
+            // goes on to the caller (a later `next` yields nothing).
+            let refilled = match catch_unwind(AssertUnwindSafe(&mut *refill)) {
+                Ok(refilled) => refilled,
+                Err(payload) => {
+                    self.finish();
+                    resume_unwind(payload);
+                }
+            };
+            match refilled {
                 Ok(Some(unit)) => self.pending.push_back(unit),
                 Ok(None) => {
                     self.refill = None;

@@ -925,7 +925,17 @@ fn complete_inner<T>(
         waiter.fire(key);
     }
     for (_, waker) in wakers {
-        waker.wake();
+        // A waker is an async runtime's code, and this is often a pool's own thread: one
+        // that panics (its executor gone, say) must not unwind into it (a pool thread that
+        // dies leaves the futures it serves pending), nor stop the done-callbacks.
+        if let Err(payload) = catch_unwind(AssertUnwindSafe(|| waker.wake())) {
+            guarded!(error!(
+                "a waker panicked when its future completed: {}; the future's other wakers and \
+                 its done callbacks still run",
+                panic_message(payload.as_ref())
+            ));
+            drop_panic_payload(payload);
+        }
     }
     if !callbacks.is_empty() {
         let future = Future::from_arc(Arc::clone(inner));
@@ -1030,7 +1040,9 @@ impl<T> fmt::Debug for Promise<T> {
 /// Each awaited handle leaves one waker with the future while it is pending (the latest task
 /// that polled it), and takes it back when dropped: an await given up (a `tokio::time::timeout`
 /// that fired, a `select!` branch not taken) leaves nothing behind, however often it happens
-/// before the task completes.
+/// before the task completes. The wakers are woken in the thread that completes the future
+/// (often a pool's own), before the done-callbacks; a waker that panics there (its runtime
+/// gone, say) is caught and logged (`log::error!`), as a callback is.
 ///
 /// # Examples
 ///

@@ -69,6 +69,7 @@ scenarios!(two_nodes:
     map_buffersize_ordered,
     map_buffersize_infinite_input,
     map_buffersize_bounds_lookahead,
+    map_input_panic_ends_the_map,
     map_invalid_arguments,
     map_empty_input,
     map_without_buffersize_submits_everything,
@@ -84,6 +85,7 @@ scenarios!(two_nodes:
     initializer_state_visible,
     failing_initializer_breaks_executor,
     panic_becomes_panicked,
+    panicking_waker_is_contained,
     generic_function,
     buffers_round_trip,
 );
