@@ -143,7 +143,9 @@ pub enum TaskError {
     },
     /// An argument or result could not be serialized or deserialized, or its bytes could not be
     /// moved (a large buffer the system refused shared memory or a descriptor for: the message
-    /// then says "the system refused" or names the system's error, `(os error N)`).
+    /// then says "the system refused" or names the system's error, `(os error N)`; a cluster's
+    /// server that refused to store a payload, or did not give one back: "the server refused",
+    /// "from the object store").
     #[error("{}", codec_message(*stage, message))]
     Codec {
         /// Which of the four crossings failed.
@@ -215,10 +217,16 @@ fn timeout_message(after: Duration, killed_worker: Option<u32>) -> String {
 }
 
 /// A codec failure, with a hint at the usual cause when the message is the value's (a message
-/// that names an operating system error, or says the system refused something, is about the
-/// transport, not the type).
+/// that names an operating system error, says the system or a cluster's server refused
+/// something, or is about a cluster's object store, is about the transport, not the type).
 fn codec_message(stage: CodecStage, message: &str) -> String {
-    if message.contains("(os error ") || message.contains("the system refused") {
+    const TRANSPORT: [&str; 4] = [
+        "(os error ",
+        "the system refused",
+        "the server refused",
+        "from the object store",
+    ];
+    if TRANSPORT.iter().any(|t| message.contains(t)) {
         format!("could not {stage}: {message}")
     } else {
         format!(

@@ -213,4 +213,17 @@ fn codec_errors_blame_the_type_only_when_the_system_did_not_refuse() {
     };
     let text = refused.to_string();
     assert!(!text.contains("Serialize and Deserialize"), "{text}");
+    // A cluster's server that refused a payload, or did not give one back.
+    for message in [
+        "the server refused to store the result 8 times (its JetStream storage may be full): \
+         no stream found for given subject",
+        "cannot read payload c.1.argument from the object store: the server sent nothing for 30s",
+    ] {
+        let by_server = TaskError::Codec {
+            stage: CodecStage::SerializeResult,
+            message: message.into(),
+        };
+        let text = by_server.to_string();
+        assert!(!text.contains("Serialize and Deserialize"), "{text}");
+    }
 }

@@ -24,9 +24,12 @@ const CLAIM_REFUSALS: u32 = 5;
 /// fails (see [`Shared::message`]).
 const UPLOAD_REFUSALS: u32 = 5;
 
+/// How many times the client tries to read a result the server does not give at once.
+const FETCH_TRIES: u32 = 6;
+
 use crate::wire::{
-    claim_key, from_bytes, result_key, to_bytes, Carried, Claim, ClientInfo, Names, NodeInfo,
-    Outcome, Stores, TaskMsg,
+    claim_key, from_bytes, result_key, to_bytes, Carried, Claim, ClientInfo, Fetch, Names,
+    NodeInfo, Outcome, Stores, TaskMsg,
 };
 
 /// A waiting future, with its result type erased.
@@ -166,6 +169,7 @@ impl Shared {
                     format!("{}.{}.argument", self.client, out.task),
                     out.argument.clone(),
                     out.large,
+                    1,
                 )
                 .await
             {
@@ -430,10 +434,7 @@ impl Shared {
                             if let Carried::Blob(name) = &carried {
                                 blobs.push(name.clone());
                             }
-                            shared
-                                .stores
-                                .fetch(carried, CodecStage::DeserializeResult)
-                                .await
+                            shared.fetch_result(carried).await
                         }
                         Err(e) => Err(e),
                     };
@@ -443,6 +444,34 @@ impl Shared {
                 });
             }
             _ => {}
+        }
+    }
+
+    /// The result a node recorded, read again a few times (over about 8 s) if the server does
+    /// not give it at first (it restarts, say): the task ran, and its result is not given up
+    /// lightly.
+    async fn fetch_result(&self, carried: Carried) -> Result<Encoded, TaskError> {
+        let stage = CodecStage::DeserializeResult;
+        let Carried::Blob(name) = carried else {
+            return self
+                .stores
+                .fetch(carried, stage)
+                .await
+                .map_err(Fetch::into_error);
+        };
+        let mut pause = Duration::from_millis(250);
+        let mut tries = 1;
+        loop {
+            match self.stores.fetch(Carried::Blob(name.clone()), stage).await {
+                Ok(encoded) => return Ok(encoded),
+                Err(Fetch::Unavailable(e)) if tries < FETCH_TRIES => {
+                    log::debug!("cf-pool-cluster: reading a result failed, trying again: {e}");
+                    tries += 1;
+                    tokio::time::sleep(pause).await;
+                    pause *= 2;
+                }
+                Err(e) => return Err(e.into_error()),
+            }
         }
     }
 

@@ -96,7 +96,12 @@
 //! * **Losing the server**: the client and nodes reconnect on their own. Tasks submitted
 //!   meanwhile are published when the server is back; results recorded meanwhile are read then.
 //!   Futures survive; work goes on. Stream and buckets are file-backed, so a server restarted
-//!   on the same store loses nothing.
+//!   on the same store loses nothing. A node that cannot read a task's large argument from
+//!   the server (it restarts, or sends nothing for 30 s) gives the task back for another
+//!   delivery; a large result the server refuses is stored again (8 tries while connected,
+//!   about 16 s) before the task fails with `Codec`; the client reads a large result again
+//!   (6 tries) before it gives up; `build` asks a server that refuses connections again until
+//!   its connect timeout.
 //! * **No node of this build**: a task for which no node of this build has been alive during
 //!   the last [`ClusterBuilder::node_timeout`] (default 30 s) of its wait fails with
 //!   [`TaskError::NodeFailed`] saying so and listing the nodes of other builds the client sees
@@ -275,7 +280,8 @@ impl ClusterBuilder {
         self
     }
 
-    /// How long `build` waits for the server (default 10 s).
+    /// How long `build` waits for the server (default 10 s): a server that refuses the
+    /// connection (not started yet, restarting) is asked again until then.
     #[must_use]
     pub fn connect_timeout(mut self, d: Duration) -> Self {
         self.connect_timeout = d;
@@ -366,16 +372,38 @@ impl ClusterBuilder {
         let url = server.clone();
         let stores = off_any_runtime(|| {
             runtime.block_on(async {
-                let connect = url
-                    .authenticate(async_nats::ConnectOptions::new())
-                    .name(format!("cf client {client_id}"))
-                    .connection_timeout(self.connect_timeout)
-                    .event_callback(|event| async move { log_connection_event("", &event) })
-                    .connect(url.connect());
-                let client = tokio::time::timeout(self.connect_timeout, connect)
-                    .await
-                    .map_err(|_| format!("no answer within {:?}", self.connect_timeout))?
-                    .map_err(|e| e.to_string())?;
+                let deadline = tokio::time::Instant::now() + self.connect_timeout;
+                let client = loop {
+                    let connect = url
+                        .authenticate(async_nats::ConnectOptions::new())
+                        .name(format!("cf client {client_id}"))
+                        .connection_timeout(self.connect_timeout)
+                        .event_callback(|event| async move { log_connection_event("", &event) })
+                        .connect(url.connect());
+                    match tokio::time::timeout_at(deadline, connect).await {
+                        Err(_) => {
+                            return Err(format!("no answer within {:?}", self.connect_timeout))
+                        }
+                        Ok(Ok(client)) => break client,
+                        // Refused (a server starting or restarting, say): asked again until the
+                        // connect timeout is over; any other error (credentials, TLS) is final.
+                        Ok(Err(e))
+                            if e.kind() == async_nats::ConnectErrorKind::Io
+                                && tokio::time::Instant::now() + Duration::from_millis(250)
+                                    < deadline =>
+                        {
+                            log::debug!("cf-pool-cluster: cannot connect yet: {e}");
+                            tokio::time::sleep(Duration::from_millis(250)).await;
+                        }
+                        Ok(Err(e)) if e.kind() == async_nats::ConnectErrorKind::Io => {
+                            return Err(format!(
+                                "{e} (asked again for {:?}, the connect timeout)",
+                                self.connect_timeout
+                            ))
+                        }
+                        Ok(Err(e)) => return Err(e.to_string()),
+                    }
+                };
                 let version = client.server_info().version;
                 let js = async_nats::jetstream::new(client);
                 let stores = Stores::open(js, &names, self.result_ttl)

@@ -39,8 +39,8 @@ use parking_lot::Mutex;
 use tokio::sync::Semaphore;
 
 use crate::wire::{
-    claim_key, from_bytes, result_key, to_bytes, Claim, ClientInfo, Names, NodeInfo, Outcome,
-    Stores, HEARTBEAT,
+    claim_key, from_bytes, result_key, to_bytes, Claim, ClientInfo, Fetch, Names, NodeInfo,
+    Outcome, Stores, HEARTBEAT,
 };
 
 /// How long the server holds a node's request for tasks open when it has none.
@@ -52,6 +52,10 @@ const FETCH_SLACK: Duration = Duration::from_secs(4);
 
 /// The longest gap between two progress acks of a running task, whatever the deadline.
 const PROGRESS_AT_LEAST: Duration = Duration::from_millis(250);
+
+/// How many times a node tries to store a large result the server refuses (over about 16 s):
+/// a server that lost its store refuses until a client or node has created it again.
+const RESULT_TRIES: u32 = 8;
 
 /// How long a task a node gave back waits on the server before it is delivered again.
 const GIVE_BACK_DELAY: Duration = Duration::from_secs(1);
@@ -217,6 +221,8 @@ struct Node {
     workers: usize,
     /// One local pool per initializer the clients asked for.
     pools: Mutex<HashMap<Option<i64>, Arc<ProcessPoolExecutor>>>,
+    /// Bumped when the server has lost the pool's stream and buckets ([`Stores::keep`]).
+    lost: tokio::sync::watch::Receiver<u64>,
 }
 
 async fn serve(
@@ -257,6 +263,9 @@ async fn serve(
         names.pool,
         settings.workers
     );
+    // A server restarted without its store comes back without the pool's stream and
+    // buckets: they are created again, and the consumer opened again (below).
+    let (lost_tx, mut lost) = tokio::sync::watch::channel(0);
     let node = Arc::new(Node {
         names,
         build,
@@ -264,10 +273,8 @@ async fn serve(
         stores,
         workers: settings.workers,
         pools: Mutex::new(HashMap::new()),
+        lost: lost.clone(),
     });
-    // A server restarted without its store comes back without the pool's stream and
-    // buckets: they are created again, and the consumer opened again (below).
-    let (lost_tx, mut lost) = tokio::sync::watch::channel(0);
     tokio::spawn(
         node.stores
             .clone()
@@ -552,14 +559,14 @@ impl Node {
             // task without progress acks past the new, shorter one.
             let period = (ack_wait / 3).clamp(Duration::from_millis(50), PROGRESS_AT_LEAST);
             let message = message.clone();
-            tokio::spawn(async move {
+            AbortOnDrop(tokio::spawn(async move {
                 loop {
                     tokio::time::sleep(period).await;
                     if let Err(e) = message.ack_with(AckKind::Progress).await {
                         log::debug!("cf-pool-cluster node: progress ack failed: {e}");
                     }
                 }
-            })
+            }))
         };
         let crate::wire::TaskMsg {
             client,
@@ -573,7 +580,7 @@ impl Node {
         let (result_value, breaks_executor) = match self.run(code, init, limit_ms, argument).await {
             Ok(ran) => ran,
             Err(reason) => {
-                progress.abort();
+                drop(progress);
                 self.give_back(message, &claim, delivery, reason).await;
                 return;
             }
@@ -582,11 +589,19 @@ impl Node {
             Ok(encoded) => {
                 let large = self.stores.is_large(&encoded);
                 self.stores
-                    .carry(format!("{client}.{id}.result"), encoded, large)
+                    .carry(
+                        format!("{client}.{id}.result"),
+                        encoded,
+                        large,
+                        RESULT_TRIES,
+                    )
                     .await
                     .map_err(|e| TaskError::Codec {
                         stage: CodecStage::SerializeResult,
-                        message: format!("cannot store the result on the server: {e}"),
+                        message: format!(
+                            "the server refused to store the result {RESULT_TRIES} times (its \
+                             JetStream storage may be full): {e}"
+                        ),
                     })
             }
             Err(e) => Err(e),
@@ -600,7 +615,7 @@ impl Node {
             },
         )
         .await;
-        progress.abort();
+        drop(progress);
         // The result is recorded: this worker slot is free now, whatever the ack does. The ack
         // is retried on its own (each try may wait for the server's answer for seconds, after a
         // server restart for every try), so the node goes on taking tasks meanwhile.
@@ -663,14 +678,18 @@ impl Node {
         };
         match from_bytes::<Claim>(&entry.value, "claim")? {
             Claim::Cancelled => Ok(false),
+            // Given back: nobody runs it. Whatever its delivery (after a server lost its
+            // store, the task published again counts its deliveries from 1 again).
+            Claim::Refused { .. } => Ok(self
+                .stores
+                .state
+                .update(key, mine, entry.revision)
+                .await
+                .is_ok()),
             Claim::Node {
                 delivery: earlier, ..
-            }
-            | Claim::Refused {
-                delivery: earlier, ..
             } if earlier < delivery => {
-                // A redelivery: the earlier node died, went silent or gave the task back;
-                // take over.
+                // A redelivery: the earlier node died or went silent; take over.
                 Ok(self
                     .stores
                     .state
@@ -678,7 +697,7 @@ impl Node {
                     .await
                     .is_ok())
             }
-            Claim::Node { .. } | Claim::Refused { .. } => Ok(false),
+            Claim::Node { .. } => Ok(false),
         }
     }
 
@@ -694,13 +713,23 @@ impl Node {
         limit_ms: Option<u64>,
         argument: crate::wire::Carried,
     ) -> Result<(Result<Encoded, TaskError>, bool), String> {
-        let argument = match self
-            .stores
-            .fetch(argument, CodecStage::DeserializeArgument)
-            .await
-        {
+        let mut lost = self.lost.clone();
+        lost.mark_unchanged();
+        let fetched = tokio::select! {
+            fetched = self.stores.fetch(argument, CodecStage::DeserializeArgument) => fetched,
+            // The argument went with the store; the client publishes the task again, with it.
+            Ok(()) = lost.changed() => {
+                return Err(format!(
+                    "node {}: the server lost its store while the node read the argument",
+                    self.name
+                ));
+            }
+        };
+        let argument = match fetched {
             Ok(a) => a,
-            Err(e) => return Ok((Err(e), false)),
+            // The server did not give it now (it restarts, say): another delivery may get it.
+            Err(Fetch::Unavailable(e)) => return Err(format!("node {}: {e}", self.name)),
+            Err(Fetch::Undecodable(e)) => return Ok((Err(e), false)),
         };
         let pool = self.pool(init)?;
         let limit = limit_ms.map(Duration::from_millis);
@@ -793,6 +822,16 @@ impl Node {
                 }
             }
         }
+    }
+}
+
+/// A task's progress acks, stopped when the task's handling ends, however it ends: acks that
+/// outlived a handling that panicked would keep the server from ever delivering the task again.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

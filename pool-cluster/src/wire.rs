@@ -327,14 +327,17 @@ impl Stores {
             match Stores::open(self.js.clone(), &names, result_ttl).await {
                 Ok(renewed) => {
                     log::warn!(
-                        "cf-pool-cluster: the server lost pool {}'s stream and buckets (restarted                          without its store?); they are created again, and what they held is                          being redone",
+                        "cf-pool-cluster: the server lost pool {}'s stream and buckets \
+                         (restarted without its store?); they are created again, and what they \
+                         held is being redone",
                         names.pool
                     );
                     known = renewed.stream.cached_info().created;
                     lost.send_modify(|generation| *generation += 1);
                 }
                 Err(e) => log::warn!(
-                    "cf-pool-cluster: the server lost pool {}'s stream; cannot create it again                      yet: {e}",
+                    "cf-pool-cluster: the server lost pool {}'s stream; cannot create it \
+                     again yet: {e}",
                     names.pool
                 ),
             }
@@ -400,35 +403,57 @@ impl Stores {
     /// Carries `payload` inline, or through the object store under `name` when `large` (as
     /// [`Stores::is_large`] said once for it: whoever decides keeps the same answer, for the
     /// upload and for deleting the object later).
+    ///
+    /// An upload is tried `tries` times at most while the server is connected and refuses it
+    /// (its store is full, or it lost the object store and nobody has created it again yet),
+    /// the pause between tries doubling from 250 ms; while the server is away, tries do not
+    /// count.
     pub(crate) async fn carry(
         &self,
         name: String,
         payload: Encoded,
         large: bool,
+        tries: u32,
     ) -> Result<Carried, BoxError> {
         let wire = Wire::from_encoded(payload);
         if !large {
             return Ok(Carried::Inline(wire));
         }
-        let (_, chunk) = self.limits();
         let bytes = postcard::to_allocvec(&wire)?;
-        let meta = object_store::ObjectMetadata {
-            name: name.clone(),
-            // The library's default (128 KiB) costs a round trip per chunk; a chunk must stay
-            // under the server's message limit (1 MiB by default).
-            chunk_size: Some(chunk),
-            ..Default::default()
-        };
-        self.blobs.put(meta, &mut bytes.as_slice()).await?;
-        Ok(Carried::Blob(name))
+        let mut refused = 0;
+        let mut pause = Duration::from_millis(250);
+        loop {
+            let meta = object_store::ObjectMetadata {
+                name: name.clone(),
+                // The library's default (128 KiB) costs a round trip per chunk; a chunk must
+                // stay under the server's message limit (1 MiB by default).
+                chunk_size: Some(self.limits().1),
+                ..Default::default()
+            };
+            let Err(e) = self.blobs.put(meta, &mut bytes.as_slice()).await else {
+                return Ok(Carried::Blob(name));
+            };
+            if self.js.client().connection_state() == async_nats::connection::State::Connected {
+                refused += 1;
+            }
+            if refused >= tries {
+                return Err(e.into());
+            }
+            log::debug!("cf-pool-cluster: cannot store payload {name} yet: {e}");
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_secs(4));
+        }
     }
 
-    /// The payload `carried` refers to.
+    /// The payload `carried` refers to. A payload in the object store that the server does
+    /// not give (it is away or restarting, lost its store, or the object expired), or that
+    /// stalls [`FETCH_STALL`] mid-way, is [`Fetch::Unavailable`]: another try, or another
+    /// node, may get it.
     pub(crate) async fn fetch(
         &self,
         carried: Carried,
         stage: CodecStage,
-    ) -> Result<Encoded, TaskError> {
+    ) -> Result<Encoded, Fetch> {
         let wire = match carried {
             Carried::Inline(wire) => wire,
             Carried::Blob(name) => {
@@ -436,20 +461,64 @@ impl Stores {
                     stage,
                     message: format!("cannot read payload {name} from the object store: {e}"),
                 };
-                let mut object = self
-                    .blobs
-                    .get(name.as_str())
-                    .await
-                    .map_err(|e| failed(e.to_string()))?;
-                let mut bytes = Vec::new();
-                object
-                    .read_to_end(&mut bytes)
-                    .await
-                    .map_err(|e| failed(e.to_string()))?;
-                postcard::from_bytes(&bytes).map_err(|e| failed(e.to_string()))?
+                // async-nats's object reader panics on some server errors (it unwraps a
+                // consumer it could not create while the server restarts): on a task of its
+                // own, such a panic fails this read, not the thread that asked.
+                let bytes = match tokio::spawn(read_blob(self.blobs.clone(), name.clone())).await {
+                    Ok(Ok(bytes)) => bytes,
+                    Ok(Err(e)) => return Err(Fetch::Unavailable(failed(e))),
+                    Err(e) => {
+                        return Err(Fetch::Unavailable(failed(format!(
+                            "the object store's reader failed ({e})"
+                        ))))
+                    }
+                };
+                postcard::from_bytes(&bytes)
+                    .map_err(|e| Fetch::Undecodable(failed(e.to_string())))?
             }
         };
         Ok(wire.into_encoded())
+    }
+}
+
+/// Why [`Stores::fetch`] has no payload.
+#[derive(Debug)]
+pub(crate) enum Fetch {
+    /// The server did not give it (see [`Stores::fetch`]); another try may.
+    Unavailable(TaskError),
+    /// It arrived and does not decode.
+    Undecodable(TaskError),
+}
+
+impl Fetch {
+    pub(crate) fn into_error(self) -> TaskError {
+        match self {
+            Fetch::Unavailable(e) | Fetch::Undecodable(e) => e,
+        }
+    }
+}
+
+/// How long reading a payload from the object store may receive nothing before it is given
+/// up: a request lost while the server restarted is answered by nobody.
+const FETCH_STALL: Duration = Duration::from_secs(30);
+
+/// Reads object `name` whole, giving up when the server sends nothing for [`FETCH_STALL`].
+async fn read_blob(blobs: object_store::ObjectStore, name: String) -> Result<Vec<u8>, String> {
+    let stalled = || format!("the server sent nothing for {FETCH_STALL:?}");
+    let mut object = tokio::time::timeout(FETCH_STALL, blobs.get(name.as_str()))
+        .await
+        .map_err(|_| stalled())?
+        .map_err(|e| e.to_string())?;
+    let mut bytes = Vec::new();
+    loop {
+        bytes.reserve(64 * 1024);
+        let read = tokio::time::timeout(FETCH_STALL, object.read_buf(&mut bytes))
+            .await
+            .map_err(|_| stalled())?
+            .map_err(|e| e.to_string())?;
+        if read == 0 {
+            return Ok(bytes);
+        }
     }
 }
 

@@ -1,0 +1,710 @@
+//! Server restarts, with the store and without it, at the awkward moments: a large result
+//! finished while the server is away, a large argument being downloaded, several losses in a
+//! row, a `map` with `buffersize`, shutdowns, cancels, clients and nodes that start around
+//! the loss. Every future completes once, with its result; nothing hangs.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cf_pool_cluster::{ClusterExecutor, Executor, Future, MapOptions};
+use common::{Cluster, LIMIT};
+
+#[test]
+fn node_entry() {
+    common::node_entry();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+
+struct Dir(PathBuf);
+
+impl Dir {
+    fn new(name: &str) -> Dir {
+        let dir = std::env::temp_dir().join(format!(
+            "cf-probe-{name}-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.subsec_nanos())
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        Dir(dir)
+    }
+    fn path(&self) -> String {
+        self.0.to_string_lossy().into_owned()
+    }
+    fn release(&self) {
+        std::fs::write(self.0.join("release"), b"").unwrap();
+    }
+    fn markers(&self, prefix: &str) -> Vec<String> {
+        std::fs::read_dir(&self.0)
+            .map(|d| {
+                d.filter_map(Result::ok)
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| n.starts_with(prefix))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+    fn wait_markers(&self, prefix: &str, n: usize) -> Vec<String> {
+        let start = Instant::now();
+        loop {
+            let m = self.markers(prefix);
+            if m.len() >= n {
+                return m;
+            }
+            assert!(
+                start.elapsed() < LIMIT,
+                "only {} of {n} {prefix} markers",
+                m.len()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn unique() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos())
+}
+
+fn wait_release(dir: &Path) {
+    let start = Instant::now();
+    while !dir.join("release").exists() {
+        assert!(start.elapsed() < Duration::from_secs(150), "never released");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Leaves `run-{i}-{unique}` (one per run), waits for the release, returns `i`.
+fn held((dir, i): (String, u32)) -> u32 {
+    let dir = Path::new(&dir);
+    let _ = std::fs::write(dir.join(format!("run-{i}-{}", unique())), b"");
+    wait_release(dir);
+    i
+}
+
+/// As `held`, and returns a result over the inline limit (through the object store).
+fn held_large((dir, i): (String, u32)) -> Vec<u8> {
+    let dir = Path::new(&dir);
+    let _ = std::fs::write(dir.join(format!("run-{i}-{}", unique())), b"");
+    wait_release(dir);
+    vec![i as u8; 300 * 1024]
+}
+
+fn triple(x: u64) -> u64 {
+    x * 3
+}
+
+fn slow_triple(x: u64) -> u64 {
+    std::thread::sleep(Duration::from_millis(5));
+    x * 3
+}
+
+fn sleepy_triple(x: u64) -> u64 {
+    std::thread::sleep(Duration::from_millis(50));
+    x * 3
+}
+
+fn byte_sum(bytes: Vec<u8>) -> u64 {
+    bytes.iter().map(|&b| u64::from(b)).sum()
+}
+
+fn count_completions<T: Send + 'static>(futures: &[Future<T>]) -> Arc<AtomicUsize> {
+    let count = Arc::new(AtomicUsize::new(0));
+    for f in futures {
+        let count = Arc::clone(&count);
+        f.add_done_callback(move |_| {
+            count.fetch_add(1, Ordering::SeqCst);
+        });
+    }
+    count
+}
+
+/// Runs `f` on a thread; panics if it does not end within `LIMIT`.
+fn within<R: Send + 'static>(what: &str, f: impl FnOnce() -> R + Send + 'static) -> R {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(LIMIT)
+        .unwrap_or_else(|_| panic!("{what} did not end within {LIMIT:?}"))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Large results finished while the server is away
+
+/// A task whose large result is ready while the server is down (store kept): the docs say
+/// futures survive and results recorded meanwhile are read when the server is back.
+#[test]
+fn large_result_finished_while_server_down_kept_store() {
+    let Some(mut cluster) = Cluster::start(&[1], |b| b) else {
+        return;
+    };
+    let dir = Dir::new("large-down");
+    let f = cluster
+        .executor
+        .submit(held_large, (dir.path(), 7))
+        .unwrap();
+    dir.wait_markers("run-7-", 1);
+    cluster.server.stop();
+    dir.release();
+    // Long enough for the node's upload of the result to give up.
+    std::thread::sleep(Duration::from_secs(8));
+    cluster.server.restart();
+    let r = f.result_timeout(LIMIT);
+    assert!(
+        matches!(r, Ok(v) if v.len() == 300 * 1024 && v[0] == 7),
+        "{:?}",
+        r.map(|v| v.len())
+    );
+}
+
+/// The same with a server that comes back empty.
+#[test]
+fn large_result_finished_while_server_down_empty_store() {
+    let Some(mut cluster) = Cluster::start(&[1], |b| b) else {
+        return;
+    };
+    let dir = Dir::new("large-down-empty");
+    let f = cluster
+        .executor
+        .submit(held_large, (dir.path(), 7))
+        .unwrap();
+    dir.wait_markers("run-7-", 1);
+    cluster.server.stop();
+    dir.release();
+    std::thread::sleep(Duration::from_secs(8));
+    cluster.server.restart_empty();
+    let r = f.result_timeout(LIMIT);
+    assert!(
+        matches!(r, Ok(v) if v.len() == 300 * 1024 && v[0] == 7),
+        "{:?}",
+        r.map(|v| v.len())
+    );
+}
+
+/// A large result finished while the server is down briefly (under the ack timeout).
+#[test]
+fn large_result_finished_during_short_outage_empty_store() {
+    let Some(mut cluster) = Cluster::start(&[1], |b| b) else {
+        return;
+    };
+    let dir = Dir::new("large-short");
+    let f = cluster
+        .executor
+        .submit(held_large, (dir.path(), 9))
+        .unwrap();
+    dir.wait_markers("run-9-", 1);
+    cluster.server.stop();
+    dir.release();
+    std::thread::sleep(Duration::from_millis(500));
+    cluster.server.restart_empty();
+    let r = f.result_timeout(LIMIT);
+    assert!(
+        matches!(r, Ok(v) if v.len() == 300 * 1024 && v[0] == 9),
+        "{:?}",
+        r.map(|v| v.len())
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Repeated losses, map, shutdown
+
+#[test]
+fn restart_empty_three_times() {
+    let Some(mut cluster) = Cluster::start(&[2, 2], |b| b) else {
+        return;
+    };
+    let futures: Vec<_> = (0..300)
+        .map(|i| cluster.executor.submit(slow_triple, i).unwrap())
+        .collect();
+    let completions = count_completions(&futures);
+    let start = Instant::now();
+    while futures.iter().filter(|f| f.done()).count() < 20 {
+        assert!(start.elapsed() < LIMIT);
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    cluster.server.restart_empty();
+    // Before anyone noticed the first loss.
+    std::thread::sleep(Duration::from_millis(700));
+    cluster.server.restart_empty();
+    // After they noticed it, and republished.
+    std::thread::sleep(Duration::from_secs(5));
+    cluster.server.restart_empty();
+    for (i, f) in (0..).zip(&futures) {
+        assert_eq!(f.result_timeout(LIMIT), Ok(&(i * 3)), "task {i}");
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(completions.load(Ordering::SeqCst), futures.len());
+    let after = cluster.executor.submit(triple, 5).unwrap();
+    assert_eq!(after.result_timeout(LIMIT), Ok(&15));
+}
+
+#[test]
+fn restart_empty_during_map_with_buffersize() {
+    let Some(mut cluster) = Cluster::start(&[2], |b| b) else {
+        return;
+    };
+    let executor = Arc::new(std::mem::replace(
+        &mut cluster.executor,
+        ClusterExecutor::builder(&cluster.server.url())
+            .pool("other")
+            .build()
+            .unwrap(),
+    ));
+    let e = Arc::clone(&executor);
+    let handle = std::thread::spawn(move || {
+        e.map(sleepy_triple, 0..200u64, MapOptions::new().buffersize(6))
+            .unwrap()
+            .collect::<Result<Vec<_>, _>>()
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    cluster.server.restart_empty();
+    std::thread::sleep(Duration::from_secs(3));
+    cluster.server.restart_empty();
+    let start = Instant::now();
+    while !handle.is_finished() {
+        assert!(start.elapsed() < LIMIT * 2, "map hangs");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = handle.join().unwrap().expect("map failed");
+    assert_eq!(out, (0..200u64).map(|x| x * 3).collect::<Vec<_>>());
+}
+
+#[test]
+fn restart_empty_while_shutdown_wait_blocks() {
+    let Some(mut cluster) = Cluster::start(&[2], |b| b) else {
+        return;
+    };
+    let executor = Arc::new(std::mem::replace(
+        &mut cluster.executor,
+        ClusterExecutor::builder(&cluster.server.url())
+            .pool("other")
+            .build()
+            .unwrap(),
+    ));
+    let futures: Vec<_> = (0..100)
+        .map(|i| executor.submit(sleepy_triple, i).unwrap())
+        .collect();
+    let e = Arc::clone(&executor);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        e.shutdown(true, false);
+        let _ = tx.send(());
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    cluster.server.restart_empty();
+    rx.recv_timeout(LIMIT)
+        .expect("shutdown(wait) did not return");
+    for (i, f) in (0..).zip(&futures) {
+        assert_eq!(f.result_timeout(Duration::ZERO), Ok(&(i * 3)), "task {i}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Cancellation across a loss
+
+/// Futures cancelled before the loss stay cancelled and never run.
+#[test]
+fn cancelled_before_loss_never_runs() {
+    let Some(mut cluster) = Cluster::start(&[1], |b| b) else {
+        return;
+    };
+    let dir = Dir::new("cancel-before");
+    let running = cluster.executor.submit(held, (dir.path(), 0)).unwrap();
+    dir.wait_markers("run-0-", 1);
+    let queued: Vec<_> = (1..=6)
+        .map(|i| cluster.executor.submit(held, (dir.path(), i)).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    for f in &queued[..3] {
+        assert!(f.cancel(), "{:?}", f.state());
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    cluster.server.restart_empty();
+    std::thread::sleep(Duration::from_secs(6));
+    dir.release();
+    assert_eq!(running.result_timeout(LIMIT), Ok(&0));
+    for (i, f) in (4..).zip(&queued[3..]) {
+        assert_eq!(f.result_timeout(LIMIT), Ok(&i));
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    for i in 1..=3 {
+        assert!(
+            dir.markers(&format!("run-{i}-")).is_empty(),
+            "cancelled task {i} ran"
+        );
+    }
+    // The running task may run twice (docs); more is not acceptable.
+    assert!(dir.markers("run-0-").len() <= 2);
+}
+
+/// `shutdown(cancel_futures)` right after a loss, before anyone noticed it.
+#[test]
+fn shutdown_cancel_futures_right_after_loss() {
+    let Some(mut cluster) = Cluster::start(&[1], |b| b) else {
+        return;
+    };
+    let dir = Dir::new("cancel-after");
+    let running = cluster.executor.submit(held, (dir.path(), 0)).unwrap();
+    dir.wait_markers("run-0-", 1);
+    let queued: Vec<_> = (1..=6)
+        .map(|i| cluster.executor.submit(held, (dir.path(), i)).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    cluster.server.restart_empty();
+    let executor = Arc::new(std::mem::replace(
+        &mut cluster.executor,
+        ClusterExecutor::builder(&cluster.server.url())
+            .pool("other")
+            .build()
+            .unwrap(),
+    ));
+    let e = Arc::clone(&executor);
+    within("shutdown(false, true)", move || e.shutdown(false, true));
+    for f in &queued {
+        assert!(f.cancelled(), "{:?}", f.state());
+    }
+    std::thread::sleep(Duration::from_secs(6));
+    dir.release();
+    let r = running.result_timeout(LIMIT);
+    eprintln!("running task: {r:?}");
+    std::thread::sleep(Duration::from_secs(3));
+    for i in 1..=6 {
+        assert!(
+            dir.markers(&format!("run-{i}-")).is_empty(),
+            "cancelled task {i} ran"
+        );
+    }
+    assert_eq!(r, Ok(&0));
+}
+
+/// `shutdown(cancel_futures)` after the loss was noticed and the tasks republished.
+#[test]
+fn shutdown_cancel_futures_after_republish() {
+    let Some(mut cluster) = Cluster::start(&[1], |b| b) else {
+        return;
+    };
+    let dir = Dir::new("cancel-after-rep");
+    let running = cluster.executor.submit(held, (dir.path(), 0)).unwrap();
+    dir.wait_markers("run-0-", 1);
+    let queued: Vec<_> = (1..=6)
+        .map(|i| cluster.executor.submit(held, (dir.path(), i)).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    cluster.server.restart_empty();
+    // Noticed, and republished (the node's only worker still runs the first copy of task 0).
+    std::thread::sleep(Duration::from_secs(6));
+    let executor = Arc::new(std::mem::replace(
+        &mut cluster.executor,
+        ClusterExecutor::builder(&cluster.server.url())
+            .pool("other")
+            .build()
+            .unwrap(),
+    ));
+    let e = Arc::clone(&executor);
+    within("shutdown(false, true)", move || e.shutdown(false, true));
+    for f in &queued {
+        assert!(f.cancelled(), "{:?}", f.state());
+    }
+    dir.release();
+    assert_eq!(running.result_timeout(LIMIT), Ok(&0));
+    std::thread::sleep(Duration::from_secs(3));
+    for i in 1..=6 {
+        assert!(
+            dir.markers(&format!("run-{i}-")).is_empty(),
+            "cancelled task {i} ran"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Long tasks, late nodes, late clients
+
+#[test]
+fn long_task_across_loss_resolves_once() {
+    let Some(mut cluster) = Cluster::start(&[1, 1], |b| b) else {
+        return;
+    };
+    let dir = Dir::new("long");
+    let f = cluster.executor.submit(held, (dir.path(), 3)).unwrap();
+    let completions = count_completions(std::slice::from_ref(&f));
+    dir.wait_markers("run-3-", 1);
+    cluster.server.restart_empty();
+    // Republished: the other node runs it too.
+    dir.wait_markers("run-3-", 2);
+    dir.release();
+    assert_eq!(f.result_timeout(LIMIT), Ok(&3));
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(completions.load(Ordering::SeqCst), 1);
+    assert_eq!(dir.markers("run-3-").len(), 2);
+}
+
+#[test]
+fn node_started_only_after_the_loss() {
+    let Some(mut cluster) = Cluster::start(&[], |b| b) else {
+        return;
+    };
+    let futures: Vec<_> = (0..20)
+        .map(|i| cluster.executor.submit(triple, i).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    cluster.server.restart_empty();
+    std::thread::sleep(Duration::from_secs(4));
+    cluster.add_node(2);
+    for (i, f) in (0..).zip(&futures) {
+        assert_eq!(f.result_timeout(LIMIT), Ok(&(i * 3)), "task {i}");
+    }
+}
+
+/// A client built while the server is back but empty, before the others noticed.
+#[test]
+fn client_built_right_after_loss() {
+    let Some(mut cluster) = Cluster::start(&[2], |b| b) else {
+        return;
+    };
+    let old: Vec<_> = (0..50)
+        .map(|i| cluster.executor.submit(sleepy_triple, i).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    cluster.server.restart_empty();
+    let late = ClusterExecutor::builder(&cluster.server.url())
+        .pool(&cluster.pool)
+        .node_timeout(LIMIT)
+        .ack_wait(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let new: Vec<_> = (0..50).map(|i| late.submit(triple, i).unwrap()).collect();
+    for (i, f) in (0..).zip(&new) {
+        assert_eq!(f.result_timeout(LIMIT), Ok(&(i * 3)), "new task {i}");
+    }
+    for (i, f) in (0..).zip(&old) {
+        assert_eq!(f.result_timeout(LIMIT), Ok(&(i * 3)), "old task {i}");
+    }
+}
+
+/// A client built while the server is down, which then comes back empty: `build` waits for
+/// it (its connect timeout), and the client works.
+#[test]
+fn client_built_while_server_down_connects_when_back_empty() {
+    let Some(mut cluster) = Cluster::start(&[2], |b| b) else {
+        return;
+    };
+    cluster.server.stop();
+    let url = cluster.server.url();
+    let pool = cluster.pool.clone();
+    let builder = std::thread::spawn(move || {
+        ClusterExecutor::builder(&url)
+            .pool(&pool)
+            .node_timeout(LIMIT)
+            .connect_timeout(Duration::from_secs(20))
+            .build()
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    cluster.server.restart_empty();
+    // `build` waits for a server that refuses connections, up to its connect timeout.
+    let late = builder
+        .join()
+        .unwrap()
+        .expect("build waits for the server to come back");
+    let f = late.submit(triple, 4).unwrap();
+    assert_eq!(f.result_timeout(LIMIT), Ok(&12));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Settings after the loss
+
+/// A short node_timeout must not fail tasks because the registry came back empty.
+#[test]
+fn short_node_timeout_survives_loss() {
+    let Some(mut cluster) = Cluster::start(&[2], |b| b.node_timeout(Duration::from_secs(3))) else {
+        return;
+    };
+    let futures: Vec<_> = (0..100)
+        .map(|i| cluster.executor.submit(sleepy_triple, i).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    cluster.server.stop();
+    std::thread::sleep(Duration::from_secs(4));
+    cluster.server.restart_empty();
+    for (i, f) in (0..).zip(&futures) {
+        assert_eq!(f.result_timeout(LIMIT), Ok(&(i * 3)), "task {i}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Large arguments
+
+/// Large arguments whose upload or publish is cut by the loss.
+#[test]
+fn large_arguments_in_flight_at_loss() {
+    let Some(mut cluster) = Cluster::start(&[2], |b| b) else {
+        return;
+    };
+    let mut bad = Vec::new();
+    for (round, delay) in [50u64, 150, 300, 600].into_iter().enumerate() {
+        let futures: Vec<_> = (0..150u32)
+            .map(|i| {
+                cluster
+                    .executor
+                    .submit(byte_sum, vec![(i % 200) as u8; 300 * 1024])
+                    .unwrap()
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(delay));
+        let done = futures.iter().filter(|f| f.done()).count();
+        cluster.server.restart_empty();
+        eprintln!("round {round}: {done} done at the loss");
+        for (i, f) in (0u64..).zip(&futures) {
+            let r = f.result_timeout(LIMIT);
+            if r != Ok(&((i % 200) * 300 * 1024)) {
+                bad.push(format!("round {round} task {i}: {r:?}"));
+            }
+        }
+    }
+    assert!(bad.is_empty(), "{bad:#?}");
+}
+
+/// Large arguments submitted while the server is down, which comes back empty.
+#[test]
+fn large_arguments_submitted_while_down() {
+    let Some(mut cluster) = Cluster::start(&[2], |b| b) else {
+        return;
+    };
+    cluster.server.stop();
+    let futures: Vec<_> = (0..6u8)
+        .map(|i| {
+            cluster
+                .executor
+                .submit(byte_sum, vec![i; 300 * 1024])
+                .unwrap()
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(1));
+    cluster.server.restart_empty();
+    let mut bad = Vec::new();
+    for (i, f) in (0..).zip(&futures) {
+        let r = f.result_timeout(LIMIT);
+        if r != Ok(&(i * 300 * 1024)) {
+            bad.push(format!("task {i}: {r:?}"));
+        }
+    }
+    assert!(bad.is_empty(), "{bad:#?}");
+}
+
+/// A node with a debug log (async-nats too).
+struct DebugNode {
+    child: std::process::Child,
+    log: PathBuf,
+}
+
+impl DebugNode {
+    fn start(url: &str, workers: usize) -> DebugNode {
+        let log = std::env::temp_dir().join(format!("cf-probe-node-{}.log", unique()));
+        let child = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["node_entry", "--exact", "--nocapture", "--test-threads=1"])
+            .env(cf_pool_cluster::node::NODE_ENV, url)
+            .env(cf_pool_cluster::node::WORKERS_ENV, workers.to_string())
+            .env(cf_pool_cluster::node::POOL_ENV, "test")
+            .env("RUST_LOG", "cf_pool_cluster=debug,async_nats=debug")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        DebugNode { child, log }
+    }
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+    fn wait_log(&self, text: &str) {
+        let start = Instant::now();
+        while !self.log().contains(text) {
+            assert!(start.elapsed() < LIMIT, "{}", self.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for DebugNode {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::env::var("KEEP_NODE_LOG").is_err() {
+            let _ = std::fs::remove_file(&self.log);
+        } else {
+            eprintln!("node log kept: {}", self.log.display());
+        }
+    }
+}
+
+/// A very large argument being downloaded by the node when the server loses its store.
+#[test]
+fn huge_argument_download_cut_by_loss() {
+    huge_download(true);
+}
+
+/// The same with a server that keeps its store.
+#[test]
+fn huge_argument_download_cut_by_kept_restart() {
+    huge_download(false);
+}
+
+fn huge_download(empty: bool) {
+    let Some(mut cluster) = Cluster::start(&[], |b| b) else {
+        return;
+    };
+    let node = DebugNode::start(&cluster.server.url(), 1);
+    node.wait_log("taking tasks");
+    let mut bad = Vec::new();
+    for round in 0..4u8 {
+        let f = cluster
+            .executor
+            .submit(byte_sum, vec![round + 1; 48 << 20])
+            .unwrap();
+        let start = Instant::now();
+        while !f.running() && !f.done() {
+            assert!(start.elapsed() < LIMIT);
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        if empty {
+            cluster.server.restart_empty();
+        } else {
+            cluster.server.restart();
+        }
+        let r = f.result_timeout(LIMIT);
+        eprintln!("round {round}: {r:?}");
+        if r != Ok(&(u64::from(round + 1) * (48 << 20))) {
+            bad.push(format!("round {round}: {r:?}"));
+            if r.is_err() && !f.done() {
+                let pid = node.child.id();
+                eprintln!(
+                    "node alive: {:?}",
+                    std::fs::read_to_string(format!("/proc/{pid}/status")).map(|s| s
+                        .lines()
+                        .take(3)
+                        .collect::<Vec<_>>()
+                        .join(" | "))
+                );
+                eprintln!("{:?}", cluster.executor);
+                let small = cluster.executor.submit(triple, 2).unwrap();
+                let small = small.result_timeout(Duration::from_secs(30));
+                eprintln!("a small task on the same node after the hang: {small:?}");
+                panic!("hang: {bad:#?}; a small task after it: {small:?}");
+            }
+        }
+    }
+    assert!(bad.is_empty(), "{bad:#?}");
+}
