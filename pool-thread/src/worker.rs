@@ -78,6 +78,9 @@ thread_local! {
     /// The id of the pool this thread works for (0: none), so `shutdown(wait)` called from a
     /// task does not wait for its own thread.
     static CURRENT_POOL: Cell<usize> = const { Cell::new(0) };
+    /// Whether this worker's task has called `shutdown(wait)` of its own pool: it is counted
+    /// in `workers_in_shutdown` until it exits.
+    static IN_OWN_SHUTDOWN: Cell<bool> = const { Cell::new(false) };
 }
 
 static NEXT_POOL_ID: AtomicUsize = AtomicUsize::new(1);
@@ -162,8 +165,10 @@ struct State {
     /// Sleepers a submit notified that have not woken yet: they will take jobs, so a submit
     /// counts them as spinners and does not notify again for them.
     woken: usize,
-    /// Workers whose task is inside `shutdown(wait)` of this pool: they wait for the other
-    /// workers, not for each other.
+    /// Workers whose task has called `shutdown(wait)` of this pool, until they exit: they wait
+    /// for the other workers, not for each other. (Counted until the exit, not until the wait
+    /// ends: a worker whose wait ended first and uncounted itself left the others waiting for
+    /// it while it joined them.)
     workers_in_shutdown: usize,
     /// Handles of threads not yet joined.
     handles: Vec<JoinHandle<()>>,
@@ -365,16 +370,13 @@ impl Shared {
         }
         {
             let mut st = self.state.lock();
-            if own {
+            if own && !IN_OWN_SHUTDOWN.with(|c| c.replace(true)) {
                 st.workers_in_shutdown += 1;
                 // Another worker's wait may have been for this one only.
                 self.exited.notify_all();
             }
             while st.live > if own { st.workers_in_shutdown } else { 0 } {
                 self.exited.wait(&mut st);
-            }
-            if own {
-                st.workers_in_shutdown -= 1;
             }
         }
         let me = thread::current().id();
@@ -502,6 +504,9 @@ impl Drop for ExitGuard<'_> {
     fn drop(&mut self) {
         let mut st = self.shared.state.lock();
         st.live -= 1;
+        if IN_OWN_SHUTDOWN.with(|c| c.replace(false)) {
+            st.workers_in_shutdown -= 1;
+        }
         self.busy.store(false, Ordering::Relaxed);
         if !self.counted_out {
             self.shared.available.fetch_sub(1, Ordering::SeqCst);
