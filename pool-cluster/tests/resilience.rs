@@ -4,76 +4,17 @@
 mod common;
 
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::path::Path;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cf_pool_cluster::{ClusterExecutor, Executor, Future, TaskError};
-use common::{Cluster, Node, LIMIT};
+use common::{count_completions, slow_triple, triple, Cluster, Dir, Node, LIMIT};
 
 #[test]
 fn node_entry() {
     common::node_entry();
-}
-
-/// A per-test directory: tasks leave markers in it and wait for its release file.
-struct Dir(PathBuf);
-
-impl Dir {
-    fn new(name: &str) -> Dir {
-        let dir = std::env::temp_dir().join(format!(
-            "cf-cluster-{name}-{}-{}",
-            std::process::id(),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.subsec_nanos())
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        Dir(dir)
-    }
-
-    fn path(&self) -> String {
-        self.0.to_string_lossy().into_owned()
-    }
-
-    fn release(&self) {
-        std::fs::write(self.0.join("release"), b"").unwrap();
-    }
-
-    /// The markers whose names start with `prefix`.
-    fn markers(&self, prefix: &str) -> Vec<String> {
-        std::fs::read_dir(&self.0)
-            .map(|d| {
-                d.filter_map(Result::ok)
-                    .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .filter(|n| n.starts_with(prefix))
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
-
-    fn wait_markers(&self, prefix: &str, n: usize) -> Vec<String> {
-        let start = Instant::now();
-        loop {
-            let m = self.markers(prefix);
-            if m.len() >= n {
-                return m;
-            }
-            assert!(
-                start.elapsed() < LIMIT,
-                "only {} of {n} {prefix} markers",
-                m.len()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 /// The pid of the node running this task (the worker's parent).
@@ -93,30 +34,9 @@ fn held((dir, i): (String, u32)) -> u32 {
     node_pid()
 }
 
-fn triple(x: u64) -> u64 {
-    x * 3
-}
-
-fn slow_triple(x: u64) -> u64 {
-    std::thread::sleep(Duration::from_millis(5));
-    x * 3
-}
-
 fn sleepy_triple(x: u64) -> u64 {
     std::thread::sleep(Duration::from_millis(500));
     x * 3
-}
-
-/// Counts how often each future's callbacks run: exactly once each, whatever happened.
-fn count_completions<T: Send + 'static>(futures: &[Future<T>]) -> Arc<AtomicUsize> {
-    let count = Arc::new(AtomicUsize::new(0));
-    for f in futures {
-        let count = Arc::clone(&count);
-        f.add_done_callback(move |_| {
-            count.fetch_add(1, Ordering::SeqCst);
-        });
-    }
-    count
 }
 
 #[test]

@@ -6,12 +6,12 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cf_pool_cluster::{ClusterExecutor, Executor, Future, MapOptions};
-use common::{Cluster, LIMIT};
+use cf_pool_cluster::{ClusterExecutor, Executor, MapOptions};
+use common::{count_completions, slow_triple, triple, Cluster, Dir, LIMIT};
 
 #[test]
 fn node_entry() {
@@ -20,59 +20,6 @@ fn node_entry() {
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
-
-struct Dir(PathBuf);
-
-impl Dir {
-    fn new(name: &str) -> Dir {
-        let dir = std::env::temp_dir().join(format!(
-            "cf-probe-{name}-{}-{}",
-            std::process::id(),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.subsec_nanos())
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        Dir(dir)
-    }
-    fn path(&self) -> String {
-        self.0.to_string_lossy().into_owned()
-    }
-    fn release(&self) {
-        std::fs::write(self.0.join("release"), b"").unwrap();
-    }
-    fn markers(&self, prefix: &str) -> Vec<String> {
-        std::fs::read_dir(&self.0)
-            .map(|d| {
-                d.filter_map(Result::ok)
-                    .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .filter(|n| n.starts_with(prefix))
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
-    fn wait_markers(&self, prefix: &str, n: usize) -> Vec<String> {
-        let start = Instant::now();
-        loop {
-            let m = self.markers(prefix);
-            if m.len() >= n {
-                return m;
-            }
-            assert!(
-                start.elapsed() < LIMIT,
-                "only {} of {n} {prefix} markers",
-                m.len()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 fn unique() -> u128 {
     std::time::SystemTime::now()
@@ -104,15 +51,6 @@ fn held_large((dir, i): (String, u32)) -> Vec<u8> {
     vec![i as u8; 300 * 1024]
 }
 
-fn triple(x: u64) -> u64 {
-    x * 3
-}
-
-fn slow_triple(x: u64) -> u64 {
-    std::thread::sleep(Duration::from_millis(5));
-    x * 3
-}
-
 fn sleepy_triple(x: u64) -> u64 {
     std::thread::sleep(Duration::from_millis(50));
     x * 3
@@ -120,17 +58,6 @@ fn sleepy_triple(x: u64) -> u64 {
 
 fn byte_sum(bytes: Vec<u8>) -> u64 {
     bytes.iter().map(|&b| u64::from(b)).sum()
-}
-
-fn count_completions<T: Send + 'static>(futures: &[Future<T>]) -> Arc<AtomicUsize> {
-    let count = Arc::new(AtomicUsize::new(0));
-    for f in futures {
-        let count = Arc::clone(&count);
-        f.add_done_callback(move |_| {
-            count.fetch_add(1, Ordering::SeqCst);
-        });
-    }
-    count
 }
 
 /// Runs `f` on a thread; panics if it does not end within `LIMIT`.
@@ -146,78 +73,49 @@ fn within<R: Send + 'static>(what: &str, f: impl FnOnce() -> R + Send + 'static)
 // ---------------------------------------------------------------------------------------------
 // Large results finished while the server is away
 
-/// A task whose large result is ready while the server is down (store kept): the docs say
-/// futures survive and results recorded meanwhile are read when the server is back.
+/// A task whose large result is ready while the server is away for `away`, which then comes
+/// back on its store or empty: the result arrives (the node stores it again until the server
+/// takes it; a server that lost its store refuses it until the store is created again).
+fn large_result_finished_while_server_away(away: Duration, empty: bool) {
+    let Some(mut cluster) = Cluster::start(&[1], |b| b) else {
+        return;
+    };
+    let dir = Dir::new("large-away");
+    let f = cluster
+        .executor
+        .submit(held_large, (dir.path(), 7))
+        .unwrap();
+    dir.wait_markers("run-7-", 1);
+    cluster.server.stop();
+    dir.release();
+    std::thread::sleep(away);
+    if empty {
+        cluster.server.restart_empty();
+    } else {
+        cluster.server.restart();
+    }
+    let r = f.result_timeout(LIMIT);
+    assert!(
+        matches!(r, Ok(v) if v.len() == 300 * 1024 && v[0] == 7),
+        "{:?}",
+        r.map(|v| v.len())
+    );
+}
+
 #[test]
 fn large_result_finished_while_server_down_kept_store() {
-    let Some(mut cluster) = Cluster::start(&[1], |b| b) else {
-        return;
-    };
-    let dir = Dir::new("large-down");
-    let f = cluster
-        .executor
-        .submit(held_large, (dir.path(), 7))
-        .unwrap();
-    dir.wait_markers("run-7-", 1);
-    cluster.server.stop();
-    dir.release();
-    // Long enough for the node's upload of the result to give up.
-    std::thread::sleep(Duration::from_secs(8));
-    cluster.server.restart();
-    let r = f.result_timeout(LIMIT);
-    assert!(
-        matches!(r, Ok(v) if v.len() == 300 * 1024 && v[0] == 7),
-        "{:?}",
-        r.map(|v| v.len())
-    );
+    // Long enough for the node's first upload of the result to give up.
+    large_result_finished_while_server_away(Duration::from_secs(8), false);
 }
 
-/// The same with a server that comes back empty.
 #[test]
 fn large_result_finished_while_server_down_empty_store() {
-    let Some(mut cluster) = Cluster::start(&[1], |b| b) else {
-        return;
-    };
-    let dir = Dir::new("large-down-empty");
-    let f = cluster
-        .executor
-        .submit(held_large, (dir.path(), 7))
-        .unwrap();
-    dir.wait_markers("run-7-", 1);
-    cluster.server.stop();
-    dir.release();
-    std::thread::sleep(Duration::from_secs(8));
-    cluster.server.restart_empty();
-    let r = f.result_timeout(LIMIT);
-    assert!(
-        matches!(r, Ok(v) if v.len() == 300 * 1024 && v[0] == 7),
-        "{:?}",
-        r.map(|v| v.len())
-    );
+    large_result_finished_while_server_away(Duration::from_secs(8), true);
 }
 
-/// A large result finished while the server is down briefly (under the ack timeout).
 #[test]
 fn large_result_finished_during_short_outage_empty_store() {
-    let Some(mut cluster) = Cluster::start(&[1], |b| b) else {
-        return;
-    };
-    let dir = Dir::new("large-short");
-    let f = cluster
-        .executor
-        .submit(held_large, (dir.path(), 9))
-        .unwrap();
-    dir.wait_markers("run-9-", 1);
-    cluster.server.stop();
-    dir.release();
-    std::thread::sleep(Duration::from_millis(500));
-    cluster.server.restart_empty();
-    let r = f.result_timeout(LIMIT);
-    assert!(
-        matches!(r, Ok(v) if v.len() == 300 * 1024 && v[0] == 9),
-        "{:?}",
-        r.map(|v| v.len())
-    );
+    large_result_finished_while_server_away(Duration::from_millis(500), true);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -352,13 +250,14 @@ fn cancelled_before_loss_never_runs() {
     assert!(dir.markers("run-0-").len() <= 2);
 }
 
-/// `shutdown(cancel_futures)` right after a loss, before anyone noticed it.
-#[test]
-fn shutdown_cancel_futures_right_after_loss() {
+/// `shutdown(cancel_futures)` right after a loss, before anyone `noticed` it, or after the
+/// client noticed it and published its tasks again: the queued tasks are cancelled and never
+/// run, and the running one's result still arrives.
+fn shutdown_cancel_futures_around_a_loss(noticed: bool) {
     let Some(mut cluster) = Cluster::start(&[1], |b| b) else {
         return;
     };
-    let dir = Dir::new("cancel-after");
+    let dir = Dir::new("cancel-around-loss");
     let running = cluster.executor.submit(held, (dir.path(), 0)).unwrap();
     dir.wait_markers("run-0-", 1);
     let queued: Vec<_> = (1..=6)
@@ -366,6 +265,10 @@ fn shutdown_cancel_futures_right_after_loss() {
         .collect();
     std::thread::sleep(Duration::from_millis(300));
     cluster.server.restart_empty();
+    if noticed {
+        // Noticed, and republished (the node's only worker still runs task 0's first copy).
+        std::thread::sleep(Duration::from_secs(6));
+    }
     let executor = Arc::new(std::mem::replace(
         &mut cluster.executor,
         ClusterExecutor::builder(&cluster.server.url())
@@ -378,47 +281,8 @@ fn shutdown_cancel_futures_right_after_loss() {
     for f in &queued {
         assert!(f.cancelled(), "{:?}", f.state());
     }
-    std::thread::sleep(Duration::from_secs(6));
-    dir.release();
-    let r = running.result_timeout(LIMIT);
-    eprintln!("running task: {r:?}");
-    std::thread::sleep(Duration::from_secs(3));
-    for i in 1..=6 {
-        assert!(
-            dir.markers(&format!("run-{i}-")).is_empty(),
-            "cancelled task {i} ran"
-        );
-    }
-    assert_eq!(r, Ok(&0));
-}
-
-/// `shutdown(cancel_futures)` after the loss was noticed and the tasks republished.
-#[test]
-fn shutdown_cancel_futures_after_republish() {
-    let Some(mut cluster) = Cluster::start(&[1], |b| b) else {
-        return;
-    };
-    let dir = Dir::new("cancel-after-rep");
-    let running = cluster.executor.submit(held, (dir.path(), 0)).unwrap();
-    dir.wait_markers("run-0-", 1);
-    let queued: Vec<_> = (1..=6)
-        .map(|i| cluster.executor.submit(held, (dir.path(), i)).unwrap())
-        .collect();
-    std::thread::sleep(Duration::from_millis(300));
-    cluster.server.restart_empty();
-    // Noticed, and republished (the node's only worker still runs the first copy of task 0).
-    std::thread::sleep(Duration::from_secs(6));
-    let executor = Arc::new(std::mem::replace(
-        &mut cluster.executor,
-        ClusterExecutor::builder(&cluster.server.url())
-            .pool("other")
-            .build()
-            .unwrap(),
-    ));
-    let e = Arc::clone(&executor);
-    within("shutdown(false, true)", move || e.shutdown(false, true));
-    for f in &queued {
-        assert!(f.cancelled(), "{:?}", f.state());
+    if !noticed {
+        std::thread::sleep(Duration::from_secs(6));
     }
     dir.release();
     assert_eq!(running.result_timeout(LIMIT), Ok(&0));
@@ -429,6 +293,16 @@ fn shutdown_cancel_futures_after_republish() {
             "cancelled task {i} ran"
         );
     }
+}
+
+#[test]
+fn shutdown_cancel_futures_right_after_loss() {
+    shutdown_cancel_futures_around_a_loss(false);
+}
+
+#[test]
+fn shutdown_cancel_futures_after_republish() {
+    shutdown_cancel_futures_around_a_loss(true);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -353,3 +353,85 @@ impl Executor for Cluster {
         self.executor.max_workers()
     }
 }
+
+/// A per-test directory: tasks leave markers in it and wait for its release file.
+pub struct Dir(PathBuf);
+
+impl Dir {
+    pub fn new(name: &str) -> Dir {
+        let dir = std::env::temp_dir().join(format!(
+            "cf-cluster-{name}-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.subsec_nanos())
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        Dir(dir)
+    }
+
+    pub fn path(&self) -> String {
+        self.0.to_string_lossy().into_owned()
+    }
+
+    pub fn release(&self) {
+        std::fs::write(self.0.join("release"), b"").unwrap();
+    }
+
+    /// The markers whose names start with `prefix`.
+    pub fn markers(&self, prefix: &str) -> Vec<String> {
+        std::fs::read_dir(&self.0)
+            .map(|d| {
+                d.filter_map(Result::ok)
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| n.starts_with(prefix))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    pub fn wait_markers(&self, prefix: &str, n: usize) -> Vec<String> {
+        let start = Instant::now();
+        loop {
+            let m = self.markers(prefix);
+            if m.len() >= n {
+                return m;
+            }
+            assert!(
+                start.elapsed() < LIMIT,
+                "only {} of {n} {prefix} markers",
+                m.len()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+pub fn triple(x: u64) -> u64 {
+    x * 3
+}
+
+pub fn slow_triple(x: u64) -> u64 {
+    std::thread::sleep(Duration::from_millis(5));
+    x * 3
+}
+
+/// Counts how often each future's callbacks run: exactly once each, whatever happened.
+pub fn count_completions<T: Send + 'static>(
+    futures: &[Future<T>],
+) -> std::sync::Arc<std::sync::atomic::AtomicUsize> {
+    let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    for f in futures {
+        let count = std::sync::Arc::clone(&count);
+        f.add_done_callback(move |_| {
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        });
+    }
+    count
+}
