@@ -28,8 +28,8 @@ const UPLOAD_REFUSALS: u32 = 5;
 const FETCH_TRIES: u32 = 6;
 
 use crate::wire::{
-    claim_key, from_bytes, result_key, to_bytes, Carried, Claim, ClientInfo, Fetch, Names,
-    NodeInfo, Outcome, Stores, TaskMsg,
+    argument_object, claim_key, from_bytes, result_key, to_bytes, Carried, Claim, ClientInfo,
+    Fetch, Names, NodeInfo, Outcome, Stores, TaskMsg,
 };
 
 /// A waiting future, with its result type erased.
@@ -153,41 +153,26 @@ impl Shared {
     pub(crate) async fn message(&self, out: &Outgoing) -> Option<bytes::Bytes> {
         // Refusals by a connected server (a full JetStream store, say): the task fails after
         // a few, rather than upload again and again, each attempt leaving what it uploaded
-        // until `result_ttl` and the publisher stuck on it. While the connection is down the
-        // server is away, not refusing: those attempts do not count. The pause between
-        // attempts doubles (about 8 s in all before the task fails), so a server that has just
-        // restarted and still recovers its streams is not taken for a full one.
-        let mut refused = 0;
-        let mut pause = Duration::from_millis(250);
-        let carried = loop {
-            if !self.state.lock().pending.contains_key(&out.task) {
+        // until `result_ttl` and the publisher stuck on it.
+        let wanted = || self.state.lock().pending.contains_key(&out.task);
+        if !wanted() {
+            return None;
+        }
+        let carried = match self
+            .stores
+            .carry(
+                argument_object(&self.client, out.task),
+                out.argument.clone(),
+                out.large,
+                UPLOAD_REFUSALS,
+                wanted,
+            )
+            .await
+        {
+            Ok(carried) => carried?,
+            Err(e) => {
+                self.fail_upload(out, &e.to_string());
                 return None;
-            }
-            match self
-                .stores
-                .carry(
-                    format!("{}.{}.argument", self.client, out.task),
-                    out.argument.clone(),
-                    out.large,
-                    1,
-                )
-                .await
-            {
-                Ok(c) => break c,
-                Err(e) => {
-                    log::debug!("cf-pool-cluster: cannot store task {}: {e}", out.task);
-                    if self.stores.js.client().connection_state()
-                        == async_nats::connection::State::Connected
-                    {
-                        refused += 1;
-                    }
-                    if refused >= UPLOAD_REFUSALS {
-                        self.fail_upload(out, &e.to_string());
-                        return None;
-                    }
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(Duration::from_secs(4));
-                }
             }
         };
         let message = TaskMsg {
@@ -416,7 +401,7 @@ impl Shared {
                 let Some(pending) = self.take(task) else {
                     // Nobody waits for it (cancelled after a node took it, or failed here for
                     // want of a node): no need to keep it until the bucket's age limit.
-                    let mut blobs = vec![format!("{}.{task}.argument", self.client)];
+                    let mut blobs = vec![argument_object(&self.client, task)];
                     if let Ok(Carried::Blob(name)) = outcome.result {
                         blobs.push(name);
                     }
@@ -427,7 +412,7 @@ impl Shared {
                 tokio::spawn(async move {
                     let mut blobs = Vec::new();
                     if pending.outgoing.large {
-                        blobs.push(format!("{}.{task}.argument", shared.client));
+                        blobs.push(argument_object(&shared.client, task));
                     }
                     let result = match outcome.result {
                         Ok(carried) => {
@@ -447,7 +432,7 @@ impl Shared {
         }
     }
 
-    /// The result a node recorded, read again a few times (over about 8 s) if the server does
+    /// The result a node recorded, read again a few times (8 s of pauses in all) if the server does
     /// not give it at first (it restarts, say): the task ran, and its result is not given up
     /// lightly.
     async fn fetch_result(&self, carried: Carried) -> Result<Encoded, TaskError> {
@@ -485,7 +470,12 @@ impl Shared {
         if let Err(e) = self.stores.state.put(key, bytes::Bytes::new()).await {
             log::debug!("cf-pool-cluster: cannot clear the result of task {task}: {e}");
         }
-        for name in blobs {
+        self.delete_objects(blobs).await;
+    }
+
+    /// Deletes payloads from the object store (a failure only leaves them to `result_ttl`).
+    async fn delete_objects(&self, names: impl IntoIterator<Item = String>) {
+        for name in names {
             if let Err(e) = self.stores.blobs.delete(name.as_str()).await {
                 log::debug!("cf-pool-cluster: cannot delete payload {name}: {e}");
             }
@@ -534,9 +524,7 @@ impl Shared {
                     log::debug!(
                         "cf-pool-cluster: cannot record the cancel of task {task} yet: {e}"
                     );
-                    if self.stores.js.client().connection_state()
-                        == async_nats::connection::State::Connected
-                    {
+                    if self.stores.connected() {
                         refused += 1;
                         if refused >= CLAIM_REFUSALS {
                             return true;
@@ -558,10 +546,8 @@ impl Shared {
         // No node will run it: its argument in the object store is not needed any more. (If a
         // node took it first, its argument goes with its outcome, which nobody reads.)
         if self.cancel_remote(task).await && pending.outgoing.large {
-            let name = format!("{}.{task}.argument", self.client);
-            if let Err(e) = self.stores.blobs.delete(name.as_str()).await {
-                log::debug!("cf-pool-cluster: cannot delete payload {name}: {e}");
-            }
+            self.delete_objects([argument_object(&self.client, task)])
+                .await;
         }
     }
 
@@ -576,20 +562,20 @@ impl Shared {
         let mut alive: HashMap<String, (NodeInfo, Instant)> = HashMap::new();
         let mut last_seen = Instant::now();
         let mut offline_since = None;
-        let mut announced = false;
+        // The store generation (see `lost`) this client last announced itself in.
+        let mut announced = None;
         let mut lost = self.lost.clone();
         loop {
-            if lost.has_changed().unwrap_or(false) {
-                lost.mark_unchanged();
-                announced = false;
-            }
-            if !announced {
-                announced = self
+            let generation = *lost.borrow_and_update();
+            if announced != Some(generation)
+                && self
                     .stores
                     .registry
                     .put(format!("c.{}", self.client), announce.clone())
                     .await
-                    .is_ok();
+                    .is_ok()
+            {
+                announced = Some(generation);
             }
             let mut watch = match self.stores.registry.watch_with_history("n.>").await {
                 Ok(w) => w,
@@ -612,10 +598,7 @@ impl Shared {
                         Some(Ok(_)) => {}
                         _ => break,
                     },
-                    Ok(()) = lost.changed() => {
-                        announced = false;
-                        break;
-                    }
+                    Ok(()) = lost.changed() => break,
                     _ = tick.tick() => self.check_alive(&alive, &mut last_seen, &mut offline_since),
                 }
             }
@@ -628,7 +611,7 @@ impl Shared {
         last_seen: &mut Instant,
         offline_since: &mut Option<Instant>,
     ) {
-        if self.stores.js.client().connection_state() != async_nats::connection::State::Connected {
+        if !self.stores.connected() {
             // Cut off from the server, the client cannot see heartbeats: that is no evidence
             // that the nodes are gone. The timeout counts only while connected, and only once
             // the client had a moment to see heartbeats again (its watch of the registry

@@ -89,7 +89,8 @@
 //!   through the object store, in chunks; smaller ones in the message. On a server whose
 //!   message limit (`max_payload`) is lower than the default 1 MiB, the inline limit, the
 //!   chunks and a node's error texts shrink to fit it. An argument the server
-//!   refuses to store five times while connected, over about 8 s (its JetStream store is full,
+//!   refuses to store five times while connected, with pauses of 0.25 to 2 s between the tries
+//!   (its JetStream store is full,
 //!   say), fails its task with [`TaskError::Codec`] saying so; what the attempts uploaded stays on the server
 //!   until [`ClusterBuilder::result_ttl`]. An error travels in the message: a node cuts each of
 //!   its texts (a panic's message, its backtrace) to 32 KiB, saying how much it cut.
@@ -99,7 +100,7 @@
 //!   on the same store loses nothing. A node that cannot read a task's large argument from
 //!   the server (it restarts, or sends nothing for 30 s) gives the task back for another
 //!   delivery; a large result the server refuses is stored again (8 tries while connected,
-//!   about 16 s) before the task fails with `Codec`; the client reads a large result again
+//!   16 s of pauses) before the task fails with `Codec`; the client reads a large result again
 //!   (6 tries) before it gives up; `build` asks a server that refuses connections again until
 //!   its connect timeout.
 //! * **No node of this build**: a task for which no node of this build has been alive during

@@ -53,7 +53,7 @@ const FETCH_SLACK: Duration = Duration::from_secs(4);
 /// The longest gap between two progress acks of a running task, whatever the deadline.
 const PROGRESS_AT_LEAST: Duration = Duration::from_millis(250);
 
-/// How many times a node tries to store a large result the server refuses (over about 16 s):
+/// How many times a node tries to store a large result the server refuses (16 s of pauses):
 /// a server that lost its store refuses until a client or node has created it again.
 const RESULT_TRIES: u32 = 8;
 
@@ -490,6 +490,15 @@ impl Node {
                 Ok(Some(bytes)) => from_bytes::<Claim>(&bytes, "claim").ok(),
                 _ => None,
             };
+            let silent = || {
+                format!(
+                    "no node finished it within max_deliveries ({}): the node that took it \
+                     last stopped answering (it died, or lost the server for longer than the \
+                     ack deadline), and the task is not run again; if the task itself brings \
+                     its node down, fix the task, otherwise raise max_deliveries",
+                    task.max_deliveries
+                )
+            };
             let (last, reason) = match last {
                 Some(Claim::Refused { node, reason, .. }) => (
                     Some(node),
@@ -499,19 +508,8 @@ impl Node {
                         task.max_deliveries
                     ),
                 ),
-                last => (
-                    match last {
-                        Some(Claim::Node { node, .. }) => Some(node),
-                        _ => None,
-                    },
-                    format!(
-                        "no node finished it within max_deliveries ({}): the node that took it \
-                         last stopped answering (it died, or lost the server for longer than \
-                         the ack deadline), and the task is not run again; if the task itself \
-                         brings its node down, fix the task, otherwise raise max_deliveries",
-                        task.max_deliveries
-                    ),
-                ),
+                Some(Claim::Node { node, .. }) => (Some(node), silent()),
+                _ => (None, silent()),
             };
             log::warn!(
                 "cf-pool-cluster node {}: task {} of client {} fails: it was delivered {} times, \
@@ -594,8 +592,10 @@ impl Node {
                         encoded,
                         large,
                         RESULT_TRIES,
+                        || true,
                     )
                     .await
+                    .map(|carried| carried.expect("a result is always wanted"))
                     .map_err(|e| TaskError::Codec {
                         stage: CodecStage::SerializeResult,
                         message: format!(
@@ -719,16 +719,13 @@ impl Node {
             fetched = self.stores.fetch(argument, CodecStage::DeserializeArgument) => fetched,
             // The argument went with the store; the client publishes the task again, with it.
             Ok(()) = lost.changed() => {
-                return Err(format!(
-                    "node {}: the server lost its store while the node read the argument",
-                    self.name
-                ));
+                return Err("the server lost its store while the node read the argument".into());
             }
         };
         let argument = match fetched {
             Ok(a) => a,
             // The server did not give it now (it restarts, say): another delivery may get it.
-            Err(Fetch::Unavailable(e)) => return Err(format!("node {}: {e}", self.name)),
+            Err(Fetch::Unavailable(e)) => return Err(e.to_string()),
             Err(Fetch::Undecodable(e)) => return Ok((Err(e), false)),
         };
         let pool = self.pool(init)?;
@@ -739,12 +736,7 @@ impl Node {
                 self.drop_pool(init, &pool);
                 return Ok((Err(TaskError::Broken { reason }), true));
             }
-            Err(e) => {
-                return Err(format!(
-                    "node {}: its process pool refused the task ({e})",
-                    self.name
-                ))
-            }
+            Err(e) => return Err(format!("its process pool refused the task ({e})")),
         };
         let (tx, rx) = tokio::sync::oneshot::channel();
         future.add_done_callback(move |_| {
@@ -763,9 +755,8 @@ impl Node {
         // this node, not of the task's code or of the client.
         if let Err(TaskError::WorkerStartFailed { reason }) = outcome {
             return Err(format!(
-                "node {}: its process pool could not start a worker ({reason}); look at the \
-                 node machine's limits (open files, processes, memory)",
-                self.name
+                "its process pool could not start a worker ({reason}); look at the node \
+                 machine's limits (open files, processes, memory)"
             ));
         }
         Ok((outcome, broken))
@@ -782,9 +773,8 @@ impl Node {
         }
         let pool = Arc::new(builder.build().map_err(|e| {
             format!(
-                "node {}: it cannot start its process pool ({e}); look at the node machine's \
-                 limits (processes, open files, memory)",
-                self.name
+                "it cannot start its process pool ({e}); look at the node machine's limits \
+                 (processes, open files, memory)"
             )
         })?);
         pools.insert(init, Arc::clone(&pool));

@@ -99,6 +99,11 @@ pub(crate) fn result_key(client: &str, task: u64) -> String {
     format!("{client}.r.{task}")
 }
 
+/// The object-store name of a task's large argument.
+pub(crate) fn argument_object(client: &str, task: u64) -> String {
+    format!("{client}.{task}.argument")
+}
+
 /// The bytes `payload` carries, its attached buffers included.
 pub(crate) fn size(payload: &Encoded) -> usize {
     payload.bytes.len() + payload.buffers.iter().map(|b| b.len()).sum::<usize>()
@@ -406,18 +411,22 @@ impl Stores {
     ///
     /// An upload is tried `tries` times at most while the server is connected and refuses it
     /// (its store is full, or it lost the object store and nobody has created it again yet),
-    /// the pause between tries doubling from 250 ms; while the server is away, tries do not
-    /// count.
+    /// the pause between tries doubling from 250 ms up to 4 s (4 s of pauses for 5 tries, 16 s
+    /// for 8, besides the tries themselves: a server that has just restarted and still
+    /// recovers its streams is not taken for a full one); while
+    /// the server is away, tries do not count. `Ok(None)`: `wanted` said, before a retry, that
+    /// nobody needs the payload any more.
     pub(crate) async fn carry(
         &self,
         name: String,
         payload: Encoded,
         large: bool,
         tries: u32,
-    ) -> Result<Carried, BoxError> {
+        wanted: impl Fn() -> bool,
+    ) -> Result<Option<Carried>, BoxError> {
         let wire = Wire::from_encoded(payload);
         if !large {
-            return Ok(Carried::Inline(wire));
+            return Ok(Some(Carried::Inline(wire)));
         }
         let bytes = postcard::to_allocvec(&wire)?;
         let mut refused = 0;
@@ -431,9 +440,9 @@ impl Stores {
                 ..Default::default()
             };
             let Err(e) = self.blobs.put(meta, &mut bytes.as_slice()).await else {
-                return Ok(Carried::Blob(name));
+                return Ok(Some(Carried::Blob(name)));
             };
-            if self.js.client().connection_state() == async_nats::connection::State::Connected {
+            if self.connected() {
                 refused += 1;
             }
             if refused >= tries {
@@ -442,7 +451,16 @@ impl Stores {
             log::debug!("cf-pool-cluster: cannot store payload {name} yet: {e}");
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(Duration::from_secs(4));
+            if !wanted() {
+                return Ok(None);
+            }
         }
+    }
+
+    /// Whether the connection to the server is up: a request that failed while it is was
+    /// refused by the server, not lost on the way.
+    pub(crate) fn connected(&self) -> bool {
+        self.js.client().connection_state() == async_nats::connection::State::Connected
     }
 
     /// The payload `carried` refers to. A payload in the object store that the server does

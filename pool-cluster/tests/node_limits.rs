@@ -8,7 +8,7 @@
 mod common;
 
 use cf_pool_cluster::{Executor, TaskError};
-use common::{Cluster, LIMIT};
+use common::{assert_tripled, Cluster, LIMIT};
 
 #[test]
 fn node_entry() {
@@ -108,8 +108,6 @@ fn a_task_a_node_cannot_start_runs_on_another_node() {
         .collect();
     cluster.nodes[0].wait_log("giving back a task it cannot run");
     cluster.add_node(1);
-    for (i, f) in (0..).zip(&futures) {
-        assert_eq!(f.result_timeout(LIMIT), Ok(&(i * 3)), "task {i}");
-    }
+    assert_tripled(&futures, "task");
     set_soft_limit(node, old);
 }

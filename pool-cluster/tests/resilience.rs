@@ -10,7 +10,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cf_pool_cluster::{ClusterExecutor, Executor, Future, TaskError};
-use common::{count_completions, slow_triple, triple, Cluster, Dir, Node, LIMIT};
+use common::{
+    assert_tripled, count_completions, slow_triple, submit_large, triple, Cluster, Dir, Node, LIMIT,
+};
 
 #[test]
 fn node_entry() {
@@ -127,14 +129,7 @@ fn restart_mid_run(empty: bool) -> Option<Cluster> {
         std::thread::sleep(Duration::from_millis(5));
     }
     // Arguments over the inline limit travel through the object store.
-    let large: Vec<_> = (0..4u8)
-        .map(|i| {
-            cluster
-                .executor
-                .submit(byte_sum, vec![i; 300 * 1024])
-                .unwrap()
-        })
-        .collect();
+    let large = submit_large(&cluster.executor, 4);
     cluster.server.stop();
     // Submitting while the server is away works: the tasks are published when it is back.
     let during: Vec<_> = (300..400)
@@ -148,9 +143,7 @@ fn restart_mid_run(empty: bool) -> Option<Cluster> {
     } else {
         cluster.server.restart();
     }
-    for (i, f) in (0..).zip(before.iter().chain(&during)) {
-        assert_eq!(f.result_timeout(LIMIT), Ok(&(i * 3)), "task {i}");
-    }
+    assert_tripled(before.iter().chain(&during), "task");
     for (i, f) in (0..).zip(&large) {
         assert_eq!(
             f.result_timeout(LIMIT),
@@ -197,10 +190,6 @@ fn server_restarted_without_its_store_loses_nothing() {
         late.submit(triple, 7).unwrap().result_timeout(LIMIT),
         Ok(&21)
     );
-}
-
-fn byte_sum(bytes: Vec<u8>) -> u64 {
-    bytes.iter().map(|&b| u64::from(b)).sum()
 }
 
 /// Writes `ran-{i}`: proof that a task ran at all.

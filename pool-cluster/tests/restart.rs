@@ -10,8 +10,11 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cf_pool_cluster::{ClusterExecutor, Executor, MapOptions};
-use common::{count_completions, slow_triple, triple, Cluster, Dir, LIMIT};
+use cf_pool_cluster::{ClusterExecutor, Executor, Future, MapOptions};
+use common::{
+    assert_tripled, byte_sum, count_completions, slow_triple, submit_large, triple, Cluster, Dir,
+    LIMIT,
+};
 
 #[test]
 fn node_entry() {
@@ -56,8 +59,16 @@ fn sleepy_triple(x: u64) -> u64 {
     x * 3
 }
 
-fn byte_sum(bytes: Vec<u8>) -> u64 {
-    bytes.iter().map(|&b| u64::from(b)).sum()
+/// The cluster's executor, shared with other threads (the cluster keeps an idle one of
+/// another pool in its place).
+fn shared_executor(cluster: &mut Cluster) -> Arc<ClusterExecutor> {
+    Arc::new(std::mem::replace(
+        &mut cluster.executor,
+        ClusterExecutor::builder(&cluster.server.url())
+            .pool("other")
+            .build()
+            .unwrap(),
+    ))
 }
 
 /// Runs `f` on a thread; panics if it does not end within `LIMIT`.
@@ -142,9 +153,7 @@ fn restart_empty_three_times() {
     // After they noticed it, and republished.
     std::thread::sleep(Duration::from_secs(5));
     cluster.server.restart_empty();
-    for (i, f) in (0..).zip(&futures) {
-        assert_eq!(f.result_timeout(LIMIT), Ok(&(i * 3)), "task {i}");
-    }
+    assert_tripled(&futures, "task");
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(completions.load(Ordering::SeqCst), futures.len());
     let after = cluster.executor.submit(triple, 5).unwrap();
@@ -156,13 +165,7 @@ fn restart_empty_during_map_with_buffersize() {
     let Some(mut cluster) = Cluster::start(&[2], |b| b) else {
         return;
     };
-    let executor = Arc::new(std::mem::replace(
-        &mut cluster.executor,
-        ClusterExecutor::builder(&cluster.server.url())
-            .pool("other")
-            .build()
-            .unwrap(),
-    ));
+    let executor = shared_executor(&mut cluster);
     let e = Arc::clone(&executor);
     let handle = std::thread::spawn(move || {
         e.map(sleepy_triple, 0..200u64, MapOptions::new().buffersize(6))
@@ -187,13 +190,7 @@ fn restart_empty_while_shutdown_wait_blocks() {
     let Some(mut cluster) = Cluster::start(&[2], |b| b) else {
         return;
     };
-    let executor = Arc::new(std::mem::replace(
-        &mut cluster.executor,
-        ClusterExecutor::builder(&cluster.server.url())
-            .pool("other")
-            .build()
-            .unwrap(),
-    ));
+    let executor = shared_executor(&mut cluster);
     let futures: Vec<_> = (0..100)
         .map(|i| executor.submit(sleepy_triple, i).unwrap())
         .collect();
@@ -215,6 +212,28 @@ fn restart_empty_while_shutdown_wait_blocks() {
 // ---------------------------------------------------------------------------------------------
 // Cancellation across a loss
 
+/// Task 0 of `held` running on the cluster's only worker, tasks 1 to 6 queued behind it (the
+/// client has had 300 ms to publish them).
+fn one_running_six_queued(cluster: &Cluster, dir: &Dir) -> (Future<u32>, Vec<Future<u32>>) {
+    let running = cluster.executor.submit(held, (dir.path(), 0)).unwrap();
+    dir.wait_markers("run-0-", 1);
+    let queued = (1..=6)
+        .map(|i| cluster.executor.submit(held, (dir.path(), i)).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    (running, queued)
+}
+
+/// None of the `held` tasks `tasks` left a marker: none ran.
+fn assert_never_ran(dir: &Dir, tasks: std::ops::RangeInclusive<u32>) {
+    for i in tasks {
+        assert!(
+            dir.markers(&format!("run-{i}-")).is_empty(),
+            "cancelled task {i} ran"
+        );
+    }
+}
+
 /// Futures cancelled before the loss stay cancelled and never run.
 #[test]
 fn cancelled_before_loss_never_runs() {
@@ -222,12 +241,7 @@ fn cancelled_before_loss_never_runs() {
         return;
     };
     let dir = Dir::new("cancel-before");
-    let running = cluster.executor.submit(held, (dir.path(), 0)).unwrap();
-    dir.wait_markers("run-0-", 1);
-    let queued: Vec<_> = (1..=6)
-        .map(|i| cluster.executor.submit(held, (dir.path(), i)).unwrap())
-        .collect();
-    std::thread::sleep(Duration::from_millis(300));
+    let (running, queued) = one_running_six_queued(&cluster, &dir);
     for f in &queued[..3] {
         assert!(f.cancel(), "{:?}", f.state());
     }
@@ -240,12 +254,7 @@ fn cancelled_before_loss_never_runs() {
         assert_eq!(f.result_timeout(LIMIT), Ok(&i));
     }
     std::thread::sleep(Duration::from_secs(2));
-    for i in 1..=3 {
-        assert!(
-            dir.markers(&format!("run-{i}-")).is_empty(),
-            "cancelled task {i} ran"
-        );
-    }
+    assert_never_ran(&dir, 1..=3);
     // The running task may run twice (docs); more is not acceptable.
     assert!(dir.markers("run-0-").len() <= 2);
 }
@@ -258,24 +267,13 @@ fn shutdown_cancel_futures_around_a_loss(noticed: bool) {
         return;
     };
     let dir = Dir::new("cancel-around-loss");
-    let running = cluster.executor.submit(held, (dir.path(), 0)).unwrap();
-    dir.wait_markers("run-0-", 1);
-    let queued: Vec<_> = (1..=6)
-        .map(|i| cluster.executor.submit(held, (dir.path(), i)).unwrap())
-        .collect();
-    std::thread::sleep(Duration::from_millis(300));
+    let (running, queued) = one_running_six_queued(&cluster, &dir);
     cluster.server.restart_empty();
     if noticed {
         // Noticed, and republished (the node's only worker still runs task 0's first copy).
         std::thread::sleep(Duration::from_secs(6));
     }
-    let executor = Arc::new(std::mem::replace(
-        &mut cluster.executor,
-        ClusterExecutor::builder(&cluster.server.url())
-            .pool("other")
-            .build()
-            .unwrap(),
-    ));
+    let executor = shared_executor(&mut cluster);
     let e = Arc::clone(&executor);
     within("shutdown(false, true)", move || e.shutdown(false, true));
     for f in &queued {
@@ -287,12 +285,7 @@ fn shutdown_cancel_futures_around_a_loss(noticed: bool) {
     dir.release();
     assert_eq!(running.result_timeout(LIMIT), Ok(&0));
     std::thread::sleep(Duration::from_secs(3));
-    for i in 1..=6 {
-        assert!(
-            dir.markers(&format!("run-{i}-")).is_empty(),
-            "cancelled task {i} ran"
-        );
-    }
+    assert_never_ran(&dir, 1..=6);
 }
 
 #[test]
@@ -339,9 +332,7 @@ fn node_started_only_after_the_loss() {
     cluster.server.restart_empty();
     std::thread::sleep(Duration::from_secs(4));
     cluster.add_node(2);
-    for (i, f) in (0..).zip(&futures) {
-        assert_eq!(f.result_timeout(LIMIT), Ok(&(i * 3)), "task {i}");
-    }
+    assert_tripled(&futures, "task");
 }
 
 /// A client built while the server is back but empty, before the others noticed.
@@ -362,12 +353,8 @@ fn client_built_right_after_loss() {
         .build()
         .unwrap();
     let new: Vec<_> = (0..50).map(|i| late.submit(triple, i).unwrap()).collect();
-    for (i, f) in (0..).zip(&new) {
-        assert_eq!(f.result_timeout(LIMIT), Ok(&(i * 3)), "new task {i}");
-    }
-    for (i, f) in (0..).zip(&old) {
-        assert_eq!(f.result_timeout(LIMIT), Ok(&(i * 3)), "old task {i}");
-    }
+    assert_tripled(&new, "new task");
+    assert_tripled(&old, "old task");
 }
 
 /// A client built while the server is down, which then comes back empty: `build` waits for
@@ -414,9 +401,7 @@ fn short_node_timeout_survives_loss() {
     cluster.server.stop();
     std::thread::sleep(Duration::from_secs(4));
     cluster.server.restart_empty();
-    for (i, f) in (0..).zip(&futures) {
-        assert_eq!(f.result_timeout(LIMIT), Ok(&(i * 3)), "task {i}");
-    }
+    assert_tripled(&futures, "task");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -459,14 +444,7 @@ fn large_arguments_submitted_while_down() {
         return;
     };
     cluster.server.stop();
-    let futures: Vec<_> = (0..6u8)
-        .map(|i| {
-            cluster
-                .executor
-                .submit(byte_sum, vec![i; 300 * 1024])
-                .unwrap()
-        })
-        .collect();
+    let futures = submit_large(&cluster.executor, 6);
     std::thread::sleep(Duration::from_secs(1));
     cluster.server.restart_empty();
     let mut bad = Vec::new();

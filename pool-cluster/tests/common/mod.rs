@@ -435,3 +435,24 @@ pub fn count_completions<T: Send + 'static>(
     }
     count
 }
+
+/// The sum of the bytes: the task of [`submit_large`].
+pub fn byte_sum(bytes: Vec<u8>) -> u64 {
+    bytes.iter().map(|&b| u64::from(b)).sum()
+}
+
+/// `n` tasks, task `i` with 300 KiB of byte `i` (over the inline limit: its argument travels
+/// through the object store); its result is `i * 300 * 1024`.
+pub fn submit_large(executor: &ClusterExecutor, n: u8) -> Vec<Future<u64>> {
+    (0..n)
+        .map(|i| executor.submit(byte_sum, vec![i; 300 * 1024]).unwrap())
+        .collect()
+}
+
+/// Each future, the `i`-th of `futures`, gives `3 * i` within [`LIMIT`] (tasks of [`triple`]
+/// over `0..`); `what` names them in a failure.
+pub fn assert_tripled<'a>(futures: impl IntoIterator<Item = &'a Future<u64>>, what: &str) {
+    for (i, f) in (0..).zip(futures) {
+        assert_eq!(f.result_timeout(LIMIT), Ok(&(i * 3)), "{what} {i}");
+    }
+}
