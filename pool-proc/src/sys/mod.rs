@@ -55,7 +55,9 @@
 //!   receiver holding (or reopening) that descriptor cannot write it, map it writable or punch
 //!   holes in it. Bytes are copied in and out through raw pointers, since another process
 //!   maps the same memory; the two views that hand out references ([`Leased`], [`Written`])
-//!   say why no process writes the bytes while they are borrowed.
+//!   say why no process writes the bytes while they are borrowed. Copies of 8 MiB and more
+//!   are shared with short-lived helper threads of the same process, all within the call
+//!   (`copy`).
 //! * **Descriptor passing** ([`send_with_fds`], [`recv_with_fds`]): descriptors travel in a
 //!   message's ancillary data and arrive close-on-exec; a send never raises `SIGPIPE`; a
 //!   receive says when the kernel dropped descriptors this process could not take
@@ -77,6 +79,7 @@ use cf_executor_api::{Buffer, TaskError};
 #[cfg(unix)]
 use cf_executor_api::ExitCause;
 
+mod copy;
 #[cfg(unix)]
 mod posix;
 
@@ -419,8 +422,10 @@ pub(crate) fn copy_in(map: &Map, offset: usize, bytes: &[u8]) {
     // process reads them now either: the region has not been lent yet, or the one peer it was
     // lent to handed it back (named its lend in a frame on its own socket, see `crate::shm`); a
     // peer that handed it back early and kept reading would only see its own bytes change.
+    // A long copy is shared with helper threads of this process (`copy::copy`), all inside
+    // this call.
     unsafe {
-        std::ptr::copy_nonoverlapping(bytes.as_ptr(), map.as_mut_ptr().add(offset), bytes.len());
+        copy::copy(bytes.as_ptr(), map.as_mut_ptr().add(offset), bytes.len());
     }
 }
 
@@ -470,7 +475,13 @@ pub(crate) fn advise_huge_pages(spare: &mut [std::mem::MaybeUninit<u8>]) {
 pub(crate) fn copy_to_vec(bytes: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(bytes.len());
     advise_huge_pages(out.spare_capacity_mut());
-    out.extend_from_slice(bytes);
+    // SAFETY: `out`'s spare capacity is at least `bytes.len()` bytes of private memory that
+    // nothing else refers to, so the ranges do not overlap and nothing else writes the
+    // destination; `set_len` covers exactly the bytes the copy initialised.
+    unsafe {
+        copy::copy(bytes.as_ptr(), out.as_mut_ptr(), bytes.len());
+        out.set_len(bytes.len());
+    }
     out
 }
 
@@ -501,9 +512,10 @@ pub(crate) fn copy_out(
     // reference into the shared memory is created; callers only ever see this private copy. A
     // misbehaving sender writing during the copy would race with it (formally a data race on
     // shared memory) and could only change the bytes copied, which no invariant of this
-    // process relies on.
+    // process relies on. A long copy is shared with helper threads (`copy::copy`), all inside
+    // this call, each writing pieces of `out` no other writes.
     unsafe {
-        std::ptr::copy_nonoverlapping(map.as_ptr().add(offset), out.as_mut_ptr(), len);
+        copy::copy(map.as_ptr().add(offset), out.as_mut_ptr(), len);
         out.set_len(len);
     }
     Ok(out)
