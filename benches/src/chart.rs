@@ -24,12 +24,13 @@ const SECTIONS: [(&str, &str); 7] = [
 ];
 
 /// Contenders that are not peers: the machine's limits, drawn grey.
-const LIMITS: [&str; 7] = [
+const LIMITS: [&str; 8] = [
     "socketpair",
     "shm-futex",
     "shm-spin",
     "thread-pingpong",
     "memcpy",
+    "memcpy-uncached",
     "copy-chain",
     "ideal-split",
 ];

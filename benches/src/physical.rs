@@ -224,8 +224,10 @@ pub fn copy_chain(src: &[u8], iters: u64) -> Duration {
     start.elapsed()
 }
 
-/// `iters` copies of `src` into a buffer allocated (and faulted in) beforehand: the memory
-/// bandwidth a payload echo is held against.
+/// `iters` copies of `src` into a buffer allocated (and faulted in) beforehand. Both stay in
+/// the cache between copies wherever it holds twice the payload (a 16 MiB payload in a 32 MiB
+/// last-level cache), so this is the speed of the cache there, of memory elsewhere; see
+/// [`UncachedCopy`] for memory's.
 #[must_use]
 pub fn memcpy(src: &[u8], iters: u64) -> Duration {
     // Not `vec![0; n]`: zeroed memory comes from the OS untouched, and the first copy would
@@ -238,4 +240,116 @@ pub fn memcpy(src: &[u8], iters: u64) -> Duration {
         black_box(&mut dst);
     }
     start.elapsed()
+}
+
+/// Copies of one payload between buffers that are not in the cache when each copy starts: the
+/// speed of memory, whatever the cache holds. The payloads are slots of a source and a
+/// destination arena, each at least four times the last-level cache (the rule of the STREAM
+/// benchmark), taken in turn, so a slot has left the cache by the time it comes round again.
+#[derive(Debug)]
+pub struct UncachedCopy {
+    src: Vec<u8>,
+    dst: Vec<u8>,
+    len: usize,
+    slots: usize,
+    next: usize,
+}
+
+/// The least an arena holds, whatever the cache the machine reports.
+const ARENA_MIN: usize = 128 << 20;
+/// The most an arena holds: past it, a cache this large is taken as unknown.
+const ARENA_MAX: usize = 1 << 30;
+/// What an arena holds where the cache size cannot be read.
+const ARENA_UNKNOWN: usize = 256 << 20;
+
+impl UncachedCopy {
+    /// Arenas for `len`-byte payloads, allocated and faulted in now.
+    #[must_use]
+    pub fn new(len: usize) -> Self {
+        let len = len.max(1);
+        let arena = last_level_cache().map_or(ARENA_UNKNOWN, |cache| {
+            (4 * cache).clamp(ARENA_MIN, ARENA_MAX)
+        });
+        let slots = (arena / len).max(2);
+        // Not `vec![0; n]`: zeroed memory comes from the OS untouched (see [`memcpy`]).
+        UncachedCopy {
+            src: vec![1u8; slots * len],
+            dst: vec![2u8; slots * len],
+            len,
+            slots,
+            next: 0,
+        }
+    }
+
+    /// `iters` copies, each from and into the next slots.
+    pub fn run(&mut self, iters: u64) -> Duration {
+        let start = Instant::now();
+        for _ in 0..iters {
+            let at = self.next * self.len;
+            let range = at..at + self.len;
+            self.dst[range.clone()].copy_from_slice(black_box(&self.src[range]));
+            black_box(&mut self.dst);
+            self.next = (self.next + 1) % self.slots;
+        }
+        start.elapsed()
+    }
+
+    /// Bytes of each arena.
+    #[must_use]
+    pub fn arena_bytes(&self) -> usize {
+        self.slots * self.len
+    }
+}
+
+/// The largest CPU cache of CPU 0, in bytes, as Linux reports it; `None` elsewhere.
+fn last_level_cache() -> Option<usize> {
+    let dir = std::fs::read_dir("/sys/devices/system/cpu/cpu0/cache").ok()?;
+    dir.filter_map(Result::ok)
+        .filter_map(|entry| std::fs::read_to_string(entry.path().join("size")).ok())
+        .filter_map(|size| parse_cache_size(size.trim()))
+        .max()
+}
+
+/// `"32768K"` (sysfs's way) to bytes.
+fn parse_cache_size(size: &str) -> Option<usize> {
+    let (digits, unit) = match size.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((at, _)) => size.split_at(at),
+        None => (size, ""),
+    };
+    let n: usize = digits.parse().ok()?;
+    let scale = match unit {
+        "" => 1,
+        "K" => 1 << 10,
+        "M" => 1 << 20,
+        "G" => 1 << 30,
+        _ => return None,
+    };
+    n.checked_mul(scale)
+}
+
+#[cfg(test)]
+mod uncached_tests {
+    use super::*;
+
+    #[test]
+    fn cache_sizes_read_as_sysfs_writes_them() {
+        assert_eq!(parse_cache_size("32768K"), Some(32 << 20));
+        assert_eq!(parse_cache_size("2M"), Some(2 << 20));
+        assert_eq!(parse_cache_size("512"), Some(512));
+        assert_eq!(parse_cache_size("12Q"), None);
+        assert_eq!(parse_cache_size(""), None);
+    }
+
+    /// The arena outgrows the cache four times over, and every slot is used in turn.
+    #[test]
+    fn an_uncached_copy_walks_arenas_four_times_the_cache() {
+        let len = 16 << 20;
+        let mut copy = UncachedCopy::new(len);
+        let cache = last_level_cache().unwrap_or(0);
+        assert!(copy.arena_bytes() >= (4 * cache).min(ARENA_MAX - len));
+        assert!(copy.arena_bytes() >= ARENA_MIN - len);
+        copy.run(copy.slots as u64 + 1);
+        assert_eq!(copy.next, 1);
+        assert!(copy.dst.iter().all(|&b| b == 1), "a slot was never copied");
+    }
 }

@@ -213,25 +213,36 @@ impl Report {
             // A plain `Vec<u8>` is serialized element by element: its goal is procspawn's figure
             // (below), and how it stands against memory speed is shown without one.
             Target::context(
-                "context: 16 MiB echo (Vec<u8>, the default) vs memcpy bandwidth (no goal; its goal \
-                 is procspawn's figure, below)",
-                self.ratio("echo_16MiB", "cf-proc", "memcpy"),
+                "context: 16 MiB echo (Vec<u8>, the default) vs memory bandwidth (no goal; its \
+                 goal is procspawn's figure, below)",
+                self.ratio("echo_16MiB", "cf-proc", "memcpy-uncached"),
             ),
         ];
+        // "Memory speed" is a copy between buffers the cache does not hold (`memcpy-uncached`):
+        // the warm `memcpy` copies the same two buffers again and again, which a cache of
+        // twice the payload keeps, so there it measures the cache. Both are shown.
         for (contender, what) in [
             ("cf-proc+ByteBuf", "serde_bytes::ByteBuf"),
             ("cf-proc+Buffer", "cf Buffer, shared memory"),
         ] {
             t.push(Target::ratio(
-                &format!("16 MiB echo ({what}) vs memcpy bandwidth"),
+                &format!("16 MiB echo ({what}) vs memory bandwidth (memcpy-uncached)"),
                 ">= 0.30x",
-                self.ratio("echo_16MiB", contender, "memcpy"),
+                self.ratio("echo_16MiB", contender, "memcpy-uncached"),
                 |v| v >= 0.30,
+            ));
+            t.push(Target::context(
+                format!(
+                    "context: 16 MiB echo ({what}) vs one copy into a warm buffer (memcpy; the \
+                     speed of the cache where it holds 32 MiB)"
+                ),
+                self.ratio("echo_16MiB", contender, "memcpy"),
             ));
         }
         t.push(Target::context(
             "context: 16 MiB echo (serde_bytes::ByteBuf) vs its four copies, in one thread into \
-             warm buffers (no goal; the best any transport can do is 1.0x)",
+             warm buffers (no goal; a transport that copies on one CPU at a time can do at \
+             most 1.0x)",
             self.ratio("echo_16MiB", "cf-proc+ByteBuf", "copy-chain"),
         ));
         t.push(Target::ratio(

@@ -46,6 +46,8 @@ use cf_pool_thread::ThreadPoolExecutor;
 const SLOW_PEER_TASKS: u64 = 2_000;
 /// Threads alive at once in the thread-per-task throughput run.
 const THREAD_WINDOW: usize = 1024;
+/// Payloads from this size on are also copied from memory (`memcpy-uncached`).
+const UNCACHED_MIN: usize = 1 << 20;
 /// `cpu_heavy` argument for Python: its loop is roughly 50x slower per iteration.
 const PY_CPU_N: u64 = 300_000;
 
@@ -490,6 +492,8 @@ fn measure_steady_state(bench: &mut Bench, cores: usize) {
         let moved = 2 * len as u64;
         let message = Message::new(&tasks::payload(len));
         let src = tasks::payload(len);
+        // Payloads of a few KiB come from the cache however they are copied.
+        let mut uncached = (len >= UNCACHED_MIN).then(|| physical::UncachedCopy::new(len));
         bench.workload(
             &format!("echo_{label}"),
             &format!(
@@ -517,7 +521,16 @@ fn measure_steady_state(bench: &mut Bench, cores: usize) {
                     .detail("one copy into a warm buffer"),
                 contender("copy-chain", moved, |n| physical::copy_chain(&src, n))
                     .detail("the four copies of a byte-string echo, warm buffers, one thread"),
-            ],
+            ]
+            .into_iter()
+            .chain(uncached.as_mut().map(|copy| {
+                let detail = format!(
+                    "one copy between buffers not in the cache (slots of two {} MiB arenas)",
+                    copy.arena_bytes() >> 20
+                );
+                contender("memcpy-uncached", len as u64, |n| copy.run(n)).detail(detail)
+            }))
+            .collect(),
         );
     }
     ps.shutdown();
