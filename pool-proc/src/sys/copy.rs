@@ -21,8 +21,8 @@
 //!
 //! * copies back to back, buffers in the cache: 16 MiB in 0.42 ms shared against 0.65 ms
 //!   alone (`copy_scaling` below prints these);
-//! * the 16 MiB echoes of `benches` (`compare`, interleaved runs): `Buffer` 1.18x the
-//!   bandwidth, `serde_bytes::ByteBuf` 1.06x;
+//! * the 16 MiB echoes of `benches` (`compare`, interleaved runs): `Buffer` 1.18-1.25x the
+//!   bandwidth, `serde_bytes::ByteBuf` 1.06-1.12x;
 //! * a steady loop of 16 MiB `ByteBuf` echoes: 3 % faster; with both CPUs kept busy by other
 //!   processes: no change (the caller does nearly every piece itself);
 //! * a copy that starts after the other CPU idled for a few ms: no gain, the helper starts
