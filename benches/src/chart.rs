@@ -24,20 +24,23 @@ const SECTIONS: [(&str, &str); 7] = [
 ];
 
 /// Contenders that are not peers: the machine's limits, drawn grey.
-const LIMITS: [&str; 8] = [
+const LIMITS: [&str; 7] = [
     "socketpair",
     "shm-futex",
     "shm-spin",
     "thread-pingpong",
     "memcpy",
-    "memcpy-uncached",
     "copy-chain",
     "ideal-split",
 ];
 
-/// Rows left out: the plain call (no pool at all) and the variants of cf itself.
+/// Rows left out: the plain call (no pool at all), the variants of cf itself, and a copy from
+/// memory (context in the tables, but neither a peer nor a limit of an echo).
 fn skipped(contender: &str) -> bool {
-    contender.starts_with("cf-") || contender == "sequential" || contender == "py-seq"
+    contender.starts_with("cf-")
+        || contender == "sequential"
+        || contender == "py-seq"
+        || contender == "memcpy-uncached"
 }
 
 /// Which cf pool a contender is held against: thread pools against `cf-thread`, everything

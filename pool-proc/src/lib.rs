@@ -360,8 +360,11 @@ pub fn init() {
 
 /// Runs before `main` (and before the test harness, in test binaries): a worker never reaches
 /// the user's `main`. The platform layer checks that this process was started as a worker by
-/// its real parent, then hands the inherited socket to the worker loop.
-#[ctor::ctor]
+/// its real parent, then hands the inherited socket to the worker loop. Not under Miri, which
+/// runs only this crate's process-free unit tests (`.ci/miri`) and rejects the constructor's
+/// calling convention.
+#[cfg_attr(not(miri), ctor::ctor)]
+#[cfg_attr(miri, allow(dead_code))]
 fn cf_pool_proc_worker_entry() {
     sys::enter_worker_mode_if_requested(worker::run);
 }

@@ -525,7 +525,7 @@ fn measure_steady_state(bench: &mut Bench, cores: usize) {
             .into_iter()
             .chain(uncached.as_mut().map(|copy| {
                 let detail = format!(
-                    "one copy between buffers not in the cache (slots of two {} MiB arenas)",
+                    "context: one copy between buffers not in the cache (slots of two {} MiB arenas)",
                     copy.arena_bytes() >> 20
                 );
                 contender("memcpy-uncached", len as u64, |n| copy.run(n)).detail(detail)

@@ -1,10 +1,10 @@
 //! Large copies, shared with helper threads when this process may use more than one CPU.
 //!
 //! Every byte an attached buffer carries is copied twice on its way: into a shared-memory region
-//! by its sender, out of it by its receiver (see `crate::shm`). Below a few MiB those copies run
-//! from the CPU's caches and take microseconds. Past that, one core does not draw all the
-//! bandwidth the caches and memory have, and while one side of a pool copies the other side
-//! waits for it, so a second CPU is often idle at that moment.
+//! by its sender, out of it by its receiver (see `crate::shm`). While one side of a pool copies,
+//! the other side waits for it, so a second CPU is often idle at that moment; and two threads
+//! copy faster than one while the bytes are still in the cache (not from memory, where one
+//! thread already draws about what there is).
 //!
 //! So a copy of [`SHARED_MIN`] bytes or more is cut into [`PIECE`]-sized pieces, and up to
 //! [`MAX_HELPERS`] short-lived threads (one fewer than the CPUs this process may use) take
@@ -16,43 +16,48 @@
 //! (`available_parallelism`, which follows CPU affinity and cgroup quotas), no helper is
 //! started: there a second thread could only take turns with the first.
 //!
-//! What it buys depends on what the other CPU was doing, so here are the figures measured on
-//! the 2-vCPU machine this was written on (medians):
+//! What it buys depends on what the other CPU was doing and on the cache, so here are the
+//! figures measured on the 2-vCPU machine this was written on (32 MiB of L3; medians):
 //!
-//! * copies back to back, buffers in the cache: 16 MiB in 0.42 ms shared against 0.65 ms
-//!   alone (`copy_scaling` below prints these);
+//! * 16 MiB copies back to back between the same two buffers (which then mostly stay in the
+//!   cache): 0.42 ms shared against 0.65 ms alone (`copy_scaling` below prints these);
 //! * the 16 MiB echoes of `benches` (`compare`, interleaved runs): `Buffer` 1.18-1.25x the
 //!   bandwidth, `serde_bytes::ByteBuf` 1.06-1.12x;
 //! * a steady loop of 16 MiB `ByteBuf` echoes: 3 % faster; with both CPUs kept busy by other
 //!   processes: no change (the caller does nearly every piece itself);
-//! * a copy that starts after the other CPU idled for a few ms: no gain, the helper starts
-//!   too late to take much.
+//! * copies from memory (buffers the cache does not hold), or a copy that starts after the
+//!   other CPU idled for a few ms: no gain.
 //!
-//! A helper costs a thread start (tens of microseconds) against at least 0.3 ms of copying.
+//! A helper costs a thread start (tens of microseconds) against at least 0.3 ms of copying, and
+//! counts, while it lives, against the process's thread limits (`RLIMIT_NPROC`, a cgroup's
+//! `pids.max`); where those refuse it, the caller copies alone.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
-use std::thread::{self, Thread};
+use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError};
+use std::thread;
 
 /// Copies this long and longer are shared (below, a thread start costs more than it saves:
 /// measured here, cache-warm 4 MiB copies were 1.3x slower split).
-pub(crate) const SHARED_MIN: usize = 8 << 20;
+pub(crate) const SHARED_MIN: usize = if cfg!(miri) { 64 } else { 8 << 20 };
 /// What one thread takes at a time: short enough that the caller's last wait is brief, long
 /// enough that taking a piece costs nothing next to copying it.
-const PIECE: usize = 1 << 20;
+const PIECE: usize = if cfg!(miri) { 16 } else { 1 << 20 };
 /// At most this many helpers per copy (beyond four threads, memory is the limit anyway).
 const MAX_HELPERS: usize = 3;
 
-/// Helpers a shared copy may start: one fewer than the CPUs this process may use, at most
-/// [`MAX_HELPERS`]. Read once (it reads cgroup files on Linux).
+/// Helpers a shared copy may start: [`helpers_for`] the CPUs this process may use. Read once
+/// (it reads cgroup files on Linux).
 fn helpers() -> usize {
     static HELPERS: OnceLock<usize> = OnceLock::new();
     *HELPERS.get_or_init(|| {
-        thread::available_parallelism()
-            .map_or(1, std::num::NonZeroUsize::get)
-            .saturating_sub(1)
-            .min(MAX_HELPERS)
+        helpers_for(thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get))
     })
+}
+
+/// One fewer than `cpus`, at most [`MAX_HELPERS`]: none on one CPU, where a helper could only
+/// take turns with the caller.
+fn helpers_for(cpus: usize) -> usize {
+    cpus.saturating_sub(1).min(MAX_HELPERS)
 }
 
 /// One copy being shared: where from, where to, and which pieces are taken and done.
@@ -63,10 +68,11 @@ struct Shared {
     pieces: usize,
     /// The next piece to take; past `pieces`, none is left.
     next: AtomicUsize,
-    /// Pieces copied. The caller returns once all are.
-    done: AtomicUsize,
-    /// The caller, woken when the last piece is done.
-    caller: Thread,
+    /// Pieces copied. The caller returns once all are. A lock and a condition variable, not
+    /// a counter and `Thread::unpark`: an unpark the caller no longer waits for would stay
+    /// pending on its thread and wake the next, unrelated `park` there.
+    done: Mutex<usize>,
+    all_done: Condvar,
 }
 
 // SAFETY: `src` and `dst` are only dereferenced in `take_pieces`, for a piece taken through
@@ -96,10 +102,16 @@ impl Shared {
             // thread writes these destination bytes; and `copy` has not returned, since
             // `done` does not count this piece yet.
             unsafe { std::ptr::copy_nonoverlapping(self.src.add(at), self.dst.add(at), n) };
-            // Release: the caller's Acquire load of the final count sees every piece's bytes.
-            if self.done.fetch_add(1, Ordering::Release) + 1 == self.pieces {
-                self.caller.unpark();
-            }
+            // The lock orders this piece's bytes before the caller's return.
+            self.piece_done();
+        }
+    }
+
+    fn piece_done(&self) {
+        let mut done = self.done.lock().unwrap_or_else(PoisonError::into_inner);
+        *done += 1;
+        if *done == self.pieces {
+            self.all_done.notify_all();
         }
     }
 }
@@ -150,8 +162,8 @@ unsafe fn copy_with(
         len,
         pieces,
         next: AtomicUsize::new(0),
-        done: AtomicUsize::new(0),
-        caller: thread::current(),
+        done: Mutex::new(0),
+        all_done: Condvar::new(),
     });
     for _ in 0..helpers {
         if !start(Arc::clone(&shared)) {
@@ -160,8 +172,12 @@ unsafe fn copy_with(
     }
     shared.take_pieces();
     // Only pieces a helper took and has not finished are left: at most one per helper.
-    while shared.done.load(Ordering::Acquire) < pieces {
-        thread::park();
+    let mut done = shared.done.lock().unwrap_or_else(PoisonError::into_inner);
+    while *done < pieces {
+        done = shared
+            .all_done
+            .wait(done)
+            .unwrap_or_else(PoisonError::into_inner);
     }
 }
 
@@ -231,12 +247,62 @@ mod tests {
         assert!(dst == src);
         drop(dst);
         drop(src);
-        for late in rx.try_iter() {
-            let before = late.next.load(Ordering::Relaxed);
-            late.take_pieces();
-            assert!(before >= late.pieces, "the caller left pieces behind");
-            assert_eq!(late.done.load(Ordering::Relaxed), late.pieces);
+        let mut late = 0;
+        for helper in rx.try_iter() {
+            // Checked before the helper runs: one that found a piece would now write freed
+            // memory.
+            assert!(
+                helper.next.load(Ordering::Relaxed) >= helper.pieces,
+                "the caller left pieces behind"
+            );
+            helper.take_pieces();
+            assert_eq!(*helper.done.lock().unwrap(), helper.pieces);
+            late += 1;
         }
+        assert_eq!(late, 2);
+    }
+
+    /// No helper where the process may use one CPU; one fewer than the CPUs, at most
+    /// [`MAX_HELPERS`], elsewhere.
+    #[test]
+    fn helpers_leave_one_cpu_to_the_caller() {
+        assert_eq!(helpers_for(0), 0);
+        assert_eq!(helpers_for(1), 0);
+        assert_eq!(helpers_for(2), 1);
+        assert_eq!(helpers_for(64), MAX_HELPERS);
+    }
+
+    /// Two copies in a row on one thread: the second waits for its own helper's piece, whatever
+    /// the first left behind on that thread.
+    #[test]
+    fn copies_in_a_row_each_wait_for_their_helpers() {
+        let src = pattern(SHARED_MIN, 8);
+        let dst = within(move || {
+            let mut dst = vec![0u8; src.len()];
+            for round in 0..2 {
+                dst.fill(0);
+                let (tx, rx) = mpsc::channel();
+                let start = move |shared: Arc<Shared>| {
+                    let piece = shared.next.fetch_add(1, Ordering::Relaxed);
+                    assert_eq!(piece, 0);
+                    let helper = thread::spawn(move || {
+                        thread::sleep(std::time::Duration::from_millis(50));
+                        // SAFETY: piece 0 was taken for this thread, and the copy waits for
+                        // it (both buffers outlive this thread's join below).
+                        unsafe { std::ptr::copy_nonoverlapping(shared.src, shared.dst, PIECE) };
+                        shared.piece_done();
+                    });
+                    tx.send(helper).is_ok()
+                };
+                // SAFETY: two distinct live buffers, kept until the helper is joined.
+                unsafe { copy_with(src.as_ptr(), dst.as_mut_ptr(), src.len(), 1, start) };
+                let written = dst[..PIECE] == src[..PIECE];
+                rx.recv().unwrap().join().unwrap();
+                assert!(written, "round {round}: returned before the helper's piece was written");
+            }
+            (dst, src)
+        });
+        assert!(dst.0 == dst.1);
     }
 
     /// A helper that took a piece and is slow to finish it holds the caller until it does.
@@ -253,9 +319,7 @@ mod tests {
                 // SAFETY: as in `take_pieces`: piece 0 was taken for this thread, and the copy
                 // waits for it (the test keeps both buffers until this thread is joined).
                 unsafe { std::ptr::copy_nonoverlapping(shared.src, shared.dst, PIECE) };
-                if shared.done.fetch_add(1, Ordering::Release) + 1 == shared.pieces {
-                    shared.caller.unpark();
-                }
+                shared.piece_done();
             });
             tx.send(helper).is_ok()
         };
@@ -282,6 +346,7 @@ mod tests {
             let mut times = [Vec::new(), Vec::new()];
             for _ in 0..41 {
                 for (i, helpers) in [0, helpers()].into_iter().enumerate() {
+                    // No `within` here: a measurement, run only by hand.
                     let t = Instant::now();
                     // SAFETY: two distinct live buffers, nothing else writes `dst`.
                     unsafe {
