@@ -766,6 +766,35 @@ impl<T> Promise<T> {
         cancel(self.inner())
     }
 
+    /// Cancels a future this executor marked running whose task then never started: it handed
+    /// the task to a worker ahead of time and took it back unstarted. What [`cancel`](Self::cancel)
+    /// does to a pending future, done to a running one (callbacks run, waiters wake, the
+    /// outcome is `TaskError::Cancelled`). `true` if the future is cancelled now; `false` if it
+    /// is finished. Only the executor may call it, and only for a task that has not run: a
+    /// running task cannot be stopped by this.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let p = cf_futures_core::Promise::<u8>::new();
+    /// assert!(p.set_running_or_notify_cancel());
+    /// assert!(!p.future().cancel());
+    /// assert!(p.cancel_unstarted());
+    /// assert!(p.future().cancelled());
+    /// ```
+    pub fn cancel_unstarted(&self) -> bool {
+        let inner = self.inner();
+        {
+            let mut shared = inner.shared.lock();
+            if shared.state == State::Running {
+                // Only the executor starts a task, and it is the caller: nothing can start it
+                // again between this and the cancel below.
+                shared.state = State::Pending;
+            }
+        }
+        cancel(inner)
+    }
+
     /// The future's current state.
     #[must_use]
     pub fn state(&self) -> State {

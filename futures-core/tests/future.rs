@@ -91,6 +91,43 @@ fn cancel_through_the_promise_matches_the_future() {
     assert!(!p.cancel());
 }
 
+/// An executor that took an unstarted task back cancels its running future as `cancel` would a
+/// pending one: callbacks run, a blocked `result` wakes with `Cancelled`; a finished one stays.
+#[test]
+fn cancel_unstarted_truth_table() {
+    let table = [
+        (Kind::Pending, true, State::Cancelled),
+        (Kind::Running, true, State::Cancelled),
+        (Kind::Cancelled, true, State::Cancelled),
+        (Kind::Failed, false, State::Finished),
+        (Kind::Finished, false, State::Finished),
+    ];
+    for (kind, returns, after) in table {
+        let (p, f) = fixture(kind);
+        assert_eq!(p.cancel_unstarted(), returns, "{kind:?}.cancel_unstarted()");
+        assert_eq!(f.state(), after, "{kind:?} after cancel_unstarted()");
+    }
+    let (p, f) = fixture(Kind::Running);
+    let called = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = std::sync::Arc::clone(&called);
+    f.add_done_callback(move |f| {
+        assert!(f.cancelled());
+        seen.fetch_add(1, Ordering::SeqCst);
+    });
+    let waiter = {
+        let f = f.clone();
+        thread::spawn(move || matches!(f.result_timeout(LONG), Err(TaskError::Cancelled)))
+    };
+    thread::sleep(SETTLE);
+    assert!(p.cancel_unstarted());
+    assert!(
+        waiter.join().unwrap(),
+        "the blocked result() did not end Cancelled"
+    );
+    assert_eq!(called.load(Ordering::SeqCst), 1);
+    assert!(!p.set_running_or_notify_cancel());
+}
+
 #[test]
 fn a_cancelled_future_is_not_started() {
     let (p, f) = fixture(Kind::Pending);

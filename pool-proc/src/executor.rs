@@ -17,7 +17,7 @@ use parking_lot::{Condvar, Mutex};
 
 use crate::protocol::Hello;
 use crate::{shm, slot};
-use crate::state::{Attached, Config, Job, Pool, PoolState, WorkerDeath, Writer};
+use crate::state::{Attached, Config, Job, Pool, PoolState, Reclaim, WorkerDeath, Writer};
 use crate::sys;
 use crate::task::{encode, trampoline_offset, Completion};
 
@@ -201,15 +201,23 @@ impl Pool {
             self.work.notify_all();
             self.timer.notify_all();
             if cancel_futures {
+                state.cancelling = true;
+                // Tasks already handed to a busy worker and not started yet count as running
+                // (see `crate::slot`): ask for them back, to cancel them as they return.
+                for (_, slot) in &mut state.slots {
+                    if slot.holds_unstarted() {
+                        slot.reclaim = Reclaim::Wanted;
+                    }
+                }
                 std::mem::take(&mut state.queue)
             } else {
                 VecDeque::new()
             }
         };
         for job in cancelled {
-            // A task a busy worker gave back is already running: it cannot be cancelled.
+            // A task a busy worker gave back is marked running, though it never started.
             if !job.completion.cancel() {
-                job.completion.fail(TaskError::Cancelled);
+                job.completion.cancel_unstarted();
             }
         }
         if !wait {
@@ -313,7 +321,10 @@ impl ProcessPoolBuilder {
 
     /// A time limit for every task (see
     /// [`submit_with_timeout`](ProcessPoolExecutor::submit_with_timeout)); `Duration::ZERO` is
-    /// an error at `build`, and one too long for the clock (`Duration::MAX`) is no limit.
+    /// an error at `build`, and one too long for the clock (`Duration::MAX`) is no limit. A
+    /// `map` with `chunksize` above 1 sends each chunk as one task: the limit covers the whole
+    /// chunk, and a chunk that overruns it fails as a whole (its items' `Timeout`), results of
+    /// items that had finished included.
     #[must_use]
     pub fn task_timeout(mut self, limit: Duration) -> Self {
         self.task_timeout = Some(limit);

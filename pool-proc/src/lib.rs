@@ -184,6 +184,10 @@
 //!   tasks, up to a window's worth, until it runs again or dies (a task's time limit kills
 //!   it; its unstarted tasks then fail as any dead worker's do). Python's pool, which hands
 //!   each idle worker one task at a time, strands fewer.
+//!   A task handed to a worker ahead of time counts as running (its `cancel()` returns
+//!   `false`, and a timed-out or dropped `map` cannot cancel it), as the few tasks in Python's
+//!   call queue do; `shutdown(cancel_futures)` asks every busy worker for its unstarted tasks
+//!   and cancels them as they come back, so they never run.
 //! * **The reader thread** of each worker only reads: it completes futures and runs their
 //!   callbacks. Neither thread holds the pool lock during I/O or user code. While a reader runs
 //!   callbacks its worker takes no new work, so a callback may submit and wait for the result,

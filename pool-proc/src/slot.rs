@@ -686,6 +686,25 @@ fn reader(
 /// front of the queue, in order, for the idle worker that asked.
 fn requeue(pool: &Pool, id: usize, tasks: &[(u64, &[u8])]) -> Result<(), protocol::ProtocolError> {
     let mut state = pool.state.lock();
+    if state.cancelling {
+        // `shutdown(cancel_futures)` asked for them back: they never run.
+        let slot = state
+            .slot_mut(id)
+            .ok_or_else(|| protocol::ProtocolError("tasks returned to a removed slot".into()))?;
+        let given = slot
+            .give_back(tasks.iter().map(|&(task, _)| task))
+            .map_err(protocol::ProtocolError)?;
+        pool.work.notify_all();
+        drop(state);
+        guarded!(trace!(
+            "cf-pool-proc: worker slot {id} gave back {} unstarted task(s); cancelled",
+            given.len()
+        ));
+        for (_, entry) in given {
+            entry.completion.cancel_unstarted();
+        }
+        return Ok(());
+    }
     let slot = state
         .slot_mut(id)
         .ok_or_else(|| protocol::ProtocolError("tasks returned to a removed slot".into()))?;
@@ -716,9 +735,9 @@ fn requeue(pool: &Pool, id: usize, tasks: &[(u64, &[u8])]) -> Result<(), protoco
 }
 
 /// The completion of a task that was already started (its future is running) and was given
-/// back by a busy worker: starting it again must not be refused, and a running future cannot be
-/// cancelled (so `shutdown(cancel_futures)` and `terminate_workers`, which drop the queue, fail
-/// it with `TaskError::Cancelled` instead).
+/// back by a busy worker: starting it again must not be refused, and a user's `cancel` cannot
+/// reach a running future (`shutdown(cancel_futures)` and `terminate_workers`, which drop the
+/// queue, cancel it with `cancel_unstarted`).
 struct Started(Box<dyn Completion>);
 
 impl Completion for Started {
@@ -727,6 +746,9 @@ impl Completion for Started {
     }
     fn cancel(&self) -> bool {
         false
+    }
+    fn cancel_unstarted(&self) -> bool {
+        self.0.cancel_unstarted()
     }
     fn has_callbacks(&self) -> bool {
         self.0.has_callbacks()

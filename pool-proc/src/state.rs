@@ -83,6 +83,9 @@ pub(crate) struct PoolState {
     pub(crate) next_slot: usize,
     pub(crate) next_task: u64,
     pub(crate) shutdown: bool,
+    /// `shutdown(cancel_futures)` was called: tasks workers give back are cancelled, not
+    /// queued again.
+    pub(crate) cancelling: bool,
     /// When `terminate_workers` asked the workers to stop: from then on, `shutdown(wait)`
     /// kills what still runs once the grace period is over.
     pub(crate) terminated: Option<Instant>,
@@ -348,6 +351,12 @@ impl SlotState {
         self.in_flight.values().any(|f| f.deadline.is_some())
     }
 
+    /// Whether this worker holds tasks behind the one it runs (which it has not started, unless
+    /// the one before them ended meanwhile) and can be asked for them back now.
+    pub(crate) fn holds_unstarted(&self) -> bool {
+        !self.dead && !self.reaping && self.reclaim == Reclaim::None && self.in_flight.len() >= 2
+    }
+
     /// Whether this worker strands work behind a task that has run for [`RECLAIM_AFTER`]
     /// without a result, so an idle worker should take that work back: `Some(when)`, the
     /// moment it does (or did) if nothing changes; `None` if it holds nothing to take back.
@@ -426,6 +435,9 @@ mod tests {
             true
         }
         fn cancel(&self) -> bool {
+            false
+        }
+        fn cancel_unstarted(&self) -> bool {
             false
         }
         fn has_callbacks(&self) -> bool {

@@ -114,6 +114,9 @@ pub(crate) trait Completion: Send {
     fn start(&self) -> bool;
     /// Cancels if not started.
     fn cancel(&self) -> bool;
+    /// Cancels a task marked running that a worker gave back unstarted (see
+    /// `Promise::cancel_unstarted`); `false` if it is finished.
+    fn cancel_unstarted(&self) -> bool;
     /// Done-callbacks are attached (they will run in the completing thread).
     fn has_callbacks(&self) -> bool;
     /// Completes from a worker's record: `ok` bytes are an encoded `R` (with the buffers it
@@ -130,6 +133,10 @@ impl<R: Payload + Sync> Completion for Promise<R> {
 
     fn cancel(&self) -> bool {
         Promise::cancel(self)
+    }
+
+    fn cancel_unstarted(&self) -> bool {
+        Promise::cancel_unstarted(self)
     }
 
     fn has_callbacks(&self) -> bool {

@@ -229,6 +229,10 @@ impl Completion for RawCompletion {
         self.0.cancel()
     }
 
+    fn cancel_unstarted(&self) -> bool {
+        self.0.cancel_unstarted()
+    }
+
     fn has_callbacks(&self) -> bool {
         self.0.has_done_callbacks()
     }

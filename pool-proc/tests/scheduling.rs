@@ -200,3 +200,63 @@ fn a_mixed_backlog_completes() {
 fn zz_no_leaks() {
     common::assert_clean_at_end();
 }
+
+/// Item 0 waits for the gate `path`; every item marks that it ran by creating `path.i`.
+fn gated((path, i): (String, u64)) -> u64 {
+    std::fs::write(format!("{path}.{i}"), b"").unwrap();
+    if i == 0 {
+        wait_for((path, i))
+    } else {
+        i
+    }
+}
+
+/// `shutdown(cancel_futures)` cancels the tasks a busy worker holds and has not started (its
+/// prefetch window counts them as running): they never run, and their futures end cancelled.
+/// One worker, so no idle worker takes them back first. Fails on a pool that only cancels its
+/// queue: there the 30 tasks behind the long one all run once the gate opens.
+#[test]
+fn shutdown_cancel_futures_cancels_what_a_busy_worker_has_not_started() {
+    let pool = pool(1);
+    warm(&pool);
+    let gate = scratch("cancel-held");
+    let futures = pool
+        .submit_batch(gated, (0..31).map(|i| (gate.clone(), i)).collect())
+        .unwrap();
+    wait_for((format!("{gate}.0"), 0));
+    // The worker holds the long task and (after the warm-up, with a wide window) some of the
+    // others: those report running though they have not started.
+    let held = futures[1..].iter().filter(|f| f.running()).count();
+    if held == 0 {
+        eprintln!("note: nothing was prefetched this time; only the queue was cancelled");
+    }
+    pool.shutdown(false, true);
+    let cf_pool_proc::WaitResult { done, not_done } = cf_pool_proc::wait(
+        &futures[1..],
+        Some(LIMIT),
+        cf_pool_proc::ReturnWhen::AllCompleted,
+    );
+    assert!(
+        not_done.is_empty(),
+        "{} tasks neither ran nor were cancelled",
+        not_done.len()
+    );
+    assert_eq!(done.len(), 30);
+    let cancelled = futures[1..].iter().filter(|f| f.cancelled()).count();
+    assert_eq!(cancelled, 30, "{held} were held by the busy worker");
+    std::fs::write(&gate, b"").unwrap();
+    assert_eq!(futures[0].result_timeout(LIMIT), Ok(&0));
+    let pool = std::sync::Arc::new(pool);
+    let waiting = std::sync::Arc::clone(&pool);
+    common::within(LIMIT, "shutdown(wait)", move || {
+        waiting.shutdown(true, false)
+    });
+    let ran: Vec<u64> = (1..31)
+        .filter(|i| Path::new(&format!("{gate}.{i}")).exists())
+        .collect();
+    for i in 0..31 {
+        let _ = std::fs::remove_file(format!("{gate}.{i}"));
+    }
+    let _ = std::fs::remove_file(&gate);
+    assert!(ran.is_empty(), "cancelled tasks ran: {ran:?}");
+}
