@@ -392,6 +392,9 @@ pub(crate) enum StartFailure {
     Identity = 0,
     /// The pool's initializer returned `Err` or panicked.
     Initializer = 1,
+    /// The system refused it a thread it needs (too many processes or threads for the user):
+    /// not the pool's fault nor the task's, and it may pass.
+    Resources = 2,
 }
 
 pub(crate) fn init_failed(why: StartFailure, message: &str) -> Vec<u8> {
@@ -731,6 +734,7 @@ pub(crate) fn decode_worker_message(body: &[u8]) -> Result<WorkerMessage<'_>, Pr
             why: match r.u8()? {
                 0 => StartFailure::Identity,
                 1 => StartFailure::Initializer,
+                2 => StartFailure::Resources,
                 other => return Err(ProtocolError(format!("bad start failure {other}"))),
             },
             message: String::from_utf8_lossy(r.bytes()?).into_owned(),

@@ -111,14 +111,23 @@ impl Pool {
                     state.break_once(reason);
                 }
             }
+            let mut start_refused = None;
             if let Some((why, message)) = init_failure {
                 let reason = match why {
                     StartFailure::Initializer => {
                         format!("the initializer failed in worker {pid}: {message}")
                     }
                     StartFailure::Identity => format!("worker {pid} refused to start: {message}"),
+                    StartFailure::Resources => format!(
+                        "worker {pid} could not start: {message}; the task did not run; close \
+                         processes or threads, or raise `ulimit -u`"
+                    ),
                 };
-                state.break_once(reason);
+                if why == StartFailure::Resources {
+                    start_refused = Some(reason);
+                } else {
+                    state.break_once(reason);
+                }
             } else if died_starting && self.config.hello.init_offset != 0 {
                 // With an initializer, that is almost surely the initializer ending the process
                 // (exit, abort, a crash) instead of returning: every worker would do the same,
@@ -162,17 +171,25 @@ impl Pool {
             if state.broken.is_some() {
                 queued = std::mem::take(&mut state.queue);
             }
-            let error = match &state.broken {
-                Some(reason) => TaskError::Broken {
+            let error = match (&state.broken, &start_refused) {
+                (Some(reason), _) => TaskError::Broken {
                     reason: reason.clone(),
                 },
-                None => TaskError::WorkerDied {
+                (None, Some(reason)) => TaskError::WorkerStartFailed {
+                    reason: reason.clone(),
+                },
+                (None, None) => TaskError::WorkerDied {
                     pid,
                     cause,
                     last_panic,
                 },
             };
-            if state.broken.is_none() {
+            if let Some(reason) = start_refused {
+                // Not replaced at once (a replacement would most likely be refused too, and
+                // be replaced again): the other workers run the queue, or with none left it
+                // fails, and the next submit tries again.
+                stranded = state.strand_if_no_workers(reason);
+            } else if state.broken.is_none() {
                 let before = state.next_slot;
                 stranded = self.spawn_as_needed(&mut state);
                 if state.next_slot != before {

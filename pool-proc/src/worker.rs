@@ -334,8 +334,6 @@ fn serve(socket: Stream) -> io::Result<()> {
             return Ok(());
         }
     }
-    protocol::write_frame(&mut out, &protocol::ready(std::process::id()))?;
-
     let outbox = Arc::new(Outbox {
         batch: Mutex::new(Batch::new()),
         wake: Condvar::new(),
@@ -344,27 +342,57 @@ fn serve(socket: Stream) -> io::Result<()> {
         peer,
         closed: AtomicBool::new(false),
     });
-    let flusher = {
-        let outbox = Arc::clone(&outbox);
-        std::thread::Builder::new()
-            .name("cf-worker-flush".into())
-            .spawn(move || outbox.flusher())?
-    };
-    forward_logs(&outbox, hello.log_level);
     let inbox = Arc::new(Inbox::new(input));
-    {
-        let (inbox, outbox) = (Arc::clone(&inbox), Arc::clone(&outbox));
-        // Not joined: at the end it may be blocked on the doorbell, and the process exits
-        // anyway.
-        std::thread::Builder::new()
-            .name("cf-worker-recv".into())
-            .spawn(move || receive(&doorbell, &inbox, &outbox))?;
-    }
+    // The worker's own threads start before it says `Ready`: one the system refuses (too many
+    // processes or threads for the user) is a start failure the parent reports as such, not a
+    // death blamed on the task it was sent.
+    let flusher = match start_threads(&outbox, &inbox, doorbell) {
+        Ok(flusher) => flusher,
+        Err(e) => {
+            let message = format!("the system refused this worker a thread it needs ({e})");
+            protocol::write_frame(
+                &mut *outbox.socket.lock(),
+                &protocol::init_failed(StartFailure::Resources, &message),
+            )?;
+            return Ok(());
+        }
+    };
+    protocol::write_frame(
+        &mut *outbox.socket.lock(),
+        &protocol::ready(std::process::id()),
+    )?;
+    forward_logs(&outbox, hello.log_level);
     let result = run_tasks(&inbox, &outbox, hello.max_tasks);
     outbox.flush();
     outbox.close();
     let _ = flusher.join();
     result
+}
+
+/// Starts the flusher (returned, to join at the end) and the receiver (not joined: at the end it
+/// may be blocked on the doorbell, and the process exits anyway). If the receiver cannot be
+/// started, the flusher is stopped again.
+fn start_threads(
+    outbox: &Arc<Outbox>,
+    inbox: &Arc<Inbox>,
+    doorbell: Stream,
+) -> io::Result<std::thread::JoinHandle<()>> {
+    let flusher = {
+        let outbox = Arc::clone(outbox);
+        std::thread::Builder::new()
+            .name("cf-worker-flush".into())
+            .spawn(move || outbox.flusher())?
+    };
+    let (inbox, receiver_outbox) = (Arc::clone(inbox), Arc::clone(outbox));
+    let receiver = std::thread::Builder::new()
+        .name("cf-worker-recv".into())
+        .spawn(move || receive(&doorbell, &inbox, &receiver_outbox));
+    if let Err(e) = receiver {
+        outbox.close();
+        let _ = flusher.join();
+        return Err(e);
+    }
+    Ok(flusher)
 }
 
 /// Where [`say_last_words`] writes: this worker's black box.

@@ -133,3 +133,56 @@ fn a_time_limit_that_cannot_be_enforced_is_refused_at_submit() {
         },
     );
 }
+
+/// The marker that makes [`refuse_own_threads`] refuse: one per test process (the worker finds
+/// its parent's).
+fn refusal_marker(parent: u32) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("cf-refuse-worker-threads-{parent}"))
+}
+
+/// An initializer: while the parent's marker exists, this worker can start no thread from here
+/// on, so it cannot start its own (its result flusher and its receiver).
+fn refuse_own_threads() -> Result<(), String> {
+    if refusal_marker(std::os::unix::process::parent_id()).exists() {
+        // For the rest of this worker's life.
+        std::mem::forget(NoNewThreads::new());
+    }
+    Ok(())
+}
+
+/// A worker the system refuses its own threads (it started, but cannot start the threads it
+/// needs besides its first) is a start failure: its task fails with `WorkerStartFailed`, saying
+/// the task did not run, never `WorkerDied` (which blames the task); the pool is not broken, and
+/// works again once threads can be had. Before, the worker said `Ready`, then failed to start
+/// its threads and exited with code 70, and its task failed as if it had killed the worker.
+#[test]
+fn a_worker_refused_its_own_threads_fails_its_task_as_a_start_failure() {
+    let _one_at_a_time = LIMIT_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let marker = refusal_marker(std::process::id());
+    std::fs::write(&marker, b"").unwrap();
+    let outcome = within(LIMIT * 2, "a worker refused its threads", || {
+        let pool = ProcessPoolExecutor::builder()
+            .max_workers(1)
+            .initializer(refuse_own_threads)
+            .build()
+            .unwrap();
+        let refused = pool.submit(double, 21).unwrap();
+        let refused = refused.result_timeout(LIMIT).cloned();
+        std::fs::remove_file(refusal_marker(std::process::id())).unwrap();
+        let later = pool
+            .submit(double, 21)
+            .unwrap()
+            .result_timeout(LIMIT)
+            .cloned();
+        (refused, later)
+    });
+    let _ = std::fs::remove_file(&marker);
+    match outcome.0 {
+        Err(TaskError::WorkerStartFailed { reason }) => {
+            assert!(reason.contains("os error 11"), "{reason}");
+            assert!(reason.contains("did not run"), "{reason}");
+        }
+        other => panic!("expected WorkerStartFailed, got {other:?}"),
+    }
+    assert_eq!(outcome.1, Ok(42), "the pool did not recover");
+}
