@@ -703,14 +703,14 @@ fn reader(
 /// front of the queue, in order, for the idle worker that asked.
 fn requeue(pool: &Pool, id: usize, tasks: &[(u64, &[u8])]) -> Result<(), protocol::ProtocolError> {
     let mut state = pool.state.lock();
+    let slot = state
+        .slot_mut(id)
+        .ok_or_else(|| protocol::ProtocolError("tasks returned to a removed slot".into()))?;
+    let given = slot
+        .give_back(tasks.iter().map(|&(task, _)| task))
+        .map_err(protocol::ProtocolError)?;
     if state.cancelling {
         // `shutdown(cancel_futures)` asked for them back: they never run.
-        let slot = state
-            .slot_mut(id)
-            .ok_or_else(|| protocol::ProtocolError("tasks returned to a removed slot".into()))?;
-        let given = slot
-            .give_back(tasks.iter().map(|&(task, _)| task))
-            .map_err(protocol::ProtocolError)?;
         pool.work.notify_all();
         drop(state);
         guarded!(trace!(
@@ -722,12 +722,6 @@ fn requeue(pool: &Pool, id: usize, tasks: &[(u64, &[u8])]) -> Result<(), protoco
         }
         return Ok(());
     }
-    let slot = state
-        .slot_mut(id)
-        .ok_or_else(|| protocol::ProtocolError("tasks returned to a removed slot".into()))?;
-    let given = slot
-        .give_back(tasks.iter().map(|&(task, _)| task))
-        .map_err(protocol::ProtocolError)?;
     let jobs: Vec<Job> = given
         .into_iter()
         .zip(tasks)

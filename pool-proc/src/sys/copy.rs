@@ -272,6 +272,26 @@ mod tests {
         assert_eq!(helpers_for(64), MAX_HELPERS);
     }
 
+    /// A `start` for `copy_with` whose helper takes the first piece at once (so the caller
+    /// cannot) and writes it only after a while; the helper's handle goes to `tx`, for the test
+    /// to join before it frees the buffers.
+    fn slow_first_piece(
+        tx: mpsc::Sender<thread::JoinHandle<()>>,
+    ) -> impl Fn(Arc<Shared>) -> bool + Send + 'static {
+        move |shared: Arc<Shared>| {
+            let piece = shared.next.fetch_add(1, Ordering::Relaxed);
+            assert_eq!(piece, 0);
+            let helper = thread::spawn(move || {
+                thread::sleep(std::time::Duration::from_millis(50));
+                // SAFETY: as in `take_pieces`: piece 0 was taken for this thread, and the copy
+                // waits for it (the test keeps both buffers until this thread is joined).
+                unsafe { std::ptr::copy_nonoverlapping(shared.src, shared.dst, PIECE) };
+                shared.piece_done();
+            });
+            tx.send(helper).is_ok()
+        }
+    }
+
     /// Two copies in a row on one thread: the second waits for its own helper's piece, whatever
     /// the first left behind on that thread.
     #[test]
@@ -282,18 +302,7 @@ mod tests {
             for round in 0..2 {
                 dst.fill(0);
                 let (tx, rx) = mpsc::channel();
-                let start = move |shared: Arc<Shared>| {
-                    let piece = shared.next.fetch_add(1, Ordering::Relaxed);
-                    assert_eq!(piece, 0);
-                    let helper = thread::spawn(move || {
-                        thread::sleep(std::time::Duration::from_millis(50));
-                        // SAFETY: piece 0 was taken for this thread, and the copy waits for
-                        // it (both buffers outlive this thread's join below).
-                        unsafe { std::ptr::copy_nonoverlapping(shared.src, shared.dst, PIECE) };
-                        shared.piece_done();
-                    });
-                    tx.send(helper).is_ok()
-                };
+                let start = slow_first_piece(tx);
                 // SAFETY: two distinct live buffers, kept until the helper is joined.
                 unsafe { copy_with(src.as_ptr(), dst.as_mut_ptr(), src.len(), 1, start) };
                 let written = dst[..PIECE] == src[..PIECE];
@@ -310,19 +319,7 @@ mod tests {
     fn the_caller_waits_for_pieces_a_helper_took() {
         let src = pattern(SHARED_MIN, 5);
         let (tx, rx) = mpsc::channel();
-        let start = move |shared: Arc<Shared>| {
-            // The helper takes the first piece at once, and writes it only after a while.
-            let piece = shared.next.fetch_add(1, Ordering::Relaxed);
-            assert_eq!(piece, 0);
-            let helper = thread::spawn(move || {
-                thread::sleep(std::time::Duration::from_millis(50));
-                // SAFETY: as in `take_pieces`: piece 0 was taken for this thread, and the copy
-                // waits for it (the test keeps both buffers until this thread is joined).
-                unsafe { std::ptr::copy_nonoverlapping(shared.src, shared.dst, PIECE) };
-                shared.piece_done();
-            });
-            tx.send(helper).is_ok()
-        };
+        let start = slow_first_piece(tx);
         let (written, dst, src) = within(move || {
             let mut dst = vec![0u8; src.len()];
             // SAFETY: two distinct live buffers, kept until the helper is joined.
