@@ -769,9 +769,10 @@ impl<T> Promise<T> {
     /// Cancels a future this executor marked running whose task then never started: it handed
     /// the task to a worker ahead of time and took it back unstarted. What [`cancel`](Self::cancel)
     /// does to a pending future, done to a running one (callbacks run, waiters wake, the
-    /// outcome is `TaskError::Cancelled`). `true` if the future is cancelled now; `false` if it
-    /// is finished. Only the executor may call it, and only for a task that has not run: a
-    /// running task cannot be stopped by this.
+    /// outcome is `TaskError::Cancelled`), in one step: no one sees the future pending on the
+    /// way. `true` if the future is cancelled now; `false` if it is finished. Only the executor
+    /// may call it, and only for a task that has not run and will not: a task that did start
+    /// goes on running, and its result is then refused (`InvalidStateError`).
     ///
     /// # Examples
     ///
@@ -783,16 +784,11 @@ impl<T> Promise<T> {
     /// assert!(p.future().cancelled());
     /// ```
     pub fn cancel_unstarted(&self) -> bool {
-        let inner = self.inner();
-        {
-            let mut shared = inner.shared.lock();
-            if shared.state == State::Running {
-                // Only the executor starts a task, and it is the caller: nothing can start it
-                // again between this and the cancel below.
-                shared.state = State::Pending;
-            }
+        let cancelled = Err(Box::new(TaskError::Cancelled));
+        match complete_inner(self.inner(), cancelled, State::Cancelled, &mut None, true) {
+            Ok(()) => true,
+            Err(e) => e.state == State::Cancelled,
         }
-        cancel(inner)
     }
 
     /// The future's current state.
@@ -897,22 +893,26 @@ fn complete_then<T>(
     to: State,
     ready: &mut Option<&mut dyn FnMut()>,
 ) -> Result<(), InvalidStateError> {
-    let result = complete_inner(inner, outcome, to, ready);
+    let result = complete_inner(inner, outcome, to, ready, false);
     if let Some(ready) = ready.take() {
         ready();
     }
     result
 }
 
+/// `unstarted`: the executor says a running future's task never started, so it may be cancelled
+/// too (see [`Promise::cancel_unstarted`]).
 fn complete_inner<T>(
     inner: &Arc<Inner<T>>,
     outcome: Result<T, Box<TaskError>>,
     to: State,
     ready: &mut Option<&mut dyn FnMut()>,
+    unstarted: bool,
 ) -> Result<(), InvalidStateError> {
     let mut shared = inner.shared.lock();
     match (shared.state, to) {
         (State::Pending, _) | (State::Running, State::Finished) => {}
+        (State::Running, State::Cancelled) if unstarted => {}
         (state, _) => return Err(InvalidStateError { state }),
     }
     if shared

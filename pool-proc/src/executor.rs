@@ -80,7 +80,9 @@ impl Pool {
     }
     /// Stops taking work, cancels what is queued and signals every worker; does not wait.
     fn stop_workers(&self, signal: sys::Signal) {
-        self.shutdown(false, true);
+        // The workers are signalled at once: asking them for their unstarted tasks first
+        // would race with the signal (each task would end cancelled or `WorkerDied` by chance).
+        self.shutdown_taking_back(false, true, false);
         let mut state = self.state.lock();
         state.terminated.get_or_insert_with(Instant::now);
         Self::signal_all(&state, signal);
@@ -195,6 +197,12 @@ impl Pool {
     }
 
     fn shutdown(&self, wait: bool, cancel_futures: bool) {
+        self.shutdown_taking_back(wait, cancel_futures, true);
+    }
+
+    /// [`shutdown`](Self::shutdown); with `cancel_futures`, `take_back` also asks busy workers
+    /// for the tasks they hold and have not started, to cancel them.
+    fn shutdown_taking_back(&self, wait: bool, cancel_futures: bool, take_back: bool) {
         let cancelled = {
             let mut state = self.state.lock();
             state.shutdown = true;
@@ -205,7 +213,7 @@ impl Pool {
                 // Tasks already handed to a busy worker and not started yet count as running
                 // (see `crate::slot`): ask for them back, to cancel them as they return.
                 for (_, slot) in &mut state.slots {
-                    if slot.holds_unstarted() {
+                    if take_back && slot.holds_unstarted() {
                         slot.reclaim = Reclaim::Wanted;
                     }
                 }

@@ -229,7 +229,10 @@
 //! A worker the system will not start (no descriptor left for its socket, too many processes
 //! or threads) fails only the tasks that no running worker can take, with
 //! [`TaskError::WorkerStartFailed`] saying what the system refused. The pool is not broken: the
-//! next `submit` starts a worker again, and runs once the cause is gone. Python raises the
+//! next `submit` starts a worker again, and runs once the cause is gone. So does a worker that
+//! started but was refused the threads it needs besides its first (it says so before it is
+//! ready, and runs nothing): it is replaced at once twice, and after a third refusal in a row
+//! only when a worker starts or a task is submitted. Python raises the
 //! same `OSError` from `submit`; cf's `submit` never waits for a worker, so the future carries
 //! it. Workers that start and then die before their handshake are another matter: ten in a
 //! row break the pool, since something in the executable kills every fresh process. A large

@@ -28,7 +28,7 @@ use crate::protocol::{self, FrameBuf, Kind, StartFailure, WorkerMessage, MAX_FRA
 use crate::shm::{self, FdStream};
 use crate::state::{
     Attached, InFlight, Job, Pool, PoolState, Reclaim, SlotState, Stranded, WorkerDeath, Writer,
-    RECLAIM_AFTER, STARTUP_DEATHS_LIMIT,
+    RECLAIM_AFTER, START_REFUSALS_LIMIT, STARTUP_DEATHS_LIMIT,
 };
 use crate::sys::{self, Stream, WorkerProcess};
 use crate::task::Completion;
@@ -184,12 +184,21 @@ impl Pool {
                     last_panic,
                 },
             };
-            if let Some(reason) = start_refused {
-                // Not replaced at once (a replacement would most likely be refused too, and
-                // be replaced again): the other workers run the queue, or with none left it
-                // fails, and the next submit tries again.
-                stranded = state.strand_if_no_workers(reason);
-            } else if state.broken.is_none() {
+            let replace = match start_refused {
+                Some(reason) => {
+                    // Replaced a few times (the cause may pass: a process or thread of the
+                    // user's ended), then no more until a worker starts or the next submit:
+                    // the other workers run the queue, or with none left it fails.
+                    state.start_refusals += 1;
+                    let retry = state.start_refusals < START_REFUSALS_LIMIT;
+                    if !retry {
+                        stranded = state.strand_if_no_workers(reason);
+                    }
+                    retry
+                }
+                None => true,
+            };
+            if replace && state.broken.is_none() {
                 let before = state.next_slot;
                 stranded = self.spawn_as_needed(&mut state);
                 if state.next_slot != before {
@@ -867,6 +876,7 @@ fn handle_frame(
             guarded!(trace!("cf-pool-proc: worker {pid} ready"));
             let mut state = pool.state.lock();
             state.startup_deaths = 0;
+            state.start_refusals = 0;
             if let Some(slot) = state.slot_mut(id) {
                 slot.ready = true;
             }

@@ -98,6 +98,8 @@ pub(crate) struct PoolState {
     /// Workers in a row that died before their handshake holding nothing: a binary whose
     /// workers cannot start must break the pool, not respawn forever.
     pub(crate) startup_deaths: u32,
+    /// Workers in a row the system refused their own threads (see [`START_REFUSALS_LIMIT`]).
+    pub(crate) start_refusals: u32,
     /// The pool's own threads (feeders, readers, watchdog): `shutdown(wait)` called from one of
     /// them (a done-callback) must not wait for itself.
     pub(crate) own_threads: HashSet<ThreadId>,
@@ -126,6 +128,11 @@ impl Stranded {
 
 /// Workers dying before their handshake this many times in a row break the pool.
 pub(crate) const STARTUP_DEATHS_LIMIT: u32 = 10;
+
+/// Workers refused their own threads this many times in a row are not replaced at once any
+/// more: each replacement costs a process start and would most likely be refused too. A worker
+/// that starts, or the next `submit`, tries again.
+pub(crate) const START_REFUSALS_LIMIT: u32 = 3;
 
 impl PoolState {
     /// Breaks the pool with `reason` and logs it once: a pool broken already keeps its first

@@ -217,9 +217,18 @@ fn gated((path, i): (String, u64)) -> u64 {
 /// queue: there the 30 tasks behind the long one all run once the gate opens.
 #[test]
 fn shutdown_cancel_futures_cancels_what_a_busy_worker_has_not_started() {
+    /// Opens the gate however the test ends, so a failing assertion does not leave the long
+    /// task (and the pool's drop) waiting for it.
+    struct OpenOnDrop(String);
+    impl Drop for OpenOnDrop {
+        fn drop(&mut self) {
+            let _ = std::fs::write(&self.0, b"");
+        }
+    }
     let pool = pool(1);
     warm(&pool);
     let gate = scratch("cancel-held");
+    let _open = OpenOnDrop(gate.clone());
     let futures = pool
         .submit_batch(gated, (0..31).map(|i| (gate.clone(), i)).collect())
         .unwrap();

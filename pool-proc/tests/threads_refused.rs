@@ -186,3 +186,60 @@ fn a_worker_refused_its_own_threads_fails_its_task_as_a_start_failure() {
     }
     assert_eq!(outcome.1, Ok(42), "the pool did not recover");
 }
+
+/// An initializer that refuses its threads to the first worker of the test process only (the
+/// one that creates the marker).
+fn refuse_first_worker_only() -> Result<(), String> {
+    let marker = refusal_marker(std::os::unix::process::parent_id()).with_extension("first");
+    if std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&marker)
+        .is_ok()
+    {
+        std::mem::forget(NoNewThreads::new());
+    }
+    Ok(())
+}
+
+fn pid_after(ms: u64) -> u32 {
+    std::thread::sleep(Duration::from_millis(ms));
+    std::process::id()
+}
+
+/// A refused worker is replaced while the other runs the queue: a batch submitted at once ends
+/// on two workers again, not on the one that was not refused.
+#[test]
+fn a_worker_refused_its_threads_is_replaced_while_the_others_run() {
+    let _one_at_a_time = LIMIT_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let marker = refusal_marker(std::process::id()).with_extension("first");
+    let _ = std::fs::remove_file(&marker);
+    let outcomes = within(LIMIT * 2, "one of two workers refused", || {
+        let pool = ProcessPoolExecutor::builder()
+            .max_workers(2)
+            .initializer(refuse_first_worker_only)
+            .build()
+            .unwrap();
+        let futures = pool.submit_batch(pid_after, vec![20; 40]).unwrap();
+        futures
+            .iter()
+            .map(|f| f.result_timeout(LIMIT).cloned())
+            .collect::<Vec<_>>()
+    });
+    let _ = std::fs::remove_file(&marker);
+    let mut pids = std::collections::HashSet::new();
+    for outcome in &outcomes {
+        match outcome {
+            Ok(pid) => {
+                pids.insert(*pid);
+            }
+            Err(TaskError::WorkerStartFailed { .. }) => {}
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+    assert_eq!(
+        pids.len(),
+        2,
+        "the refused worker was not replaced: {pids:?}"
+    );
+}
