@@ -82,8 +82,10 @@ pub enum TaskError {
     #[error(
         "worker process {pid} died while holding this task ({cause}){}. Unless the pool's \
          workers were stopped on purpose (terminate_workers, kill_workers, a signal from \
-         outside), the task ended its process (abort, segfault, exit, stack overflow, out of \
-         memory) and must be fixed or retried; a pool that is not shut down replaces the worker",
+         outside), a task it ran ended its process (abort, segfault, exit, stack overflow, out \
+         of memory): this one, or, if this one had not started, the one it waited behind in \
+         that worker (a busy worker is handed tasks ahead of time); fix that task, or retry; a \
+         pool that is not shut down replaces the worker",
         last_panic.as_ref().map(|p| format!(" after a panic that could not unwind: {p}")).unwrap_or_default()
     )]
     WorkerDied {
@@ -211,7 +213,8 @@ fn timeout_message(after: Duration, killed_worker: Option<u32>) -> String {
         ),
         None => format!(
             "no result within {after:?}; the task is still pending or running; wait longer, \
-             or cancel() it"
+             or cancel() it (a `map` that timed out has ended, and cancelled what had not \
+             started)"
         ),
     }
 }
