@@ -83,9 +83,10 @@ pub enum TaskError {
         "worker process {pid} died while holding this task ({cause}){}. Unless the pool's \
          workers were stopped on purpose (terminate_workers, kill_workers, a signal from \
          outside), a task it ran ended its process (abort, segfault, exit, stack overflow, out \
-         of memory): this one, or, if this one had not started, the one it waited behind in \
-         that worker (a busy worker is handed tasks ahead of time); fix that task, or retry; a \
-         pool that is not shut down replaces the worker",
+         of memory): this one, almost always (a task the worker had not started goes to \
+         another worker, unless it was the third worker to die holding it or the worker died \
+         before it could start the task it was just sent); fix that task, or retry; a pool \
+         that is not shut down replaces the worker",
         last_panic.as_ref().map(|p| format!(" after a panic that could not unwind: {p}")).unwrap_or_default()
     )]
     WorkerDied {

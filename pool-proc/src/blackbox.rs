@@ -28,8 +28,14 @@
 //! no allocation (the socket may be held by another thread, and the process is about to die).
 //! The parent puts them in the `WorkerDied` of the tasks that worker held.
 //!
-//! Layout: a header (bytes of records, count of records, length of the last words), the last
-//! words, then from [`RECORDS_AT`] the records. A record counts
+//! It also says which task the worker *started* last: before the task thread runs a task it
+//! writes that task's id here (one store into the page, no system call), after the result of
+//! the task before it is safe (sent or recorded). So once the worker is dead, every task it
+//! still held other than that one had not started, and the parent can hand those to another
+//! worker instead of failing them with the dead one (see `crate::slot`).
+//!
+//! Layout: a header (bytes of records, count of records, length of the last words, the task
+//! started last), the last words, then from [`RECORDS_AT`] the records. A record counts
 //! only once the header names it, and the header is written after the record, so a worker
 //! that dies in between loses that record alone (the result of a task that had just returned;
 //! its task then fails with `WorkerDied`, as if it had been running).
@@ -45,11 +51,13 @@ use crate::sys::{self, Map, OwnedHandle};
 
 /// The size of a black box; records take all of it after the header.
 pub(crate) const SIZE: usize = 64 * 1024;
-/// `u64` bytes of records, `u32` number of records, `u32` bytes of last words.
+/// `u64` bytes of records, `u32` number of records, `u32` bytes of last words, `u64` the id
+/// of the task started last plus one (zero: none yet).
 const USED_AT: usize = 0;
 const COUNT_AT: usize = 8;
 const WORDS_LEN_AT: usize = 12;
-const WORDS_AT: usize = 16;
+const STARTED_AT: usize = 16;
+const WORDS_AT: usize = 24;
 /// The last words are cut to this many bytes.
 const WORDS_MAX: usize = RECORDS_AT - WORDS_AT;
 const RECORDS_AT: usize = 4096;
@@ -97,6 +105,15 @@ impl Reader {
         // No regions released: a dead worker's lends are forgotten with it.
         body.extend_from_slice(&0u32.to_le_bytes());
         Some(body)
+    }
+
+    /// What the worker said it started last: `Some(None)` if it started no task, `None` if
+    /// the page cannot be read. Call only once the worker is gone. A hostile worker can name
+    /// any id here; the parent trusts it only as far as `crate::slot` says.
+    pub(crate) fn started(&self) -> Option<Option<u64>> {
+        let word = self.read(STARTED_AT, 8)?;
+        let plus_one = u64::from_le_bytes(word.try_into().ok()?);
+        Some(plus_one.checked_sub(1))
     }
 
     /// The worker's last words, if it said any: `panicked at {location}: {message}`.
@@ -149,6 +166,12 @@ impl Writer {
         self.count += 1;
         self.commit();
         true
+    }
+
+    /// Says that task `id` starts now: before this, the result of the task before it must be
+    /// sent or recorded (see the module docs).
+    pub(crate) fn starting(&self, id: u64) {
+        sys::copy_in(&self.map, STARTED_AT, &id.wrapping_add(1).to_le_bytes());
     }
 
     /// What the fatal panic observer writes through.
@@ -285,6 +308,26 @@ mod tests {
         assert!(writer.record(&record(2, b"two")));
         assert_eq!(ids(&reader), [2]);
         assert_eq!(reader.last_words().as_deref(), Some("panicked: boom"));
+    }
+
+    #[test]
+    fn the_task_started_last_reaches_the_reader_beside_records_and_last_words() {
+        let (reader, fd) = Reader::create().unwrap();
+        let mut writer = Writer::adopt(&fd).unwrap();
+        assert_eq!(reader.started(), Some(None));
+        writer.starting(0);
+        assert_eq!(reader.started(), Some(Some(0)));
+        assert!(writer.record(&record(7, b"seven")));
+        sys::copy_in(&writer.map, WORDS_AT, b"panicked: boom");
+        sys::copy_in(&writer.map, WORDS_LEN_AT, &14u32.to_le_bytes());
+        writer.starting(u64::MAX - 1);
+        assert_eq!(reader.started(), Some(Some(u64::MAX - 1)));
+        writer.clear();
+        assert!(writer.record(&record(8, b"eight")));
+        // Each field leaves the others alone.
+        assert_eq!(ids(&reader), [8]);
+        assert_eq!(reader.last_words().as_deref(), Some("panicked: boom"));
+        assert_eq!(reader.started(), Some(Some(u64::MAX - 1)));
     }
 
     #[test]

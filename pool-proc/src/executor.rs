@@ -185,7 +185,7 @@ impl Pool {
             // The worker is idle: it has read everything sent to it, so a small frame fits in
             // the socket buffer and this write does not wait for the worker; and its task
             // thread reads it.
-            if let Err(e) = slot::send_tasks(&writer, jobs, false) {
+            if let Err(e) = slot::send_tasks(&writer, &jobs, false) {
                 guarded!(debug!("cf-pool-proc: direct send failed: {e}; its reader handles it"));
                 self.kill_worker(id);
             }
@@ -414,6 +414,7 @@ impl ProcessPoolBuilder {
                 work: Condvar::new(),
                 timer: Condvar::new(),
                 joined: Condvar::new(),
+                sent: Condvar::new(),
                 config: Config {
                     max_workers,
                     max_tasks_per_child: self.max_tasks_per_child,

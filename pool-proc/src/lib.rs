@@ -182,8 +182,8 @@
 //!   back needs the busy worker's answer (only it knows which it started), so a worker that
 //!   cannot answer (stopped with `SIGSTOP`, or frozen by a debugger) keeps its unstarted
 //!   tasks, up to a window's worth, until it runs again or dies (a task's time limit kills
-//!   it; its unstarted tasks then fail as any dead worker's do). Python's pool, which hands
-//!   each idle worker one task at a time, strands fewer.
+//!   it; its unstarted tasks then go to another worker, as any dead worker's do). Python's
+//!   pool, which hands each idle worker one task at a time, strands fewer.
 //!   A task handed to a worker ahead of time counts as running (its `cancel()` returns
 //!   `false`, and a timed-out or dropped `map` cannot cancel it), as the few tasks in Python's
 //!   call queue do; `shutdown(cancel_futures)` asks every busy worker for its unstarted tasks
@@ -215,10 +215,16 @@
 //! A task that forked a child or started a daemon (which holds a copy of the worker's socket)
 //! therefore delays nothing: the dead worker's futures fail at once, and `drop`,
 //! `shutdown(wait)`, `kill_workers` and time limits never wait for a worker's descendants.
-//! Only the task it was running and those sent to it that had not started fail, with
-//! [`TaskError::WorkerDied`] naming the pid and the exit code or signal (tasks it finished keep
-//! their results, even those it had not sent yet, so retrying on `WorkerDied` never re-runs
-//! work that already ran); a
+//! Only the task it was running fails, with [`TaskError::WorkerDied`] naming the pid and the
+//! exit code or signal. Tasks it finished keep their results, even those it had not sent yet,
+//! so retrying on `WorkerDied` never re-runs work that already ran. Tasks it had been handed
+//! ahead of time and had not started go back to the front of the queue, for another worker:
+//! the worker notes each task in its black box as it starts it, so the parent knows which it
+//! never started, and the parent keeps the payload of a task sent to a busy worker until its
+//! result comes. (Such a task still fails with the worker if it was the third worker to die
+//! holding it, if it was sent to an idle worker that died before it could start it, or if the
+//! worker broke the protocol, which makes its black box untrustworthy. In a shutdown that
+//! cancels, `terminate_workers` and `kill_workers`, it ends cancelled instead.) A
 //! replacement starts if work is waiting, and the pool goes on. [`WorkerDeath::BreakPool`]
 //! restores Python's behaviour instead (everything pending fails, the pool is broken). A panic
 //! is not a death: it comes back as [`TaskError::Panicked`] with the worker's message,

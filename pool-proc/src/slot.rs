@@ -10,8 +10,9 @@
 //!   their callbacks), `Ready`, `InitFailed`, `Returned` (tasks given back, queued again) and
 //!   `Log` (records for this process's logger). On end of stream, or garbage, it reaps the
 //!   process with `waitpid`, completes the tasks whose results the worker left in its black box
-//!   ([`crate::blackbox`]), fails the futures it still held with `WorkerDied` (with its last
-//!   panic, if any), and starts a replacement if work is waiting.
+//!   ([`crate::blackbox`]), fails the task it was running with `WorkerDied` (with its last
+//!   panic, if any), queues again those it had not started (see [`Pool::worker_ended`]), and
+//!   starts a replacement if work is waiting.
 //!
 //! Neither thread holds the pool lock while doing I/O or running user code.
 
@@ -65,7 +66,38 @@ impl Pool {
         }
         None
     }
-    /// The reader of slot `id` saw its worker end and reaped it.
+    /// After slot `id`'s feeder wrote `jobs` (or failed to): the payloads of those that wait
+    /// behind another task in the worker (all of them if it was `busy`, all but the first
+    /// otherwise) are kept with the task until its result comes, so that a worker that dies
+    /// before starting them does not take them along ([`Pool::worker_ended`]).
+    fn keep_payloads(&self, id: usize, jobs: Vec<Sending>, busy: bool) {
+        let mut state = self.state.lock();
+        let Some(slot) = state.slot_mut(id) else {
+            return;
+        };
+        slot.sending = false;
+        for (i, job) in jobs.into_iter().enumerate() {
+            if busy || i > 0 {
+                if let Some(entry) = slot.in_flight.get_mut(&job.id) {
+                    entry.payload = Some(job.payload);
+                }
+            }
+        }
+        drop(state);
+        self.sent.notify_all();
+    }
+
+    /// The reader of slot `id` saw its worker end and reaped it. `started` is the task the
+    /// worker said it started last (`Some(None)`: none), `None` if it is not to be believed.
+    ///
+    /// The tasks it held fail with it, except those it had not started, which go back to the
+    /// front of the queue for another worker (or, in a shutdown that cancels, end cancelled):
+    /// a task that kills its worker fails alone. Before the next task starts, a worker has sent
+    /// or recorded the result of the one before ([`crate::blackbox`]), so what it held besides
+    /// the task it started last never ran. A task goes back only if its payload was kept
+    /// ([`Pool::keep_payloads`]), the pool is not broken, and fewer than [`RESENDS_MAX`]
+    /// workers died holding it, so that a task the worker lied about, or a process that dies
+    /// before every task, cannot go round forever.
     pub(crate) fn worker_ended(
         self: &Arc<Self>,
         id: usize,
@@ -73,12 +105,24 @@ impl Pool {
         cause: cf_executor_api::ExitCause,
         init_failure: Option<(StartFailure, String)>,
         last_panic: Option<String>,
+        started: Option<Option<u64>>,
     ) {
         let mut stranded = None;
+        let mut unstarted_cancelled = Vec::new();
         let (orphans, queued, error, timed_out) = {
             let mut state = self.state.lock();
-            let Some(pos) = state.slots.iter().position(|(i, _)| *i == id) else {
-                return;
+            // A feeder still writing to the dead worker fails at once; wait for it to hand
+            // back the payloads, so the tasks it wrote can be sent again (bounded: a feeder
+            // stuck in a write to a socket a forked task keeps open gives up its tasks).
+            let settle = Instant::now() + SEND_SETTLE;
+            let pos = loop {
+                let Some(pos) = state.slots.iter().position(|(i, _)| *i == id) else {
+                    return;
+                };
+                if !state.slots[pos].1.sending || Instant::now() >= settle {
+                    break pos;
+                }
+                self.sent.wait_until(&mut state, settle);
             };
             let (_, mut slot) = state.slots.remove(pos);
             slot.dead = true;
@@ -171,6 +215,24 @@ impl Pool {
             if state.broken.is_some() {
                 queued = std::mem::take(&mut state.queue);
             }
+            let (orphans, resend) = match started {
+                Some(started) if state.broken.is_none() => unstarted(orphans, started),
+                _ => (orphans, Vec::new()),
+            };
+            if !resend.is_empty() {
+                guarded!(debug!(
+                    "cf-pool-proc: worker {pid} ended holding {} task(s) it had not started; {}",
+                    resend.len(),
+                    if state.cancelling { "cancelled" } else { "queued again" }
+                ));
+            }
+            if state.cancelling {
+                unstarted_cancelled = resend;
+            } else {
+                for job in resend.into_iter().rev() {
+                    state.queue.push_front(job);
+                }
+            }
             let error = match (&state.broken, &start_refused) {
                 (Some(reason), _) => TaskError::Broken {
                     reason: reason.clone(),
@@ -226,10 +288,47 @@ impl Pool {
         for job in queued {
             job.completion.fail(error.clone());
         }
+        for job in unstarted_cancelled {
+            job.completion.cancel_unstarted();
+        }
         if let Some(stranded) = stranded {
             stranded.fail();
         }
     }
+}
+
+/// How long a worker's death waits for its feeder to finish a write (see
+/// [`Pool::worker_ended`]); a write to a dead worker fails at once.
+const SEND_SETTLE: Duration = Duration::from_secs(2);
+
+/// A task goes to at most this many workers that die before starting it; then it fails with
+/// the last one.
+const RESENDS_MAX: u8 = 3;
+
+/// Splits what a dead worker held into the tasks that fail with it and those it never started
+/// that can run elsewhere (as jobs, in the order they were submitted): every task but
+/// `started`, the one it said it started last, whose payload was kept and that fewer than
+/// [`RESENDS_MAX`] workers died holding.
+fn unstarted(
+    orphans: Vec<(u64, InFlight)>,
+    started: Option<u64>,
+) -> (Vec<(u64, InFlight)>, Vec<Job>) {
+    let (mut resend, fail): (Vec<_>, Vec<_>) = orphans.into_iter().partition(|(task, entry)| {
+        Some(*task) != started && entry.payload.is_some() && entry.deaths < RESENDS_MAX - 1
+    });
+    resend.sort_unstable_by_key(|(task, _)| *task);
+    let jobs = resend
+        .into_iter()
+        .map(|(id, entry)| Job {
+            id,
+            fn_offset: entry.fn_offset,
+            payload: entry.payload.expect("partitioned on it"),
+            attached: entry.attached,
+            completion: Box::new(Started(entry.completion, entry.deaths + 1)),
+            timeout: entry.deadline.map(|(_, limit)| limit),
+        })
+        .collect();
+    (fail, jobs)
 }
 
 /// Joins the pool's threads that have ended (the feeders of workers that were replaced, each of
@@ -289,7 +388,9 @@ fn feed(pool: &Arc<Pool>, id: usize) {
                 break;
             }
         };
-        if let Err(e) = send_tasks(&out, jobs, busy) {
+        let sent = send_tasks(&out, &jobs, busy);
+        pool.keep_payloads(id, jobs, busy);
+        if let Err(e) = sent {
             // Usually the worker is gone; if not, it is now, so the reader fails what it held.
             guarded!(debug!("cf-pool-proc: write to worker slot {id} failed: {e}"));
             pool.kill_worker(id);
@@ -384,14 +485,14 @@ pub(crate) struct Sending {
 /// exported fails only its own task, in the worker; so do all of a frame's buffers if the
 /// kernel refuses its descriptors. `Err` means the connection is unusable: the caller must
 /// kill the worker so that its reader fails what it held.
-pub(crate) fn send_tasks(writer: &Writer, jobs: Vec<Sending>, busy: bool) -> io::Result<()> {
+pub(crate) fn send_tasks(writer: &Writer, jobs: &[Sending], busy: bool) -> io::Result<()> {
     let peer = writer.peer();
     // The worker's regions the reader copied out: handed back first thing in the frame.
     let released = peer.take_owed();
     let mut fds = Vec::new();
     let mut lent = Vec::new();
     let mut messages = Vec::new();
-    let frame = frame_tasks(&jobs, &released, &mut messages, |attached, messages| {
+    let frame = frame_tasks(jobs, &released, &mut messages, |attached, messages| {
         let exported = shm::export_all(peer, attached, &mut fds, messages);
         lent.extend(exported.iter().filter_map(shm::AttachOut::lend));
         exported
@@ -405,7 +506,7 @@ pub(crate) fn send_tasks(writer: &Writer, jobs: Vec<Sending>, busy: bool) -> io:
             let why = format!("the kernel refused to pass its shared-memory descriptor ({e})");
             guarded!(warn!("cf-pool-proc: {why}; failing the frame's tasks that carry buffers"));
             let mut messages = Vec::new();
-            let frame = frame_tasks(&jobs, &released, &mut messages, |attached, messages| {
+            let frame = frame_tasks(jobs, &released, &mut messages, |attached, messages| {
                 messages.push(why.clone());
                 vec![shm::AttachOut::Failed(messages.len() - 1); attached.len()]
             });
@@ -494,6 +595,9 @@ fn next_batch(pool: &Pool, id: usize) -> Option<Batch> {
                 n = n.min(queued - idle);
             }
             if let Some(jobs) = take_jobs(pool, &mut state, id, n) {
+                if let Some(slot) = state.slot_mut(id) {
+                    slot.sending = true;
+                }
                 return Some(Batch::Tasks { jobs, busy });
             }
             continue;
@@ -632,10 +736,12 @@ pub(crate) fn take_jobs(
         slot.in_flight.insert(
             job.id,
             InFlight {
+                deaths: job.completion.deaths(),
                 completion: job.completion,
                 fn_offset: job.fn_offset,
                 attached: job.attached,
                 deadline,
+                payload: None,
             },
         );
     }
@@ -704,7 +810,13 @@ fn reader(
     if trouble.is_none() || !broke_protocol {
         recover_results(pool, id, pid, blackbox);
     }
-    pool.worker_ended(id, pid, cause, init_failure, blackbox.last_words());
+    // A worker that broke the protocol is not believed about what it started either.
+    let started = if trouble.is_none() || !broke_protocol {
+        blackbox.started()
+    } else {
+        None
+    };
+    pool.worker_ended(id, pid, cause, init_failure, blackbox.last_words(), started);
     pool.release_thread();
 }
 
@@ -739,7 +851,7 @@ fn requeue(pool: &Pool, id: usize, tasks: &[(u64, &[u8])]) -> Result<(), protoco
             fn_offset: entry.fn_offset,
             payload: payload.to_vec(),
             attached: entry.attached,
-            completion: Box::new(Started(entry.completion)),
+            completion: Box::new(Started(entry.completion, entry.deaths)),
             timeout: entry.deadline.map(|(_, limit)| limit),
         })
         .collect();
@@ -758,9 +870,12 @@ fn requeue(pool: &Pool, id: usize, tasks: &[(u64, &[u8])]) -> Result<(), protoco
 /// back by a busy worker: starting it again must not be refused, and a user's `cancel` cannot
 /// reach a running future (`shutdown(cancel_futures)` and `terminate_workers`, which drop the
 /// queue, cancel it with `cancel_unstarted`).
-struct Started(Box<dyn Completion>);
+struct Started(Box<dyn Completion>, u8);
 
 impl Completion for Started {
+    fn deaths(&self) -> u8 {
+        self.1
+    }
     fn start(&self) -> bool {
         true
     }
@@ -970,6 +1085,50 @@ fn handle_frame(
 mod tests {
     use super::*;
     use crate::task::MAX_PAYLOAD;
+
+    #[test]
+    fn a_dead_workers_unstarted_tasks_go_back_in_order_but_not_forever() {
+        use crate::state::tests::Nothing;
+        let entry = |payload: Option<&[u8]>, deaths| InFlight {
+            completion: Box::new(Nothing),
+            fn_offset: 3,
+            attached: Attached::default(),
+            deadline: None,
+            payload: payload.map(<[u8]>::to_vec),
+            deaths,
+        };
+        let held = || {
+            vec![
+                (9, entry(Some(b"nine"), 0)),
+                (4, entry(Some(b"four"), 1)),
+                // Sent while the worker was idle: its payload was not kept.
+                (5, entry(None, 0)),
+                (6, entry(Some(b"six"), 0)),
+                // The third worker to die holding it.
+                (7, entry(Some(b"seven"), RESENDS_MAX - 1)),
+            ]
+        };
+        let ids = |fail: &[(u64, InFlight)]| {
+            let mut ids: Vec<u64> = fail.iter().map(|(id, _)| *id).collect();
+            ids.sort_unstable();
+            ids
+        };
+        // It started 6: 6 fails with it, and so do 5 (no payload) and 7 (too many deaths).
+        let (fail, resend) = unstarted(held(), Some(6));
+        assert_eq!(ids(&fail), [5, 6, 7]);
+        let back: Vec<_> = resend
+            .iter()
+            .map(|j| (j.id, j.payload.as_slice(), j.fn_offset, j.completion.deaths()))
+            .collect();
+        assert_eq!(back, [(4, &b"four"[..], 3, 2), (9, &b"nine"[..], 3, 1)]);
+        // Started nothing (or a task it no longer held): every kept payload goes back.
+        for started in [None, Some(42)] {
+            let (fail, resend) = unstarted(held(), started);
+            assert_eq!(ids(&fail), [5, 7]);
+            assert_eq!(resend.iter().map(|j| j.id).collect::<Vec<_>>(), [4, 6, 9]);
+            assert!(resend.iter().all(|j| !j.completion.cancel() && j.completion.start()));
+        }
+    }
 
     #[test]
     fn a_first_job_always_fits_a_frame() {

@@ -67,7 +67,8 @@ pub(crate) struct Config {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum WorkerDeath {
-    /// Fail only the futures that worker held (`WorkerDied`), start a replacement, go on.
+    /// Fail only the task that worker was running (`WorkerDied`), give the tasks it had not
+    /// started to another worker, start a replacement, go on.
     #[default]
     Replace,
     /// Python's behaviour: the pool is broken; every pending and running future fails with
@@ -207,6 +208,8 @@ pub(crate) struct Pool {
     /// Signalled when `joining` drops to zero: every `shutdown(wait)` returns only once every
     /// feeder is joined, whichever caller joined it.
     pub(crate) joined: Condvar,
+    /// Signalled when a feeder has handed back the payloads it wrote ([`SlotState::sending`]).
+    pub(crate) sent: Condvar,
     pub(crate) config: Config,
 }
 
@@ -298,6 +301,10 @@ pub(crate) struct SlotState {
     /// It answered `Reclaim` since its last result and still holds a task (the long one):
     /// it takes no more work, which would only wait behind that task, and is not asked again.
     pub(crate) gave_back: bool,
+    /// Its feeder took tasks and has not yet handed their payloads back to
+    /// [`InFlight::payload`] (it is writing them): a death waits for it, briefly, so that the
+    /// tasks the worker never started can be sent to another.
+    pub(crate) sending: bool,
 }
 
 /// Where a request to give back unstarted tasks stands.
@@ -322,6 +329,12 @@ pub(crate) struct InFlight {
     pub(crate) attached: Attached,
     /// For a task with a time limit: when it expires, and the limit.
     pub(crate) deadline: Option<(Instant, Duration)>,
+    /// The encoded argument, kept once written for a task that waits behind another in its
+    /// worker: should the worker die before starting it, it goes to another worker (see
+    /// `crate::slot`). `None` for a task sent to an idle worker, which starts it at once.
+    pub(crate) payload: Option<Vec<u8>>,
+    /// Workers that died holding this task without starting it, before this one.
+    pub(crate) deaths: u8,
 }
 
 impl SlotState {
@@ -431,11 +444,11 @@ impl SlotState {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// A completion that only counts as started.
-    struct Nothing;
+    pub(crate) struct Nothing;
 
     impl Completion for Nothing {
         fn start(&self) -> bool {
@@ -469,6 +482,8 @@ mod tests {
                     fn_offset: 0,
                     attached: Attached::default(),
                     deadline: None,
+                    payload: None,
+                    deaths: 0,
                 },
             );
             slot.sent += 1;

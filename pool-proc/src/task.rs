@@ -124,6 +124,10 @@ pub(crate) trait Completion: Send {
     fn finish(self: Box<Self>, ok: bool, bytes: &[u8], buffers: Result<Vec<Buffer>, String>);
     /// Fails the future.
     fn fail(self: Box<Self>, error: TaskError);
+    /// Workers that died holding this task before it started (see `crate::slot`).
+    fn deaths(&self) -> u8 {
+        0
+    }
 }
 
 impl<R: Payload + Sync> Completion for Promise<R> {

@@ -15,7 +15,8 @@
 //!
 //! A result waiting in the outbox is also recorded in the worker's black box
 //! ([`crate::blackbox`]) before the next task starts, so a crash of that task cannot lose it;
-//! so is the message of a panic that will not unwind. `log` records of tasks go to the parent
+//! so are the id of each task as it starts (the parent hands the tasks queued behind a task
+//! that killed the worker to another one) and the message of a panic that will not unwind. `log` records of tasks go to the parent
 //! ([`Forward`]).
 //!
 //! It ends when the parent says `Shutdown`, when the socket closes (the parent died: the
@@ -700,6 +701,9 @@ fn run_tasks(inbox: &Inbox, outbox: &Outbox, max_tasks: u64) -> io::Result<()> {
             payload,
             buffers,
         } = task;
+        // Every earlier result is safe by now (`Outbox::push`), so should this task kill the
+        // process, the parent knows that the tasks it still held after this one never started.
+        outbox.blackbox.lock().starting(id);
         let outcome = sys::trampoline_at(fn_offset)(&frame[payload], buffers, &place);
         drop(frame);
         let nanos = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
