@@ -9,7 +9,6 @@
 //! with `WorkerDied` of a worker that never started them.)
 //
 // On Windows (run under Wine in CI) the same, with the crashes of `crash_keeps_results.rs`.
-#![allow(unsafe_code)] // a task must be able to kill its worker on purpose
 
 mod common;
 
@@ -42,14 +41,7 @@ fn work(op: Op) -> (u64, u32) {
         }
         Op::KillSelfLater => {
             std::thread::sleep(Duration::from_millis(100));
-            // SAFETY: kill(2) on our own pid with plain integers.
-            #[cfg(unix)]
-            unsafe {
-                libc::kill(libc::getpid(), libc::SIGKILL)
-            };
-            #[cfg(windows)]
-            common::sigkill_child(std::process::id());
-            unreachable!("SIGKILL cannot be caught")
+            common::sigkill_self()
         }
         Op::Hang(marker) => {
             std::fs::write(marker, std::process::id().to_string()).unwrap();

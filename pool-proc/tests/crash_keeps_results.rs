@@ -39,17 +39,7 @@ fn crash(how: Crash) -> u64 {
     match how {
         Crash::Abort => std::process::abort(),
         Crash::Exit => std::process::exit(7),
-        Crash::KillSelf => {
-            // SAFETY: kill(2) on our own pid with plain integers.
-            #[cfg(unix)]
-            unsafe {
-                libc::kill(libc::getpid(), libc::SIGKILL)
-            };
-            // TerminateProcess on ourselves, with exit code 1 (what `kill_workers` passes).
-            #[cfg(windows)]
-            common::sigkill_child(std::process::id());
-            unreachable!("SIGKILL cannot be caught")
-        }
+        Crash::KillSelf => common::sigkill_self(),
         Crash::Segfault => {
             // SAFETY: raise(3) with a plain integer; the default action ends the process.
             #[cfg(unix)]

@@ -396,6 +396,20 @@ pub fn sigkill_child(pid: u32) -> bool {
     running_child && unsafe { libc::kill(raw, libc::SIGKILL) } == 0
 }
 
+/// Ends this process as `kill_workers` would end it: `SIGKILL` to itself (on Windows
+/// `TerminateProcess` with exit code 1, what `kill_workers` passes). For a task that kills its
+/// own worker.
+pub fn sigkill_self() -> ! {
+    // SAFETY: kill(2) on our own pid with plain integers.
+    #[cfg(unix)]
+    unsafe {
+        libc::kill(libc::getpid(), libc::SIGKILL)
+    };
+    #[cfg(windows)]
+    sigkill_child(std::process::id());
+    unreachable!("SIGKILL cannot be caught")
+}
+
 /// Set when [`within`] gave up on a hung thread: the binary can no longer be checked for leaks.
 static ABANDONED: AtomicBool = AtomicBool::new(false);
 
